@@ -1,0 +1,1 @@
+"""pushtrain trigger (AWS Lambda)."""

