@@ -1,0 +1,378 @@
+"""The artifact store: one interface, two backends (a local folder and S3), the same keys.
+
+Keys are '/'-separated paths relative to the store root (`runs/<run_id>/status.json`,
+`models/<name>/<version>/manifest.json`, see RUNS.md). Every object write is atomic: a reader
+sees the old bytes or the new bytes, never a mix. Two conditional writes give the guarantees
+the rest of the trainer is built on:
+
+- `put(key, data, if_none_match=True)` creates the object only if it does not exist
+  (S3 `If-None-Match: *`): a published version is never overwritten.
+- `put(key, data, if_match=etag)` replaces the object only if it still has that ETag
+  (S3 `If-Match`): compare-and-swap for `status.json` and `champion.json`.
+
+A failed precondition raises `PreconditionFailed`; the caller re-reads and decides again.
+
+    store = open_store("s3://my-bucket")          # or "./store", "file:///abs/path"
+    data, etag = store.get_with_etag("models/cifar10/champion.json")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+# Connection errors and throttling are retried by botocore's standard mode; a conditional
+# write that loses a race is not an error there and reaches us as PreconditionFailed.
+S3_MAX_ATTEMPTS = 8
+LOCK_FILE_NAME = ".pushtrain-store.lock"
+_TMP_PREFIX = ".tmp-"
+
+
+class StoreError(Exception):
+    """A store operation failed (I/O, permissions, the service)."""
+
+
+class NotFound(StoreError):  # noqa: N818 -- named after the S3 error code it stands for, like PreconditionFailed
+    """The key does not exist in the store."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"not found: {uri}")
+        self.uri = uri
+
+
+class PreconditionFailed(StoreError):  # noqa: N818 -- the S3 error code (HTTP 412) it stands for
+    """A conditional write lost: the object exists (If-None-Match) or changed (If-Match)."""
+
+    def __init__(self, uri: str, condition: str) -> None:
+        super().__init__(f"precondition failed for {uri}: {condition}")
+        self.uri = uri
+        self.condition = condition
+
+
+def validate_key(key: str) -> str:
+    """Return key if it is a clean relative store key; raise ValueError naming it otherwise."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts):
+        raise ValueError(f"invalid store key {key!r}: want a relative path like 'runs/<run_id>/status.json'")
+    if any(p.startswith(_TMP_PREFIX) or p == LOCK_FILE_NAME for p in parts):
+        raise ValueError(f"invalid store key {key!r}: names starting {_TMP_PREFIX!r} are reserved")
+    return key
+
+
+def _describe_condition(if_none_match: bool, if_match: str | None) -> str:
+    if if_none_match and if_match is not None:
+        raise ValueError("put: if_none_match and if_match are mutually exclusive")
+    if if_none_match:
+        return "If-None-Match: * (object already exists)"
+    return f"If-Match: {if_match} (object changed or is missing)"
+
+
+class Store(ABC):
+    """Byte objects under string keys, with atomic and conditional writes."""
+
+    uri: str
+
+    def uri_of(self, key: str) -> str:
+        """The full URI of key, for messages and logs."""
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    @abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its ETag; NotFound if absent."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write the object atomically and return its new ETag; PreconditionFailed if a condition fails."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether the key exists."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key starting with prefix, sorted."""
+
+    @abstractmethod
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+        """Upload a local file (atomically, optionally create-only) and return its ETag."""
+
+    @abstractmethod
+    def download_file(self, key: str, path: Path) -> None:
+        """Download the object to path (written atomically); NotFound if absent."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; NotFound if absent."""
+        return self.get_with_etag(key)[0]
+
+
+# --- local folder -----------------------------------------------------------------------------
+
+
+class LocalStore(Store):
+    """A folder with the same layout as the bucket.
+
+    Writes go to a temporary file in the target's folder and are renamed into place (atomic
+    on POSIX). Conditional writes hold an exclusive `fcntl` lock on one lock file at the store
+    root, so check-then-write is atomic across threads and processes on this machine. The ETag
+    is the SHA-256 of the content, so it changes exactly when the bytes do.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    @staticmethod
+    def _etag(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOCK_FILE_NAME).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _etag_of_file(self, path: Path) -> str | None:
+        try:
+            return self._etag(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(self.uri_of(key)) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.uri_of(key)}: {exc}") from exc
+        return data, self._etag(data)
+
+    def _write_tmp(self, target: Path, data: bytes | None, source: Path | None) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{_TMP_PREFIX}{target.name}.{uuid.uuid4().hex}"
+        with tmp.open("wb") as fh:
+            if source is not None:
+                with source.open("rb") as src:
+                    while chunk := src.read(1 << 20):
+                        fh.write(chunk)
+            else:
+                fh.write(data or b"")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    def _commit(self, key: str, tmp: Path, if_none_match: bool, if_match: str | None) -> None:
+        target = self._path(key)
+        try:
+            if not if_none_match and if_match is None:
+                tmp.replace(target)
+                return
+            condition = _describe_condition(if_none_match, if_match)
+            with self._locked():
+                current = self._etag_of_file(target)
+                if (if_none_match and current is not None) or (if_match is not None and current != if_match):
+                    raise PreconditionFailed(self.uri_of(key), condition)
+                tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        target = self._path(key)
+        try:
+            tmp = self._write_tmp(target, data, None)
+            self._commit(key, tmp, if_none_match, if_match)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.uri_of(key)}: {exc}") from exc
+        return self._etag(data)
+
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+        target = self._path(key)
+        try:
+            tmp = self._write_tmp(target, None, path)
+            etag = self._etag(tmp.read_bytes())
+            self._commit(key, tmp, if_none_match, None)
+        except OSError as exc:
+            raise StoreError(f"cannot upload {path} to {self.uri_of(key)}: {exc}") from exc
+        return etag
+
+    def download_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise NotFound(self.uri_of(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
+        try:
+            with source.open("rb") as src, tmp.open("wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            tmp.replace(path)
+        except OSError as exc:
+            raise StoreError(f"cannot download {self.uri_of(key)} to {path}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP_PREFIX)]
+            rel_dir = Path(dirpath).relative_to(self.root)
+            for name in filenames:
+                if name.startswith(_TMP_PREFIX) or name == LOCK_FILE_NAME:
+                    continue
+                key = (rel_dir / name).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+
+class S3Store(Store):
+    """An S3 bucket (optionally under a prefix), through boto3 with the standard retry mode.
+
+    The endpoint comes from boto3's own configuration (`AWS_ENDPOINT_URL` for an emulator).
+    Conditional writes are S3's own (`If-None-Match: *`, `If-Match: <etag>`), so they hold
+    across machines.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        if not bucket:
+            raise ValueError("S3 store needs a bucket name, got an empty one")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS}))
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @staticmethod
+    def _code(exc: Exception) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _translate(self, exc: Exception, key: str, action: str, condition: str = "") -> StoreError:
+        code = self._code(exc)
+        if code in {"NoSuchKey", "404", "NotFound"}:
+            return NotFound(self.uri_of(key))
+        # 409 ConditionalRequestConflict: a concurrent conditional write won; same meaning as 412.
+        if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            return PreconditionFailed(self.uri_of(key), condition or code)
+        return StoreError(f"cannot {action} {self.uri_of(key)}: {exc}")
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, key, "read") from exc
+
+    def _put(self, key: str, body: Any, if_none_match: bool, if_match: str | None) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        condition = _describe_condition(if_none_match, if_match) if (if_none_match or if_match) else ""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": body}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            return str(self.client.put_object(**kwargs)["ETag"])
+        except (ClientError, BotoCoreError) as exc:
+            error = self._translate(exc, key, "write", condition)
+            if if_match is not None and isinstance(error, NotFound):
+                # If-Match on a deleted object: the object changed under us, same as a 412.
+                error = PreconditionFailed(self.uri_of(key), condition)
+            raise error from exc
+
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        return self._put(key, data, if_none_match, if_match)
+
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+        # One PutObject (up to 5 GB) keeps the create-only condition; our largest file is a
+        # checkpoint of tens of MB.
+        with path.open("rb") as body:
+            return self._put(key, body, if_none_match, None)
+
+    def download_file(self, key: str, path: Path) -> None:
+        data = self.get(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path} (downloading {self.uri_of(key)}): {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            error = self._translate(exc, key, "check")
+            if isinstance(error, NotFound):
+                return False
+            raise error from exc
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot list {self.uri_of(prefix)}: {exc}") from exc
+        return sorted(keys)
+
+
+def open_store(uri: str) -> Store:
+    """The store at uri: `s3://bucket[/prefix]`, `file:///abs/path`, or a local path."""
+    if not uri:
+        raise ValueError("store URI is empty: want s3://bucket[/prefix], file:///path or a local folder")
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"store URI {uri!r} has no bucket: want s3://bucket[/prefix]")
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        if parsed.netloc not in {"", "localhost"}:
+            raise ValueError(f"store URI {uri!r} names a host: want file:///absolute/path")
+        return LocalStore(Path(unquote(parsed.path)))
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise ValueError(f"store URI {uri!r} has unsupported scheme {parsed.scheme!r}: want s3://, file:// or a path")
+    return LocalStore(Path(uri))

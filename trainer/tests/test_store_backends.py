@@ -1,0 +1,119 @@
+"""The artifact store: both backends keep the same promises (atomic, conditional writes, listing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from trainer.store import LocalStore, NotFound, PreconditionFailed, S3Store, Store, open_store
+
+BUCKET = "pushtrain-test-artifacts"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    if request.param == "local":
+        yield LocalStore(tmp_path / "store")
+        return
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield open_store(f"s3://{BUCKET}/team-a")
+
+
+def test_put_then_get_returns_the_bytes_and_a_stable_etag(store: Store) -> None:
+    etag = store.put("runs/r1/status.json", b'{"state": "queued"}')
+    data, etag_read = store.get_with_etag("runs/r1/status.json")
+    assert data == b'{"state": "queued"}'
+    assert etag_read == etag
+
+
+def test_missing_key_raises_not_found_naming_the_uri(store: Store) -> None:
+    with pytest.raises(NotFound, match=r"runs/none/status\.json"):
+        store.get("runs/none/status.json")
+    assert not store.exists("runs/none/status.json")
+
+
+def test_create_only_write_is_refused_when_the_object_exists(store: Store) -> None:
+    store.put("models/m/v1/manifest.json", b"first", if_none_match=True)
+    with pytest.raises(PreconditionFailed, match="If-None-Match"):
+        store.put("models/m/v1/manifest.json", b"second", if_none_match=True)
+    assert store.get("models/m/v1/manifest.json") == b"first"
+
+
+def test_compare_and_swap_succeeds_with_the_current_etag_and_fails_with_a_stale_one(store: Store) -> None:
+    first = store.put("models/m/champion.json", b"a", if_none_match=True)
+    second = store.put("models/m/champion.json", b"b", if_match=first)
+    assert second != first
+    with pytest.raises(PreconditionFailed, match="If-Match"):
+        store.put("models/m/champion.json", b"c", if_match=first)
+    assert store.get("models/m/champion.json") == b"b"
+
+
+def test_compare_and_swap_on_a_missing_object_fails_as_a_precondition(store: Store) -> None:
+    with pytest.raises(PreconditionFailed):
+        store.put("models/m/champion.json", b"x", if_match="0123456789abcdef")
+
+
+def test_list_returns_sorted_keys_under_the_prefix_only(store: Store) -> None:
+    for key in ["models/m/v2/manifest.json", "models/m/v1/manifest.json", "runs/r/status.json"]:
+        store.put(key, b"{}")
+    assert store.list("models/") == ["models/m/v1/manifest.json", "models/m/v2/manifest.json"]
+    assert store.list("nothing/") == []
+
+
+def test_files_round_trip_and_create_only_upload_is_refused_twice(store: Store, tmp_path: Path) -> None:
+    source = tmp_path / "checkpoint.pt"
+    source.write_bytes(bytes(range(256)) * 1000)
+    store.upload_file(source, "runs/r/checkpoint.pt", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.upload_file(source, "runs/r/checkpoint.pt", if_none_match=True)
+    target = tmp_path / "down" / "checkpoint.pt"
+    store.download_file("runs/r/checkpoint.pt", target)
+    assert target.read_bytes() == source.read_bytes()
+    with pytest.raises(NotFound):
+        store.download_file("runs/r/other.pt", target)
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "runs/.tmp-x"])
+def test_keys_that_escape_or_collide_with_internals_are_rejected(store: Store, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid store key"):
+        store.put(key, b"x")
+
+
+def test_local_store_leaves_no_temporary_files_behind(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("a/b.json", b"1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put("a/b.json", b"2", if_none_match=True)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.json"]
+    assert store.list() == ["a/b.json"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind", "where"),
+    [
+        ("s3://bucket", S3Store, "s3://bucket"),
+        ("s3://bucket/some/prefix/", S3Store, "s3://bucket/some/prefix"),
+        ("file:///tmp/pushtrain-store", LocalStore, "/tmp/pushtrain-store"),
+        ("/tmp/pushtrain-store", LocalStore, "/tmp/pushtrain-store"),
+    ],
+)
+def test_open_store_picks_the_backend_from_the_uri(
+    uri: str, kind: type, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = open_store(uri)
+    assert isinstance(store, kind)
+    assert store.uri == where
+
+
+@pytest.mark.parametrize("uri", ["", "s3://", "gs://bucket/x", "file://host/path"])
+def test_open_store_rejects_malformed_uris_naming_them(uri: str) -> None:
+    with pytest.raises(ValueError, match="store URI"):
+        open_store(uri)
