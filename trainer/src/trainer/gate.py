@@ -1,0 +1,153 @@
+"""The quality gate: every finished run is published; only a good enough one becomes champion.
+
+A version is promoted to `models/<model_name>/champion.json` when both hold:
+
+1. its test accuracy is at least the configured floor (`accuracy_floor`), and
+2. it beats the current champion by the configured margin: accuracy >= champion + `champion_margin`.
+
+The pointer changes by compare-and-swap: read it with its ETag, decide, write with `If-Match`
+(or `If-None-Match: *` when there is no champion yet). When another run moved the pointer in
+between, the write fails, and the decision is taken again against the new champion, so two runs
+finishing together cannot lose an update: the better one ends as champion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trainer.store import NotFound, PreconditionFailed, Store
+
+log = logging.getLogger(__name__)
+
+CHAMPION_SCHEMA = 1
+# Promotions kept in champion.json: enough to audit a season of runs, small enough to read.
+CHAMPION_HISTORY_LIMIT = 100
+# Each lost race means another run's write succeeded, so the loop always makes progress;
+# the bound only guards against a store that keeps refusing (a bug, not contention).
+MAX_CAS_ATTEMPTS = 64
+
+
+class GateError(Exception):
+    """The champion pointer could not be read or updated."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided for one version, and why."""
+
+    version: str
+    accuracy: float
+    promoted: bool
+    reason: str
+    champion_version: str | None  # the champion after the decision
+    previous_version: str | None  # the champion before a promotion (None if there was none)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "accuracy": self.accuracy,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "champion_version": self.champion_version,
+            "previous_version": self.previous_version,
+        }
+
+
+def champion_key(model_name: str) -> str:
+    return f"models/{model_name}/champion.json"
+
+
+def read_champion(store: Store, model_name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion record and its ETag, or (None, None) when no version has been promoted yet."""
+    try:
+        data, etag = store.get_with_etag(champion_key(model_name))
+    except NotFound:
+        return None, None
+    try:
+        record = json.loads(data)
+        float(record["accuracy"])
+        str(record["version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GateError(f"{store.uri_of(champion_key(model_name))} is not a champion record: {exc}") from exc
+    return record, etag
+
+
+def judge(accuracy: float, champion: dict[str, Any] | None, floor: float, margin: float) -> tuple[bool, str]:
+    """Whether a version with this accuracy should replace champion, and the reason in words."""
+    if accuracy < floor:
+        return False, f"accuracy {accuracy:.4f} is below the floor {floor:.4f}"
+    if champion is None:
+        return True, f"accuracy {accuracy:.4f} meets the floor {floor:.4f} and there is no champion yet"
+    bar = float(champion["accuracy"]) + margin
+    if accuracy < bar:
+        return False, (
+            f"accuracy {accuracy:.4f} does not beat champion {champion['version']} "
+            f"({float(champion['accuracy']):.4f}) by the margin {margin:.4f}"
+        )
+    return True, (
+        f"accuracy {accuracy:.4f} beats champion {champion['version']} "
+        f"({float(champion['accuracy']):.4f}) by at least the margin {margin:.4f}"
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def promote_if_better(
+    store: Store,
+    model_name: str,
+    version: str,
+    accuracy: float,
+    *,
+    floor: float,
+    margin: float,
+    run_id: str | None = None,
+) -> GateDecision:
+    """Apply the gate to a published version and move the champion pointer if it passes."""
+    if margin < 0:
+        raise ValueError(f"champion_margin must be >= 0, got {margin}")
+    key = champion_key(model_name)
+    for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
+        champion, etag = read_champion(store, model_name)
+        current = champion["version"] if champion else None
+        if champion is not None and champion["version"] == version:
+            return GateDecision(version, accuracy, True, "already champion", version, None)
+        promote, reason = judge(accuracy, champion, floor, margin)
+        if not promote:
+            log.info("gate: %s stays published, not promoted: %s", version, reason)
+            return GateDecision(version, accuracy, False, reason, current, None)
+        history = list(champion.get("history", [])) if champion else []
+        history.append({"version": version, "accuracy": accuracy, "run_id": run_id, "promoted_at": _now()})
+        record = {
+            "schema": CHAMPION_SCHEMA,
+            "model_name": model_name,
+            "version": version,
+            "accuracy": accuracy,
+            "run_id": run_id,
+            "promoted_at": history[-1]["promoted_at"],
+            "previous": {"version": champion["version"], "accuracy": champion["accuracy"]} if champion else None,
+            "reason": reason,
+            "history": history[-CHAMPION_HISTORY_LIMIT:],
+        }
+        body = json.dumps(record, indent=2, sort_keys=True).encode()
+        try:
+            if etag is None:
+                store.put(key, body, if_none_match=True)
+            else:
+                store.put(key, body, if_match=etag)
+        except PreconditionFailed:
+            log.info(
+                "gate: champion of %s changed while promoting %s (try %d); deciding again", model_name, version, attempt
+            )
+            time.sleep(random.uniform(0, 0.01 * min(attempt, 10)))  # noqa: S311 -- jitter, not cryptography
+            continue
+        log.info("gate: promoted %s to champion of %s: %s", version, model_name, reason)
+        return GateDecision(version, accuracy, True, reason, version, current)
+    raise GateError(f"could not update {store.uri_of(key)} after {MAX_CAS_ATTEMPTS} compare-and-swap attempts")
