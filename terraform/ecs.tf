@@ -1,0 +1,90 @@
+# The cluster and the base task definition of the trainer. The trigger registers one more
+# revision of the same family per pushed image digest (a copy of this one with the image
+# pinned to repo@sha256:...), so the revision Terraform manages is the template, not what runs.
+
+resource "aws_ecs_cluster" "this" {
+  # checkov:skip=CKV_AWS_65: Container Insights bills custom metrics per task; task stops are already events (eventbridge.tf) and logs go to CloudWatch.
+  name = local.cluster_name
+
+  setting {
+    name  = "containerInsights"
+    value = "disabled"
+  }
+}
+
+resource "aws_ecs_cluster_capacity_providers" "this" {
+  cluster_name       = aws_ecs_cluster.this.name
+  capacity_providers = ["FARGATE", "FARGATE_SPOT"]
+
+  # The trigger always passes its own strategy (Spot first, on-demand on a capacity failure);
+  # this default only applies to tasks started by hand.
+  default_capacity_provider_strategy {
+    capacity_provider = "FARGATE_SPOT"
+    weight            = 1
+  }
+}
+
+resource "aws_cloudwatch_log_group" "trainer" {
+  # checkov:skip=CKV_AWS_158: CloudWatch Logs encrypts at rest with service keys; the logs hold no secrets and a customer key adds cost and key-policy coupling.
+  # checkov:skip=CKV_AWS_338: a year of training logs is not worth its storage; each run's metrics and report live on in the artifacts bucket.
+  name              = local.trainer_log_group
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = local.task_family
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = tostring(var.task_size.cpu)
+  memory                   = tostring(var.task_size.memory)
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.task_cpu_architecture
+  }
+
+  ephemeral_storage {
+    size_in_gib = var.task_ephemeral_storage_gib
+  }
+
+  # Two task-local volumes on the ephemeral storage: the trainer's working directory, and /tmp
+  # for the libraries that need one (the root filesystem is read-only).
+  volume {
+    name = "scratch"
+  }
+
+  volume {
+    name = "tmp"
+  }
+
+  container_definitions = jsonencode([
+    {
+      name      = local.container_name
+      essential = true
+      # Never run: the trigger registers a revision with the pushed digest for every run.
+      image = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
+
+      environment = [for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }]
+
+      readonlyRootFilesystem = true
+      # Fargate Spot gives two minutes' warning: the trainer's SIGTERM handler writes a checkpoint.
+      stopTimeout = 120
+
+      mountPoints = [
+        { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
+        { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
+      ]
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.trainer.name
+          awslogs-region        = var.region
+          awslogs-stream-prefix = local.container_name
+        }
+      }
+    },
+  ])
+}

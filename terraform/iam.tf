@@ -1,0 +1,243 @@
+# Three roles, each allowed only what its holder does:
+#   execution  ECS pulls the image and ships logs for a training task
+#   task       the trainer reads the dataset and writes runs/ and models/ in the artifacts bucket
+#   trigger    the Lambda registers task definitions and runs tasks (exactly the calls its code makes)
+# The contract tests (tests/test_terraform_contracts.py) compare these documents with the code.
+
+locals {
+  task_definition_family_arn = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.task_family}:*"
+  cluster_tasks_arn          = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
+}
+
+# --- execution role: image pull and logs ------------------------------------------------------
+
+data "aws_iam_policy_document" "ecs_tasks_trust" {
+  statement {
+    sid     = "EcsTasksAssumeRole"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    # Confused-deputy guard: only tasks of this account may assume the role.
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name                 = "${local.name}-trainer-execution"
+  path                 = local.iam_path
+  description          = "ECS pulls the trainer image and writes its logs"
+  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_trust.json
+  max_session_duration = 3600
+}
+
+data "aws_iam_policy_document" "execution" {
+  statement {
+    # GetAuthorizationToken has no resource type: it can only be granted on "*".
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "EcrPullTrainerImage"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:GetDownloadUrlForLayer",
+    ]
+    resources = [aws_ecr_repository.this.arn]
+  }
+
+  statement {
+    sid       = "TrainerLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.trainer.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "pull-image-and-log"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+# --- task role: what the trainer does in S3 ---------------------------------------------------
+
+resource "aws_iam_role" "task" {
+  name                 = "${local.name}-trainer-task"
+  path                 = local.iam_path
+  description          = "The trainer: reads datasets/, reads and writes runs/ and models/ in the artifacts bucket"
+  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_trust.json
+  max_session_duration = 3600
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    # GetObject also covers HeadObject (exists checks) and conditional reads.
+    sid     = "ReadArtifacts"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.this.arn}/datasets/*",
+      "${aws_s3_bucket.this.arn}/runs/*",
+      "${aws_s3_bucket.this.arn}/models/*",
+    ]
+  }
+
+  statement {
+    # Conditional writes (If-None-Match for new versions, If-Match for the champion swap and the
+    # run record) are plain PutObject calls; there is no delete: a published version is never removed.
+    sid     = "WriteRunsAndModels"
+    actions = ["s3:PutObject"]
+    resources = [
+      "${aws_s3_bucket.this.arn}/runs/*",
+      "${aws_s3_bucket.this.arn}/models/*",
+    ]
+  }
+
+  statement {
+    sid       = "ListRunsAndModels"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.this.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["datasets/*", "runs/*", "models/*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "artifacts"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+# --- trigger role: the Lambda -----------------------------------------------------------------
+
+data "aws_iam_policy_document" "lambda_trust" {
+  statement {
+    sid     = "LambdaAssumeRole"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "trigger" {
+  name                 = local.function_name
+  path                 = local.iam_path
+  description          = "The trigger Lambda: registers trainer task definitions and runs them"
+  assume_role_policy   = data.aws_iam_policy_document.lambda_trust.json
+  max_session_duration = 3600
+}
+
+# Exactly the AWS calls lambda/src/trigger makes (tests/test_terraform_contracts.py reads the
+# code's boto3 calls and compares).
+data "aws_iam_policy_document" "trigger" {
+  # checkov:skip=CKV_AWS_356: RegisterTaskDefinition and DescribeTaskDefinition have no resource type; they can only be granted on "*".
+  # checkov:skip=CKV_AWS_111: as above: the two task-definition calls cannot be scoped to a resource; RunTask, the call that costs money, is.
+  statement {
+    sid = "TaskDefinitions"
+    actions = [
+      "ecs:DescribeTaskDefinition",
+      "ecs:RegisterTaskDefinition",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "RunTrainerTasks"
+    actions   = ["ecs:RunTask"]
+    resources = [local.task_definition_family_arn]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+
+  statement {
+    # RunTask with tags (run id, digest) and RegisterTaskDefinition with tags need TagResource
+    # on the resource being created, and only as part of creating it.
+    sid       = "TagOnCreate"
+    actions   = ["ecs:TagResource"]
+    resources = [local.cluster_tasks_arn, local.task_definition_family_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ecs:CreateAction"
+      values   = ["RunTask", "RegisterTaskDefinition"]
+    }
+  }
+
+  statement {
+    sid       = "PassTrainerRoles"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "ResolveImages"
+    actions   = ["ecr:DescribeImages"]
+    resources = [aws_ecr_repository.this.arn]
+  }
+
+  statement {
+    sid       = "RunRecords"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/runs/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "trigger" {
+  name   = "start-training"
+  role   = aws_iam_role.trigger.id
+  policy = data.aws_iam_policy_document.trigger.json
+}
+
+# What the Lambda service does with the role on the function's behalf, not the code: write the
+# function's logs and deliver failed asynchronous events to the on-failure destination.
+data "aws_iam_policy_document" "trigger_runtime" {
+  statement {
+    sid       = "FunctionLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.trigger.arn}:*"]
+  }
+
+  statement {
+    sid       = "OnFailureDestination"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.trigger_failures.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "trigger_runtime" {
+  name   = "runtime"
+  role   = aws_iam_role.trigger.id
+  policy = data.aws_iam_policy_document.trigger_runtime.json
+}

@@ -1,0 +1,118 @@
+# The artifacts bucket: datasets/, runs/<run_id>/ (checkpoints, run records) and
+# models/<model_name>/ (published versions, champion pointer). Layout: docs/contracts.md.
+
+resource "aws_s3_bucket" "this" {
+  # checkov:skip=CKV_AWS_144: cross-region replication doubles storage cost; every model can be retrained from its manifest.
+  # checkov:skip=CKV_AWS_18: server access logs would need a second bucket; CloudTrail data events are the audit path when needed.
+  # checkov:skip=CKV2_AWS_62: nothing consumes object-created notifications; the trigger is driven by ECR and ECS events.
+  bucket = local.artifacts_bucket_name
+}
+
+resource "aws_s3_bucket_versioning" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  rule {
+    # The AWS-managed aws/s3 key: no key charge, and the bucket key keeps KMS request costs near zero.
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "aws:kms"
+    }
+    bucket_key_enabled = true
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_policy" "this" {
+  bucket = aws_s3_bucket.this.id
+  policy = data.aws_iam_policy_document.artifacts_bucket.json
+
+  depends_on = [aws_s3_bucket_public_access_block.this]
+}
+
+data "aws_iam_policy_document" "artifacts_bucket" {
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      aws_s3_bucket.this.arn,
+      "${aws_s3_bucket.this.arn}/*",
+    ]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  rule {
+    id     = "expire-run-checkpoints"
+    status = "Enabled"
+
+    # A finished run's checkpoint is dead weight (the model is under models/); an unfinished
+    # one older than this will not be resumed.
+    filter {
+      prefix = "runs/"
+    }
+
+    expiration {
+      days = var.checkpoint_expiration_days
+    }
+  }
+
+  rule {
+    id     = "expire-noncurrent-versions-and-uploads"
+    status = "Enabled"
+
+    # Every checkpoint write and champion swap leaves a noncurrent version behind.
+    filter {}
+
+    noncurrent_version_expiration {
+      noncurrent_days = var.noncurrent_version_expiration_days
+    }
+
+    # A delete marker with no versions left behind it is removed too.
+    expiration {
+      expired_object_delete_marker = true
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.this]
+}
