@@ -1,0 +1,358 @@
+"""The trainer's configuration: one frozen dataclass, every setting with its documented default.
+
+Settings come from three places, later ones winning:
+
+1. the defaults below (and, for the training recipe, the chosen model's recipe in `RECIPES`);
+2. environment variables `TRAINER_<FIELD>` (how ECS container overrides reach the trainer);
+3. command-line flags `--<field>` (dashes or underscores: `--batch-size` and `--batch_size`).
+
+An unknown `TRAINER_*` variable, an unknown flag, a value of the wrong type or an invalid value raises
+`ConfigError` naming the setting; the CLI turns it into exit code 2 (docs/contracts.md).
+
+    >>> cfg = load_config(["--model", "cnn", "--epochs", "3"], {"TRAINER_SEED": "7"})
+    >>> (cfg.model, cfg.epochs, cfg.seed, cfg.lr)
+    ('cnn', 3, 7, 0.05)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "TRAINER_"
+
+MODELS = ("airbench", "cnn")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+PROGRESS_MODES = ("auto", "bar", "json", "none")
+
+# --- the training recipes --------------------------------------------------------------------------
+# Fields left at None in TrainConfig take the chosen model's value from here when the configuration
+# is loaded, so the resolved (logged, saved) configuration always holds concrete numbers.
+#
+# airbench: the airbench94 recipe of Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
+# (arXiv:2404.00498, 2024): batch 1024, Nesterov SGD momentum 0.85, label smoothing 0.2, ~10 epochs,
+# a linear warmup then linear decay, flip + translate augmentation and flip test-time augmentation.
+# Its lr 11.5 and weight decay 0.0153 are "per 1024 examples" on a summed loss; divided by
+# 1024 * (1 + 1 / (1 - momentum)) they become the mean-loss SGD values below. The paper reports
+# 94.01 % mean test accuracy for 9.9 epochs; this implementation follows the recipe but drops the
+# paper's lookahead/EMA and multi-crop TTA, and it has not been run on the real CIFAR-10 here.
+#
+# cnn: the seed's small CNN (no BatchNorm) with a conventional recipe; expect roughly 75-80 % on CIFAR-10.
+RECIPES: dict[str, dict[str, Any]] = {
+    "airbench": {
+        "epochs": 10,
+        "batch_size": 1024,
+        "lr": 1.5,  # mean-loss SGD lr = 11.5 per 1024 examples / (1 + 1 / (1 - 0.85))
+        "momentum": 0.85,
+        # 0.0153 per 1024 examples is a per-step decay of 0.0153 * 1024 / 7851 = 0.002 = lr * weight_decay
+        "weight_decay": 1.33e-3,
+        "label_smoothing": 0.2,
+        "warmup": 0.23,  # fraction of all steps spent warming up
+    },
+    "cnn": {
+        "epochs": 10,
+        "batch_size": 256,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5.0e-4,
+        "label_smoothing": 0.1,
+        "warmup": 0.1,
+    },
+}
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup")
+
+
+class ConfigError(ValueError):
+    """An invalid setting. `setting` is the field name; the message names the setting and the value."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"invalid setting {setting!r}: {message}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of the trainer, with its default. See the module docstring for how they are set."""
+
+    # 1. what to train
+    model: str = "airbench"  # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
+    epochs: int | None = None  # passes over the training set; None: the model's recipe (10)
+    batch_size: int | None = None  # training batch; None: recipe (airbench 1024, cnn 256)
+    lr: float | None = None  # peak SGD learning rate for a mean loss; None: recipe (airbench 1.5, cnn 0.05)
+    momentum: float | None = None  # Nesterov momentum; None: recipe (airbench 0.85, cnn 0.9)
+    weight_decay: float | None = None  # L2 on weights (not on norms and biases); None: recipe
+    label_smoothing: float | None = None  # cross-entropy label smoothing; None: recipe (0.2 / 0.1)
+    warmup: float | None = None  # fraction of all steps with a linear lr warmup, then linear decay to 0
+    seed: int = 0  # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
+    tta: bool = True  # test-time augmentation: average the logits of each test image and its mirror image
+
+    # 2. where it runs
+    precision: str = "auto"  # "auto": bf16 autocast on CPUs with native bf16 (avx512_bf16/amx) and on CUDA
+    threads: int = 0  # torch intra-op threads; 0: the container's CPU quota (cgroup cpu.max), else the CPU count
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    progress: str = "auto"  # "auto" (a bar on a terminal, JSON lines otherwise), "bar", "json" or "none"
+
+    # 3. data and artifacts
+    data_uri: str = ".pushtrain/data"  # folder holding cifar-10-batches-py/ (or the .tar.gz),
+    #                                    s3://bucket/key/cifar-10-python.tar.gz, or "download" (torchvision)
+    work_dir: str = ".pushtrain/work"  # the only place the trainer writes locally (dataset cache, scratch)
+    store_uri: str = ".pushtrain/store"  # artifact store: a local folder or s3://bucket[/prefix]
+    model_name: str = "cifar10"  # models/<model_name>/<version>/ in the store
+    limit_train: int = 0  # use only the first N training images (0: all); for quick runs
+    limit_test: int = 0  # use only the first N test images (0: all)
+
+    # 4. run identity and provenance (set by the trigger)
+    run_id: str = ""  # "": derive a local run id from the configuration
+    attempt: int = 1  # 1 for the first start, 2, 3, ... for resumed attempts
+    image_digest: str = ""  # sha256:... of the container image that runs this
+    git_sha: str = ""  # commit the image was built from, when known
+
+    # 5. the quality gate
+    accuracy_floor: float = 0.5  # promote to champion only at or above this test accuracy (0..1)
+    champion_margin: float = 0.0  # ... and only when at least (champion accuracy + margin)
+    cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
+    #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every setting (the resolved configuration saved with the model)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild a configuration saved with `to_dict` (an unknown key or invalid value raises ConfigError)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown setting in saved configuration (known: {', '.join(sorted(known))})")
+        checked: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in values:
+                checked[f.name] = _check_type(f.name, values[f.name], _field_types()[f.name])
+        return validate(resolve_recipe(cls(**checked)))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed, validated again."""
+        return validate(resolve_recipe(dataclasses.replace(self, **changes)))
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(the scalar type, whether None is allowed) of a field annotation such as `int | None`."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _parse(name: str, raw: str, annotation: Any) -> Any:
+    kind, optional = _base_type(annotation)
+    text = raw.strip()
+    if optional and text.lower() in {"", "auto", "none"}:
+        return None
+    if kind is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ConfigError(name, f"expected a boolean (true/false, 1/0, yes/no, on/off), got {raw!r}")
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(name, f"expected {kind.__name__}, got {raw!r}") from None
+    return raw
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    kind, optional = _base_type(annotation)
+    if value is None and optional:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ConfigError(name, f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str], names: set[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in names:
+            raise ConfigError(key, f"unknown trainer setting (known: {', '.join(sorted(names))})")
+        overrides[name] = value
+    return overrides
+
+
+def _cli_overrides(argv: Sequence[str], names: set[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(arg, "unexpected argument: settings are given as --name value or --name=value")
+        flag, eq, value = arg[2:].partition("=")
+        name = flag.replace("-", "_")
+        if name not in names:
+            raise ConfigError(
+                f"--{flag}", f"unknown flag (known: {', '.join('--' + n.replace('_', '-') for n in sorted(names))})"
+            )
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(name, f"--{flag} needs a value")
+            i += 1
+            value = args[i]
+        overrides[name] = value
+        i += 1
+    return overrides
+
+
+def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> TrainConfig:
+    """Defaults, then `TRAINER_*` from `environ`, then `--flags` from `argv`; resolved and validated."""
+    types_ = _field_types()
+    names = set(types_)
+    values: dict[str, Any] = {}
+    for source in (_env_overrides(environ, names), _cli_overrides(argv or [], names)):
+        for name, raw in source.items():
+            values[name] = _parse(name, raw, types_[name])
+    return validate(resolve_recipe(TrainConfig(**values)))
+
+
+def resolve_recipe(config: TrainConfig) -> TrainConfig:
+    """Fill the recipe fields left at None from the chosen model's recipe."""
+    if config.model not in RECIPES:
+        raise ConfigError("model", f"unknown model {config.model!r} (choose one of {', '.join(MODELS)})")
+    recipe = RECIPES[config.model]
+    missing = {name: recipe[name] for name in RECIPE_FIELDS if getattr(config, name) is None}
+    return dataclasses.replace(config, **missing) if missing else config
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_GIT_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def parse_s3_uri(uri: str, setting: str, *, key_required: bool) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key); a malformed URI raises ConfigError naming `setting`."""
+    if not uri.startswith("s3://"):
+        raise ConfigError(setting, f"expected s3://bucket/..., got {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: {bucket!r} is not a valid bucket name")
+    if key_required and (not key or key.endswith("/")):
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: expected s3://bucket/path/to/object")
+    if "//" in key:
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: empty path segment")
+    return bucket, key.strip("/")
+
+
+def _check_location(setting: str, uri: str, *, allow_download: bool, key_required: bool) -> None:
+    if not uri.strip():
+        raise ConfigError(setting, "must not be empty")
+    if allow_download and uri == "download":
+        return
+    scheme = _URI_SCHEME.match(uri)
+    if scheme:
+        if scheme.group(1) != "s3":
+            raise ConfigError(setting, f"malformed URI {uri!r}: only s3:// URIs and local paths are supported")
+        parse_s3_uri(uri, setting, key_required=key_required)
+
+
+def _require(ok: bool, setting: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(setting, message)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every value (types are already right); raise ConfigError naming the first bad setting."""
+    c = config
+    _require(c.model in MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(MODELS)})")
+    assert c.epochs is not None and c.batch_size is not None and c.lr is not None  # noqa: S101 -- resolved above
+    assert c.momentum is not None and c.weight_decay is not None  # noqa: S101 -- resolved above
+    assert c.label_smoothing is not None and c.warmup is not None  # noqa: S101 -- resolved above
+    _require(c.epochs >= 1, "epochs", f"must be at least 1, got {c.epochs}")
+    _require(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
+    _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
+    _require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
+    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
+    _require(0 <= c.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
+    _require(0 <= c.warmup < 1, "warmup", f"must be a fraction of the steps in [0, 1), got {c.warmup}")
+    _require(c.precision in PRECISIONS, "precision", f"unknown precision {c.precision!r} (one of {PRECISIONS})")
+    _require(c.threads >= 0, "threads", f"must be >= 0 (0: from the CPU quota), got {c.threads}")
+    _require(c.device in DEVICES, "device", f"unknown device {c.device!r} (one of {DEVICES})")
+    _require(
+        c.progress in PROGRESS_MODES, "progress", f"unknown progress mode {c.progress!r} (one of {PROGRESS_MODES})"
+    )
+    _check_location("data_uri", c.data_uri, allow_download=True, key_required=True)
+    _check_location("store_uri", c.store_uri, allow_download=False, key_required=False)
+    _require(bool(c.work_dir.strip()), "work_dir", "must not be empty")
+    _require(not _URI_SCHEME.match(c.work_dir), "work_dir", f"must be a local folder, got {c.work_dir!r}")
+    _require(
+        bool(_MODEL_NAME.match(c.model_name)), "model_name", f"expected [a-z0-9][a-z0-9._-]*, got {c.model_name!r}"
+    )
+    _require(c.limit_train >= 0, "limit_train", f"must be >= 0 (0: all), got {c.limit_train}")
+    _require(c.limit_test >= 0, "limit_test", f"must be >= 0 (0: all), got {c.limit_test}")
+    _require(c.run_id == "" or bool(_RUN_ID.match(c.run_id)), "run_id", f"expected [A-Za-z0-9._-], got {c.run_id!r}")
+    _require(c.attempt >= 1, "attempt", f"must be at least 1, got {c.attempt}")
+    _require(
+        c.image_digest == "" or bool(_DIGEST.match(c.image_digest)),
+        "image_digest",
+        f"expected sha256:<64 hex>, got {c.image_digest!r}",
+    )
+    _require(c.git_sha == "" or bool(_GIT_SHA.match(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
+    _require(0 <= c.accuracy_floor <= 1, "accuracy_floor", f"must be in [0, 1], got {c.accuracy_floor}")
+    _require(0 <= c.champion_margin <= 1, "champion_margin", f"must be in [0, 1], got {c.champion_margin}")
+    _require(c.cost_per_hour >= 0, "cost_per_hour", f"must be >= 0, got {c.cost_per_hour}")
+    return config
+
+
+def check_against_dataset(config: TrainConfig, n_train: int) -> None:
+    """Checks that need the dataset's size (known only once it is loaded): the batch must fit in it."""
+    assert config.batch_size is not None  # noqa: S101 -- resolved by load_config
+    if config.batch_size > n_train:
+        raise ConfigError("batch_size", f"{config.batch_size} is larger than the training set ({n_train} images)")
+
+
+def settings_help() -> str:
+    """One line per setting: flag, environment variable and default (for `--help`)."""
+    lines = []
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else "?"
+        shown = "recipe" if default is None else repr(default)
+        lines.append(f"  --{f.name.replace('_', '-'):<18} {ENV_PREFIX + f.name.upper():<26} default {shown}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "MODELS",
+    "RECIPES",
+    "ConfigError",
+    "TrainConfig",
+    "check_against_dataset",
+    "load_config",
+    "parse_s3_uri",
+    "settings_help",
+]
