@@ -152,9 +152,9 @@ resource "aws_iam_role" "trigger" {
 # Exactly the AWS calls lambda/src/trigger makes (tests/test_terraform_contracts.py reads the
 # code's boto3 calls and compares).
 data "aws_iam_policy_document" "trigger" {
-  # checkov:skip=CKV_AWS_356: RegisterTaskDefinition and DescribeTaskDefinition have no resource type; they can only be granted on "*".
-  # checkov:skip=CKV_AWS_111: as above: the two task-definition calls cannot be scoped to a resource; RunTask, the call that costs money, is.
   statement {
+    # No resource type exists for these two: they can only be granted on "*". RunTask, the call
+    # that costs money, is scoped.
     sid = "TaskDefinitions"
     actions = [
       "ecs:DescribeTaskDefinition",

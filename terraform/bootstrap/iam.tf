@@ -1,0 +1,397 @@
+# The four CI roles (../../docs/contracts.md, "GitHub OIDC roles"). Each trusts GitHub's OIDC
+# provider for exactly its `sub` claims with `aud = sts.amazonaws.com`, and is allowed only what
+# its workflow does:
+#   plan     terraform plan (pull requests, the scheduled drift check): read the stack, read state, take the lock
+#   apply    terraform apply and destroy of the stack (environment "production")
+#   image    push the trainer image to its one repository (environment "ecr-push")
+#   retrain  invoke the trigger and read the run's record and metrics (environment "retrain")
+
+# --- trust ------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "github_trust" {
+  for_each = local.role_subjects
+
+  statement {
+    sid     = "GitHubActionsOidc"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [local.github_oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.github_oidc_url}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+
+    # StringEquals, never StringLike: a wildcard here would let any branch or fork's workflow in.
+    condition {
+      test     = "StringEquals"
+      variable = "${local.github_oidc_url}:sub"
+      values   = each.value
+    }
+  }
+}
+
+resource "aws_iam_role" "github" {
+  for_each = local.role_subjects
+
+  name                 = "${local.name}-github-${each.key}"
+  description          = "GitHub Actions (${var.github_repository}) ${each.key} role for pushtrain"
+  assume_role_policy   = data.aws_iam_policy_document.github_trust[each.key].json
+  max_session_duration = 3600
+}
+
+resource "aws_iam_role_policy" "github" {
+  for_each = {
+    plan    = data.aws_iam_policy_document.plan.json
+    apply   = data.aws_iam_policy_document.apply.json
+    image   = data.aws_iam_policy_document.image.json
+    retrain = data.aws_iam_policy_document.retrain.json
+  }
+
+  name   = each.key
+  role   = aws_iam_role.github[each.key].id
+  policy = each.value
+}
+
+# --- plan: read-only --------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "plan" {
+  # checkov:skip=CKV_AWS_356: Describe/List calls of EC2, ECS, CloudWatch, Logs and KMS have no resource type and can only be granted on "*"; the statement holds only read actions.
+  statement {
+    # Refreshing state reads every resource of the stack; these calls cannot be scoped.
+    sid       = "DescribeStack"
+    actions   = local.describe_actions
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "ReadStackResources"
+    actions = [
+      "cloudwatch:ListTagsForResource",
+      "ecr:DescribeRepositories",
+      "ecr:GetLifecyclePolicy",
+      "ecr:GetRepositoryPolicy",
+      "ecr:ListTagsForResource",
+      "ecs:DescribeClusters",
+      "events:DescribeRule",
+      "events:ListTagsForResource",
+      "events:ListTargetsByRule",
+      "iam:GetRole",
+      "iam:GetRolePolicy",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListRolePolicies",
+      "kms:DescribeKey",
+      "kms:GetKeyPolicy",
+      "kms:GetKeyRotationStatus",
+      "kms:ListResourceTags",
+      "lambda:GetFunction",
+      "lambda:GetFunctionCodeSigningConfig",
+      "lambda:GetFunctionConcurrency",
+      "lambda:GetFunctionEventInvokeConfig",
+      "lambda:GetPolicy",
+      "lambda:ListTags",
+      "lambda:ListVersionsByFunction",
+      "logs:ListTagsForResource",
+      "s3:GetAccelerateConfiguration",
+      "s3:GetBucketAcl",
+      "s3:GetBucketCORS",
+      "s3:GetBucketLogging",
+      "s3:GetBucketObjectLockConfiguration",
+      "s3:GetBucketOwnershipControls",
+      "s3:GetBucketPolicy",
+      "s3:GetBucketPublicAccessBlock",
+      "s3:GetBucketRequestPayment",
+      "s3:GetBucketTagging",
+      "s3:GetBucketVersioning",
+      "s3:GetBucketWebsite",
+      "s3:GetEncryptionConfiguration",
+      "s3:GetLifecycleConfiguration",
+      "s3:GetReplicationConfiguration",
+      "sns:GetSubscriptionAttributes",
+      "sns:GetTopicAttributes",
+      "sns:ListTagsForResource",
+      "sqs:GetQueueAttributes",
+      "sqs:ListQueueTags",
+    ]
+    resources = local.stack_resources
+  }
+
+  statement {
+    sid       = "ReadStackState"
+    actions   = ["s3:GetObject"]
+    resources = [local.arn.stack_state]
+  }
+
+  statement {
+    sid       = "ListStateBucket"
+    actions   = ["s3:ListBucket"]
+    resources = [local.arn.state_bucket]
+  }
+
+  statement {
+    # `terraform plan` takes the state lock too: it creates and deletes "<key>.tflock".
+    sid       = "StateLock"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.arn.stack_lockfile]
+  }
+}
+
+# --- apply: manage the stack ------------------------------------------------------------------
+
+data "aws_iam_policy_document" "apply" {
+  # checkov:skip=CKV_AWS_356: creating VPC resources, a KMS key and task definitions has no resource type to scope to; those statements list their actions one by one and hold the region, everything else is scoped to the stack's names.
+  statement {
+    sid = "Network"
+    actions = [
+      "ec2:AssociateRouteTable",
+      "ec2:AttachInternetGateway",
+      "ec2:AuthorizeSecurityGroupEgress",
+      "ec2:AuthorizeSecurityGroupIngress",
+      "ec2:CreateInternetGateway",
+      "ec2:CreateRoute",
+      "ec2:CreateRouteTable",
+      "ec2:CreateSecurityGroup",
+      "ec2:CreateSubnet",
+      "ec2:CreateTags",
+      "ec2:CreateVpc",
+      "ec2:CreateVpcEndpoint",
+      "ec2:DeleteInternetGateway",
+      "ec2:DeleteRoute",
+      "ec2:DeleteRouteTable",
+      "ec2:DeleteSecurityGroup",
+      "ec2:DeleteSubnet",
+      "ec2:DeleteTags",
+      "ec2:DeleteVpc",
+      "ec2:DeleteVpcEndpoints",
+      "ec2:DetachInternetGateway",
+      "ec2:DisassociateRouteTable",
+      "ec2:ModifySecurityGroupRules",
+      "ec2:ModifySubnetAttribute",
+      "ec2:ModifyVpcAttribute",
+      "ec2:ModifyVpcEndpoint",
+      "ec2:ReplaceRoute",
+      "ec2:RevokeSecurityGroupEgress",
+      "ec2:RevokeSecurityGroupIngress",
+      "ec2:UpdateSecurityGroupRuleDescriptionsEgress",
+      "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
+    ]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = [var.region]
+    }
+  }
+
+  statement {
+    sid       = "DescribeStack"
+    actions   = local.describe_actions
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "UnscopableCalls"
+    actions = [
+      "ecs:DeregisterTaskDefinition",
+      "ecs:RegisterTaskDefinition",
+      # Interface endpoints with private DNS associate an AWS-owned private hosted zone with the VPC.
+      "route53:AssociateVPCWithHostedZone",
+    ]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = [var.region]
+    }
+  }
+
+  statement {
+    sid = "StackServices"
+    actions = [
+      "cloudwatch:*",
+      "ecr:*",
+      "ecs:*",
+      "events:*",
+      "lambda:*",
+      "logs:*",
+      "sns:*",
+      "sqs:*",
+    ]
+    # Service-wide actions, but only on the resources the stack names (bucket, roles and key below).
+    resources = [for key, arn in local.stack_resources_by_service : arn if !contains(["s3_artifacts", "iam_stack_roles", "kms_keys"], key)]
+  }
+
+  statement {
+    # Bucket configuration only: the apply role never reads or writes the artifacts themselves.
+    sid = "ArtifactsBucketConfiguration"
+    actions = [
+      "s3:CreateBucket",
+      "s3:DeleteBucket",
+      "s3:DeleteBucketPolicy",
+      "s3:Get*",
+      "s3:ListBucket",
+      "s3:PutBucketOwnershipControls",
+      "s3:PutBucketPolicy",
+      "s3:PutBucketPublicAccessBlock",
+      "s3:PutBucketTagging",
+      "s3:PutBucketVersioning",
+      "s3:PutEncryptionConfiguration",
+      "s3:PutLifecycleConfiguration",
+    ]
+    resources = [local.arn.artifacts]
+  }
+
+  statement {
+    sid = "StackRoles"
+    actions = [
+      "iam:CreateRole",
+      "iam:DeleteRole",
+      "iam:DeleteRolePolicy",
+      "iam:GetRole",
+      "iam:GetRolePolicy",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListInstanceProfilesForRole",
+      "iam:ListRolePolicies",
+      "iam:PutRolePolicy",
+      "iam:TagRole",
+      "iam:UntagRole",
+      "iam:UpdateAssumeRolePolicy",
+      "iam:UpdateRole",
+      "iam:UpdateRoleDescription",
+    ]
+    resources = [local.arn.stack_roles]
+  }
+
+  statement {
+    sid       = "PassStackRoles"
+    actions   = ["iam:PassRole"]
+    resources = [local.arn.stack_roles]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
+    }
+  }
+
+  statement {
+    # The key is created with the stack's tags (provider default_tags), and only then managed.
+    sid       = "CreateStackKey"
+    actions   = ["kms:CreateKey", "kms:TagResource"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    sid = "StackKey"
+    actions = [
+      "kms:CreateAlias",
+      "kms:DeleteAlias",
+      "kms:DescribeKey",
+      "kms:EnableKeyRotation",
+      "kms:GetKeyPolicy",
+      "kms:GetKeyRotationStatus",
+      "kms:ListResourceTags",
+      "kms:PutKeyPolicy",
+      "kms:ScheduleKeyDeletion",
+      "kms:TagResource",
+      "kms:UntagResource",
+      "kms:UpdateAlias",
+      "kms:UpdateKeyDescription",
+    ]
+    resources = [local.stack_resources_by_service.kms_keys]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # An alias carries no tags; it is scoped by its name.
+    sid       = "StackKeyAlias"
+    actions   = ["kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias"]
+    resources = ["arn:${local.partition}:kms:${local.region_account}:alias/${local.name}-*"]
+  }
+
+  statement {
+    sid       = "StackState"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [local.arn.stack_state]
+  }
+
+  statement {
+    sid       = "ListStateBucket"
+    actions   = ["s3:ListBucket"]
+    resources = [local.arn.state_bucket]
+  }
+
+  statement {
+    sid       = "StateLock"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.arn.stack_lockfile]
+  }
+}
+
+# --- image: push to the trainer repository ----------------------------------------------------
+
+data "aws_iam_policy_document" "image" {
+  statement {
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "PushTrainerImage"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:CompleteLayerUpload",
+      "ecr:DescribeImages",
+      "ecr:GetDownloadUrlForLayer",
+      "ecr:InitiateLayerUpload",
+      "ecr:PutImage",
+      "ecr:UploadLayerPart",
+    ]
+    resources = [local.arn.repository]
+  }
+}
+
+# --- retrain: invoke the trigger, follow the run ----------------------------------------------
+
+data "aws_iam_policy_document" "retrain" {
+  statement {
+    sid       = "InvokeTrigger"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [local.arn.function]
+  }
+
+  statement {
+    # The workflow waits for the run record and posts the metrics of the published version.
+    sid     = "ReadRunsAndModels"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${local.arn.artifacts}/runs/*",
+      "${local.arn.artifacts}/models/*",
+    ]
+  }
+
+  statement {
+    sid       = "DescribeTrainingTasks"
+    actions   = ["ecs:DescribeTasks"]
+    resources = [local.arn.cluster_tasks]
+  }
+}

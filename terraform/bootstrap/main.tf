@@ -1,0 +1,100 @@
+# Names and tags. The stack's names are repeated here only to scope the CI roles to them;
+# tests/test_terraform_contracts.py fails when they drift from ../main.tf.
+
+data "aws_caller_identity" "this" {}
+
+data "aws_partition" "this" {}
+
+locals {
+  name = var.name
+
+  # The stack's names (../main.tf, docs/contracts.md).
+  repository_name          = "${local.name}-trainer"
+  cluster_name             = local.name
+  task_family              = "${local.name}-trainer"
+  function_name            = "${local.name}-trigger"
+  artifacts_bucket_default = "${local.name}-artifacts-${local.account_id}-${var.region}"
+  artifacts_bucket_name    = coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)
+  stack_iam_path           = "/${local.name}/"
+
+  state_bucket_default = "${local.name}-tfstate-${local.account_id}-${var.region}"
+  state_bucket_name    = coalesce(var.state_bucket_name, local.state_bucket_default)
+  stack_state_key      = "pushtrain/stack.tfstate"
+  bootstrap_state_key  = "pushtrain/bootstrap.tfstate"
+
+  github_oidc_url = "token.actions.githubusercontent.com"
+
+  # The `sub` claims each CI role trusts (docs/contracts.md). A job that names an environment
+  # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request".
+  role_subjects = {
+    plan = [
+      "repo:${var.github_repository}:pull_request",
+      "repo:${var.github_repository}:environment:drift",
+    ]
+    apply   = ["repo:${var.github_repository}:environment:production"]
+    image   = ["repo:${var.github_repository}:environment:ecr-push"]
+    retrain = ["repo:${var.github_repository}:environment:retrain"]
+  }
+
+  account_id = data.aws_caller_identity.this.account_id
+  partition  = data.aws_partition.this.partition
+
+  # ARN prefixes of the stack's resources, for the CI roles' policies.
+  arn = {
+    repository     = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.repository_name}"
+    function       = "arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.function_name}"
+    artifacts      = "arn:${local.partition}:s3:::${local.artifacts_bucket_name}"
+    cluster_tasks  = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
+    stack_roles    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
+    state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
+    stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
+    stack_lockfile = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
+  }
+
+  # Every resource of the stack by ARN pattern, for the plan (read) and apply (manage) roles.
+  region_account = "${var.region}:${local.account_id}"
+  stack_resources_by_service = {
+    cloudwatch_alarms    = "arn:${local.partition}:cloudwatch:${local.region_account}:alarm:${local.name}-*"
+    ecr_repository       = local.arn.repository
+    ecs_cluster          = "arn:${local.partition}:ecs:${local.region_account}:cluster/${local.cluster_name}"
+    ecs_task_definitions = "arn:${local.partition}:ecs:${local.region_account}:task-definition/${local.task_family}:*"
+    events_rules         = "arn:${local.partition}:events:${local.region_account}:rule/${local.name}-*"
+    lambda_function      = local.arn.function
+    lambda_qualified     = "${local.arn.function}:*"
+    logs_trainer         = "arn:${local.partition}:logs:${local.region_account}:log-group:/ecs/${local.task_family}"
+    logs_trainer_streams = "arn:${local.partition}:logs:${local.region_account}:log-group:/ecs/${local.task_family}:*"
+    logs_trigger         = "arn:${local.partition}:logs:${local.region_account}:log-group:/aws/lambda/${local.function_name}"
+    logs_trigger_streams = "arn:${local.partition}:logs:${local.region_account}:log-group:/aws/lambda/${local.function_name}:*"
+    sns_topics           = "arn:${local.partition}:sns:${local.region_account}:${local.name}-*"
+    sqs_queues           = "arn:${local.partition}:sqs:${local.region_account}:${local.name}-*"
+    s3_artifacts         = local.arn.artifacts
+    iam_stack_roles      = local.arn.stack_roles
+    kms_keys             = "arn:${local.partition}:kms:${local.region_account}:key/*"
+  }
+  stack_resources = values(local.stack_resources_by_service)
+
+  # Read calls that have no resource type (only "*"); both plan and apply refresh the stack with them.
+  describe_actions = [
+    "cloudwatch:DescribeAlarms",
+    "ec2:DescribeAvailabilityZones",
+    "ec2:DescribeInternetGateways",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribePrefixLists",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeVpcAttribute",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:DescribeVpcs",
+    "ecs:DescribeTaskDefinition",
+    "kms:ListAliases",
+    "logs:DescribeLogGroups",
+  ]
+
+  tags = merge(var.tags, {
+    Project   = local.name
+    ManagedBy = "terraform"
+    Stack     = "pushtrain-bootstrap"
+  })
+}
