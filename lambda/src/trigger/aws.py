@@ -1,0 +1,40 @@
+"""The AWS clients the trigger uses: ecs, s3 and ecr, created once per Lambda container.
+
+They are made on first use rather than at import, so importing the handler costs no client setup
+(tests and `make demo` point them at moto, or pass their own). boto3 is imported here alone: it is
+part of the Lambda runtime, never of our zip.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+# Adaptive retry mode: botocore backs off on throttling and rate-limits itself client-side; RunTask
+# adds its own bounded retry on top (trigger.ecs), since a start must not be lost to a busy account.
+RETRIES = {"mode": "adaptive", "max_attempts": 6}
+TIMEOUTS = {"connect_timeout": 5, "read_timeout": 20}  # seconds; the function's timeout is longer
+
+
+@dataclass(frozen=True)
+class Clients:
+    """One client per service the trigger calls (the IAM policy grants exactly their calls)."""
+
+    ecs: Any
+    s3: Any
+    ecr: Any
+
+
+@functools.cache
+def default_clients() -> Clients:
+    """The container's clients, built once (credentials and region from the Lambda environment)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    config = BotoConfig(retries=RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
+    return Clients(
+        ecs=boto3.client("ecs", config=config),
+        s3=boto3.client("s3", config=config),
+        ecr=boto3.client("ecr", config=config),
+    )

@@ -1,0 +1,123 @@
+"""RunTask: the request for one attempt of a run, and the capacity strategy around it.
+
+Fargate Spot first; when Spot has no capacity, once more on on-demand Fargate. A response with
+`failures` for any other reason raises. Throttling is retried by botocore (adaptive mode, see
+`trigger.aws`) and, past that, here with capped exponential backoff and full jitter; RunTask is
+idempotent under its clientToken, so repeating it cannot start a second task.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from trigger.config import Config
+from trigger.errors import RunTaskFailedError
+from trigger.runs import RunSpec, client_token, container_environment, resource_tags, started_by
+
+SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
+# The reason ECS gives when Fargate (Spot) cannot place a task: "Capacity is unavailable at this time.
+# Please try again later or in a different availability zone".
+_CAPACITY = re.compile(r"capacity is unavailable|insufficient capacity|no (?:spot )?capacity", re.IGNORECASE)
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
+)
+THROTTLE_TRIES = 4  # after botocore's own retries
+BACKOFF_BASE = 0.5  # seconds, doubled per try
+BACKOFF_CAP = 8.0  # seconds
+
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task that RunTask accepted, and on which capacity."""
+
+    task_arn: str
+    capacity_provider: str
+
+
+def run_task_request(spec: RunSpec, config: Config, task_definition_arn: str, capacity_provider: str) -> dict[str, Any]:
+    """The RunTask request for one attempt on one capacity provider (pure)."""
+    return {
+        "cluster": config.cluster,
+        "taskDefinition": task_definition_arn,
+        "count": 1,
+        "capacityProviderStrategy": [{"capacityProvider": capacity_provider, "weight": 1}],
+        "clientToken": client_token(spec.run_id, spec.attempt, on_demand=capacity_provider == ON_DEMAND),
+        "startedBy": started_by(spec.run_id),
+        "networkConfiguration": {
+            "awsvpcConfiguration": {
+                "subnets": list(config.subnets),
+                "securityGroups": list(config.security_groups),
+                "assignPublicIp": config.assign_public_ip,
+            }
+        },
+        "overrides": {
+            "containerOverrides": [{"name": config.container_name, "environment": container_environment(spec)}]
+        },
+        "tags": resource_tags(spec),
+        # aws:ecs:clusterName on the task, for cost allocation next to our own tags.
+        "enableECSManagedTags": True,
+    }
+
+
+def is_capacity_failure(reason: str) -> bool:
+    return bool(_CAPACITY.search(reason))
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _call_with_backoff(ecs: Any, request: dict[str, Any], sleep: Sleep) -> dict[str, Any]:
+    for attempt in range(1, THROTTLE_TRIES + 1):
+        try:
+            return ecs.run_task(**request)
+        except ClientError as error:
+            if _error_code(error) not in THROTTLING_CODES or attempt == THROTTLE_TRIES:
+                raise
+            sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))  # noqa: S311 (jitter, not crypto)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _attempt(ecs: Any, request: dict[str, Any], sleep: Sleep) -> tuple[str | None, str | None]:
+    """(task ARN, None) on success, (None, capacity reason) when there is no capacity; raise otherwise."""
+    try:
+        response = _call_with_backoff(ecs, request, sleep)
+    except ClientError as error:
+        message = str(error.response.get("Error", {}).get("Message", ""))
+        if is_capacity_failure(message):
+            return None, f"{_error_code(error)}: {message}"
+        raise
+    failures = response.get("failures") or []
+    reasons = [f"{f.get('arn', '?')}: {f.get('reason', '?')} {f.get('detail', '')}".strip() for f in failures]
+    if failures and all(is_capacity_failure(str(f.get("reason", ""))) for f in failures):
+        return None, "; ".join(reasons)
+    if failures:
+        raise RunTaskFailedError(f"RunTask {request['clientToken']} on {request['taskDefinition']} failed: {reasons}")
+    tasks = response.get("tasks") or []
+    if len(tasks) != 1 or not tasks[0].get("taskArn"):
+        raise RunTaskFailedError(f"RunTask {request['clientToken']} returned {len(tasks)} tasks and no failures")
+    return str(tasks[0]["taskArn"]), None
+
+
+def start_task(ecs: Any, spec: RunSpec, config: Config, task_definition_arn: str, sleep: Sleep = time.sleep) -> Started:
+    """Start one attempt: Fargate Spot, then on-demand Fargate if Spot has no capacity."""
+    spot_reason = None
+    for provider in (SPOT, ON_DEMAND):
+        task_arn, reason = _attempt(ecs, run_task_request(spec, config, task_definition_arn, provider), sleep)
+        if task_arn:
+            return Started(task_arn=task_arn, capacity_provider=provider)
+        spot_reason = spot_reason or reason
+        last_reason = reason
+    raise RunTaskFailedError(
+        f"no Fargate capacity for run {spec.run_id} attempt {spec.attempt}: Spot said {spot_reason!r}, "
+        f"on-demand said {last_reason!r}"
+    )

@@ -1,0 +1,36 @@
+"""The errors the trigger raises. Every one reaches Lambda (so its retries and the dead-letter queue
+see it); none is caught and logged away."""
+
+from __future__ import annotations
+
+
+class TriggerError(Exception):
+    """Base of every error the trigger raises on purpose."""
+
+
+class ConfigError(TriggerError):
+    """An environment variable is missing or invalid (names the variable and the value)."""
+
+
+class InvalidEventError(TriggerError, ValueError):
+    """The event is not one of the three inputs, or one of them is malformed (names what is wrong)."""
+
+
+class ImageNotFoundError(TriggerError):
+    """The requested tag or digest is not in the repository."""
+
+
+class TaskDefinitionError(TriggerError):
+    """The base task definition cannot be copied into a digest-pinned revision."""
+
+
+class RunTaskFailedError(TriggerError):
+    """RunTask answered with `failures` (or without a task)."""
+
+
+class AttemptsExhaustedError(TriggerError):
+    """A Spot-interrupted run has used all of its attempts (PUSHTRAIN_MAX_ATTEMPTS)."""
+
+
+class RecordConflictError(TriggerError):
+    """The run record in S3 kept changing under us, or contradicts the event."""
