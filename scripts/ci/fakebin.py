@@ -2,7 +2,8 @@
 
 A fake is a tiny Python program written into a folder that the test puts first on PATH. Each
 call appends one JSON line (its name, arguments and standard input) to a log, then answers with
-the first scripted rule whose `args` are a prefix of its arguments:
+the first scripted rule whose `args` are a prefix of its arguments (and that has not used up its
+`times`, so a sequence of answers is a sequence of rules):
 
     bin = FakeBin(tmp_path)
     bin.add("terraform", args=["plan"], exit=2, stdout="Plan: 1 to add")
@@ -34,9 +35,17 @@ with open({log!r}, "a") as fh:
     fh.write(json.dumps({{"name": NAME, "args": argv, "stdin": stdin, "cwd": os.getcwd()}}) + "\\n")
 with open({rules!r}) as fh:
     rules = json.load(fh).get(NAME, [])
-for rule in rules:
+with open({counts!r}) as fh:
+    counts = json.load(fh)
+for index, rule in enumerate(rules):
     if argv[: len(rule["args"])] != rule["args"]:
         continue
+    key = f"{{NAME}}:{{index}}"
+    if rule["times"] is not None and counts.get(key, 0) >= rule["times"]:
+        continue
+    counts[key] = counts.get(key, 0) + 1
+    with open({counts!r}, "w") as fh:
+        json.dump(counts, fh)
     for path, content in rule["writes"].items():
         with open(path.replace("{{last}}", argv[-1] if argv else ""), "w") as out:
             out.write(content)
@@ -63,6 +72,8 @@ class FakeBin:
         self.log = self.root / "fakebin-calls.jsonl"
         self.log.touch()
         self._rules_file = self.root / "fakebin-rules.json"
+        self._counts_file = self.root / "fakebin-counts.json"
+        self._counts_file.write_text("{}")
         self._save()
 
     def add(
@@ -75,8 +86,12 @@ class FakeBin:
         stderr: str = "",
         writes: dict[str, str] | None = None,
         run_after_dashdash: bool = False,
+        times: int | None = None,
     ) -> None:
-        """Script `name`: calls whose arguments start with `args` answer like this (first rule added wins)."""
+        """Script `name`: calls whose arguments start with `args` answer like this (first rule added wins).
+
+        `times` limits how many calls the rule answers; `run_after_dashdash` runs the command after `--`.
+        """
         self.rules.setdefault(name, []).append(
             {
                 "args": list(args or []),
@@ -85,6 +100,7 @@ class FakeBin:
                 "stderr": stderr,
                 "writes": dict(writes or {}),
                 "run_after_dashdash": run_after_dashdash,
+                "times": times,
             }
         )
         self.install(name)
@@ -95,7 +111,13 @@ class FakeBin:
         for name in names:
             program = self.bin_dir / name
             program.write_text(
-                _PROGRAM.format(python=sys.executable, name=name, log=str(self.log), rules=str(self._rules_file))
+                _PROGRAM.format(
+                    python=sys.executable,
+                    name=name,
+                    log=str(self.log),
+                    rules=str(self._rules_file),
+                    counts=str(self._counts_file),
+                )
             )
             program.chmod(0o755)
 

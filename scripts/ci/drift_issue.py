@@ -1,0 +1,139 @@
+"""Open, update or close the one infrastructure-drift issue from a scheduled plan's exit code.
+
+Used by `.github/workflows/drift.yml` after `terraform plan -detailed-exitcode` (with `PYTHONPATH=scripts`):
+
+    python3 -m ci.drift_issue --exit-code 2 --plan-text "$RUNNER_TEMP/tfplan-….txt" \\
+        --repository owner/repo --run-url https://github.com/owner/repo/actions/runs/1
+
+- exit code 2 (drift): the open issue labelled `drift` gets the new plan as its body and a comment
+  (so watchers are notified), or, when there is none, one is opened;
+- exit code 0 (clean): an open drift issue is closed with a comment saying so; nothing else happens;
+- anything else: the check itself failed; issues are left alone and this exits 1.
+
+The token (`GH_TOKEN`) needs `issues: write`. Only the standard library; GitHub through `gh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+LABEL = "drift"
+TITLE = "Infrastructure drift: AWS differs from terraform/"
+BODY_LIMIT = 60_000  # characters of plan text; GitHub caps an issue body at 65,536
+
+
+class DriftIssueError(Exception):
+    """The drift issue cannot be updated; the message names the value or command that failed."""
+
+
+def gh(args: Sequence[str], stdin: str | None = None) -> str:
+    """Run `gh`; its stdout, or DriftIssueError carrying its stderr."""
+    result = subprocess.run(["gh", *args], input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DriftIssueError(f"`gh {' '.join(args[:2])}` failed (exit {result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+def open_drift_issues(repository: str) -> list[int]:
+    """Numbers of the open issues labelled drift, oldest first."""
+    text = gh(["issue", "list", "--repo", repository, "--state", "open", "--label", LABEL, "--json", "number"])
+    try:
+        issues = json.loads(text)
+        return sorted(int(issue["number"]) for issue in issues)
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
+        raise DriftIssueError(
+            f"`gh issue list` answered something that is not a list of issues: {text[:200]!r}"
+        ) from error
+
+
+def render_body(plan_text: str, run_url: str) -> str:
+    """The issue body: what drifted, from which run, and how to resolve it."""
+    plan = plan_text.strip()
+    if len(plan) > BODY_LIMIT:
+        plan = plan[:BODY_LIMIT] + "\n… (truncated: the whole plan is in the run's log)"
+    return (
+        "The scheduled drift check found that AWS no longer matches `terraform/` on the default branch.\n\n"
+        f"Run: {run_url}\n\n"
+        "Resolve it by applying `terraform/` again (re-run the terraform-apply workflow), or by changing the code "
+        "to match what was changed by hand. This issue closes itself when a later check finds no drift.\n\n"
+        f"<details><summary>terraform plan</summary>\n\n```\n{plan}\n```\n</details>\n"
+    )
+
+
+def reconcile(exit_code: int, plan_text: str, repository: str, run_url: str) -> str:
+    """Bring the drift issue in line with the plan's exit code; returns what was done, in words."""
+    if exit_code not in (0, 2):
+        raise DriftIssueError(
+            f"terraform plan exited {exit_code}: the check failed, so it says nothing about drift; issues left alone"
+        )
+    issues = open_drift_issues(repository)
+    if exit_code == 0:
+        for number in issues:
+            gh(
+                [
+                    "issue",
+                    "close",
+                    str(number),
+                    "--repo",
+                    repository,
+                    "--comment",
+                    f"No drift any more as of {run_url}.",
+                ]
+            )
+        return f"no drift; closed {', '.join(f'#{n}' for n in issues)}" if issues else "no drift"
+    body = render_body(plan_text, run_url)
+    if issues:
+        number = issues[0]
+        gh(["issue", "edit", str(number), "--repo", repository, "--body-file", "-"], stdin=body)
+        gh(["issue", "comment", str(number), "--repo", repository, "--body", f"Still drifted as of {run_url}."])
+        return f"drift; updated #{number}"
+    gh(
+        [
+            "label",
+            "create",
+            LABEL,
+            "--repo",
+            repository,
+            "--force",
+            "--color",
+            "d93f0b",
+            "--description",
+            "AWS differs from terraform/ (opened by the drift workflow)",
+        ]
+    )
+    url = gh(
+        ["issue", "create", "--repo", repository, "--title", TITLE, "--label", LABEL, "--body-file", "-"], stdin=body
+    )
+    return f"drift; opened {url.strip()}"
+
+
+def _read_plan_text(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        raise DriftIssueError(f"the plan has changes but its text file {path} does not exist")
+    return path.read_text()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m ci.drift_issue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exit-code", type=int, required=True, help="terraform plan -detailed-exitcode's exit code")
+    parser.add_argument("--plan-text", type=Path, help="the plan as text (needed when the exit code is 2)")
+    parser.add_argument("--repository", required=True, help="owner/name")
+    parser.add_argument("--run-url", required=True, help="link to this workflow run")
+    args = parser.parse_args(argv)
+    try:
+        plan_text = _read_plan_text(args.plan_text) if args.exit_code == 2 else ""
+        outcome = reconcile(args.exit_code, plan_text, args.repository, args.run_url)
+    except DriftIssueError as error:
+        print(f"::error title=drift::{error}")
+        return 1
+    print(outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

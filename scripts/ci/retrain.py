@@ -1,0 +1,355 @@
+"""Retrain from GitHub Actions: invoke the trigger, wait for the run, publish its report.
+
+The steps of `.github/workflows/retrain.yml`, one subcommand each (with `PYTHONPATH=scripts`):
+
+    python3 -m ci.retrain invoke --function pushtrain-trigger --request-id 9876543210 \\
+        --image 0123abc… --git-sha 0123abc… --epochs 12 --lr 0.2 --model airbench
+    python3 -m ci.retrain wait --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json
+    python3 -m ci.retrain report --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json \\
+        --model-name cifar10 --repository owner/repo --commit 0123abc…
+
+`invoke` sends the retrain request of docs/contracts.md with `aws lambda invoke` (RequestResponse)
+and exports the answer (`run-id`, `status-key`, `task-arn`, `image-digest`) to $GITHUB_OUTPUT.
+`wait` polls `runs/<run_id>/status.json` until the run succeeds (exit 0) or fails (exit 1), or
+gives up after `--timeout-minutes` (exit 1; the run itself goes on). `report` writes the run's
+outcome and `models/<model_name>/<version>/report.md` to $GITHUB_STEP_SUMMARY and posts the same
+text as a comment on the commit (`gh api`; the token needs `contents: write`).
+
+Only the standard library: the runner's own python3 runs this before anything is installed.
+AWS and GitHub are reached through the `aws` and `gh` command-line tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TERMINAL_STATES = frozenset({"succeeded", "failed"})
+WAITING_STATES = frozenset({"queued", "running", "interrupted"})  # interrupted: the trigger resumes it
+GITHUB_COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,19}$")  # the trigger's limit (it becomes part of the run id)
+_MODEL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_STATUS_KEY = re.compile(r"^runs/[A-Za-z0-9_-]+/status\.json$")
+
+
+class RetrainError(Exception):
+    """A retrain step cannot go on; the message says why and names the value."""
+
+
+# --- the GitHub Actions side ----------------------------------------------------------------------
+
+
+def write_output(name: str, value: str) -> None:
+    """Append `name=value` to $GITHUB_OUTPUT (single-line values only)."""
+    if "\n" in value:
+        raise RetrainError(f"output {name} must be one line, got {value!r}")
+    with Path(os.environ["GITHUB_OUTPUT"]).open("a") as fh:
+        fh.write(f"{name}={value}\n")
+
+
+def append_summary(markdown: str) -> None:
+    """Append markdown to $GITHUB_STEP_SUMMARY."""
+    with Path(os.environ["GITHUB_STEP_SUMMARY"]).open("a") as fh:
+        fh.write(markdown.rstrip("\n") + "\n")
+
+
+def run_tool(args: Sequence[str], stdin: str | None = None) -> str:
+    """Run `aws` or `gh`; its stdout, or RetrainError carrying its stderr."""
+    result = subprocess.run(list(args), input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RetrainError(f"`{' '.join(args[:3])} …` failed (exit {result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+# --- invoke ---------------------------------------------------------------------------------------
+
+
+def build_request(
+    *,
+    request_id: str,
+    image: str,
+    git_sha: str | None,
+    epochs: int | None,
+    lr: float | None,
+    model: str | None,
+) -> dict[str, Any]:
+    """The retrain request of docs/contracts.md. A zero or empty parameter means the model's recipe."""
+    if not _REQUEST_ID.match(request_id):
+        raise RetrainError(f"request id {request_id!r} must match {_REQUEST_ID.pattern}")
+    if not (_TAG.match(image) or _DIGEST.match(image)):
+        raise RetrainError(f"image {image!r} is neither an image tag nor a sha256:<64 hex> digest")
+    if image == "latest":
+        raise RetrainError("image 'latest' is refused: give the git sha the image was built from, or its digest")
+    if git_sha and not _GIT_SHA.match(git_sha):
+        raise RetrainError(f"git sha {git_sha!r} is not 40 hex characters")
+    params: dict[str, Any] = {}
+    if epochs is not None and epochs != 0:
+        if epochs < 0:
+            raise RetrainError(f"epochs must be positive (0: the recipe's), got {epochs}")
+        params["epochs"] = epochs
+    if lr is not None and lr != 0:
+        if not math.isfinite(lr) or lr < 0:
+            raise RetrainError(f"learning rate must be a positive number (0: the recipe's), got {lr}")
+        params["lr"] = lr
+    if model:
+        if not _MODEL.match(model):
+            raise RetrainError(f"model {model!r} must match {_MODEL.pattern}")
+        params["model"] = model
+    request: dict[str, Any] = {"action": "retrain", "request_id": request_id, "image": image, "params": params}
+    if git_sha:
+        request["git_sha"] = git_sha
+    return request
+
+
+def invoke(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+    """Invoke the trigger synchronously with the request; its answer, or RetrainError with the function's error."""
+    payload = workdir / "retrain-request.json"
+    answer_file = workdir / "retrain-answer.json"
+    payload.write_text(json.dumps(request))
+    meta_text = run_tool(
+        [
+            "aws",
+            "lambda",
+            "invoke",
+            "--function-name",
+            function,
+            "--invocation-type",
+            "RequestResponse",
+            "--cli-binary-format",
+            "raw-in-base64-out",
+            "--payload",
+            f"file://{payload}",
+            "--output",
+            "json",
+            str(answer_file),
+        ]
+    )
+    meta = _json_object(meta_text, "the invoke metadata")
+    body = answer_file.read_text() if answer_file.exists() else ""
+    if meta.get("FunctionError"):
+        raise RetrainError(f"the trigger {function!r} rejected the request ({meta['FunctionError']}): {body.strip()}")
+    answer = _json_object(body, f"the answer of {function!r}")
+    missing = sorted({"run_id", "status_key", "image_digest"} - set(answer))
+    if missing:
+        raise RetrainError(f"the answer of {function!r} lacks {missing}: {body.strip()}")
+    if not _STATUS_KEY.match(str(answer["status_key"])):
+        raise RetrainError(f"the answer's status_key {answer['status_key']!r} is not runs/<run_id>/status.json")
+    return answer
+
+
+# --- wait -----------------------------------------------------------------------------------------
+
+
+def read_status(bucket: str, status_key: str) -> dict[str, Any] | None:
+    """The run record, or None while it does not exist yet."""
+    result = subprocess.run(
+        ["aws", "s3", "cp", f"s3://{bucket}/{status_key}", "-"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        if "404" in result.stderr or "NoSuchKey" in result.stderr or "Not Found" in result.stderr:
+            return None
+        raise RetrainError(
+            f"cannot read s3://{bucket}/{status_key} (exit {result.returncode}): {result.stderr.strip()}"
+        )
+    return _json_object(result.stdout, f"s3://{bucket}/{status_key}")
+
+
+def wait_for_run(
+    bucket: str,
+    status_key: str,
+    *,
+    timeout_s: float,
+    poll_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Poll the run record until the run succeeds or fails; RetrainError on timeout or an unknown state."""
+    deadline = clock() + timeout_s
+    last_state = None
+    while True:
+        status = read_status(bucket, status_key)
+        state = None if status is None else status.get("state")
+        if state != last_state:
+            attempt = "" if status is None else f" (attempt {status.get('attempt')})"
+            print(f"run record {status_key}: {state or 'not written yet'}{attempt}", flush=True)
+            last_state = state
+        if status is not None and state in TERMINAL_STATES:
+            return status
+        if status is not None and state not in WAITING_STATES:
+            raise RetrainError(f"{status_key} has an unknown state {state!r}")
+        if clock() >= deadline:
+            raise RetrainError(
+                f"{status_key} is still {state or 'missing'} after {timeout_s / 60:.0f} minutes; the run goes on "
+                "in ECS: read the record later, or re-run this workflow to wait again "
+                "(the same request starts nothing new)"
+            )
+        sleep(poll_s)
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def report_key(model_name: str, version: str) -> str:
+    """Where the trainer publishes a version's report (docs/contracts.md artifact layout)."""
+    if not _MODEL_NAME.match(model_name):
+        raise RetrainError(f"model name {model_name!r} must match {_MODEL_NAME.pattern}")
+    if not version or "/" in version or version in {".", ".."}:
+        raise RetrainError(f"version {version!r} from the run record is not a version name")
+    return f"models/{model_name}/{version}/report.md"
+
+
+def render(status: Mapping[str, Any], report: str | None, status_uri: str) -> str:
+    """The markdown for the job summary and the commit comment."""
+    run_id = status.get("run_id", "?")
+    state = status.get("state", "?")
+    lines = [f"## Retrain `{run_id}`: {state}", ""]
+    params = status.get("params") or {}
+    shown = ", ".join(f"`{k}={v}`" for k, v in sorted(params.items())) or "the model's recipe"
+    lines += [
+        f"- image: `{status.get('image_digest', '?')}`",
+        f"- parameters: {shown}",
+        f"- attempts: {status.get('attempt', '?')}",
+        f"- run record: `{status_uri}`",
+    ]
+    if state == "succeeded":
+        lines.append(f"- published version: `{status.get('version')}`")
+    elif status.get("reason"):
+        lines.append(f"- reason: {status['reason']}")
+    lines.append("")
+    if report:
+        lines += [report.strip(), ""]
+    text = "\n".join(lines)
+    if len(text) > GITHUB_COMMENT_LIMIT:
+        cut = "\n\n… (truncated: the full report is in the artifacts bucket)\n"
+        text = text[: GITHUB_COMMENT_LIMIT - len(cut)] + cut
+    return text
+
+
+def publish_report(
+    bucket: str, status_key: str, model_name: str, repository: str, commit: str, *, comment: bool = True
+) -> dict[str, Any]:
+    """Summary and commit comment for a finished (or failed) run; returns the run record."""
+    if not _REPOSITORY.match(repository):
+        raise RetrainError(f"repository {repository!r} is not owner/name")
+    if not _GIT_SHA.match(commit):
+        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+    status = read_status(bucket, status_key)
+    if status is None:
+        raise RetrainError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
+    report = None
+    if status.get("state") == "succeeded" and status.get("version"):
+        key = report_key(model_name, str(status["version"]))
+        report = run_tool(["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"])
+    text = render(status, report, f"s3://{bucket}/{status_key}")
+    append_summary(text)
+    if comment:
+        run_tool(
+            ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{commit}/comments", "--input", "-"],
+            stdin=json.dumps({"body": text}),
+        )
+    return status
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RetrainError(f"{what} is not JSON ({error}): {text[:200]!r}") from error
+    if not isinstance(value, dict):
+        raise RetrainError(f"{what} is not a JSON object: {text[:200]!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m ci.retrain", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_invoke = sub.add_parser("invoke", help="send the retrain request to the trigger")
+    p_invoke.add_argument("--function", required=True, help="trigger Lambda function name")
+    p_invoke.add_argument("--request-id", required=True, help="the workflow run id")
+    p_invoke.add_argument("--image", required=True, help="image tag (the git sha) or sha256 digest")
+    p_invoke.add_argument("--git-sha", default="", help="commit the image was built from, when known")
+    p_invoke.add_argument("--epochs", type=int, default=0, help="0: the model's recipe")
+    p_invoke.add_argument("--lr", type=float, default=0.0, help="peak learning rate; 0: the model's recipe")
+    p_invoke.add_argument("--model", default="", help="model to train; empty: the trainer's default")
+
+    for name, text in (("wait", "wait for the run to finish"), ("report", "publish the run's report")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--bucket", required=True, help="artifacts bucket")
+        p.add_argument("--status-key", required=True, help="runs/<run_id>/status.json from the invoke step")
+        if name == "wait":
+            p.add_argument("--timeout-minutes", type=float, default=90.0)
+            p.add_argument("--poll-seconds", type=float, default=30.0)
+        else:
+            p.add_argument("--model-name", required=True, help="the trainer's model_name (models/<name>/…)")
+            p.add_argument("--repository", required=True, help="owner/name, for the commit comment")
+            p.add_argument("--commit", required=True, help="the commit to comment on")
+            p.add_argument("--no-comment", action="store_true", help="write the job summary only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "invoke":
+            request = build_request(
+                request_id=args.request_id,
+                image=args.image,
+                git_sha=args.git_sha or None,
+                epochs=args.epochs,
+                lr=args.lr,
+                model=args.model or None,
+            )
+            print(f"retrain request: {json.dumps(request)}", flush=True)
+            with tempfile.TemporaryDirectory(dir=os.environ.get("RUNNER_TEMP")) as workdir:
+                answer = invoke(args.function, request, Path(workdir))
+            print(f"trigger answer: {json.dumps(answer)}", flush=True)
+            write_output("run-id", str(answer["run_id"]))
+            write_output("status-key", str(answer["status_key"]))
+            write_output("task-arn", str(answer.get("task_arn") or ""))
+            write_output("image-digest", str(answer["image_digest"]))
+            append_summary(f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`.")
+        elif args.command == "wait":
+            status = wait_for_run(
+                args.bucket, args.status_key, timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds
+            )
+            write_output("state", str(status["state"]))
+            write_output("version", str(status.get("version") or ""))
+            if status["state"] != "succeeded":
+                print(f"::error title=retrain::run failed: {status.get('reason')}")
+                return 1
+        else:
+            publish_report(
+                args.bucket,
+                args.status_key,
+                args.model_name,
+                args.repository,
+                args.commit,
+                comment=not args.no_comment,
+            )
+    except RetrainError as error:
+        print(f"::error title=retrain::{error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
