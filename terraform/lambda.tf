@@ -51,7 +51,7 @@ resource "aws_lambda_function" "this" {
       PUSHTRAIN_SUBNETS          = join(",", [for subnet in aws_subnet.this : subnet.id])
       PUSHTRAIN_SECURITY_GROUPS  = aws_security_group.tasks.id
       PUSHTRAIN_ASSIGN_PUBLIC_IP = local.private_network ? "DISABLED" : "ENABLED"
-      PUSHTRAIN_BUCKET           = aws_s3_bucket.this.id
+      PUSHTRAIN_BUCKET           = aws_s3_bucket.this.bucket
       PUSHTRAIN_MAX_ATTEMPTS     = tostring(var.max_attempts)
     }
   }

@@ -159,7 +159,7 @@ variable "lambda_zip_path" {
 variable "lambda_handler" {
   description = "Handler of the trigger function inside the zip (module.function)."
   type        = string
-  default     = "trigger.handler.handler"
+  default     = "trigger.handler.lambda_handler"
 }
 
 variable "lambda_reserved_concurrency" {

@@ -1,0 +1,653 @@
+"""Contract tests: Terraform against the code it deploys and against docs/contracts.md.
+
+Nothing here can run `terraform plan` (the AWS provider cannot be downloaded), so these tests read the
+`.tf` files with python-hcl2 and the Python code with `ast`, and fail when the two drift apart:
+
+- the Lambda's environment is exactly the PUSHTRAIN_* variables the trigger's config module reads;
+- the base task definition's environment is exactly the TRAINER_* variables the contract says Terraform
+  sets, each a field of the trainer's configuration, and none of those the trigger overrides per run;
+- the trigger's role allows exactly the AWS calls the trigger's code makes (read from its boto3 calls),
+  no wildcard action, and `iam:PassRole` only for the two task roles, only to ECS tasks;
+- the trainer's role allows exactly the S3 calls the trainer's store makes, and the S3 gateway
+  endpoint policy lets every one of them through (the seed's endpoint allowed only GetObject);
+- the names, CI role subjects and repository variables match docs/contracts.md in both roots.
+
+Tests that need another part's code skip, naming the missing file, until that code exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tf_docs import load_root, unquote
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "terraform"
+BOOTSTRAP = STACK / "bootstrap"
+CONTRACTS = REPO / "docs" / "contracts.md"
+TRIGGER_SRC = REPO / "lambda" / "src" / "trigger"
+TRIGGER_CONFIG = TRIGGER_SRC / "config.py"
+TRIGGER_RUNS = TRIGGER_SRC / "runs.py"
+TRAINER_CONFIG = REPO / "trainer" / "src" / "trainer" / "config.py"
+TRAINER_STORE = REPO / "trainer" / "src" / "trainer" / "store.py"
+
+# What the Lambda service itself does with the function's role, not the code: write the function's
+# logs and deliver a failed asynchronous event to the on-failure destination queue.
+LAMBDA_RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+
+# boto3 methods whose IAM action is not simply "<service>:<OperationName>".
+S3_ACTIONS = {
+    "head_object": {"s3:GetObject"},
+    "list_objects": {"s3:ListBucket"},
+    "list_objects_v2": {"s3:ListBucket"},
+    "head_bucket": {"s3:ListBucket"},
+    "copy_object": {"s3:GetObject", "s3:PutObject"},
+    "delete_objects": {"s3:DeleteObject"},
+}
+# Calls that hand the task's roles to ECS: RunTask and RegisterTaskDefinition both need iam:PassRole.
+PASSES_ROLES = {"ecs:RunTask", "ecs:RegisterTaskDefinition"}
+# Creating a task or task definition with tags needs ecs:TagResource as well.
+TAGS_ON_CREATE = {"ecs:RunTask", "ecs:RegisterTaskDefinition"}
+
+
+def require_file(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path.relative_to(REPO)} does not exist yet (another part builds it)")
+    return path
+
+
+# --- reading Terraform -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, list[Any]]:
+    return load_root(STACK)
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> dict[str, list[Any]]:
+    return load_root(BOOTSTRAP)
+
+
+def blocks(root: dict[str, list[Any]], kind: str, type_name: str) -> dict[str, dict[str, Any]]:
+    """`resource` or `data` blocks of one type, by name."""
+    found: dict[str, dict[str, Any]] = {}
+    for block in root.get(kind, []):
+        for type_key, named in block.items():
+            if unquote(type_key) == type_name:
+                found.update({unquote(name): body for name, body in named.items()})
+    return found
+
+
+def block(root: dict[str, list[Any]], kind: str, type_name: str, name: str) -> dict[str, Any]:
+    found = blocks(root, kind, type_name)
+    assert name in found, f"{kind} {type_name}.{name} is missing (have {sorted(found)})"
+    return found[name]
+
+
+def locals_of(root: dict[str, list[Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for block_ in root.get("locals", []):
+        merged.update({k: v for k, v in block_.items() if not k.startswith("__")})
+    return merged
+
+
+def variable_defaults(root: dict[str, list[Any]]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for block_ in root.get("variable", []):
+        for name, body in block_.items():
+            if "default" in body:
+                defaults[unquote(name)] = unquote(body["default"])
+    return defaults
+
+
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+
+
+def resolve(root: dict[str, list[Any]], raw: Any, facts: dict[str, str] | None = None) -> Any:
+    """A value built only from literals, `var.X` defaults, `local.X` and the given facts.
+
+    The contract's names must stay this simple (the local pipeline reads them the same way); any other
+    expression fails the test, naming it.
+    """
+    facts = facts or {}
+    local_values, defaults = locals_of(root), variable_defaults(root)
+
+    def reference(ref: str) -> Any:
+        ref = ref.strip()
+        if ref in facts:
+            return facts[ref]
+        if ref.startswith("var.") and ref[4:] in defaults:
+            return defaults[ref[4:]]
+        if ref.startswith("local.") and ref[6:] in local_values:
+            return value(local_values[ref[6:]])
+        raise AssertionError(f"{ref!r} is not a literal, a var default, a local or a known fact")
+
+    def value(item: Any) -> Any:
+        if isinstance(item, list):
+            return [value(v) for v in item]
+        if isinstance(item, dict):
+            return {unquote(k): value(v) for k, v in item.items() if not k.startswith("__")}
+        if not isinstance(item, str):
+            return item
+        if item.startswith("${") and item.endswith("}") and item.count("${") == 1:
+            return reference(item[2:-1])
+        text = unquote(item)
+        return _INTERPOLATION.sub(lambda m: str(reference(m.group(1))), text)
+
+    return value(raw)
+
+
+@dataclass(frozen=True)
+class Statement:
+    sid: str
+    effect: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+    conditions: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+def statements(root: dict[str, list[Any]], document: str) -> list[Statement]:
+    """The statements of `data.aws_iam_policy_document.<document>` (actions resolved, resources as written)."""
+    body = block(root, "data", "aws_iam_policy_document", document)
+    result = []
+    for raw in body.get("statement", []):
+        actions = resolve(root, raw.get("actions", []))
+        result.append(
+            Statement(
+                sid=unquote(raw.get("sid", '""')),
+                effect=unquote(raw.get("effect", '"Allow"')),
+                actions=tuple(actions),
+                resources=tuple(str(unquote(r)) for r in raw.get("resources", [])),
+                conditions=tuple(
+                    (unquote(c["test"]), unquote(c["variable"]), tuple(unquote(v) for v in _as_list(c["values"])))
+                    for c in raw.get("condition", [])
+                ),
+            )
+        )
+    return result
+
+
+def _as_list(raw: Any) -> list[Any]:
+    """A list as written, or a single expression (`values = each.value`) as a one-item list."""
+    return raw if isinstance(raw, list) else [raw]
+
+
+def allowed_actions(root: dict[str, list[Any]], document: str) -> set[str]:
+    return {a for s in statements(root, document) if s.effect == "Allow" for a in s.actions}
+
+
+# --- reading docs/contracts.md -------------------------------------------------------------------
+
+
+def contract_paragraph(start: str) -> str:
+    text = CONTRACTS.read_text(encoding="utf-8")
+    index = text.find(start)
+    assert index >= 0, f"docs/contracts.md has no paragraph starting {start!r}"
+    return text[index:].split("\n\n", 1)[0]
+
+
+def contract_section(heading: str) -> str:
+    text = CONTRACTS.read_text(encoding="utf-8")
+    index = text.find(f"## {heading}")
+    assert index >= 0, f"docs/contracts.md has no section {heading!r}"
+    return text[index:].split("\n## ", 1)[0]
+
+
+def backticked(text: str, pattern: str) -> set[str]:
+    return {m for m in re.findall(r"`([^`]+)`", text) if re.fullmatch(pattern, m)}
+
+
+# --- reading Python ------------------------------------------------------------------------------
+
+
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def trainer_fields() -> set[str]:
+    """The trainer's configuration fields (`TrainConfig`) as environment variable names."""
+    tree = parse(require_file(TRAINER_CONFIG))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "TrainConfig":
+            return {
+                "TRAINER_" + stmt.target.id.upper()
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            }
+    raise AssertionError(f"{TRAINER_CONFIG} defines no TrainConfig dataclass")
+
+
+def environment_reads(path: Path, prefix: str) -> set[str]:
+    """Variable names a module reads: `env.get("X")`, `os.environ["X"]`, `os.getenv("X")` or a helper
+    called with the name as its first argument, like `text("X", ...)`."""
+    names: set[str] = set()
+    pattern = re.compile(rf"{prefix}[A-Z0-9_]+")
+    for node in ast.walk(parse(path)):
+        candidate = None
+        if isinstance(node, ast.Call) and node.args:
+            candidate = node.args[0]
+        elif isinstance(node, ast.Subscript):
+            candidate = node.slice
+        if (
+            isinstance(candidate, ast.Constant)
+            and isinstance(candidate.value, str)
+            and pattern.fullmatch(candidate.value)
+        ):
+            names.add(candidate.value)
+    return names
+
+
+def _receiver_name(node: ast.expr) -> str | None:
+    """The last identifier of a call's receiver: `clients.ecs` -> "ecs", `s3` -> "s3"."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    return None
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    service: str
+    method: str
+    where: str
+
+
+def boto3_calls(package: Path) -> Iterator[AwsCall]:
+    """Every call of a botocore client operation in the package, with the service it goes to.
+
+    The services are those the package creates clients for (`boto3.client("ecs")`); a call goes to the
+    service its receiver is named after (`clients.ecs.run_task`, `s3.get_object`) or, when the name
+    says nothing, to the one service that has the operation. `get_paginator("op")` counts as `op`.
+    """
+    from botocore import xform_name
+
+    modules = {path: parse(path) for path in sorted(package.rglob("*.py"))}
+    services = {
+        node.args[0].value
+        for tree in modules.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "client"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert services, f"no boto3.client('<service>') call found under {package}"
+    operations = {service: {xform_name(op) for op in service_model(service).operation_names} for service in services}
+    for path, tree in modules.items():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            method = node.func.attr
+            if method == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                method = node.args[0].value
+            owners = {s for s, ops in operations.items() if method in ops}
+            if not owners:
+                continue
+            receiver = _receiver_name(node.func.value)
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            if receiver in owners:
+                yield AwsCall(receiver, method, where)
+            elif len(owners) == 1:
+                yield AwsCall(owners.pop(), method, where)
+            else:
+                raise AssertionError(
+                    f"{where}: {method}() exists in {sorted(owners)}; name the client after its service"
+                )
+
+
+@functools.cache
+def service_model(service: str) -> Any:
+    from botocore.session import get_session
+
+    return get_session().get_service_model(service)
+
+
+def iam_actions(call: AwsCall) -> set[str]:
+    from botocore import xform_name
+
+    if call.service == "s3" and call.method in S3_ACTIONS:
+        return S3_ACTIONS[call.method]
+    model = service_model(call.service)
+    operation = next(op for op in model.operation_names if xform_name(op) == call.method)
+    prefix = model.signing_name or call.service
+    return {f"{prefix}:{operation}"}
+
+
+def tags_on_create(package: Path) -> bool:
+    """Whether the code builds a request with a "tags" key (RunTask / RegisterTaskDefinition tags)."""
+    for path in package.rglob("*.py"):
+        for node in ast.walk(parse(path)):
+            keys: list[ast.expr | None] = []
+            if isinstance(node, ast.Dict):
+                keys = list(node.keys)
+            elif isinstance(node, ast.Subscript):
+                keys = [node.slice]
+            elif isinstance(node, ast.Call) and any(k.arg == "tags" for k in node.keywords):
+                return True
+            if any(isinstance(k, ast.Constant) and k.value == "tags" for k in keys):
+                return True
+    return False
+
+
+def expected_trigger_actions() -> tuple[set[str], list[AwsCall]]:
+    require_file(TRIGGER_SRC / "aws.py")
+    calls = list(boto3_calls(TRIGGER_SRC))
+    actions = {action for call in calls for action in iam_actions(call)}
+    if actions & PASSES_ROLES:
+        actions.add("iam:PassRole")
+    if actions & TAGS_ON_CREATE and tags_on_create(TRIGGER_SRC):
+        actions.add("ecs:TagResource")
+    return actions, calls
+
+
+# --- the Lambda's environment ----------------------------------------------------------------------
+
+
+def lambda_environment(stack: dict[str, list[Any]]) -> dict[str, Any]:
+    function = block(stack, "resource", "aws_lambda_function", "this")
+    (environment,) = function["environment"]
+    return environment["variables"]
+
+
+def test_lambda_environment_is_exactly_what_the_trigger_config_reads(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the PUSHTRAIN_* variables the trigger's config module reads
+    reads = environment_reads(require_file(TRIGGER_CONFIG), "PUSHTRAIN_")
+    # WHEN Terraform's Lambda environment is read
+    set_by_terraform = set(lambda_environment(stack))
+    # THEN every variable read is set, and nothing unread is set
+    assert reads, f"found no PUSHTRAIN_* reads in {TRIGGER_CONFIG}"
+    assert reads - set_by_terraform == set(), "the trigger reads variables Terraform does not set"
+    assert set_by_terraform - reads == set(), "Terraform sets variables the trigger never reads"
+
+
+def test_lambda_environment_matches_the_contract(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the trigger environment listed in docs/contracts.md
+    contract = backticked(contract_section("Trigger environment"), r"PUSHTRAIN_[A-Z0-9_]+")
+    # THEN Terraform sets exactly those
+    assert set(lambda_environment(stack)) == contract
+
+
+def test_only_the_config_module_reads_the_environment() -> None:
+    # GIVEN the trigger package
+    require_file(TRIGGER_CONFIG)
+    # THEN no module but config.py names a PUSHTRAIN_* variable or reads os.environ / os.getenv,
+    # so the test above sees every read
+    offenders = []
+    for path in sorted(TRIGGER_SRC.rglob("*.py")):
+        if path == TRIGGER_CONFIG:
+            continue
+        for node in ast.walk(parse(path)):
+            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv"}:
+                offenders.append(f"{path.name}:{node.lineno} os.{node.attr}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("PUSHTRAIN_"):
+                offenders.append(f"{path.name}:{node.lineno} {node.value}")
+    assert offenders == []
+
+
+# --- the trainer's environment ---------------------------------------------------------------------
+
+
+def trainer_environment(stack: dict[str, list[Any]]) -> dict[str, Any]:
+    return resolve(
+        stack,
+        locals_of(stack)["trainer_environment"],
+        facts={
+            "data.aws_caller_identity.this.account_id": "123456789012",
+            "coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)": "pushtrain-artifacts-bucket",
+            "tostring(var.accuracy_floor)": str(variable_defaults(stack)["accuracy_floor"]),
+        },
+    )
+
+
+def per_run_overrides() -> set[str]:
+    """TRAINER_* variables the trigger sets per run: its literal names plus one per retrain parameter."""
+    from trigger.events import PARAM_TYPES
+
+    literals = {
+        node.value
+        for node in ast.walk(parse(require_file(TRIGGER_RUNS)))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"TRAINER_[A-Z0-9_]+", node.value)
+    }
+    return literals | {f"TRAINER_{name.upper()}" for name in PARAM_TYPES}
+
+
+def test_base_task_environment_is_what_the_contract_says_terraform_sets(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the contract's list of TRAINER_* variables set in the base task definition
+    contract = backticked(contract_paragraph("Set by Terraform in the base task definition"), r"TRAINER_[A-Z0-9_]+")
+    # THEN the base environment is exactly that list
+    assert set(trainer_environment(stack)) == contract
+
+
+def test_every_base_task_variable_is_a_trainer_setting(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the trainer's configuration fields (an unknown TRAINER_* variable makes it exit 2)
+    fields = trainer_fields()
+    # THEN Terraform sets no variable the trainer does not read
+    assert set(trainer_environment(stack)) - fields == set()
+
+
+def test_per_run_overrides_are_trainer_settings_and_not_in_the_base_definition(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the variables the trigger overrides per run (run id, attempt, digest, git sha, parameters)
+    overrides = per_run_overrides()
+    assert {"TRAINER_RUN_ID", "TRAINER_ATTEMPT", "TRAINER_IMAGE_DIGEST", "TRAINER_GIT_SHA"} <= overrides
+    # THEN the trainer reads each of them, and the base definition sets none of them
+    assert overrides - trainer_fields() == set()
+    assert overrides & set(trainer_environment(stack)) == set()
+
+
+def test_base_environment_points_at_the_bucket_and_the_scratch_volume(stack: dict[str, list[Any]]) -> None:
+    env = trainer_environment(stack)
+    ecs = (STACK / "ecs.tf").read_text(encoding="utf-8")
+    # THEN the dataset is the contract's key inside the store, and the work dir is the writable volume
+    assert env["TRAINER_DATA_URI"] == env["TRAINER_STORE_URI"] + "/datasets/cifar-10-python.tar.gz"
+    assert env["TRAINER_WORK_DIR"] == "/scratch"
+    assert re.search(r'sourceVolume = "scratch", containerPath = local\.scratch_path, readOnly = false', ecs)
+    assert "readonlyRootFilesystem = true" in ecs
+    assert "stopTimeout = 120" in ecs
+
+
+# --- the trigger's role ------------------------------------------------------------------------------
+
+
+def test_trigger_role_allows_exactly_the_calls_the_trigger_makes(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the IAM actions behind every boto3 call in lambda/src/trigger
+    expected, calls = expected_trigger_actions()
+    assert calls, "found no AWS calls in the trigger"
+    # WHEN the trigger's policy document is read
+    allowed = allowed_actions(stack, "trigger")
+    # THEN it allows each needed action and nothing more
+    assert expected - allowed == set(), f"the code calls these and the role cannot: {calls}"
+    assert allowed - expected == set(), "the role allows actions no code path uses"
+
+
+def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
+    assert allowed_actions(stack, "trigger_runtime") == LAMBDA_RUNTIME_ACTIONS
+
+
+@pytest.mark.parametrize("document", ["trigger", "trigger_runtime", "task", "execution"])
+def test_stack_role_policies_name_every_action(stack: dict[str, list[Any]], document: str) -> None:
+    actions = allowed_actions(stack, document)
+    assert actions
+    assert [a for a in actions if "*" in a] == []
+
+
+def test_pass_role_names_only_the_two_task_roles_and_only_for_ecs_tasks(stack: dict[str, list[Any]]) -> None:
+    # GIVEN every policy document of the stack
+    documents = blocks(stack, "data", "aws_iam_policy_document")
+    passing = [(name, s) for name in documents for s in statements(stack, name) if "iam:PassRole" in s.actions]
+    # THEN exactly one statement passes roles: the trigger's, for the execution and task roles, to ECS tasks
+    assert [name for name, _ in passing] == ["trigger"]
+    (_, statement) = passing[0]
+    assert statement.actions == ("iam:PassRole",)
+    assert sorted(statement.resources) == ["${aws_iam_role.execution.arn}", "${aws_iam_role.task.arn}"]
+    assert statement.conditions == (("StringEquals", "iam:PassedToService", ("ecs-tasks.amazonaws.com",)),)
+
+
+def test_run_task_is_scoped_to_the_trainer_family_on_our_cluster(stack: dict[str, list[Any]]) -> None:
+    (run,) = [s for s in statements(stack, "trigger") if "ecs:RunTask" in s.actions]
+    assert run.resources == ("${local.task_definition_family_arn}",)
+    assert ("ArnEquals", "ecs:cluster", ("${aws_ecs_cluster.this.arn}",)) in run.conditions
+    family_arn = unquote(locals_of(stack)["task_definition_family_arn"])
+    assert family_arn.endswith(":task-definition/${local.task_family}:*")
+
+
+# --- the trainer's role and the S3 endpoint --------------------------------------------------------------
+
+
+def trainer_s3_actions() -> set[str]:
+    return {action for call in boto3_calls(require_file(TRAINER_STORE).parent) for action in iam_actions(call)}
+
+
+def test_task_role_allows_exactly_the_s3_calls_of_the_trainer_store(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the S3 calls the trainer's artifact store makes
+    expected = trainer_s3_actions()
+    # THEN the task role allows exactly those
+    assert allowed_actions(stack, "task") == expected
+
+
+def test_s3_gateway_endpoint_lets_every_trainer_call_through(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the endpoint policy of the private network mode (the seed allowed only s3:GetObject there,
+    # so no model could ever be uploaded)
+    through_endpoint = allowed_actions(stack, "s3_endpoint")
+    # THEN every S3 action of the task role passes the endpoint too, and ECR's layer bucket is readable
+    assert allowed_actions(stack, "task") - through_endpoint == set()
+    layer_reads = [
+        s for s in statements(stack, "s3_endpoint") if any("starport-layer-bucket" in r for r in s.resources)
+    ]
+    assert layer_reads and layer_reads[0].actions == ("s3:GetObject",)
+
+
+def test_task_role_reads_datasets_and_writes_only_runs_and_models(stack: dict[str, list[Any]]) -> None:
+    writes = [s for s in statements(stack, "task") if "s3:PutObject" in s.actions]
+    assert [sorted(s.resources) for s in writes] == [
+        ["${aws_s3_bucket.this.arn}/models/*", "${aws_s3_bucket.this.arn}/runs/*"]
+    ]
+
+
+# --- network modes ------------------------------------------------------------------------------------------
+
+
+def test_public_mode_routes_to_an_internet_gateway_and_assigns_public_ips(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the route to the internet (the seed assigned public IPs in a subnet without one)
+    route = block(stack, "resource", "aws_route", "internet")
+    gateway = block(stack, "resource", "aws_internet_gateway", "this")
+    # THEN the route and gateway exist exactly in the public mode, and that mode asks for public IPs
+    assert route["count"] == gateway["count"] == "${local.private_network ? 0 : 1}"
+    assert route["gateway_id"] == "${aws_internet_gateway.this[0].id}"
+    assert unquote(route["destination_cidr_block"]) == "0.0.0.0/0"
+    assert (
+        lambda_environment(stack)["PUSHTRAIN_ASSIGN_PUBLIC_IP"] == '${local.private_network ? "DISABLED" : "ENABLED"}'
+    )
+    assert unquote(locals_of(stack)["private_network"]) == '${var.network_mode == "private"}'
+
+
+def test_private_mode_has_the_endpoints_fargate_needs(stack: dict[str, list[Any]]) -> None:
+    endpoints = locals_of(stack)["interface_endpoints"]
+    assert all(
+        f'\\"{service}\\"' in endpoints or f'"{service}"' in endpoints for service in ("ecr.api", "ecr.dkr", "logs")
+    )
+    s3 = block(stack, "resource", "aws_vpc_endpoint", "s3")
+    assert unquote(s3["vpc_endpoint_type"]) == "Gateway"
+    assert s3["policy"] == "${data.aws_iam_policy_document.s3_endpoint.json}"
+
+
+# --- names, CI roles and repository variables ----------------------------------------------------------------
+
+FACTS = {"data.aws_caller_identity.this.account_id": "123456789012", "var.region": "us-east-1"}
+NAME_LOCALS = ["repository_name", "cluster_name", "task_family", "function_name", "artifacts_bucket_default"]
+
+
+def test_names_follow_the_contract(stack: dict[str, list[Any]]) -> None:
+    names = {name: resolve(stack, locals_of(stack)[name], FACTS) for name in [*NAME_LOCALS, "container_name"]}
+    assert names == {
+        "repository_name": "pushtrain-trainer",
+        "cluster_name": "pushtrain",
+        "task_family": "pushtrain-trainer",
+        "function_name": "pushtrain-trigger",
+        "artifacts_bucket_default": "pushtrain-artifacts-123456789012-us-east-1",
+        "container_name": "trainer",
+    }
+
+
+def test_bootstrap_scopes_the_ci_roles_to_the_stack_names(
+    stack: dict[str, list[Any]], bootstrap: dict[str, list[Any]]
+) -> None:
+    for name in NAME_LOCALS:
+        assert resolve(bootstrap, locals_of(bootstrap)[name], FACTS) == resolve(stack, locals_of(stack)[name], FACTS)
+    assert unquote(locals_of(bootstrap)["stack_iam_path"]) == unquote(locals_of(stack)["iam_path"])
+    backend = (STACK / "versions.tf").read_text(encoding="utf-8")
+    assert f'key          = "{unquote(locals_of(bootstrap)["stack_state_key"])}"' in backend
+    assert "use_lockfile = true" in backend
+
+
+def test_ci_roles_trust_exactly_the_contract_subjects(bootstrap: dict[str, list[Any]]) -> None:
+    # GIVEN the subjects table of docs/contracts.md
+    table = contract_section("GitHub OIDC roles")
+    expected = {}
+    for use in ("plan", "apply", "image", "retrain"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {use}"))
+        subjects = re.findall(r"`(repo:[^`]+)`", row)
+        expected[use] = sorted(s.replace("<owner>/<repo>", "octo/pushtrain") for s in subjects)
+    # WHEN bootstrap's subjects are read
+    actual = resolve(bootstrap, locals_of(bootstrap)["role_subjects"], {"var.github_repository": "octo/pushtrain"})
+    # THEN they match, role by role
+    assert {use: sorted(subjects) for use, subjects in actual.items()} == expected
+
+
+def test_ci_trust_policy_pins_audience_and_exact_subjects(bootstrap: dict[str, list[Any]]) -> None:
+    (trust,) = statements(bootstrap, "github_trust")
+    assert trust.actions == ("sts:AssumeRoleWithWebIdentity",)
+    conditions = {variable: (test, values) for test, variable, values in trust.conditions}
+    assert conditions["${local.github_oidc_url}:aud"] == ("StringEquals", ("sts.amazonaws.com",))
+    assert conditions["${local.github_oidc_url}:sub"] == ("StringEquals", ("${each.value}",))
+
+
+def test_repository_variables_are_all_outputs(bootstrap: dict[str, list[Any]]) -> None:
+    # GIVEN the repository variables the workflows read
+    wanted = backticked(contract_paragraph("Repository variables the workflows read"), r"[A-Z][A-Z0-9_]+")
+    # THEN bootstrap outputs a value for each
+    outputs = {name: body for block_ in bootstrap["output"] for name, body in block_.items()}
+    assert set(outputs['"github_variables"']["value"]) == wanted
+
+
+@pytest.mark.parametrize("document", ["image", "retrain"])
+def test_ci_roles_for_images_and_retrain_name_every_action(bootstrap: dict[str, list[Any]], document: str) -> None:
+    assert [a for a in allowed_actions(bootstrap, document) if "*" in a] == []
+
+
+def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[Any]]) -> None:
+    writes = re.compile(r":(Put|Create|Delete|Update|Modify|Attach|Detach|Tag|Untag|Invoke|Run|Register)")
+    writing = [s for s in statements(bootstrap, "plan") if any(writes.search(a) for a in s.actions)]
+    assert [s.sid for s in writing] == ["StateLock"]
+    assert writing[0].resources == ("${local.arn.stack_lockfile}",)
+
+
+def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
+    # The push and Spot rules go to the Lambda with a retry policy and a dead-letter queue; failures to SNS.
+    wiring = {
+        "ecr_push": "aws_lambda_function.this.arn",
+        "spot_interruption": "aws_lambda_function.this.arn",
+        "training_failed": "aws_sns_topic.this.arn",
+    }
+    for rule, target in wiring.items():
+        body = block(stack, "resource", "aws_cloudwatch_event_target", rule)
+        assert body["arn"] == "${" + target + "}"
+        assert body["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.events_dlq.arn}"
+        assert body["retry_policy"]
+    invoke = block(stack, "resource", "aws_lambda_function_event_invoke_config", "this")
+    assert invoke["destination_config"][0]["on_failure"][0]["destination"] == "${aws_sqs_queue.trigger_failures.arn}"
+    alarms = json.dumps(blocks(stack, "resource", "aws_cloudwatch_metric_alarm"))
+    for metric in ("ApproximateNumberOfMessagesVisible", "Errors", "FailedInvocations"):
+        assert f'\\"{metric}\\"' in alarms

