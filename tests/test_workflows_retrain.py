@@ -276,6 +276,19 @@ def test_report_of_a_failed_run_shows_the_reason_and_reads_no_report(tmp_path: P
     assert fakes.calls("gh") == []
 
 
+def test_report_comments_on_the_commit_the_image_was_built_from(tmp_path: Path) -> None:
+    # GIVEN a run record naming the image's commit, older than the commit the workflow ran on
+    image_commit = "f" * 40
+    fakes = FakeBin(tmp_path)
+    fakes.add("aws", ["s3", "cp"], stdout=status("failed", reason="x", git_sha=image_commit))
+    fakes.install("gh")
+    # WHEN the report step runs
+    result = retrain(tmp_path, fakes, *REPORT)
+    # THEN the comment goes on the image's commit, not on --commit
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fakes.calls("gh")[0][3] == f"repos/octo/pushtrain/commits/{image_commit}/comments"
+
+
 def test_report_fails_when_the_comment_cannot_be_posted(tmp_path: Path) -> None:
     # GIVEN gh is refused (the job lacks contents: write)
     fakes = FakeBin(tmp_path)

@@ -13,7 +13,8 @@ and exports the answer (`run-id`, `status-key`, `task-arn`, `image-digest`) to $
 `wait` polls `runs/<run_id>/status.json` until the run succeeds (exit 0) or fails (exit 1), or
 gives up after `--timeout-minutes` (exit 1; the run itself goes on). `report` writes the run's
 outcome and `models/<model_name>/<version>/report.md` to $GITHUB_STEP_SUMMARY and posts the same
-text as a comment on the commit (`gh api`; the token needs `contents: write`).
+text as a comment on the commit the image was built from (the run record's `git_sha`, else
+`--commit`) with `gh api`; the token needs `contents: write`.
 
 Only the standard library: the runner's own python3 runs this before anything is installed.
 AWS and GitHub are reached through the `aws` and `gh` command-line tools.
@@ -257,9 +258,12 @@ def publish_report(
         report = run_tool(["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"])
     text = render(status, report, f"s3://{bucket}/{status_key}")
     append_summary(text)
+    # The comment belongs on the commit the model was trained from, when the run record knows it.
+    recorded = status.get("git_sha")
+    target = recorded if isinstance(recorded, str) and _GIT_SHA.match(recorded) else commit
     if comment:
         run_tool(
-            ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{commit}/comments", "--input", "-"],
+            ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{target}/comments", "--input", "-"],
             stdin=json.dumps({"body": text}),
         )
     return status
