@@ -105,7 +105,13 @@ class Emulated:
         self.clients = Clients(ecs=self.ecs, s3=self.s3, ecr=self.ecr)
 
     def push_image(self, digest: str, tag: str) -> None:
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+        # moto keys images by manifest content, so each digest gets a manifest of its own
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": digest},
+            "layers": [],
+        }
         self.ecr.put_image(
             repositoryName="pushtrain-trainer", imageManifest=json.dumps(manifest), imageTag=tag, imageDigest=digest
         )
