@@ -328,3 +328,25 @@ def test_action_rule_reports_a_planted_violation(tmp_path: Path, rule: str, expe
 def test_missing_top_level_permissions_is_reported() -> None:
     # GIVEN a workflow without top-level permissions  WHEN checked  THEN it is reported
     assert missing_top_level_permissions({"on": "push", "jobs": {}}) == ["no top-level permissions"]
+
+
+def test_every_script_an_action_runs_exists_and_is_executable() -> None:
+    # GIVEN each composite action's run: steps
+    for path in ACTIONS:
+        for where, step in steps_of(load(path)):
+            for script in re.findall(r"\$GITHUB_ACTION_PATH/([\w./-]+)", str(step.get("run", ""))):
+                # THEN the script it names ships beside action.yml, executable (git keeps the mode bit)
+                target = path.parent / script
+                assert target.is_file(), f"{path.parent.name} {where} runs missing {script}"
+                assert target.stat().st_mode & 0o111, f"{path.parent.name}/{script} is not executable"
+
+
+def test_ci_runs_make_test_and_validates_every_terraform_root() -> None:
+    # GIVEN ci.yml and the Terraform roots in the repository (folders with a versions.tf)
+    ci = load(REPO / ".github" / "workflows" / "ci.yml")
+    roots = sorted(str(p.parent.relative_to(REPO)) for p in REPO.glob("terraform/**/versions.tf"))
+    # THEN the test job runs exactly what `make test` runs locally
+    assert [step.get("run") for step in ci["jobs"]["test"]["steps"] if "run" in step] == ["make test"]
+    # AND every root is initialised and validated (a new root cannot slip past CI)
+    assert roots, "no Terraform roots found"
+    assert sorted(ci["jobs"]["terraform-validate"]["strategy"]["matrix"]["root"]) == roots
