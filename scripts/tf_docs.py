@@ -73,6 +73,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _prose(text: str) -> str:
+    """A description for a table cell: `<name>` placeholders would be read as HTML tags."""
+    return _cell(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
 def _default(body: dict[str, Any]) -> str:
     if "default" not in body:
         return "n/a"
@@ -89,14 +94,14 @@ def render(directory: Path) -> str:
             raise DocsError(f"variable {name!r} in {directory} has no description")
         required = "yes" if "default" not in body else "no"
         lines.append(
-            f"| `{name}` | {_cell(unquote(body['description']))} | `{_cell(expression(body.get('type', 'any')))}` "
+            f"| `{name}` | {_prose(unquote(body['description']))} | `{_cell(expression(body.get('type', 'any')))}` "
             f"| {_default(body)} | {required} |"
         )
     lines += ["", "## Outputs", "", "| Name | Description |", "| --- | --- |"]
     for name, body in sorted(named_blocks(root, "output").items()):
         if "description" not in body:
             raise DocsError(f"output {name!r} in {directory} has no description")
-        lines.append(f"| `{name}` | {_cell(unquote(body['description']))} |")
+        lines.append(f"| `{name}` | {_prose(unquote(body['description']))} |")
     return "\n".join(lines) + "\n"
 
 

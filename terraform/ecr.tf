@@ -4,6 +4,7 @@
 resource "aws_ecr_repository" "this" {
   name                 = local.repository_name
   image_tag_mutability = "IMMUTABLE"
+  force_delete         = var.destroy_with_data
 
   image_scanning_configuration {
     scan_on_push = true

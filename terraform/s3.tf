@@ -5,7 +5,8 @@ resource "aws_s3_bucket" "this" {
   # checkov:skip=CKV_AWS_144: cross-region replication doubles storage cost; every model can be retrained from its manifest.
   # checkov:skip=CKV_AWS_18: server access logs would need a second bucket; CloudTrail data events are the audit path when needed.
   # checkov:skip=CKV2_AWS_62: nothing consumes object-created notifications; the trigger is driven by ECR and ECS events.
-  bucket = local.artifacts_bucket_name
+  bucket        = local.artifacts_bucket_name
+  force_destroy = var.destroy_with_data
 }
 
 resource "aws_s3_bucket_versioning" "this" {

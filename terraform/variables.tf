@@ -230,6 +230,12 @@ variable "artifacts_bucket_name" {
   }
 }
 
+variable "destroy_with_data" {
+  description = "Whether `terraform destroy` may delete the artifacts bucket with its models and the ECR repository with its images; false (the default) makes destroy fail while either holds data."
+  type        = bool
+  default     = false
+}
+
 variable "alarm_email" {
   description = "Email address subscribed to the notifications topic (alarms, failed training tasks); null subscribes nobody. AWS sends a confirmation mail first."
   type        = string
