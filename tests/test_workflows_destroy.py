@@ -1,0 +1,49 @@
+"""destroy.yml's confirmation gate, run as the runner runs it (bash -e on the step's script).
+
+GIVEN the typed confirmation and the repository name, WHEN the `confirm` job's script runs, THEN
+only the exact repository name lets the destroy job (which `needs:` it) start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "destroy.yml"
+
+
+def confirm_script() -> str:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    assert jobs["destroy"]["needs"] == "confirm"
+    (step,) = [s for s in jobs["confirm"]["steps"] if "run" in s]
+    return str(step["run"])
+
+
+def run_confirm(typed: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONFIRM": typed, "EXPECTED": "octo/pushtrain"}
+    # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", confirm_script()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_exact_repository_name_confirms() -> None:
+    # GIVEN the repository's full name typed  WHEN checked  THEN the gate opens
+    assert run_confirm("octo/pushtrain").returncode == 0
+
+
+@pytest.mark.parametrize("typed", ["", "pushtrain", "Octo/pushtrain", "octo/pushtrain ", "octo/*"])
+def test_anything_else_refuses_and_says_nothing_was_destroyed(typed: str) -> None:
+    # GIVEN a near miss (empty, no owner, other case, trailing space, a glob)
+    result = run_confirm(typed)
+    # THEN the gate stays shut and says why
+    assert result.returncode == 1
+    assert f"typed '{typed}', expected 'octo/pushtrain': nothing destroyed" in result.stdout
