@@ -40,7 +40,7 @@ output "trigger_function_name" {
 
 output "artifacts_bucket" {
   description = "Name of the artifacts bucket (repository variable ARTIFACTS_BUCKET)."
-  value       = aws_s3_bucket.this.id
+  value       = aws_s3_bucket.this.bucket
 }
 
 output "subnet_ids" {
@@ -89,6 +89,7 @@ output "github_variables" {
     AWS_REGION            = var.region
     ECR_REPOSITORY        = aws_ecr_repository.this.name
     TRIGGER_FUNCTION_NAME = aws_lambda_function.this.function_name
-    ARTIFACTS_BUCKET      = aws_s3_bucket.this.id
+    ARTIFACTS_BUCKET      = aws_s3_bucket.this.bucket
+    MODEL_NAME            = var.model_name
   }
 }

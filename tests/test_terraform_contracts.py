@@ -614,12 +614,20 @@ def test_ci_trust_policy_pins_audience_and_exact_subjects(bootstrap: dict[str, l
     assert conditions["${local.github_oidc_url}:sub"] == ("StringEquals", ("${each.value}",))
 
 
-def test_repository_variables_are_all_outputs(bootstrap: dict[str, list[Any]]) -> None:
+def github_variables(root: dict[str, list[Any]]) -> set[str]:
+    outputs = {unquote(name): body for block_ in root["output"] for name, body in block_.items()}
+    return set(outputs["github_variables"]["value"])
+
+
+def test_repository_variables_are_all_outputs(stack: dict[str, list[Any]], bootstrap: dict[str, list[Any]]) -> None:
     # GIVEN the repository variables the workflows read
     wanted = backticked(contract_paragraph("Repository variables the workflows read"), r"[A-Z][A-Z0-9_]+")
-    # THEN bootstrap outputs a value for each
-    outputs = {name: body for block_ in bootstrap["output"] for name, body in block_.items()}
-    assert set(outputs['"github_variables"']["value"]) == wanted
+    # THEN bootstrap outputs a value for every one it knows, and the stack for the rest (MODEL_NAME is its
+    # model_name); where both output a name they agree on its meaning
+    from_bootstrap, from_stack = github_variables(bootstrap), github_variables(stack)
+    assert from_bootstrap | from_stack == wanted
+    assert "MODEL_NAME" in from_stack
+    assert {"AWS_PLAN_ROLE_ARN", "AWS_APPLY_ROLE_ARN", "AWS_IMAGE_ROLE_ARN", "AWS_RETRAIN_ROLE_ARN"} <= from_bootstrap
 
 
 @pytest.mark.parametrize("document", ["image", "retrain"])
