@@ -4,6 +4,8 @@
 # 1. ECR push SUCCESS of our repository -> trigger (train the pushed digest)
 # 2. a training task stopped by a Fargate Spot interruption -> trigger (resume the same run)
 # 3. a training task that failed (exit code not 0 and not 75 = interrupted, or never started) -> SNS
+# 4. a schedule -> trigger (reconcile: start the pushes of the last week whose event never arrived;
+#    ECR delivers its events on a best-effort basis)
 
 locals {
   # Every revision of the trainer family, the base one and those the trigger registers.
@@ -74,10 +76,31 @@ resource "aws_cloudwatch_event_target" "spot_interruption" {
   }
 }
 
+resource "aws_cloudwatch_event_rule" "reconcile" {
+  name                = "${local.name}-reconcile"
+  description         = "Periodically start training for pushed images whose push event was lost"
+  schedule_expression = var.reconcile_schedule
+}
+
+resource "aws_cloudwatch_event_target" "reconcile" {
+  rule = aws_cloudwatch_event_rule.reconcile.name
+  arn  = aws_lambda_function.this.arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
+    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.events_dlq.arn
+  }
+}
+
 resource "aws_lambda_permission" "events" {
   for_each = {
     ecr_push          = aws_cloudwatch_event_rule.ecr_push.arn
     spot_interruption = aws_cloudwatch_event_rule.spot_interruption.arn
+    reconcile         = aws_cloudwatch_event_rule.reconcile.arn
   }
 
   statement_id  = "AllowEventBridge-${replace(each.key, "_", "-")}"

@@ -148,6 +148,7 @@ data "aws_iam_policy_document" "events_dlq" {
         aws_cloudwatch_event_rule.ecr_push.arn,
         aws_cloudwatch_event_rule.spot_interruption.arn,
         aws_cloudwatch_event_rule.training_failed.arn,
+        aws_cloudwatch_event_rule.reconcile.arn,
       ]
     }
   }
@@ -198,6 +199,7 @@ resource "aws_cloudwatch_metric_alarm" "rule_failed_invocations" {
     ecr-push          = aws_cloudwatch_event_rule.ecr_push.name
     spot-interruption = aws_cloudwatch_event_rule.spot_interruption.name
     training-failed   = aws_cloudwatch_event_rule.training_failed.name
+    reconcile         = aws_cloudwatch_event_rule.reconcile.name
   }
 
   alarm_name          = "${local.name}-${each.key}-failed-invocations"

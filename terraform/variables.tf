@@ -150,6 +150,17 @@ variable "max_attempts" {
 
 # --- trigger (Lambda) -------------------------------------------------------------------------
 
+variable "reconcile_schedule" {
+  description = "How often the trigger reconciles: it starts training for images pushed in the last week whose push event never arrived (ECR events are best effort). An EventBridge rate() or cron() expression."
+  type        = string
+  default     = "rate(6 hours)"
+
+  validation {
+    condition     = can(regex("^(rate\\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\\)|cron\\(.+\\))$", var.reconcile_schedule))
+    error_message = "The reconcile_schedule must be an EventBridge schedule expression such as \"rate(6 hours)\" or \"cron(0 3 * * ? *)\"."
+  }
+}
+
 variable "lambda_zip_path" {
   description = "Path of the trigger's deployment zip, relative to this directory unless absolute; build it with `python3 scripts/package_lambda.py` before plan or apply."
   type        = string

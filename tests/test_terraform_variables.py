@@ -73,6 +73,7 @@ def test_task_sizes_fargate_rejects_fail_the_plan_with_the_rule_message(stack_va
         ("name", "Bad_Name", "lowercase letters, digits and dashes"),
         ("network_mode", "nat", 'must be "private" or "public"'),
         ("availability_zone_suffixes", '["a", "a"]', "two different single letters"),
+        ("reconcile_schedule", "every 6 hours", "EventBridge schedule expression"),
     ],
 )
 def test_invalid_stack_settings_fail_the_plan_naming_the_setting(
