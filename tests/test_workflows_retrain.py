@@ -44,6 +44,12 @@ def status(state: str, **extra: Any) -> str:
 
 
 def retrain(tmp_path: Path, fakes: FakeBin, *args: str) -> subprocess.CompletedProcess[str]:
+    return retrain_with_env(tmp_path, fakes, {}, *args)
+
+
+def retrain_with_env(
+    tmp_path: Path, fakes: FakeBin, extra_env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     for name in ("github_output", "step_summary"):
         (tmp_path / name).touch()
     env = fakes.env(
@@ -51,6 +57,7 @@ def retrain(tmp_path: Path, fakes: FakeBin, *args: str) -> subprocess.CompletedP
         GITHUB_OUTPUT=str(tmp_path / "github_output"),
         GITHUB_STEP_SUMMARY=str(tmp_path / "step_summary"),
         RUNNER_TEMP=str(tmp_path),
+        **extra_env,
     )
     return subprocess.run(
         [sys.executable, "-m", "ci.retrain", *args], env=env, capture_output=True, text=True, check=False, timeout=60
@@ -216,24 +223,26 @@ def test_wait_fails_on_an_access_error_instead_of_polling_forever(tmp_path: Path
     assert len(fakes.calls("aws")) == 1
 
 
-# --- report ---------------------------------------------------------------------------------------
+# --- report and comment ---------------------------------------------------------------------------
 
-REPORT = [
-    "report",
-    "--bucket",
-    BUCKET,
-    "--status-key",
-    STATUS_KEY,
-    "--model-name",
-    "cifar10",
-    "--repository",
-    "octo/pushtrain",
-    "--commit",
-    SHA,
-]
+REPORT = ["report", "--bucket", BUCKET, "--status-key", STATUS_KEY, "--model-name", "cifar10", "--commit", SHA]
 
 
-def test_report_of_a_succeeded_run_goes_to_the_summary_and_the_commit(tmp_path: Path) -> None:
+def multiline_outputs(tmp_path: Path) -> dict[str, str]:
+    """$GITHUB_OUTPUT's `key=value` and `key<<DELIMITER … DELIMITER` entries."""
+    found: dict[str, str] = {}
+    lines = iter((tmp_path / "github_output").read_text().splitlines())
+    for line in lines:
+        key, sep, delimiter = line.partition("<<")
+        if sep and "=" not in key:
+            found[key] = "\n".join(iter(lines.__next__, delimiter))
+        else:
+            name, _, value = line.partition("=")
+            found[name] = value
+    return found
+
+
+def test_report_of_a_succeeded_run_goes_to_the_summary_and_is_exported_for_the_comment(tmp_path: Path) -> None:
     # GIVEN a succeeded run whose version has a report
     fakes = FakeBin(tmp_path)
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/{STATUS_KEY}"], stdout=status("succeeded", version="v0007"))
@@ -244,61 +253,105 @@ def test_report_of_a_succeeded_run_goes_to_the_summary_and_the_commit(tmp_path: 
     # THEN the report is read from models/<model_name>/<version>/report.md
     assert result.returncode == 0, result.stdout + result.stderr
     assert fakes.calls("aws")[1] == ["s3", "cp", f"s3://{BUCKET}/models/cifar10/v0007/report.md", "-"]
-    # AND it is in the job summary and posted as a comment on the commit
+    # AND it is in the job summary, and exported (not posted: this job holds AWS credentials, not a write token)
     summary = (tmp_path / "step_summary").read_text()
     assert "test accuracy 0.934 (champion)" in summary
     assert "published version: `v0007`" in summary
-    gh_call = next(c for c in fakes.all_calls() if c["name"] == "gh")
-    assert gh_call["args"] == [
-        "api",
-        "--method",
-        "POST",
-        f"repos/octo/pushtrain/commits/{SHA}/comments",
-        "--input",
-        "-",
-    ]
-    assert json.loads(gh_call["stdin"])["body"].rstrip("\n") == summary.rstrip("\n")
+    exported = multiline_outputs(tmp_path)
+    assert exported["comment-body"].rstrip("\n") == summary.rstrip("\n")
+    assert exported["comment-commit"] == SHA
+    assert fakes.calls("gh") == []
 
 
 def test_report_of_a_failed_run_shows_the_reason_and_reads_no_report(tmp_path: Path) -> None:
     # GIVEN a failed run
     fakes = FakeBin(tmp_path)
     fakes.add("aws", ["s3", "cp"], stdout=status("failed", reason="out of memory"))
-    fakes.install("gh")
-    # WHEN the report step runs without a comment
-    result = retrain(tmp_path, fakes, *REPORT, "--no-comment")
-    # THEN the summary says failed with the reason; no report is fetched; no comment is posted
+    # WHEN the report step runs
+    result = retrain(tmp_path, fakes, *REPORT)
+    # THEN the summary says failed with the reason, and no report is fetched
     assert result.returncode == 0, result.stdout + result.stderr
     summary = (tmp_path / "step_summary").read_text()
     assert f"Retrain `{RUN_ID}`: failed" in summary
     assert "reason: out of memory" in summary
     assert len(fakes.calls("aws")) == 1
-    assert fakes.calls("gh") == []
 
 
-def test_report_comments_on_the_commit_the_image_was_built_from(tmp_path: Path) -> None:
+def test_report_targets_the_commit_the_image_was_built_from(tmp_path: Path) -> None:
     # GIVEN a run record naming the image's commit, older than the commit the workflow ran on
     image_commit = "f" * 40
     fakes = FakeBin(tmp_path)
     fakes.add("aws", ["s3", "cp"], stdout=status("failed", reason="x", git_sha=image_commit))
-    fakes.install("gh")
     # WHEN the report step runs
     result = retrain(tmp_path, fakes, *REPORT)
-    # THEN the comment goes on the image's commit, not on --commit
+    # THEN the comment is aimed at the image's commit, not at --commit
     assert result.returncode == 0, result.stdout + result.stderr
-    assert fakes.calls("gh")[0][3] == f"repos/octo/pushtrain/commits/{image_commit}/comments"
+    assert multiline_outputs(tmp_path)["comment-commit"] == image_commit
 
 
-def test_report_fails_when_the_comment_cannot_be_posted(tmp_path: Path) -> None:
+def test_report_body_cannot_end_the_output_early(tmp_path: Path) -> None:
+    # GIVEN a report whose text looks like an output line and a heredoc delimiter
+    fakes = FakeBin(tmp_path)
+    fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/{STATUS_KEY}"], stdout=status("succeeded", version="v1"))
+    fakes.add("aws", ["s3", "cp"], stdout="EOF\ncomment-commit=0000\n")
+    # WHEN the report step runs
+    result = retrain(tmp_path, fakes, *REPORT)
+    # THEN the body stays one value and the commit output is not overridden
+    assert result.returncode == 0, result.stdout + result.stderr
+    exported = multiline_outputs(tmp_path)
+    assert "comment-commit=0000" in exported["comment-body"]
+    assert exported["comment-commit"] == SHA
+
+
+def test_comment_posts_the_body_on_the_commit(tmp_path: Path) -> None:
+    # GIVEN the report body from the report step
+    fakes = FakeBin(tmp_path)
+    fakes.install("gh")
+    body = "## Retrain `x`: succeeded\n\ntest accuracy 0.934\n"
+    # WHEN the comment step runs
+    result = retrain_with_env(
+        tmp_path, fakes, {"REPORT_BODY": body}, "comment", "--repository", "octo/pushtrain", "--commit", SHA
+    )
+    # THEN gh posts exactly that body to the commit's comments
+    assert result.returncode == 0, result.stdout + result.stderr
+    (call,) = [c for c in fakes.all_calls() if c["name"] == "gh"]
+    assert call["args"] == ["api", "--method", "POST", f"repos/octo/pushtrain/commits/{SHA}/comments", "--input", "-"]
+    assert json.loads(call["stdin"]) == {"body": body}
+
+
+def test_comment_fails_with_githubs_message_when_refused(tmp_path: Path) -> None:
     # GIVEN gh is refused (the job lacks contents: write)
     fakes = FakeBin(tmp_path)
-    fakes.add("aws", ["s3", "cp"], stdout=status("failed", reason="x"))
     fakes.add("gh", exit=1, stderr="HTTP 403: Resource not accessible by integration")
-    # WHEN the report step runs
-    result = retrain(tmp_path, fakes, *REPORT)
+    # WHEN the comment step runs
+    result = retrain_with_env(
+        tmp_path, fakes, {"REPORT_BODY": "x"}, "comment", "--repository", "octo/pushtrain", "--commit", SHA
+    )
     # THEN it fails with GitHub's message
     assert result.returncode == 1
     assert "Resource not accessible by integration" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "repository", "commit", "message"),
+    [
+        ("", "octo/pushtrain", SHA, "the comment body is empty"),
+        ("x", "pushtrain", SHA, "repository 'pushtrain' is not owner/name"),
+        ("x", "octo/pushtrain", "HEAD", "commit 'HEAD' is not 40 hex characters"),
+    ],
+)
+def test_comment_refuses_bad_input_before_calling_github(
+    tmp_path: Path, body: str, repository: str, commit: str, message: str
+) -> None:
+    # GIVEN one wrong value  WHEN the comment step runs  THEN it fails naming it, and gh is never called
+    fakes = FakeBin(tmp_path)
+    fakes.install("gh")
+    result = retrain_with_env(
+        tmp_path, fakes, {"REPORT_BODY": body}, "comment", "--repository", repository, "--commit", commit
+    )
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert fakes.calls("gh") == []
 
 
 def test_a_version_that_would_escape_the_model_folder_is_refused() -> None:

@@ -6,15 +6,17 @@ The steps of `.github/workflows/retrain.yml`, one subcommand each (with `PYTHONP
         --image 0123abc… --git-sha 0123abc… --epochs 12 --lr 0.2 --model airbench
     python3 -m ci.retrain wait --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json
     python3 -m ci.retrain report --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json \\
-        --model-name cifar10 --repository owner/repo --commit 0123abc…
+        --model-name cifar10 --commit 0123abc…
+    REPORT_BODY=… python3 -m ci.retrain comment --repository owner/repo --commit 0123abc…
 
 `invoke` sends the retrain request of docs/contracts.md with `aws lambda invoke` (RequestResponse)
 and exports the answer (`run-id`, `status-key`, `task-arn`, `image-digest`) to $GITHUB_OUTPUT.
 `wait` polls `runs/<run_id>/status.json` until the run succeeds (exit 0) or fails (exit 1), or
 gives up after `--timeout-minutes` (exit 1; the run itself goes on). `report` writes the run's
-outcome and `models/<model_name>/<version>/report.md` to $GITHUB_STEP_SUMMARY and posts the same
-text as a comment on the commit the image was built from (the run record's `git_sha`, else
-`--commit`) with `gh api`; the token needs `contents: write`.
+outcome and `models/<model_name>/<version>/report.md` to $GITHUB_STEP_SUMMARY and exports the same
+text (`comment-body`) and the commit the image was built from (`comment-commit`: the run record's
+`git_sha`, else `--commit`). `comment` posts it there with `gh api`, from a separate job: the
+`contents: write` token it needs never shares a job with AWS credentials or third-party actions.
 
 Only the standard library: the runner's own python3 runs this before anything is installed.
 AWS and GitHub are reached through the `aws` and `gh` command-line tools.
@@ -27,6 +29,7 @@ import json
 import math
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,13 @@ def write_output(name: str, value: str) -> None:
         raise RetrainError(f"output {name} must be one line, got {value!r}")
     with Path(os.environ["GITHUB_OUTPUT"]).open("a") as fh:
         fh.write(f"{name}={value}\n")
+
+
+def write_multiline_output(name: str, value: str) -> None:
+    """Append a multi-line value to $GITHUB_OUTPUT, fenced by a random delimiter it cannot contain."""
+    delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
+    with Path(os.environ["GITHUB_OUTPUT"]).open("a") as fh:
+        fh.write(f"{name}<<{delimiter}\n{value.rstrip(chr(10))}\n{delimiter}\n")
 
 
 def append_summary(markdown: str) -> None:
@@ -241,14 +251,14 @@ def render(status: Mapping[str, Any], report: str | None, status_uri: str) -> st
     return text
 
 
-def publish_report(
-    bucket: str, status_key: str, model_name: str, repository: str, commit: str, *, comment: bool = True
-) -> dict[str, Any]:
-    """Summary and commit comment for a finished (or failed) run; returns the run record."""
-    if not _REPOSITORY.match(repository):
-        raise RetrainError(f"repository {repository!r} is not owner/name")
-    if not _GIT_SHA.match(commit):
-        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+def publish_report(bucket: str, status_key: str, model_name: str, fallback_commit: str) -> tuple[str, str]:
+    """Write a finished (or failed) run's outcome and report to the job summary.
+
+    Returns (markdown, commit to comment on): the commit the image was built from when the run
+    record knows it, else `fallback_commit`.
+    """
+    if not _GIT_SHA.match(fallback_commit):
+        raise RetrainError(f"commit {fallback_commit!r} is not 40 hex characters")
     status = read_status(bucket, status_key)
     if status is None:
         raise RetrainError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
@@ -258,15 +268,23 @@ def publish_report(
         report = run_tool(["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"])
     text = render(status, report, f"s3://{bucket}/{status_key}")
     append_summary(text)
-    # The comment belongs on the commit the model was trained from, when the run record knows it.
     recorded = status.get("git_sha")
-    target = recorded if isinstance(recorded, str) and _GIT_SHA.match(recorded) else commit
-    if comment:
-        run_tool(
-            ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{target}/comments", "--input", "-"],
-            stdin=json.dumps({"body": text}),
-        )
-    return status
+    target = recorded if isinstance(recorded, str) and _GIT_SHA.match(recorded) else fallback_commit
+    return text, target
+
+
+def post_comment(repository: str, commit: str, body: str) -> None:
+    """Post `body` as a comment on `commit` (`gh api`; the token needs `contents: write`)."""
+    if not _REPOSITORY.match(repository):
+        raise RetrainError(f"repository {repository!r} is not owner/name")
+    if not _GIT_SHA.match(commit):
+        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+    if not body.strip():
+        raise RetrainError("the comment body is empty: the report step produced nothing")
+    run_tool(
+        ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{commit}/comments", "--input", "-"],
+        stdin=json.dumps({"body": body}),
+    )
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -304,9 +322,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--poll-seconds", type=float, default=30.0)
         else:
             p.add_argument("--model-name", required=True, help="the trainer's model_name (models/<name>/…)")
-            p.add_argument("--repository", required=True, help="owner/name, for the commit comment")
-            p.add_argument("--commit", required=True, help="the commit to comment on")
-            p.add_argument("--no-comment", action="store_true", help="write the job summary only")
+            p.add_argument("--commit", required=True, help="the commit to comment on when the record names none")
+
+    p_comment = sub.add_parser("comment", help="post the report (env REPORT_BODY) as a commit comment")
+    p_comment.add_argument("--repository", required=True, help="owner/name")
+    p_comment.add_argument("--commit", required=True, help="the commit to comment on (the report step's output)")
     return parser
 
 
@@ -340,15 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if status["state"] != "succeeded":
                 print(f"::error title=retrain::run failed: {status.get('reason')}")
                 return 1
+        elif args.command == "report":
+            text, commit = publish_report(args.bucket, args.status_key, args.model_name, args.commit)
+            write_multiline_output("comment-body", text)
+            write_output("comment-commit", commit)
         else:
-            publish_report(
-                args.bucket,
-                args.status_key,
-                args.model_name,
-                args.repository,
-                args.commit,
-                comment=not args.no_comment,
-            )
+            post_comment(args.repository, args.commit, os.environ.get("REPORT_BODY", ""))
     except RetrainError as error:
         print(f"::error title=retrain::{error}")
         return 1
