@@ -14,7 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # name -> command (run from the repository root with this interpreter)
-BENCHES: dict[str, list[str]] = {}
+BENCHES: dict[str, list[str]] = {
+    "trigger": ["lambda/bench.py"],  # cold start, handler CPU per event, zip size
+}
 
 
 def main(argv: list[str]) -> int:

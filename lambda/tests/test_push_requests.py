@@ -11,6 +11,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY
 from trigger.config import Config
+from trigger.errors import StoreAccessError
 from trigger.handler import handle
 from trigger_testkit import ACCOUNT, BUCKET, DIGEST, GIT_SHA, PUSH_RUN_ID, REGION, Stubbed, clock, no_sleep
 
@@ -269,5 +270,18 @@ def test_base_without_the_trainer_container_raises_before_running_anything(
 
     # WHEN / THEN the push raises naming the container, and RunTask is never called
     with pytest.raises(Exception, match=r"expected exactly one named 'trainer'"):
+        handle(push_event, config, stubbed.clients, clock=clock, sleep=no_sleep)
+    stubbed.assert_done()
+
+
+def test_missing_list_bucket_grant_is_named_when_s3_hides_a_missing_key(
+    stubbed: Stubbed, config: Config, push_event: dict[str, Any]
+) -> None:
+    # GIVEN a role without s3:ListBucket: S3 answers a missing index with 403, not 404
+    expect_record_created(stubbed)
+    stubbed.s3.add_client_error("get_object", "AccessDenied", "Access Denied", http_status_code=403)
+
+    # WHEN / THEN the push raises naming the grant, and nothing is registered or run
+    with pytest.raises(StoreAccessError, match="s3:ListBucket"):
         handle(push_event, config, stubbed.clients, clock=clock, sleep=no_sleep)
     stubbed.assert_done()

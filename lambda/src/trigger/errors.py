@@ -34,3 +34,7 @@ class AttemptsExhaustedError(TriggerError):
 
 class RecordConflictError(TriggerError):
     """The run record in S3 kept changing under us, or contradicts the event."""
+
+
+class StoreAccessError(TriggerError, PermissionError):
+    """The artifacts bucket refused a read the trigger needs (names the missing grant)."""

@@ -15,14 +15,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from trigger.errors import RecordConflictError
+from trigger.errors import RecordConflictError, StoreAccessError
 from trigger.runs import RunSpec
 
 SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed")
 SOURCES = ("push", "retrain", "spot-resume", "reconcile")
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}  # NotFound: what a HEAD would say
 _UPDATE_TRIES = 4
 
 Record = dict[str, Any]
@@ -105,20 +105,38 @@ def create_record(s3: Any, bucket: str, record: Record) -> str | None:
     return str(response["ETag"])
 
 
-def read_record(s3: Any, bucket: str, run_id: str) -> tuple[Record, str] | None:
-    """The record and its ETag, or None when there is none (needs s3:ListBucket to tell 404 from 403)."""
+def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
+    """(parsed JSON, ETag) of an object, or None when it does not exist.
+
+    S3 answers a missing key with 403, not 404, to a caller without s3:ListBucket on the bucket; the
+    trigger needs 404 to tell "never started" from "forbidden", so a 403 raises naming the grant.
+    """
     try:
-        response = s3.get_object(Bucket=bucket, Key=record_key(run_id))
+        response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if _error_code(error) in _NOT_FOUND:
+        code = _error_code(error)
+        if code in _NOT_FOUND:
             return None
+        if code in {"AccessDenied", "403"}:
+            raise StoreAccessError(
+                f"s3:GetObject on s3://{bucket}/{key} was denied; if the key does not exist, S3 says so only "
+                "to a role that also has s3:ListBucket on the bucket (prefix runs/)"
+            ) from error
         raise
-    record = json.loads(response["Body"].read())
+    return json.loads(response["Body"].read()), str(response["ETag"])
+
+
+def read_record(s3: Any, bucket: str, run_id: str) -> tuple[Record, str] | None:
+    """The record and its ETag, or None when there is none."""
+    found = get_json(s3, bucket, record_key(run_id))
+    if found is None:
+        return None
+    record, etag = found
     if not isinstance(record, dict) or record.get("run_id") != run_id:
         raise RecordConflictError(
             f"s3://{bucket}/{record_key(run_id)} is not a run record for {run_id!r}: {record!r:.200}"
         )
-    return record, str(response["ETag"])
+    return record, etag
 
 
 def update_record(

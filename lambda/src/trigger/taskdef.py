@@ -24,12 +24,11 @@ from botocore.exceptions import ClientError
 
 from trigger.config import Config
 from trigger.errors import TaskDefinitionError
-from trigger.records import timestamp
+from trigger.records import get_json, timestamp
 from trigger.runs import TAG_PREFIX
 
 INDEX_PREFIX = "runs/_taskdefs/"
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
 def index_key(digest: str) -> str:
@@ -78,17 +77,14 @@ def container_image(task_definition: Mapping[str, Any], container_name: str) -> 
 
 def _read_index(s3: Any, bucket: str, digest: str) -> tuple[str, str] | None:
     """(revision ARN, ETag) of the index object for the digest, or None."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=index_key(digest))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
-            return None
-        raise
-    index = json.loads(response["Body"].read())
+    found = get_json(s3, bucket, index_key(digest))
+    if found is None:
+        return None
+    index, etag = found
     arn = index.get("task_definition_arn") if isinstance(index, dict) else None
     if not isinstance(arn, str):
         raise TaskDefinitionError(f"s3://{bucket}/{index_key(digest)} has no task_definition_arn: {index!r:.200}")
-    return arn, str(response["ETag"])
+    return arn, etag
 
 
 def _write_index(

@@ -1,0 +1,221 @@
+"""`make bench ARGS=trigger`: what the trigger costs per cold start, per event, and on disk.
+
+Each figure is printed next to a baseline measured in the same run, as a ratio:
+1. cold start: `import trigger.handler` (and the first invocation's client setup) against a bare
+   `python -c pass` and against `import boto3` (which the Lambda runtime pays for any Python function);
+2. handler CPU per event, in-process, AWS answered by botocore's Stubber: the whole handler against
+   the same stubbed AWS calls made directly, so the ratio is what our logic adds to the SDK's own cost;
+3. the deployment zip against the sources it packs and against the boto3 + botocore we do not ship.
+Nothing here asserts on time; read the ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import package_lambda  # noqa: E402  (scripts/ is not a package)
+
+REPEATS = 7  # cold-start subprocesses per variant; the median is printed
+EVENTS = 200  # handler invocations per measurement
+ENV = {
+    "PUSHTRAIN_CLUSTER": "pushtrain",
+    "PUSHTRAIN_TASK_FAMILY": "pushtrain-trainer",
+    "PUSHTRAIN_CONTAINER_NAME": "trainer",
+    "PUSHTRAIN_REPOSITORY_NAME": "pushtrain-trainer",
+    "PUSHTRAIN_REPOSITORY_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pushtrain-trainer",
+    "PUSHTRAIN_SUBNETS": "subnet-0abc1234def567890",
+    "PUSHTRAIN_SECURITY_GROUPS": "sg-0123456789abcdef0",
+    "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
+    "PUSHTRAIN_BUCKET": "pushtrain-artifacts-123456789012-us-east-1",
+    "PUSHTRAIN_MAX_ATTEMPTS": "3",
+}
+AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+
+
+def ratio(label: str, value: float, baseline: float, unit: str, baseline_label: str) -> None:
+    print(f"  {label:<44} {value:10.2f} {unit:<3} vs {baseline_label} {baseline:.2f} {unit}: x{value / baseline:.3g}")
+
+
+# --- 1. cold start ---------------------------------------------------------------------------------
+
+
+def cold_start_ms(code: str) -> float:
+    env = {**os.environ, **ENV, **AWS_ENV}
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)  # noqa: S603 (this interpreter, our snippet)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def bench_cold_start() -> None:
+    print(f"cold start (median of {REPEATS} fresh interpreters, wall ms)")
+    bare = cold_start_ms("pass")
+    boto = cold_start_ms("import boto3")
+    boto_clients = cold_start_ms("import boto3; [boto3.client(s) for s in ('ecs', 's3', 'ecr')]")
+    ours = cold_start_ms("import trigger.handler")
+    ours_ready = cold_start_ms(
+        "import trigger.handler as h; h.current_config(); from trigger.aws import default_clients; default_clients()"
+    )
+    ratio("import trigger.handler", ours, bare, "ms", "python -c pass")
+    ratio("import trigger.handler", ours, boto, "ms", "import boto3")
+    ratio("import + config + ecs/s3/ecr clients", ours_ready, boto_clients, "ms", "boto3 + the 3 clients")
+
+
+# --- 2. handler CPU per event ------------------------------------------------------------------
+
+
+def _push_calls() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None]]:
+    """The stubbed AWS conversation of a first push: (client, method, response, error or None)."""
+    family = "arn:aws:ecs:us-east-1:123456789012:task-definition/pushtrain-trainer"
+    base = {
+        "taskDefinitionArn": f"{family}:1",
+        "family": "pushtrain-trainer",
+        "revision": 1,
+        "status": "ACTIVE",
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "2048",
+        "memory": "8192",
+        "containerDefinitions": [{"name": "trainer", "image": "x:bootstrap", "essential": True, "stopTimeout": 120}],
+    }
+    return [
+        ("s3", "put_object", {"ETag": '"r1"'}, None),
+        ("s3", "get_object", {}, {"code": "NoSuchKey", "status": 404}),
+        ("ecs", "describe_task_definition", {"taskDefinition": base}, None),
+        ("ecs", "register_task_definition", {"taskDefinition": {**base, "taskDefinitionArn": f"{family}:2"}}, None),
+        ("s3", "put_object", {"ETag": '"i1"'}, None),
+        ("ecs", "run_task", {"tasks": [{"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/pushtrain/abc"}]}, None),
+        ("s3", "put_object", {"ETag": '"r2"'}, None),
+    ]
+
+
+class StubbedAws:
+    """Real botocore clients under Stubber, answering the conversation of a first push."""
+
+    def __init__(self) -> None:
+        import boto3
+        from botocore.stub import Stubber
+        from trigger.aws import Clients
+
+        self.clients = Clients(ecs=boto3.client("ecs"), s3=boto3.client("s3"), ecr=boto3.client("ecr"))
+        self.stubs = {name: Stubber(getattr(self.clients, name)) for name in ("ecs", "s3", "ecr")}
+        for stub in self.stubs.values():
+            stub.activate()
+        self.calls = _push_calls()
+
+    def queue(self) -> None:
+        for client, method, response, error in self.calls:
+            if error:
+                self.stubs[client].add_client_error(method, error["code"], http_status_code=error["status"])
+            else:
+                self.stubs[client].add_response(method, response)
+
+    def record(self, run: Callable[[], None]) -> list[tuple[str, str, dict[str, Any]]]:
+        """The (client, method, parameters) of each call `run` makes."""
+        recorded: list[tuple[str, str, dict[str, Any]]] = []
+
+        def snake(name: str) -> str:
+            return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+        recorders = {
+            name: (lambda params, model, _name=name, **_: recorded.append((_name, snake(model.name), dict(params))))
+            for name in ("ecs", "s3")
+        }
+        for name, recorder in recorders.items():
+            getattr(self.clients, name).meta.events.register("provide-client-params.*.*", recorder)
+        try:
+            run()
+        finally:
+            for name, recorder in recorders.items():
+                getattr(self.clients, name).meta.events.unregister("provide-client-params.*.*", recorder)
+        return recorded
+
+
+def cpu_ms(fn: Callable[[], None]) -> float:
+    for _ in range(10):
+        fn()  # warm caches (botocore loads its models on first use)
+    start = time.process_time()
+    for _ in range(EVENTS):
+        fn()
+    return (time.process_time() - start) * 1000 / EVENTS
+
+
+def bench_handler_cpu() -> None:
+    os.environ.update(AWS_ENV)
+    from trigger.config import load_config
+    from trigger.handler import handle
+
+    config = load_config(ENV)
+    event = json.loads((HERE / "tests" / "events" / "ecr_image_push.json").read_text())
+    aws = StubbedAws()
+    sink = io.StringIO()
+
+    def handler_once() -> None:
+        aws.queue()
+        stdout, sys.stdout = sys.stdout, sink
+        try:
+            handle(event, config, aws.clients, sleep=lambda _: None)
+        finally:
+            sys.stdout = stdout
+
+    recorded = aws.record(handler_once)
+
+    def sdk_once() -> None:  # the same conversation without our logic: the SDK calls alone
+        aws.queue()
+        for name, method, params in recorded:
+            client = getattr(aws.clients, name)
+            with contextlib.suppress(client.exceptions.ClientError):  # the stubbed 404 of a first push
+                getattr(client, method)(**params)
+
+    print(f"handler CPU per event (process time, mean of {EVENTS}, AWS stubbed)")
+    ratio(f"first push ({len(recorded)} AWS calls)", cpu_ms(handler_once), cpu_ms(sdk_once), "ms", "same calls alone")
+
+
+# --- 3. zip size -------------------------------------------------------------------------------
+
+
+def folder_bytes(folder: Path, suffix: str = "") -> int:
+    return sum(p.stat().st_size for p in folder.rglob(f"*{suffix}") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def bench_zip() -> None:
+    import boto3
+    import botocore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "trigger.zip"
+        package_lambda.build(package_lambda.SOURCE, output)
+        size = output.stat().st_size / 1024
+    sources = folder_bytes(package_lambda.SOURCE, ".py") / 1024
+    sdk = (folder_bytes(Path(boto3.__file__).parent) + folder_bytes(Path(botocore.__file__).parent)) / 1024
+    print("deployment zip")
+    ratio("build/trigger.zip", size, sources, "KiB", "its .py sources")
+    ratio("build/trigger.zip", size, sdk, "KiB", "boto3+botocore (not shipped)")
+
+
+def main() -> int:
+    bench_cold_start()
+    bench_handler_cpu()
+    bench_zip()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
