@@ -32,7 +32,8 @@ resource "aws_lambda_function" "this" {
   source_code_hash = filebase64sha256(local.lambda_zip_path)
 
   # Caps how many tasks a burst of pushes can start at once; the rest wait in the async queue.
-  reserved_concurrent_executions = var.lambda_reserved_concurrency
+  # -1 is the provider's "no reservation".
+  reserved_concurrent_executions = coalesce(var.lambda_reserved_concurrency, -1)
 
   logging_config {
     log_format            = "JSON"

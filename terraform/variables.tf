@@ -174,13 +174,13 @@ variable "lambda_handler" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrent executions of the trigger: caps how many training tasks a burst of events can start at once."
+  description = "Reserved concurrent executions of the trigger: caps how many training tasks a burst of events can start at once. null reserves nothing (needed in new accounts whose concurrency limit is 10, where no reservation is allowed)."
   type        = number
   default     = 5
 
   validation {
-    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
-    error_message = "The lambda_reserved_concurrency must be a whole number of at least 1."
+    condition     = var.lambda_reserved_concurrency == null ? true : var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
+    error_message = "The lambda_reserved_concurrency must be null or a whole number of at least 1."
   }
 }
 

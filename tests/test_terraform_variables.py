@@ -74,6 +74,7 @@ def test_task_sizes_fargate_rejects_fail_the_plan_with_the_rule_message(stack_va
         ("network_mode", "nat", 'must be "private" or "public"'),
         ("availability_zone_suffixes", '["a", "a"]', "two different single letters"),
         ("reconcile_schedule", "every 6 hours", "EventBridge schedule expression"),
+        ("lambda_reserved_concurrency", "0", "null or a whole number of at least 1"),
     ],
 )
 def test_invalid_stack_settings_fail_the_plan_naming_the_setting(
@@ -82,6 +83,15 @@ def test_invalid_stack_settings_fail_the_plan_naming_the_setting(
     code, output = plan(stack_vars, **{variable: value})
     assert code != 0
     assert message in " ".join(output.split())
+
+
+def test_reserved_concurrency_may_be_null_for_accounts_with_the_minimum_limit(stack_vars: Any, tmp_path: Path) -> None:
+    # GIVEN a tfvars file setting null (`-var x=null` would pass the string "null")
+    tfvars = tmp_path / "null.tfvars"
+    tfvars.write_text("lambda_reserved_concurrency = null\n", encoding="utf-8")
+    # THEN the plan accepts it
+    result = stack_vars.plan(check=False, json=False, var_files=[str(tfvars)])
+    assert result.retcode == 0, result.error
 
 
 def test_bootstrap_accepts_an_owner_and_repository(bootstrap_vars: Any) -> None:

@@ -77,6 +77,7 @@ data "aws_iam_policy_document" "plan" {
       "ecr:GetRepositoryPolicy",
       "ecr:ListTagsForResource",
       "ecs:DescribeClusters",
+      "ecs:ListTagsForResource",
       "events:DescribeRule",
       "events:ListTagsForResource",
       "events:ListTargetsByRule",
@@ -92,13 +93,16 @@ data "aws_iam_policy_document" "plan" {
       "lambda:GetFunctionCodeSigningConfig",
       "lambda:GetFunctionConcurrency",
       "lambda:GetFunctionEventInvokeConfig",
+      "lambda:GetFunctionRecursionConfig",
       "lambda:GetPolicy",
       "lambda:ListTags",
       "lambda:ListVersionsByFunction",
       "logs:ListTagsForResource",
+      "logs:ListTagsLogGroup",
       "s3:GetAccelerateConfiguration",
       "s3:GetBucketAcl",
       "s3:GetBucketCORS",
+      "s3:GetBucketLocation",
       "s3:GetBucketLogging",
       "s3:GetBucketObjectLockConfiguration",
       "s3:GetBucketOwnershipControls",
@@ -266,6 +270,19 @@ data "aws_iam_policy_document" "apply" {
       "iam:UpdateRoleDescription",
     ]
     resources = [local.arn.stack_roles]
+  }
+
+  statement {
+    # The first ECS cluster in an account makes ECS create its service-linked role (awsvpc networking).
+    sid       = "EcsServiceLinkedRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["ecs.amazonaws.com"]
+    }
   }
 
   statement {
