@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -12,8 +15,9 @@ from trigger.records import STATES
 from trigger_testkit import DIGEST, GIT_SHA, NOW, PUSH_RUN_ID, Emulated, clock, env_of, no_sleep
 
 
-def fail_run_task_once(aws: Emulated) -> None:
-    """Make the next RunTask fail the way a Lambda timeout or a 5xx would, before any task exists."""
+@contextmanager
+def run_task_failing_once(aws: Emulated) -> Iterator[None]:
+    """Make the next RunTask fail the way a 5xx or a timeout would, before any task exists."""
     calls = {"n": 0}
 
     def refuse(**_: Any) -> None:
@@ -22,6 +26,10 @@ def fail_run_task_once(aws: Emulated) -> None:
             raise ClientError({"Error": {"Code": "ServerException", "Message": "injected"}}, "RunTask")
 
     aws.ecs.meta.events.register("before-call.ecs.RunTask", refuse)
+    try:
+        yield
+    finally:
+        aws.ecs.meta.events.unregister("before-call.ecs.RunTask", refuse)
 
 
 def test_push_starts_one_task_on_the_pinned_digest_and_records_it(aws: Emulated, push_event: dict[str, Any]) -> None:
@@ -92,7 +100,7 @@ def test_push_of_a_run_the_trainer_already_finished_starts_nothing(aws: Emulated
     handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
     record = aws.record(PUSH_RUN_ID)
     record.update(state="succeeded", task_arn=None)
-    aws.s3.put_object(Bucket=aws.config.bucket, Key=f"runs/{PUSH_RUN_ID}/status.json", Body=str.encode(_dump(record)))
+    aws.s3.put_object(Bucket=aws.config.bucket, Key=f"runs/{PUSH_RUN_ID}/status.json", Body=json.dumps(record).encode())
 
     decision = handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
 
@@ -101,26 +109,19 @@ def test_push_of_a_run_the_trainer_already_finished_starts_nothing(aws: Emulated
 
 
 def test_failed_start_raises_and_its_retry_starts_exactly_one_task(aws: Emulated, push_event: dict[str, Any]) -> None:
-    # GIVEN RunTask fails on the first delivery
-    fail_run_task_once(aws)
+    with run_task_failing_once(aws):
+        # GIVEN RunTask fails on the first delivery
+        # WHEN the push is handled: THEN the failure raises (Lambda retries it; the DLQ sees the last one)
+        with pytest.raises(ClientError, match="injected"):
+            handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+        assert aws.tasks() == []
+        assert aws.record(PUSH_RUN_ID)["task_arn"] is None  # queued, no task: a start that failed
 
-    # WHEN the push is handled: THEN the failure raises (Lambda retries it; the DLQ sees the last one)
-    with pytest.raises(ClientError, match="injected"):
-        handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
-    assert aws.tasks() == []
-    assert aws.record(PUSH_RUN_ID)["task_arn"] is None  # queued, no task: a start that failed
-
-    # WHEN Lambda retries the same event
-    decision = handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+        # WHEN Lambda retries the same event
+        decision = handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
 
     # THEN the start is retried once, and recorded
     assert decision["outcome"] == "retried-start"
     (task,) = aws.tasks()
     assert aws.record(PUSH_RUN_ID)["task_arn"] == task["taskArn"]
     assert len(aws.revisions()) == 2  # the retry reused the revision the first try registered
-
-
-def _dump(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(record)

@@ -5,6 +5,7 @@ Fixtures over these live in conftest.py."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,14 @@ ENVIRONMENT = {
 }
 
 
+@functools.cache
+def client(service: str) -> Any:
+    """One botocore client per service for the whole session: building one costs ~0.1 s (its API model),
+    and a client holds no state of its own. moto intercepts every client while a mock is active;
+    a Stubber attaches to a client for one test and detaches after it."""
+    return boto3.client(service, region_name=REGION)
+
+
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
@@ -55,9 +64,9 @@ class Stubbed:
 
     def __init__(self) -> None:
         self.clients = Clients(
-            ecs=boto3.client("ecs", region_name=REGION),
-            s3=boto3.client("s3", region_name=REGION),
-            ecr=boto3.client("ecr", region_name=REGION),
+            ecs=client("ecs"),
+            s3=client("s3"),
+            ecr=client("ecr"),
         )
         self.ecs = Stubber(self.clients.ecs)
         self.s3 = Stubber(self.clients.s3)
@@ -82,10 +91,10 @@ class Emulated:
     """An account emulated by moto with what Terraform would have created."""
 
     def __init__(self) -> None:
-        self.ecs = boto3.client("ecs", region_name=REGION)
-        self.s3 = boto3.client("s3", region_name=REGION)
-        self.ecr = boto3.client("ecr", region_name=REGION)
-        ec2 = boto3.client("ec2", region_name=REGION)
+        self.ecs = client("ecs")
+        self.s3 = client("s3")
+        self.ecr = client("ecr")
+        ec2 = client("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
