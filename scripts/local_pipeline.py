@@ -1,15 +1,15 @@
 """The local pipeline (`make demo`): the whole chain offline, AWS emulated with moto.
 
-Grows with the trigger, trainer and Terraform; see ../shared/ARCHITECTURE.md.
+A thin entry point; the logic is the tested package `pushtrain_local` next to this file.
+See `python scripts/local_pipeline.py --help` and docs/demo.md.
 """
 
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def main() -> int:
-    print("pushtrain local pipeline: the trainer, trigger and Terraform are being built; nothing to run yet.")
-    return 0
-
+from pushtrain_local.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

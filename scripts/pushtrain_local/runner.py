@@ -1,0 +1,217 @@
+"""Run a started ECS task here: its container's command and environment as a local process, or its image in Docker.
+
+moto records a RunTask but runs nothing. The runner reads what ECS would run from the emulated state
+(the task's digest-pinned task definition and its RunTask overrides) and runs exactly that:
+
+- the command is the container definition's `entryPoint` + `command`, or, where the task definition
+  leaves them to the image (as pushtrain's does), the image's own `ENTRYPOINT` + `CMD` from
+  `trainer/Dockerfile`; `python` becomes this interpreter (the `trainer` package is installed in it);
+- the environment is the task definition's, then the overrides' (overrides win, as in ECS), plus the
+  emulation's endpoint and fake credentials;
+- each volume mount (`/scratch`) becomes a folder under the task's local directory, and environment
+  values naming a mount path are rewritten to it, as the mount would make them true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DOCKER_IMAGE = "pushtrain-trainer:local"
+
+
+class RunnerError(RuntimeError):
+    """The task cannot be run here; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What ECS would run for one task."""
+
+    task_arn: str
+    task_definition_arn: str
+    image: str
+    argv: list[str]  # entryPoint + command, as the container would run them
+    environment: dict[str, str]  # task definition environment, then overrides
+    mounts: dict[str, str]  # container path -> volume name
+    stop_timeout: int | None
+
+    @property
+    def task_id(self) -> str:
+        return self.task_arn.rsplit("/", 1)[-1]
+
+
+def image_command(dockerfile: Path) -> list[str]:
+    """The image's ENTRYPOINT + CMD (JSON form) from `dockerfile`; the last of each wins, as in Docker."""
+    if not dockerfile.is_file():
+        raise RunnerError(f"{dockerfile} does not exist: the task definition leaves the command to the image")
+    entrypoint: list[str] = []
+    command: list[str] = []
+    for line in _instructions(dockerfile.read_text(encoding="utf-8")):
+        keyword, _, rest = line.partition(" ")
+        if keyword.upper() in {"ENTRYPOINT", "CMD"}:
+            try:
+                value = json.loads(rest)
+            except json.JSONDecodeError:
+                value = None
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise RunnerError(f"{dockerfile}: {keyword} must be in JSON (exec) form, found {rest!r}")
+            if keyword.upper() == "ENTRYPOINT":
+                entrypoint = value
+            else:
+                command = value
+    if not entrypoint and not command:
+        raise RunnerError(f"{dockerfile} has neither ENTRYPOINT nor CMD")
+    return entrypoint + command
+
+
+def _instructions(text: str) -> Iterator[str]:
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        yield (current + line).strip()
+        current = ""
+
+
+def task_spec(ecs: Any, cluster: str, task_arn: str, container_name: str, dockerfile: Path) -> TaskSpec:
+    """Read the task, its task definition and overrides from (emulated) ECS."""
+    described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+    if not described["tasks"]:
+        raise RunnerError(f"ECS does not know task {task_arn}: {described.get('failures')}")
+    task = described["tasks"][0]
+    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+    containers = [c for c in definition["containerDefinitions"] if c["name"] == container_name]
+    if not containers:
+        raise RunnerError(f"task definition {task['taskDefinitionArn']} has no container named {container_name!r}")
+    container = containers[0]
+    environment = {item["name"]: item["value"] for item in container.get("environment", [])}
+    overrides = [o for o in task.get("overrides", {}).get("containerOverrides", []) if o.get("name") == container_name]
+    argv = list(container.get("entryPoint") or []) + list(container.get("command") or [])
+    for override in overrides:
+        environment.update({item["name"]: item["value"] for item in override.get("environment", [])})
+        if override.get("command"):
+            argv = list(container.get("entryPoint") or []) + list(override["command"])
+    if not argv:
+        argv = image_command(dockerfile)
+    mounts = {m["containerPath"]: m["sourceVolume"] for m in container.get("mountPoints", [])}
+    return TaskSpec(
+        task_arn=task_arn,
+        task_definition_arn=task["taskDefinitionArn"],
+        image=container["image"],
+        argv=argv,
+        environment=environment,
+        mounts=mounts,
+        stop_timeout=container.get("stopTimeout"),
+    )
+
+
+@dataclass
+class RunningTask:
+    """A started task's process; `lines` receives its output line by line while it runs."""
+
+    process: subprocess.Popen[str]
+    reader: threading.Thread
+    output: list[str] = field(default_factory=list)
+
+    def interrupt(self) -> None:
+        """What ECS does to a Spot task being reclaimed: SIGTERM to the container's main process."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+def local_environment(spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str]) -> dict[str, str]:
+    """The process environment: mounts mapped to folders under `task_dir`, then the task's, then AWS's."""
+    rewritten = dict(spec.environment)
+    for container_path, volume in spec.mounts.items():
+        local = task_dir / volume
+        local.mkdir(parents=True, exist_ok=True)
+        for name, value in rewritten.items():
+            if value == container_path or value.startswith(container_path.rstrip("/") + "/"):
+                rewritten[name] = str(local) + value[len(container_path.rstrip("/")) :]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_", "PUSHTRAIN_", "AWS_"))}
+    return {**base, "PYTHONUNBUFFERED": "1", **rewritten, **aws_environment}
+
+
+def start_local(
+    spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str], on_line: Callable[[str], None]
+) -> RunningTask:
+    """Run the task's command as a local process with the task's environment, streaming its output."""
+    argv = list(spec.argv)
+    if argv and Path(argv[0]).name in {"python", "python3"}:
+        argv[0] = sys.executable
+    environment = local_environment(spec, task_dir, aws_environment)
+    process = subprocess.Popen(
+        argv,
+        env=environment,
+        cwd=task_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    return _attach(process, on_line)
+
+
+def docker_available() -> str | None:
+    """None when a Docker engine answers here, else why not (for a clear message)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no `docker` command on PATH"
+    probe = subprocess.run(
+        [docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0:
+        return f"`docker info` failed: {(probe.stderr or probe.stdout).strip()[:200]}"
+    return None
+
+
+def start_docker(
+    spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str], on_line: Callable[[str], None], image: str
+) -> RunningTask:
+    """Run the task in the real image (built locally as `image`), the emulation reached over the host network."""
+    docker = shutil.which("docker") or "docker"
+    args = [docker, "run", "--rm", "--network", "host", "--init"]
+    for container_path, volume in spec.mounts.items():
+        local = task_dir / volume
+        local.mkdir(parents=True, exist_ok=True)
+        args += ["--volume", f"{local.resolve()}:{container_path}"]
+    for name, value in {**spec.environment, **aws_environment}.items():
+        args += ["--env", f"{name}={value}"]
+    args += [image]
+    print(f"  $ {shlex.join(args[:6])} ... {image}", flush=True)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    return _attach(process, on_line)
+
+
+def _attach(process: subprocess.Popen[str], on_line: Callable[[str], None]) -> RunningTask:
+    running = RunningTask(process, threading.Thread())
+
+    def pump() -> None:
+        assert process.stdout is not None  # noqa: S101 - Popen was given stdout=PIPE
+        for line in process.stdout:
+            text = line.rstrip("\n")
+            running.output.append(text)
+            on_line(text)
+
+    running.reader = threading.Thread(target=pump, daemon=True)
+    running.reader.start()
+    return running

@@ -1,0 +1,188 @@
+"""The scenarios of `make demo`, each a short story told with the pipeline's steps.
+
+Each returns an `Outcome` the end-to-end tests assert on (the same code path the demo prints).
+
+- `push`: an image push trains, publishes and promotes a model (the default demo);
+- `duplicate`: the same push event delivered twice starts one task;
+- `spot`: a Spot interruption mid-training; the ECS stop event makes the trigger start attempt 2, which resumes;
+- `retrain`: a retrain request with parameters trains the pushed image again;
+- `gate-fail`: a push whose model falls below the gate is published but not promoted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushtrain_local import events
+from pushtrain_local.pipeline import EXIT_INTERRUPTED, Pipeline, PipelineError, TaskRun
+
+
+@dataclass
+class Outcome:
+    """What a scenario did: the runs it ran (in order) and what the trigger answered."""
+
+    name: str
+    runs: list[TaskRun] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)
+    champion_before: dict[str, Any] | None = None
+    champion_after: dict[str, Any] | None = None
+    digest: str = ""
+
+
+def _train_push(pipeline: Pipeline, outcome: Outcome, tag: str | None = None) -> TaskRun:
+    """1. push an image, 2. route its ECR event, 3. trigger, 4. run the task, 5. report."""
+    pushed = pipeline.push_image(tag)
+    outcome.digest = pushed.digest
+    pipeline.say.step("ECR emits 'ECR Image Action' (built from the real sample event); EventBridge matches it")
+    detail = pushed.event["detail"]
+    pipeline.say.info("event detail " + json.dumps(detail))
+    deleted = copy.deepcopy(pushed.event)
+    deleted["detail"]["action-type"] = "DELETE"
+    if pipeline.route(deleted):
+        raise PipelineError("a DELETE event would reach the trigger: the ecr push rule's pattern is too wide")
+    pipeline.say.step("The trigger handles the push (lambda/src/trigger, the real handler)")
+    outcome.answers.append(pipeline.deliver(pushed.event))
+    task_arn = pipeline.latest_task()
+    _show_task(pipeline, task_arn)
+    run = pipeline.run_task(task_arn)
+    outcome.runs.append(run)
+    pipeline.report_result(run)
+    return run
+
+
+def _show_task(pipeline: Pipeline, task_arn: str) -> None:
+    task = pipeline.describe(task_arn)
+    definition = pipeline.ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+    image = definition["containerDefinitions"][0]["image"]
+    tags = " ".join(f"{t['key']}={t['value']}" for t in task.get("tags", []))
+    pipeline.say.info(f"started {task_arn.rsplit('/', 1)[-1]} on {definition['family']}:{definition['revision']}")
+    pipeline.say.info(f"  image {image}")
+    pipeline.say.info(f"  startedBy {task.get('startedBy')}  tags {tags}")
+
+
+def push(pipeline: Pipeline) -> Outcome:
+    outcome = Outcome("push", champion_before=pipeline.champion())
+    _train_push(pipeline, outcome)
+    outcome.champion_after = pipeline.champion()
+    return outcome
+
+
+def duplicate(pipeline: Pipeline) -> Outcome:
+    """EventBridge delivers at least once: the same event a second time must start nothing."""
+    outcome = Outcome("duplicate", champion_before=pipeline.champion())
+    pushed = pipeline.push_image()
+    outcome.digest = pushed.digest
+    pipeline.say.step("The trigger handles the push event")
+    outcome.answers.append(pipeline.deliver(pushed.event))
+    pipeline.say.step("EventBridge delivers the same event again (at-least-once delivery)")
+    before = len(pipeline.task_arns())
+    outcome.answers.append(pipeline.deliver(pushed.event))
+    after = len(pipeline.task_arns())
+    pipeline.say.info(f"tasks in the cluster: {before} before, {after} after the second delivery")
+    outcome.champion_after = pipeline.champion()
+    return outcome
+
+
+def spot(pipeline: Pipeline) -> Outcome:
+    """Spot reclaims the task mid-training; ECS's stop event reaches the trigger; attempt 2 resumes and completes."""
+    outcome = Outcome("spot", champion_before=pipeline.champion())
+    pushed = pipeline.push_image()
+    outcome.digest = pushed.digest
+    pipeline.say.step("The trigger handles the push")
+    outcome.answers.append(pipeline.deliver(pushed.event))
+    first_arn = pipeline.latest_task()
+    _show_task(pipeline, first_arn)
+    first = pipeline.run_task(first_arn, interrupt=True)
+    outcome.runs.append(first)
+    if first.exit_code != EXIT_INTERRUPTED:
+        raise PipelineError(f"the interrupted trainer exited {first.exit_code}, expected {EXIT_INTERRUPTED}")
+    record = pipeline.status(first.run_id) or {}
+    pipeline.say.info(f"run record: state {record.get('state')}, attempt {record.get('attempt')}")
+    pipeline.say.step("ECS emits 'ECS Task State Change' STOPPED, stopCode SpotInterruption")
+    stopped = pipeline.describe(first_arn)
+    sample = _optional_sample(pipeline)
+    event = events.ecs_task_stopped_event(
+        stopped,
+        account_id=pipeline.emulator.account_id,
+        region=pipeline.emulator.region,
+        exit_code=first.exit_code,
+        sample=sample,
+    )
+    outcome.answers.append(pipeline.deliver(event))
+    second_arn = pipeline.latest_task()
+    if second_arn == first_arn:
+        raise PipelineError("the trigger started no second attempt after the Spot interruption")
+    _show_task(pipeline, second_arn)
+    second = pipeline.run_task(second_arn)
+    outcome.runs.append(second)
+    pipeline.report_result(second)
+    outcome.champion_after = pipeline.champion()
+    return outcome
+
+
+def _optional_sample(pipeline: Pipeline) -> dict[str, Any] | None:
+    try:
+        return events.find_sample(pipeline.settings.sample_events, events.ECS_DETAIL_TYPE)
+    except events.EventError:
+        return None
+
+
+RETRAIN_PARAMS = {"epochs": 2, "seed": 7}
+
+
+def retrain(pipeline: Pipeline) -> Outcome:
+    """A retrain request (the retrain workflow's direct invoke) with parameters trains a pushed image again."""
+    outcome = Outcome("retrain", champion_before=pipeline.champion())
+    pushed = pipeline.push_image()
+    outcome.digest = pushed.digest
+    request = {
+        "action": "retrain",
+        "request_id": "4242",
+        "image": pushed.tag,
+        "params": RETRAIN_PARAMS,
+        "git_sha": pushed.tag,
+    }
+    pipeline.say.step("The retrain workflow invokes the trigger with a request")
+    pipeline.say.info("request " + json.dumps(request))
+    outcome.answers.append(pipeline.invoke(request))
+    task_arn = pipeline.latest_task()
+    _show_task(pipeline, task_arn)
+    run = pipeline.run_task(task_arn)
+    outcome.runs.append(run)
+    pipeline.report_result(run)
+    outcome.champion_after = pipeline.champion()
+    return outcome
+
+
+WEAK_RECIPE = {"TRAINER_LR": "0.00001", "TRAINER_EPOCHS": "1"}
+
+
+def gate_fail(pipeline: Pipeline) -> Outcome:
+    """A champion exists; a push whose recipe is deliberately weak is published but does not pass the gate."""
+    outcome = Outcome("gate-fail")
+    if pipeline.champion() is None:
+        pipeline.say.step("First, a good model becomes champion")
+        _train_push(pipeline, Outcome("push"))
+    outcome.champion_before = pipeline.champion()
+    pipeline.say.step(
+        "The next push carries a deliberately weak recipe: " + " ".join(f"{k}={v}" for k, v in WEAK_RECIPE.items())
+    )
+    pipeline.register_base_revision(WEAK_RECIPE)
+    _train_push(pipeline, outcome)
+    outcome.champion_after = pipeline.champion()
+    before, after = (outcome.champion_before or {}).get("version"), (outcome.champion_after or {}).get("version")
+    pipeline.say.info(f"champion before {before}, after {after}")
+    return outcome
+
+
+SCENARIOS: dict[str, Callable[[Pipeline], Outcome]] = {
+    "push": push,
+    "duplicate": duplicate,
+    "spot": spot,
+    "retrain": retrain,
+    "gate-fail": gate_fail,
+}
