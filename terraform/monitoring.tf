@@ -44,11 +44,8 @@ data "aws_iam_policy_document" "notifications_key" {
       identifiers = ["events.amazonaws.com", "cloudwatch.amazonaws.com"]
     }
 
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
+    # No source condition here: AWS's examples for both publishers have none, and the topic policy
+    # below already admits only our rule and our alarms; the key encrypts nothing but this topic.
   }
 }
 

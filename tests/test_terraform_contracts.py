@@ -395,6 +395,21 @@ def test_only_the_config_module_reads_the_environment() -> None:
     assert offenders == []
 
 
+def test_lambda_handler_and_zip_are_what_the_trigger_package_provides(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the handler and zip path Terraform deploys
+    defaults = variable_defaults(stack)
+    module, function = defaults["lambda_handler"].rsplit(".", 1)
+    handler = REPO / "lambda" / "src" / Path(*module.split(".")).with_suffix(".py")
+    # THEN the handler module defines that function, and the zip is where scripts/package_lambda.py writes it
+    assert function in {n.name for n in ast.walk(parse(require_file(handler))) if isinstance(n, ast.FunctionDef)}
+    require_file(REPO / "scripts" / "package_lambda.py")
+    import package_lambda
+
+    assert (STACK / defaults["lambda_zip_path"]).resolve() == package_lambda.OUTPUT.resolve()
+    function_block = block(stack, "resource", "aws_lambda_function", "this")
+    assert function_block["source_code_hash"] == "${filebase64sha256(local.lambda_zip_path)}"
+
+
 # --- the trainer's environment ---------------------------------------------------------------------
 
 
