@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -12,24 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 from trigger.handler import handle
 from trigger.records import STATES
-from trigger_testkit import DIGEST, GIT_SHA, NOW, PUSH_RUN_ID, Emulated, clock, env_of, no_sleep
-
-
-@contextmanager
-def run_task_failing_once(aws: Emulated) -> Iterator[None]:
-    """Make the next RunTask fail the way a 5xx or a timeout would, before any task exists."""
-    calls = {"n": 0}
-
-    def refuse(**_: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise ClientError({"Error": {"Code": "ServerException", "Message": "injected"}}, "RunTask")
-
-    aws.ecs.meta.events.register("before-call.ecs.RunTask", refuse)
-    try:
-        yield
-    finally:
-        aws.ecs.meta.events.unregister("before-call.ecs.RunTask", refuse)
+from trigger_testkit import (
+    DIGEST,
+    GIT_SHA,
+    NOW,
+    PUSH_RUN_ID,
+    Emulated,
+    clock,
+    env_of,
+    no_sleep,
+    run_task_failing_once,
+)
 
 
 def test_push_starts_one_task_on_the_pinned_digest_and_records_it(aws: Emulated, push_event: dict[str, Any]) -> None:
@@ -125,3 +116,38 @@ def test_failed_start_raises_and_its_retry_starts_exactly_one_task(aws: Emulated
     (task,) = aws.tasks()
     assert aws.record(PUSH_RUN_ID)["task_arn"] == task["taskArn"]
     assert len(aws.revisions()) == 2  # the retry reused the revision the first try registered
+
+
+def test_each_decision_is_one_json_line_naming_event_run_digest_task_and_outcome(
+    aws: Emulated, push_event: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    with pytest.raises(Exception, match="not PUSH"):
+        handle({**push_event, "detail": {**push_event["detail"], "action-type": "DELETE"}}, aws.config, aws.clients)
+
+    started, refused = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert {k: started[k] for k in ("decision", "outcome", "event_id", "run_id", "digest")} == {
+        "decision": "start",
+        "outcome": "started",
+        "event_id": push_event["id"],
+        "run_id": PUSH_RUN_ID,
+        "digest": DIGEST,
+    }
+    assert started["task_arn"].startswith("arn:aws:ecs:")
+    assert (refused["decision"], refused["outcome"], refused["event_id"]) == (
+        "reject",
+        "invalid-event",
+        push_event["id"],
+    )
+    assert "action-type='DELETE'" in refused["error"]
+
+
+def test_untagged_push_is_a_manifest_inside_an_index_and_starts_nothing(
+    aws: Emulated, push_event: dict[str, Any]
+) -> None:
+    untagged = {**push_event, "detail": {k: v for k, v in push_event["detail"].items() if k != "image-tag"}}
+
+    decision = handle(untagged, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+
+    assert decision["outcome"] == "ignored"
+    assert aws.tasks() == []

@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from trigger.errors import AttemptsExhaustedError
 from trigger.handler import handle
-from trigger_testkit import DIGEST, PUSH_RUN_ID, Emulated, clock, env_of, no_sleep
+from trigger_testkit import DIGEST, PUSH_RUN_ID, Emulated, clock, env_of, no_sleep, run_task_failing_once
 
 
 def with_attempt(event: dict[str, Any], attempt: int) -> dict[str, Any]:
@@ -73,6 +74,23 @@ def test_stop_event_delivered_twice_starts_one_new_task(pushed: Emulated, spot_s
     assert second["outcome"] == "duplicate"
     assert second["task_arn"] == first["task_arn"]
     assert len(pushed.tasks()) == 2
+
+
+def test_resume_whose_start_failed_is_retried_by_the_redelivered_stop_event(
+    pushed: Emulated, spot_stop_event: dict[str, Any]
+) -> None:
+    # GIVEN the resume recorded attempt 2 but its RunTask failed (the handler raised: Lambda retries)
+    with run_task_failing_once(pushed), pytest.raises(ClientError, match="injected"):
+        handle(spot_stop_event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    assert (pushed.record(PUSH_RUN_ID)["attempt"], pushed.record(PUSH_RUN_ID)["task_arn"]) == (2, None)
+
+    # WHEN the stop event is delivered again
+    decision = handle(spot_stop_event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+
+    # THEN attempt 2 starts, once
+    assert (decision["outcome"], decision["attempt"]) == ("retried-start", 2)
+    assert len(pushed.tasks()) == 2
+    assert pushed.record(PUSH_RUN_ID)["task_arn"] == decision["task_arn"]
 
 
 def test_interruption_of_the_last_allowed_attempt_raises(pushed: Emulated, spot_stop_event: dict[str, Any]) -> None:

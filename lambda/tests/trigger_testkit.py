@@ -7,11 +7,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from trigger.aws import Clients
 from trigger.config import load_config
@@ -141,3 +144,20 @@ def env_of(task: dict[str, Any]) -> dict[str, str]:
     """The trainer container's environment overrides of a described task."""
     (override,) = [o for o in task["overrides"]["containerOverrides"] if o["name"] == "trainer"]
     return {pair["name"]: pair["value"] for pair in override["environment"]}
+
+
+@contextmanager
+def run_task_failing_once(aws: Emulated) -> Iterator[None]:
+    """Make the next RunTask fail the way a 5xx or a timeout would, before any task exists."""
+    calls = {"n": 0}
+
+    def refuse(**_: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError({"Error": {"Code": "ServerException", "Message": "injected"}}, "RunTask")
+
+    aws.ecs.meta.events.register("before-call.ecs.RunTask", refuse)
+    try:
+        yield
+    finally:
+        aws.ecs.meta.events.unregister("before-call.ecs.RunTask", refuse)

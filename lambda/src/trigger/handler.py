@@ -17,7 +17,7 @@ from trigger.aws import Clients, default_clients
 from trigger.config import Config, load_config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError
-from trigger.events import PushEvent, RetrainRequest, ScheduledEvent, TaskStopEvent, parse_event
+from trigger.events import Event, PushEvent, RetrainRequest, ScheduledEvent, TaskStopEvent, parse_event
 from trigger.flows import handle_push, handle_retrain, handle_task_stop, reconcile
 from trigger.log import log_decision
 from trigger.records import Clock, utc_now
@@ -50,21 +50,26 @@ def handle(
         log_decision("reject", "invalid-event", event_id=event_id, error=str(error))
         raise
     try:
-        if isinstance(parsed, PushEvent):
-            outcome = handle_push(clients, config, parsed, clock=clock, sleep=sleep)
-        elif isinstance(parsed, TaskStopEvent):
-            outcome = handle_task_stop(clients, config, parsed, clock=clock, sleep=sleep)
-        elif isinstance(parsed, RetrainRequest):
-            outcome, answer = handle_retrain(clients, config, parsed, clock=clock, sleep=sleep)
-            log_decision(event_id=parsed.event_id, **outcome.fields())
-            return answer
-        else:
-            assert isinstance(parsed, ScheduledEvent)  # noqa: S101 (parse_event returns one of four types)
-            outcomes = reconcile(clients, config, since=SCHEDULED_RECONCILE_WINDOW, clock=clock, sleep=sleep)
-            for each in outcomes:
-                log_decision(event_id=parsed.event_id, **each.fields())
-            return log_decision("reconcile", "done", event_id=parsed.event_id, started=len(outcomes))
+        return _dispatch(parsed, config, clients, clock=clock, sleep=sleep)
     except Exception as error:
         log_decision("error", type(error).__name__, event_id=parsed.event_id, error=str(error))
         raise
+
+
+def _dispatch(parsed: Event, config: Config, clients: Clients, *, clock: Clock, sleep: Sleep) -> dict[str, Any]:
+    if isinstance(parsed, PushEvent):
+        outcome = handle_push(clients, config, parsed, clock=clock, sleep=sleep)
+    elif isinstance(parsed, TaskStopEvent):
+        outcome = handle_task_stop(clients, config, parsed, clock=clock, sleep=sleep)
+    elif isinstance(parsed, RetrainRequest):
+        outcome, answer = handle_retrain(clients, config, parsed, clock=clock, sleep=sleep)
+        log_decision(event_id=parsed.event_id, **outcome.fields())
+        return answer
+    elif isinstance(parsed, ScheduledEvent):
+        outcomes = reconcile(clients, config, since=SCHEDULED_RECONCILE_WINDOW, clock=clock, sleep=sleep)
+        for each in outcomes:
+            log_decision(event_id=parsed.event_id, **each.fields())
+        return log_decision("reconcile", "done", event_id=parsed.event_id, started=len(outcomes))
+    else:
+        raise TypeError(f"parse_event returned {type(parsed).__name__}, which has no flow")
     return log_decision(event_id=parsed.event_id, **outcome.fields())
