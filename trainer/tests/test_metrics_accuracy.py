@@ -1,0 +1,54 @@
+"""Metrics are per sample; the seed's argmax over the batch axis would fail these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trainer.metrics import EpochResult, accuracy, confusion_matrix, evaluate_logits, plot_curves
+
+
+def test_accuracy_compares_each_samples_argmax_over_classes_with_its_label() -> None:
+    # GIVEN 3 samples x 3 classes: samples 0 and 1 predict class 1, sample 2 predicts class 2; all correct
+    logits = torch.tensor([[0.0, 9.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 9.0]])
+    labels = torch.tensor([1, 1, 2])
+    # WHEN scored, THEN every sample is right
+    assert accuracy(logits, labels) == pytest.approx(1.0)
+    # AND the seed's argmax over the batch axis (dim 0: which sample scores highest per class) gives
+    # [0, 0, 2] and would report 1/3
+    seed_bug = (logits.argmax(dim=0) == labels).float().mean().item()
+    assert seed_bug == pytest.approx(1 / 3)
+
+
+def test_accuracy_of_a_batch_larger_than_the_class_count() -> None:
+    # the seed's bug cannot even compare shapes here: argmax over dim 0 gives C values for N labels
+    logits = torch.zeros(5, 10)
+    labels = torch.tensor([3, 3, 7, 1, 0])
+    logits[torch.arange(5), torch.tensor([3, 3, 7, 2, 2])] = 1.0
+    assert accuracy(logits, labels) == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="5 predictions for 4 labels"):
+        accuracy(logits, labels[:4])
+
+
+def test_confusion_matrix_rows_are_true_classes() -> None:
+    preds = torch.tensor([0, 1, 1, 2, 2, 2])
+    labels = torch.tensor([0, 1, 2, 2, 2, 0])
+    assert confusion_matrix(preds, labels, 3).tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
+
+
+def test_evaluate_logits_reports_loss_accuracy_and_per_class_accuracy() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 1])
+    result = evaluate_logits(logits, labels, ("cat", "dog"))
+    assert result.accuracy == pytest.approx(0.5)
+    assert result.per_class_accuracy == {"cat": pytest.approx(1.0), "dog": pytest.approx(1 / 3)}
+    assert result.confusion == [[1, 0], [2, 1]]
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    assert result.n == 4
+
+
+def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
+    history = [EpochResult(e, 2.0 / e, 0.3 * e, 1.9 / e, 0.3 * e, 500.0, 100.0, 5.0, 0.1) for e in (1, 2, 3)]
+    path = plot_curves(history, tmp_path / "out" / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

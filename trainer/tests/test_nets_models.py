@@ -1,0 +1,69 @@
+"""The models: sizes, shapes, the whitening stem, and export without our code."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from trainer.nets import AirbenchNet, build_model, count_parameters, parameter_groups
+
+
+def test_airbench_has_about_two_million_parameters() -> None:
+    assert 1_900_000 < count_parameters(build_model("airbench")) < 2_100_000
+
+
+@pytest.mark.parametrize("name", ["airbench", "cnn"])
+def test_models_map_float_images_to_class_logits(name: str) -> None:
+    model = build_model(name).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(3, 3, 32, 32))
+    assert logits.shape == (3, 10)
+
+
+def test_unknown_model_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="resnet"):
+        build_model("resnet")
+
+
+def test_whitening_stem_decorrelates_image_patches() -> None:
+    # GIVEN images whose neighbouring pixels and channels are strongly correlated
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(256, 1, 8, 8, generator=gen)
+    images = torch.nn.functional.interpolate(base, size=32, mode="bilinear").repeat(1, 3, 1, 1)
+    images = (images + 0.05 * torch.rand(256, 3, 32, 32, generator=gen)).clamp(0, 1)
+    model = AirbenchNet()
+    # WHEN the stem is fitted to them (with a negligible eps; training uses a larger one to damp noise)
+    model.init_whitening(images, eps=1e-9)
+    # THEN its first 12 output channels have identity covariance on those images
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(model.normalize(images), model.whiten.weight[:12])
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1).double()
+    covariance = flat @ flat.T / flat.shape[1]
+    assert torch.allclose(covariance, torch.eye(12, dtype=torch.double), atol=1e-3)
+    assert not model.whiten.weight.requires_grad
+
+
+def test_weight_decay_applies_to_weights_but_not_biases_or_frozen_parameters() -> None:
+    model = build_model("airbench")
+    decay, no_decay = parameter_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert all(p.ndim == 1 for p in no_decay["params"])
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in decay["params"] + no_decay["params"]} == trainable
+    assert id(model.whiten.weight) not in trainable
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+@pytest.mark.parametrize("name", ["airbench", "cnn"])
+def test_traced_model_runs_without_our_code(name: str) -> None:
+    model = build_model(name).eval()
+    example = torch.rand(2, 3, 32, 32)
+    traced = torch.jit.trace(model, example)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    with torch.no_grad():
+        assert torch.allclose(loaded(example), model(example), atol=1e-5)
