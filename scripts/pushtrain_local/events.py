@@ -102,6 +102,7 @@ def ecs_task_stopped_event(
             "networkInterfaces": c.get("networkInterfaces", []),
             "cpu": str(c.get("cpu", "0")),
             "memory": str(c.get("memory", "")),
+            **({"imageDigest": c["image"].rpartition("@")[2]} if "@sha256:" in c.get("image", "") else {}),
             **({"exitCode": exit_code} if exit_code is not None else {}),
         }
         for c in task.get("containers", [])
@@ -133,8 +134,8 @@ def ecs_task_stopped_event(
         "updatedAt": now,
         "version": int(task.get("version", 1)) + 2,
     }
-    for stale in ("executionStoppedAt", "pullStartedAt", "pullStoppedAt", "startedAt", "connectivityAt"):
-        detail.setdefault(stale, now)
+    for moment in ("executionStoppedAt", "pullStartedAt", "pullStoppedAt", "startedAt", "connectivityAt"):
+        detail[moment] = now  # the sample's own times would be stale
     return {
         **{k: v for k, v in base.items() if k != "detail"},
         "version": "0",

@@ -1,0 +1,111 @@
+"""The local task runner runs what ECS would: the container's command, environment and overrides, mounts as folders.
+
+GIVEN a task started in (in-process) moto ECS, WHEN the runner reads it, THEN the command comes from
+the task definition (or the image's Dockerfile when the definition leaves it to the image), the
+RunTask overrides win over the task definition's environment, and mount paths become local folders.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from pushtrain_local import runner
+
+REGION = "us-east-1"
+
+
+def test_image_command_is_entrypoint_then_cmd(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        'FROM python:3.12-slim\nENTRYPOINT ["python", "-m", \\\n  "trainer"]\nCMD ["ignored"]\nCMD ["train"]\n',
+        encoding="utf-8",
+    )
+
+    assert runner.image_command(dockerfile) == ["python", "-m", "trainer", "train"]
+
+
+def test_shell_form_command_is_rejected_naming_it(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM x\nCMD python -m trainer train\n", encoding="utf-8")
+
+    with pytest.raises(runner.RunnerError, match=r"JSON \(exec\) form.*python -m trainer train"):
+        runner.image_command(dockerfile)
+
+
+def test_missing_dockerfile_is_named(tmp_path: Path) -> None:
+    with pytest.raises(runner.RunnerError, match="Dockerfile does not exist"):
+        runner.image_command(tmp_path / "Dockerfile")
+
+
+@mock_aws
+def test_task_spec_merges_overrides_over_the_task_definition(tmp_path: Path) -> None:
+    # GIVEN a task definition with a base environment and a scratch mount, and a task with overrides
+    ecs = boto3.client("ecs", region_name=REGION)
+    ecs.create_cluster(clusterName="pushtrain")
+    ecs.register_task_definition(
+        family="pushtrain-trainer",
+        containerDefinitions=[
+            {
+                "name": "trainer",
+                "image": "repo@sha256:" + "c" * 64,
+                "memory": 512,
+                "environment": [
+                    {"name": "TRAINER_EPOCHS", "value": "10"},
+                    {"name": "TRAINER_WORK_DIR", "value": "/scratch"},
+                ],
+                "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/scratch"}],
+            }
+        ],
+        volumes=[{"name": "scratch"}],
+    )
+    task_arn = ecs.run_task(
+        cluster="pushtrain",
+        taskDefinition="pushtrain-trainer",
+        launchType="FARGATE",
+        overrides={
+            "containerOverrides": [
+                {"name": "trainer", "environment": [{"name": "TRAINER_EPOCHS", "value": "2"}]},
+            ]
+        },
+    )["tasks"][0]["taskArn"]
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text('FROM x\nENTRYPOINT ["python", "-m", "trainer"]\nCMD ["train"]\n', encoding="utf-8")
+
+    # WHEN the runner reads the task
+    spec = runner.task_spec(ecs, "pushtrain", task_arn, "trainer", dockerfile)
+    env = runner.local_environment(spec, tmp_path / "task", {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
+
+    # THEN the override wins, the command is the image's, and /scratch is a local folder
+    assert spec.argv == ["python", "-m", "trainer", "train"]
+    assert spec.image == "repo@sha256:" + "c" * 64
+    assert env["TRAINER_EPOCHS"] == "2"
+    assert env["TRAINER_WORK_DIR"] == str(tmp_path / "task" / "scratch")
+    assert (tmp_path / "task" / "scratch").is_dir()
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+
+
+def test_local_process_output_is_streamed_and_sigterm_reaches_it(tmp_path: Path) -> None:
+    # GIVEN a "container" that reports readiness, then waits and turns SIGTERM into exit code 75
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    spec = runner.TaskSpec("arn:aws:ecs:r:1:task/c/t1", "td", "img", ["python", "-c", script], {}, {}, None)
+    lines: list[str] = []
+
+    # WHEN it runs locally and is interrupted once it is ready
+    started = runner.start_local(spec, tmp_path, {}, lines.append)
+    deadline = time.monotonic() + 30
+    while not lines and started.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started.interrupt()
+
+    # THEN its output arrived line by line and its exit code is the one it chose for SIGTERM
+    assert started.wait(timeout=30) == 75
+    assert lines == ["ready"]
