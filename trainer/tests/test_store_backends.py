@@ -117,3 +117,10 @@ def test_open_store_picks_the_backend_from_the_uri(
 def test_open_store_rejects_malformed_uris_naming_them(uri: str) -> None:
     with pytest.raises(ValueError, match="store URI"):
         open_store(uri)
+
+
+def test_s3_store_retries_with_botocores_standard_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = open_store("s3://bucket")
+    assert isinstance(store, S3Store)
+    assert store.client.meta.config.retries["mode"] == "standard"
