@@ -18,6 +18,7 @@ Tests that need another part's code skip, naming the missing file, until that co
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
 import json
 import re
@@ -51,7 +52,14 @@ S3_ACTIONS = {
     "head_bucket": {"s3:ListBucket"},
     "copy_object": {"s3:GetObject", "s3:PutObject"},
     "delete_objects": {"s3:DeleteObject"},
+    # boto3's transfer manager: HEAD plus ranged GETs; PUT or multipart uploads (both s3:PutObject).
+    "download_file": {"s3:GetObject"},
+    "download_fileobj": {"s3:GetObject"},
+    "upload_file": {"s3:PutObject"},
+    "upload_fileobj": {"s3:PutObject"},
 }
+# Client methods boto3 adds that are not API operations, by service.
+TRANSFER_METHODS = {"s3": {"download_file", "download_fileobj", "upload_file", "upload_fileobj"}}
 # Calls that hand the task's roles to ECS: RunTask and RegisterTaskDefinition both need iam:PassRole.
 PASSES_ROLES = {"ecs:RunTask", "ecs:RegisterTaskDefinition"}
 # Creating a task or task definition with tags needs ecs:TagResource as well.
@@ -267,7 +275,8 @@ def boto3_calls(package: Path) -> Iterator[AwsCall]:
 
     The services are those the package creates clients for (`boto3.client("ecs")`); a call goes to the
     service its receiver is named after (`clients.ecs.run_task`, `s3.get_object`) or, when the name
-    says nothing, to the one service that has the operation. `get_paginator("op")` counts as `op`.
+    says nothing, to the one service that has the operation. `get_paginator("op")` counts as `op`, and
+    boto3's transfer methods (`s3.download_file`) count when the receiver is named after the service.
     """
     from botocore import xform_name
 
@@ -291,11 +300,15 @@ def boto3_calls(package: Path) -> Iterator[AwsCall]:
             method = node.func.attr
             if method == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
                 method = node.args[0].value
+            receiver = _receiver_name(node.func.value)
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            if receiver in services and method in TRANSFER_METHODS.get(receiver, set()):
+                # Only on a receiver named after the service: `store.upload_file` is our own method.
+                yield AwsCall(receiver, method, where)
+                continue
             owners = {s for s, ops in operations.items() if method in ops}
             if not owners:
                 continue
-            receiver = _receiver_name(node.func.value)
-            where = f"{path.relative_to(REPO)}:{node.lineno}"
             if receiver in owners:
                 yield AwsCall(receiver, method, where)
             elif len(owners) == 1:
@@ -485,6 +498,24 @@ def test_trigger_role_allows_exactly_the_calls_the_trigger_makes(stack: dict[str
     # THEN it allows each needed action and nothing more
     assert expected - allowed == set(), f"the code calls these and the role cannot: {calls}"
     assert allowed - expected == set(), "the role allows actions no code path uses"
+
+
+def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the keys the trigger reads and writes: run records and its digest -> task definition index
+    require_file(TRIGGER_SRC / "records.py")
+    from trigger.records import record_key
+    from trigger.taskdef import index_key
+
+    keys = [record_key("push-0123456789abcdef0123"), index_key("sha256:" + "0" * 64)]
+    # WHEN the trigger's S3 statements are read
+    s3_resources = [
+        r for s in statements(stack, "trigger") if any(a.startswith("s3:") for a in s.actions) for r in s.resources
+    ]
+    prefix = "${aws_s3_bucket.this.arn}/"
+    assert all(r.startswith(prefix) for r in s3_resources)
+    # THEN every key is inside them (and the role reaches nothing outside runs/)
+    assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
+    assert s3_resources == [prefix + "runs/*"]
 
 
 def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
