@@ -94,14 +94,20 @@ def test_resume_whose_start_failed_is_retried_by_the_redelivered_stop_event(
 
 
 def test_interruption_of_the_last_allowed_attempt_raises(pushed: Emulated, spot_stop_event: dict[str, Any]) -> None:
-    # GIVEN PUSHTRAIN_MAX_ATTEMPTS=3 and attempt 3 was interrupted
+    # GIVEN PUSHTRAIN_MAX_ATTEMPTS=3 and attempt 3 of the run was interrupted
     assert pushed.config.max_attempts == 3
+    record = pushed.record(PUSH_RUN_ID)
+    record.update(attempt=3, state="interrupted")
+    pushed.s3.put_object(
+        Bucket=pushed.config.bucket, Key=f"runs/{PUSH_RUN_ID}/status.json", Body=json.dumps(record).encode()
+    )
     event = with_attempt(spot_stop_event, 3)
 
     # WHEN / THEN the handler raises (the DLQ and its alarm see a run that cannot finish on Spot)
     with pytest.raises(AttemptsExhaustedError, match="PUSHTRAIN_MAX_ATTEMPTS=3 allows no attempt 4"):
         handle(event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
     assert len(pushed.tasks()) == 1
+    assert pushed.record(PUSH_RUN_ID)["attempt"] == 3
 
 
 @pytest.mark.parametrize(

@@ -187,11 +187,6 @@ def handle_task_stop(
         raise InvalidEventError(f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override to resume")
     attempt = _env_int(stop, "TRAINER_ATTEMPT")
     next_attempt = attempt + 1
-    if next_attempt > config.max_attempts:
-        raise AttemptsExhaustedError(
-            f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
-            f"PUSHTRAIN_MAX_ATTEMPTS={config.max_attempts} allows no attempt {next_attempt}"
-        )
     now = clock()
     existing = read_record(clients.s3, config.bucket, run_id)
     if existing is None:
@@ -227,6 +222,11 @@ def handle_task_stop(
                 run_id=run_id,
                 attempt=attempt,
                 reason=f"run is {record.get('state')}; nothing to resume",
+            )
+        if next_attempt > config.max_attempts:
+            raise AttemptsExhaustedError(
+                f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
+                f"PUSHTRAIN_MAX_ATTEMPTS={config.max_attempts} allows no attempt {next_attempt}"
             )
         reason = f"{stop.stop_code}: {stop.stopped_reason or 'no reason given'}"
 

@@ -16,6 +16,8 @@ import argparse
 import sys
 from datetime import timedelta
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from trigger.aws import default_clients
 from trigger.config import load_config
 from trigger.errors import TriggerError
@@ -37,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         since = None if args.all else timedelta(hours=args.since_hours)
         outcomes = reconcile(default_clients(), config, since=since, dry_run=args.dry_run)
-    except TriggerError as error:
-        log_decision("reconcile", "failed", error=str(error))
+    except (TriggerError, BotoCoreError, ClientError) as error:  # no credentials, expired token, denied…
+        log_decision("reconcile", "failed", error=f"{type(error).__name__}: {error}")
         return 1
     for outcome in outcomes:
         log_decision(**outcome.fields())
