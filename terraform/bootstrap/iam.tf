@@ -4,7 +4,7 @@
 #   plan     terraform plan (pull requests, the scheduled drift check): read the stack, read state, take the lock
 #   apply    terraform apply and destroy of the stack (environment "production")
 #   image    push the trainer image to its one repository (environment "ecr-push")
-#   retrain  invoke the trigger and read the run's record and metrics (environment "retrain")
+#   retrain  invoke the trigger, read the run's record and report (environment "retrain")
 
 # --- trust ------------------------------------------------------------------------------------
 
@@ -387,7 +387,7 @@ data "aws_iam_policy_document" "image" {
   }
 }
 
-# --- retrain: invoke the trigger, follow the run ----------------------------------------------
+# --- retrain: invoke the trigger, follow the run in S3 ------------------------------------------
 
 data "aws_iam_policy_document" "retrain" {
   statement {
@@ -404,11 +404,5 @@ data "aws_iam_policy_document" "retrain" {
       "${local.arn.artifacts}/runs/*",
       "${local.arn.artifacts}/models/*",
     ]
-  }
-
-  statement {
-    sid       = "DescribeTrainingTasks"
-    actions   = ["ecs:DescribeTasks"]
-    resources = [local.arn.cluster_tasks]
   }
 }

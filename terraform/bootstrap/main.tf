@@ -44,7 +44,6 @@ locals {
     repository     = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.repository_name}"
     function       = "arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.function_name}"
     artifacts      = "arn:${local.partition}:s3:::${local.artifacts_bucket_name}"
-    cluster_tasks  = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
     stack_roles    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
     state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
     stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
