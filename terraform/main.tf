@@ -45,6 +45,7 @@ locals {
 
   private_network = var.network_mode == "private"
 
+  # Our tags win over var.tags: the CI apply role finds the stack's KMS key by its Project tag.
   tags = merge(var.tags, {
     Project   = local.name
     ManagedBy = "terraform"

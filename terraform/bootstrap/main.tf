@@ -93,6 +93,7 @@ locals {
     "logs:DescribeLogGroups",
   ]
 
+  # As in the stack, our tags win over var.tags.
   tags = merge(var.tags, {
     Project   = local.name
     ManagedBy = "terraform"
