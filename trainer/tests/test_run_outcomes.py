@@ -190,3 +190,27 @@ def test_run_that_published_but_died_before_recording_it_is_finished_without_tra
     assert record is not None
     assert (record["state"], record["version"]) == ("succeeded", versions[0])
     assert json.loads(store.get(champion_key("cifar10")))["version"] == versions[0]
+
+
+def test_unreadable_champion_while_finishing_a_published_run_leaves_its_record_alone(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a run that published and died before the gate, and a champion record that is damaged
+    store = LocalStore(tmp_path / "store")
+    config = make_config(data_dir, tmp_path, str(store.root))
+
+    def killed(self: run.Run, version: str, accuracy: float) -> None:
+        raise SystemExit(137)
+
+    monkeypatch.setattr(run.Run, "gate", killed)
+    with pytest.raises(SystemExit):
+        run.main(config)
+    monkeypatch.undo()
+    store.put(champion_key("cifar10"), b"{damaged")
+    before = store.get(status_key(RUN))
+    # WHEN it is started again
+    code = run.main(config)
+    # THEN it fails without training and without claiming anything about the run
+    assert code == run.EXIT_FAILED
+    assert store.get(status_key(RUN)) == before
+    assert store.get(champion_key("cifar10")) == b"{damaged"

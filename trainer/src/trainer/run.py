@@ -38,7 +38,7 @@ from typing import Any
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig
-from trainer.gate import GateDecision, promote_if_better
+from trainer.gate import GateDecision, GateError, promote_if_better
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
 from trainer.registry import versions_of_run
@@ -237,8 +237,13 @@ class Run:
 
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
-        if self.already_finished(record):
-            return EXIT_SUCCEEDED
+        try:
+            if self.already_finished(record):
+                return EXIT_SUCCEEDED
+        except (StoreError, GateError, ValueError, KeyError) as exc:
+            # Leave the record as it is: the run may well have succeeded; a retry finishes the check.
+            log.error("run %s: cannot tell whether it already finished: %s", self.run_id, exc)  # noqa: TRY400 -- the message is the cause; no traceback needed
+            return EXIT_FAILED
         self.config = self.config.replace(attempt=_attempt_for(self.config, record))
         self.set_state("running")
         try:
