@@ -7,6 +7,7 @@ message, exactly as `terraform plan` would for a user.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,21 @@ def test_reserved_concurrency_may_be_null_for_accounts_with_the_minimum_limit(st
     # THEN the plan accepts it
     result = stack_vars.plan(check=False, json=False, var_files=[str(tfvars)])
     assert result.retcode == 0, result.error
+
+
+@pytest.mark.parametrize("root", ["terraform", "terraform/bootstrap"])
+def test_each_tfvars_example_passes_the_validations(
+    stack_vars: Any, bootstrap_vars: Any, root: str, tmp_path: Path
+) -> None:
+    # GIVEN the example a user copies to terraform.tfvars, with its commented settings switched on
+    example = (REPO / root / "terraform.tfvars.example").read_text(encoding="utf-8")
+    enabled = tmp_path / "example.tfvars"
+    enabled.write_text(re.sub(r"(?m)^# (\w+\s+=)", r"\1", example), encoding="utf-8")
+    command = stack_vars if root == "terraform" else bootstrap_vars
+    # THEN Terraform accepts every value in it
+    for tfvars in (REPO / root / "terraform.tfvars.example", enabled):
+        result = command.plan(check=False, json=False, var_files=[str(tfvars)])
+        assert result.retcode == 0, f"{tfvars.name}: {result.error}"
 
 
 def test_bootstrap_accepts_an_owner_and_repository(bootstrap_vars: Any) -> None:
