@@ -46,8 +46,9 @@ test: setup ## every check CI runs: lint, then the whole test suite
 lint: setup ## every linter; zero findings allowed
 	$(BIN)/python scripts/lint.py
 
-fmt: $(BIN)/.stamp ## rewrite Python (ruff) and Terraform (terraform fmt) in place
+fmt: $(BIN)/.stamp ## rewrite Python (ruff) and Terraform (terraform fmt, README input/output tables) in place
 	$(BIN)/python scripts/lint.py --fix
+	$(BIN)/python scripts/tf_docs.py terraform terraform/bootstrap
 
 bench: $(BIN)/.stamp ## benchmarks, each printing a ratio against a baseline measured in the same run
 	$(BIN)/python scripts/bench.py $(ARGS)
