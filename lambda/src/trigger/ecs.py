@@ -28,7 +28,7 @@ _CAPACITY = re.compile(r"capacity is unavailable|insufficient capacity|no (?:spo
 THROTTLING_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
 )
-THROTTLE_TRIES = 4  # after botocore's own retries
+THROTTLE_TRIES = 3  # after botocore's own retries; see the time budget in trigger.aws
 BACKOFF_BASE = 0.5  # seconds, doubled per try
 BACKOFF_CAP = 8.0  # seconds
 
