@@ -13,8 +13,8 @@ from typing import Any
 
 # Adaptive retry mode: botocore backs off on throttling (and rate-limits itself client-side); RunTask
 # adds its own bounded retry on top (trigger.ecs), since a start must not be lost to a busy account.
-# Budget: 4 botocore attempts back off at most ~7 s; times 4 RunTask tries (+7 s of our own backoff)
-# stays inside the function's 60 s timeout, and past that Lambda's own retry takes over.
+# Budget: 4 botocore attempts back off at most ~14 s; times 3 RunTask tries (+3 s of our own backoff)
+# is ~45 s, inside the function's 60 s timeout; past that, Lambda's own retry takes over.
 RETRIES = {"mode": "adaptive", "max_attempts": 4}
 TIMEOUTS = {"connect_timeout": 5, "read_timeout": 20}  # seconds; the function's timeout is longer
 
