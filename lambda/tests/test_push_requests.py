@@ -285,3 +285,75 @@ def test_missing_list_bucket_grant_is_named_when_s3_hides_a_missing_key(
     with pytest.raises(StoreAccessError, match="s3:ListBucket"):
         handle(push_event, config, stubbed.clients, clock=clock, sleep=no_sleep)
     stubbed.assert_done()
+
+
+def test_concurrent_first_pushes_agree_on_the_revision_whose_index_write_won(
+    stubbed: Stubbed, config: Config, push_event: dict[str, Any]
+) -> None:
+    # GIVEN another invocation registered :2 for this digest and indexed it while we registered :3
+    expect_record_created(stubbed)
+    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
+    stubbed.ecs.add_response("describe_task_definition", {"taskDefinition": BASE})
+    stubbed.ecs.add_response(
+        "register_task_definition", {"taskDefinition": {**PINNED, "taskDefinitionArn": f"{FAMILY_ARN}:3"}}
+    )
+    stubbed.s3.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+    stubbed.s3.add_response(
+        "get_object",
+        {"Body": body({"task_definition_arn": f"{FAMILY_ARN}:2"}), "ETag": '"index-v1"'},
+        {"Bucket": BUCKET, "Key": INDEX_KEY},
+    )
+    # THEN RunTask uses the winner's :2, so both invocations send one identical, idempotent request
+    stubbed.ecs.add_response(
+        "run_task",
+        {"tasks": [{"taskArn": TASK_ARN}], "failures": []},
+        expected_run_task(config, f"{FAMILY_ARN}:2", "FARGATE_SPOT", f"{PUSH_RUN_ID}-a1"),
+    )
+    expect_task_arn_recorded(stubbed)
+
+    decision = handle(push_event, config, stubbed.clients, clock=clock, sleep=no_sleep)
+
+    stubbed.assert_done()
+    assert decision["task_definition_arn"] == f"{FAMILY_ARN}:2"
+
+
+def test_task_arn_is_recorded_on_top_of_a_trainer_write_that_won_the_race(
+    stubbed: Stubbed, config: Config, push_event: dict[str, Any]
+) -> None:
+    # GIVEN the trainer marked the run running between our create and our update
+    expect_record_created(stubbed)
+    expect_first_registration(stubbed)
+    stubbed.ecs.add_response("run_task", {"tasks": [{"taskArn": TASK_ARN}], "failures": []})
+    stubbed.s3.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+    running = {"run_id": PUSH_RUN_ID, "state": "running", "attempt": 1, "task_arn": None, "history": []}
+    stubbed.s3.add_response(
+        "get_object", {"Body": body(running), "ETag": '"record-trainer"'}, {"Bucket": BUCKET, "Key": RECORD_KEY}
+    )
+    written: list[bytes] = []
+    stubbed.s3.add_response(
+        "put_object",
+        {"ETag": '"record-v3"'},
+        {
+            "Bucket": BUCKET,
+            "Key": RECORD_KEY,
+            "Body": ANY,
+            "ContentType": "application/json",
+            "IfMatch": '"record-trainer"',
+        },
+    )
+
+    def record_body(params: dict[str, Any], **_: Any) -> None:
+        written.append(params["Body"])
+
+    events = stubbed.clients.s3.meta.events
+    events.register("provide-client-params.s3.PutObject", record_body)
+    try:
+        # WHEN the push is handled
+        handle(push_event, config, stubbed.clients, clock=clock, sleep=no_sleep)
+    finally:
+        events.unregister("provide-client-params.s3.PutObject", record_body)
+
+    # THEN the update was re-applied to the trainer's version: its state kept, our task ARN added
+    stubbed.assert_done()
+    final = json.loads(written[-1])
+    assert (final["state"], final["task_arn"]) == ("running", TASK_ARN)
