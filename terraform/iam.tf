@@ -36,6 +36,7 @@ resource "aws_iam_role" "execution" {
   description          = "ECS pulls the trainer image and writes its logs"
   assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_trust.json
   max_session_duration = 3600
+  permissions_boundary = var.permissions_boundary ? local.permissions_boundary_arn : null
 }
 
 data "aws_iam_policy_document" "execution" {
@@ -77,6 +78,7 @@ resource "aws_iam_role" "task" {
   description          = "The trainer: reads datasets/, reads and writes runs/ and models/ in the artifacts bucket"
   assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_trust.json
   max_session_duration = 3600
+  permissions_boundary = var.permissions_boundary ? local.permissions_boundary_arn : null
 }
 
 data "aws_iam_policy_document" "task" {
@@ -147,6 +149,7 @@ resource "aws_iam_role" "trigger" {
   description          = "The trigger Lambda: registers trainer task definitions and runs them"
   assume_role_policy   = data.aws_iam_policy_document.lambda_trust.json
   max_session_duration = 3600
+  permissions_boundary = var.permissions_boundary ? local.permissions_boundary_arn : null
 }
 
 # Exactly the AWS calls lambda/src/trigger makes (tests/test_terraform_contracts.py reads the

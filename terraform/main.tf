@@ -21,6 +21,8 @@ locals {
   # Stack roles live under their own IAM path so that the CI apply role (terraform/bootstrap)
   # can manage them, and only them.
   iam_path = "/${local.name}/"
+  # Created by terraform/bootstrap; caps every role below (see bootstrap/iam.tf, "stack_boundary").
+  permissions_boundary_arn = "arn:${local.partition}:iam::${local.account_id}:policy${local.iam_path}${local.name}-stack-boundary"
 
   trainer_log_group = "/ecs/${local.task_family}"
   trigger_log_group = "/aws/lambda/${local.function_name}"

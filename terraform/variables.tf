@@ -241,6 +241,12 @@ variable "artifacts_bucket_name" {
   }
 }
 
+variable "permissions_boundary" {
+  description = "Whether the stack's IAM roles carry the permissions boundary terraform/bootstrap creates (\"<name>-stack-boundary\"); the CI apply role may only create roles that do. false only for an account without the bootstrap root, applied by an administrator."
+  type        = bool
+  default     = true
+}
+
 variable "destroy_with_data" {
   description = "Whether `terraform destroy` may delete the artifacts bucket with its models and the ECR repository with its images; false (the default) makes destroy fail while either holds data."
   type        = bool

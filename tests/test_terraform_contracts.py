@@ -676,6 +676,53 @@ def test_repository_variables_are_all_outputs(stack: dict[str, list[Any]], boots
     assert {"AWS_PLAN_ROLE_ARN", "AWS_APPLY_ROLE_ARN", "AWS_IMAGE_ROLE_ARN", "AWS_RETRAIN_ROLE_ARN"} <= from_bootstrap
 
 
+STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime"]
+
+
+def test_every_stack_role_carries_the_bootstrap_boundary(
+    stack: dict[str, list[Any]], bootstrap: dict[str, list[Any]]
+) -> None:
+    # GIVEN the boundary policy bootstrap creates and the ARN the stack derives for it
+    facts = {**FACTS, "data.aws_partition.this.partition": "aws"}
+    derived = resolve(stack, locals_of(stack)["permissions_boundary_arn"], facts)
+    policy = block(bootstrap, "resource", "aws_iam_policy", "stack_boundary")
+    created = "arn:aws:iam::123456789012:policy{}{}".format(
+        resolve(bootstrap, policy["path"], facts), resolve(bootstrap, policy["name"], facts)
+    )
+    # THEN they are the same policy, and each of the stack's roles attaches it
+    assert derived == created
+    roles = blocks(stack, "resource", "aws_iam_role")
+    assert set(roles) == {"execution", "task", "trigger"}
+    for role in roles.values():
+        assert role["permissions_boundary"] == "${var.permissions_boundary ? local.permissions_boundary_arn : null}"
+
+
+def test_the_boundary_allows_every_action_the_stack_roles_are_granted(
+    stack: dict[str, list[Any]], bootstrap: dict[str, list[Any]]
+) -> None:
+    # GIVEN the union of the stack roles' actions and the boundary's
+    granted = set().union(*(allowed_actions(stack, document) for document in STACK_ROLE_DOCUMENTS))
+    boundary = allowed_actions(bootstrap, "stack_boundary")
+    # THEN nothing granted is cut off by the boundary, and the boundary names every action
+    assert granted - boundary == set()
+    assert [a for a in boundary if "*" in a] == []
+
+
+def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap: dict[str, list[Any]]) -> None:
+    widening = {"iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:PutRolePermissionsBoundary"}
+    statements_ = [s for s in statements(bootstrap, "apply") if set(s.actions) & widening]
+    # THEN one statement holds them all, with the boundary as its condition; nothing may detach it
+    assert len(statements_) == 1
+    assert set(statements_[0].actions) == widening
+    assert statements_[0].conditions == (
+        ("StringEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
+    )
+    all_apply_actions = allowed_actions(bootstrap, "apply")
+    assert (
+        not {"iam:DeleteRolePermissionsBoundary", "iam:AttachRolePolicy", "iam:CreatePolicyVersion"} & all_apply_actions
+    )
+
+
 @pytest.mark.parametrize("document", ["image", "retrain"])
 def test_ci_roles_for_images_and_retrain_name_every_action(bootstrap: dict[str, list[Any]], document: str) -> None:
     assert [a for a in allowed_actions(bootstrap, document) if "*" in a] == []

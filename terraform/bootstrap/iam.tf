@@ -252,17 +252,34 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    sid = "StackRoles"
+    # Every write that could widen a stack role requires the role to carry the stack boundary: a
+    # role the apply role creates or edits can never do more than stack_boundary allows, whatever
+    # its inline policy says (so the apply role cannot make itself an administrator through one).
+    sid = "StackRolesWithinBoundary"
     actions = [
       "iam:CreateRole",
-      "iam:DeleteRole",
       "iam:DeleteRolePolicy",
+      "iam:PutRolePermissionsBoundary",
+      "iam:PutRolePolicy",
+    ]
+    resources = [local.arn.stack_roles]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PermissionsBoundary"
+      values   = [aws_iam_policy.stack_boundary.arn]
+    }
+  }
+
+  statement {
+    sid = "StackRoles"
+    actions = [
+      "iam:DeleteRole",
       "iam:GetRole",
       "iam:GetRolePolicy",
       "iam:ListAttachedRolePolicies",
       "iam:ListInstanceProfilesForRole",
       "iam:ListRolePolicies",
-      "iam:PutRolePolicy",
       "iam:TagRole",
       "iam:UntagRole",
       "iam:UpdateAssumeRolePolicy",
@@ -404,5 +421,85 @@ data "aws_iam_policy_document" "retrain" {
       "${local.arn.artifacts}/runs/*",
       "${local.arn.artifacts}/models/*",
     ]
+  }
+}
+
+# --- the stack roles' permissions boundary ----------------------------------------------------
+# The most any role of the stack may ever do: the union of what the execution, task and trigger
+# roles need (../iam.tf). The stack attaches it to its roles; the apply role may create or change a
+# role only with it attached, and cannot edit this policy (it lives outside the stack's names).
+
+resource "aws_iam_policy" "stack_boundary" {
+  name        = local.stack_boundary_name
+  path        = local.stack_iam_path
+  description = "Permissions boundary of every IAM role the pushtrain stack creates"
+  policy      = data.aws_iam_policy_document.stack_boundary.json
+}
+
+data "aws_iam_policy_document" "stack_boundary" {
+  statement {
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "TrainerImage"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:DescribeImages",
+      "ecr:GetDownloadUrlForLayer",
+    ]
+    resources = [local.arn.repository]
+  }
+
+  statement {
+    sid       = "StackLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [local.stack_resources_by_service.logs_trainer_streams, local.stack_resources_by_service.logs_trigger_streams]
+  }
+
+  statement {
+    sid       = "Artifacts"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${local.arn.artifacts}/*"]
+  }
+
+  statement {
+    sid       = "ListArtifacts"
+    actions   = ["s3:ListBucket"]
+    resources = [local.arn.artifacts]
+  }
+
+  statement {
+    # RegisterTaskDefinition and DescribeTaskDefinition have no resource type.
+    sid       = "TaskDefinitions"
+    actions   = ["ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "RunTrainerTasks"
+    actions   = ["ecs:RunTask", "ecs:TagResource"]
+    resources = [local.stack_resources_by_service.ecs_task_definitions, local.arn.cluster_tasks]
+  }
+
+  statement {
+    sid       = "PassStackRolesToEcs"
+    actions   = ["iam:PassRole"]
+    resources = [local.arn.stack_roles]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [local.stack_resources_by_service.sqs_queues]
   }
 }

@@ -16,6 +16,7 @@ locals {
   artifacts_bucket_default = "${local.name}-artifacts-${local.account_id}-${var.region}"
   artifacts_bucket_name    = coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)
   stack_iam_path           = "/${local.name}/"
+  stack_boundary_name      = "${local.name}-stack-boundary"
 
   state_bucket_default = "${local.name}-tfstate-${local.account_id}-${var.region}"
   state_bucket_name    = coalesce(var.state_bucket_name, local.state_bucket_default)
@@ -44,6 +45,7 @@ locals {
     repository     = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.repository_name}"
     function       = "arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.function_name}"
     artifacts      = "arn:${local.partition}:s3:::${local.artifacts_bucket_name}"
+    cluster_tasks  = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
     stack_roles    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
     state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
     stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"

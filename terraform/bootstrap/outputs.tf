@@ -13,6 +13,11 @@ output "role_subjects" {
   value       = local.role_subjects
 }
 
+output "stack_boundary_arn" {
+  description = "ARN of the permissions boundary every stack role carries (the stack derives the same ARN from its name)."
+  value       = aws_iam_policy.stack_boundary.arn
+}
+
 output "github_oidc_provider_arn" {
   description = "ARN of the GitHub Actions OIDC provider the roles trust."
   value       = local.github_oidc_provider_arn
