@@ -53,6 +53,9 @@ fmt: $(BIN)/.stamp ## rewrite Python (ruff) and Terraform (terraform fmt, README
 bench: $(BIN)/.stamp ## benchmarks, each printing a ratio against a baseline measured in the same run
 	$(BIN)/python scripts/bench.py $(ARGS)
 
+package: ## build the trigger's deployment zip, build/trigger.zip (same sources, same bytes; prints its sha256)
+	$(PYTHON) scripts/package_lambda.py
+
 lock: ## re-resolve requirements/*.txt from requirements/*.in (needs the network)
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip -q install -r requirements/dev.in
