@@ -3,8 +3,9 @@
 #
 # network_mode = "private": no internet route at all. ECR and CloudWatch Logs are reached through
 #   interface endpoints ($0.01 per endpoint per AZ-hour: 3 x 2 x 730 h = $43.80/month idle), S3
-#   through a free gateway endpoint. Cheaper than a NAT gateway ($0.045/h = $32.85/month for one,
-#   plus $0.045/GB processed, in one AZ only).
+#   (and with it the image layers) through a free gateway endpoint. One NAT gateway would cost less
+#   idle ($0.045/h = $32.85/month, plus $0.045/GB) but serve one AZ and open the whole internet;
+#   NAT in both AZs costs $65.70/month.
 # network_mode = "public": an internet gateway (free) and a public IP per task (RunTask
 #   assignPublicIp = ENABLED, $0.005 per IP-hour while the task runs); no inbound rule, so still
 #   unreachable from outside. $0 idle.
