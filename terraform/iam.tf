@@ -11,6 +11,8 @@ locals {
 
 # --- execution role: image pull and logs ------------------------------------------------------
 
+# A trust condition on a key the service does not send denies every assume, so conditions are set
+# only where AWS documents them: the ECS task role (aws:SourceAccount / aws:SourceArn), below.
 data "aws_iam_policy_document" "ecs_tasks_trust" {
   statement {
     sid     = "EcsTasksAssumeRole"
@@ -19,13 +21,6 @@ data "aws_iam_policy_document" "ecs_tasks_trust" {
     principals {
       type        = "Service"
       identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    # Confused-deputy guard: only tasks of this account may assume the role.
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }
@@ -72,11 +67,36 @@ resource "aws_iam_role_policy" "execution" {
 
 # --- task role: what the trainer does in S3 ---------------------------------------------------
 
+data "aws_iam_policy_document" "task_trust" {
+  statement {
+    sid     = "EcsTasksOfThisAccount"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    # Confused-deputy guard from the ECS task role documentation: only this account's tasks.
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:*"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
 resource "aws_iam_role" "task" {
   name                 = "${local.name}-trainer-task"
   path                 = local.iam_path
   description          = "The trainer: reads datasets/, reads and writes runs/ and models/ in the artifacts bucket"
-  assume_role_policy   = data.aws_iam_policy_document.ecs_tasks_trust.json
+  assume_role_policy   = data.aws_iam_policy_document.task_trust.json
   max_session_duration = 3600
   permissions_boundary = var.permissions_boundary ? local.permissions_boundary_arn : null
 }
@@ -133,12 +153,6 @@ data "aws_iam_policy_document" "lambda_trust" {
     principals {
       type        = "Service"
       identifiers = ["lambda.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }
