@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return Workspace(root / "data", root / "store", root / "work")
 
 
-def trainer_command(ws: Workspace, run_id: str) -> list[str]:
+def trainer_command(ws: Workspace, run_id: str, progress: str = "json") -> list[str]:
     return [
         sys.executable, "-m", "trainer", "train", *SETTINGS, "--run-id", run_id, "--data-uri", str(ws.data),
-        "--store-uri", str(ws.store), "--work-dir", str(ws.work), "--progress", "json", "--threads", "1",
+        "--store-uri", str(ws.store), "--work-dir", str(ws.work), "--progress", progress, "--threads", "1",
     ]  # fmt: skip
 
 
@@ -64,19 +65,20 @@ def run_to_end(ws: Workspace, run_id: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start(ws: Workspace, run_id: str, log: Path) -> subprocess.Popen[str]:
+def start(ws: Workspace, run_id: str, log: Path, progress: str = "json") -> subprocess.Popen[str]:
+    command = trainer_command(ws, run_id, progress)
     with log.open("w") as out:
-        return subprocess.Popen(trainer_command(ws, run_id), env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for(path: Path, process: subprocess.Popen[str], log: Path) -> None:
+def wait_until(done: Callable[[], bool], what: str, process: subprocess.Popen[str], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not path.exists():
+    while not done():
         if process.poll() is not None:
-            pytest.fail(f"trainer exited {process.returncode} before {path.name} appeared:\n{log.read_text()}")
+            pytest.fail(f"trainer exited {process.returncode} before {what}:\n{log.read_text()}")
         if time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"{path} did not appear within {START_TIMEOUT_S} s:\n{log.read_text()}")
+            pytest.fail(f"no {what} within {START_TIMEOUT_S} s:\n{log.read_text()}")
         time.sleep(0.005)
 
 
@@ -114,12 +116,12 @@ def test_sigterm_mid_epoch_checkpoints_and_the_restart_resumes_to_the_same_resul
     workspace: Workspace, uninterrupted: dict[str, Any], tmp_path: Path
 ) -> None:
     run_id = "spot-sigterm"
-    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
-    # GIVEN a training process that has finished its first epoch (its checkpoint exists)
+    # GIVEN a training process inside its second epoch: its progress bar for epoch 2 appears once
+    # the epoch's first batch is done (the bar is drawn by the first per-batch callback)
     log = tmp_path / "first.log"
-    first = start(workspace, run_id, log)
-    wait_for(checkpoint, first, log)
-    # WHEN Spot's two-minute warning arrives during the second epoch
+    first = start(workspace, run_id, log, progress="bar")
+    wait_until(lambda: "epoch 2/2" in log.read_text(errors="replace"), "a batch of epoch 2", first, log)
+    # WHEN Spot's two-minute warning arrives
     first.send_signal(signal.SIGTERM)
     # THEN it stops at a batch boundary, stores that position, marks the run interrupted and exits 75
     assert first.wait(timeout=120) == 75, log.read_text()
@@ -149,7 +151,7 @@ def test_sigkill_restart_resumes_from_the_last_epoch_checkpoint(
     # GIVEN a training process past its first epoch
     log = tmp_path / "first.log"
     first = start(workspace, run_id, log)
-    wait_for(checkpoint, first, log)
+    wait_until(checkpoint.exists, "checkpoint of epoch 1", first, log)
     # WHEN it is killed with no chance to checkpoint
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=60) == -signal.SIGKILL
