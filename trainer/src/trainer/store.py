@@ -120,8 +120,8 @@ class LocalStore(Store):
     """A folder with the same layout as the bucket.
 
     Writes go to a temporary file in the target's folder and are renamed into place (atomic
-    on POSIX). Conditional writes hold an exclusive `fcntl` lock on one lock file at the store
-    root, so check-then-write is atomic across threads and processes on this machine. The ETag
+    on POSIX) while holding an exclusive `fcntl` lock on one lock file at the store root, so a
+    conditional write's check-then-rename is atomic across threads and processes on this machine. The ETag
     is the SHA-256 of the content, so it changes exactly when the bytes do.
     """
 
@@ -178,15 +178,16 @@ class LocalStore(Store):
 
     def _commit(self, key: str, tmp: Path, if_none_match: bool, if_match: str | None) -> None:
         target = self._path(key)
+        conditional = if_none_match or if_match is not None
+        condition = _describe_condition(if_none_match, if_match) if conditional else ""
         try:
-            if not if_none_match and if_match is None:
-                tmp.replace(target)
-                return
-            condition = _describe_condition(if_none_match, if_match)
+            # Plain writes take the lock too, so that no write can land between a conditional
+            # write's check and its rename (as S3 evaluates conditions at commit time).
             with self._locked():
-                current = self._etag_of_file(target)
-                if (if_none_match and current is not None) or (if_match is not None and current != if_match):
-                    raise PreconditionFailed(self.uri_of(key), condition)
+                if conditional:
+                    current = self._etag_of_file(target)
+                    if (if_none_match and current is not None) or (if_match is not None and current != if_match):
+                        raise PreconditionFailed(self.uri_of(key), condition)
                 tmp.replace(target)
         finally:
             tmp.unlink(missing_ok=True)
