@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,6 +153,16 @@ class Pipeline:
         self.trigger_environment: dict[str, str] = {}
         self.targets = rule_targets(module)
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._saved_modules: dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Put back the modules the fresh handler import replaced (tests share one interpreter)."""
+        if self._handler is not None:
+            package = self.stack.lambda_handler.split(".", 1)[0]
+            for name in [m for m in sys.modules if m.split(".")[0] == package]:
+                del sys.modules[name]
+            sys.modules.update(self._saved_modules)
+            self._handler = None
 
     # --- 1. provisioning ---------------------------------------------------------------------------
 
@@ -268,7 +279,10 @@ class Pipeline:
         before = set(self.task_arns())
         log = io.StringIO()
         try:
-            with redirect_stdout(log):  # the trigger's one JSON line per decision, shown indented below
+            with (
+                _environment(self.trigger_environment),
+                redirect_stdout(log),
+            ):  # the trigger's one JSON line per decision, shown indented below
                 answer = handler(dict(event), context)
         finally:
             for line in log.getvalue().splitlines():
@@ -280,12 +294,10 @@ class Pipeline:
     def _load_handler(self) -> Callable[[dict[str, Any], Any], Any]:
         if self._handler is not None:
             return self._handler
-        import os
-
-        os.environ.update(self.trigger_environment)
-        # The handler creates its boto3 clients at import: import it fresh, now that AWS points here.
-        for name in [m for m in sys.modules if m == "trigger" or m.startswith("trigger.")]:
-            del sys.modules[name]
+        # A Lambda container imports the handler once and keeps its configuration and clients (cached
+        # on first use); each pipeline is a new container: a fresh import, restored by close().
+        package = self.stack.lambda_handler.split(".", 1)[0]
+        self._saved_modules = {m: sys.modules.pop(m) for m in list(sys.modules) if m.split(".")[0] == package}
         module_name, _, function_name = self.stack.lambda_handler.rpartition(".")
         where = f"the Lambda handler {self.stack.lambda_handler!r} (aws_lambda_function handler in terraform/)"
         try:
@@ -459,6 +471,21 @@ class Pipeline:
         return version
 
 
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ (what Terraform sets on the Lambda function) for the duration of one invocation."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _resolved_environment(environment: Mapping[str, Any]) -> dict[str, str]:
     unknown = [f"{k} ({v.reference})" for k, v in environment.items() if isinstance(v, Unknown)]
     if unknown:
@@ -495,16 +522,22 @@ def open_pipeline(settings: DemoSettings, reporter: Reporter, emulator: Emulator
     module = TerraformModule.load(settings.terraform_dir)
     if emulator is not None:
         emulator.reset()
-        pipeline = Pipeline(emulator, module, settings, reporter)
-        pipeline.provision()
-        pipeline.upload_dataset()
-        yield pipeline
+        yield from _provisioned(emulator, module, settings, reporter)
         return
     with running(module.default_region()) as own:
-        pipeline = Pipeline(own, module, settings, reporter)
+        yield from _provisioned(own, module, settings, reporter)
+
+
+def _provisioned(
+    emulator: Emulator, module: TerraformModule, settings: DemoSettings, reporter: Reporter
+) -> Iterator[Pipeline]:
+    pipeline = Pipeline(emulator, module, settings, reporter)
+    try:
         pipeline.provision()
         pipeline.upload_dataset()
         yield pipeline
+    finally:
+        pipeline.close()
 
 
 def clean_workdir(settings: DemoSettings) -> None:
