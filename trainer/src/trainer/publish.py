@@ -22,6 +22,7 @@ files, never a half-visible version; an existing version is never overwritten.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -136,7 +137,7 @@ def write_model(model: nn.Module, model_config: dict[str, Any], classes: Sequenc
 
 def write_torchscript(model: nn.Module, path: Path) -> None:
     """Trace the model in evaluation mode on CPU and check that the trace reproduces it."""
-    eager = model.eval().cpu()
+    eager = copy.deepcopy(model).cpu().eval()  # a copy: the caller's model stays on its device and mode
     example = torch.rand(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
         # torch 2.14 marks TorchScript deprecated in favour of torch.export; the issue asks for a
