@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import platform
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -264,7 +263,6 @@ def build_manifest(
         "throughput": {"training_seconds": round(training_seconds, 3), "images_per_s": round(images_per_s, 1)},
         "estimated_cost": estimated_cost(config, outcome.wall_seconds),
         "metrics": {"accuracy": outcome.evaluation.accuracy, "loss": outcome.evaluation.loss},
-        "command": sys.argv[:1] and [Path(sys.argv[0]).name, *sys.argv[1:]],
     }
 
 
