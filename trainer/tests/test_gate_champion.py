@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 from moto.s3.responses import S3Response
 from trainer.gate import GateDecision, GateError, champion_key, promote_if_better, read_champion
@@ -158,3 +161,27 @@ def test_sixteen_promoter_processes_on_a_local_store_lose_no_update(tmp_path: Pa
         decisions = [f.result(timeout=120) for f in futures]
     _assert_no_lost_update(store, decisions)
     assert json.loads((tmp_path / "store" / champion_key(MODEL)).read_text())["model_name"] == MODEL
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    accuracies=st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=12),
+    floor=st.floats(0, 1),
+    margin=st.floats(0, 0.2),
+)
+def test_any_sequence_of_versions_keeps_the_gate_invariants(
+    accuracies: list[float], floor: float, margin: float
+) -> None:
+    # GIVEN any order of finished versions, any floor and margin; WHEN each goes through the gate
+    with tempfile.TemporaryDirectory() as root:
+        store = LocalStore(Path(root))
+        champion: float | None = None
+        for i, accuracy in enumerate(accuracies):
+            decision = promote_if_better(store, MODEL, f"v{i:02d}", accuracy, floor=floor, margin=margin)
+            # THEN a version is promoted exactly when it meets the floor and beats the champion by the margin
+            expected = accuracy >= floor and (champion is None or accuracy >= champion + margin)
+            assert decision.promoted == expected
+            if expected:
+                champion = accuracy
+        record, _ = read_champion(store, MODEL)
+        assert (record["accuracy"] if record else None) == champion
