@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 print(f"\n=== scenario: {name} " + "=" * (60 - len(name)))
                 SCENARIOS[name](pipeline)
+            pipeline.show_models()
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -450,6 +450,16 @@ class Pipeline:
                 self.s3.download_file(self.stack.names.bucket, item["Key"], str(target / name))
         return target
 
+    def show_models(self) -> None:
+        """The store as the trainer's own CLI sees it: `python -m trainer models list` and `champion`."""
+        store = f"s3://{self.stack.names.bucket}"
+        self.say.step(f"The models in the store (python -m trainer models list|champion --store {store})")
+        base = [sys.executable, "-m", "trainer", "models"]
+        options = ["--store", store, "--model-name", self.model_name]
+        aws = self.emulator.environment()
+        _run_and_show(self.say, [*base, "list", *options], aws)
+        _run_and_show(self.say, [*base, "champion", *options], aws)
+
     def report_result(self, run: TaskRun) -> str | None:
         """Print the run record, the published version with its metrics, the champion and where the files are."""
         self.say.step(f"Result of run {run.run_id}")
@@ -493,6 +503,13 @@ def _resolved_environment(environment: Mapping[str, Any]) -> dict[str, str]:
             "the emulation cannot supply these trigger variables from terraform/: " + ", ".join(unknown)
         )
     return {k: str(v) for k, v in environment.items()}
+
+
+def _run_and_show(say: Reporter, command: list[str], environment: Mapping[str, str]) -> int:
+    done = subprocess.run(command, env={**os.environ, **environment}, capture_output=True, text=True, check=False)
+    for line in (done.stdout + done.stderr).splitlines():
+        say.output(line)
+    return done.returncode
 
 
 def _event_summary(event: Mapping[str, Any]) -> str:
