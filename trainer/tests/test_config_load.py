@@ -54,6 +54,7 @@ def test_unknown_flag_is_an_error_naming_it() -> None:
         (["--data-uri", "s3://Not_A_Bucket/cifar-10-python.tar.gz"], "data_uri"),
         (["--data-uri", "s3://bucket-only"], "data_uri"),
         (["--store-uri", "gs://bucket"], "store_uri"),
+        (["--store-uri", "file://host/path"], "store_uri"),
         (["--work-dir", "s3://bucket/scratch"], "work_dir"),
         (["--image-digest", "latest"], "image_digest"),
         (["--model-name", "Has Spaces"], "model_name"),
@@ -76,6 +77,7 @@ def test_valid_locations_are_accepted() -> None:
     )
     assert config.store_uri == "s3://pushtrain-artifacts-123-eu-west-1"
     assert load_config(["--data-uri", "download"], {}).data_uri == "download"
+    assert load_config(["--store-uri", "file:///tmp/store"], {}).store_uri == "file:///tmp/store"
 
 
 def test_batch_larger_than_the_dataset_is_an_error_naming_batch_size() -> None:

@@ -114,9 +114,9 @@ def test_files_without_a_manifest_must_have_the_official_md5s(generated: Path, t
 def test_archive_loads_and_its_md5_is_the_checksum(tmp_path: Path) -> None:
     # GIVEN a generated cifar-10-python.tar.gz in the data folder
     archive = synth.write_archive(tmp_path / "data" / "cifar-10-python.tar.gz", 100, 20, seed=2)
-    # WHEN loaded (twice: the second read uses the extracted cache)
+    # WHEN loaded (twice, the second time named as a file:// URI: it reads the extracted cache)
     first = load_dataset(_config(tmp_path / "data", tmp_path / "work"))
-    again = load_dataset(_config(archive, tmp_path / "work"))
+    again = load_dataset(_config(f"file://{archive}", tmp_path / "work"))
     # THEN the data is there and the checksum is the archive's md5
     md5 = hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
     assert first.checksum == again.checksum == f"md5:{md5}"

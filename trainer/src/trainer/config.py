@@ -99,10 +99,10 @@ class TrainConfig:
     progress: str = "auto"  # "auto" (a bar on a terminal, JSON lines otherwise), "bar", "json" or "none"
 
     # 3. data and artifacts
-    data_uri: str = ".pushtrain/data"  # folder holding cifar-10-batches-py/ (or the .tar.gz),
+    data_uri: str = ".pushtrain/data"  # folder holding cifar-10-batches-py/ (or the .tar.gz; a path or file:///),
     #                                    s3://bucket/key/cifar-10-python.tar.gz, or "download" (torchvision)
     work_dir: str = ".pushtrain/work"  # the only place the trainer writes locally (dataset cache, scratch)
-    store_uri: str = ".pushtrain/store"  # artifact store: a local folder or s3://bucket[/prefix]
+    store_uri: str = ".pushtrain/store"  # artifact store: a local folder (path or file:///path) or s3://bucket[/prefix]
     model_name: str = "cifar10"  # models/<model_name>/<version>/ in the store
     limit_train: int = 0  # use only the first N training images (0: all); for quick runs
     limit_test: int = 0  # use only the first N test images (0: all)
@@ -275,10 +275,20 @@ def _check_location(setting: str, uri: str, *, allow_download: bool, key_require
     if allow_download and uri == "download":
         return
     scheme = _URI_SCHEME.match(uri)
-    if scheme:
-        if scheme.group(1) != "s3":
-            raise ConfigError(setting, f"malformed URI {uri!r}: only s3:// URIs and local paths are supported")
-        parse_s3_uri(uri, setting, key_required=key_required)
+    if not scheme:
+        return
+    if scheme.group(1) == "file":
+        if not uri.startswith("file:///") or uri == "file:///":
+            raise ConfigError(setting, f"malformed URI {uri!r}: want file:///absolute/path")
+        return
+    if scheme.group(1) != "s3":
+        raise ConfigError(setting, f"malformed URI {uri!r}: want s3://bucket/..., file:///path or a local path")
+    parse_s3_uri(uri, setting, key_required=key_required)
+
+
+def local_path(uri: str) -> str:
+    """The path of a local location given as a path or a file:///path URI."""
+    return uri[len("file://") :] if uri.startswith("file:///") else uri
 
 
 def _require(ok: bool, setting: str, message: str) -> None:

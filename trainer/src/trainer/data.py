@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
 
-from trainer.config import TrainConfig, parse_s3_uri
+from trainer.config import TrainConfig, local_path, parse_s3_uri
 from trainer.synth import BATCH_FOLDER, GENERATOR, MANIFEST
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def load_dataset(config: TrainConfig) -> Cifar10Data:
             raise DatasetError(f"torchvision could not download CIFAR-10 into {root}: {err}") from err
         data = read_folder(root / BATCH_FOLDER, source="download", archive_md5=OFFICIAL_ARCHIVE_MD5)
     else:
-        batches, md5 = _local_batches(Path(uri), cache)
+        batches, md5 = _local_batches(Path(local_path(uri)), cache)
         data = read_folder(batches, source=uri, archive_md5=md5)
     return limit(data, config.limit_train, config.limit_test)
 
