@@ -4,7 +4,8 @@ needs none of our code to be fed.
 - `airbench` (default): an airbench94-style network after Keller Jordan's design (arXiv:2404.00498),
   written here from the paper's description: a frozen 2x2 patch-whitening convolution as the stem, then
   three conv groups (conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) of widths 64/256/256, a
-  global max-pool and a linear head scaled by 1/9. 1.97 M parameters, 0.24 GFLOP per image forward (~0.7 per training image).
+  global max-pool and a linear head scaled by 1/9. 1.97 M parameters, 0.24 GFLOP per image forward
+  (~0.7 per training image).
 - `cnn`: the seed repository's small CNN (conv 32/64/128 with ReLU and max-pooling, fully connected
   512/256/10), kept as the baseline it was.
 """
