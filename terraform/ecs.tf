@@ -49,14 +49,11 @@ resource "aws_ecs_task_definition" "this" {
     size_in_gib = var.task_ephemeral_storage_gib
   }
 
-  # Two task-local volumes on the ephemeral storage: the trainer's working directory, and /tmp
-  # for the libraries that need one (the root filesystem is read-only).
+  # The one writable place (the root filesystem is read-only), on the task's ephemeral storage. The
+  # image declares /scratch as a VOLUME owned by its non-root user, so Fargate gives the mount that
+  # owner; it also points HOME, TMPDIR and MPLCONFIGDIR there (trainer/Dockerfile).
   volume {
     name = "scratch"
-  }
-
-  volume {
-    name = "tmp"
   }
 
   container_definitions = jsonencode([
@@ -74,7 +71,6 @@ resource "aws_ecs_task_definition" "this" {
 
       mountPoints = [
         { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
-        { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
       ]
 
       logConfiguration = {

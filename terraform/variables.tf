@@ -105,7 +105,7 @@ variable "task_cpu_architecture" {
 }
 
 variable "task_ephemeral_storage_gib" {
-  description = "Ephemeral storage of one training task in GiB (holds the /scratch and /tmp volumes: dataset copy, checkpoints); 21 is free, each GiB above costs extra."
+  description = "Ephemeral storage of one training task in GiB (holds the /scratch volume: dataset copy, checkpoints, temporary files); 21 is free, each GiB above costs extra."
   type        = number
   default     = 21
 

@@ -486,6 +486,19 @@ def test_base_environment_points_at_the_bucket_and_the_scratch_volume(stack: dic
     assert "stopTimeout = 120" in ecs
 
 
+def test_the_image_declares_the_scratch_volume_its_user_can_write(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the trainer image: Fargate gives a task volume the owner of the image's directory only when
+    # the image declares that directory as a VOLUME; otherwise it is root's, and the non-root trainer
+    # cannot write its only writable place
+    dockerfile = require_file(REPO / "trainer" / "Dockerfile").read_text(encoding="utf-8")
+    scratch = trainer_environment(stack)["TRAINER_WORK_DIR"]
+    volumes = [json.loads(m) for m in re.findall(r"(?m)^VOLUME\s+(\[.*\])\s*$", dockerfile)]
+    # THEN the image declares it, and any TRAINER_WORK_DIR the image sets agrees with Terraform's
+    assert any(scratch in declared for declared in volumes), f"trainer/Dockerfile declares no VOLUME [{scratch!r}]"
+    image_work_dir = re.search(r"TRAINER_WORK_DIR=(\S+)", dockerfile)
+    assert image_work_dir is None or image_work_dir.group(1) == scratch
+
+
 # --- the trigger's role ------------------------------------------------------------------------------
 
 
