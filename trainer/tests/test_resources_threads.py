@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from trainer.config import ConfigError
 from trainer.resources import cpu_quota_threads, resolve_threads
 
 from trainer import resources
@@ -39,3 +41,10 @@ def test_threads_follow_the_quota_capped_by_the_cpus_we_may_use(
     assert resolve_threads(0, tmp_path / "absent") == 16
     quota.write_text("3200000 100000")
     assert resolve_threads(0, quota) == 16
+
+
+def test_cuda_requested_without_a_gpu_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device"):
+        resources.resolve_device("cuda")
+    assert resources.resolve_device("auto").type == "cpu"

@@ -73,7 +73,9 @@ def apply_threads(requested: int) -> int:
 def resolve_device(requested: str) -> torch.device:
     """ "auto" -> CUDA when available, else the CPU; "cuda" without a GPU is an error."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+        from trainer.config import ConfigError
+
+        raise ConfigError("device", "'cuda' requested, but torch sees no CUDA device here")
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
