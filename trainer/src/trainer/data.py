@@ -295,9 +295,9 @@ class EpochPlan:
     """The order of the training images and each one's augmentation for one epoch."""
 
     order: torch.Tensor  # permutation of the training set indices
-    shift_y: torch.Tensor  # crop offsets in [0, 2*pad] per position in `order`
+    shift_y: torch.Tensor  # crop offsets in [0, 2*pad], indexed by training image
     shift_x: torch.Tensor
-    flip: torch.Tensor  # bool per position in `order`
+    flip: torch.Tensor  # bool, indexed by training image
 
 
 def plan_epoch(n: int, seed: int, epoch: int, pad: int) -> EpochPlan:
