@@ -57,7 +57,8 @@ class TrainingSession:
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.threads = apply_threads(config.threads)
-        self.channels_last = True  # oneDNN's 3x3 convolutions are faster in NHWC; so are cuDNN's with AMP
+        # NHWC: measured 1.2-1.7x faster training here (oneDNN, both models, fp32 and bf16); cuDNN likes it with AMP
+        self.channels_last = True
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         # the uint8 training set on the device once (150 MB for CIFAR-10): no copy per batch
