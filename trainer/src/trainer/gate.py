@@ -85,15 +85,10 @@ def judge(accuracy: float, champion: dict[str, Any] | None, floor: float, margin
     if champion is None:
         return True, f"accuracy {accuracy:.4f} meets the floor {floor:.4f} and there is no champion yet"
     bar = float(champion["accuracy"]) + margin
+    rule = f"champion {champion['version']} ({float(champion['accuracy']):.4f}) + margin {margin:.4f}"
     if accuracy < bar:
-        return False, (
-            f"accuracy {accuracy:.4f} does not beat champion {champion['version']} "
-            f"({float(champion['accuracy']):.4f}) by the margin {margin:.4f}"
-        )
-    return True, (
-        f"accuracy {accuracy:.4f} beats champion {champion['version']} "
-        f"({float(champion['accuracy']):.4f}) by at least the margin {margin:.4f}"
-    )
+        return False, f"accuracy {accuracy:.4f} is below {rule}"
+    return True, f"accuracy {accuracy:.4f} is at least {rule}"
 
 
 def _now() -> str:
