@@ -32,7 +32,7 @@ from torch import nn
 
 from trainer import synth
 from trainer.config import RECIPES, TrainConfig, load_config
-from trainer.data import Cifar10Data, load_dataset
+from trainer.data import Cifar10Data, load_dataset, torchvision_dataset
 from trainer.nets import SeedCNN, build_model
 from trainer.resources import apply_threads, cpu_has_native_bf16
 from trainer.train import TrainingSession, fit
@@ -55,7 +55,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
     return best
 
 
-def _padding_waste(model: nn.Module, batch: torch.Tensor) -> float:
+def padding_waste_flops(model: nn.Module, batch: torch.Tensor) -> float:
     """FLOPs per image spent on zero padding in the convolutions of one training step (fwd + bwd)."""
     waste = 0.0
     hooks = []
@@ -98,7 +98,7 @@ def train_flops_per_image(model: nn.Module, batch_size: int = 8) -> tuple[float,
         nn.functional.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     total = counter.get_total_flops() / batch_size
-    return total, total - _padding_waste(model, x)
+    return total, total - padding_waste_flops(model, x)
 
 
 # --- (a) the seed's loop -------------------------------------------------------------------------
@@ -108,12 +108,8 @@ def seed_loop_images_per_s(data_root: Path, images: int) -> float:
     """The seed: torchvision dataset with per-image PIL->tensor transforms, DataLoader(batch 4, 2 workers)."""
     from torchvision import transforms
 
-    from trainer.data import _expected_md5, _VerifiedCIFAR10
-
-    batches = data_root / synth.BATCH_FOLDER
-    expected, _ = _expected_md5(batches)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-    dataset = _VerifiedCIFAR10(data_root, train=True, expected_md5=expected)
+    dataset = torchvision_dataset(data_root / synth.BATCH_FOLDER, train=True)
     dataset.transform = transform
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2)
     torch.manual_seed(0)
