@@ -194,7 +194,7 @@ class Pipeline:
             raise PipelineError("provision() first")
         self.settings = replace(self.settings, task_parameters={**self.settings.task_parameters, **extra})
         arn = register_base_task_definition(
-            self.emulator, self.stack, self.resources.repository_uri, self._base_environment()
+            self.emulator, self.stack, self.resources.repository_uri, self.task_environment()
         )
         self.say.info(f"registered base revision {_revision(arn)} of {self.stack.names.task_family} with {dict(extra)}")
         return arn
@@ -356,7 +356,7 @@ class Pipeline:
         )
         self.say.info(f"image           {spec.image}")
         self.say.info(f"command         {' '.join(spec.argv)}")
-        per_run = {k: v for k, v in spec.environment.items() if k not in self._base_environment()}
+        per_run = {k: v for k, v in spec.environment.items() if k not in self.task_environment()}
         self.say.info("overrides       " + " ".join(f"{k}={v}" for k, v in sorted(per_run.items())))
         task_dir = self.settings.workdir / "tasks" / spec.task_id
         for container_path, volume in spec.mounts.items():
@@ -373,7 +373,8 @@ class Pipeline:
         self.ecs.stop_task(cluster=self.stack.names.cluster, task=task_arn, reason=reason)
         return run
 
-    def _base_environment(self) -> dict[str, str]:
+    def task_environment(self) -> dict[str, str]:
+        """The base task definition's environment in the emulation: Terraform's, then the demo's parameters."""
         return {**self.stack.trainer_environment, **self.settings.task_parameters}
 
     def _start(self, spec: runner.TaskSpec, task_dir: Path) -> runner.RunningTask:
@@ -428,7 +429,7 @@ class Pipeline:
 
     @property
     def model_name(self) -> str:
-        return self._base_environment().get("TRAINER_MODEL_NAME", "")
+        return self.task_environment().get("TRAINER_MODEL_NAME", "")
 
     def champion(self) -> dict[str, Any] | None:
         return self.read_json(f"models/{self.model_name}/champion.json")
