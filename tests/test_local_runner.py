@@ -109,3 +109,40 @@ def test_local_process_output_is_streamed_and_sigterm_reaches_it(tmp_path: Path)
     # THEN its output arrived line by line and its exit code is the one it chose for SIGTERM
     assert started.wait(timeout=30) == 75
     assert lines == ["ready"]
+
+
+def test_docker_runner_runs_the_image_like_fargate_with_mounts_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a stand-in `docker` that prints the arguments it was given
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text('#!/bin/sh\nfor arg in "$@"; do echo "$arg"; done\n', encoding="utf-8")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    spec = runner.TaskSpec(
+        "arn:aws:ecs:r:1:task/c/t1",
+        "td",
+        "repo@sha256:" + "d" * 64,
+        ["python", "-m", "trainer", "train"],
+        {"TRAINER_WORK_DIR": "/scratch"},
+        {"/scratch": "scratch"},
+        120,
+        read_only=True,
+    )
+    lines: list[str] = []
+
+    # WHEN the task runs with the docker runner
+    started = runner.start_docker(
+        spec, tmp_path / "task", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, lines.append, "img"
+    )
+
+    # THEN docker ran the image read-only, with the volume mounted and the task's environment, unchanged paths
+    assert started.wait(timeout=30) == 0
+    args = lines[1:]
+    assert args[-1] == "img"
+    assert "--read-only" in args
+    assert f"{(tmp_path / 'task' / 'scratch').resolve()}:/scratch" in args
+    assert "TRAINER_WORK_DIR=/scratch" in args
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:9" in args

@@ -2,7 +2,7 @@
 
 `Pipeline` holds one provisioned emulation and the steps of the chain (push an image, deliver an
 event to the trigger, run the task it started); the scenarios of `make demo` and the end-to-end tests
-are short compositions of those steps (`SCENARIOS`). Every step reports what it did through `Reporter`.
+are short compositions of those steps (`pushtrain_local.scenarios`). Every step reports what it did through `Reporter`.
 """
 
 from __future__ import annotations

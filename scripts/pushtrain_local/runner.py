@@ -45,6 +45,7 @@ class TaskSpec:
     environment: dict[str, str]  # task definition environment, then overrides
     mounts: dict[str, str]  # container path -> volume name
     stop_timeout: int | None
+    read_only: bool = False  # readonlyRootFilesystem
 
     @property
     def task_id(self) -> str:
@@ -117,6 +118,7 @@ def task_spec(ecs: Any, cluster: str, task_arn: str, container_name: str, docker
         environment=environment,
         mounts=mounts,
         stop_timeout=container.get("stopTimeout"),
+        read_only=bool(container.get("readonlyRootFilesystem")),
     )
 
 
@@ -187,17 +189,25 @@ def docker_available() -> str | None:
 def start_docker(
     spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str], on_line: Callable[[str], None], image: str
 ) -> RunningTask:
-    """Run the task in the real image (built locally as `image`), the emulation reached over the host network."""
+    """Run the task in the real image (built locally as `image`), the emulation reached over the host network.
+
+    Like Fargate: the root filesystem read-only when the task definition says so, each volume a
+    writable mount; unlike Fargate, as this user (so the mounted folders stay writable and removable).
+    SIGTERM to `docker run` reaches the container (Docker proxies signals), as a Spot reclaim would.
+    """
     docker = shutil.which("docker") or "docker"
-    args = [docker, "run", "--rm", "--network", "host", "--init"]
+    args = [docker, "run", "--rm", "--init", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}"]
+    if spec.read_only:
+        args.append("--read-only")
     for container_path, volume in spec.mounts.items():
         local = task_dir / volume
         local.mkdir(parents=True, exist_ok=True)
         args += ["--volume", f"{local.resolve()}:{container_path}"]
-    for name, value in {**spec.environment, **aws_environment}.items():
+    environment = {**spec.environment, **aws_environment}
+    on_line(f"$ {shlex.join([*args, image])}  (plus --env for {len(environment)} variables)")
+    for name, value in environment.items():
         args += ["--env", f"{name}={value}"]
-    args += [image]
-    print(f"  $ {shlex.join(args[:6])} ... {image}", flush=True)
+    args.append(image)
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     return _attach(process, on_line)
 
