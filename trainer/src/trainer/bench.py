@@ -283,7 +283,9 @@ def report(results: dict[str, Any], cost_per_hour: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10240, help="synthetic training images (default 10240)")
-    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument(
+        "--json", default=".pushtrain/bench/trainer.json", help="also write the raw results here (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     results = run(args.images)
     print(report(results, TrainConfig().cost_per_hour))
