@@ -30,6 +30,7 @@ from pushtrain_local.terraform import Stack, TerraformModule, rule_targets
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET_KEY = "datasets/cifar-10-python.tar.gz"
+TASK_TIMEOUT_S = 1800  # a demo task takes seconds; this only stops a hung one from hanging the tests
 EXIT_INTERRUPTED = 75  # docs/contracts.md: SIGTERM -> checkpoint -> status interrupted -> 75
 
 
@@ -364,7 +365,11 @@ class Pipeline:
         started = self._start(spec, task_dir)
         if interrupt:
             self._interrupt_after_checkpoint(started, run.run_id)
-        run.exit_code = started.wait()
+        try:
+            run.exit_code = started.wait(timeout=TASK_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            started.process.kill()
+            raise PipelineError(f"task {spec.task_id} ran past {TASK_TIMEOUT_S} s and was killed") from exc
         run.output = started.output
         self.say.info(f"exit code {run.exit_code}")
         reason = (
