@@ -35,28 +35,17 @@ def _load(config: TrainConfig) -> Cifar10Data:
     "argv",
     [
         # short recipes for a few synthetic images, in the default precision (bf16 where the CPU has it);
-        # one thread: on a machine shared with other work, two spinning OpenMP threads slow down tenfold
-        ("--model", "cnn", "--epochs", "6", "--batch-size", "32", "--lr", "0.03", "--threads", "1"),
-        (
-            "--model",
-            "airbench",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "100",
-            "--lr",
-            "0.5",
-            "--limit-train",
-            "1200",
-            "--threads",
-            "1",
-        ),
+        # each reached >= 98.8 % with seeds 0, 1 and 2 (the no-BatchNorm cnn needs the small batch to
+        # leave its initial plateau reliably). One thread: on a machine shared with other work, two
+        # spinning OpenMP threads slow down tenfold.
+        "--model cnn --epochs 6 --batch-size 16 --lr 0.02 --threads 1",
+        "--model airbench --epochs 4 --batch-size 50 --lr 0.2 --limit-train 1200 --threads 1",
     ],
     ids=["cnn", "airbench"],
 )
-def test_model_learns_the_synthetic_dataset_to_90_percent(dataset_dir: Path, argv: tuple[str, ...]) -> None:
+def test_model_learns_the_synthetic_dataset_to_90_percent(dataset_dir: Path, argv: str) -> None:
     # GIVEN a generated dataset and a short recipe
-    config = _config(dataset_dir, *argv)
+    config = _config(dataset_dir, *argv.split())
     session = TrainingSession(config, _load(config))
     # WHEN trained to the end
     assert fit(session)

@@ -212,8 +212,8 @@ def run(images: int) -> dict[str, Any]:
                 }
         # does bf16 hold accuracy? short runs on learnable data, both precisions
         short = {
-            "cnn": ("--epochs", "6", "--batch-size", "32", "--lr", "0.03", "--limit-train", "2000"),
-            "airbench": ("--epochs", "4", "--batch-size", "100", "--lr", "0.5", "--limit-train", "1200"),
+            "cnn": ("--epochs", "6", "--batch-size", "16", "--lr", "0.02", "--limit-train", "2000"),
+            "airbench": ("--epochs", "4", "--batch-size", "50", "--lr", "0.2", "--limit-train", "1200"),
         }
         for model, argv in short.items():
             for precision in ("fp32", "bf16"):
