@@ -60,6 +60,9 @@ def running(region: str) -> Iterator[Emulator]:
     server.start()
     host, port = server.get_host_and_port()
     emulator = Emulator(endpoint=f"http://{host}:{port}", region=region)
+    # moto keeps its backends per process, not per server: a new server in a process that ran
+    # one before (the tests) would otherwise start with the last one's resources.
+    emulator.reset()
     saved = {name: os.environ.get(name) for name in emulator.environment()}
     os.environ.update(emulator.environment())
     try:
