@@ -125,15 +125,14 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
-    sid       = "ListRunsAndModels"
+    # Listing versions and runs, and the difference between "missing" and "forbidden": S3 answers a
+    # read of a missing key (no checkpoint yet, no champion yet) with 404 only to a caller allowed
+    # s3:ListBucket on the bucket, 403 otherwise. No s3:prefix condition: a GetObject carries no
+    # prefix, so a conditional grant would still turn every first run's missing checkpoint into 403.
+    # The bucket holds nothing but pushtrain's own datasets/, runs/ and models/.
+    sid       = "ListArtifacts"
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.this.arn]
-
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["datasets/*", "runs/*", "models/*"]
-    }
   }
 }
 
@@ -228,6 +227,15 @@ data "aws_iam_policy_document" "trigger" {
     sid       = "RunRecords"
     actions   = ["s3:GetObject", "s3:PutObject"]
     resources = ["${aws_s3_bucket.this.arn}/runs/*"]
+  }
+
+  statement {
+    # The trigger reads records that often do not exist yet (a digest's first push, reconcile). S3
+    # answers a missing key with 404 only to a caller allowed s3:ListBucket on the bucket, and with
+    # 403 otherwise, which the trigger must treat as an error. The trigger itself lists nothing.
+    sid       = "TellMissingRecordsFromForbidden"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.this.arn]
   }
 }
 

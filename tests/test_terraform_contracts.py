@@ -60,6 +60,9 @@ S3_ACTIONS = {
 }
 # Client methods boto3 adds that are not API operations, by service.
 TRANSFER_METHODS = {"s3": {"download_file", "download_fileobj", "upload_file", "upload_fileobj"}}
+# S3 answers a read of a missing key with 404 only to a caller allowed s3:ListBucket on the bucket
+# (403 otherwise): code that reads keys which may not exist yet needs it, unconditionally.
+READS_THAT_MAY_MISS = {"s3:GetObject"}
 # Calls that hand the task's roles to ECS: RunTask and RegisterTaskDefinition both need iam:PassRole.
 PASSES_ROLES = {"ecs:RunTask", "ecs:RegisterTaskDefinition"}
 # Creating a task or task definition with tags needs ecs:TagResource as well.
@@ -357,6 +360,8 @@ def expected_trigger_actions() -> tuple[set[str], list[AwsCall]]:
     require_file(TRIGGER_SRC / "aws.py")
     calls = list(boto3_calls(TRIGGER_SRC))
     actions = {action for call in calls for action in iam_actions(call)}
+    if actions & READS_THAT_MAY_MISS:
+        actions.add("s3:ListBucket")
     if actions & PASSES_ROLES:
         actions.add("iam:PassRole")
     if actions & TAGS_ON_CREATE and tags_on_create(TRIGGER_SRC):
@@ -522,7 +527,10 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     keys = [record_key("push-0123456789abcdef0123"), index_key("sha256:" + "0" * 64)]
     # WHEN the trigger's S3 statements are read
     s3_resources = [
-        r for s in statements(stack, "trigger") if any(a.startswith("s3:") for a in s.actions) for r in s.resources
+        r
+        for s in statements(stack, "trigger")
+        if any(a.startswith("s3:") and a != "s3:ListBucket" for a in s.actions)
+        for r in s.resources
     ]
     prefix = "${aws_s3_bucket.this.arn}/"
     assert all(r.startswith(prefix) for r in s3_resources)
@@ -566,7 +574,8 @@ def test_run_task_is_scoped_to_the_trainer_family_on_our_cluster(stack: dict[str
 
 
 def trainer_s3_actions() -> set[str]:
-    return {action for call in boto3_calls(require_file(TRAINER_STORE).parent) for action in iam_actions(call)}
+    actions = {action for call in boto3_calls(require_file(TRAINER_STORE).parent) for action in iam_actions(call)}
+    return actions | {"s3:ListBucket"} if actions & READS_THAT_MAY_MISS else actions
 
 
 def test_task_role_allows_exactly_the_s3_calls_of_the_trainer_store(stack: dict[str, list[Any]]) -> None:
@@ -586,6 +595,17 @@ def test_s3_gateway_endpoint_lets_every_trainer_call_through(stack: dict[str, li
         s for s in statements(stack, "s3_endpoint") if any("starport-layer-bucket" in r for r in s.resources)
     ]
     assert layer_reads and layer_reads[0].actions == ("s3:GetObject",)
+
+
+@pytest.mark.parametrize("document", ["task", "trigger"])
+def test_roles_that_read_missing_keys_may_list_the_bucket_unconditionally(
+    stack: dict[str, list[Any]], document: str
+) -> None:
+    # GIVEN a role whose code reads keys that may not exist yet (a first checkpoint, a run record)
+    listing = [s for s in statements(stack, document) if "s3:ListBucket" in s.actions]
+    # THEN it may list exactly the artifacts bucket, with no condition: S3 decides 404 versus 403 for
+    # a GetObject by that grant, and a GetObject carries no s3:prefix a condition could match
+    assert [(s.resources, s.conditions) for s in listing] == [(("${aws_s3_bucket.this.arn}",), ())]
 
 
 def test_task_role_reads_datasets_and_writes_only_runs_and_models(stack: dict[str, list[Any]]) -> None:

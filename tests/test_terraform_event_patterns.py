@@ -152,8 +152,13 @@ def test_ecr_rule_rejects_events_of_other_sources(rendered: dict[str, Any]) -> N
 # --- Spot interruption -> trigger -----------------------------------------------------------------------
 
 
-def test_spot_rule_matches_our_interrupted_training_task(rendered: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stop_code", ["SpotInterruption", "TerminationNotice"])
+def test_spot_rule_matches_our_interrupted_training_task(rendered: dict[str, Any], stop_code: str) -> None:
+    # GIVEN our training task stopped by a Spot interruption or a Fargate termination notice (both of
+    # which the trigger resumes)
     event = sample("ecs_task_stopped_spot.json")
+    event["detail"]["stopCode"] = stop_code
+    # THEN the rule that resumes runs sees it
     assert matches(rendered["spot-interruption"], event)
 
 
@@ -161,6 +166,7 @@ def test_spot_rule_matches_our_interrupted_training_task(rendered: dict[str, Any
     ("change", "why"),
     [
         ({"stopCode": "EssentialContainerExited"}, "a task that finished was not interrupted"),
+        ({"stopCode": "UserInitiated"}, "a task someone stopped on purpose stays stopped"),
         ({"lastStatus": "DEPROVISIONING"}, "only the final STOPPED event resumes, once"),
         ({"clusterArn": CLUSTER_ARN + "-other"}, "another cluster's tasks are not ours"),
         ({"taskDefinitionArn": FAMILY_PREFIX.rstrip(":") + "-other:3"}, "another family is not the trainer"),

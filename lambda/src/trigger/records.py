@@ -120,7 +120,7 @@ def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
         if code in {"AccessDenied", "403"}:
             raise StoreAccessError(
                 f"s3:GetObject on s3://{bucket}/{key} was denied; if the key does not exist, S3 says so only "
-                "to a role that also has s3:ListBucket on the bucket (prefix runs/)"
+                "to a role that also has s3:ListBucket on the bucket (with no s3:prefix condition)"
             ) from error
         raise
     return json.loads(response["Body"].read()), str(response["ETag"])
