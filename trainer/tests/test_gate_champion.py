@@ -96,6 +96,22 @@ def test_worse_version_leaves_the_champion_untouched(store: Store) -> None:
     assert store.get(champion_key(MODEL)) == before
 
 
+def test_regating_a_superseded_version_with_equal_accuracy_keeps_the_newer_champion(store: Store) -> None:
+    # GIVEN v1 promoted, then superseded by v2 of equal accuracy (margin 0)
+    promote(store, "v1", 0.8)
+    promote(store, "v2", 0.8)
+    before = store.get(champion_key(MODEL))
+    # WHEN v1 is gated again (a resumed run finishing its bookkeeping)
+    decision = promote(store, "v1", 0.8)
+    # THEN it is not promoted again: v2 stays champion and v1 appears once in the history
+    assert not decision.promoted
+    assert "already judged" in decision.reason
+    assert decision.champion_version == "v2"
+    assert store.get(champion_key(MODEL)) == before
+    history = json.loads(before)["history"]
+    assert [entry["version"] for entry in history] == ["v1", "v2"]
+
+
 def test_corrupted_champion_record_is_an_error_not_a_silent_reset(store: Store) -> None:
     store.put(champion_key(MODEL), b"{not json")
     with pytest.raises(GateError, match=r"champion\.json is not a champion record"):

@@ -8,7 +8,9 @@ A version is promoted to `models/<model_name>/champion.json` when both hold:
 The pointer changes by compare-and-swap: read it with its ETag, decide, write with `If-Match`
 (or `If-None-Match: *` when there is no champion yet). When another run moved the pointer in
 between, the write fails, and the decision is taken again against the new champion, so two runs
-finishing together cannot lose an update: the better one ends as champion.
+finishing together cannot lose an update: the better one ends as champion. A version that is
+already in the champion's history was judged before and is never promoted again (a resumed run
+re-gating its version must not demote a newer champion).
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ def promote_if_better(
         current = champion["version"] if champion else None
         if champion is not None and champion["version"] == version:
             return GateDecision(version, accuracy, True, "already champion", version, None)
+        if champion is not None and any(entry.get("version") == version for entry in champion.get("history", [])):
+            # Promoted before and superseded since: the gate already ran for this version (a
+            # resumed run re-gating it must not demote the newer champion).
+            reason = f"already judged: promoted before, since superseded by {current}"
+            log.info("gate: %s stays published, not promoted again: %s", version, reason)
+            return GateDecision(version, accuracy, False, reason, current, None)
         promote, reason = judge(accuracy, champion, floor, margin)
         if not promote:
             log.info("gate: %s stays published, not promoted: %s", version, reason)
