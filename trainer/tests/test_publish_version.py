@@ -22,7 +22,7 @@ from trainer.publish import (
     run_id_of_version,
 )
 from trainer.registry import published_versions
-from trainer.store import LocalStore, Store, StoreError
+from trainer.store import LocalStore, PreconditionFailed, Store, StoreError
 
 RUNS_MD = Path(__file__).resolve().parents[1] / "RUNS.md"
 RUN_ID = "push-0123456789abcdef0123"
@@ -174,4 +174,49 @@ def test_a_publish_that_fails_midway_leaves_no_visible_version(config: TrainConf
         )
     # THEN files written before the failure exist, but no version is listed
     assert store.list("models/cifar10/")
+    assert published_versions(store, "cifar10") == []
+
+
+class LostResponseStore(LocalStore):
+    """A local store where every create-only write commits, then answers 412.
+
+    That is what an SDK retry sees when the first PUT committed but its response was lost.
+    """
+
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        super().put(key, data, if_none_match=if_none_match, if_match=if_match)
+        if if_none_match:
+            raise PreconditionFailed(self.uri_of(key), "If-None-Match: * (retry after a lost response)")
+        return self._etag(data)
+
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+        etag = super().upload_file(path, key, if_none_match=if_none_match)
+        if if_none_match:
+            raise PreconditionFailed(self.uri_of(key), "If-None-Match: * (retry after a lost response)")
+        return etag
+
+
+def test_create_only_write_retried_after_a_lost_response_still_publishes(config: TrainConfig) -> None:
+    # GIVEN a store where each create-only write commits, then its retry is refused with 412
+    store = LostResponseStore(Path(config.store_uri))
+    version = new_version_id(RUN_ID, NOW)
+    # WHEN the version is published
+    published = publish_version(store, config, run_id=RUN_ID, version=version, outcome=make_outcome(), now=NOW)
+    # THEN the refusals are recognised as our own writes: the version is complete and listed
+    assert published_versions(store, "cifar10") == [version]
+    assert json.loads(store.get(f"models/cifar10/{version}/{MANIFEST}")) == published.manifest
+
+
+def test_other_bytes_already_at_a_version_file_are_a_conflict_not_overwritten(
+    store: Store, config: TrainConfig
+) -> None:
+    # GIVEN another writer's metrics.json already under the version
+    version = new_version_id(RUN_ID, NOW)
+    key = f"models/cifar10/{version}/metrics.json"
+    store.put(key, b'{"accuracy": 0.1}\n')
+    # WHEN the version is published
+    with pytest.raises(VersionExistsError, match=r"metrics\.json.*never overwritten"):
+        publish_version(store, config, run_id=RUN_ID, version=version, outcome=make_outcome(), now=NOW)
+    # THEN that file is left as it was and the version never becomes visible
+    assert store.get(key) == b'{"accuracy": 0.1}\n'
     assert published_versions(store, "cifar10") == []

@@ -17,7 +17,9 @@ A version holds:
 
 Every file is written create-only (`If-None-Match: *`), the manifest last: the manifest is the
 commit point, and listings show only versions that have one. A crash midway leaves invisible
-files, never a half-visible version; an existing version is never overwritten.
+files, never a half-visible version; an existing version is never overwritten. A create-only
+write refused because the object exists is accepted only when the object holds exactly the bytes
+being published (an SDK retry of a PUT that committed but lost its response).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.metrics import EpochResult, EvalResult, plot_curves
-from trainer.store import PreconditionFailed, Store
+from trainer.store import NotFound, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +271,26 @@ def build_manifest(
 # --- publishing -------------------------------------------------------------------------------
 
 
+def _accept_if_identical(store: Store, key: str, sha256: str, refused: PreconditionFailed) -> None:
+    """A create-only write found the object already there: fine if it holds our bytes, else refuse.
+
+    The SDK retries a PUT whose response was lost; when the first try committed, the retry's
+    `If-None-Match: *` fails although the object is exactly ours. Anything else at the key is
+    another writer's: versions are never overwritten.
+    """
+    try:
+        existing = hashlib.sha256(store.get(key)).hexdigest()
+    except NotFound:
+        existing = None  # refused, yet gone: not ours to reason about
+    if existing == sha256:
+        log.info("%s already holds the bytes being published (an earlier try committed); keeping it", refused.uri)
+        return
+    raise VersionExistsError(
+        f"version {store.uri_of(key.rpartition('/')[0] + '/')} already has files ({refused.uri} holds sha256 "
+        f"{existing or 'unknown'}, not the {sha256} being published); versions are never overwritten"
+    ) from refused
+
+
 def publish_version(
     store: Store, config: TrainConfig, *, run_id: str, version: str, outcome: TrainingOutcome, now: datetime
 ) -> PublishedVersion:
@@ -292,14 +314,16 @@ def publish_version(
     }
 
     # 2. upload them create-only, then the manifest: the version becomes visible in one write
-    try:
-        for name in VERSION_FILES:
+    for name in VERSION_FILES:
+        try:
             store.upload_file(folder / name, prefix + name, if_none_match=True)
-        store.put(prefix + MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n", if_none_match=True)
+        except PreconditionFailed as exc:
+            _accept_if_identical(store, prefix + name, manifest["files"][name]["sha256"], exc)
+    body = json.dumps(manifest, indent=2).encode() + b"\n"
+    try:
+        store.put(prefix + MANIFEST, body, if_none_match=True)
     except PreconditionFailed as exc:
-        raise VersionExistsError(
-            f"version {store.uri_of(prefix)} already has files ({exc.uri}); versions are never overwritten"
-        ) from exc
+        _accept_if_identical(store, prefix + MANIFEST, hashlib.sha256(body).hexdigest(), exc)
     log.info("published %s (accuracy %.4f)", store.uri_of(prefix), outcome.evaluation.accuracy)
     return PublishedVersion(config.model_name, version, store.uri_of(prefix), manifest)
 
