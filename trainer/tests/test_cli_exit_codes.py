@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from trainer.__main__ import record_invalid_config
+from trainer.config import ConfigError
+from trainer.runstate import new_record, read_status, status_key
+from trainer.store import LocalStore
 
 from trainer import synth
 
@@ -77,3 +82,74 @@ def test_unknown_command_exits_2(tmp_path: Path) -> None:
     result = _trainer(["fly"], {}, tmp_path)
     assert result.returncode == EXIT_INVALID_CONFIG
     assert "fly" in result.stderr
+
+
+RUN_ID = "retrain-12345-abcdef12"
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/pushtrain/0123"
+
+
+def _queued_by_trigger(store: LocalStore) -> None:
+    record = new_record(RUN_ID, now="2026-11-25T19:00:00Z", source="retrain", task_arn=TASK_ARN, params={"epochs": 0})
+    store.put(status_key(RUN_ID), json.dumps(record).encode(), if_none_match=True)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"), [({"TRAINER_EPOCHS": "0"}, "epochs"), ({"TRAINER_MODEL": "x"}, "model")], ids=["epochs", "model"]
+)
+def test_invalid_retrain_request_marks_its_queued_run_failed_and_exits_2(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    # GIVEN a run the trigger queued, started with an invalid parameter
+    store = LocalStore(tmp_path / "store")
+    _queued_by_trigger(store)
+    run_env = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root), "TRAINER_ATTEMPT": "2", **env}
+    # WHEN the trainer starts
+    result = _trainer(["train"], run_env, tmp_path)
+    # THEN it exits 2 and the record says failed, why, and which attempt, keeping the trigger's fields
+    assert result.returncode == EXIT_INVALID_CONFIG, result.stderr
+    record = read_status(store, RUN_ID)
+    assert record is not None
+    assert (record["state"], record["attempt"]) == ("failed", 2)
+    assert named in record["reason"]
+    assert (record["source"], record["task_arn"], record["params"]) == ("retrain", TASK_ARN, {"epochs": 0})
+    assert [entry["state"] for entry in record["history"]] == ["failed"]
+
+
+def test_unwritable_store_still_exits_2_with_the_configuration_error(tmp_path: Path) -> None:
+    # GIVEN an invalid setting and a store that cannot hold a record (its root is a file)
+    (tmp_path / "not-a-folder").write_text("")
+    run_env = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(tmp_path / "not-a-folder"), "TRAINER_EPOCHS": "0"}
+    # WHEN the trainer starts
+    result = _trainer(["train"], run_env, tmp_path)
+    # THEN the failed record update is logged, and the configuration error still decides the exit code
+    assert result.returncode == EXIT_INVALID_CONFIG, result.stderr
+    assert "'epochs'" in result.stderr
+    assert "cannot record its failure" in result.stderr
+
+
+def test_invalid_configuration_never_marks_a_succeeded_run_failed(tmp_path: Path) -> None:
+    # GIVEN a run that already succeeded
+    store = LocalStore(tmp_path / "store")
+    record = new_record(RUN_ID, now="2026-11-25T19:00:00Z", source="push", state="succeeded", version="v1")
+    store.put(status_key(RUN_ID), json.dumps(record).encode())
+    before = store.get(status_key(RUN_ID))
+    # WHEN a duplicate start of it has an invalid configuration
+    environ = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root)}
+    record_invalid_config(environ, ConfigError("epochs", "must be at least 1, got 0"))
+    # THEN the record is left as it was
+    assert store.get(status_key(RUN_ID)) == before
+
+
+def test_unparsable_attempt_keeps_the_records_attempt(tmp_path: Path) -> None:
+    # GIVEN a queued record at attempt 3 and TRAINER_ATTEMPT that is not a number
+    store = LocalStore(tmp_path / "store")
+    record = new_record(RUN_ID, now="2026-11-25T19:00:00Z", source="spot-resume", attempt=3)
+    store.put(status_key(RUN_ID), json.dumps(record).encode())
+    environ = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root), "TRAINER_ATTEMPT": "three"}
+    # WHEN the invalid configuration is recorded
+    record_invalid_config(environ, ConfigError("model", "unknown model 'x'"))
+    # THEN the run is failed at its own attempt, naming the setting
+    after = read_status(store, RUN_ID)
+    assert after is not None
+    assert (after["state"], after["attempt"]) == ("failed", 3)
+    assert "'model'" in after["reason"]

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainer.config import ConfigError, TrainConfig, load_config, settings_help
 
@@ -41,9 +41,47 @@ def train(argv: Sequence[str]) -> int:
         config = load_config(argv, os.environ)
     except ConfigError as err:
         print(f"trainer: {err}", file=sys.stderr)
+        record_invalid_config(os.environ, err)
         return EXIT_INVALID_CONFIG
     log.info("configuration %s", json.dumps(config.to_dict(), sort_keys=True))
     return _run(config)
+
+
+def record_invalid_config(environ: Mapping[str, str], err: ConfigError) -> None:
+    """Best effort: mark the run `failed` with the reason, so a started task never leaves it `queued`.
+
+    The configuration is invalid, so the run id, store and attempt are read raw from the
+    environment; without a run id and a store there is no record to update. A failure here is
+    logged and swallowed: the configuration error is what the caller reports (exit 2).
+    """
+    run_id, store_uri = environ.get("TRAINER_RUN_ID", ""), environ.get("TRAINER_STORE_URI", "")
+    if not run_id or not store_uri:
+        return
+    raw_attempt = environ.get("TRAINER_ATTEMPT", "")
+    attempt = int(raw_attempt) if raw_attempt.isdigit() and int(raw_attempt) >= 1 else None
+    reason = str(err)
+    try:
+        from trainer import runstate
+        from trainer.store import open_store
+
+        store = open_store(store_uri)
+        record = runstate.read_status(store, run_id)
+        if record is not None and record.get("state") == "succeeded":
+            log.warning("run %s already succeeded; not marking it failed for: %s", run_id, reason)
+            return
+        runstate.set_state(
+            store,
+            run_id,
+            "failed",
+            attempt=attempt,
+            reason=reason,
+            create=lambda: runstate.new_record(run_id, now=runstate.utc_now(), source="manual"),
+        )
+    except Exception as exc:  # noqa: BLE001 -- best effort: whatever breaks here must not mask the config error
+        # the cause is the message; a traceback would bury the configuration error
+        log.error("run %s: cannot record its failure in %s: %s: %s", run_id, store_uri, type(exc).__name__, exc)  # noqa: TRY400
+        return
+    log.info("run %s: failed (%s)", run_id, reason)
 
 
 def _run(config: TrainConfig) -> int:

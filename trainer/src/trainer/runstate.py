@@ -123,12 +123,15 @@ def set_state(
     run_id: str,
     state: str,
     *,
-    attempt: int,
+    attempt: int | None,
     reason: str | None = None,
     version: str | None = None,
     create: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Move the run to state (appending to its history), keeping every field the trainer does not own."""
+    """Move the run to state (appending to its history), keeping every field the trainer does not own.
+
+    attempt None keeps the record's attempt (1 for a new record).
+    """
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; want one of {STATES}")
     if reason is not None and len(reason) > MAX_REASON_CHARS:
@@ -136,12 +139,13 @@ def set_state(
 
     def change(record: dict[str, Any]) -> None:
         now = utc_now()
+        number = attempt if attempt is not None else int(record.get("attempt") or 1)
         record["state"] = state
-        record["attempt"] = attempt
+        record["attempt"] = number
         record["reason"] = reason
         if version is not None:
             record["version"] = version
         record["updated_at"] = now
-        record.setdefault("history", []).append({"at": now, "state": state, "attempt": attempt, "reason": reason})
+        record.setdefault("history", []).append({"at": now, "state": state, "attempt": number, "reason": reason})
 
     return update_status(store, run_id, change, create=create)
