@@ -82,6 +82,7 @@ def test_plan_without_changes_succeeds_and_reports_exit_code_0(workspace: Path) 
     assert fakes.calls("tfcmt")[0][:4] == ["-var", "target:terraform", "plan", "-patch"]
     plan = fakes.calls("terraform")[3]
     assert "-detailed-exitcode" in plan
+    assert "-lock-timeout=10m" in plan  # waits for an apply holding the state lock instead of failing
     assert f"-out={workspace / 'tfplan-abc123'}" in plan
     assert "no changes" in (workspace / "step_summary").read_text()
 
@@ -167,6 +168,7 @@ def test_apply_runs_through_tfcmt_apply_with_auto_approve(workspace: Path) -> No
     apply = fakes.calls("terraform")[3]
     assert apply[0] == "apply"
     assert "-auto-approve" in apply
+    assert "-lock-timeout=10m" in apply  # waits for a plan or drift check holding the state lock
     assert apply[-1] == "-destroy"
     assert read_outputs(workspace / "github_output") == {"exit-code": "0"}
 

@@ -177,7 +177,7 @@ def statements(root: dict[str, list[Any]], document: str) -> list[Statement]:
                 sid=unquote(raw.get("sid", '""')),
                 effect=unquote(raw.get("effect", '"Allow"')),
                 actions=tuple(actions),
-                resources=tuple(str(unquote(r)) for r in raw.get("resources", [])),
+                resources=tuple(str(unquote(r)) for r in _as_list(raw.get("resources", []))),
                 conditions=tuple(
                     (unquote(c["test"]), unquote(c["variable"]), tuple(unquote(v) for v in _as_list(c["values"])))
                     for c in raw.get("condition", [])
@@ -756,9 +756,28 @@ def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap:
     )
 
 
-@pytest.mark.parametrize("document", ["image", "retrain"])
-def test_ci_roles_for_images_and_retrain_name_every_action(bootstrap: dict[str, list[Any]], document: str) -> None:
-    assert [a for a in allowed_actions(bootstrap, document) if "*" in a] == []
+@pytest.mark.parametrize("document", ["plan", "apply", "image", "retrain"])
+def test_ci_roles_name_every_action(bootstrap: dict[str, list[Any]], document: str) -> None:
+    # No service-wide or prefix wildcards ("ecr:*", "s3:Get*"): every action a CI role may take is named.
+    actions = allowed_actions(bootstrap, document)
+    assert actions
+    assert [a for a in actions if "*" in a] == []
+
+
+def test_plan_role_can_refresh_the_artifacts_bucket(bootstrap: dict[str, list[Any]]) -> None:
+    # GIVEN the provider reads an aws_s3_bucket with HeadBucket, which needs s3:ListBucket on it
+    reads = [s for s in statements(bootstrap, "plan") if "s3:ListBucket" in s.actions]
+    # THEN the plan role may list the artifacts bucket, not only the state bucket (or every plan after
+    # the first apply fails with 403)
+    assert any("${local.stack_resources}" in s.resources for s in reads)
+    assert "s3_artifacts" in (BOOTSTRAP / "main.tf").read_text(encoding="utf-8").split("stack_resources_by_service")[1]
+
+
+def test_route53_association_is_not_conditioned_on_the_stack_region(bootstrap: dict[str, list[Any]]) -> None:
+    # Route 53 is global: a region condition on its calls would deny private DNS outside us-east-1
+    for s in statements(bootstrap, "apply"):
+        if "route53:AssociateVPCWithHostedZone" in s.actions:
+            assert all(variable != "aws:RequestedRegion" for _, variable, _ in s.conditions), s.sid
 
 
 def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[Any]]) -> None:

@@ -47,6 +47,10 @@ done <<<"${TF_BACKEND_CONFIG:-}"
 
 cd "$workdir"
 
+# Plans (pull requests, drift) and applies take the same S3 state lock from different concurrency
+# groups: wait for the other one instead of failing at once on "Error acquiring the state lock".
+lock_timeout="10m"
+
 echo "::group::terraform init ($workdir)"
 terraform init -input=false -no-color "${init_args[@]}"
 echo "::endgroup::"
@@ -76,7 +80,7 @@ run_terraform() {
 if [[ "$command" == "plan" ]]; then
   echo "::group::terraform plan ($workdir)"
   set +e
-  run_terraform plan -input=false -no-color -detailed-exitcode -out="$plan_file" "${extra_args[@]}"
+  run_terraform plan -input=false -no-color -lock-timeout="$lock_timeout" -detailed-exitcode -out="$plan_file" "${extra_args[@]}"
   code=$?
   set -e
   echo "::endgroup::"
@@ -102,7 +106,7 @@ if [[ "$command" == "plan" ]]; then
 else
   echo "::group::terraform apply ($workdir)"
   set +e
-  run_terraform apply -input=false -no-color -auto-approve "${extra_args[@]}"
+  run_terraform apply -input=false -no-color -lock-timeout="$lock_timeout" -auto-approve "${extra_args[@]}"
   code=$?
   set -e
   echo "::endgroup::"
