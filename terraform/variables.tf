@@ -198,13 +198,13 @@ variable "log_retention_days" {
 }
 
 variable "checkpoint_expiration_days" {
-  description = "Days after which objects under runs/ (checkpoints and run records) expire from the artifacts bucket."
+  description = "Days after which objects under runs/ (checkpoints and run records) expire from the artifacts bucket. At least 8: the scheduled reconcile looks 7 days back and starts every image without a run record, so a shorter expiry would train those images again."
   type        = number
   default     = 30
 
   validation {
-    condition     = var.checkpoint_expiration_days >= 1 && floor(var.checkpoint_expiration_days) == var.checkpoint_expiration_days
-    error_message = "The checkpoint_expiration_days must be a whole number of at least 1."
+    condition     = var.checkpoint_expiration_days >= 8 && floor(var.checkpoint_expiration_days) == var.checkpoint_expiration_days
+    error_message = "The checkpoint_expiration_days must be a whole number of at least 8 (longer than the reconcile's 7-day look-back, or expired run records would be trained again)."
   }
 }
 

@@ -76,6 +76,7 @@ def test_task_sizes_fargate_rejects_fail_the_plan_with_the_rule_message(stack_va
         ("availability_zone_suffixes", '["a", "a"]', "two different single letters"),
         ("reconcile_schedule", "every 6 hours", "EventBridge schedule expression"),
         ("lambda_reserved_concurrency", "0", "null or a whole number of at least 1"),
+        ("checkpoint_expiration_days", "7", "at least 8"),
     ],
 )
 def test_invalid_stack_settings_fail_the_plan_naming_the_setting(
@@ -120,3 +121,16 @@ def test_bootstrap_rejects_anything_but_owner_slash_repository(bootstrap_vars: A
     code, output = plan(bootstrap_vars, github_repository=repository)
     assert code != 0
     assert "must be" in output and "owner/name" in output
+
+
+def test_run_records_outlive_the_scheduled_reconcile_window(stack_vars: Any) -> None:
+    # GIVEN the trigger's scheduled reconcile, which starts every recent image that has no run record
+    from trigger.handler import SCHEDULED_RECONCILE_WINDOW
+
+    # WHEN run records expire one day after that window, and on its last day
+    days = SCHEDULED_RECONCILE_WINDOW.days
+    longer, code_longer = days + 1, plan(stack_vars, checkpoint_expiration_days=str(days + 1))[0]
+    shorter, code_shorter = days, plan(stack_vars, checkpoint_expiration_days=str(days))[0]
+    # THEN only the expiry that outlives the window is accepted (a shorter one would train images again)
+    assert code_longer == 0, f"checkpoint_expiration_days={longer} was rejected"
+    assert code_shorter != 0, f"checkpoint_expiration_days={shorter} was accepted"
