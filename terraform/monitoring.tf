@@ -35,8 +35,10 @@ data "aws_iam_policy_document" "notifications_key" {
   }
 
   statement {
+    # SNS calls GenerateDataKey (and Decrypt) on the publisher's behalf; AWS's examples write
+    # "GenerateDataKey*", which would also allow the key-pair and no-plaintext variants nobody uses.
     sid       = "PublishersEncrypt"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = ["*"]
 
     principals {
