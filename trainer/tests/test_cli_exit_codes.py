@@ -140,12 +140,13 @@ def test_invalid_configuration_never_marks_a_succeeded_run_failed(tmp_path: Path
     assert store.get(status_key(RUN_ID)) == before
 
 
-def test_unparsable_attempt_keeps_the_records_attempt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("raw_attempt", ["three", "²", "0", ""])
+def test_unparsable_attempt_keeps_the_records_attempt(tmp_path: Path, raw_attempt: str) -> None:
     # GIVEN a queued record at attempt 3 and TRAINER_ATTEMPT that is not a number
     store = LocalStore(tmp_path / "store")
     record = new_record(RUN_ID, now="2026-11-25T19:00:00Z", source="spot-resume", attempt=3)
     store.put(status_key(RUN_ID), json.dumps(record).encode())
-    environ = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root), "TRAINER_ATTEMPT": "three"}
+    environ = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root), "TRAINER_ATTEMPT": raw_attempt}
     # WHEN the invalid configuration is recorded
     record_invalid_config(environ, ConfigError("model", "unknown model 'x'"))
     # THEN the run is failed at its own attempt, naming the setting

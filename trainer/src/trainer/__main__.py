@@ -58,7 +58,7 @@ def record_invalid_config(environ: Mapping[str, str], err: ConfigError) -> None:
     if not run_id or not store_uri:
         return
     raw_attempt = environ.get("TRAINER_ATTEMPT", "")
-    attempt = int(raw_attempt) if raw_attempt.isdigit() and int(raw_attempt) >= 1 else None
+    attempt = int(raw_attempt) if raw_attempt.isascii() and raw_attempt.isdecimal() and int(raw_attempt) >= 1 else None
     reason = str(err)
     try:
         from trainer import runstate
