@@ -11,6 +11,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from trigger.errors import ConfigError
+
 # Adaptive retry mode: botocore backs off on throttling (and rate-limits itself client-side); RunTask
 # adds its own bounded retry on top (trigger.ecs), since a start must not be lost to a busy account.
 # Budget: 4 botocore attempts back off at most ~14 s; times 3 RunTask tries (+3 s of our own backoff)
@@ -28,15 +30,32 @@ class Clients:
     ecr: Any
 
 
+CONDITIONAL_WRITE_MEMBERS = ("IfMatch", "IfNoneMatch")
+
+
+def require_conditional_writes(s3: Any, botocore_version: str) -> None:
+    """Fail at cold start unless this botocore can send S3 conditional writes (If-Match / If-None-Match).
+
+    Exactly-once starts depend on them, and the runtime's bundled boto3 is not pinned by us: an old
+    botocore would reject (or, worse, a hand-patched one drop) the parameters on every write.
+    """
+    members = s3.meta.service_model.operation_model("PutObject").input_shape.members
+    missing = [name for name in CONDITIONAL_WRITE_MEMBERS if name not in members]
+    if missing:
+        raise ConfigError(
+            f"botocore {botocore_version} has no S3 PutObject {' / '.join(missing)}: the trigger needs S3 "
+            "conditional writes (botocore 1.35.x from late 2024 or newer); use a newer Lambda Python runtime"
+        )
+
+
 @functools.cache
 def default_clients() -> Clients:
     """The container's clients, built once (credentials and region from the Lambda environment)."""
     import boto3
+    import botocore
     from botocore.config import Config as BotoConfig
 
     config = BotoConfig(retries=RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
-    return Clients(
-        ecs=boto3.client("ecs", config=config),
-        s3=boto3.client("s3", config=config),
-        ecr=boto3.client("ecr", config=config),
-    )
+    s3 = boto3.client("s3", config=config)
+    require_conditional_writes(s3, botocore.__version__)
+    return Clients(ecs=boto3.client("ecs", config=config), s3=s3, ecr=boto3.client("ecr", config=config))

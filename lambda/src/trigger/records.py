@@ -9,6 +9,7 @@ the trainer writes the same object (running, interrupted, succeeded, failed).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,12 @@ SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed")
 SOURCES = ("push", "retrain", "spot-resume", "reconcile")
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+# S3 may answer a conditional write racing another one with 409 instead of 412: the outcome of the
+# other write is not known yet, so an update re-reads, and a create backs off and looks again.
+CONDITIONAL_CONFLICT = {"ConditionalRequestConflict", "409"}
+_LOST_RACE = _PRECONDITION_FAILED | CONDITIONAL_CONFLICT
+_CREATE_TRIES = 4
+CONFLICT_BACKOFF_S = 0.2  # seconds, doubled per try: 0.2 + 0.4 + 0.8 at most
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}  # NotFound: what a HEAD would say
 _UPDATE_TRIES = 4
 
@@ -80,7 +87,8 @@ def spec_of(record: Record) -> RunSpec:
     )
 
 
-def _error_code(error: ClientError) -> str:
+def error_code(error: ClientError) -> str:
+    """The code of an AWS error ("PreconditionFailed", "409", ...)."""
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
@@ -88,21 +96,30 @@ def _body(record: Record) -> bytes:
     return json.dumps(record, indent=2, sort_keys=True).encode()
 
 
-def create_record(s3: Any, bucket: str, record: Record) -> str | None:
-    """Create the record unless one exists; return its ETag, or None when it already existed."""
-    try:
-        response = s3.put_object(
-            Bucket=bucket,
-            Key=record_key(record["run_id"]),
-            Body=_body(record),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-    except ClientError as error:
-        if _error_code(error) in _PRECONDITION_FAILED:
-            return None
-        raise
-    return str(response["ETag"])
+def create_record(s3: Any, bucket: str, record: Record, *, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Create the record unless one exists; return its ETag, or None when it already existed.
+
+    A 409 (a concurrent conditional write in flight) backs off and reads: a record there now is a
+    duplicate (None); none means the other write did not land, so the create is tried again.
+    """
+    key = record_key(record["run_id"])
+    for attempt in range(_CREATE_TRIES):
+        try:
+            response = s3.put_object(
+                Bucket=bucket, Key=key, Body=_body(record), ContentType="application/json", IfNoneMatch="*"
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code in _PRECONDITION_FAILED:
+                return None
+            if code not in CONDITIONAL_CONFLICT:
+                raise
+            sleep(CONFLICT_BACKOFF_S * 2**attempt)
+            if get_json(s3, bucket, key) is not None:
+                return None
+            continue
+        return str(response["ETag"])
+    raise RecordConflictError(f"s3://{bucket}/{key}: {_CREATE_TRIES} creates answered 409 ConditionalRequestConflict")
 
 
 def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
@@ -114,7 +131,7 @@ def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        code = _error_code(error)
+        code = error_code(error)
         if code in _NOT_FOUND:
             return None
         if code in {"AccessDenied", "403"}:
@@ -150,7 +167,7 @@ def update_record(
 ) -> tuple[Record, str] | None:
     """Compare-and-swap: apply `change` to the current record and write it with If-Match.
 
-    `change` returns the new record, or None to leave it as it is. On a lost race (412) the record is
+    `change` returns the new record, or None to leave it as it is. On a lost race (412 or 409) the record is
     read again and `change` applied to the fresh copy. Returns what was written and its new ETag, or
     None when `change` left the record as it was.
     """
@@ -174,9 +191,9 @@ def update_record(
                 IfMatch=etag,
             )
         except ClientError as error:
-            if _error_code(error) not in _PRECONDITION_FAILED:
+            if error_code(error) not in _LOST_RACE:
                 raise
-            current = None  # someone else wrote in between: read again and re-apply
+            current = None  # someone else wrote in between (412) or is writing (409): read again and re-apply
             continue
         return changed, str(response["ETag"])
     raise RecordConflictError(f"s3://{bucket}/{record_key(run_id)} changed {_UPDATE_TRIES} times while being updated")

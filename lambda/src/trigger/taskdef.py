@@ -16,7 +16,8 @@ the winner's and its own copy stays unused.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,11 +25,12 @@ from botocore.exceptions import ClientError
 
 from trigger.config import Config
 from trigger.errors import TaskDefinitionError
-from trigger.records import get_json, timestamp
+from trigger.records import CONDITIONAL_CONFLICT, CONFLICT_BACKOFF_S, error_code, get_json, timestamp
 from trigger.runs import TAG_PREFIX
 
 INDEX_PREFIX = "runs/_taskdefs/"
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+_WRITE_TRIES = 4
 
 
 def index_key(digest: str) -> str:
@@ -88,9 +90,21 @@ def _read_index(s3: Any, bucket: str, digest: str) -> tuple[str, str] | None:
 
 
 def _write_index(
-    s3: Any, bucket: str, digest: str, *, arn: str, base_arn: str, now: datetime, etag: str | None
+    s3: Any,
+    bucket: str,
+    digest: str,
+    *,
+    arn: str,
+    base_arn: str,
+    now: datetime,
+    etag: str | None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Write the index (create, or replace the version we read); False when another writer won."""
+    """Write the index (create, or replace the version we read); False when another writer won.
+
+    A 409 (a concurrent conditional write in flight) backs off and reads: an index that now exists
+    (or no longer has the ETag we read) means another writer won; otherwise the write is tried again.
+    """
     body = {
         "image_digest": digest,
         "task_definition_arn": arn,
@@ -98,22 +112,35 @@ def _write_index(
         "registered_at": timestamp(now),
     }
     condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-    try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=index_key(digest),
-            Body=json.dumps(body, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-            **condition,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _PRECONDITION_FAILED:
-            return False
-        raise
-    return True
+    for attempt in range(_WRITE_TRIES):
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=index_key(digest),
+                Body=json.dumps(body, indent=2, sort_keys=True).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as error:
+            code = error_code(error)
+            if code in _PRECONDITION_FAILED:
+                return False
+            if code not in CONDITIONAL_CONFLICT:
+                raise
+            sleep(CONFLICT_BACKOFF_S * 2**attempt)
+            now_there = _read_index(s3, bucket, digest)
+            if (now_there[1] if now_there else None) != etag:
+                return False
+            continue
+        return True
+    raise TaskDefinitionError(
+        f"s3://{bucket}/{index_key(digest)}: {_WRITE_TRIES} writes answered 409 ConditionalRequestConflict"
+    )
 
 
-def ensure_pinned_revision(ecs: Any, s3: Any, config: Config, digest: str, now: datetime) -> tuple[str, bool]:
+def ensure_pinned_revision(
+    ecs: Any, s3: Any, config: Config, digest: str, now: datetime, *, sleep: Callable[[float], None] = time.sleep
+) -> tuple[str, bool]:
     """The ARN of the revision that runs `digest`, registering it on first sight: (arn, registered)."""
     image = pinned_image(config.repository_uri, digest)
     index = _read_index(s3, config.bucket, digest)
@@ -126,7 +153,8 @@ def ensure_pinned_revision(ecs: Any, s3: Any, config: Config, digest: str, now: 
     request = pinned_copy(base, config.container_name, image, digest, accepted_fields(ecs))
     arn = ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
     base_arn = str(base.get("taskDefinitionArn"))
-    if _write_index(s3, config.bucket, digest, arn=arn, base_arn=base_arn, now=now, etag=index[1] if index else None):
+    etag = index[1] if index else None
+    if _write_index(s3, config.bucket, digest, arn=arn, base_arn=base_arn, now=now, etag=etag, sleep=sleep):
         return arn, True
     winner = _read_index(s3, config.bucket, digest)
     if winner is None:
