@@ -3,7 +3,8 @@
 #
 # 1. ECR push SUCCESS of our repository -> trigger (train the pushed digest)
 # 2. a training task stopped by a Fargate Spot interruption -> trigger (resume the same run)
-# 3. a training task that failed (exit code not 0 and not 75 = interrupted, or never started) -> SNS
+# 3. a training task that failed (exit code not 0 and not 75 = interrupted, or never started) -> SNS,
+#    and -> trigger (mark the run's record `failed`: a task that never started or was killed cannot)
 # 4. a schedule -> trigger (reconcile: start the pushes of the last week whose event never arrived;
 #    ECR delivers its events on a best-effort basis)
 
@@ -100,6 +101,7 @@ resource "aws_lambda_permission" "events" {
   for_each = {
     ecr_push          = aws_cloudwatch_event_rule.ecr_push.arn
     spot_interruption = aws_cloudwatch_event_rule.spot_interruption.arn
+    training_failed   = aws_cloudwatch_event_rule.training_failed.arn
     reconcile         = aws_cloudwatch_event_rule.reconcile.arn
   }
 
@@ -132,6 +134,23 @@ resource "aws_cloudwatch_event_target" "training_failed" {
     }
     input_template = "\"pushtrain: training task <task> (started by <startedBy>) stopped: <stopCode>, exit code <exitCode>, reason: <reason>. The run record is under runs/ in the artifacts bucket.\""
   }
+
+  retry_policy {
+    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
+    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.events_dlq.arn
+  }
+}
+
+# The same rule also reaches the trigger, which records the run as `failed` (guarded on its attempt):
+# a task that never started or was killed cannot write that itself, and a run left `queued`/`running`
+# would make every later push of its digest a duplicate.
+resource "aws_cloudwatch_event_target" "training_failed_trigger" {
+  rule = aws_cloudwatch_event_rule.training_failed.name
+  arn  = aws_lambda_function.this.arn
 
   retry_policy {
     maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds

@@ -788,21 +788,25 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
 
 
 def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
-    # The push, Spot and reconcile rules go to the Lambda (which lets them invoke it), failures to SNS;
-    # each target has a retry policy and a dead-letter queue, and each rule a FailedInvocations alarm.
+    # The push, Spot and reconcile rules go to the Lambda (which lets them invoke it), failures to SNS
+    # and to the Lambda (which records the run failed); each target has a retry policy and a
+    # dead-letter queue, and each rule a FailedInvocations alarm.
     wiring = {
         "ecr_push": "aws_lambda_function.this.arn",
         "spot_interruption": "aws_lambda_function.this.arn",
         "training_failed": "aws_sns_topic.this.arn",
         "reconcile": "aws_lambda_function.this.arn",
     }
-    for rule, target in wiring.items():
-        body = block(stack, "resource", "aws_cloudwatch_event_target", rule)
+    targets = {name: (name, target) for name, target in wiring.items()}
+    targets["training_failed_trigger"] = ("training_failed", "aws_lambda_function.this.arn")
+    for name, (rule, target) in targets.items():
+        body = block(stack, "resource", "aws_cloudwatch_event_target", name)
+        assert body["rule"] == "${aws_cloudwatch_event_rule." + rule + ".name}"
         assert body["arn"] == "${" + target + "}"
         assert body["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.events_dlq.arn}"
         assert body["retry_policy"]
     permitted = set(block(stack, "resource", "aws_lambda_permission", "events")["for_each"].values())
-    lambda_rules = {rule for rule, target in wiring.items() if target.startswith("aws_lambda_function")}
+    lambda_rules = {rule for rule, target in targets.values() if target.startswith("aws_lambda_function")}
     assert {
         rule for rule in lambda_rules if "${aws_cloudwatch_event_rule." + rule + ".arn}" in permitted
     } == lambda_rules

@@ -41,6 +41,11 @@ from trigger.runs import RunSpec, push_run_id, retrain_run_id
 from trigger.taskdef import ensure_pinned_revision
 
 RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
+FINAL_STATES = frozenset({"succeeded", "failed"})
+# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
+# was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a person stopped it,
+# and a retrain request trains it again).
+NOT_FAILURE_EXIT_CODES = frozenset({0, 75})
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Outcome:
     """One decision about one run: what was decided and what it led to (logged as one JSON line)."""
 
     decision: str  # start | resume | reconcile
-    outcome: str  # started | retried-start | duplicate | no-restart | ignored | would-start
+    outcome: str  # started | retried-start | duplicate | no-restart | marked-failed | ignored | would-start
     run_id: str | None = None
     digest: str | None = None
     attempt: int | None = None
@@ -89,7 +94,9 @@ def _launch(
     clients: Clients, config: Config, spec: RunSpec, *, known: tuple[Record, str], now: datetime, sleep: Sleep
 ) -> tuple[str, bool, str, str]:
     """Pin, RunTask, record the task ARN: (revision ARN, registered, task ARN, capacity provider)."""
-    task_definition_arn, registered = ensure_pinned_revision(clients.ecs, clients.s3, config, spec.digest, now)
+    task_definition_arn, registered = ensure_pinned_revision(
+        clients.ecs, clients.s3, config, spec.digest, now, sleep=sleep
+    )
     started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
     update_record(clients.s3, config.bucket, spec.run_id, _set_task_arn(spec, started.task_arn), now=now, known=known)
     return task_definition_arn, registered, started.task_arn, started.capacity_provider
@@ -107,7 +114,7 @@ def start_run(
     """Start attempt 1 of a run unless its record says it was started; retry a start that failed."""
     now = clock()
     record = new_record(spec, source, now)
-    etag = create_record(clients.s3, config.bucket, record)
+    etag = create_record(clients.s3, config.bucket, record, sleep=sleep)
     outcome = "started"
     if etag is None:
         existing = read_record(clients.s3, config.bucket, spec.run_id)
@@ -170,18 +177,11 @@ def _env_int(stop: TaskStopEvent, name: str) -> int:
 def handle_task_stop(
     clients: Clients, config: Config, stop: TaskStopEvent, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> Outcome:
-    """Start the next attempt of a run whose task lost its Spot capacity; otherwise only log."""
-    exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
+    """Start the next attempt of a run whose task lost its Spot capacity; record any other failed stop."""
     if stop.last_status != "STOPPED":
         return Outcome("resume", "ignored", task_arn=stop.task_arn, reason=f"lastStatus {stop.last_status}")
     if not stop.resumable:
-        return Outcome(
-            "resume",
-            "no-restart",
-            run_id=stop.environment.get("TRAINER_RUN_ID"),
-            task_arn=stop.task_arn,
-            reason=f"stopCode {stop.stop_code}, {exit_note}: not a Spot interruption",
-        )
+        return _record_failure(clients, config, stop, now=clock())
     run_id = stop.environment.get("TRAINER_RUN_ID")
     if not run_id:
         raise InvalidEventError(f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override to resume")
@@ -224,10 +224,14 @@ def handle_task_stop(
                 reason=f"run is {record.get('state')}; nothing to resume",
             )
         if next_attempt > config.max_attempts:
-            raise AttemptsExhaustedError(
+            message = (
                 f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
                 f"PUSHTRAIN_MAX_ATTEMPTS={config.max_attempts} allows no attempt {next_attempt}"
             )
+            # The run can never finish now: say so in its record (so a later push of the digest is not a
+            # duplicate of a run that looks alive), then raise for the DLQ and its alarm.
+            _mark_failed(clients, config, run_id, attempt, message, now=now, known=existing)
+            raise AttemptsExhaustedError(message)
         reason = f"{stop.stop_code}: {stop.stopped_reason or 'no reason given'}"
 
         def next_attempt_record(current: Record) -> Record | None:
@@ -261,6 +265,68 @@ def handle_task_stop(
         registered_task_definition=registered,
         reason=known[0].get("reason"),
     )
+
+
+# --- recording a run that stopped for good ------------------------------------------------------
+
+
+def _mark_failed(
+    clients: Clients,
+    config: Config,
+    run_id: str,
+    attempt: int,
+    reason: str,
+    *,
+    now: datetime,
+    known: tuple[Record, str] | None = None,
+) -> tuple[Record, str] | None:
+    """Compare-and-swap the record to `failed`, only while it is at `attempt` and not final."""
+
+    def failed(current: Record) -> Record | None:
+        if current.get("attempt") != attempt or current.get("state") in FINAL_STATES:
+            return None  # a later attempt, or the trainer (or another delivery) already wrote the end
+        current.update(state="failed", reason=reason)
+        append_history(current, now, reason)
+        return current
+
+    return update_record(clients.s3, config.bucket, run_id, failed, now=now, known=known)
+
+
+def _record_failure(clients: Clients, config: Config, stop: TaskStopEvent, *, now: datetime) -> Outcome:
+    """A stop that is not a Spot interruption: mark the run `failed` unless it ended on its own.
+
+    The training-failed rule delivers these (never started, OOM kill, failure exit); a task that never
+    ran the trainer, or was killed, cannot write `failed` itself, and a run left `queued`/`running`
+    makes every later push of its digest a duplicate. Exit 0 and 75 are the trainer's own endings.
+    """
+    exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
+    run_id = stop.environment.get("TRAINER_RUN_ID")
+    what = f"stopCode {stop.stop_code}, {exit_note}"
+
+    def no_op(why: str, attempt: int | None = None) -> Outcome:
+        return Outcome(
+            "resume", "no-restart", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=f"{what}: {why}"
+        )
+
+    if stop.exit_code in NOT_FAILURE_EXIT_CODES:
+        ending = "the trainer recorded its result" if stop.exit_code == 0 else "the run stays interrupted"
+        return no_op(f"not a Spot interruption; {ending}")
+    if not run_id:
+        return no_op("no TRAINER_RUN_ID override: not a run the trigger started")
+    attempt = _env_int(stop, "TRAINER_ATTEMPT")
+    existing = read_record(clients.s3, config.bucket, run_id)
+    if existing is None:
+        return no_op(f"s3://{config.bucket}/{record_key(run_id)} is missing: nothing to mark failed", attempt)
+    record = existing[0]
+    if record.get("task_arn") not in (None, stop.task_arn):
+        return no_op(f"the record names task {record.get('task_arn')}, not this one", attempt)
+    reason = f"{what}: {stop.stopped_reason or 'no reason given'}"
+    written = _mark_failed(clients, config, run_id, attempt, reason, now=now, known=existing)
+    if written is None:
+        fresh = read_record(clients.s3, config.bucket, run_id)
+        current = fresh[0] if fresh else record
+        return no_op(f"record is {current.get('state')} at attempt {current.get('attempt')}; left as it is", attempt)
+    return Outcome("resume", "marked-failed", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=reason)
 
 
 # --- retrain requests -----------------------------------------------------------------------------
