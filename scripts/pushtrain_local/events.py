@@ -159,11 +159,3 @@ def _iso(value: Any) -> str | None:
 def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """Whether EventBridge (as moto implements it) would deliver `event` to a rule with `pattern`."""
     return bool(EventPattern.load(json.dumps(pattern)).matches_event(dict(event)))
-
-
-def find_rule(patterns: Mapping[str, Mapping[str, Any]], event: Mapping[str, Any]) -> str | None:
-    """The name of the first rule (sorted) whose pattern matches `event`, or None."""
-    for name in sorted(patterns):
-        if matches(patterns[name], event):
-            return name
-    return None
