@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ci.fakebin import FakeBin
+from fakebin import FakeBin
 
 ACTION = Path(__file__).resolve().parent.parent / ".github" / "actions" / "docker-build-push"
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"

@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ci.fakebin import FakeBin
+from fakebin import FakeBin
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / ".github" / "actions" / "terraform" / "run.sh"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ci.drift_issue import BODY_LIMIT, render_body
-from ci.fakebin import FakeBin
+from fakebin import FakeBin
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_URL = "https://github.com/octo/pushtrain/actions/runs/42"
