@@ -150,11 +150,16 @@ def lint_checkov(tree: Tree, fix: bool) -> int:
 
 
 def github_yaml(tree: Tree) -> list[Path]:
+    """Workflows, composite actions and Dependabot's configuration: every file zizmor audits."""
     return tree.matching(
         lambda p: (
             p.suffix in {".yml", ".yaml"}
             and ".github" in p.parts
-            and (p.parent.name == "workflows" or p.name in {"action.yml", "action.yaml"})
+            and (
+                p.parent.name == "workflows"
+                or p.name in {"action.yml", "action.yaml"}
+                or (p.parent.name == ".github" and p.stem == "dependabot")
+            )
         )
     )
 
