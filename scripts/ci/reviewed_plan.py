@@ -23,12 +23,11 @@ see the whole plan. Only the standard library; GitHub through `gh` (`actions: re
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import zipfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,11 +70,13 @@ def reviewed_changes(repository: str, head_sha: str) -> list[str]:
             f"the pull request's plan artifact {name} is missing or expired, so its reviewed plan cannot be compared"
         )
     newest = max(artifacts, key=lambda a: str(a.get("created_at", "")))
-    archive = zipfile.ZipFile(io.BytesIO(gh(["api", f"repos/{repository}/actions/artifacts/{newest['id']}/zip"])))
-    members = [m for m in archive.namelist() if m.endswith(".changes")]
-    if len(members) != 1:
-        raise PlanMismatchError(f"the artifact {name} holds {members or 'no'} .changes file (expected one)")
-    return lines(archive.read(members[0]).decode())
+    run_id = str((newest.get("workflow_run") or {}).get("id", ""))
+    with tempfile.TemporaryDirectory() as folder:
+        gh(["run", "download", run_id, "--repo", repository, "--name", name, "--dir", folder])
+        found = sorted(Path(folder).rglob("*.changes"))
+        if len(found) != 1:
+            raise PlanMismatchError(f"the artifact {name} holds {len(found)} .changes files (expected one)")
+        return lines(found[0].read_text())
 
 
 def lines(text: str) -> list[str]:
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         outcome = check(args.repository, args.commit, args.event, args.changes)
-    except (PlanMismatchError, json.JSONDecodeError, zipfile.BadZipFile) as error:
+    except (PlanMismatchError, json.JSONDecodeError) as error:
         message = f"{error}. Nothing will be applied. {HOW_TO_APPLY}"
         summary(f"### reviewed plan: refused\n\n{message}")
         print(f"::error title=reviewed plan::{message}")
