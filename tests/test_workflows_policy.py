@@ -249,16 +249,6 @@ def test_each_action_is_pinned_to_one_sha_everywhere() -> None:
     assert {action: shas for action, shas in seen.items() if len(shas) > 1} == {}
 
 
-def test_apply_and_destroy_share_one_never_cancelled_concurrency_group() -> None:
-    # GIVEN the two workflows that change production
-    groups = [
-        load(REPO / ".github" / "workflows" / f"{name}.yml")["concurrency"] for name in ("terraform-apply", "destroy")
-    ]
-    # THEN they queue behind each other and are never cancelled
-    assert groups[0] == groups[1]
-    assert groups[0]["cancel-in-progress"] is False
-
-
 # --- each rule can fail ----------------------------------------------------------------------------------
 
 BAD_WORKFLOW = """\
@@ -399,8 +389,20 @@ def test_ci_and_the_terraform_action_run_the_terraform_that_make_lint_bundles() 
     bundled = TerraformCommand().version().value["terraform_version"]
     # WHEN CI and the terraform action pin theirs
     ci = load(REPO / ".github" / "workflows" / "ci.yml")
-    (setup,) = [s for s in ci["jobs"]["terraform-validate"]["steps"] if "setup-terraform" in str(s.get("uses"))]
+    (install,) = [
+        s for s in ci["jobs"]["terraform-validate"]["steps"] if "install-tool.sh terraform" in str(s.get("run"))
+    ]
     action = load(REPO / ".github" / "actions" / "terraform" / "action.yml")
     # THEN all three agree, so `fmt -check` cannot pass locally and fail in CI
-    assert setup["with"]["terraform_version"] == bundled
+    assert install["run"].split() == [".github/actions/terraform/install-tool.sh", "terraform", bundled]
     assert action["inputs"]["terraform-version"]["default"] == bundled
+
+
+def test_no_workflow_installs_terraform_or_tflint_unverified() -> None:
+    # GIVEN every workflow and action  THEN Terraform comes only from the pinned-hash installer, and
+    # setup-tflint always gets the pinned checksum
+    for path in [*WORKFLOWS, *ACTIONS]:
+        assert "hashicorp/setup-terraform@" not in path.read_text(), path.name
+        for _, step in steps_of(load(path)):
+            if str(step.get("uses", "")).startswith("terraform-linters/setup-tflint@"):
+                assert step["with"]["checksums"] == "${{ steps.pin.outputs.sha256 }}", path.name
