@@ -26,10 +26,12 @@ locals {
   github_oidc_url = "token.actions.githubusercontent.com"
 
   # The `sub` claims each CI role trusts (docs/contracts.md). A job that names an environment
-  # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request".
+  # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request"; a job
+  # on main without an environment (the plan jobs of terraform-apply and destroy) ":ref:refs/heads/main".
   role_subjects = {
     plan = [
       "repo:${var.github_repository}:pull_request",
+      "repo:${var.github_repository}:ref:refs/heads/main",
       "repo:${var.github_repository}:environment:drift",
     ]
     apply   = ["repo:${var.github_repository}:environment:production"]
