@@ -106,3 +106,17 @@ def test_missing_linter_is_a_failure_not_a_skip(tmp_path: Path) -> None:
         pytest.skip("hadolint is installed in the checkov virtualenv")
     assert result.returncode == 1
     assert "'hadolint' is not installed" in result.stderr
+
+
+def test_zizmor_audits_dependabot_configuration(tmp_path: Path) -> None:
+    # GIVEN a clean tree plus a Dependabot configuration without a cooldown (zizmor's dependabot-cooldown)
+    write_tree(tmp_path, CLEAN)
+    config = "version: 2\nupdates:\n  - package-ecosystem: pip\n    directory: /\n    schedule: { interval: weekly }\n"
+    write_tree(tmp_path, {".github/dependabot.yml": config})
+    # WHEN the zizmor gate runs  THEN it fails on dependabot.yml
+    result = lint(tmp_path, "zizmor")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dependabot-cooldown" in result.stdout + result.stderr
+    # AND with a cooldown it passes
+    write_tree(tmp_path, {".github/dependabot.yml": config + "    cooldown: { default-days: 7 }\n"})
+    assert lint(tmp_path, "zizmor").returncode == 0
