@@ -225,3 +225,48 @@ def test_make_test_always_reports_and_skips_only_slow_tests_on_docs_only_pull_re
     for name in ("ci.yml", "terraform-plan.yml"):
         pull_request = load(name)["on"]["pull_request"] or {}
         assert "paths" not in pull_request and "paths-ignore" not in pull_request, name
+
+
+# --- the walkthrough requires the checks the workflows report -------------------------------------------
+
+
+def reported_checks() -> set[str]:
+    """The check names the pull request workflows report (matrix jobs expanded)."""
+    names = set()
+    for workflow in ("ci.yml", "terraform-plan.yml"):
+        for job in load(workflow)["jobs"].values():
+            name = str(job.get("name", ""))
+            roots = ((job.get("strategy") or {}).get("matrix") or {}).get("root")
+            names |= {name.replace("${{ matrix.root }}", root) for root in roots} if roots else {name}
+    return names
+
+
+def test_the_readme_ruleset_requires_only_checks_that_always_report() -> None:
+    # GIVEN the ruleset of the README's walkthrough
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index('gh api -X POST "repos/$repo/rulesets"') :]
+    body = block[block.index("<<'EOF'\n") + len("<<'EOF'\n") : block.index("\nEOF\n")]
+    ruleset = json.loads(body)
+    (checks,) = [r["parameters"] for r in ruleset["rules"] if r["type"] == "required_status_checks"]
+    required = {c["context"] for c in checks["required_status_checks"]}
+    # THEN every required check is a job the pull request workflows always run, the plan gate among them
+    assert required <= reported_checks(), required - reported_checks()
+    assert {"make test", "terraform-plan result", "tflint"} <= required
+    assert all(c["integration_id"] == 15368 for c in checks["required_status_checks"])
+    # AND merging needs a branch up to date with main (so the pull request's plan is of what main becomes)
+    assert checks["strict_required_status_checks_policy"] is True
+    assert ruleset["bypass_actors"] == []
+
+
+def test_the_readme_gives_every_oidc_environment_a_main_only_branch_policy() -> None:
+    # GIVEN the environments the workflows use (each trusted by a role)  THEN the walkthrough limits each to main
+    readme = (REPO / "README.md").read_text()
+    environments = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            if job.get("environment"):
+                environments.add(job["environment"])
+    assert environments == {"production", "ecr-push", "drift", "retrain"}
+    loop = next(line for line in readme.splitlines() if line.startswith("for env in production"))
+    assert set(loop.removeprefix("for env in ").removesuffix("; do").split()) == environments
+    assert 'deployment-branch-policies" -f name=main -f type=branch' in readme
