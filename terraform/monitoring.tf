@@ -77,7 +77,7 @@ data "aws_iam_policy_document" "topic" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values   = [aws_cloudwatch_event_rule.training_failed.arn]
+      values   = [aws_cloudwatch_event_rule.this["training_failed"].arn]
     }
   }
 
@@ -143,12 +143,7 @@ data "aws_iam_policy_document" "events_dlq" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values = [
-        aws_cloudwatch_event_rule.ecr_push.arn,
-        aws_cloudwatch_event_rule.spot_interruption.arn,
-        aws_cloudwatch_event_rule.training_failed.arn,
-        aws_cloudwatch_event_rule.reconcile.arn,
-      ]
+      values   = [for rule in aws_cloudwatch_event_rule.this : rule.arn]
     }
   }
 }
@@ -194,12 +189,8 @@ resource "aws_cloudwatch_metric_alarm" "trigger_errors" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "rule_failed_invocations" {
-  for_each = {
-    ecr-push          = aws_cloudwatch_event_rule.ecr_push.name
-    spot-interruption = aws_cloudwatch_event_rule.spot_interruption.name
-    training-failed   = aws_cloudwatch_event_rule.training_failed.name
-    reconcile         = aws_cloudwatch_event_rule.reconcile.name
-  }
+  # Keyed "ecr-push", "spot-interruption", ...: the alarm names of a deployed stack stay as they were.
+  for_each = { for key, rule in aws_cloudwatch_event_rule.this : replace(key, "_", "-") => rule.name }
 
   alarm_name          = "${local.name}-${each.key}-failed-invocations"
   alarm_description   = "EventBridge rule ${each.value} could not deliver an event to its target (it retries, then dead-letters)."

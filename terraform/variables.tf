@@ -174,9 +174,9 @@ variable "lambda_handler" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrent executions of the trigger: caps how many training tasks a burst of events can start at once. null reserves nothing (needed in new accounts whose concurrency limit is 10, where no reservation is allowed)."
+  description = "Reserved concurrent executions of the trigger; null (the default) reserves none. A new account's concurrency quota is 10 and Lambda keeps 10 unreserved, so any reservation there fails at PutFunctionConcurrency: set this only after raising the quota, to at most the quota minus 10. Bursts need no cap for correctness: the trigger starts one task per digest, idempotently."
   type        = number
-  default     = 5
+  default     = null
 
   validation {
     condition     = var.lambda_reserved_concurrency == null ? true : var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency

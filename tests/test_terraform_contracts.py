@@ -788,32 +788,50 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
 
 
 def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
-    # The push, Spot and reconcile rules go to the Lambda (which lets them invoke it), failures to SNS
-    # and to the Lambda (which records the run failed); each target has a retry policy and a
-    # dead-letter queue, and each rule a FailedInvocations alarm.
-    wiring = {
-        "ecr_push": "aws_lambda_function.this.arn",
-        "spot_interruption": "aws_lambda_function.this.arn",
-        "training_failed": "aws_sns_topic.this.arn",
-        "reconcile": "aws_lambda_function.this.arn",
-    }
-    targets = {name: (name, target) for name, target in wiring.items()}
-    targets["training_failed_trigger"] = ("training_failed", "aws_lambda_function.this.arn")
-    for name, (rule, target) in targets.items():
-        body = block(stack, "resource", "aws_cloudwatch_event_target", name)
-        assert body["rule"] == "${aws_cloudwatch_event_rule." + rule + ".name}"
-        assert body["arn"] == "${" + target + "}"
+    # The four rules are one for_each resource; every rule goes to the Lambda (which lets each of them
+    # invoke it), training_failed to SNS as well; each target has a retry policy and a dead-letter
+    # queue, and each rule a FailedInvocations alarm.
+    rules = block(stack, "resource", "aws_cloudwatch_event_rule", "this")
+    assert rules["for_each"] == "${local.event_rules}"
+    assert set(locals_of(stack)["event_rules"]) == {"ecr_push", "spot_interruption", "training_failed", "reconcile"}
+    trigger = block(stack, "resource", "aws_cloudwatch_event_target", "trigger")
+    notify = block(stack, "resource", "aws_cloudwatch_event_target", "training_failed_notify")
+    assert trigger["for_each"] == "${aws_cloudwatch_event_rule.this}"
+    assert trigger["rule"] == "${each.value.name}"
+    assert trigger["arn"] == "${aws_lambda_function.this.arn}"
+    assert notify["rule"] == '${aws_cloudwatch_event_rule.this["training_failed"].name}'
+    assert notify["arn"] == "${aws_sns_topic.this.arn}"
+    for body in (trigger, notify):
         assert body["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.events_dlq.arn}"
         assert body["retry_policy"]
-    permitted = set(block(stack, "resource", "aws_lambda_permission", "events")["for_each"].values())
-    lambda_rules = {rule for rule, target in targets.values() if target.startswith("aws_lambda_function")}
-    assert {
-        rule for rule in lambda_rules if "${aws_cloudwatch_event_rule." + rule + ".arn}" in permitted
-    } == lambda_rules
+    assert set(blocks(stack, "resource", "aws_cloudwatch_event_target")) == {"trigger", "training_failed_notify"}
+    permission = block(stack, "resource", "aws_lambda_permission", "events")
+    assert permission["for_each"] == "${aws_cloudwatch_event_rule.this}"
+    assert permission["source_arn"] == "${each.value.arn}"
     invoke = block(stack, "resource", "aws_lambda_function_event_invoke_config", "this")
     assert invoke["destination_config"][0]["on_failure"][0]["destination"] == "${aws_sqs_queue.trigger_failures.arn}"
     rule_alarms = block(stack, "resource", "aws_cloudwatch_metric_alarm", "rule_failed_invocations")["for_each"]
-    assert set(rule_alarms.values()) == {"${aws_cloudwatch_event_rule." + rule + ".name}" for rule in wiring}
+    assert "aws_cloudwatch_event_rule.this" in rule_alarms
     alarms = json.dumps(blocks(stack, "resource", "aws_cloudwatch_metric_alarm"))
     for metric in ("ApproximateNumberOfMessagesVisible", "Errors", "FailedInvocations"):
         assert f'\\"{metric}\\"' in alarms
+
+
+# --- defaults a new account accepts -------------------------------------------------------------------------
+
+# A new account's Lambda concurrency quota, and what Lambda keeps unreserved: PutFunctionConcurrency
+# fails when a reservation would leave less than that (Lambda developer guide, "Lambda quotas" and
+# "Configuring reserved concurrency").
+NEW_ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM = 10, 10
+
+
+def test_reserved_concurrency_default_applies_in_a_new_account(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the default reservation and how lambda.tf passes it (null -> -1, the provider's "none")
+    default = variable_defaults(stack)["lambda_reserved_concurrency"]
+    function = block(stack, "resource", "aws_lambda_function", "this")
+    assert function["reserved_concurrent_executions"] == "${coalesce(var.lambda_reserved_concurrency, -1)}"
+    # THEN the default reserves nothing, or no more than a new account can spare
+    reserved = 0 if default is None else int(default)
+    assert reserved <= NEW_ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM, (
+        f"a new account rejects a reservation of {reserved}"
+    )
