@@ -219,14 +219,14 @@ variable "noncurrent_version_expiration_days" {
   }
 }
 
-variable "ecr_keep_images" {
-  description = "Number of most recent images the ECR lifecycle policy keeps; older ones expire."
+variable "ecr_image_retention_days" {
+  description = "Days after its push that a trainer image (and the untagged manifests of its index) expires from ECR, unless a published model version keeps it (tag keep-*). At least checkpoint_expiration_days: a run record can name the image's digest until then."
   type        = number
-  default     = 30
+  default     = 60
 
   validation {
-    condition     = var.ecr_keep_images >= 1 && floor(var.ecr_keep_images) == var.ecr_keep_images
-    error_message = "The ecr_keep_images must be a whole number of at least 1."
+    condition     = floor(var.ecr_image_retention_days) == var.ecr_image_retention_days && var.ecr_image_retention_days >= var.checkpoint_expiration_days
+    error_message = "The ecr_image_retention_days must be a whole number of at least checkpoint_expiration_days (a run record may name the image until its runs/ objects expire)."
   }
 }
 
