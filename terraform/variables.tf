@@ -247,6 +247,17 @@ variable "permissions_boundary" {
   default     = true
 }
 
+variable "artifacts_readers" {
+  description = "IAM role ARNs besides the stack's (trainer task, trigger, CI retrain role) that may read runs/ and models/, such as an administrator's role; the bucket policy denies every other principal, whatever its IAM policy allows. Their IAM policy must still grant the reads."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.artifacts_readers : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$", arn))])
+    error_message = "Each artifacts_readers entry must be an IAM role ARN (arn:aws:iam::<account>:role/<path and name>)."
+  }
+}
+
 variable "destroy_with_data" {
   description = "Whether `terraform destroy` may delete the artifacts bucket with its models and the ECR repository with its images; false (the default) makes destroy fail while either holds data."
   type        = bool

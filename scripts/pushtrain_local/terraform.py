@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class TerraformModule:
     variables: dict[str, Any]
     locals: dict[str, Any]
     resources: dict[tuple[str, str], dict[str, Any]]
+    data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # data sources, as resources
 
     @classmethod
     def load(cls, path: Path) -> TerraformModule:
@@ -86,6 +87,7 @@ class TerraformModule:
         variables: dict[str, Any] = {}
         local_values: dict[str, Any] = {}
         resources: dict[tuple[str, str], dict[str, Any]] = {}
+        data: dict[tuple[str, str], dict[str, Any]] = {}
         for file in files:
             try:
                 document = hcl2.loads(file.read_text(encoding="utf-8"), serialization_options=_OPTIONS)
@@ -96,16 +98,17 @@ class TerraformModule:
                     variables[_unquote(name)] = body
             for block in document.get("locals", []):
                 local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
-            for block in document.get("resource", []):
-                for rtype, named in block.items():
-                    for rname, body in named.items():
-                        resources[(_unquote(rtype), _unquote(rname))] = body
+            for kind, into in (("resource", resources), ("data", data)):
+                for block in document.get(kind, []):
+                    for rtype, named in block.items():
+                        for rname, body in named.items():
+                            into[(_unquote(rtype), _unquote(rname))] = body
         defaults: dict[str, Any] = {}
         scope = Scope({}, {}, {}, path)
         for name, body in variables.items():
             if "default" in body:
                 defaults[name] = evaluate_value(body["default"], scope)
-        return cls(path, defaults, local_values, resources)
+        return cls(path, defaults, local_values, resources, data)
 
     def default_region(self) -> str:
         """The `region` variable's default: the region the stack (and so the emulation) lives in."""
@@ -200,21 +203,30 @@ class TerraformModule:
 
     def instances(self, rtype: str, name: str, scope: Scope) -> dict[str, Scope]:
         """The instances of one resource: its name -> `scope` for a plain one, each `for_each` key -> `scope`
-        with `each.key`/`each.value` bound. `count` is outside what the local pipeline reads."""
-        body = self.resources[(rtype, name)]
-        where = f"{rtype}.{name}.for_each"
+        with `each.key`/`each.value` bound, "0".."n-1" for `count` (with `count.index`)."""
+        instances = self.instances_of(self.resources[(rtype, name)], f"{rtype}.{name}", scope)
+        return {name if key is None else key: instance for key, instance in instances.items()}
+
+    def instances_of(self, body: Mapping[str, Any], where: str, scope: Scope) -> dict[str | None, Scope]:
+        """A block's instances: None -> `scope` without `for_each`/`count`, else one scope per key or index."""
         if "count" in body:
-            raise TerraformError(f"{rtype}.{name} in {self.path} uses count; the local pipeline reads for_each only")
+            try:
+                count = evaluate_value(body["count"], scope)
+            except HclError as exc:
+                raise TerraformError(f"{where}.count in {self.path}: {exc}") from exc
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise TerraformError(f"{where}.count in {self.path} is not a number known before apply: {count!r}")
+            return {str(i): scope.with_bound({"count": {"index": i}}) for i in range(count)}
         if "for_each" not in body:
-            return {name: scope}
+            return {None: scope}
         try:
             collection = evaluate_value(body["for_each"], scope)
         except HclError as exc:
-            raise TerraformError(f"{where} in {self.path}: {exc}") from exc
+            raise TerraformError(f"{where}.for_each in {self.path}: {exc}") from exc
         if isinstance(collection, list):
             collection = {str(item): item for item in collection}
         if not isinstance(collection, dict):
-            raise TerraformError(f"{where} in {self.path} is not a map or set known before apply: {collection!r}")
+            raise TerraformError(f"{where}.for_each in {self.path} is not a map or set known before apply: {collection!r}")
         return {key: scope.with_bound({"each": {"key": key, "value": value}}) for key, value in collection.items()}
 
     def event_patterns(
