@@ -9,9 +9,9 @@ python-hcl2 parses the files; it leaves every expression as HCL text (`"${var.na
   whole collection of a resource with `count`/`for_each`; `("type.name", attribute)` one resource), or a resource
   argument written in the configuration (`aws_ecs_cluster.this.name` is that block's `name`);
 - `for` expressions over lists and maps, the conditional `c ? a : b`, `==`, `!=`, `!`, `&&`, `||`;
-- the functions `coalesce`, `concat`, `contains`, `distinct`, `format`, `join`, `jsonencode`, `lower`, `merge`, `replace` (plain text),
-  `templatefile`,
-  `keys`, `length`, `sort`, `tolist`, `tomap`, `tostring`, `tonumber`, `upper`, `values`.
+- the functions `coalesce`, `concat`, `contains`, `distinct`, `format`, `join`, `jsonencode`, `lower`, `merge`,
+  `replace` (plain text), `templatefile`, `keys`, `length`, `sort`, `tolist`, `tomap`, `tostring`, `tonumber`,
+  `upper`, `values`.
 
 A reference the evaluator cannot know before an apply (a subnet id, an ARN) becomes `Unknown`, like
 Terraform's "known after apply"; it is an error only where a caller needs the value (`require`).
@@ -552,7 +552,7 @@ def _templatefile(scope: Scope, path: str, variables: Mapping[str, Any] | None =
 
 def _replace(_: Scope, text: str, search: str, replacement: str) -> str:
     if len(search) > 1 and search.startswith("/") and search.endswith("/"):
-        raise HclError(f"replace() with a regular expression ({search!r}) is not supported by the local pipeline's reader")
+        raise HclError(f"replace() with a regular expression ({search!r}) is outside the local pipeline's reader")
     return text.replace(search, replacement)
 
 

@@ -116,7 +116,8 @@ def render_statement(raw: Mapping[str, Any], scope: Scope, where: str) -> dict[s
         test = require(evaluate_value(block["test"], scope), f"{where}.condition.test")
         variable = require(evaluate_value(block["variable"], scope), f"{where}.condition.variable")
         values = _listed(require(evaluate_value(block["values"], scope), f"{where}.condition.values"))
-        conditions.setdefault(test, {})[variable] = _one_or_list([str(v).lower() if isinstance(v, bool) else v for v in values])
+        rendered_values = [str(v).lower() if isinstance(v, bool) else v for v in values]
+        conditions.setdefault(test, {})[variable] = _one_or_list(rendered_values)
     if conditions:
         statement["Condition"] = conditions
     return statement

@@ -226,7 +226,9 @@ class TerraformModule:
         if isinstance(collection, list):
             collection = {str(item): item for item in collection}
         if not isinstance(collection, dict):
-            raise TerraformError(f"{where}.for_each in {self.path} is not a map or set known before apply: {collection!r}")
+            raise TerraformError(
+                f"{where}.for_each in {self.path} is not a map or set known before plan: {collection!r}"
+            )
         return {key: scope.with_bound({"each": {"key": key, "value": value}}) for key, value in collection.items()}
 
     def event_patterns(
