@@ -32,13 +32,24 @@ variable "tags" {
 # --- network --------------------------------------------------------------------------------
 
 variable "network_mode" {
-  description = "Where training tasks run: \"private\" (private subnets, no internet route, S3 gateway endpoint plus ECR and CloudWatch Logs interface endpoints, about $44/month idle) or \"public\" (public subnets with an internet gateway, a public IP per task, no inbound rules, $0 idle)."
+  description = "Where training tasks run: \"public\" (the default: public subnets with an internet gateway, a public IP per task, no inbound rule, $0 idle) or \"private\" (no internet route: S3 gateway endpoint plus ECR and CloudWatch Logs interface endpoints, $21.90/month idle in one zone, see private_endpoint_zones)."
   type        = string
-  default     = "private"
+  default     = "public"
 
   validation {
     condition     = contains(["private", "public"], var.network_mode)
     error_message = "The network_mode must be \"private\" or \"public\"."
+  }
+}
+
+variable "private_endpoint_zones" {
+  description = "In the private network mode, how many of the two zones get the three interface endpoints: 1 ($21.90/month idle; tasks in the other zone cross zones to reach them) or 2 ($43.80; no cross-zone dependency)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([1, 2], var.private_endpoint_zones)
+    error_message = "The private_endpoint_zones must be 1 or 2."
   }
 }
 

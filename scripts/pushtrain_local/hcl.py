@@ -10,8 +10,8 @@ python-hcl2 parses the files; it leaves every expression as HCL text (`"${var.na
   argument written in the configuration (`aws_ecs_cluster.this.name` is that block's `name`);
 - `for` expressions over lists and maps, the conditional `c ? a : b`, `==`, `!=`, `!`, `&&`, `||`;
 - the functions `coalesce`, `concat`, `contains`, `distinct`, `format`, `join`, `jsonencode`, `lower`, `merge`,
-  `replace` (plain text), `templatefile`, `keys`, `length`, `sort`, `tolist`, `tomap`, `tostring`, `tonumber`,
-  `upper`, `values`.
+  `replace` (plain text), `templatefile`, `keys`, `length`, `slice`, `sort`, `tolist`, `toset`, `tomap`,
+  `tostring`, `tonumber`, `upper`, `values`.
 
 A reference the evaluator cannot know before an apply (a subnet id, an ARN) becomes `Unknown`, like
 Terraform's "known after apply"; it is an error only where a caller needs the value (`require`).
@@ -582,6 +582,8 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "replace": _replace,
     "templatefile": _templatefile,
     "tolist": lambda _, items: list(items),
+    "toset": lambda _, items: sorted(dict.fromkeys(items), key=str),
+    "slice": lambda _, items, start, end: list(items)[start:end],
     "tomap": lambda _, mapping: dict(mapping),
     "tonumber": lambda _, value: float(value) if "." in str(value) else int(value),
     "tostring": lambda _, value: _to_string(value, "tostring()"),

@@ -123,6 +123,25 @@ def render_statement(raw: Mapping[str, Any], scope: Scope, where: str) -> dict[s
     return statement
 
 
+def _dynamic_statements(body: Mapping[str, Any], scope: Scope, where: str) -> list[dict[str, Any]]:
+    """`dynamic "statement" { for_each = ..., content { ... } }`: one statement per element, bound to the iterator."""
+    statements: list[dict[str, Any]] = []
+    for block in _listed(body.get("dynamic", [])):
+        for label, dynamic in block.items():
+            if label.strip('"') != "statement":
+                raise HclError(f"{where}: dynamic {label} blocks are outside what the renderer reads")
+            if "iterator" in dynamic:
+                raise HclError(f"{where}: a dynamic statement's iterator must keep its default name, statement")
+            iterator = "statement"
+            collection = require(evaluate_value(dynamic["for_each"], scope), f"{where}.dynamic.for_each")
+            items = collection.items() if isinstance(collection, dict) else enumerate(collection)
+            (content,) = _listed(dynamic["content"])
+            for key, value in items:
+                bound = scope.with_bound({iterator: {"key": key, "value": value}})
+                statements.append(render_statement(content, bound, f"{where}.dynamic[{key!r}]"))
+    return statements
+
+
 def example_variables(module: TerraformModule) -> dict[str, Any]:
     """The values of `terraform.tfvars.example` in the root (required variables have no default to read)."""
     example = module.path / "terraform.tfvars.example"
@@ -160,6 +179,7 @@ def policy_documents(
                     render_statement(raw, instance_scope, f"{where}.statement[{i}]")
                     for i, raw in enumerate(_listed(body.get("statement", [])))
                 ]
+                statements += _dynamic_statements(body, instance_scope, where)
             except HclError as exc:
                 raise TerraformError(f"{where} in {module.path}: {exc}") from exc
             documents[label] = {"Version": "2012-10-17", "Statement": statements}

@@ -294,6 +294,7 @@ def _facts(account_id: str, region: str, known: Mapping[tuple[str, str], Any] | 
         ("data.aws_region", "region"): region,
         ("data.aws_region", "id"): region,
         ("data.aws_partition", "partition"): "aws",
+        ("data.aws_partition", "reverse_dns_prefix"): "com.amazonaws",
         **(known or {}),
     }
 
