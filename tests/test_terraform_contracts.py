@@ -748,7 +748,7 @@ def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap:
     assert len(statements_) == 1
     assert set(statements_[0].actions) == widening
     assert statements_[0].conditions == (
-        ("StringEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
+        ("ArnEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
     )
     all_apply_actions = allowed_actions(bootstrap, "apply")
     assert (
