@@ -35,7 +35,8 @@ resource "aws_ecr_repository" "this" {
 # attestation manifests are untagged. ECR refuses to delete a manifest that an index in the
 # repository references (BatchDeleteImage failure code ImageReferencedByManifestList), but its
 # documentation does not say how lifecycle rules treat such children, so the policy does not rely on
-# it: untagged images expire on the same age as tagged ones (children are pushed with their index),
+# it: untagged images expire on the same age as tagged ones (one rule for both; children are pushed
+# with their index),
 # and the children of a published version carry their own keep- tag. No rule counts images: a count
 # over "any" would count manifests (three per push) rather than pushes, and a count cannot promise
 # that the digest of a live run record survives a burst of pushes.
@@ -56,22 +57,11 @@ resource "aws_ecr_lifecycle_policy" "this" {
         action = { type = "expire" }
       },
       {
+        # "any" must be the last rule; images rule 1 selected are out of its reach.
         rulePriority = 2
-        description  = "Tagged pushes expire ${var.ecr_image_retention_days} days after they were pushed"
+        description  = "Every other image, tagged or not (index children, interrupted pushes), expires ${var.ecr_image_retention_days} days after its push"
         selection = {
-          tagStatus      = "tagged"
-          tagPatternList = ["*"]
-          countType      = "sinceImagePushed"
-          countUnit      = "days"
-          countNumber    = var.ecr_image_retention_days
-        }
-        action = { type = "expire" }
-      },
-      {
-        rulePriority = 3
-        description  = "Untagged manifests (index children, interrupted pushes) expire on the same age"
-        selection = {
-          tagStatus   = "untagged"
+          tagStatus   = "any"
           countType   = "sinceImagePushed"
           countUnit   = "days"
           countNumber = var.ecr_image_retention_days

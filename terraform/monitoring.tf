@@ -73,7 +73,7 @@ data "aws_iam_policy_document" "notifications_key" {
   # it, and a grant by tag could lag for minutes (KMS, "ABAC for AWS KMS"). Only when bootstrap's
   # roles exist (var.permissions_boundary): a key policy may name only principals that exist.
   dynamic "statement" {
-    for_each = var.permissions_boundary ? { apply = "${local.ci_role_arn_prefix}apply" } : {}
+    for_each = var.permissions_boundary ? ["${local.ci_role_arn_prefix}apply"] : []
 
     content {
       sid = "CiApplyRoleManagesKey"

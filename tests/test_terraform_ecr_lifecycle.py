@@ -185,13 +185,15 @@ def test_the_seed_policy_fails_the_same_simulation(module: TerraformModule) -> N
 
 def test_no_rule_counts_manifests_and_untagged_never_outlive_nor_precede_their_index(module: TerraformModule) -> None:
     policy = rendered_policy(module)
-    selections = [rule["selection"] for rule in policy["rules"]]
-    # A count over "any" or untagged images counts manifests, not pushes
-    assert [s for s in selections if s["countType"] == "imageCountMoreThan" and s["tagStatus"] != "tagged"] == []
-    # The only count is the keep-* guard, which no history reaches
+    selections = [rule["selection"] for rule in sorted(policy["rules"], key=lambda r: r["rulePriority"])]
+    # The only count is the keep-* guard, which no history reaches: a count over "any" or untagged
+    # images would count manifests (three per push), not pushes
     (guard,) = [s for s in selections if s["countType"] == "imageCountMoreThan"]
-    assert guard["tagPatternList"] == ["keep-*"]
-    (untagged,) = [s for s in selections if s["tagStatus"] == "untagged"]
-    (tagged_age,) = [s for s in selections if s["tagStatus"] == "tagged" and s["countType"] == "sinceImagePushed"]
-    assert untagged["countNumber"] == tagged_age["countNumber"] == module.variables["ecr_image_retention_days"]
+    assert guard["tagStatus"] == "tagged" and guard["tagPatternList"] == ["keep-*"]
+    assert selections[0] == guard
+    # One age for tagged and untagged alike (an index's children never go before it), at least the
+    # life of a run record
+    (age,) = [s for s in selections if s["countType"] == "sinceImagePushed"]
+    assert age["tagStatus"] == "any" and selections[-1] == age
+    assert age["countNumber"] == module.variables["ecr_image_retention_days"]
     assert module.variables["ecr_image_retention_days"] >= module.variables["checkpoint_expiration_days"]
