@@ -62,7 +62,11 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
         " \\\n    --signer-workflow suzuki-shunsuke/go-release-workflow/.github/workflows/release.yaml;",
         ";",
     ),
-    "an unpinned terraform is trusted on gh's word": ("install-tool.sh", 'if [[ "$tool" != tfcmt ]]; then', "if false; then"),
+    "an unpinned terraform is trusted on gh's word": (
+        "install-tool.sh",
+        'if [[ "$tool" != tfcmt ]]; then',
+        "if false; then",
+    ),
     "gh gets no token": ("action.yml", "GH_TOKEN: ${{ inputs.github-token }}", "GH_TOKEN_UNUSED: x"),
 }
 

@@ -88,7 +88,8 @@ else
   echo "::notice title=$tool::$asset verified by its build provenance, sha256 $actual; pin it by adding this line to .github/actions/terraform/tool-checksums.txt (or run 'make pin-tools' and review):"
   echo "$pin"
   if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
-    printf '%s verified by gh attestation verify; pin it in .github/actions/terraform/tool-checksums.txt:\n\n```\n%s\n```\n' \
+    # An indented block is Markdown's code block: the line can be copied as it is.
+    printf '%s verified by gh attestation verify; pin it in .github/actions/terraform/tool-checksums.txt:\n\n    %s\n' \
       "$key" "$pin" >>"$GITHUB_STEP_SUMMARY"
   fi
 fi
