@@ -52,6 +52,22 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
         'if ! (cd "$dir" && printf',
         'if false && (cd "$dir" && printf',
     ),
+    "installer skips the attestation check of an unpinned tfcmt": (
+        "install-tool.sh",
+        'if ! gh attestation verify "$dir/$asset"',
+        'if false && gh attestation verify "$dir/$asset"',
+    ),
+    "attestation accepted from any signer workflow": (
+        "install-tool.sh",
+        " \\\n    --signer-workflow suzuki-shunsuke/go-release-workflow/.github/workflows/release.yaml;",
+        ";",
+    ),
+    "an unpinned terraform is trusted on gh's word": (
+        "install-tool.sh",
+        'if [[ "$tool" != tfcmt ]]; then',
+        "if false; then",
+    ),
+    "gh gets no token": ("action.yml", "GH_TOKEN: ${{ inputs.github-token }}", "GH_TOKEN_UNUSED: x"),
 }
 
 

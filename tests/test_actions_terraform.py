@@ -10,7 +10,9 @@ terraform applies exactly that file, byte for byte, and never plans; a missing, 
 fails with one clear line and nothing is applied.
 
 install-tool.sh: GIVEN a release folder served over file:// and a pinned checksums file, WHEN the
-script installs, THEN only an asset whose sha256 is pinned for that exact tool/version is installed.
+script installs, THEN only an asset whose sha256 is pinned for that exact tool/version is installed;
+an unpinned tfcmt only if a fake `gh attestation verify` accepts it (and its line to pin is printed),
+an unpinned Terraform never.
 
 PUSHTRAIN_TERRAFORM_ACTION points the tests at another copy of the action (the mutation check).
 """
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tarfile
 import zipfile
@@ -412,19 +415,29 @@ def make_release(root: Path, tool: str, *, tamper: bool = False, pin: bool = Tru
     return digest
 
 
-def install(tmp_path: Path, tool: str, version: str | None = None) -> subprocess.CompletedProcess[str]:
+SIGNER_WORKFLOW = "suzuki-shunsuke/go-release-workflow/.github/workflows/release.yaml"
+
+
+def install(
+    tmp_path: Path, tool: str, version: str | None = None, *, fakes: FakeBin | None = None, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run install-tool.sh with `fakes` first on PATH (or exactly `path`), the step summary in tmp_path."""
     runner_temp = tmp_path / "runner_temp"
     runner_temp.mkdir(exist_ok=True)
     (tmp_path / "github_path").touch()
+    (tmp_path / "step_summary").touch()
     env = {
         "TOOL_CHECKSUMS": str(tmp_path / "tool-checksums.txt"),
         "TOOL_RELEASES_URL": (tmp_path / "releases").as_uri(),
         "RUNNER_TEMP": str(runner_temp),
         "GITHUB_PATH": str(tmp_path / "github_path"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary"),
     }
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [str(INSTALL), tool, version or TOOLS[tool][0]],
-        env=FakeBin(tmp_path).env(**env),
+        env=(fakes or FakeBin(tmp_path)).env(**env),
         capture_output=True,
         text=True,
         check=False,
@@ -457,16 +470,107 @@ def test_a_replaced_asset_is_rejected_and_never_extracted(tmp_path: Path, tool: 
     assert not (tmp_path / "runner_temp" / f"{tool}-{TOOLS[tool][0]}" / tool).exists()
 
 
-def test_a_version_without_a_pinned_sha256_is_refused_before_any_download(tmp_path: Path) -> None:
-    # GIVEN a checksums file without a line for this version (e.g. the version was bumped without `make pin-tools`)
-    make_release(tmp_path, "tfcmt", pin=False)
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_a_pinned_asset_is_installed_without_asking_gh(tmp_path: Path, tool: str) -> None:
+    # GIVEN a pinned release and a recording `gh` on PATH
+    make_release(tmp_path, tool)
+    fakes = FakeBin(tmp_path)
+    fakes.install("gh")
     # WHEN the script installs it
-    result = install(tmp_path, "tfcmt")
-    # THEN it fails naming the missing pin and how to add it; nothing was downloaded
+    result = install(tmp_path, tool, fakes=fakes)
+    # THEN the pin alone decides: installed, and gh is never called
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fakes.calls("gh") == []
+
+
+def test_an_unpinned_terraform_is_refused_before_any_download_even_with_gh(tmp_path: Path) -> None:
+    # GIVEN a checksums file without a line for this Terraform (bumped without `make pin-tools`), and a
+    # `gh` that would verify anything
+    make_release(tmp_path, "terraform", pin=False)
+    fakes = FakeBin(tmp_path)
+    fakes.install("gh")
+    # WHEN the script installs it
+    result = install(tmp_path, "terraform", fakes=fakes)
+    # THEN it fails naming the missing pin and how to add it; nothing was downloaded, gh never asked
+    assert result.returncode == 1
+    assert f"no sha256 pinned for terraform/1.15.5/terraform_1.15.5_linux_{ARCH}.zip" in result.stdout
+    assert "make pin-tools" in result.stdout
+    assert not (tmp_path / "runner_temp" / "terraform-1.15.5").exists()
+    assert (tmp_path / "github_path").read_text() == ""
+    assert fakes.calls("gh") == []
+
+
+def test_an_unpinned_tfcmt_whose_provenance_gh_verifies_is_installed_and_its_pin_printed(tmp_path: Path) -> None:
+    # GIVEN a tfcmt release with no pinned sha256, and a `gh attestation verify` that accepts it
+    digest = make_release(tmp_path, "tfcmt", pin=False)
+    fakes = FakeBin(tmp_path)
+    fakes.add("gh", ["attestation", "verify"], stdout="Verification succeeded!\n")
+    # WHEN the script installs it
+    result = install(tmp_path, "tfcmt", fakes=fakes)
+    # THEN gh verified the downloaded asset against tfcmt's repository and its release workflow
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = tmp_path / "runner_temp" / "tfcmt-4.14.18"
+    asset = str(installed / f"tfcmt_linux_{ARCH}.tar.gz")
+    verify = ["attestation", "verify", asset, "-R", "suzuki-shunsuke/tfcmt", "--signer-workflow", SIGNER_WORKFLOW]
+    assert fakes.calls("gh") == [verify]
+    # AND tfcmt is installed and on GITHUB_PATH
+    assert (tmp_path / "github_path").read_text() == f"{installed}\n"
+    assert "tfcmt version 4.14.18" in result.stdout
+    # AND the exact line to add to tool-checksums.txt is printed, and written to the step summary
+    pin = f"{digest}  tfcmt/4.14.18/tfcmt_linux_{ARCH}.tar.gz"
+    assert pin in result.stdout.splitlines()
+    assert f"    {pin}" in (tmp_path / "step_summary").read_text().splitlines()
+
+
+def test_an_unpinned_tfcmt_whose_provenance_gh_rejects_is_not_installed(tmp_path: Path) -> None:
+    # GIVEN a tfcmt release with no pinned sha256 whose attestation does not verify (replaced asset,
+    # another signer, or no token)
+    make_release(tmp_path, "tfcmt", pin=False)
+    fakes = FakeBin(tmp_path)
+    fakes.add("gh", ["attestation", "verify"], exit=1, stderr="no attestations found\n")
+    # WHEN the script installs it
+    result = install(tmp_path, "tfcmt", fakes=fakes)
+    # THEN it fails with one clear line, the asset is deleted, never extracted and not on PATH
+    assert result.returncode == 1
+    assert f"tfcmt_linux_{ARCH}.tar.gz failed gh attestation verify" in result.stdout
+    assert "not installing it" in result.stdout
+    installed = tmp_path / "runner_temp" / "tfcmt-4.14.18"
+    assert not (installed / f"tfcmt_linux_{ARCH}.tar.gz").exists()
+    assert not (installed / "tfcmt").exists()
+    assert (tmp_path / "github_path").read_text() == ""
+    assert "tfcmt version" not in result.stdout
+    assert (tmp_path / "step_summary").read_text() == ""
+
+
+def test_an_unpinned_tfcmt_without_gh_is_refused_before_any_download(tmp_path: Path) -> None:
+    # GIVEN a tfcmt release with no pinned sha256 and a PATH with the tools the script needs but no gh
+    make_release(tmp_path, "tfcmt", pin=False)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bash", "uname", "awk", "dirname", "basename", "curl", "mkdir", "sha256sum", "cut", "rm", "tar"):
+        found = shutil.which(name)
+        assert found, f"{name} is needed to run install-tool.sh"
+        (tools / name).symlink_to(found)
+    # WHEN the script installs it
+    result = install(tmp_path, "tfcmt", path=str(tools))
+    # THEN it fails naming the missing pin and the missing gh; nothing was downloaded
     assert result.returncode == 1
     assert f"no sha256 pinned for tfcmt/4.14.18/tfcmt_linux_{ARCH}.tar.gz" in result.stdout
-    assert "make pin-tools" in result.stdout
-    assert not (tmp_path / "runner_temp" / "tfcmt-4.14.18" / f"tfcmt_linux_{ARCH}.tar.gz").exists()
+    assert "no gh to verify its build provenance with" in result.stdout
+    assert not (tmp_path / "runner_temp" / "tfcmt-4.14.18").exists()
+
+
+def test_the_action_gives_gh_its_token_only_for_installing_tfcmt() -> None:
+    # GIVEN the action's steps
+    import yaml
+
+    steps = yaml.safe_load((ACTION / "action.yml").read_text())["runs"]["steps"]
+    installs = {s["name"].split()[1]: s for s in steps if "install-tool.sh" in str(s.get("run"))}
+    # THEN the tfcmt install passes the action's github-token as GH_TOKEN (gh attestation verify needs
+    # one), and the Terraform install, which never falls back to gh, gets no token
+    token_input = "${{ inputs.github-token }}"  # noqa: S105 - an expression naming the input, not a secret
+    assert installs["tfcmt"]["env"]["GH_TOKEN"] == token_input
+    assert "GH_TOKEN" not in installs["Terraform"]["env"]
 
 
 @pytest.mark.parametrize(
