@@ -75,7 +75,7 @@ if [[ -n "$expected" ]]; then
     exit 1
   fi
 else
-  # The signer is the reusable release workflow every suzuki-shunsuke tool is built by; -R ties the
+  # The signer is the reusable release workflow that builds tfcmt's releases; -R ties the
   # attestation to tfcmt's own repository (tfcmt's docs, "Verify downloaded binaries": GitHub CLI).
   if ! gh attestation verify "$dir/$asset" -R suzuki-shunsuke/tfcmt \
     --signer-workflow suzuki-shunsuke/go-release-workflow/.github/workflows/release.yaml; then
