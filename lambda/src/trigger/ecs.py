@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from trigger.config import Config
 from trigger.errors import RunTaskFailedError
 from trigger.runs import RunSpec, client_token, container_environment, resource_tags, started_by
+from trigger.s3json import error_code
 
 SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
 # The reason ECS gives when Fargate (Spot) cannot place a task: "Capacity is unavailable at this time.
@@ -72,16 +73,12 @@ def is_capacity_failure(reason: str) -> bool:
     return bool(_CAPACITY.search(reason))
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _call_with_backoff(ecs: Any, request: dict[str, Any], sleep: Sleep) -> dict[str, Any]:
     for attempt in range(1, THROTTLE_TRIES + 1):
         try:
             return ecs.run_task(**request)
         except ClientError as error:
-            if _error_code(error) not in THROTTLING_CODES or attempt == THROTTLE_TRIES:
+            if error_code(error) not in THROTTLING_CODES or attempt == THROTTLE_TRIES:
                 raise
             sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))  # noqa: S311 (jitter, not crypto)
     raise AssertionError("unreachable: the last try returns or raises")
@@ -94,7 +91,7 @@ def _attempt(ecs: Any, request: dict[str, Any], sleep: Sleep) -> tuple[str | Non
     except ClientError as error:
         message = str(error.response.get("Error", {}).get("Message", ""))
         if is_capacity_failure(message):
-            return None, f"{_error_code(error)}: {message}"
+            return None, f"{error_code(error)}: {message}"
         raise
     failures = response.get("failures") or []
     reasons = [f"{f.get('arn', '?')}: {f.get('reason', '?')} {f.get('detail', '')}".strip() for f in failures]

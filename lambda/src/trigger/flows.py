@@ -38,6 +38,7 @@ from trigger.records import (
     utc_now,
 )
 from trigger.runs import RunSpec, push_run_id, retrain_run_id
+from trigger.s3json import error_code
 from trigger.taskdef import ensure_pinned_revision
 
 RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
@@ -338,7 +339,7 @@ def resolve_image(clients: Clients, config: Config, image: str) -> tuple[str, li
     try:
         response = clients.ecr.describe_images(repositoryName=config.repository_name, imageIds=[image_id])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ImageNotFoundException":
+        if error_code(error) == "ImageNotFoundException":
             raise ImageNotFoundError(f"image {image!r} is not in repository {config.repository_name!r}") from error
         raise
     details = response.get("imageDetails") or []

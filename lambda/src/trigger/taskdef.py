@@ -21,16 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from trigger.config import Config
 from trigger.errors import TaskDefinitionError
-from trigger.records import CONDITIONAL_CONFLICT, CONFLICT_BACKOFF_S, error_code, get_json, timestamp
+from trigger.records import timestamp
 from trigger.runs import TAG_PREFIX
+from trigger.s3json import get_json, put_json
 
 INDEX_PREFIX = "runs/_taskdefs/"
-_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-_WRITE_TRIES = 4
 
 
 def index_key(digest: str) -> str:
@@ -100,42 +97,14 @@ def _write_index(
     etag: str | None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Write the index (create, or replace the version we read); False when another writer won.
-
-    A 409 (a concurrent conditional write in flight) backs off and reads: an index that now exists
-    (or no longer has the ETag we read) means another writer won; otherwise the write is tried again.
-    """
+    """Write the index (create, or replace the version we read); False when another writer won."""
     body = {
         "image_digest": digest,
         "task_definition_arn": arn,
         "base_task_definition_arn": base_arn,
         "registered_at": timestamp(now),
     }
-    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-    for attempt in range(_WRITE_TRIES):
-        try:
-            s3.put_object(
-                Bucket=bucket,
-                Key=index_key(digest),
-                Body=json.dumps(body, indent=2, sort_keys=True).encode(),
-                ContentType="application/json",
-                **condition,
-            )
-        except ClientError as error:
-            code = error_code(error)
-            if code in _PRECONDITION_FAILED:
-                return False
-            if code not in CONDITIONAL_CONFLICT:
-                raise
-            sleep(CONFLICT_BACKOFF_S * 2**attempt)
-            now_there = _read_index(s3, bucket, digest)
-            if (now_there[1] if now_there else None) != etag:
-                return False
-            continue
-        return True
-    raise TaskDefinitionError(
-        f"s3://{bucket}/{index_key(digest)}: {_WRITE_TRIES} writes answered 409 ConditionalRequestConflict"
-    )
+    return put_json(s3, bucket, index_key(digest), body, etag=etag, sleep=sleep) is not None
 
 
 def ensure_pinned_revision(
