@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trigger import stops
 from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep, start_task
@@ -41,19 +42,12 @@ from trigger.runs import RunSpec, push_run_id, retrain_run_id
 from trigger.s3json import error_code
 from trigger.taskdef import ensure_pinned_revision
 
-RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
-FINAL_STATES = frozenset({"succeeded", "failed"})
-# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
-# was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a person stopped it,
-# and a retrain request trains it again).
-NOT_FAILURE_EXIT_CODES = frozenset({0, 75})
-
 
 @dataclass(frozen=True)
 class Outcome:
     """One decision about one run: what was decided and what it led to (logged as one JSON line)."""
 
-    decision: str  # start | resume | reconcile
+    decision: str  # start | reconcile, or a stop decision (trigger.stops.DECISIONS)
     outcome: str  # started | retried-start | duplicate | no-restart | marked-failed | ignored | would-start
     run_id: str | None = None
     digest: str | None = None
@@ -91,16 +85,37 @@ def _set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | N
     return change
 
 
-def _launch(
-    clients: Clients, config: Config, spec: RunSpec, *, known: tuple[Record, str], now: datetime, sleep: Sleep
-) -> tuple[str, bool, str, str]:
-    """Pin, RunTask, record the task ARN: (revision ARN, registered, task ARN, capacity provider)."""
+def _launched(
+    clients: Clients,
+    config: Config,
+    decision: str,
+    outcome: str,
+    known: tuple[Record, str],
+    *,
+    now: datetime,
+    sleep: Sleep,
+) -> Outcome:
+    """Start the attempt the record holds: pin, RunTask, record the task ARN; the Outcome that says so."""
+    spec = spec_of(known[0])  # a retry repeats the first request exactly (same clientToken, same overrides)
     task_definition_arn, registered = ensure_pinned_revision(
         clients.ecs, clients.s3, config, spec.digest, now, sleep=sleep
     )
     started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
-    update_record(clients.s3, config.bucket, spec.run_id, _set_task_arn(spec, started.task_arn), now=now, known=known)
-    return task_definition_arn, registered, started.task_arn, started.capacity_provider
+    update_record(
+        clients.s3, config.bucket, spec.run_id, _set_task_arn(spec, started.task_arn), now=now, known=known, sleep=sleep
+    )
+    return Outcome(
+        decision,
+        outcome,
+        run_id=spec.run_id,
+        digest=spec.digest,
+        attempt=spec.attempt,
+        task_arn=started.task_arn,
+        capacity_provider=started.capacity_provider,
+        task_definition_arn=task_definition_arn,
+        registered_task_definition=registered,
+        reason=known[0].get("reason"),
+    )
 
 
 def start_run(
@@ -116,38 +131,23 @@ def start_run(
     now = clock()
     record = new_record(spec, source, now)
     etag = create_record(clients.s3, config.bucket, record, sleep=sleep)
-    outcome = "started"
-    if etag is None:
-        existing = read_record(clients.s3, config.bucket, spec.run_id)
-        if existing is None:
-            raise RecordConflictError(
-                f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads"
-            )
-        record, etag = existing
-        if is_started(record):
-            return Outcome(
-                "start",
-                "duplicate",
-                run_id=spec.run_id,
-                digest=record.get("image_digest"),
-                attempt=record.get("attempt"),
-                task_arn=record.get("task_arn"),
-                reason=f"already started: record is {record.get('state')} with task {record.get('task_arn')}",
-            )
-        spec = spec_of(record)  # a retry repeats the first request exactly (same clientToken, same overrides)
-        outcome = "retried-start"
-    td_arn, registered, task_arn, provider = _launch(clients, config, spec, known=(record, etag), now=now, sleep=sleep)
-    return Outcome(
-        "start",
-        outcome,
-        run_id=spec.run_id,
-        digest=spec.digest,
-        attempt=spec.attempt,
-        task_arn=task_arn,
-        capacity_provider=provider,
-        task_definition_arn=td_arn,
-        registered_task_definition=registered,
-    )
+    if etag is not None:
+        return _launched(clients, config, "start", "started", (record, etag), now=now, sleep=sleep)
+    existing = read_record(clients.s3, config.bucket, spec.run_id)
+    if existing is None:
+        raise RecordConflictError(f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads")
+    record = existing[0]
+    if is_started(record):
+        return Outcome(
+            "start",
+            "duplicate",
+            run_id=spec.run_id,
+            digest=record.get("image_digest"),
+            attempt=record.get("attempt"),
+            task_arn=record.get("task_arn"),
+            reason=f"already started: record is {record.get('state')} with task {record.get('task_arn')}",
+        )
+    return _launched(clients, config, "start", "retried-start", existing, now=now, sleep=sleep)
 
 
 def push_spec(digest: str, git_sha: str | None) -> RunSpec:
@@ -165,169 +165,83 @@ def handle_push(
     return start_run(clients, config, push_spec(event.digest, event.git_sha), "push", clock=clock, sleep=sleep)
 
 
-# --- resuming after a Spot interruption ----------------------------------------------------------
+# --- stopped tasks: resume after a Spot interruption, record a failure ------------------------------
 
-
-def _env_int(stop: TaskStopEvent, name: str) -> int:
-    raw = stop.environment.get(name)
-    if raw is None or not raw.isdigit() or int(raw) < 1:
-        raise InvalidEventError(f"task {stop.task_arn} has no valid {name} container override (got {raw!r})")
-    return int(raw)
+_STOP_OUTCOMES = {
+    stops.IGNORE: "ignored",
+    stops.NO_OP: "no-restart",
+    stops.DUPLICATE: "duplicate",
+    stops.FAIL: "marked-failed",
+}
 
 
 def handle_task_stop(
     clients: Clients, config: Config, stop: TaskStopEvent, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> Outcome:
-    """Start the next attempt of a run whose task lost its Spot capacity; record any other failed stop."""
-    if stop.last_status != "STOPPED":
-        return Outcome("resume", "ignored", task_arn=stop.task_arn, reason=f"lastStatus {stop.last_status}")
-    if not stop.resumable:
-        return _record_failure(clients, config, stop, now=clock())
-    run_id = stop.environment.get("TRAINER_RUN_ID")
-    if not run_id:
-        raise InvalidEventError(f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override to resume")
-    attempt = _env_int(stop, "TRAINER_ATTEMPT")
-    next_attempt = attempt + 1
+    """Carry out `stops.decide_stop` for a stopped task: the record read and written here, RunTask."""
     now = clock()
-    existing = read_record(clients.s3, config.bucket, run_id)
-    if existing is None:
-        raise RecordConflictError(
-            f"run {run_id} was interrupted but s3://{config.bucket}/{record_key(run_id)} is missing"
-        )
-    record = existing[0]
-    digest = stop.environment.get("TRAINER_IMAGE_DIGEST")
-    if digest and digest != record.get("image_digest"):
-        raise RecordConflictError(
-            f"run {run_id}: the stopped task ran {digest}, the record says {record.get('image_digest')}"
-        )
+    run_id = stop.environment.get("TRAINER_RUN_ID") or None
+    existing = read_record(clients.s3, config.bucket, run_id) if run_id and stop.last_status == "STOPPED" else None
+    decision = stops.decide_stop(existing[0] if existing else None, stop, config.max_attempts)
 
-    def duplicate(current: Record) -> Outcome:
-        return Outcome(
-            "resume",
-            "duplicate",
-            run_id=run_id,
-            attempt=current.get("attempt"),
-            task_arn=current.get("task_arn"),
-            reason=f"attempt {attempt} was already resumed",
-        )
-
-    if record.get("attempt", 0) > next_attempt or (record.get("attempt") == next_attempt and is_started(record)):
-        return duplicate(record)
-    if record.get("attempt") == next_attempt:  # the resume was recorded but its RunTask failed: retry it
-        known, outcome = existing, "retried-start"
-    elif record.get("attempt") == attempt:
-        if record.get("state") not in RESUMABLE_STATES:
-            return Outcome(
-                "resume",
-                "no-restart",
-                run_id=run_id,
-                attempt=attempt,
-                reason=f"run is {record.get('state')}; nothing to resume",
-            )
-        if next_attempt > config.max_attempts:
-            message = (
-                f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
-                f"PUSHTRAIN_MAX_ATTEMPTS={config.max_attempts} allows no attempt {next_attempt}"
-            )
-            # The run can never finish now: say so in its record (so a later push of the digest is not a
-            # duplicate of a run that looks alive), then raise for the DLQ and its alarm.
-            _mark_failed(clients, config, run_id, attempt, message, now=now, known=existing)
-            raise AttemptsExhaustedError(message)
-        reason = f"{stop.stop_code}: {stop.stopped_reason or 'no reason given'}"
-
-        def next_attempt_record(current: Record) -> Record | None:
-            if current.get("attempt") != attempt:
-                return None  # a concurrent delivery of this stop event got there first
-            current.update(attempt=next_attempt, state="queued", task_arn=None, source="spot-resume", reason=reason)
-            append_history(current, now, reason)
-            return current
-
-        written = update_record(clients.s3, config.bucket, run_id, next_attempt_record, now=now, known=existing)
-        if written is None:
-            fresh = read_record(clients.s3, config.bucket, run_id)
-            return duplicate(fresh[0] if fresh else record)
-        known, outcome = written, "started"
-    else:
-        raise RecordConflictError(
-            f"run {run_id} record is at attempt {record.get('attempt')}, older than stopped {attempt}"
-        )
-
-    spec = spec_of(known[0])
-    td_arn, registered, task_arn, provider = _launch(clients, config, spec, known=known, now=now, sleep=sleep)
+    if decision.action in {stops.RESUME, stops.FAIL, stops.EXHAUSTED}:
+        assert existing is not None  # noqa: S101 (decide_stop resumes or fails only a run with a record)
+        decision, written = _write_stop_decision(clients, config, stop, decision, existing, now=now, sleep=sleep)
+        if decision.action == stops.RESUME:
+            assert written is not None  # noqa: S101 (a resume is carried out only when its claim was written)
+            return _launched(clients, config, "resume", "started", written, now=now, sleep=sleep)
+        if decision.action == stops.EXHAUSTED:
+            raise AttemptsExhaustedError(decision.reason)
+    if decision.action == stops.RETRY_RESUME:
+        assert existing is not None  # noqa: S101
+        return _launched(clients, config, "resume", "retried-start", existing, now=now, sleep=sleep)
+    if decision.action == stops.INVALID:
+        raise InvalidEventError(decision.reason)
+    if decision.action == stops.CONFLICT:
+        raise RecordConflictError(decision.reason)
     return Outcome(
-        "resume",
-        outcome,
-        run_id=run_id,
-        digest=spec.digest,
-        attempt=spec.attempt,
-        task_arn=task_arn,
-        capacity_provider=provider,
-        task_definition_arn=td_arn,
-        registered_task_definition=registered,
-        reason=known[0].get("reason"),
+        decision.action,
+        _STOP_OUTCOMES[decision.action],
+        run_id=decision.run_id,
+        attempt=decision.attempt,
+        task_arn=decision.task_arn if decision.action == stops.DUPLICATE else stop.task_arn,
+        reason=decision.reason,
     )
 
 
-# --- recording a run that stopped for good ------------------------------------------------------
-
-
-def _mark_failed(
+def _write_stop_decision(
     clients: Clients,
     config: Config,
-    run_id: str,
-    attempt: int,
-    reason: str,
+    stop: TaskStopEvent,
+    decision: stops.StopDecision,
+    known: tuple[Record, str],
     *,
     now: datetime,
-    known: tuple[Record, str] | None = None,
-) -> tuple[Record, str] | None:
-    """Compare-and-swap the record to `failed`, only while it is at `attempt` and not final."""
+    sleep: Sleep,
+) -> tuple[stops.StopDecision, tuple[Record, str] | None]:
+    """Write what a resume, failure or exhaustion changes, deciding again on every compare-and-swap round.
 
-    def failed(current: Record) -> Record | None:
-        if current.get("attempt") != attempt or current.get("state") in FINAL_STATES:
-            return None  # a later attempt, or the trainer (or another delivery) already wrote the end
-        current.update(state="failed", reason=reason)
-        append_history(current, now, reason)
+    Returns the decision that held when the write landed (or, when a concurrent writer made the write
+    unnecessary, the decision for the record as it now is) and what was written.
+    """
+    held = [decision]
+
+    def change(current: Record) -> Record | None:
+        again = stops.decide_stop(current, stop, config.max_attempts)
+        held[0] = again
+        if again.action == stops.RESUME:
+            current.update(
+                attempt=again.attempt, state="queued", task_arn=None, source="spot-resume", reason=again.reason
+            )
+        elif again.action in {stops.FAIL, stops.EXHAUSTED}:
+            current.update(state="failed", reason=again.reason)
+        else:
+            return None
+        append_history(current, now, again.reason)
         return current
 
-    return update_record(clients.s3, config.bucket, run_id, failed, now=now, known=known)
-
-
-def _record_failure(clients: Clients, config: Config, stop: TaskStopEvent, *, now: datetime) -> Outcome:
-    """A stop that is not a Spot interruption: mark the run `failed` unless it ended on its own.
-
-    The training-failed rule delivers these (never started, OOM kill, failure exit); a task that never
-    ran the trainer, or was killed, cannot write `failed` itself, and a run left `queued`/`running`
-    makes every later push of its digest a duplicate. Exit 0 and 75 are the trainer's own endings.
-    """
-    exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
-    run_id = stop.environment.get("TRAINER_RUN_ID")
-    what = f"stopCode {stop.stop_code}, {exit_note}"
-
-    def no_op(why: str, attempt: int | None = None) -> Outcome:
-        return Outcome(
-            "resume", "no-restart", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=f"{what}: {why}"
-        )
-
-    if stop.exit_code in NOT_FAILURE_EXIT_CODES:
-        ending = "the trainer recorded its result" if stop.exit_code == 0 else "the run stays interrupted"
-        return no_op(f"not a Spot interruption; {ending}")
-    if not run_id:
-        return no_op("no TRAINER_RUN_ID override: not a run the trigger started")
-    attempt = _env_int(stop, "TRAINER_ATTEMPT")
-    existing = read_record(clients.s3, config.bucket, run_id)
-    if existing is None:
-        return no_op(f"s3://{config.bucket}/{record_key(run_id)} is missing: nothing to mark failed", attempt)
-    record = existing[0]
-    if record.get("task_arn") not in (None, stop.task_arn):
-        return no_op(f"the record names task {record.get('task_arn')}, not this one", attempt)
-    reason = f"{what}: {stop.stopped_reason or 'no reason given'}"
-    written = _mark_failed(clients, config, run_id, attempt, reason, now=now, known=existing)
-    if written is None:
-        fresh = read_record(clients.s3, config.bucket, run_id)
-        current = fresh[0] if fresh else record
-        return no_op(f"record is {current.get('state')} at attempt {current.get('attempt')}; left as it is", attempt)
-    return Outcome("resume", "marked-failed", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=reason)
+    written = update_record(clients.s3, config.bucket, known[0]["run_id"], change, now=now, known=known, sleep=sleep)
+    return held[0], written
 
 
 # --- retrain requests -----------------------------------------------------------------------------

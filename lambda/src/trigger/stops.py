@@ -1,0 +1,155 @@
+"""What to do about a stopped training task: a pure decision over (run record, stop event, attempts).
+
+`decide_stop` makes no AWS call; `trigger.flows.handle_task_stop` reads the record, asks here, and
+carries the decision out (and, for a write, asks again on each compare-and-swap round, so a
+concurrent writer's change is judged by the same table). Every decision is named, and a stop that is
+not resumed is never logged as "resume":
+
+| decision       | when                                                             | what follows              |
+| -------------- | ---------------------------------------------------------------- | ------------------------- |
+| `ignore`       | the task is not STOPPED yet (a Spot notice while checkpointing)  | nothing                   |
+| `no-op`        | the trainer's own ending (exit 0/75), a task we did not start, a record that moved on | nothing |
+| `duplicate`    | this interruption was already resumed                             | nothing                   |
+| `resume`       | a Spot interruption of the record's current attempt, attempts left | next attempt claimed, RunTask |
+| `retry-resume` | the next attempt was claimed but has no task yet                   | RunTask for it            |
+| `fail`         | a failure stop of the record's current attempt and task            | record `failed`           |
+| `exhausted`    | a Spot interruption of the last allowed attempt                    | record `failed`, raise    |
+| `conflict`     | the record contradicts the event                                   | raise                     |
+| `invalid`      | the event lacks what the decision needs                            | raise                     |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trigger.events import TaskStopEvent
+from trigger.records import Record, is_started, record_key
+
+IGNORE, NO_OP, DUPLICATE = "ignore", "no-op", "duplicate"
+RESUME, RETRY_RESUME, FAIL, EXHAUSTED = "resume", "retry-resume", "fail", "exhausted"
+CONFLICT, INVALID = "conflict", "invalid"
+DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, CONFLICT, INVALID)
+
+# ASCII decimal, 1..99 (str.isdigit() accepts "²", which int() then refuses); see config.MAX_ATTEMPTS_LIMIT.
+_ATTEMPT = re.compile(r"[1-9][0-9]?")
+RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
+FINAL_STATES = frozenset({"succeeded", "failed"})
+# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
+# was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a person stopped it,
+# and a retrain request trains it again).
+NOT_FAILURE_EXIT_CODES = frozenset({0, 75})
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """One named decision about one stop; `attempt` is the attempt it acts on (the next one for a resume)."""
+
+    action: str
+    reason: str
+    run_id: str | None = None
+    attempt: int | None = None
+    task_arn: str | None = None  # for a duplicate: the task of the attempt that was already resumed
+
+
+def stop_attempt(stop: TaskStopEvent) -> int | None:
+    """The stopped task's TRAINER_ATTEMPT override, or None when it is missing or not a positive number."""
+    raw = stop.environment.get("TRAINER_ATTEMPT")
+    if raw is None or not _ATTEMPT.fullmatch(raw):
+        return None
+    return int(raw)
+
+
+def _no_attempt(stop: TaskStopEvent) -> StopDecision:
+    raw = stop.environment.get("TRAINER_ATTEMPT")
+    return StopDecision(INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})")
+
+
+def decide_stop(record: Record | None, stop: TaskStopEvent, max_attempts: int) -> StopDecision:
+    """The decision for `stop` given the run's record (None when there is none). Pure."""
+    run_id = stop.environment.get("TRAINER_RUN_ID") or None
+    if stop.last_status != "STOPPED":
+        return StopDecision(IGNORE, f"lastStatus {stop.last_status}", run_id)
+    if stop.resumable:
+        return _decide_interruption(record, stop, run_id, max_attempts)
+    return _decide_failure(record, stop, run_id)
+
+
+def _decide_interruption(  # noqa: PLR0911 (a decision table: one return per row)
+    record: Record | None, stop: TaskStopEvent, run_id: str | None, limit: int
+) -> StopDecision:
+    if not run_id:
+        return StopDecision(INVALID, f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override")
+    attempt = stop_attempt(stop)
+    if attempt is None:
+        raw = stop.environment.get("TRAINER_ATTEMPT")
+        return StopDecision(
+            INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})"
+        )
+    if record is None:
+        return StopDecision(
+            CONFLICT, f"run {run_id} was interrupted but {record_key(run_id)} is missing", run_id, attempt
+        )
+    digest = stop.environment.get("TRAINER_IMAGE_DIGEST")
+    if digest and digest != record.get("image_digest"):
+        return StopDecision(
+            CONFLICT, f"run {run_id}: the stopped task ran {digest}, the record says {record.get('image_digest')}"
+        )
+    at, following = record.get("attempt", 0), attempt + 1
+    if at > following or (at == following and is_started(record)):
+        return StopDecision(DUPLICATE, f"attempt {attempt} was already resumed", run_id, at, record.get("task_arn"))
+    if at == following:
+        return StopDecision(RETRY_RESUME, f"attempt {following} was claimed but has no task", run_id, following)
+    if at != attempt:
+        return StopDecision(
+            CONFLICT, f"run {run_id} record is at attempt {at}, older than stopped {attempt}", run_id, attempt
+        )
+    if record.get("state") not in RESUMABLE_STATES:
+        return StopDecision(NO_OP, f"run is {record.get('state')}; nothing to resume", run_id, attempt)
+    if following > limit:
+        return StopDecision(
+            EXHAUSTED,
+            f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
+            f"PUSHTRAIN_MAX_ATTEMPTS={limit} allows no attempt {following}",
+            run_id,
+            attempt,
+        )
+    return StopDecision(RESUME, f"{stop.stop_code}: {stop.stopped_reason or 'no reason given'}", run_id, following)
+
+
+def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
+    record: Record | None, stop: TaskStopEvent, run_id: str | None
+) -> StopDecision:
+    """A stop that is not a Spot interruption: `fail` the run unless it ended on its own.
+
+    The training-failed rule delivers these (never started, OOM kill, failure exit); a task that never
+    ran the trainer, or was killed, cannot write `failed` itself, and a run left `queued`/`running`
+    makes every later push of its digest a duplicate. Exit 0 and 75 are the trainer's own endings.
+    """
+    exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
+    what = f"stopCode {stop.stop_code}, {exit_note}"
+    if stop.exit_code in NOT_FAILURE_EXIT_CODES:
+        ending = "the trainer recorded its result" if stop.exit_code == 0 else "the run stays interrupted"
+        return StopDecision(NO_OP, f"{what}: not a Spot interruption; {ending}", run_id)
+    if not run_id:
+        return StopDecision(NO_OP, f"{what}: no TRAINER_RUN_ID override: not a run the trigger started")
+    attempt = stop_attempt(stop)
+    if attempt is None:
+        raw = stop.environment.get("TRAINER_ATTEMPT")
+        return StopDecision(
+            INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})"
+        )
+    if record is None:
+        return StopDecision(NO_OP, f"{what}: {record_key(run_id)} is missing: nothing to mark failed", run_id, attempt)
+    if record.get("task_arn") not in (None, stop.task_arn):
+        return StopDecision(
+            NO_OP, f"{what}: the record names task {record.get('task_arn')}, not this one", run_id, attempt
+        )
+    if record.get("attempt") != attempt or record.get("state") in FINAL_STATES:
+        return StopDecision(
+            NO_OP,
+            f"{what}: record is {record.get('state')} at attempt {record.get('attempt')}; left as it is",
+            run_id,
+            attempt,
+        )
+    return StopDecision(FAIL, f"{what}: {stop.stopped_reason or 'no reason given'}", run_id, attempt)
