@@ -13,7 +13,9 @@ class ConfigError(TriggerError):
 
 
 class InvalidEventError(TriggerError, ValueError):
-    """The event is not one of the three inputs, or one of them is malformed (names what is wrong)."""
+    """The event is none of the four inputs (push, task stop, retrain request, schedule), or is malformed.
+
+    The message names the field and the value that is wrong."""
 
 
 class ImageNotFoundError(TriggerError):

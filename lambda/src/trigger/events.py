@@ -24,6 +24,9 @@ from trigger.errors import InvalidEventError
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Docker's tag grammar: 1-128 characters, not starting with "." or "-".
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A moving tag names no particular image: a run must say which one it trains (and its run id must
+# not depend on when the tag was last moved).
+REFUSED_TAGS = frozenset({"latest"})
 GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 # A request id becomes part of the run id, the clientToken and startedBy (36 characters at most),
 # so "retrain-<request id>-<8 hex>" must fit in 36: at most 19 characters.
@@ -221,6 +224,11 @@ def parse_retrain_request(event: Mapping[str, Any]) -> RetrainRequest:
     image = _str(event, "image", "retrain request")
     if not (DIGEST.match(image) or TAG.match(image)):
         raise InvalidEventError(f"image={image!r} is neither an image tag nor a sha256:<64 hex> digest")
+    if image in REFUSED_TAGS:
+        raise InvalidEventError(
+            f"image={image!r} is refused: it names whatever was pushed last; give the git sha the image was "
+            "built from, or its digest"
+        )
     git_sha = event.get("git_sha")
     if git_sha is not None and not (isinstance(git_sha, str) and GIT_SHA.match(git_sha)):
         raise InvalidEventError(f"git_sha={git_sha!r} is not a 40-character hex commit sha")

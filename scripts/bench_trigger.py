@@ -24,11 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO / "scripts"))
+import package_lambda  # scripts/, this script's folder, is first on sys.path
 
-import package_lambda  # noqa: E402  (scripts/ is not a package)
+REPO = Path(__file__).resolve().parent.parent
+EVENT_FIXTURES = REPO / "lambda" / "tests" / "events"
 
 REPEATS = 7  # cold-start subprocesses per variant; the median is printed
 EVENTS = 200  # handler invocations per measurement
@@ -59,7 +58,7 @@ def cold_start_ms(code: str) -> float:
     times = []
     for _ in range(REPEATS):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, env=env)  # noqa: S603 (this interpreter, our snippet)
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -163,7 +162,7 @@ def bench_handler_cpu() -> None:
     from trigger.handler import handle
 
     config = load_config(ENV)
-    event = json.loads((HERE / "tests" / "events" / "ecr_image_push.json").read_text())
+    event = json.loads((EVENT_FIXTURES / "ecr_image_push.json").read_text())
     aws = StubbedAws()
     sink = io.StringIO()
 
