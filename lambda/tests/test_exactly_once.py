@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from trigger.errors import InvalidEventError
 from trigger.handler import handle
 from trigger.records import STATES
 from trigger_testkit import (
@@ -122,10 +123,11 @@ def test_each_decision_is_one_json_line_naming_event_run_digest_task_and_outcome
     aws: Emulated, push_event: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
-    with pytest.raises(Exception, match="not PUSH"):
-        handle({**push_event, "detail": {**push_event["detail"], "action-type": "DELETE"}}, aws.config, aws.clients)
+    handle({**push_event, "detail": {**push_event["detail"], "action-type": "DELETE"}}, aws.config, aws.clients)
+    with pytest.raises(InvalidEventError, match="image-digest"):
+        handle({**push_event, "detail": {**push_event["detail"], "image-digest": "sha256:1"}}, aws.config, aws.clients)
 
-    started, refused = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    started, skipped, refused = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert {k: started[k] for k in ("decision", "outcome", "event_id", "run_id", "digest")} == {
         "decision": "start",
         "outcome": "started",
@@ -134,12 +136,15 @@ def test_each_decision_is_one_json_line_naming_event_run_digest_task_and_outcome
         "digest": DIGEST,
     }
     assert started["task_arn"].startswith("arn:aws:ecs:")
+    # a well-formed event that is not for us is a logged skip, not an error (no retry, no dead letter)
+    assert (skipped["decision"], skipped["outcome"], skipped["event_id"]) == ("skip", "not-for-us", push_event["id"])
+    assert "action-type='DELETE'" in skipped["reason"]
     assert (refused["decision"], refused["outcome"], refused["event_id"]) == (
         "reject",
         "invalid-event",
         push_event["id"],
     )
-    assert "action-type='DELETE'" in refused["error"]
+    assert "image-digest='sha256:1'" in refused["error"]
 
 
 def test_untagged_push_is_a_manifest_inside_an_index_and_starts_nothing(

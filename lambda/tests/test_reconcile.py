@@ -13,7 +13,7 @@ from trigger.flows import reconcile
 from trigger.handler import handle
 from trigger.reconcile import main
 from trigger.runs import push_run_id
-from trigger_testkit import DIGEST, ENVIRONMENT, GIT_SHA, Emulated, clock, load_event, no_sleep
+from trigger_testkit import ENVIRONMENT, Emulated, clock, load_event, no_sleep
 
 OTHER_DIGEST = "sha256:" + "ab" * 32
 OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -22,8 +22,7 @@ OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture
 def two_images(aws: Emulated, push_event: dict[str, Any]) -> Emulated:
     """GIVEN two pushed images; only the first one's event arrived (and trained)."""
-    aws.push_image(DIGEST, GIT_SHA)
-    aws.push_image(OTHER_DIGEST, OTHER_SHA)
+    aws.push_image(OTHER_DIGEST, OTHER_SHA)  # the sample image (DIGEST) is there from the start
     handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
     return aws
 

@@ -22,6 +22,10 @@ class ImageNotFoundError(TriggerError):
     """The requested tag or digest is not in the repository."""
 
 
+class NotAnImageError(TriggerError):
+    """The requested image is a signature, attestation, SBOM, chart or other artifact: nothing to run."""
+
+
 class TaskDefinitionError(TriggerError):
     """The base task definition cannot be copied into a digest-pinned revision."""
 
@@ -32,6 +36,14 @@ class RunTaskFailedError(TriggerError):
 
 class AttemptsExhaustedError(TriggerError):
     """A Spot-interrupted run has used all of its attempts (PUSHTRAIN_MAX_ATTEMPTS)."""
+
+
+class StartInFlightError(TriggerError):
+    """Another invocation holds a fresh claim on this start (or registration): retry later.
+
+    Lambda's retries (and EventBridge's) deliver the event again; by then the claimant has started
+    the task (a duplicate) or its claim has expired (PUSHTRAIN_CLAIM_SECONDS) and may be taken over.
+    """
 
 
 class RecordConflictError(TriggerError):

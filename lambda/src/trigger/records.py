@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trigger.errors import RecordConflictError
@@ -52,6 +52,7 @@ def new_record(spec: RunSpec, source: str, now: datetime) -> Record:
         "git_sha": spec.git_sha,
         "params": dict(spec.params),
         "task_arn": None,
+        "claimed_at": at,
         "reason": None,
         "version": None,
         "created_at": at,
@@ -63,6 +64,38 @@ def new_record(spec: RunSpec, source: str, now: datetime) -> Record:
 def is_started(record: Record) -> bool:
     """A record with a task ARN, or past `queued`, is a run that was started: duplicates start nothing."""
     return record.get("task_arn") is not None or record.get("state") != "queued"
+
+
+STARTED, IN_FLIGHT, CLAIMABLE = "started", "in-flight", "claimable"
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """A record timestamp ("2026-11-25T19:00:00Z") as a datetime, or None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def start_state(record: Record, now: datetime, claim: timedelta) -> str:
+    """Where the start of the record's attempt stands. Pure.
+
+    - `started`: it has a task, or the trainer moved it past `queued`: nothing more to start;
+    - `in-flight`: claimed less than `claim` ago (`claimed_at`) and no task yet: another invocation is
+      starting it right now, so this one must not call RunTask (it raises a retryable error instead);
+    - `claimable`: the claim was released after a failed start (`claimed_at` null) or is older than
+      `claim` (its invocation died): whoever wins the compare-and-swap on the record may start it.
+
+    A record written before claims existed has no `claimed_at`; its `updated_at` stands in.
+    """
+    if is_started(record):
+        return STARTED
+    claimed = parse_timestamp(record["claimed_at"] if "claimed_at" in record else record.get("updated_at"))
+    if claimed is not None and now - claimed < claim:
+        return IN_FLIGHT
+    return CLAIMABLE
 
 
 def spec_of(record: Record) -> RunSpec:

@@ -5,24 +5,27 @@ carries the decision out (and, for a write, asks again on each compare-and-swap 
 concurrent writer's change is judged by the same table). Every decision is named, and a stop that is
 not resumed is never logged as "resume":
 
-| decision       | when                                                             | what follows              |
-| -------------- | ---------------------------------------------------------------- | ------------------------- |
-| `ignore`       | the task is not STOPPED yet (a Spot notice while checkpointing)  | nothing                   |
-| `no-op`        | the trainer's own ending (exit 0/75), a task we did not start, a record that moved on | nothing |
-| `duplicate`    | this interruption was already resumed                             | nothing                   |
-| `resume`       | a Spot interruption of the record's current attempt, attempts left | next attempt claimed, RunTask |
-| `retry-resume` | the next attempt was claimed but has no task yet                   | RunTask for it            |
-| `fail`         | a failure stop of the record's current attempt and task            | record `failed`           |
-| `exhausted`    | a Spot interruption of the last allowed attempt                    | record `failed`, raise    |
-| `conflict`     | the record contradicts the event                                   | raise                     |
-| `invalid`      | the event lacks what the decision needs                            | raise                     |
+- `ignore`: the task is not STOPPED yet (a Spot notice while checkpointing): nothing.
+- `no-op`: the trainer's own ending (exit 0/75), a task we did not start (no run id, no record), a
+  record that moved on, or (decided in flows) an event ECS contradicts: nothing.
+- `duplicate`: this interruption was already resumed: nothing.
+- `resume`: a Spot interruption of the record's current attempt with attempts left: the next attempt
+  is claimed in the record, then RunTask.
+- `retry-resume`: the next attempt was claimed but has no task: take over the claim, RunTask.
+- `fail`: a failure stop of the record's current attempt and task: record `failed`.
+- `exhausted`: a Spot interruption of the last allowed attempt: record `failed`, then raise.
+- `conflict`: the record contradicts the event (another digest, an attempt ahead of it): raise.
+- `invalid`: the event lacks what the decision needs (its attempt): raise.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from trigger.ecs import task_environment
 from trigger.events import TaskStopEvent
 from trigger.records import Record, is_started, record_key
 
@@ -32,7 +35,7 @@ CONFLICT, INVALID = "conflict", "invalid"
 DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, CONFLICT, INVALID)
 
 # ASCII decimal, 1..99 (str.isdigit() accepts "²", which int() then refuses); see config.MAX_ATTEMPTS_LIMIT.
-_ATTEMPT = re.compile(r"[1-9][0-9]?")
+_ATTEMPT = re.compile(r"[1-9][0-9]?", re.ASCII)
 RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
 FINAL_STATES = frozenset({"succeeded", "failed"})
 # Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
@@ -60,6 +63,14 @@ def stop_attempt(stop: TaskStopEvent) -> int | None:
     return int(raw)
 
 
+def needs_record(stop: TaskStopEvent) -> bool:
+    """Whether the decision for `stop` depends on the run record (else: decide without reading it)."""
+    run_id = stop.environment.get("TRAINER_RUN_ID")
+    if stop.last_status != "STOPPED" or not run_id or stop_attempt(stop) is None:
+        return False
+    return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES
+
+
 def _no_attempt(stop: TaskStopEvent) -> StopDecision:
     raw = stop.environment.get("TRAINER_ATTEMPT")
     return StopDecision(INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})")
@@ -78,18 +89,14 @@ def decide_stop(record: Record | None, stop: TaskStopEvent, max_attempts: int) -
 def _decide_interruption(  # noqa: PLR0911 (a decision table: one return per row)
     record: Record | None, stop: TaskStopEvent, run_id: str | None, limit: int
 ) -> StopDecision:
+    what = f"stopCode {stop.stop_code}"
     if not run_id:
-        return StopDecision(INVALID, f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override")
+        return StopDecision(NO_OP, f"{what}: no TRAINER_RUN_ID override: not a run the trigger started")
     attempt = stop_attempt(stop)
     if attempt is None:
-        raw = stop.environment.get("TRAINER_ATTEMPT")
-        return StopDecision(
-            INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})"
-        )
+        return _no_attempt(stop)
     if record is None:
-        return StopDecision(
-            CONFLICT, f"run {run_id} was interrupted but {record_key(run_id)} is missing", run_id, attempt
-        )
+        return StopDecision(NO_OP, f"{what}: {record_key(run_id)} is missing: not a run the trigger started", run_id)
     digest = stop.environment.get("TRAINER_IMAGE_DIGEST")
     if digest and digest != record.get("image_digest"):
         return StopDecision(
@@ -135,10 +142,7 @@ def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
         return StopDecision(NO_OP, f"{what}: no TRAINER_RUN_ID override: not a run the trigger started")
     attempt = stop_attempt(stop)
     if attempt is None:
-        raw = stop.environment.get("TRAINER_ATTEMPT")
-        return StopDecision(
-            INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})"
-        )
+        return _no_attempt(stop)
     if record is None:
         return StopDecision(NO_OP, f"{what}: {record_key(run_id)} is missing: nothing to mark failed", run_id, attempt)
     if record.get("task_arn") not in (None, stop.task_arn):
@@ -153,3 +157,25 @@ def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
             attempt,
         )
     return StopDecision(FAIL, f"{what}: {stop.stopped_reason or 'no reason given'}", run_id, attempt)
+
+
+def unverified(stop: TaskStopEvent, task: Mapping[str, Any] | None, container_name: str) -> str | None:
+    """Why ECS's description of the task does not back what the stop event claims, or None when it does.
+
+    Anyone allowed to invoke the function could send a stop event; before a stop resumes or fails a
+    run, DescribeTasks must show that task stopped, with the event's run id and attempt, stop code and
+    exit code. A field ECS leaves out of its description is not counted as a contradiction.
+    """
+    if task is None:
+        return f"ECS does not know task {stop.task_arn} (stopped tasks fade after about an hour); reconcile repairs it"
+    claims: list[tuple[str, object, object]] = [("lastStatus", stop.last_status, task.get("lastStatus"))]
+    env = task_environment(dict(task), container_name)
+    for name in ("TRAINER_RUN_ID", "TRAINER_ATTEMPT"):
+        claims.append((name, stop.environment.get(name), env.get(name)))
+    if task.get("stopCode") is not None:
+        claims.append(("stopCode", stop.stop_code, task.get("stopCode")))
+    exit_codes = [c.get("exitCode") for c in task.get("containers") or [] if c.get("name") == container_name]
+    if exit_codes and exit_codes[0] is not None:
+        claims.append(("exitCode", stop.exit_code, exit_codes[0]))
+    wrong = [f"{name}: event {said!r}, ECS {known!r}" for name, said, known in claims if said != known]
+    return f"ECS contradicts the event about task {stop.task_arn}: {'; '.join(wrong)}" if wrong else None
