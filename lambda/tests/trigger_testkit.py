@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,11 +112,12 @@ BASE_CONTAINER = {
 class Emulated:
     """An account emulated by moto with what Terraform would have created."""
 
-    def __init__(self) -> None:
-        self.ecs = client("ecs")
-        self.s3 = client("s3")
-        self.ecr = client("ecr")
-        ec2 = client("ec2")
+    def __init__(self, make: Callable[[str], Any] = client) -> None:
+        """`make` gives the client of a service: moto's in-process mock by default, or a server's."""
+        self.ecs = make("ecs")
+        self.s3 = make("s3")
+        self.ecr = make("ecr")
+        ec2 = make("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -141,6 +142,14 @@ class Emulated:
         self.stopped: dict[str, dict[str, Any]] = {}
         self.ecs.meta.events.register("after-call.ecs.DescribeTasks", self._describe_as_ecs)
         self.push_image(DIGEST, GIT_SHA)  # the image of the push sample event
+
+    def environment(self) -> dict[str, str]:
+        """The PUSHTRAIN_* variables of this account (what Terraform would set on the function)."""
+        return {
+            **ENVIRONMENT,
+            "PUSHTRAIN_SUBNETS": ",".join(self.config.subnets),
+            "PUSHTRAIN_SECURITY_GROUPS": ",".join(self.config.security_groups),
+        }
 
     def close(self) -> None:
         self.ecs.meta.events.unregister("after-call.ecs.DescribeTasks", self._describe_as_ecs)
