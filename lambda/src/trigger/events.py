@@ -51,6 +51,7 @@ PARAM_TYPES: dict[str, type] = {
 }
 MAX_STR_PARAM = 64  # characters
 MAX_INT_PARAM = 2**31 - 1
+_STATUS = re.compile(r"[A-Z_]{1,32}", re.ASCII)  # PROVISIONING, RUNNING, STOPPED, …
 _STOP_CODE = re.compile(r"[A-Za-z]{1,64}", re.ASCII)  # TaskFailedToStart, SpotInterruption, …
 MAX_STOPPED_REASON = 1024  # characters kept of ECS's stoppedReason (it goes into the run record)
 _STR_PARAM = re.compile(r"[A-Za-z0-9_.:-]+", re.ASCII)
@@ -196,6 +197,8 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
     if not _TASK_ARN.fullmatch(task_arn):
         raise InvalidEventError(f"detail.taskArn={shown(task_arn)} is not an ECS task ARN")
     last_status = _str(detail, "lastStatus", "detail")
+    if not _STATUS.fullmatch(last_status):
+        raise InvalidEventError(f"detail.lastStatus={shown(last_status)} is not an ECS task status")
     stop_code = _optional_str(detail, "stopCode", "detail")
     stopped_reason = _optional_str(detail, "stoppedReason", "detail")
     if cluster.group("name") != config.cluster:

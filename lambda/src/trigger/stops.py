@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trigger.ecs import task_environment
-from trigger.events import TaskStopEvent
+from trigger.events import TaskStopEvent, shown
 from trigger.records import Record, is_started, record_key
+from trigger.runs import RUN_ID
 
 IGNORE, NO_OP, DUPLICATE = "ignore", "no-op", "duplicate"
 RESUME, RETRY_RESUME, FAIL, EXHAUSTED = "resume", "retry-resume", "fail", "exhausted"
@@ -66,21 +67,29 @@ def stop_attempt(stop: TaskStopEvent) -> int | None:
 def needs_record(stop: TaskStopEvent) -> bool:
     """Whether the decision for `stop` depends on the run record (else: decide without reading it)."""
     run_id = stop.environment.get("TRAINER_RUN_ID")
-    if stop.last_status != "STOPPED" or not run_id or stop_attempt(stop) is None:
+    if stop.last_status != "STOPPED" or not run_id or not RUN_ID.fullmatch(run_id) or stop_attempt(stop) is None:
         return False
     return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES
 
 
+def _ours(run_id: str | None) -> bool:
+    return run_id is not None and RUN_ID.fullmatch(run_id) is not None
+
+
 def _no_attempt(stop: TaskStopEvent) -> StopDecision:
     raw = stop.environment.get("TRAINER_ATTEMPT")
-    return StopDecision(INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {raw!r})")
+    return StopDecision(
+        INVALID, f"task {stop.task_arn} has no valid TRAINER_ATTEMPT container override (got {shown(raw)})"
+    )
 
 
 def decide_stop(record: Record | None, stop: TaskStopEvent, max_attempts: int) -> StopDecision:
     """The decision for `stop` given the run's record (None when there is none). Pure."""
     run_id = stop.environment.get("TRAINER_RUN_ID") or None
     if stop.last_status != "STOPPED":
-        return StopDecision(IGNORE, f"lastStatus {stop.last_status}", run_id)
+        return StopDecision(IGNORE, f"lastStatus {stop.last_status}", run_id if _ours(run_id) else None)
+    if run_id is not None and not _ours(run_id):
+        return StopDecision(NO_OP, f"TRAINER_RUN_ID={shown(run_id)} is not a run id the trigger makes: not its task")
     if stop.resumable:
         return _decide_interruption(record, stop, run_id, max_attempts)
     return _decide_failure(record, stop, run_id)
@@ -100,7 +109,8 @@ def _decide_interruption(  # noqa: PLR0911 (a decision table: one return per row
     digest = stop.environment.get("TRAINER_IMAGE_DIGEST")
     if digest and digest != record.get("image_digest"):
         return StopDecision(
-            CONFLICT, f"run {run_id}: the stopped task ran {digest}, the record says {record.get('image_digest')}"
+            CONFLICT,
+            f"run {run_id}: the stopped task ran {shown(digest)}, the record says {record.get('image_digest')}",
         )
     at, following = record.get("attempt", 0), attempt + 1
     if at > following or (at == following and is_started(record)):
