@@ -96,12 +96,23 @@ def _push_calls() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None]
         "memory": "8192",
         "containerDefinitions": [{"name": "trainer", "image": "x:bootstrap", "essential": True, "stopTimeout": 120}],
     }
+    digest = "sha256:811d8fd91f7b386ec753710d7872e87ef83143027533a8b5288c72e57c71b9d5"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": digest},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": digest}],
+    }
+    image = {"imageDigest": digest, "imageManifestMediaType": manifest["mediaType"]}
     return [
+        ("ecr", "describe_images", {"imageDetails": [image]}, None),
+        ("ecr", "batch_get_image", {"images": [{"imageManifest": json.dumps(manifest)}]}, None),
         ("s3", "put_object", {"ETag": '"r1"'}, None),
-        ("s3", "get_object", {}, {"code": "NoSuchKey", "status": 404}),
         ("ecs", "describe_task_definition", {"taskDefinition": base}, None),
-        ("ecs", "register_task_definition", {"taskDefinition": {**base, "taskDefinitionArn": f"{family}:2"}}, None),
+        ("s3", "get_object", {}, {"code": "NoSuchKey", "status": 404}),
         ("s3", "put_object", {"ETag": '"i1"'}, None),
+        ("ecs", "register_task_definition", {"taskDefinition": {**base, "taskDefinitionArn": f"{family}:2"}}, None),
+        ("s3", "put_object", {"ETag": '"i2"'}, None),
         ("ecs", "run_task", {"tasks": [{"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/pushtrain/abc"}]}, None),
         ("s3", "put_object", {"ETag": '"r2"'}, None),
     ]
@@ -137,7 +148,7 @@ class StubbedAws:
 
         recorders = {
             name: (lambda params, model, _name=name, **_: recorded.append((_name, snake(model.name), dict(params))))
-            for name in ("ecs", "s3")
+            for name in ("ecs", "s3", "ecr")
         }
         for name, recorder in recorders.items():
             getattr(self.clients, name).meta.events.register("provide-client-params.*.*", recorder)

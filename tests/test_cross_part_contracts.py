@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 from ci import retrain as ci_retrain
+from tf_docs import load_root, unquote
+from trigger import config as trigger_config
 from trigger import events as trigger_events
 from trigger import records as trigger_records
 from trigger import runs as trigger_runs
@@ -216,3 +218,47 @@ def imported_roots(folder: Path) -> set[str]:
 def test_the_trigger_imports_only_itself_the_standard_library_and_the_aws_sdk() -> None:
     foreign = imported_roots(TRIGGER_SRC) - set(sys.stdlib_module_names) - {"trigger", "boto3", "botocore"}
     assert foreign == set(), "the trigger's zip holds trigger/ alone; it cannot import these"
+
+
+def test_every_run_id_shape_the_trigger_accepts_is_one_it_makes_and_the_trainer_accepts() -> None:
+    for run_id in SAMPLE_RUN_IDS:
+        assert trigger_runs.RUN_ID.fullmatch(run_id)
+    assert not trigger_runs.RUN_ID.fullmatch(SAMPLE_RUN_IDS[0] + "\n")
+    assert not trigger_runs.RUN_ID.fullmatch("_taskdefs")
+
+
+# --- Terraform's settings for the trigger against the trigger's rules --------------------------------
+
+
+def terraform_block(kind: str, type_name: str, name: str) -> dict[str, Any]:
+    root = load_root(REPO / "terraform")
+    for block in root.get(kind, []):
+        for type_key, named in block.items():
+            if unquote(type_key) == type_name and name in {unquote(n) for n in named}:
+                return next(body for n, body in named.items() if unquote(n) == name)
+    pytest.fail(f"terraform/ has no {kind} {type_name}.{name}")
+
+
+def lambda_setting(name: str) -> int:
+    (environment,) = terraform_block("resource", "aws_lambda_function", "this")["environment"]
+    return int(unquote(str(environment["variables"][name])))
+
+
+def test_the_claim_time_outlives_every_invocation_and_its_first_retry() -> None:
+    # A claim younger than the function's timeout may belong to an invocation still running.
+    timeout = int(terraform_block("resource", "aws_lambda_function", "this")["timeout"])
+    claim = lambda_setting("PUSHTRAIN_CLAIM_SECONDS")
+    assert claim >= 2 * timeout, (claim, timeout)
+    assert trigger_config.MIN_CLAIM_SECONDS <= claim <= trigger_config.MAX_CLAIM_SECONDS
+
+
+def test_run_records_outlive_the_reconcile_look_back() -> None:
+    # An expired record would make an image inside the look-back look never trained: it would train again.
+    look_back = lambda_setting("PUSHTRAIN_RECONCILE_LOOKBACK_DAYS")
+    variables = {unquote(k): v for b in load_root(REPO / "terraform").get("variable", []) for k, v in b.items()}
+    variable = variables["checkpoint_expiration_days"]
+    (validation,) = variable["validation"]
+    least = re.search(r"checkpoint_expiration_days\s*>=\s*([0-9]+)", unquote(str(validation["condition"])))
+    assert least is not None, validation
+    assert int(least.group(1)) > look_back
+    assert int(variable["default"]) > look_back
