@@ -233,6 +233,40 @@ data "aws_iam_policy_document" "trigger" {
   }
 
   statement {
+    # Only runnable images train: the trigger reads a pushed manifest's media types before a run.
+    sid       = "ReadImageManifests"
+    actions   = ["ecr:BatchGetImage"]
+    resources = [aws_ecr_repository.this.arn]
+  }
+
+  statement {
+    # Before a second RunTask for a claimed start, the trigger looks for the task the first one may
+    # have started (by startedBy); ListTasks has no resource of its own, the cluster condition scopes it.
+    sid       = "FindRunTasks"
+    actions   = ["ecs:ListTasks"]
+    resources = ["*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+
+  statement {
+    # A stop event is acted on only once DescribeTasks confirms it; reconcile checks tasks it recorded.
+    sid       = "DescribeRunTasks"
+    actions   = ["ecs:DescribeTasks"]
+    resources = [local.cluster_tasks_arn]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+
+  statement {
     sid       = "RunRecords"
     actions   = ["s3:GetObject", "s3:PutObject"]
     resources = ["${aws_s3_bucket.this.arn}/runs/*"]

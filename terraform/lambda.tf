@@ -56,6 +56,10 @@ resource "aws_lambda_function" "this" {
       PUSHTRAIN_ASSIGN_PUBLIC_IP = local.private_network ? "DISABLED" : "ENABLED"
       PUSHTRAIN_BUCKET           = aws_s3_bucket.this.bucket
       PUSHTRAIN_MAX_ATTEMPTS     = tostring(var.max_attempts)
+      # A start claimed longer ago than this died with its invocation: 3 x the 60 s timeout above.
+      PUSHTRAIN_CLAIM_SECONDS = "180"
+      # Reconcile's look-back; runs/ expires later (checkpoint_expiration_days is at least 8).
+      PUSHTRAIN_RECONCILE_LOOKBACK_DAYS = "7"
     }
   }
 

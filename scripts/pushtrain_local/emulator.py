@@ -52,6 +52,17 @@ class Emulator:
             response.read()
 
 
+def report_stop(emulator: Emulator, cluster: str, task_arn: str, stop_code: str, exit_code: int | None) -> None:
+    """Make DescribeTasks report a stopped task's stop code and exit code, as ECS does (moto's StopTask
+    sets neither); the trigger acts on a stop event only when DescribeTasks backs it."""
+    from moto.ecs.models import ecs_backends
+
+    task = ecs_backends[emulator.account_id][emulator.region].tasks[cluster][task_arn]
+    task.stop_code = stop_code
+    for container in task.containers:
+        container.exitCode = exit_code
+
+
 @contextmanager
 def running(region: str) -> Iterator[Emulator]:
     """Start moto on 127.0.0.1 (a free port), point this process's AWS environment at it, undo both after."""

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from pushtrain_local import events, runner
-from pushtrain_local.emulator import Emulator, Resources, environ, provision, register_base_task_definition, running
+from pushtrain_local.emulator import (
+    Emulator,
+    Resources,
+    environ,
+    provision,
+    register_base_task_definition,
+    report_stop,
+    running,
+)
 from pushtrain_local.hcl import Unknown
 from pushtrain_local.terraform import Stack, TerraformModule, rule_targets
 
@@ -376,6 +384,8 @@ class Pipeline:
             "Your Spot Task was interrupted." if interrupt else f"Essential container in task exited ({run.exit_code})"
         )
         self.ecs.stop_task(cluster=self.stack.names.cluster, task=task_arn, reason=reason)
+        stop_code = "SpotInterruption" if interrupt else "EssentialContainerExited"
+        report_stop(self.emulator, self.stack.names.cluster, task_arn, stop_code, run.exit_code)
         return run
 
     def task_environment(self) -> dict[str, str]:

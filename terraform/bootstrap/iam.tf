@@ -524,6 +524,19 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
+    # The trigger looks for a run's tasks (ListTasks has no resource type) and checks stopped ones.
+    sid       = "FindTrainerTasks"
+    actions   = ["ecs:DescribeTasks", "ecs:ListTasks"]
+    resources = ["*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [local.stack_resources_by_service.ecs_cluster]
+    }
+  }
+
+  statement {
     sid       = "PassStackRolesToEcs"
     actions   = ["iam:PassRole"]
     resources = local.arn.stack_role_list
