@@ -21,6 +21,7 @@ trains reads `config.lr` as a float, never None.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -251,12 +252,30 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Train
 
 # --- validation -------------------------------------------------------------------------------------
 
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_GIT_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
-_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Patterns match whole strings (fullmatch): a trailing newline is not part of a valid value.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_GIT_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+_URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # any "scheme:" prefix, with or without "//"
+
+# Bounds: every number is finite and within what a run can use; a value outside them is a typo or an
+# attack on the bill, refused (exit 2) before anything is downloaded.
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+MAX_LR = 100.0  # mean-loss SGD; the recipes use 0.05-1.5
+MAX_WEIGHT_DECAY = 1.0
+MAX_SEED = 2**31 - 1  # the trigger accepts integer parameters within ±(2**31 - 1) (trigger.events.MAX_INT_PARAM)
+MAX_THREADS = 1024
+MAX_IMAGES = 10_000_000  # limit_train / limit_test
+MAX_ATTEMPT = 10_000
+MAX_COST_PER_HOUR = 1000.0  # USD
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    """Whether run_id can name a run (one key segment: runs/<run_id>/...); the configuration's own check."""
+    return bool(_RUN_ID.fullmatch(run_id)) and ".." not in run_id
 
 
 def parse_s3_uri(uri: str, setting: str, *, key_required: bool) -> tuple[str, str]:
@@ -264,12 +283,14 @@ def parse_s3_uri(uri: str, setting: str, *, key_required: bool) -> tuple[str, st
     if not uri.startswith("s3://"):
         raise ConfigError(setting, f"expected s3://bucket/..., got {uri!r}")
     bucket, _, key = uri[len("s3://") :].partition("/")
-    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+    if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigError(setting, f"malformed S3 URI {uri!r}: {bucket!r} is not a valid bucket name")
     if key_required and (not key or key.endswith("/")):
         raise ConfigError(setting, f"malformed S3 URI {uri!r}: expected s3://bucket/path/to/object")
-    if "//" in key:
-        raise ConfigError(setting, f"malformed S3 URI {uri!r}: empty path segment")
+    if "//" in key or any(part in {".", ".."} for part in key.split("/")):
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: empty or relative path segment")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: control character")
     return bucket, key.strip("/")
 
 
@@ -278,6 +299,8 @@ def _check_location(setting: str, uri: str, *, allow_download: bool, key_require
         raise ConfigError(setting, "must not be empty")
     if allow_download and uri == "download":
         return
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        raise ConfigError(setting, f"malformed location {uri!r}: control character")
     scheme = _URI_SCHEME.match(uri)
     if not scheme:
         return
@@ -285,7 +308,7 @@ def _check_location(setting: str, uri: str, *, allow_download: bool, key_require
         if not uri.startswith("file:///") or uri == "file:///":
             raise ConfigError(setting, f"malformed URI {uri!r}: want file:///absolute/path")
         return
-    if scheme.group(1) != "s3":
+    if scheme.group(1) != "s3" or not uri.startswith("s3://"):
         raise ConfigError(setting, f"malformed URI {uri!r}: want s3://bucket/..., file:///path or a local path")
     parse_s3_uri(uri, setting, key_required=key_required)
 
@@ -300,19 +323,30 @@ def _require(ok: bool, setting: str, message: str) -> None:
         raise ConfigError(setting, message)
 
 
+def _bounded(
+    setting: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """value must be finite and within [low, high] (or open at either end): NaN and infinity never pass."""
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(setting, f"must be a finite number in {interval}, got {value!r}")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
     _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
-    _require(c.epochs >= 1, "epochs", f"must be at least 1, got {c.epochs}")
-    _require(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
-    _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
-    _require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
-    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
-    _require(0 <= c.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
-    _require(0 <= c.warmup < 1, "warmup", f"must be a fraction of the steps in [0, 1), got {c.warmup}")
+    _bounded("epochs", c.epochs, 1, MAX_EPOCHS)
+    _bounded("batch_size", c.batch_size, 1, MAX_BATCH_SIZE)
+    _bounded("lr", c.lr, 0, MAX_LR, low_open=True)
+    _bounded("momentum", c.momentum, 0, 1, high_open=True)
+    _bounded("weight_decay", c.weight_decay, 0, MAX_WEIGHT_DECAY)
+    _bounded("label_smoothing", c.label_smoothing, 0, 1, high_open=True)
+    _bounded("warmup", c.warmup, 0, 1, high_open=True)
+    _bounded("seed", c.seed, -MAX_SEED, MAX_SEED)
     _require(c.precision in PRECISIONS, "precision", f"unknown precision {c.precision!r} (one of {PRECISIONS})")
-    _require(c.threads >= 0, "threads", f"must be >= 0 (0: from the CPU quota), got {c.threads}")
+    _bounded("threads", c.threads, 0, MAX_THREADS)
     _require(c.device in DEVICES, "device", f"unknown device {c.device!r} (one of {DEVICES})")
     _require(
         c.progress in PROGRESS_MODES, "progress", f"unknown progress mode {c.progress!r} (one of {PROGRESS_MODES})"
@@ -321,22 +355,27 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check_location("store_uri", c.store_uri, allow_download=False, key_required=False)
     _require(bool(c.work_dir.strip()), "work_dir", "must not be empty")
     _require(not _URI_SCHEME.match(c.work_dir), "work_dir", f"must be a local folder, got {c.work_dir!r}")
+    _check_location("work_dir", c.work_dir, allow_download=False, key_required=False)
     _require(
-        bool(_MODEL_NAME.match(c.model_name)), "model_name", f"expected [a-z0-9][a-z0-9._-]*, got {c.model_name!r}"
+        bool(_MODEL_NAME.fullmatch(c.model_name)),
+        "model_name",
+        f"expected [a-z0-9][a-z0-9._-]*, got {c.model_name!r}",
     )
-    _require(c.limit_train >= 0, "limit_train", f"must be >= 0 (0: all), got {c.limit_train}")
-    _require(c.limit_test >= 0, "limit_test", f"must be >= 0 (0: all), got {c.limit_test}")
-    _require(c.run_id == "" or bool(_RUN_ID.match(c.run_id)), "run_id", f"expected [A-Za-z0-9._-], got {c.run_id!r}")
-    _require(c.attempt >= 1, "attempt", f"must be at least 1, got {c.attempt}")
+    _bounded("limit_train", c.limit_train, 0, MAX_IMAGES)
+    _bounded("limit_test", c.limit_test, 0, MAX_IMAGES)
     _require(
-        c.image_digest == "" or bool(_DIGEST.match(c.image_digest)),
+        c.run_id == "" or is_valid_run_id(c.run_id), "run_id", f"expected [A-Za-z0-9._-] (no '..'), got {c.run_id!r}"
+    )
+    _bounded("attempt", c.attempt, 1, MAX_ATTEMPT)
+    _require(
+        c.image_digest == "" or bool(_DIGEST.fullmatch(c.image_digest)),
         "image_digest",
         f"expected sha256:<64 hex>, got {c.image_digest!r}",
     )
-    _require(c.git_sha == "" or bool(_GIT_SHA.match(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
-    _require(0 <= c.accuracy_floor <= 1, "accuracy_floor", f"must be in [0, 1], got {c.accuracy_floor}")
-    _require(0 <= c.champion_margin <= 1, "champion_margin", f"must be in [0, 1], got {c.champion_margin}")
-    _require(c.cost_per_hour >= 0, "cost_per_hour", f"must be >= 0, got {c.cost_per_hour}")
+    _require(c.git_sha == "" or bool(_GIT_SHA.fullmatch(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
+    _bounded("accuracy_floor", c.accuracy_floor, 0, 1)
+    _bounded("champion_margin", c.champion_margin, 0, 1)
+    _bounded("cost_per_hour", c.cost_per_hour, 0, MAX_COST_PER_HOUR)
     return config
 
 
@@ -357,12 +396,14 @@ def settings_help() -> str:
 
 
 __all__ = [
+    "MAX_SEED",
     "MODELS",
     "RECIPES",
     "RUN_FIELDS",
     "ConfigError",
     "TrainConfig",
     "check_against_dataset",
+    "is_valid_run_id",
     "load_config",
     "parse_s3_uri",
     "settings_help",

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-# Connection errors and throttling are retried by botocore's standard mode; a conditional
-# write that loses a race is not an error there and reaches us as PreconditionFailed.
+# Connection errors, 500/503 and throttling are retried by botocore's standard mode, S3_MAX_ATTEMPTS sends
+# in all; a conditional write that loses a race is not an error there and reaches us as PreconditionFailed.
 S3_MAX_ATTEMPTS = 8
 # Each lost compare-and-swap race means another writer's update landed, so `update_json` always makes
 # progress; the bound only guards against a store that keeps refusing (a bug, not contention).
@@ -65,6 +65,15 @@ class PreconditionFailed(StoreError):  # noqa: N818 -- the S3 error code (HTTP 4
         super().__init__(f"precondition failed for {uri}: {condition}")
         self.uri = uri
         self.condition = condition
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a local file, read in 1 MiB chunks (checkpoints and model files are tens of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def validate_key(key: str) -> str:
@@ -314,7 +323,9 @@ class S3Store(Store):
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS}))
+            # total_max_attempts counts every send; botocore's "max_attempts" key would mean retries (one more send)
+            retries = {"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS}
+            client = boto3.client("s3", config=Config(retries=retries))
         self.client = client
 
     def _key(self, key: str) -> str:

@@ -47,6 +47,10 @@ PREPARE_IMAGES = 5000  # training images shown to a model's `prepare` hook (airb
 LOSS_SYNC_EVERY = 10  # on a GPU, read the loss for progress reports every this many batches
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run diverged and must not go on."""
+
+
 class TrainingSession:
     """Trains `config.model` on `data`, one epoch per `run_epoch` call; see the module docstring."""
 
@@ -185,6 +189,12 @@ class TrainingSession:
         self._correct += int(correct.item())
         self._seen += seen
         self._seconds += time.perf_counter() - started
+        if not math.isfinite(self._loss_sum):
+            # diverged: the weights are garbage now, and so would be every checkpoint and version after this
+            raise NonFiniteLossError(
+                f"training loss is {self._loss_sum} in epoch {self.epochs_done + 1} by step {self.step}: the run "
+                f"diverged (lower lr={self.config.lr}?); nothing is checkpointed or published from here"
+            )
         if stopped:
             return None
 
