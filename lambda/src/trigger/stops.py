@@ -72,7 +72,8 @@ def needs_record(stop: TaskStopEvent) -> bool:
     run_id = stop.environment.get("TRAINER_RUN_ID")
     if stop.last_status != "STOPPED" or not run_id or not RUN_ID.fullmatch(run_id) or stop_attempt(stop) is None:
         return False
-    return stop.resumable or stop.exit_code == 0 or stop.exit_code not in NOT_FAILURE_EXIT_CODES
+    # exit 0: the record says whether the run published a version whose image must be kept
+    return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES - {0}
 
 
 def keep_pending(record: Record) -> str | None:
