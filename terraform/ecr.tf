@@ -26,9 +26,10 @@ resource "aws_ecr_repository" "this" {
 #   - a digest a run record, a Spot resume, a reconcile or a retrain of a recent push can name: every
 #     image younger than var.ecr_image_retention_days, which is at least the life of a run record
 #     (var.checkpoint_expiration_days);
-#   - a published model version's image, the champion's included, forever: the trainer tags the index
-#     it ran from, and every manifest that index lists, "keep-<model>-v<version>[-<n>]" when it
-#     publishes (docs/contracts.md), and rule 1 never expires a "keep-" image. ECR's evaluation rules:
+#   - a published model version's image, the champion's included, forever: when the run succeeds with
+#     a version (its task's exit 0, rule training_succeeded, or reconcile), the trigger tags the index
+#     it ran from "keep-<run_id>" and the n-th manifest that index lists "keep-<run_id>-<n>"
+#     (lambda/src/trigger/keep.py, docs/contracts.md), and rule 1 never expires a "keep-" image. ECR's evaluation rules:
 #     an image that matches the tag selection of a higher-priority rule cannot be expired by a
 #     lower-priority one.
 # A push of the trainer image is an OCI index (provenance and SBOM on) whose platform manifest and

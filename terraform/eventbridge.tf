@@ -1,4 +1,4 @@
-# Four rules on the default event bus, one resource each through `for_each` over local.event_rules.
+# Five rules on the default event bus, one resource each through `for_each` over local.event_rules.
 # The patterns live in event-patterns/*.json.tftpl so that the local pipeline and the contract tests
 # match events against exactly what is deployed.
 #
@@ -7,8 +7,11 @@
 # 3. training_failed    a training task that failed (exit code not 0, not 73 = a duplicate trainer
 #                       that stood down, not 75 = interrupted; or never started) -> SNS, and -> trigger
 #                       (mark the run's record `failed`: a task that never started or was killed cannot)
-# 4. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
-#                       left in a non-final state; ECR delivers its events on a best-effort basis)
+# 4. training_succeeded a training task whose trainer exited 0 -> trigger (when its run record says
+#                       succeeded with a version, tag the run's image keep-<run_id> so it never expires)
+# 5. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
+#                       left in a non-final state, keep the images of published runs whose stop was
+#                       missed; ECR delivers its events on a best-effort basis)
 #
 # Every rule delivers to the trigger (aws_cloudwatch_event_target.trigger); training_failed also to
 # the notifications topic (aws_cloudwatch_event_target.training_failed_notify).
@@ -26,6 +29,11 @@ locals {
       task_definition_arn_prefix = local.task_definition_arn_prefix
     })
     training_failed = templatefile("${path.module}/event-patterns/training-failed.json.tftpl", {
+      cluster_arn                = aws_ecs_cluster.this.arn
+      task_definition_arn_prefix = local.task_definition_arn_prefix
+      container_name             = local.container_name
+    })
+    training_succeeded = templatefile("${path.module}/event-patterns/training-succeeded.json.tftpl", {
       cluster_arn                = aws_ecs_cluster.this.arn
       task_definition_arn_prefix = local.task_definition_arn_prefix
       container_name             = local.container_name
@@ -48,6 +56,11 @@ locals {
     training_failed = {
       description         = "A training task that failed or never started is reported and its run recorded failed"
       event_pattern       = local.event_patterns.training_failed
+      schedule_expression = null
+    }
+    training_succeeded = {
+      description         = "A training task that finished keeps its run's image when the run published a version"
+      event_pattern       = local.event_patterns.training_succeeded
       schedule_expression = null
     }
     reconcile = {

@@ -240,6 +240,14 @@ data "aws_iam_policy_document" "trigger" {
   }
 
   statement {
+    # A published run's image is kept: the trigger adds the tag keep-<run_id> to its digest (PutImage
+    # with the manifest as stored: no layer is uploaded, and tags are immutable, so no image is replaced).
+    sid       = "KeepPublishedImages"
+    actions   = ["ecr:PutImage"]
+    resources = [aws_ecr_repository.this.arn]
+  }
+
+  statement {
     # Before a second RunTask for a claimed start, the trigger looks for the task the first one may
     # have started (by startedBy); ListTasks has no resource of its own, the cluster condition scopes it.
     sid       = "FindRunTasks"

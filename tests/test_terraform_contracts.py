@@ -794,12 +794,18 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
 
 
 def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
-    # The four rules are one for_each resource; every rule goes to the Lambda (which lets each of them
+    # The five rules are one for_each resource; every rule goes to the Lambda (which lets each of them
     # invoke it), training_failed to SNS as well; each target has a retry policy and a dead-letter
     # queue, and each rule a FailedInvocations alarm.
     rules = block(stack, "resource", "aws_cloudwatch_event_rule", "this")
     assert rules["for_each"] == "${local.event_rules}"
-    assert set(locals_of(stack)["event_rules"]) == {"ecr_push", "spot_interruption", "training_failed", "reconcile"}
+    assert set(locals_of(stack)["event_rules"]) == {
+        "ecr_push",
+        "spot_interruption",
+        "training_failed",
+        "training_succeeded",
+        "reconcile",
+    }
     trigger = block(stack, "resource", "aws_cloudwatch_event_target", "trigger")
     notify = block(stack, "resource", "aws_cloudwatch_event_target", "training_failed_notify")
     assert trigger["for_each"] == "${aws_cloudwatch_event_rule.this}"

@@ -7,8 +7,9 @@ evaluation of the policy:
 
 - every image (index and children) pushed within the life of a run record (checkpoint_expiration_days),
   which a run record, a Spot resume, reconcile or a retrain of a recent push can name;
-- every published model version's image, the champion's included, forever: the trainer tags the index
-  and each child `keep-<model>-v<version>[-<n>]` when it publishes (docs/contracts.md);
+- every published model version's image, the champion's included, forever: when the run that published
+  it succeeds, the trigger tags the index `keep-<run_id>` and the n-th child it lists `keep-<run_id>-<n>`
+  (docs/contracts.md, trigger.keep);
 
 and what must go, so storage stays bounded: everything else older than ecr_image_retention_days,
 orphans of interrupted pushes included.
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 from pushtrain_local.terraform import TerraformModule
+from trigger.keep import keep_tag
 
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -104,7 +106,7 @@ class History:
     disposable: set[str]  # unprotected digests older than the retention: storage the policy must free
 
 
-def history(run_record_days: int, retention_days: int, model: str = "cifar10") -> History:
+def history(run_record_days: int, retention_days: int) -> History:
     """A year and more of pushes every other day, three manifests each, some published, some orphans."""
     images: list[Image] = []
     needed: set[str] = set()
@@ -112,11 +114,12 @@ def history(run_record_days: int, retention_days: int, model: str = "cifar10") -
     for age in range(0, 420, 2):
         index, children = _digest("index", age), (_digest("platform", age), _digest("attestation", age))
         version = published_ages.get(age)
-        keep = {f"keep-{model}-v{version}"} if version else set()
+        run_id = f"push-{hashlib.sha256(index.encode()).hexdigest()[:20]}"
+        keep = {keep_tag(run_id)} if version else set()
         git_sha = hashlib.sha1(str(age).encode(), usedforsecurity=False).hexdigest()
         images.append(Image(index, age + 0.01, frozenset({git_sha, *keep}), children))
-        for n, child in enumerate(children):
-            child_keep = {f"keep-{model}-v{version}-{n}"} if version else set()
+        for n, child in enumerate(children, start=1):
+            child_keep = {keep_tag(run_id, n)} if version else set()
             images.append(Image(child, age + 0.01, frozenset(child_keep)))
         if version or age < run_record_days:
             needed |= {index, *children}

@@ -36,6 +36,11 @@ TEMPLATE_VARS = {
         "task_definition_arn_prefix": FAMILY_PREFIX,
         "container_name": "trainer",
     },
+    "training-succeeded": {
+        "cluster_arn": CLUSTER_ARN,
+        "task_definition_arn_prefix": FAMILY_PREFIX,
+        "container_name": "trainer",
+    },
 }
 
 # https://docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-eventbridge.html ("Event for a completed
@@ -221,6 +226,80 @@ def test_failure_rule_ignores_other_clusters(rendered: dict[str, Any]) -> None:
     assert not matches(rendered["training-failed"], event)
 
 
+# --- succeeded training -> trigger (keep the published run's image) ------------------------------------------
+
+
+def matches_a_container(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge's rule for an array (detail.containers[]): a match when any one element matches.
+
+    moto's matcher does not look inside arrays of objects, so each container is tried on its own.
+    """
+    alone = copy.deepcopy(event)
+    for container in event["detail"]["containers"]:
+        alone["detail"]["containers"] = container
+        if matches(pattern, alone):
+            return True
+    return False
+
+
+def finished(exit_code: int | None, stop_code: str = "EssentialContainerExited") -> dict[str, Any]:
+    event = sample("ecs_task_stopped_spot.json")
+    event["detail"].update(stopCode=stop_code, stoppedReason="Essential container in task exited")
+    for container in event["detail"]["containers"]:
+        container.pop("exitCode", None)
+        if exit_code is not None:
+            container["exitCode"] = exit_code
+    return event
+
+
+def test_success_rule_delivers_our_trainers_exit_0(rendered: dict[str, Any]) -> None:
+    event = finished(0)
+    assert matches_a_container(rendered["training-succeeded"], event)
+    # AND only this rule: the failure rule does not report it, the Spot rule does not resume it
+    assert not matches(rendered["spot-interruption"], event)
+    (exited,) = [
+        b for b in rendered["training-failed"]["detail"]["$or"] if b.get("stopCode") == ["EssentialContainerExited"]
+    ]
+    assert 0 in exited["containers"]["exitCode"][0]["anything-but"]
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stop_code"),
+    [
+        (1, "EssentialContainerExited"),
+        (75, "EssentialContainerExited"),
+        (73, "EssentialContainerExited"),
+        (None, "TaskFailedToStart"),
+        (0, "SpotInterruption"),
+        (0, "UserInitiated"),
+    ],
+    ids=["failure", "interrupted", "duplicate-trainer", "never-started", "spot", "stopped-by-a-person"],
+)
+def test_success_rule_ignores_every_other_ending(
+    rendered: dict[str, Any], exit_code: int | None, stop_code: str
+) -> None:
+    assert not matches_a_container(rendered["training-succeeded"], finished(exit_code, stop_code))
+
+
+def test_success_rule_ignores_other_containers_clusters_and_families(rendered: dict[str, Any]) -> None:
+    sidecar = finished(0)
+    for container in sidecar["detail"]["containers"]:
+        container["name"] = "sidecar"
+    other_cluster = finished(0)
+    other_cluster["detail"]["clusterArn"] = CLUSTER_ARN + "-other"
+    other_family = finished(0)
+    other_family["detail"]["taskDefinitionArn"] = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/other:1"
+    for event in (sidecar, other_cluster, other_family):
+        assert not matches_a_container(rendered["training-succeeded"], event)
+
+
+def test_ecr_rule_delivers_keep_pushes_for_the_trigger_to_skip(rendered: dict[str, Any]) -> None:
+    # EventBridge has no "and" over one field: `anything-but` takes values or one prefix, so the rule
+    # cannot refuse both an empty tag and a keep- tag; the trigger skips keep- pushes (not-for-us).
+    event = with_detail(sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH), image_tag="keep-push-9a749648e91499fcfb67")
+    assert matches(rendered["ecr-push"], event)
+
+
 def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
     # The deployed rules take their pattern from the templates, never from an inline copy (the
     # reconcile rule is a schedule, with no pattern).
@@ -237,5 +316,6 @@ def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
         "ecr_push": "${local.event_patterns.ecr_push}",
         "spot_interruption": "${local.event_patterns.spot_interruption}",
         "training_failed": "${local.event_patterns.training_failed}",
+        "training_succeeded": "${local.event_patterns.training_succeeded}",
         "reconcile": None,
     }

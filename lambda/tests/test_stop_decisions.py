@@ -53,6 +53,7 @@ def record(*, attempt: int = 1, state: str = "running", task_arn: str | None = T
 
 
 FAILURE = {"code": "EssentialContainerExited", "exit_code": 1}
+SUCCESS = {"code": "EssentialContainerExited", "exit_code": 0}
 
 ROWS = [
     # (id, record, stop, expected action, expected attempt)
@@ -80,6 +81,24 @@ ROWS = [
     ("failed-to-start", record(state="queued"), stop(code="TaskFailedToStart", exit_code=None), stops.FAIL, 1),
     ("oom-kill", record(), stop(code="EssentialContainerExited", exit_code=137), stops.FAIL, 1),
     ("exit-0", record(), stop(code="EssentialContainerExited", exit_code=0), stops.NO_OP, None),
+    ("exit-0-published", record(state="succeeded", version="v1"), stop(**SUCCESS), stops.KEEP, 1),
+    (
+        "exit-0-published-already-kept",
+        record(state="succeeded", version="v1", image_kept_at="t"),
+        stop(**SUCCESS),
+        stops.NO_OP,
+        None,
+    ),
+    ("exit-0-without-version", record(state="succeeded", version=None), stop(**SUCCESS), stops.NO_OP, None),
+    (
+        "exit-0-of-a-manual-run",
+        record(state="succeeded", version="v1", source="manual"),
+        stop(**SUCCESS),
+        stops.NO_OP,
+        None,
+    ),
+    ("exit-0-without-record", None, stop(**SUCCESS), stops.NO_OP, 1),
+    ("exit-0-without-run-id", None, stop(run_id=None, **SUCCESS), stops.NO_OP, None),
     ("exit-75-by-a-person", record(), stop(code="UserInitiated", exit_code=75), stops.NO_OP, None),
     ("exit-73-duplicate-trainer", record(), stop(code="EssentialContainerExited", exit_code=73), stops.NO_OP, None),
     ("failure-after-success", record(state="succeeded"), stop(**FAILURE), stops.NO_OP, 1),
@@ -125,8 +144,10 @@ STOP_KINDS = {
 
 def every_combination() -> list[tuple[str, dict[str, Any] | None, TaskStopEvent]]:
     records: list[dict[str, Any] | None] = [None]
-    for attempt, state, task in itertools.product((1, 2, 3, 4), STATES, (None, TASK, OTHER_TASK)):
-        records.append(record(attempt=attempt, state=state, task_arn=task))
+    for attempt, state, task, version in itertools.product(
+        (1, 2, 3, 4), STATES, (None, TASK, OTHER_TASK), (None, "20261125T190000Z-push")
+    ):
+        records.append(record(attempt=attempt, state=state, task_arn=task, version=version))
     cases = []
     for (kind, fields), status, attempt, current in itertools.product(
         STOP_KINDS.items(), ("RUNNING", "STOPPED"), ("1", "2", "3"), records
@@ -144,7 +165,11 @@ def test_over_every_combination_only_interruptions_resume_and_failures_only_fail
             assert decision.action == stops.IGNORE, where
             continue
         if kind in {"spot", "notice"}:
-            assert decision.action not in {stops.FAIL, stops.IGNORE}, where
+            assert decision.action not in {stops.FAIL, stops.IGNORE, stops.KEEP}, where
+        elif kind == "exit-0":
+            # the trainer's success: its image is kept when the record says it published a version
+            published = current is not None and current["state"] == "succeeded" and current["version"] is not None
+            assert decision.action == (stops.KEEP if published else stops.NO_OP), where
         else:
             # a failure stop is never logged or carried out as a resume
             assert decision.action in {stops.FAIL, stops.NO_OP}, where

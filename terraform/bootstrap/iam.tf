@@ -481,6 +481,7 @@ data "aws_iam_policy_document" "stack_boundary" {
       "ecr:BatchGetImage",
       "ecr:DescribeImages",
       "ecr:GetDownloadUrlForLayer",
+      "ecr:PutImage", # the trigger tags a published run's image keep-<run_id>
     ]
     resources = [local.arn.repository]
   }

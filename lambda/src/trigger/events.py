@@ -27,6 +27,8 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 # A moving tag names no particular image: a run must say which one it trains (and its run id must
 # not depend on when the tag was last moved).
 REFUSED_TAGS = frozenset({"latest"})
+# The trigger adds "keep-<run_id>" to a published run's image (trigger.keep); ECR announces it as a PUSH.
+KEEP_TAG_PREFIX = "keep-"
 GIT_SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # A request id becomes part of the run id, the clientToken and startedBy (36 characters at most),
 # so "retrain-<request id>-<8 hex>" must fit in 36: at most 19 characters.
@@ -178,6 +180,10 @@ def parse_push_event(event: Mapping[str, Any], config: Config) -> PushEvent | Sk
     tag = detail.get("image-tag")
     if tag is not None and not (isinstance(tag, str) and TAG.fullmatch(tag)):
         raise InvalidEventError(f"detail.image-tag={shown(tag)} is not a valid image tag")
+    if isinstance(tag, str) and tag.startswith(KEEP_TAG_PREFIX):
+        return SkippedEvent(
+            event_id, f"detail.image-tag={shown(tag)}: a tag the trigger adds to keep an image, not a push"
+        )
     return PushEvent(event_id=event_id, digest=digest, tag=tag or None)
 
 

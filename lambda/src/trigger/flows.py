@@ -37,6 +37,7 @@ from trigger.errors import (
 )
 from trigger.events import DIGEST, GIT_SHA, PushEvent, RetrainRequest, TaskStopEvent
 from trigger.images import ImageFacts, describe_image, facts_of, not_runnable
+from trigger.keep import is_keep_tag, keep_image
 from trigger.records import (
     CLAIMABLE,
     IN_FLIGHT,
@@ -57,6 +58,9 @@ from trigger.records import (
 from trigger.runs import RunSpec, push_run_id, retrain_run_id
 from trigger.taskdef import ensure_pinned_revision
 
+# Images kept (tagged in ECR) by one reconcile at most: each costs a few ECR calls of the function's
+# 60 s; the rest are kept by the next schedule (logged `keep-deferred`).
+MAX_KEEPS_PER_RECONCILE = 10
 _RECORD_KEY = re.compile(r"runs/(?P<run_id>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/status\.json", re.ASCII)
 
 
@@ -82,7 +86,9 @@ class Outcome:
 # --- claiming and starting an attempt exactly once -------------------------------------------------
 
 
-def _set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | None]:
+def _set_task_arn(spec: RunSpec, task_arn: str, provider: str | None) -> Callable[[Record], Record | None]:
+    """Record the attempt's task, and the capacity it got (FARGATE_SPOT, or FARGATE after a Spot refusal)."""
+
     def change(record: Record) -> Record | None:
         if record.get("attempt") != spec.attempt:
             raise RecordConflictError(
@@ -90,13 +96,18 @@ def _set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | N
                 f"task {task_arn} was attempt {spec.attempt}"
             )
         if record.get("task_arn") == task_arn:
-            return None
+            if provider is None or record.get("capacity_provider") == provider:
+                return None
+            record["capacity_provider"] = provider
+            return record
         if record.get("task_arn") is not None:
             raise RecordConflictError(
                 f"run {spec.run_id} attempt {spec.attempt} already has task {record['task_arn']}, "
                 f"RunTask gave {task_arn}"
             )
         record["task_arn"] = task_arn
+        if provider is not None:  # a recovered task's capacity is unknown here
+            record["capacity_provider"] = provider
         return record
 
     return change
@@ -172,9 +183,8 @@ def _launched(
         _release(clients, config, spec, now=now, sleep=sleep)
         raise
     # From here a task exists: a failure to record it keeps the claim, and the next claimant finds the task.
-    update_record(
-        clients.s3, config.bucket, spec.run_id, _set_task_arn(spec, task_arn), now=now, known=claimed, sleep=sleep
-    )
+    record_task = _set_task_arn(spec, task_arn, provider)
+    update_record(clients.s3, config.bucket, spec.run_id, record_task, now=now, known=claimed, sleep=sleep)
     return Outcome(
         decision,
         outcome,
@@ -268,7 +278,7 @@ _STOP_OUTCOMES = {
     stops.DUPLICATE: "duplicate",
     stops.FAIL: "marked-failed",
 }
-_ACTING = frozenset({stops.RESUME, stops.RETRY_RESUME, stops.FAIL, stops.EXHAUSTED})
+_ACTING = frozenset({stops.RESUME, stops.RETRY_RESUME, stops.FAIL, stops.EXHAUSTED, stops.KEEP})
 
 
 def handle_task_stop(
@@ -311,6 +321,9 @@ def _carry_out(
             return _launched(clients, config, "resume", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
         fresh = read_record(clients.s3, config.bucket, existing[0]["run_id"])
         decision = stops.decide_stop(fresh[0] if fresh else None, stop, config.max_attempts)
+    elif decision.action == stops.KEEP:
+        assert existing is not None  # noqa: S101 (decide_stop keeps only a run with a record)
+        return _keep(clients, config, existing, decision.reason, now=now, sleep=sleep)
     elif decision.action == stops.INVALID:
         raise InvalidEventError(decision.reason)
     elif decision.action == stops.CONFLICT:
@@ -358,6 +371,35 @@ def _write_stop_decision(
 
     written = update_record(clients.s3, config.bucket, known[0]["run_id"], change, now=now, known=known, sleep=sleep)
     return held[0], written
+
+
+def _keep(
+    clients: Clients, config: Config, known: tuple[Record, str], reason: str, *, now: datetime, sleep: Sleep
+) -> Outcome:
+    """Tag the run's digest (and its index's manifests) keep-<run_id> in ECR, then record `image_kept_at`.
+
+    The tags come first: a record saying kept must be true. A failure after them is repaired by the
+    next delivery or reconcile, for which the tags already there count as added.
+    """
+    record = known[0]
+    run_id, digest = record["run_id"], record["image_digest"]
+    tags = keep_image(clients.ecr, config.repository_name, digest, run_id)
+
+    def kept(current: Record) -> Record | None:
+        if current.get("image_kept_at") is not None or current.get("image_digest") != digest:
+            return None
+        current["image_kept_at"] = timestamp(now)
+        return current
+
+    update_record(clients.s3, config.bucket, run_id, kept, now=now, known=known, sleep=sleep)
+    return Outcome(
+        stops.KEEP,
+        "kept",
+        run_id=run_id,
+        digest=digest,
+        attempt=record.get("attempt"),
+        reason=f"{reason}; tagged {', '.join(tags)}",
+    )
 
 
 # --- retrain requests -----------------------------------------------------------------------------
@@ -438,7 +480,7 @@ def stop_of(task: dict[str, Any], container_name: str) -> TaskStopEvent:
 
 
 def repair_run(
-    clients: Clients, config: Config, run_id: str, *, now: datetime, dry_run: bool, sleep: Sleep
+    clients: Clients, config: Config, run_id: str, *, now: datetime, dry_run: bool, sleep: Sleep, keep: bool = True
 ) -> Outcome | None:
     """Move one non-final run on: start a start that never happened, act on a stop never seen.
 
@@ -446,12 +488,16 @@ def repair_run(
       take over the claim once it is released or expired, look for its task, else RunTask;
     - a task that stopped (its stop event lost): the stop decision table, as if the event had come;
     - a task ECS no longer knows, of a run still `queued`/`running`/`interrupted`: recorded `failed`
-      (it cannot end any other way now; a retrain request trains it again).
+      (it cannot end any other way now; a retrain request trains it again);
+    - a run that succeeded with a version whose image is not kept yet (its success stop was lost, or the
+      tagging failed): keep it (trigger.keep), unless `keep` is false (the invocation's quota is spent).
     Returns None when the run needs nothing (alive, final, or being started right now).
     """
     existing = read_record(clients.s3, config.bucket, run_id)
-    if existing is None or existing[0].get("source") == "manual" or existing[0].get("state") in stops.FINAL_STATES:
-        return None  # gone since listed, a run started by hand (not the trigger's), or finished
+    if existing is None or existing[0].get("source") == "manual":
+        return None  # gone since listed, or a run started by hand (not the trigger's)
+    if existing[0].get("state") in stops.FINAL_STATES:
+        return _repair_keep(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep, keep=keep)
     state = start_state(existing[0], now, timedelta(seconds=config.claim_seconds))
     if state == CLAIMABLE:
         return _repair_start(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
@@ -459,6 +505,25 @@ def repair_run(
     if state == IN_FLIGHT or not isinstance(task_arn, str):
         return None  # being started right now, or moved on by the trainer before the task was recorded
     return _repair_stop(clients, config, existing, task_arn, now=now, dry_run=dry_run, sleep=sleep)
+
+
+def _repair_keep(
+    clients: Clients,
+    config: Config,
+    existing: tuple[Record, str],
+    *,
+    now: datetime,
+    dry_run: bool,
+    sleep: Sleep,
+    keep: bool,
+) -> Outcome | None:
+    why = stops.keep_pending(existing[0])
+    if why is None:
+        return None  # finished, and nothing (more) to keep
+    if dry_run or not keep:
+        outcome = "would-keep" if dry_run else "keep-deferred"
+        return Outcome("repair", outcome, run_id=existing[0]["run_id"], digest=existing[0]["image_digest"], reason=why)
+    return replace(_keep(clients, config, existing, why, now=now, sleep=sleep), decision="repair")
 
 
 def _repair_start(
@@ -570,19 +635,24 @@ def reconcile(
     outcomes: list[Outcome] = []
     failures: list[str] = []
     oldest = None if since is None else now - since
+    kept = 0
     for run_id, written_at in list_run_records(clients, config):
         if oldest is not None and written_at < oldest:
             continue
         try:
-            repaired = repair_run(clients, config, run_id, now=now, dry_run=dry_run, sleep=sleep)
+            repaired = repair_run(
+                clients, config, run_id, now=now, dry_run=dry_run, sleep=sleep, keep=kept < MAX_KEEPS_PER_RECONCILE
+            )
         except (TriggerError, ClientError) as error:
             failures.append(f"{run_id}: {type(error).__name__}: {error}")
             continue
         if repaired is not None:
+            kept += repaired.outcome == "kept"
             outcomes.append(repaired)
     seen: set[str] = set()
     for image in list_images(clients, config):
-        if not image.tags or image.digest in seen:
+        # a digest tagged only keep-* is a kept index's manifest (or a kept image already trained)
+        if not any(not is_keep_tag(tag) for tag in image.tags) or image.digest in seen:
             continue
         if oldest is not None and image.pushed_at is not None and image.pushed_at < oldest:
             continue

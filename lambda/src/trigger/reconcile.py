@@ -4,7 +4,8 @@ What the scheduled event does (trigger.flows.reconcile), from a laptop: every ru
 within the look-back that is not final is moved on (a start or Spot resume that never got its task,
 a task whose stop event was lost, a task that no longer exists), and every tagged, runnable image
 pushed within it that has no run record is started exactly as its push would have (the same run id,
-so a late push event afterwards is a duplicate). ECR and ECS events are best effort. Reads the same
+so a late push event afterwards is a duplicate), and every run that succeeded with a version whose image
+is not kept yet is tagged keep-<run_id> in ECR (trigger.keep). ECR and ECS events are best effort. Reads the same
 PUSHTRAIN_* variables as the Lambda function (the look-back is PUSHTRAIN_RECONCILE_LOOKBACK_DAYS)
 and uses the caller's AWS credentials.
 

@@ -12,6 +12,8 @@ not resumed is never logged as "resume":
 - `resume`: a Spot interruption of the record's current attempt with attempts left: the next attempt
   is claimed in the record, then RunTask.
 - `retry-resume`: the next attempt was claimed but has no task: take over the claim, RunTask.
+- `keep`: the trainer's exit 0 of a run recorded `succeeded` with a `version` whose image is not kept
+  yet (`image_kept_at`): tag its digest `keep-<run_id>` in ECR (trigger.keep), then record it.
 - `fail`: a failure stop of the record's current attempt and task: record `failed`.
 - `exhausted`: a Spot interruption of the last allowed attempt: record `failed`, then raise.
 - `conflict`: the record contradicts the event (another digest, an attempt ahead of it): raise.
@@ -26,14 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from trigger.ecs import task_environment
-from trigger.events import TaskStopEvent, shown
+from trigger.events import DIGEST, TaskStopEvent, shown
 from trigger.records import Record, is_started, record_key
 from trigger.runs import RUN_ID
 
 IGNORE, NO_OP, DUPLICATE = "ignore", "no-op", "duplicate"
 RESUME, RETRY_RESUME, FAIL, EXHAUSTED = "resume", "retry-resume", "fail", "exhausted"
-CONFLICT, INVALID = "conflict", "invalid"
-DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, CONFLICT, INVALID)
+KEEP, CONFLICT, INVALID = "keep", "conflict", "invalid"
+DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, KEEP, CONFLICT, INVALID)
 
 # ASCII decimal, 1..99 (str.isdigit() accepts "²", which int() then refuses); see config.MAX_ATTEMPTS_LIMIT.
 _ATTEMPT = re.compile(r"[1-9][0-9]?", re.ASCII)
@@ -70,7 +72,18 @@ def needs_record(stop: TaskStopEvent) -> bool:
     run_id = stop.environment.get("TRAINER_RUN_ID")
     if stop.last_status != "STOPPED" or not run_id or not RUN_ID.fullmatch(run_id) or stop_attempt(stop) is None:
         return False
-    return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES
+    # exit 0: the record says whether the run published a version whose image must be kept
+    return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES - {0}
+
+
+def keep_pending(record: Record) -> str | None:
+    """Why the record's image must be kept now (a trigger's run that succeeded with a version, its image
+    not kept yet), or None when there is nothing to keep. Pure."""
+    if record.get("source") == "manual" or record.get("state") != "succeeded" or not record.get("version"):
+        return None
+    if record.get("image_kept_at") is not None or not DIGEST.fullmatch(str(record.get("image_digest"))):
+        return None
+    return f"run succeeded with version {record['version']}: its image {record['image_digest']} must stay pullable"
 
 
 def _ours(run_id: str | None) -> bool:
@@ -146,6 +159,8 @@ def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
     """
     exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
     what = f"stopCode {stop.stop_code}, {exit_note}"
+    if stop.exit_code == 0 and run_id and stop_attempt(stop) is not None:
+        return _decide_success(record, what, run_id, stop_attempt(stop))
     if stop.exit_code in NOT_FAILURE_EXIT_CODES:
         ending = {
             0: "the trainer recorded its result",
@@ -171,6 +186,18 @@ def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
             attempt,
         )
     return StopDecision(FAIL, f"{what}: {stop.stopped_reason or 'no reason given'}", run_id, attempt)
+
+
+def _decide_success(record: Record | None, what: str, run_id: str, attempt: int | None) -> StopDecision:
+    """The trainer finished (it wrote its result): keep the image of a run that published a version."""
+    if record is None:
+        return StopDecision(NO_OP, f"{what}: {record_key(run_id)} is missing: no image to keep", run_id, attempt)
+    why = keep_pending(record)
+    if why is None:
+        kept = record.get("image_kept_at")
+        state = f"image kept at {kept}" if kept else f"record {record.get('state')}, version {record.get('version')}"
+        return StopDecision(NO_OP, f"{what}: the trainer recorded its result; {state}: nothing to keep", run_id)
+    return StopDecision(KEEP, f"{what}: {why}", run_id, attempt)
 
 
 def unverified(stop: TaskStopEvent, task: Mapping[str, Any] | None, container_name: str) -> str | None:
