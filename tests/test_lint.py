@@ -174,3 +174,21 @@ def test_iam_lint_suppressions_need_a_reason_and_a_finding(tmp_path: Path) -> No
     assert result.returncode == 1
     assert "gives no reason" in result.stdout
     assert "suppresses nothing" in result.stdout
+
+
+def test_iam_lint_suppression_for_named_actions_hides_only_those(tmp_path: Path) -> None:
+    # GIVEN "*" for two actions that have a resource type, and a suppression naming one of them
+    star = IAM_CLEAN.replace(
+        '    actions   = ["s3:GetObject"]\n    resources = ["arn:aws:s3:::pushtrain-artifacts/models/*"]',
+        '    actions   = ["ecs:ListTasks", "sqs:SendMessage"]\n    resources = ["*"]',
+    )
+    only_list = "{\n  # iam-lint:skip=RESOURCE_STAR(ecs:ListTasks): the cluster condition scopes it\n  statement"
+    write_tree(tmp_path, {**CLEAN, "terraform/iam.tf": star.replace("{\n  statement", only_list, 1)})
+    # WHEN the IAM gate runs  THEN the action it does not name is still a finding
+    result = lint(tmp_path, "iam")
+    assert result.returncode == 1, result.stdout
+    assert "RESOURCE_STAR" in result.stdout
+    # AND naming both actions suppresses the finding
+    both = only_list.replace("(ecs:ListTasks)", "(ecs:ListTasks, sqs:SendMessage)")
+    write_tree(tmp_path, {**CLEAN, "terraform/iam.tf": star.replace("{\n  statement", both, 1)})
+    assert lint(tmp_path, "iam").returncode == 0, lint(tmp_path, "iam").stdout

@@ -468,6 +468,7 @@ resource "aws_iam_policy" "stack_boundary" {
 data "aws_iam_policy_document" "stack_boundary" {
   # iam-lint:skip=CREDENTIALS_EXPOSURE: the execution role starts image pulls with ecr:GetAuthorizationToken.
   # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: iam:PassRole of the stack's own roles, only to ECS tasks: the trigger starts tasks with them.
+  # iam-lint:skip=RESOURCE_STAR(ecs:ListTasks): ECS's own policy examples scope ListTasks with the ecs:cluster condition on "*" (the reference names container-instance, which a Fargate-only cluster has none of).
   statement {
     sid       = "EcrLogin"
     actions   = ["ecr:GetAuthorizationToken"]
@@ -527,7 +528,7 @@ data "aws_iam_policy_document" "stack_boundary" {
   statement {
     # The trigger looks for a run's tasks (ListTasks has no resource type) and checks stopped ones.
     sid       = "FindTrainerTasks"
-    actions   = ["ecs:DescribeTasks", "ecs:ListTasks"]
+    actions   = ["ecs:ListTasks"]
     resources = ["*"]
 
     condition {
@@ -535,6 +536,12 @@ data "aws_iam_policy_document" "stack_boundary" {
       variable = "ecs:cluster"
       values   = [local.stack_resources_by_service.ecs_cluster]
     }
+  }
+
+  statement {
+    sid       = "DescribeTrainerTasks"
+    actions   = ["ecs:DescribeTasks"]
+    resources = ["${replace(local.stack_resources_by_service.ecs_cluster, ":cluster/", ":task/")}/*"]
   }
 
   statement {
