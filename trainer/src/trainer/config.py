@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from trainer.notify import TOPIC_ARN
+
 ENV_PREFIX = "TRAINER_"
 
 MODELS = ("airbench", "cnn")
@@ -118,6 +120,9 @@ class TrainConfig:
     champion_margin: float = 0.0  # ... and only when at least (champion accuracy + margin)
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
+
+    # 6. telling people
+    notify_topic_arn: str = ""  # SNS topic for a short message when a run succeeds ("": none); set by Terraform
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (the resolved configuration saved with the model)."""
@@ -336,6 +341,11 @@ def validate(config: TrainConfig) -> TrainConfig:
     _require(0 <= c.accuracy_floor <= 1, "accuracy_floor", f"must be in [0, 1], got {c.accuracy_floor}")
     _require(0 <= c.champion_margin <= 1, "champion_margin", f"must be in [0, 1], got {c.champion_margin}")
     _require(c.cost_per_hour >= 0, "cost_per_hour", f"must be >= 0, got {c.cost_per_hour}")
+    _require(
+        c.notify_topic_arn == "" or bool(TOPIC_ARN.fullmatch(c.notify_topic_arn)),
+        "notify_topic_arn",
+        f"expected arn:aws:sns:<region>:<account>:<topic> or empty, got {c.notify_topic_arn!r}",
+    )
     return config
 
 

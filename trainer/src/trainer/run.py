@@ -38,6 +38,7 @@ from typing import Any
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig
+from trainer.finish import after_success
 from trainer.gate import GateDecision, GateError, promote_if_better
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
@@ -162,8 +163,9 @@ class Run:
         version = published[-1]
         manifest = read_manifest(self.store, name, version)
         log.info("run %s already published %s; finishing the gate and status", self.run_id, version)
-        self.gate(version, float(manifest["metrics"]["accuracy"]))
+        decision = self.gate(version, float(manifest["metrics"]["accuracy"]))
         self.set_state("succeeded", version=version)
+        after_success(self.store, self.config, self.run_id, version, decision)
         return True
 
     def train(self) -> TrainingOutcome:
@@ -252,8 +254,9 @@ class Run:
             publish_version(
                 self.store, self.config, run_id=self.run_id, version=version, outcome=outcome, now=datetime.now(UTC)
             )
-            self.gate(version, outcome.evaluation.accuracy)
+            decision = self.gate(version, outcome.evaluation.accuracy)
             self.set_state("succeeded", version=version)
+            after_success(self.store, self.config, self.run_id, version, decision)
         except Interrupted as stopped:
             self.set_state("interrupted", reason=str(stopped))
             return EXIT_INTERRUPTED
