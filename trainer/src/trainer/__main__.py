@@ -2,6 +2,8 @@
 
     python -m trainer train [--model airbench --epochs 10 ...]   # settings also from TRAINER_* variables
     python -m trainer models list|show|champion ...             # look at published models in a store
+    python -m trainer models promote VERSION | rollback         # move the champion by hand (who/why recorded)
+    python -m trainer runs list|show ...                        # runs: state, attempts, timings, version, reason
     python -m trainer synth --out DIR                           # write a small generated dataset
     python -m trainer settings                                  # every setting, its variable and default
 
@@ -104,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainer import registry_cli
 
         return registry_cli.main(rest)
+    if command == "runs":
+        from trainer import runs_cli
+
+        return runs_cli.main(rest)
     if command == "synth":
         from trainer import synth
 
