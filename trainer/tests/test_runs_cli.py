@@ -136,13 +136,18 @@ def test_list_closes_quietly_when_the_pipe_closes(tmp_path: Path) -> None:
         run_id = f"push-{i:020d}"
         store.put(status_key(run_id), json.dumps(record(run_id, "queued", "2026-11-25T19:00:00Z")).encode())
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'trainer' / 'src'}"}
-    result = subprocess.run(
-        f"{sys.executable} -m trainer runs list --store {store.root} | head -n 1",
-        shell=True, env=env, capture_output=True, text=True, check=False, timeout=120,
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "runs", "list", "--store", str(store.root)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert reader.stdout is not None and reader.stderr is not None
+    first = reader.stdout.readline()
+    reader.stdout.close()  # what `| head -n 1` does after its line
+    reader.wait(timeout=120)
     # THEN the reader stops without a traceback
-    assert result.stdout.startswith("run ")
-    assert result.stderr == ""
+    assert first.startswith("run ")
+    assert reader.stderr.read() == ""
+    assert reader.returncode == 0
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ Exit codes (docs/contracts.md): 0 succeeded, 1 failed, 2 invalid configuration, 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -96,24 +97,18 @@ def _run(config: TrainConfig) -> int:
         return EXIT_INVALID_CONFIG
 
 
+# Commands that live in their own module (imported only when used): name -> module with main(argv).
+SUBCOMMANDS = {"models": "trainer.registry_cli", "runs": "trainer.runs_cli", "synth": "trainer.synth"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "train":
         return train(rest)
-    if command == "models":
-        from trainer import registry_cli
-
-        return registry_cli.main(rest)
-    if command == "runs":
-        from trainer import runs_cli
-
-        return runs_cli.main(rest)
-    if command == "synth":
-        from trainer import synth
-
-        return synth.main(rest)
+    if command in SUBCOMMANDS:
+        return int(importlib.import_module(SUBCOMMANDS[command]).main(rest))
     if command == "settings":
         print(settings_help())
         return 0
