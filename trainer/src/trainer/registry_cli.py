@@ -4,6 +4,7 @@
     python -m trainer models show 20261125T190312Z-push-…  # one version's manifest
     python -m trainer models champion --json               # the champion pointer
     python -m trainer models list --store s3://bucket --model-name cifar10
+    python -m trainer models promote VERSION --reason "…"   # by hand; and `models rollback` (see trainer.promote)
 
 The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's default local store; the model
 name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0 found, 1 not found
@@ -17,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from trainer import promote
 from trainer.config import TrainConfig
 from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json
 from trainer.store import NotFound, StoreError, open_store
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", parents=[common], help="one version's manifest")
     show.add_argument("version", help="the version id (see `list`)")
     commands.add_parser("champion", parents=[common], help="the current champion")
+    promote.add_parsers(commands, common)
     return parser
 
 
@@ -118,7 +121,7 @@ def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:  # noqa: PLR0911 -- one return per command, flat on purpose
     """Run one `models` command; return the exit code."""
     try:
         args = _parser().parse_args(list(argv))
@@ -129,6 +132,8 @@ def main(argv: Sequence[str]) -> int:
             return _list(args.store, args.model_name, args.json)
         if args.command == "show":
             return _show(args.store, args.model_name, args.version, args.json)
+        if args.command in promote.COMMANDS:  # promote, rollback (trainer.promote)
+            return promote.run(args)
         return _champion(args.store, args.model_name, args.json)
     except ValueError as exc:
         print(f"trainer models: {exc}", file=sys.stderr)
