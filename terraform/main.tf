@@ -40,7 +40,10 @@ locals {
     TRAINER_WORK_DIR       = local.scratch_path
     TRAINER_MODEL_NAME     = var.model_name
     TRAINER_ACCURACY_FLOOR = tostring(var.accuracy_floor)
+    # Built from the topic's name (monitoring.tf), not its attribute, so the environment is known before apply.
+    TRAINER_NOTIFY_TOPIC_ARN = "arn:${local.partition}:sns:${var.region}:${local.account_id}:${local.notifications_topic_name}"
   }
+  notifications_topic_name = "${local.name}-notifications"
 
   account_id = data.aws_caller_identity.this.account_id
   partition  = data.aws_partition.this.partition

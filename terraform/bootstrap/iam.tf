@@ -456,4 +456,17 @@ data "aws_iam_policy_document" "stack_boundary" {
     actions   = ["sqs:SendMessage"]
     resources = [local.stack_resources_by_service.sqs_queues]
   }
+
+  statement {
+    # The trainer's message for each succeeded run, to the stack's KMS-encrypted notifications topic.
+    sid       = "NotifySucceededRuns"
+    actions   = ["sns:Publish"]
+    resources = [local.stack_resources_by_service.sns_topics]
+  }
+
+  statement {
+    sid       = "EncryptNotifications"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.stack_resources_by_service.kms_keys]
+  }
 }

@@ -57,8 +57,15 @@ def publish(topic_arn: str, subject: str, body: str, client: Any = None) -> str 
     try:
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("sns", region_name=region_of(topic_arn))
+            # Short timeouts: without a route to SNS (a private subnet with no SNS endpoint) the run
+            # would otherwise wait minutes at its very end for a message that cannot go out.
+            client = boto3.client(
+                "sns",
+                region_name=region_of(topic_arn),
+                config=Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 2}),
+            )
         message_id = str(client.publish(TopicArn=topic_arn, Subject=subject, Message=body)["MessageId"])
     except Exception as exc:  # noqa: BLE001 -- best effort: a notification must never fail a finished run
         log.warning("could not notify %s: %s: %s", topic_arn, type(exc).__name__, exc)
