@@ -701,7 +701,7 @@ def test_ci_roles_trust_exactly_the_contract_subjects(bootstrap: dict[str, list[
     # GIVEN the subjects table of docs/contracts.md
     table = contract_section("GitHub OIDC roles")
     expected = {}
-    for use in ("plan", "apply", "image", "retrain"):
+    for use in ("plan", "apply", "image", "retrain", "report"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {use}"))
         subjects = re.findall(r"`(repo:[^`]+)`", row)
         expected[use] = sorted(s.replace("<owner>/<repo>", "octo/pushtrain") for s in subjects)

@@ -224,11 +224,11 @@ def report_key(model_name: str, version: str) -> str:
     return f"models/{model_name}/{version}/report.md"
 
 
-def render(status: Mapping[str, Any], report: str | None, status_uri: str) -> str:
+def render(status: Mapping[str, Any], report: str | None, status_uri: str, *, title: str = "Retrain") -> str:
     """The markdown for the job summary and the commit comment."""
     run_id = status.get("run_id", "?")
     state = status.get("state", "?")
-    lines = [f"## Retrain `{run_id}`: {state}", ""]
+    lines = [f"## {title} `{run_id}`: {state}", ""]
     params = status.get("params") or {}
     shown = ", ".join(f"`{k}={v}`" for k, v in sorted(params.items())) or "the model's recipe"
     lines += [
@@ -262,10 +262,9 @@ def publish_report(bucket: str, status_key: str, model_name: str, fallback_commi
     status = read_status(bucket, status_key)
     if status is None:
         raise RetrainError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
-    report = None
-    if status.get("state") == "succeeded" and status.get("version"):
-        key = report_key(model_name, str(status["version"]))
-        report = run_tool(["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"])
+    from ci.report import read_report  # the run's final report (with the gate's decision) first
+
+    report = read_report(bucket, status, model_name)
     text = render(status, report, f"s3://{bucket}/{status_key}")
     append_summary(text)
     recorded = status.get("git_sha")

@@ -1,10 +1,11 @@
-# The four CI roles (../../docs/contracts.md, "GitHub OIDC roles"). Each trusts GitHub's OIDC
+# The five CI roles (../../docs/contracts.md, "GitHub OIDC roles"). Each trusts GitHub's OIDC
 # provider for exactly its `sub` claims with `aud = sts.amazonaws.com`, and is allowed only what
 # its workflow does:
 #   plan     terraform plan (pull requests, the scheduled drift check): read the stack, read state, take the lock
 #   apply    terraform apply and destroy of the stack (environment "production")
 #   image    push the trainer image to its one repository (environment "ecr-push")
 #   retrain  invoke the trigger, read the run's record and report (environment "retrain")
+#   report   read-only: find a pushed image's run, read its record and report (environment "report")
 
 # --- trust ------------------------------------------------------------------------------------
 
@@ -50,6 +51,7 @@ resource "aws_iam_role_policy" "github" {
     apply   = data.aws_iam_policy_document.apply.json
     image   = data.aws_iam_policy_document.image.json
     retrain = data.aws_iam_policy_document.retrain.json
+    report  = data.aws_iam_policy_document.report.json
   }
 
   name   = each.key
@@ -369,6 +371,27 @@ data "aws_iam_policy_document" "retrain" {
 
   statement {
     # The workflow waits for the run record and posts the metrics of the published version.
+    sid     = "ReadRunsAndModels"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${local.arn.artifacts}/runs/*",
+      "${local.arn.artifacts}/models/*",
+    ]
+  }
+}
+
+# --- report: read-only, follow a pushed image's run ------------------------------------------------
+
+data "aws_iam_policy_document" "report" {
+  statement {
+    # The run id of a push is derived from the image digest; the workflow finds it by the git sha tag.
+    sid       = "FindPushedImage"
+    actions   = ["ecr:DescribeImages"]
+    resources = [local.arn.repository]
+  }
+
+  statement {
+    # Poll the run record, then read its report (runs/<run_id>/report.md, else the version's).
     sid     = "ReadRunsAndModels"
     actions = ["s3:GetObject"]
     resources = [
