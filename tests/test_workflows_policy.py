@@ -202,6 +202,7 @@ def test_the_workflows_and_actions_exist() -> None:
         "drift",
         "destroy",
         "report",
+        "preview",
     }
     assert {p.parent.name for p in ACTIONS} == {"aws-login", "terraform", "docker-build-push"}
 

@@ -101,8 +101,8 @@ def test_wait_falls_back_to_the_versions_report_when_the_run_has_none(tmp_path: 
     fakes = FakeBin(tmp_path)
     ecr(fakes)
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/status.json"], stdout=status("succeeded", version="v9"))
-    fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/report.md"], exit=1,
-              stderr="fatal error: An error occurred (404) when calling the HeadObject operation: Not Found")  # fmt: skip
+    missing = "fatal error: An error occurred (404) when calling the HeadObject operation: Not Found"
+    fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/report.md"], exit=1, stderr=missing)
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/models/cifar10/v9/report.md"], stdout="version report\n")
     result = step(tmp_path, fakes, *WAIT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -121,8 +121,8 @@ def test_wait_on_a_failed_run_exports_the_reason_then_exits_1(tmp_path: Path) ->
 
 def test_wait_without_the_image_in_ecr_fails_in_one_line(tmp_path: Path) -> None:
     fakes = FakeBin(tmp_path)
-    fakes.add("aws", ["ecr", "describe-images"], exit=254,
-              stderr="An error occurred (ImageNotFoundException) when calling the DescribeImages operation")  # fmt: skip
+    refused = "An error occurred (ImageNotFoundException) when calling the DescribeImages operation"
+    fakes.add("aws", ["ecr", "describe-images"], exit=254, stderr=refused)
     result = step(tmp_path, fakes, *WAIT)
     assert result.returncode == 1
     assert "ImageNotFoundException" in result.stdout

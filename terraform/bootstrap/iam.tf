@@ -77,6 +77,13 @@ data "aws_iam_policy_document" "plan" {
   }
 
   statement {
+    # The preview workflow shows the deployed champion's accuracy on pull requests: the pointer only.
+    sid       = "ReadChampion"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.arn.artifacts}/models/*/champion.json"]
+  }
+
+  statement {
     sid       = "ReadStackState"
     actions   = ["s3:GetObject"]
     resources = [local.arn.stack_state]
