@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from trainer.cli_common import quiet_pipe
 from trainer.config import ConfigError, TrainConfig, load_config, settings_help
 
 EXIT_INVALID_CONFIG = 2
@@ -38,7 +39,9 @@ def _setup_logging() -> None:
 def train(argv: Sequence[str]) -> int:
     """Resolve the configuration (exit 2 naming the bad setting), log it, then run (trainer.run.main)."""
     if any(arg in ("-h", "--help") for arg in argv):
-        print(f"python -m trainer train [--setting value ...]; settings (flag, variable, default):\n{settings_help()}")
+        from trainer.train_help import format_help
+
+        print(format_help())
         return 0
     try:
         config = load_config(argv, os.environ)
@@ -101,6 +104,7 @@ def _run(config: TrainConfig) -> int:
 SUBCOMMANDS = {"models": "trainer.registry_cli", "runs": "trainer.runs_cli", "synth": "trainer.synth"}
 
 
+@quiet_pipe  # `python -m trainer … | head` ends quietly
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -47,6 +48,32 @@ def explain(exc: BaseException) -> str:
     if "credentials" in text.lower() and ("unable to locate" in text.lower() or "nocredentials" in text.lower()):
         return f"{text} ({CREDENTIALS_HINT})"
     return text
+
+
+def expected_failure(exc: BaseException) -> bool:
+    """A failure that is the world's, not the code's (no data, no credentials, S3 refused): one line is enough."""
+    from trainer.checkpoint import CheckpointError
+    from trainer.data import DatasetError
+    from trainer.gate import GateError
+    from trainer.publish import PublishError
+    from trainer.store import StoreError
+
+    expected: tuple[type[BaseException], ...] = (DatasetError, StoreError, CheckpointError, PublishError, GateError)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        expected = (*expected, BotoCoreError, ClientError)
+    except ImportError:  # pragma: no cover -- boto3 is a dependency; only a broken install lacks it
+        pass
+    return isinstance(exc, expected)
+
+
+def log_failure(log: logging.Logger, run_id: str, exc: BaseException) -> None:
+    """Log why a run failed: one line for an expected failure, the traceback for a bug."""
+    if expected_failure(exc):
+        log.error("run %s failed: %s: %s", run_id, type(exc).__name__, explain(exc))
+    else:
+        log.error("run %s failed", run_id, exc_info=exc)
 
 
 def quiet_pipe(command: F) -> F:

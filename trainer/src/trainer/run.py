@@ -37,6 +37,7 @@ from typing import Any
 
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trainer.cli_common import explain, log_failure
 from trainer.config import ConfigError, TrainConfig
 from trainer.finish import after_success
 from trainer.gate import GateDecision, GateError, promote_if_better
@@ -153,7 +154,11 @@ class Run:
         name = self.config.model_name
         version = record.get("version") if record and record.get("state") == "succeeded" else None
         if version and self.store.exists(f"models/{name}/{version}/manifest.json"):
-            log.info("run %s already succeeded with version %s; nothing to do", self.run_id, version)
+            log.info(
+                "run %s already succeeded with version %s; nothing to do (to train again, give a new run id: "
+                "--run-id NEW or TRAINER_RUN_ID; a local run id is a hash of the settings, so changing one also does)",
+                self.run_id, version,
+            )  # fmt: skip
             return True
         published = versions_of_run(self.store, name, self.run_id)
         if not published:
@@ -205,7 +210,7 @@ class Run:
                     checkpoint()
                     raise Interrupted(
                         f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
-                        f"{session.steps_per_epoch}; checkpoint saved, resumable"
+                        f"{session.steps_per_epoch}; checkpoint saved: rerun the same command to resume"
                     )
                 progress.epoch_done(result)
                 checkpoint()
@@ -263,8 +268,8 @@ class Run:
         except ConfigError as exc:
             self.set_state("failed", reason=str(exc))
             raise  # the CLI turns it into exit code 2
-        except Exception as exc:  # every failure must end as a failed status, then exit 1
-            log.exception("run %s failed", self.run_id)
+        except Exception as exc:  # noqa: BLE001 -- every failure ends as a failed status, then exit 1 (log_failure keeps a bug's traceback)
+            log_failure(log, self.run_id, exc)  # one line for missing data, credentials, S3; a traceback for bugs
             self.set_state("failed", reason=f"{type(exc).__name__}: {exc}")
             return EXIT_FAILED
         return EXIT_SUCCEEDED
@@ -280,5 +285,5 @@ def main(config: TrainConfig) -> int:
             return Run(config, store, stop).execute()
         except (runstate.RunStateError, StoreError, OSError) as exc:
             # the status itself cannot be read or written: say so and fail, there is nothing to mark
-            log.error("run %s: cannot record its status in %s: %s", config.run_id, store.uri, exc)  # noqa: TRY400 -- the cause is the message; no traceback needed
+            log.error("run %s: cannot record its status in %s: %s", config.run_id, store.uri, explain(exc))  # noqa: TRY400 -- the cause is the message; no traceback needed
             return EXIT_FAILED
