@@ -349,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_output("status-key", str(answer["status_key"]))
             write_output("task-arn", str(answer.get("task_arn") or ""))
             write_output("image-digest", str(answer["image_digest"]))
-            append_summary(f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`.")
+            store = f"s3://{os.environ.get('ARTIFACTS_BUCKET') or '<artifacts bucket>'}"
+            follow = f"python -m trainer runs show {answer['run_id']} --store {store}"
+            print(f"follow the run with: {follow}", flush=True)
+            append_summary(
+                f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`; follow it with `{follow}`."
+            )
         elif args.command == "wait":
             status = wait_for_run(
                 args.bucket, args.status_key, timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds
