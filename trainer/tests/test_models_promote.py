@@ -12,7 +12,7 @@ from trainer.config import TrainConfig
 from trainer.gate import promote_if_better, read_champion
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.promote import EXIT_REFUSED, champion_stack, change_champion
+from trainer.promote import champion_stack, change_champion
 from trainer.publish import TrainingOutcome, new_version_id, publish_version
 from trainer.store import LocalStore, PreconditionFailed, Store
 
@@ -110,7 +110,7 @@ def test_champion_stack_reads_promotions_as_pushes_and_rollbacks_as_pops() -> No
 
 
 @pytest.mark.parametrize("damage", ["alter", "delete"])
-def test_a_version_whose_files_fail_the_manifest_checksum_is_refused_with_exit_3(
+def test_a_version_whose_files_fail_the_manifest_checksum_is_refused_with_exit_1(
     store: LocalStore, capsys: pytest.CaptureFixture[str], damage: str
 ) -> None:
     key = f"models/cifar10/{C}/model.pt"
@@ -120,7 +120,8 @@ def test_a_version_whose_files_fail_the_manifest_checksum_is_refused_with_exit_3
         (store.root / key).unlink()
     before = store.get("models/cifar10/champion.json")
     code, out, err = models(capsys, store, "promote", C, "--reason", "x")
-    assert code == EXIT_REFUSED
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"trainer models promote: refusing {C}:")
     assert "model.pt" in err and "do not match its manifest" in err and "Traceback" not in out + err
     assert store.get("models/cifar10/champion.json") == before
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from trainer.config import TrainConfig
 from trainer.finish import after_success, run_report_key
-from trainer.gate import promote_if_better
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
 from trainer.publish import TrainingOutcome, new_version_id, publish_version
 from trainer.report import SPOT, GateView, curves_figure, gate_view, mermaid_curves, render_report
+from trainer.run import run_gate
 from trainer.store import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # importlib mode: shared test helpers
@@ -133,10 +133,10 @@ def test_version_report_written_before_the_gate_states_the_rule_and_where_the_de
 
 def test_gate_view_compares_with_the_champion_it_replaced_or_the_one_it_did_not_beat() -> None:
     promoted = {"version": VERSION, "accuracy": 0.81, "previous": {"version": "old", "accuracy": 0.7}}
-    view = gate_view(True, "beat it", promoted, VERSION, floor=0.5, margin=0.0)
+    view = gate_view("promoted", "beat it", promoted, VERSION, floor=0.5, margin=0.0)
     assert (view.champion_version, view.champion_accuracy) == ("old", 0.7)
     kept = {"version": "better", "accuracy": 0.9, "previous": None}
-    view = gate_view(False, "below", kept, VERSION, floor=0.5, margin=0.0)
+    view = gate_view("kept", "below", kept, VERSION, floor=0.5, margin=0.0)
     assert (view.champion_version, view.champion_accuracy, view.delta(0.8)) == ("better", 0.9, pytest.approx(-0.1))
 
 
@@ -178,7 +178,7 @@ def test_a_succeeded_run_leaves_its_final_report_in_the_run_folder(tmp_path: Pat
     config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
     version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
     publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
-    decision = promote_if_better(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    decision = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
     # WHEN the run finishes
     after_success(store, config, run_id, version, decision, environ={})
     # THEN runs/<run_id>/report.md holds the decision, and the version's own report is unchanged
@@ -188,3 +188,32 @@ def test_a_succeeded_run_leaves_its_final_report_in_the_run_folder(tmp_path: Pat
     assert mermaid_xychart_errors(mermaid_block(text)) == []
     manifest_doc = json.loads(store.get(f"models/cifar10/{version}/manifest.json"))
     assert manifest_doc["files"]["report.md"]["sha256"]
+
+
+def test_a_pending_gate_is_reported_as_pending_with_its_reason_and_how_it_is_retried() -> None:
+    # GIVEN a gate that could not run (the run record's gate outcome "pending")
+    reason = "the gate could not run: GateError: champion.json is not a champion record"
+    view = gate_view("pending", reason, {"version": "other", "accuracy": 0.9}, VERSION, floor=0.5, margin=0.01)
+    # WHEN the report is rendered
+    text = render_report(manifest(), metrics(), "curves.png", gate=view, capacity=SPOT)
+    # THEN it says pending and why, compares with no champion, and names the command that retries it
+    assert view.outcome == "pending" and not view.promoted and view.champion_version is None
+    assert f"**Gate: pending** — {reason}." in text
+    assert f"python -m trainer models gate {VERSION}" in text
+    assert "promoted to champion" not in text and "not promoted" not in text
+
+
+def test_a_run_whose_gate_is_pending_still_gets_its_report_saying_so(tmp_path: Path) -> None:
+    # GIVEN a published version and a champion record that cannot be read (the gate cannot run)
+    store = LocalStore(tmp_path / "store")
+    run_id = "push-0123456789abcdef0123"
+    config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
+    version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
+    publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
+    store.put("models/cifar10/champion.json", b"{not json")
+    gate = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    # WHEN the run finishes
+    after_success(store, config, run_id, version, gate, environ={})
+    # THEN the gate is pending and the run's report says so
+    assert gate["outcome"] == "pending"
+    assert "**Gate: pending**" in store.get(run_report_key(run_id)).decode()

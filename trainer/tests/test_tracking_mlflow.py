@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from trainer.config import TrainConfig
 from trainer.finish import after_success
-from trainer.gate import promote_if_better
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
 from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.run import run_gate
 from trainer.store import LocalStore
 
 mlflow = pytest.importorskip("mlflow")
@@ -91,7 +91,7 @@ def test_a_promoted_run_is_in_mlflow_with_metrics_artifacts_and_the_champion_ali
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     store, config, version = published(tmp_path)
-    decision = promote_if_better(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
+    decision = run_gate(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
     # WHEN the run finishes (twice: a resumed bookkeeping step must not log a second run)
     after_success(store, config, RUN_ID, version, decision)
     after_success(store, config, RUN_ID, version, decision)
@@ -122,7 +122,7 @@ def test_an_unreachable_server_is_logged_and_changes_nothing(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     store, config, version = published(tmp_path)
-    decision = promote_if_better(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
+    decision = run_gate(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
     # WHEN the run finishes; THEN it says why MLflow got nothing, and the run's report is still written
     after_success(store, config, RUN_ID, version, decision)
     assert any("could not log" in r.getMessage() for r in caplog.records)

@@ -10,8 +10,6 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from trainer.config import TrainConfig
-
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, unreadable, refused, or the store could not be reached
 EXIT_USAGE = 2
@@ -26,6 +24,8 @@ F = TypeVar("F", bound=Callable[..., int])
 
 def store_options() -> argparse.ArgumentParser:
     """A parent parser with --store, --model-name and --json, defaulting from TRAINER_* like `train`."""
+    from trainer.config import TrainConfig  # here: `python -m trainer` installs its signal handlers before torch
+
     defaults = TrainConfig()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

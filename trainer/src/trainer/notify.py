@@ -29,12 +29,15 @@ def region_of(topic_arn: str) -> str:
     return match["region"]
 
 
+VERDICTS = {"promoted": "promoted to champion", "kept": "not promoted", "pending": "gate pending"}
+
+
 def success_message(
-    manifest: Mapping[str, Any], *, promoted: bool, reason: str, cost: str, report_uri: str
+    manifest: Mapping[str, Any], *, outcome: str, reason: str, cost: str, report_uri: str
 ) -> tuple[str, str]:
-    """(subject, body) of the message for a succeeded run."""
+    """(subject, body) of the message for a succeeded run; outcome: the gate's (promoted, kept, pending)."""
     accuracy = 100 * float(manifest["metrics"]["accuracy"])
-    verdict = "promoted to champion" if promoted else "not promoted"
+    verdict = VERDICTS.get(outcome, outcome)
     subject = f"pushtrain: {manifest['model_name']} {accuracy:.2f}% {verdict}"
     subject = subject.encode("ascii", "replace").decode()[:SUBJECT_LIMIT]
     config = manifest["config"]

@@ -15,16 +15,15 @@ records: a version with a missing or altered file is refused.
 `rollback` returns to the champion before the current one. The history is read as a stack (a
 promotion pushes, a rollback pops), so two rollbacks go two champions back, not back and forth.
 
-Exit codes: 0 done (or already champion), 1 not found (no such version, no champion, nothing to roll
-back to) or the store could not be read or updated, 2 bad usage, 3 refused: the version's files
-do not match its manifest.
+Exit codes, as every `models` command: 0 done (or already champion), 1 not found (no such version,
+no champion, nothing to roll back to), refused (the version's files do not match its manifest) or
+the store could not be read or updated, with one line saying which; 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -35,22 +34,18 @@ from typing import Any
 
 from trainer.cli_common import EXIT_FAILED, EXIT_OK, explain
 from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion
-from trainer.publish import MANIFEST, read_manifest, version_prefix
+from trainer.publish import read_manifest
+from trainer.registry import verify_files
 from trainer.store import NotFound, PreconditionFailed, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
-EXIT_REFUSED = 3
 COMMANDS = ("promote", "rollback")
 MAX_CAS_ATTEMPTS = 16  # each lost race is another writer's success; the bound guards against a broken store
 
 
 class ChampionChangeError(Exception):
-    """The champion cannot be changed as asked; `exit_code` says how the CLI ends."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    """The champion cannot be changed as asked (the CLI prints the message and exits 1)."""
 
 
 @dataclass(frozen=True)
@@ -64,35 +59,18 @@ class ChampionChange:
 def verify_version(store: Store, model_name: str, version: str) -> dict[str, Any]:
     """The version's manifest, after checking every file it lists against its SHA-256.
 
-    ChampionChangeError (exit 1) when the version is not published, (exit 3) when a file is
-    missing or differs.
+    ChampionChangeError when the version is not published, its manifest is not JSON, or a file is
+    missing or differs (trainer.registry.verify_files, the check `models show` prints).
     """
     try:
         manifest = read_manifest(store, model_name, version)
     except NotFound:
         raise ChampionChangeError(f"no published version {version!r} of {model_name!r} in {store.uri}") from None
-    except ValueError as exc:
-        raise ChampionChangeError(
-            f"{store.uri_of(version_prefix(model_name, version) + MANIFEST)} is not JSON: {exc}", EXIT_REFUSED
-        ) from exc
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ChampionChangeError(f"the manifest of {version} lists no files to verify", EXIT_REFUSED)
-    problems = []
-    for name, entry in sorted(files.items()):
-        key = version_prefix(model_name, version) + name
-        try:
-            actual = hashlib.sha256(store.get(key)).hexdigest()
-        except NotFound:
-            problems.append(f"{name} is missing")
-            continue
-        expected = entry.get("sha256") if isinstance(entry, dict) else entry
-        if actual != expected:
-            problems.append(f"{name} has sha256 {actual}, the manifest says {expected!r}")
+    except ValueError as exc:  # read_manifest names the file and what is wrong with it
+        raise ChampionChangeError(f"refusing {version}: {exc}") from exc
+    problems = verify_files(store, model_name, version, manifest)
     if problems:
-        raise ChampionChangeError(
-            f"refusing {version}: its files do not match its manifest ({'; '.join(problems)})", EXIT_REFUSED
-        )
+        raise ChampionChangeError(f"refusing {version}: its files do not match its manifest ({'; '.join(problems)})")
     return manifest
 
 
@@ -212,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ChampionChangeError as exc:
         print(f"trainer models {args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return EXIT_FAILED
     except StoreError as exc:
         print(f"trainer models {args.command}: {explain(exc)}", file=sys.stderr)
         return EXIT_FAILED

@@ -6,13 +6,14 @@ looks for manifests only; files of an interrupted publish stay invisible.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from trainer.gate import read_champion
 from trainer.publish import MANIFEST, read_manifest, run_id_of_version
-from trainer.store import Store
+from trainer.store import NotFound, Store
 
 
 @dataclass(frozen=True)
@@ -80,20 +81,26 @@ def summarize(store: Store, model_name: str) -> list[VersionSummary]:
     summaries = []
     for version in published_versions(store, model_name):
         manifest = read_manifest(store, model_name, version)
-        summaries.append(
-            VersionSummary(
-                model_name=model_name,
-                version=version,
-                run_id=str(manifest.get("run_id", "")),
-                created_at=str(manifest.get("created_at", "")),
-                accuracy=float(manifest["metrics"]["accuracy"]),
-                model=str(manifest["config"]["model"]),
-                epochs=int(manifest["config"]["epochs"]),
-                image_digest=manifest.get("image_digest"),
-                champion=version == champion_version,
-            )
-        )
+        try:
+            summaries.append(_summary(model_name, version, manifest, champion_version))
+        except (KeyError, TypeError, ValueError) as exc:
+            where = store.uri_of(f"models/{model_name}/{version}/{MANIFEST}")
+            raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from exc
     return summaries
+
+
+def _summary(model_name: str, version: str, manifest: dict[str, Any], champion_version: str | None) -> VersionSummary:
+    return VersionSummary(
+        model_name=model_name,
+        version=version,
+        run_id=str(manifest.get("run_id", "")),
+        created_at=str(manifest.get("created_at", "")),
+        accuracy=float(manifest["metrics"]["accuracy"]),
+        model=str(manifest["config"]["model"]),
+        epochs=int(manifest["config"]["epochs"]),
+        image_digest=manifest.get("image_digest"),
+        champion=version == champion_version,
+    )
 
 
 def describe_version(store: Store, model_name: str, version: str) -> dict[str, Any]:
@@ -111,6 +118,24 @@ def champion_record(store: Store, model_name: str) -> dict[str, Any] | None:
     """The champion pointer (None when nothing has been promoted yet)."""
     champion, _ = read_champion(store, model_name)
     return champion
+
+
+def verify_files(store: Store, model_name: str, version: str, manifest: dict[str, Any]) -> list[str]:
+    """One line per file of the version that is missing or differs from the manifest's sha256 (none: intact)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return ["the manifest lists no files"]
+    problems = []
+    for name, expected in sorted(files.items()):
+        try:
+            actual = hashlib.sha256(store.get(f"models/{model_name}/{version}/{name}")).hexdigest()
+        except NotFound:
+            problems.append(f"{name} is missing")
+            continue
+        want = expected.get("sha256") if isinstance(expected, dict) else expected
+        if actual != want:
+            problems.append(f"{name} has sha256 {actual}, the manifest says {want}")
+    return problems
 
 
 def to_json(value: Any) -> str:

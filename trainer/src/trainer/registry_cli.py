@@ -1,14 +1,18 @@
-"""`python -m trainer models list|show VERSION|champion`: the published models in a store.
+"""`python -m trainer models list|show VERSION|champion|gate VERSION`: the published models in a store.
 
     python -m trainer models list                          # versions of TRAINER_MODEL_NAME (default cifar10)
-    python -m trainer models show 20261125T190312Z-push-…  # one version's manifest
+    python -m trainer models show 20261125T190312Z-push-…  # one version's manifest, its files verified
     python -m trainer models champion --json               # the champion pointer
+    python -m trainer models gate 20261125T190312Z-push-…  # run a pending gate, record it in the run
     python -m trainer models list --store s3://bucket --model-name cifar10
-    python -m trainer models promote VERSION --reason "…"   # by hand; and `models rollback` (see trainer.promote)
+    python -m trainer models promote VERSION --reason "…"  # by hand; and `models rollback` (see trainer.promote)
 
 The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's default local store; the model
-name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0 found, 1 not found
-(no such version, no champion yet), 2 bad usage.
+name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0 found (and, for
+`show`, every file matches the manifest's sha256; for `gate`, the gate ran), 1 not found, damaged,
+unreadable or refused (`promote` of a version whose files fail their sha256; a `gate` still pending),
+in one line `trainer models <command>: …` naming the file and what is wrong, never a traceback; 2 bad
+usage. A closed pipe (`| head`) ends it quietly.
 """
 
 from __future__ import annotations
@@ -17,37 +21,35 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from trainer import promote
-from trainer.config import TrainConfig
-from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json
-from trainer.store import NotFound, StoreError, open_store
+from trainer.cli_common import store_options
+from trainer.gate import GateError
+from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
+from trainer.store import NotFound, Store, StoreError, open_store
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
+# What damaged JSON in the store raises while it is read: a message, never a traceback.
+DATA_ERRORS = (GateError, StoreError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+class DataError(Exception):
+    """The store holds something damaged; the message names the file and what is wrong."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--store",
-        default=os.environ.get("TRAINER_STORE_URI", defaults.store_uri),
-        help="artifact store: s3://bucket[/prefix] or a local folder (default: $TRAINER_STORE_URI or %(default)s)",
-    )
-    common.add_argument(
-        "--model-name",
-        default=os.environ.get("TRAINER_MODEL_NAME", defaults.model_name),
-        help="model name under models/ (default: $TRAINER_MODEL_NAME or %(default)s)",
-    )
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common = store_options()
     parser = argparse.ArgumentParser(prog="python -m trainer models", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="published versions, oldest first")
     show = commands.add_parser("show", parents=[common], help="one version's manifest")
     show.add_argument("version", help="the version id (see `list`)")
     commands.add_parser("champion", parents=[common], help="the current champion")
+    gate = commands.add_parser("gate", parents=[common], help="apply the quality gate to a published version")
+    gate.add_argument("version", help="the version id (see `list`)")
     promote.add_parsers(commands, common)
     return parser
 
@@ -74,13 +76,28 @@ def _show(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     try:
         described = describe_version(store, model_name, version)
     except NotFound:
-        print(f"no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr)
+        print(
+            f"trainer models show: no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr
+        )
         return EXIT_NOT_FOUND
     if as_json:
         print(to_json(described))
         return EXIT_OK
+    try:
+        rows = _rows(described)
+    except DATA_ERRORS as exc:
+        where = store.uri_of(f"models/{model_name}/{version}/manifest.json")
+        raise DataError(f"{where} is damaged: {_describe(exc)}") from exc
+    problems = verify_files(store, model_name, version, described)
+    rows.append(("files", "; ".join(problems) if problems else f"{len(described['files'])} verified (sha256)"))
+    for name, value in rows:
+        print(f"{name:<11} {value}")
+    return EXIT_NOT_FOUND if problems else EXIT_OK
+
+
+def _rows(described: dict[str, Any]) -> list[tuple[str, str]]:
     metrics, config = described["metrics"], described["config"]
-    rows = [
+    return [
         ("version", described["version"]),
         ("location", described["uri"]),
         ("champion", "yes" if described["champion"] else "no"),
@@ -100,16 +117,70 @@ def _show(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
         ("est. cost", f"${described['estimated_cost']['usd']:.4f}"),
         ("created", described["created_at"]),
     ]
-    for name, value in rows:
-        print(f"{name:<11} {value}")
-    return EXIT_OK
+
+
+def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
+    from trainer import runstate
+    from trainer.publish import read_manifest
+    from trainer.run import run_gate
+
+    store = open_store(store_uri)
+    try:
+        manifest = read_manifest(store, model_name, version)
+    except NotFound:
+        print(
+            f"trainer models gate: no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr
+        )
+        return EXIT_NOT_FOUND
+    config, run_id = manifest["config"], str(manifest["run_id"])
+    gate = run_gate(
+        store,
+        model_name,
+        version,
+        float(manifest["metrics"]["accuracy"]),
+        floor=float(config["accuracy_floor"]),
+        margin=float(config["champion_margin"]),
+        run_id=run_id,
+    )
+    runstate.set_state(
+        store,
+        run_id,
+        "succeeded",
+        attempt=None,
+        version=version,
+        create=lambda: runstate.new_record(run_id, now=runstate.utc_now(), source="manual"),
+        extra={"gate": gate, "lease": None},
+    )
+    _rewrite_report(store, model_name, run_id, version, gate=gate, config=config)
+    print(to_json(gate) if as_json else f"{version}: {gate['outcome']}: {gate['reason']}")
+    return EXIT_NOT_FOUND if gate["outcome"] == "pending" else EXIT_OK
+
+
+def _rewrite_report(
+    store: Store, model_name: str, run_id: str, version: str, *, gate: dict[str, Any], config: dict[str, Any]
+) -> None:
+    """runs/<run_id>/report.md with the gate's new outcome (best effort: the record already holds it)."""
+    from trainer.finish import write_run_report
+
+    try:
+        write_run_report(
+            store,
+            model_name,
+            run_id,
+            version,
+            gate,
+            floor=float(config["accuracy_floor"]),
+            margin=float(config["champion_margin"]),
+        )
+    except Exception as exc:  # noqa: BLE001 -- best effort: the gate's outcome is recorded already
+        print(f"trainer models gate: the run's report was not rewritten: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     store = open_store(store_uri)
     champion = champion_record(store, model_name)
     if champion is None:
-        print(f"no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
+        print(f"trainer models champion: no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
         return EXIT_NOT_FOUND
     if as_json:
         print(to_json(champion))
@@ -121,23 +192,40 @@ def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str]) -> int:  # noqa: PLR0911 -- one return per command, flat on purpose
+def main(argv: Sequence[str]) -> int:
     """Run one `models` command; return the exit code."""
     try:
         args = _parser().parse_args(list(argv))
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help
         return int(exc.code or 0)
     try:
-        if args.command == "list":
-            return _list(args.store, args.model_name, args.json)
-        if args.command == "show":
-            return _show(args.store, args.model_name, args.version, args.json)
-        if args.command in promote.COMMANDS:  # promote, rollback (trainer.promote)
-            return promote.run(args)
-        return _champion(args.store, args.model_name, args.json)
+        open_store(args.store)
     except ValueError as exc:
-        print(f"trainer models: {exc}", file=sys.stderr)
+        print(f"trainer models {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
-        print(f"trainer models: {exc}", file=sys.stderr)
+    commands = {
+        "list": lambda: _list(args.store, args.model_name, args.json),
+        "show": lambda: _show(args.store, args.model_name, args.version, args.json),
+        "champion": lambda: _champion(args.store, args.model_name, args.json),
+        "gate": lambda: _gate(args.store, args.model_name, args.version, args.json),
+    }
+    if args.command in promote.COMMANDS:  # promote, rollback: their own one-line errors (trainer.promote)
+        return promote.run(args)
+    try:
+        return commands[args.command]()
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly; point stdout at devnull so the exit flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except (DataError, *DATA_ERRORS) as exc:
+        print(f"trainer models {args.command}: {_describe(exc)}", file=sys.stderr)
         return EXIT_NOT_FOUND
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: what is wrong, and where (store errors and our own messages name the file)."""
+    if isinstance(exc, KeyError):
+        return f"missing field {exc}"
+    if isinstance(exc, DataError | StoreError | GateError):
+        return str(exc).splitlines()[0]  # these name the file themselves
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]

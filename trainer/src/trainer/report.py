@@ -43,6 +43,12 @@ class GateView:
     margin: float
     champion_version: str | None  # the champion the version was compared with (None: there was none)
     champion_accuracy: float | None
+    pending: bool = False  # the gate could not run yet (run record `gate.outcome` "pending"); retried later
+
+    @property
+    def outcome(self) -> str:
+        """The run record's `gate.outcome` word: promoted, kept or pending."""
+        return "pending" if self.pending else "promoted" if self.promoted else "kept"
 
     def delta(self, accuracy: float) -> float | None:
         """Accuracy minus the compared champion's (None without a champion)."""
@@ -50,6 +56,7 @@ class GateView:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "outcome": self.outcome,
             "promoted": self.promoted,
             "reason": self.reason,
             "floor": self.floor,
@@ -60,7 +67,7 @@ class GateView:
 
 
 def gate_view(
-    decision_promoted: bool,
+    outcome: str,
     reason: str,
     champion: Mapping[str, Any] | None,
     version: str,
@@ -68,21 +75,24 @@ def gate_view(
     floor: float,
     margin: float,
 ) -> GateView:
-    """The GateView of a decision, from the champion record read right after the gate.
+    """The GateView of the gate's outcome (promoted, kept, pending), from the champion read right after it.
 
     After a promotion the record is this version and its `previous` is the champion it beat; when
-    the version was not promoted the record is the champion it was compared with.
+    the version was not promoted the record is the champion it was compared with. A pending gate
+    compared with nothing yet.
     """
-    compared: Mapping[str, Any] | None = champion
-    if champion is not None and champion.get("version") == version:
-        compared = champion.get("previous") or None
+    pending = outcome == "pending"
+    compared: Mapping[str, Any] | None = None if pending else champion
+    if compared is not None and compared.get("version") == version:
+        compared = compared.get("previous") or None
     return GateView(
-        promoted=decision_promoted,
+        promoted=outcome == "promoted",
         reason=reason,
         floor=floor,
         margin=margin,
         champion_version=str(compared["version"]) if compared else None,
         champion_accuracy=float(compared["accuracy"]) if compared else None,
+        pending=pending,
     )
 
 
@@ -153,13 +163,27 @@ def mermaid_curves(epochs: Sequence[Mapping[str, Any]], *, title: str, floor: fl
 # --- report.md -----------------------------------------------------------------------------------
 
 
-def _gate_section(accuracy: float, gate: GateView | None, config: Mapping[str, Any], run_id: str) -> list[str]:
+def _gate_section(
+    accuracy: float, gate: GateView | None, config: Mapping[str, Any], run_id: str, version: str
+) -> list[str]:
     floor, margin = float(config["accuracy_floor"]), float(config["champion_margin"])
     if gate is None:
         return [
             f"**Gate:** promotes at or above the floor {_pct(floor)} and at least the champion's accuracy + "
             f"{_points(margin).lstrip('+')}; it runs after publishing: the decision is in `runs/{run_id}/report.md` "
             f"(`python -m trainer runs show {run_id}`).",
+        ]
+    if gate.pending:
+        return [
+            f"**Gate: pending** — {gate.reason}. The version is published and the run succeeded; the gate is "
+            f"retried by the next start of this run or `python -m trainer models gate {version}`, which "
+            "rewrites this report.",
+            "",
+            "| gate | value |",
+            "| --- | --- |",
+            f"| test accuracy | {_pct(accuracy)} |",
+            f"| floor | {_pct(gate.floor)} ({'met' if accuracy >= gate.floor else 'not met'}) |",
+            f"| margin | {_points(gate.margin).lstrip('+')} |",
         ]
     delta = gate.delta(accuracy)
     verdict = "promoted to champion" if gate.promoted else "not promoted"
@@ -197,7 +221,7 @@ def render_report(
     lines = [
         f"### {manifest['model_name']} `{manifest['version']}`: {_pct(accuracy)}",
         "",
-        *_gate_section(accuracy, gate, config, str(manifest["run_id"])),
+        *_gate_section(accuracy, gate, config, str(manifest["run_id"]), str(manifest["version"])),
         "",
         "| run | value |",
         "| --- | --- |",
