@@ -4,9 +4,9 @@
 #
 # 1. ecr_push           a tagged ECR push SUCCESS of our repository -> trigger (train the pushed digest)
 # 2. spot_interruption  a training task stopped by a Fargate Spot interruption -> trigger (resume the run)
-# 3. training_failed    a training task that failed (exit code not 0 and not 75 = interrupted, or never
-#                       started) -> SNS, and -> trigger (mark the run's record `failed`: a task that never
-#                       started or was killed cannot)
+# 3. training_failed    a training task that failed (exit code not 0, not 73 = a duplicate trainer
+#                       that stood down, not 75 = interrupted; or never started) -> SNS, and -> trigger
+#                       (mark the run's record `failed`: a task that never started or was killed cannot)
 # 4. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
 #                       left in a non-final state; ECR delivers its events on a best-effort basis)
 #

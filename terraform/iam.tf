@@ -289,7 +289,7 @@ data "aws_iam_policy_document" "trigger" {
   statement {
     # The trigger reads records that often do not exist yet (a digest's first push, reconcile). S3
     # answers a missing key with 404 only to a caller allowed s3:ListBucket on the bucket, and with
-    # 403 otherwise, which the trigger must treat as an error. The trigger itself lists nothing.
+    # 403 otherwise, which the trigger must treat as an error. Reconcile also lists runs/ to repair runs.
     sid       = "TellMissingRecordsFromForbidden"
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.this.arn]

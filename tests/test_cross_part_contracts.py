@@ -262,3 +262,17 @@ def test_run_records_outlive_the_reconcile_look_back() -> None:
     assert least is not None, validation
     assert int(least.group(1)) > look_back
     assert int(variable["default"]) > look_back
+
+
+def test_the_trainers_own_endings_are_not_failures_to_the_trigger_or_the_failure_rule() -> None:
+    # GIVEN the trainer's exit codes that are not a failure of the run: done, a duplicate trainer that
+    # stood down (another live trainer holds the lease), interrupted and resumable
+    from trainer import run as trainer_run
+
+    endings = {trainer_run.EXIT_SUCCEEDED, trainer_run.EXIT_DUPLICATE, trainer_run.EXIT_INTERRUPTED}
+    # THEN the trigger marks none of them failed
+    assert endings == trigger_stops.NOT_FAILURE_EXIT_CODES
+    # AND the training-failed rule (SNS + trigger) matches every exit code but these
+    template = (REPO / "terraform" / "event-patterns" / "training-failed.json.tftpl").read_text(encoding="utf-8")
+    (excluded,) = re.findall(r'"exitCode": \[\{"anything-but": \[([0-9, ]+)\]\}\]', template)
+    assert {int(code) for code in excluded.split(",")} == endings

@@ -203,14 +203,15 @@ def test_failure_rule_reports_a_task_that_never_started(rendered: dict[str, Any]
 
 def test_failure_rule_reports_nonzero_exits_except_success_and_interruption(rendered: dict[str, Any]) -> None:
     # moto's matcher does not look inside arrays of objects (detail.containers[]), which EventBridge
-    # does; so this branch is checked as written: our container, any exit code but 0 (succeeded) and
-    # 75 (interrupted, resumable: docs/contracts.md exit codes).
+    # does; so this branch is checked as written: our container, any exit code but 0 (succeeded), 73
+    # (a duplicate trainer stood down) and 75 (interrupted, resumable: docs/contracts.md exit codes).
     (exited,) = [
         b for b in rendered["training-failed"]["detail"]["$or"] if b.get("stopCode") == ["EssentialContainerExited"]
     ]
-    assert exited["containers"] == {"name": ["trainer"], "exitCode": [{"anything-but": [0, 75]}]}
+    assert exited["containers"] == {"name": ["trainer"], "exitCode": [{"anything-but": [0, 73, 75]}]}
     contracts = (REPO / "docs" / "contracts.md").read_text(encoding="utf-8")
     assert re.search(r"\| 0 \| succeeded", contracts)
+    assert re.search(r"\| 73 \| duplicate trainer", contracts)
     assert re.search(r"\| 75 \| interrupted", contracts)
 
 

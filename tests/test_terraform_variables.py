@@ -125,11 +125,14 @@ def test_bootstrap_rejects_anything_but_owner_slash_repository(bootstrap_vars: A
 
 
 def test_run_records_outlive_the_scheduled_reconcile_window(stack_vars: Any) -> None:
-    # GIVEN the trigger's scheduled reconcile, which starts every recent image that has no run record
-    from trigger.handler import SCHEDULED_RECONCILE_WINDOW
+    # GIVEN the trigger's scheduled reconcile, which starts every recent image that has no run record,
+    # looking back PUSHTRAIN_RECONCILE_LOOKBACK_DAYS (set on the function in lambda.tf)
+    lambda_tf = (REPO / "terraform" / "lambda.tf").read_text()
+    setting = re.search(r'PUSHTRAIN_RECONCILE_LOOKBACK_DAYS\s*=\s*"([0-9]+)"', lambda_tf)
+    assert setting, "terraform/lambda.tf sets no PUSHTRAIN_RECONCILE_LOOKBACK_DAYS"
 
     # WHEN run records expire one day after that window, and on its last day
-    days = SCHEDULED_RECONCILE_WINDOW.days
+    days = int(setting.group(1))
     longer, code_longer = days + 1, plan(stack_vars, checkpoint_expiration_days=str(days + 1))[0]
     shorter, code_shorter = days, plan(stack_vars, checkpoint_expiration_days=str(days))[0]
     # THEN only the expiry that outlives the window is accepted (a shorter one would train images again)

@@ -81,6 +81,7 @@ ROWS = [
     ("oom-kill", record(), stop(code="EssentialContainerExited", exit_code=137), stops.FAIL, 1),
     ("exit-0", record(), stop(code="EssentialContainerExited", exit_code=0), stops.NO_OP, None),
     ("exit-75-by-a-person", record(), stop(code="UserInitiated", exit_code=75), stops.NO_OP, None),
+    ("exit-73-duplicate-trainer", record(), stop(code="EssentialContainerExited", exit_code=73), stops.NO_OP, None),
     ("failure-after-success", record(state="succeeded"), stop(**FAILURE), stops.NO_OP, 1),
     ("failure-already-recorded", record(state="failed"), stop(**FAILURE), stops.NO_OP, 1),
     ("failure-of-older-attempt", record(attempt=2), stop(**FAILURE), stops.NO_OP, 1),
@@ -118,6 +119,7 @@ STOP_KINDS = {
     "failure-exit": {"code": "EssentialContainerExited", "exit_code": 1},
     "exit-0": {"code": "EssentialContainerExited", "exit_code": 0},
     "exit-75": {"code": "UserInitiated", "exit_code": 75},
+    "exit-73": {"code": "EssentialContainerExited", "exit_code": 73},
 }
 
 

@@ -24,7 +24,6 @@ from trigger.errors import RecordConflictError, StoreAccessError
 
 PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 CONDITIONAL_CONFLICT = frozenset({"ConditionalRequestConflict", "409"})
-LOST_RACE = PRECONDITION_FAILED | CONDITIONAL_CONFLICT
 NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})  # NotFound: what a HEAD would say
 WRITE_TRIES = 4  # conditional writes answered 409 before giving up
 UPDATE_TRIES = 4  # compare-and-swap rounds lost (412/409) before giving up

@@ -39,10 +39,11 @@ DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, CO
 _ATTEMPT = re.compile(r"[1-9][0-9]?", re.ASCII)
 RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
 FINAL_STATES = frozenset({"succeeded", "failed"})
-# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
-# was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a person stopped it,
-# and a retrain request trains it again).
-NOT_FAILURE_EXIT_CODES = frozenset({0, 75})
+# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 73 a
+# duplicate trainer found the run's lease held by a live one and did nothing (the live one owns the
+# record), 75 it was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a
+# person stopped it, and a retrain request trains it again). docs/contracts.md, trainer exit codes.
+NOT_FAILURE_EXIT_CODES = frozenset({0, 73, 75})
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,10 @@ def _decide_failure(  # noqa: PLR0911 (a decision table: one return per row)
     exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
     what = f"stopCode {stop.stop_code}, {exit_note}"
     if stop.exit_code in NOT_FAILURE_EXIT_CODES:
-        ending = "the trainer recorded its result" if stop.exit_code == 0 else "the run stays interrupted"
+        ending = {
+            0: "the trainer recorded its result",
+            73: "a duplicate trainer stood down; the live one owns the run",
+        }.get(stop.exit_code, "the run stays interrupted")
         return StopDecision(NO_OP, f"{what}: not a Spot interruption; {ending}", run_id)
     if not run_id:
         return StopDecision(NO_OP, f"{what}: no TRAINER_RUN_ID override: not a run the trigger started")
