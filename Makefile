@@ -23,7 +23,8 @@ $(BIN)/.stamp: requirements/dev.txt trainer/pyproject.toml lambda/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pushtrain needs Python 3.11+, found " + sys.version.split()[0])'
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) from requirements/dev.txt (the first time takes a few minutes: torch is large)"
-	$(PIP) install -r requirements/dev.txt
+	@# CPU-only torch from the PyTorch CPU index when it answers; else PyPI's CUDA build, said out loud.
+	$(BIN)/python scripts/install_deps.py requirements/dev.txt --python $(BIN)/python
 	$(PIP) install --no-deps -e trainer -e lambda
 	@touch $@
 

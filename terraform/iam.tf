@@ -137,6 +137,20 @@ data "aws_iam_policy_document" "task" {
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.this.arn]
   }
+
+  statement {
+    # One message per succeeded run (trainer/src/trainer/notify.py, TRAINER_NOTIFY_TOPIC_ARN).
+    sid       = "NotifySucceededRuns"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.this.arn]
+  }
+
+  statement {
+    # The topic is encrypted with its own key: SNS asks KMS for a data key on the publisher's behalf.
+    sid       = "EncryptNotifications"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.notifications.arn]
+  }
 }
 
 resource "aws_iam_role_policy" "task" {

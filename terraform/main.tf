@@ -30,9 +30,12 @@ locals {
   ci_role_arn_prefix = "arn:${local.partition}:iam::${local.account_id}:role/${local.name}-github-"
 
   # Who may read or write runs/ and models/ at all (the bucket policy denies everyone else): the
-  # trainer's task role, the trigger, the retrain workflow's role (reads), and var.artifacts_readers.
+  # trainer's task role, the trigger, the CI roles that read (retrain: the run record and report;
+  # report: the pushed image's record and report; plan: the champion pointer for the preview comment),
+  # and var.artifacts_readers.
   artifacts_principal_arns = concat(
-    [aws_iam_role.task.arn, aws_iam_role.trigger.arn, "${local.ci_role_arn_prefix}retrain"],
+    [aws_iam_role.task.arn, aws_iam_role.trigger.arn],
+    [for use in ["retrain", "report", "plan"] : "${local.ci_role_arn_prefix}${use}"],
     var.artifacts_readers,
   )
 
@@ -52,7 +55,10 @@ locals {
     TRAINER_WORK_DIR       = local.scratch_path
     TRAINER_MODEL_NAME     = var.model_name
     TRAINER_ACCURACY_FLOOR = tostring(var.accuracy_floor)
+    # Built from the topic's name (monitoring.tf), not its attribute, so the environment is known before apply.
+    TRAINER_NOTIFY_TOPIC_ARN = "arn:${local.partition}:sns:${var.region}:${local.account_id}:${local.notifications_topic_name}"
   }
+  notifications_topic_name = "${local.name}-notifications"
 
   account_id = data.aws_caller_identity.this.account_id
   partition  = data.aws_partition.this.partition

@@ -1,7 +1,8 @@
 # Where failures land and who hears about them:
 #   trigger_failures  Lambda async invocations that failed after their retries (on-failure destination)
 #   events_dlq        events EventBridge could not deliver to the Lambda or the topic
-#   this (SNS)        alarms on both queues, Lambda errors, failed rule deliveries, failed training tasks
+#   this (SNS)        alarms on both queues, Lambda errors, failed rule deliveries, failed training tasks,
+#                     and the trainer's own one-line message for each succeeded run (iam.tf, task role)
 
 # --- encryption key for the topic -------------------------------------------------------------
 # EventBridge and CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed
@@ -105,7 +106,7 @@ data "aws_iam_policy_document" "notifications_key" {
 # --- topic ------------------------------------------------------------------------------------
 
 resource "aws_sns_topic" "this" {
-  name              = "${local.name}-notifications"
+  name              = local.notifications_topic_name
   kms_master_key_id = aws_kms_key.notifications.arn
 }
 

@@ -259,7 +259,7 @@ variable "permissions_boundary" {
 }
 
 variable "artifacts_readers" {
-  description = "IAM role ARNs besides the stack's (trainer task, trigger, CI retrain role) that may read runs/ and models/, such as an administrator's role; the bucket policy denies every other principal, whatever its IAM policy allows. Their IAM policy must still grant the reads."
+  description = "IAM role ARNs besides the stack's (trainer task, trigger, CI retrain, report and plan roles) that may read runs/ and models/, such as an administrator's role; the bucket policy denies every other principal, whatever its IAM policy allows. Their IAM policy must still grant the reads."
   type        = list(string)
   default     = []
 

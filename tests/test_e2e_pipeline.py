@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pushtrain_local import scenarios
+from pushtrain_local import scenarios, summary
 from pushtrain_local.emulator import Emulator, running
 from pushtrain_local.pipeline import EXIT_INTERRUPTED, DemoSettings, Pipeline, Reporter, open_pipeline
 from pushtrain_local.terraform import TerraformModule
+from trainer.gate import read_champion
+from trainer.runs_cli import read_runs
+from trainer.store import LocalStore
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +100,10 @@ def test_push_trains_on_the_pinned_digest_and_promotes_then_a_weak_push_leaves_t
     copied = pipeline.settings.workdir / "models" / pipeline.model_name / version
     assert (copied / "report.md").is_file()
     assert (copied / "curves.png").is_file()
+    # ... the trainer's success message reached the notifications topic, and the demo's verdict is PASS
+    (subject,) = pipeline.notifications()
+    assert subject.endswith("promoted to champion")
+    assert summary.judge(pipeline, outcome).passed
 
     # WHEN the next push carries a deliberately weak recipe
     gated = scenarios.gate_fail(pipeline)
@@ -112,6 +119,11 @@ def test_push_trains_on_the_pinned_digest_and_promotes_then_a_weak_push_leaves_t
     metrics = pipeline.read_json(f"models/{pipeline.model_name}/{weak_record['version']}/metrics.json") or {}
     assert metrics["accuracy"] < float(pipeline.task_environment()["TRAINER_ACCURACY_FLOOR"])
     assert len(pipeline.task_arns()) == 2
+    assert summary.judge(pipeline, gated).passed
+    # ... and the store the demo keeps answers the trainer's own commands once the emulator is gone
+    kept = LocalStore(pipeline.export_store())
+    assert {row.run_id for row in read_runs(kept)} == {run.run_id, weak.run_id}
+    assert (read_champion(kept, pipeline.model_name)[0] or {}).get("version") == version
 
 
 def test_duplicate_push_event_starts_no_second_task(pipeline: Pipeline) -> None:

@@ -443,6 +443,7 @@ def trainer_environment(stack: dict[str, list[Any]]) -> dict[str, Any]:
         locals_of(stack)["trainer_environment"],
         facts={
             "data.aws_caller_identity.this.account_id": "123456789012",
+            "data.aws_partition.this.partition": "aws",
             "coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)": "pushtrain-artifacts-bucket",
             "tostring(var.accuracy_floor)": str(variable_defaults(stack)["accuracy_floor"]),
         },
@@ -579,16 +580,41 @@ def test_run_task_is_scoped_to_the_trainer_family_on_our_cluster(stack: dict[str
 # --- the trainer's role and the S3 endpoint --------------------------------------------------------------
 
 
-def trainer_s3_actions() -> set[str]:
+# Publishing to a topic encrypted with a customer key makes SNS ask KMS for a data key as the publisher.
+KMS_FOR_ENCRYPTED_TOPIC = {"kms:Decrypt", "kms:GenerateDataKey"}
+
+
+def trainer_actions() -> set[str]:
+    """The IAM actions behind every AWS call of the trainer package (its store's S3 calls, the SNS message)."""
     actions = {action for call in boto3_calls(require_file(TRAINER_STORE).parent) for action in iam_actions(call)}
-    return actions | {"s3:ListBucket"} if actions & READS_THAT_MAY_MISS else actions
+    if actions & READS_THAT_MAY_MISS:
+        actions.add("s3:ListBucket")
+    if "sns:Publish" in actions:
+        actions |= KMS_FOR_ENCRYPTED_TOPIC
+    return actions
 
 
-def test_task_role_allows_exactly_the_s3_calls_of_the_trainer_store(stack: dict[str, list[Any]]) -> None:
-    # GIVEN the S3 calls the trainer's artifact store makes
-    expected = trainer_s3_actions()
+def test_task_role_allows_exactly_the_aws_calls_of_the_trainer(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the AWS calls the trainer makes (its artifact store, the success notification)
+    expected = trainer_actions()
+    assert "sns:Publish" in expected
     # THEN the task role allows exactly those
     assert allowed_actions(stack, "task") == expected
+
+
+def test_the_trainer_notifies_the_stacks_own_topic_with_its_own_key(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the topic ARN Terraform hands the trainer, and the task role's SNS and KMS statements
+    env = trainer_environment(stack)
+    topic_name = resolve(stack, block(stack, "resource", "aws_sns_topic", "this")["name"])
+    (publish,) = [s for s in statements(stack, "task") if "sns:Publish" in s.actions]
+    (encrypt,) = [s for s in statements(stack, "task") if set(s.actions) == KMS_FOR_ENCRYPTED_TOPIC]
+    # THEN the trainer is told the stack's topic, may publish only there, and use only that topic's key
+    assert (
+        env["TRAINER_NOTIFY_TOPIC_ARN"] == f"arn:aws:sns:{variable_defaults(stack)['region']}:123456789012:{topic_name}"
+    )
+    assert publish.resources == ("${aws_sns_topic.this.arn}",)
+    assert encrypt.resources == ("${aws_kms_key.notifications.arn}",)
+    assert block(stack, "resource", "aws_sns_topic", "this")["kms_master_key_id"] == "${aws_kms_key.notifications.arn}"
 
 
 def test_s3_gateway_endpoint_lets_every_trainer_call_through(stack: dict[str, list[Any]]) -> None:
@@ -596,7 +622,7 @@ def test_s3_gateway_endpoint_lets_every_trainer_call_through(stack: dict[str, li
     # so no model could ever be uploaded)
     through_endpoint = allowed_actions(stack, "s3_endpoint")
     # THEN every S3 action of the task role passes the endpoint too, and ECR's layer bucket is readable
-    assert allowed_actions(stack, "task") - through_endpoint == set()
+    assert {a for a in allowed_actions(stack, "task") if a.startswith("s3:")} - through_endpoint == set()
     layer_reads = [
         s for s in statements(stack, "s3_endpoint") if any("starport-layer-bucket" in r for r in s.resources)
     ]
@@ -681,7 +707,7 @@ def test_ci_roles_trust_exactly_the_contract_subjects(bootstrap: dict[str, list[
     # GIVEN the subjects table of docs/contracts.md
     table = contract_section("GitHub OIDC roles")
     expected = {}
-    for use in ("plan", "apply", "image", "retrain"):
+    for use in ("plan", "apply", "image", "retrain", "report"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {use}"))
         subjects = re.findall(r"`(repo:[^`]+)`", row)
         expected[use] = sorted(s.replace("<owner>/<repo>", "octo/pushtrain") for s in subjects)
@@ -952,12 +978,18 @@ def test_bucket_policy_denies_runs_and_models_to_principals_it_does_not_name() -
 
 @pytest.mark.parametrize(
     ("root", "document", "role"),
-    [("terraform", "task", "task"), ("terraform", "trigger", "trigger"), ("terraform/bootstrap", "retrain", "github")],
+    [
+        ("terraform", "task", "task"),
+        ("terraform", "trigger", "trigger"),
+        ("terraform/bootstrap", "retrain", "github"),
+        ("terraform/bootstrap", "report", "github"),
+        ("terraform/bootstrap", "plan", "github"),
+    ],
 )
 def test_bucket_policy_lets_each_named_role_do_what_its_own_policy_grants(root: str, document: str, role: str) -> None:
-    # GIVEN a role's object grants on the bucket (the trainer's, the trigger's, the retrain workflow's)
+    # GIVEN a role's object grants on the bucket (the trainer's, the trigger's, the CI roles that read runs or models)
     policy = rendered("terraform")["artifacts_bucket"]
-    principal = role_arn(root, role) if role != "github" else f"arn:aws:iam::{ACCOUNT}:role/pushtrain-github-retrain"
+    principal = role_arn(root, role) if role != "github" else f"arn:aws:iam::{ACCOUNT}:role/pushtrain-github-{document}"
     grants = object_grants(rendered(root)[document])
     assert grants, f"{document} grants no object access on the bucket"
     # THEN the bucket policy refuses none of them (writes made as the code makes them: conditional)
@@ -966,12 +998,13 @@ def test_bucket_policy_lets_each_named_role_do_what_its_own_policy_grants(root: 
         assert denied(policy, principal, action, key, {"if-none-match"}) == [], (action, key)
 
 
-def test_retrain_role_name_in_the_bucket_policy_is_the_one_bootstrap_creates() -> None:
+@pytest.mark.parametrize("use", ["retrain", "report", "plan"])
+def test_reading_ci_role_names_in_the_bucket_policy_are_the_ones_bootstrap_creates(use: str) -> None:
     # GIVEN the CI role name the stack derives and the roles bootstrap creates ("<name>-github-<use>")
     names = resolve(
         load_root(BOOTSTRAP),
         block(load_root(BOOTSTRAP), "resource", "aws_iam_role", "github")["name"],
-        {"each.key": "retrain"},
+        {"each.key": use},
     )
     condition = [
         s

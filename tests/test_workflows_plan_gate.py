@@ -266,7 +266,7 @@ def test_the_readme_gives_every_oidc_environment_a_main_only_branch_policy() -> 
         for job in yaml.safe_load(path.read_text())["jobs"].values():
             if job.get("environment"):
                 environments.add(job["environment"])
-    assert environments == {"production", "ecr-push", "drift", "retrain"}
+    assert environments == {"production", "ecr-push", "drift", "retrain", "report"}
     loop = next(line for line in readme.splitlines() if line.startswith("for env in production"))
     assert set(loop.removeprefix("for env in ").removesuffix("; do").split()) == environments
     assert 'deployment-branch-policies" -f name=main -f type=branch' in readme

@@ -35,6 +35,7 @@ ROLE_BY_ENVIRONMENT: dict[str | None, str] = {
     "drift": "AWS_PLAN_ROLE_ARN",
     "ecr-push": "AWS_IMAGE_ROLE_ARN",
     "retrain": "AWS_RETRAIN_ROLE_ARN",
+    "report": "AWS_REPORT_ROLE_ARN",
     None: "AWS_PLAN_ROLE_ARN",
 }
 
@@ -222,6 +223,8 @@ def test_the_workflows_and_actions_exist() -> None:
         "retrain",
         "drift",
         "destroy",
+        "report",
+        "preview",
     }
     assert {p.parent.name for p in ACTIONS} == {"aws-login", "terraform", "docker-build-push"}
 

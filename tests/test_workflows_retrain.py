@@ -106,6 +106,8 @@ def test_invoke_sends_the_contract_request_and_exports_the_answer(tmp_path: Path
         "image-digest": DIGEST,
     }
     assert RUN_ID in (tmp_path / "step_summary").read_text()
+    # AND it says how to follow the run from a terminal
+    assert f"python -m trainer runs show {RUN_ID} --store s3://" in result.stdout
 
 
 def test_invoke_error_from_the_function_fails_with_its_message(tmp_path: Path) -> None:
@@ -250,9 +252,9 @@ def test_report_of_a_succeeded_run_goes_to_the_summary_and_is_exported_for_the_c
     fakes.install("gh")
     # WHEN the report step runs
     result = retrain(tmp_path, fakes, *REPORT)
-    # THEN the report is read from models/<model_name>/<version>/report.md
+    # THEN the run's final report (runs/<run_id>/report.md, with the gate's decision) is read
     assert result.returncode == 0, result.stdout + result.stderr
-    assert fakes.calls("aws")[1] == ["s3", "cp", f"s3://{BUCKET}/models/cifar10/v0007/report.md", "-"]
+    assert fakes.calls("aws")[1] == ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/report.md", "-"]
     # AND it is in the job summary, and exported (not posted: this job holds AWS credentials, not a write token)
     summary = (tmp_path / "step_summary").read_text()
     assert "test accuracy 0.934 (champion)" in summary

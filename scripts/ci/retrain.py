@@ -224,11 +224,11 @@ def report_key(model_name: str, version: str) -> str:
     return f"models/{model_name}/{version}/report.md"
 
 
-def render(status: Mapping[str, Any], report: str | None, status_uri: str) -> str:
+def render(status: Mapping[str, Any], report: str | None, status_uri: str, *, title: str = "Retrain") -> str:
     """The markdown for the job summary and the commit comment."""
     run_id = status.get("run_id", "?")
     state = status.get("state", "?")
-    lines = [f"## Retrain `{run_id}`: {state}", ""]
+    lines = [f"## {title} `{run_id}`: {state}", ""]
     params = status.get("params") or {}
     shown = ", ".join(f"`{k}={v}`" for k, v in sorted(params.items())) or "the model's recipe"
     lines += [
@@ -262,10 +262,9 @@ def publish_report(bucket: str, status_key: str, model_name: str, fallback_commi
     status = read_status(bucket, status_key)
     if status is None:
         raise RetrainError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
-    report = None
-    if status.get("state") == "succeeded" and status.get("version"):
-        key = report_key(model_name, str(status["version"]))
-        report = run_tool(["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"])
+    from ci.report import read_report  # the run's final report (with the gate's decision) first
+
+    report = read_report(bucket, status, model_name)
     text = render(status, report, f"s3://{bucket}/{status_key}")
     append_summary(text)
     recorded = status.get("git_sha")
@@ -350,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_output("status-key", str(answer["status_key"]))
             write_output("task-arn", str(answer.get("task_arn") or ""))
             write_output("image-digest", str(answer["image_digest"]))
-            append_summary(f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`.")
+            store = f"s3://{os.environ.get('ARTIFACTS_BUCKET') or '<artifacts bucket>'}"
+            follow = f"python -m trainer runs show {answer['run_id']} --store {store}"
+            print(f"follow the run with: {follow}", flush=True)
+            append_summary(
+                f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`; follow it with `{follow}`."
+            )
         elif args.command == "wait":
             status = wait_for_run(
                 args.bucket, args.status_key, timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds

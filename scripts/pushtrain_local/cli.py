@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from pushtrain_local import summary
 from pushtrain_local.pipeline import DemoSettings, PipelineError, Reporter, clean_workdir, open_pipeline
 from pushtrain_local.scenarios import SCENARIOS
 
@@ -69,13 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     reporter = Reporter()
     started = time.monotonic()
     print(f"pushtrain local pipeline: {', '.join(names)} (AWS emulated by moto; the real trigger and trainer)")
+    verdicts: list[summary.Verdict] = []
+    notified: list[str] = []
+    store: str | None = None
     try:
         clean_workdir(settings)
         with open_pipeline(settings, reporter) as pipeline:
-            for name in names:
-                print(f"\n=== scenario: {name} " + "=" * (60 - len(name)))
-                SCENARIOS[name](pipeline)
-            pipeline.show_models()
+            try:
+                for name in names:
+                    print(f"\n=== scenario: {name} " + "=" * (60 - len(name)))
+                    try:
+                        verdicts.append(summary.judge(pipeline, SCENARIOS[name](pipeline)))
+                    except Exception as exc:
+                        verdicts.append(summary.failed(name, exc))
+                        raise
+                    notified += pipeline.notifications()
+                pipeline.show_models()
+            finally:
+                store = _shown(pipeline.export_store())  # kept even after a failure: it shows what happened
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -86,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nlocal pipeline failed: {kind}{exc}\n(run again with --traceback for the stack trace)", file=sys.stderr
         )
+        print(summary.closing(verdicts, notified, store))
         return 1
+    print(summary.closing(verdicts, notified, store))
     print(
         f"\ndone in {time.monotonic() - started:.0f} s; task folders and model files under {_shown(settings.workdir)}"
     )
-    return 0
+    return 0 if all(v.passed for v in verdicts) else 1
 
 
 def _shown(path: Path) -> str:

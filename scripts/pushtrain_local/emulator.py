@@ -108,6 +108,7 @@ class Resources:
     subnets: tuple[str, ...]
     security_group: str
     base_task_definition_arn: str
+    notifications_queue_url: str = ""  # a queue on the notifications topic, so the demo can show its messages
 
     def known(self, stack: Stack) -> dict[tuple[str, str], Any]:
         """These values keyed the way the Terraform reader resolves resource attributes."""
@@ -171,6 +172,7 @@ def provision(
         "cluster"
     ]["clusterArn"]
     task_definition_arn = register_base_task_definition(emulator, stack, repository["repositoryUri"], task_environment)
+    queue_url = _notifications(emulator, task_environment.get("TRAINER_NOTIFY_TOPIC_ARN", ""))
     return Resources(
         bucket=names.bucket,
         repository_uri=repository["repositoryUri"],
@@ -180,7 +182,20 @@ def provision(
         subnets=subnets,
         security_group=security_group,
         base_task_definition_arn=task_definition_arn,
+        notifications_queue_url=queue_url,
     )
+
+
+def _notifications(emulator: Emulator, topic_arn: str) -> str:
+    """The notifications topic the trainer is told about (monitoring.tf), with a queue subscribed; its URL."""
+    if not topic_arn:
+        return ""
+    topic = emulator.client("sns").create_topic(Name=topic_arn.rsplit(":", 1)[-1])["TopicArn"]
+    sqs = emulator.client("sqs")
+    queue_url = sqs.create_queue(QueueName="pushtrain-demo-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    emulator.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return str(queue_url)
 
 
 def register_base_task_definition(

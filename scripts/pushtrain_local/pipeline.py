@@ -476,6 +476,39 @@ class Pipeline:
         _run_and_show(self.say, [*base, "list", *options], aws)
         _run_and_show(self.say, [*base, "champion", *options], aws)
 
+    def notifications(self) -> list[str]:
+        """Subjects of the messages the trainer published to the notifications topic since the last call."""
+        if self.resources is None or not self.resources.notifications_queue_url:
+            return []
+        sqs = self.emulator.client("sqs")
+        subjects = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.resources.notifications_queue_url, MaxNumberOfMessages=10)
+            messages = batch.get("Messages", [])
+            if not messages:
+                return subjects
+            for message in messages:
+                subjects.append(str(json.loads(message["Body"]).get("Subject", "")))
+                sqs.delete_message(
+                    QueueUrl=self.resources.notifications_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+    def export_store(self) -> Path:
+        """Copy runs/ and models/ out of the emulated bucket into a local store that outlives the demo.
+
+        The trainer reads a local folder as a store with the same keys, so `python -m trainer runs list`
+        and `models list|champion|promote|rollback` work on it after the emulator is gone.
+        """
+        target = self.settings.workdir / "store"
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for prefix in ("runs/", "models/"):
+            for page in paginator.paginate(Bucket=self.stack.names.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    path = target / item["Key"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.s3.download_file(self.stack.names.bucket, item["Key"], str(path))
+        return target
+
     def report_result(self, run: TaskRun) -> str | None:
         """Print the run record, the published version with its metrics, the champion and where the files are."""
         self.say.step(f"Result of run {run.run_id}")
@@ -559,6 +592,6 @@ def _provisioned(
 
 
 def clean_workdir(settings: DemoSettings) -> None:
-    """Remove the previous run's task folders and copied models (the dataset cache stays)."""
-    for name in ("tasks", "models"):
+    """Remove the previous run's task folders, copied models and exported store (the dataset cache stays)."""
+    for name in ("tasks", "models", "store"):
         shutil.rmtree(settings.workdir / name, ignore_errors=True)

@@ -1,10 +1,11 @@
-# The four CI roles (../../docs/contracts.md, "GitHub OIDC roles"). Each trusts GitHub's OIDC
+# The five CI roles (../../docs/contracts.md, "GitHub OIDC roles"). Each trusts GitHub's OIDC
 # provider for exactly its `sub` claims with `aud = sts.amazonaws.com`, and is allowed only what
 # its workflow does:
 #   plan     terraform plan (pull requests, the scheduled drift check): read the stack, read state, take the lock
 #   apply    terraform apply and destroy of the stack (environment "production")
 #   image    push the trainer image to its one repository (environment "ecr-push")
 #   retrain  invoke the trigger, read the run's record and report (environment "retrain")
+#   report   read-only: find a pushed image's run, read its record and report (environment "report")
 
 # --- trust ------------------------------------------------------------------------------------
 
@@ -52,6 +53,7 @@ resource "aws_iam_role_policy" "github" {
     apply   = data.aws_iam_policy_document.apply.json
     image   = data.aws_iam_policy_document.image.json
     retrain = data.aws_iam_policy_document.retrain.json
+    report  = data.aws_iam_policy_document.report.json
   }
 
   name   = each.key
@@ -81,6 +83,13 @@ data "aws_iam_policy_document" "plan" {
     sid       = "ReadStackResources"
     actions   = local.stack_read_actions
     resources = local.stack_resources
+  }
+
+  statement {
+    # The preview workflow shows the deployed champion's accuracy on pull requests: the pointer only.
+    sid       = "ReadChampion"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.arn.artifacts}/models/*/champion.json"]
   }
 
   statement {
@@ -453,6 +462,27 @@ data "aws_iam_policy_document" "retrain" {
   }
 }
 
+# --- report: read-only, follow a pushed image's run ------------------------------------------------
+
+data "aws_iam_policy_document" "report" {
+  statement {
+    # The run id of a push is derived from the image digest; the workflow finds it by the git sha tag.
+    sid       = "FindPushedImage"
+    actions   = ["ecr:DescribeImages"]
+    resources = [local.arn.repository]
+  }
+
+  statement {
+    # Poll the run record, then read its report (runs/<run_id>/report.md, else the version's).
+    sid     = "ReadRunsAndModels"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${local.arn.artifacts}/runs/*",
+      "${local.arn.artifacts}/models/*",
+    ]
+  }
+}
+
 # --- the stack roles' permissions boundary ----------------------------------------------------
 # The most any role of the stack may ever do: the union of what the execution, task and trigger
 # roles need (../iam.tf). The stack attaches it to its roles; the apply role may create or change a
@@ -560,5 +590,18 @@ data "aws_iam_policy_document" "stack_boundary" {
     sid       = "DeadLetters"
     actions   = ["sqs:SendMessage"]
     resources = [local.stack_resources_by_service.sqs_queues]
+  }
+
+  statement {
+    # The trainer's message for each succeeded run, to the stack's KMS-encrypted notifications topic.
+    sid       = "NotifySucceededRuns"
+    actions   = ["sns:Publish"]
+    resources = [local.stack_resources_by_service.sns_topics]
+  }
+
+  statement {
+    sid       = "EncryptNotifications"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.stack_resources_by_service.kms_keys]
   }
 }

@@ -39,6 +39,7 @@ locals {
     apply   = ["repo:${var.github_repository}:environment:production"]
     image   = ["repo:${var.github_repository}:environment:ecr-push"]
     retrain = ["repo:${var.github_repository}:environment:retrain"]
+    report  = ["repo:${var.github_repository}:environment:report"]
   }
 
   account_id = data.aws_caller_identity.this.account_id

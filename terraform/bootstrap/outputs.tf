@@ -4,7 +4,7 @@ output "state_bucket" {
 }
 
 output "role_arns" {
-  description = "ARNs of the four CI roles, by use: plan, apply, image, retrain."
+  description = "ARNs of the five CI roles, by use: plan, apply, image, retrain, report."
   value       = { for use, role in aws_iam_role.github : use => role.arn }
 }
 
@@ -31,6 +31,7 @@ output "github_variables" {
     AWS_APPLY_ROLE_ARN    = aws_iam_role.github["apply"].arn
     AWS_IMAGE_ROLE_ARN    = aws_iam_role.github["image"].arn
     AWS_RETRAIN_ROLE_ARN  = aws_iam_role.github["retrain"].arn
+    AWS_REPORT_ROLE_ARN   = aws_iam_role.github["report"].arn
     TF_STATE_BUCKET       = aws_s3_bucket.state.id
     ECR_REPOSITORY        = local.repository_name
     TRIGGER_FUNCTION_NAME = local.function_name

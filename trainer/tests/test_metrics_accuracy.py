@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from trainer.metrics import EpochResult, accuracy, confusion_matrix, evaluate_logits, plot_curves
+from trainer.metrics import accuracy, confusion_matrix, evaluate_logits
 
 
 def test_accuracy_compares_each_samples_argmax_over_classes_with_its_label() -> None:
@@ -46,9 +44,3 @@ def test_evaluate_logits_reports_loss_accuracy_and_per_class_accuracy() -> None:
     assert result.confusion == [[1, 0], [2, 1]]
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
     assert result.n == 4
-
-
-def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
-    history = [EpochResult(e, 2.0 / e, 0.3 * e, 1.9 / e, 0.3 * e, 500.0, 100.0, 5.0, 0.1) for e in (1, 2, 3)]
-    path = plot_curves(history, tmp_path / "out" / "curves.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -84,6 +84,9 @@ def test_damaged_champion_after_publishing_ends_succeeded_with_the_gate_pending_
     assert status["gate"]["outcome"] == "pending"
     assert "champion.json is not a champion record" in status["gate"]["reason"]
     assert store.get(champion_key("cifar10")) == b"{damaged"
+    # AND the run's report says the gate is pending and how it is retried
+    report = store.get(f"runs/{RUN}/report.md").decode()
+    assert "**Gate: pending**" in report and f"python -m trainer models gate {version}" in report
 
     # WHEN the champion is repaired and the gate is run again by hand
     store.put(champion_key("cifar10"), json.dumps(LOW_CHAMPION).encode())
@@ -93,6 +96,8 @@ def test_damaged_champion_after_publishing_ends_succeeded_with_the_gate_pending_
     status = record(store)
     assert (status["state"], status["gate"]["outcome"]) == ("succeeded", "promoted")
     assert capsys.readouterr().out.startswith(f"{version}: promoted")
+    # AND the run's report is rewritten with the gate's outcome
+    assert "**Gate: promoted to champion**" in store.get(f"runs/{RUN}/report.md").decode()
 
 
 def test_pending_gate_is_retried_by_the_next_start_of_the_run(data_dir: Path, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """`python -m trainer <command>`: the container's entry point (ENTRYPOINT python -m trainer, CMD train).
 
     python -m trainer train [--model airbench --epochs 10 ...]   # settings also from TRAINER_* variables
-    python -m trainer models list|show|champion ...             # look at published models in a store
+    python -m trainer models list|show|champion|gate ...        # published models; retry a pending gate
+    python -m trainer models promote VERSION | rollback         # move the champion by hand (who/why recorded)
+    python -m trainer runs list|show ...                        # runs: state, attempts, timings, version, reason
     python -m trainer synth --out DIR                           # write a small generated dataset
     python -m trainer settings                                  # every setting, its variable and default
 
@@ -14,6 +16,7 @@ can arrive while the container is still starting, and the run must still end `in
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -23,6 +26,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from trainer.cli_common import quiet_pipe  # no torch: the signal handlers come first
 
 if TYPE_CHECKING:
     from trainer.config import ConfigError, TrainConfig
@@ -57,10 +62,12 @@ def _setup_logging() -> None:
 
 def train(argv: Sequence[str]) -> int:
     """Resolve the configuration (exit 2 naming the bad setting), log it, then run (trainer.run.main)."""
-    from trainer.config import ConfigError, load_config, settings_help
+    from trainer.config import ConfigError, load_config
 
     if any(arg in ("-h", "--help") for arg in argv):
-        print(f"python -m trainer train [--setting value ...]; settings (flag, variable, default):\n{settings_help()}")
+        from trainer.train_help import format_help
+
+        print(format_help())
         return 0
     try:
         config = load_config(argv, os.environ)
@@ -156,6 +163,11 @@ def _run(config: TrainConfig) -> int:
         return EXIT_INVALID_CONFIG
 
 
+# Commands that live in their own module (imported only when used): name -> module with main(argv).
+SUBCOMMANDS = {"models": "trainer.registry_cli", "runs": "trainer.runs_cli", "synth": "trainer.synth"}
+
+
+@quiet_pipe  # `python -m trainer … | head` ends quietly
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["train"]:
@@ -164,14 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "train":
         return train(rest)
-    if command == "models":
-        from trainer import registry_cli
-
-        return registry_cli.main(rest)
-    if command == "synth":
-        from trainer import synth
-
-        return synth.main(rest)
+    if command in SUBCOMMANDS:
+        return int(importlib.import_module(SUBCOMMANDS[command]).main(rest))
     if command == "settings":
         from trainer.config import settings_help
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from trainer import nets
+from trainer.notify import TOPIC_ARN
 
 ENV_PREFIX = "TRAINER_"
 
@@ -122,6 +123,9 @@ class TrainConfig:
     champion_margin: float = 0.0  # ... and only when at least (champion accuracy + margin)
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
+
+    # 6. telling people
+    notify_topic_arn: str = ""  # SNS topic for a short message when a run succeeds ("": none); set by Terraform
 
     def __post_init__(self) -> None:
         """Apply the chosen model's recipe to the recipe settings left at their default."""
@@ -376,6 +380,11 @@ def validate(config: TrainConfig) -> TrainConfig:
     _bounded("accuracy_floor", c.accuracy_floor, 0, 1)
     _bounded("champion_margin", c.champion_margin, 0, 1)
     _bounded("cost_per_hour", c.cost_per_hour, 0, MAX_COST_PER_HOUR)
+    _require(
+        c.notify_topic_arn == "" or bool(TOPIC_ARN.fullmatch(c.notify_topic_arn)),
+        "notify_topic_arn",
+        f"expected arn:aws:sns:<region>:<account>:<topic> or empty, got {c.notify_topic_arn!r}",
+    )
     return config
 
 

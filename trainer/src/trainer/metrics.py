@@ -1,4 +1,4 @@
-"""Metrics done per sample: accuracy, loss, per-class accuracy, confusion matrix; and the training-curve plot.
+"""Metrics done per sample: accuracy, loss, per-class accuracy, confusion matrix.
 
 Accuracy compares each sample's predicted class (argmax over the *class* axis, dim 1) with its label.
 The seed took the argmax over the batch axis, which scores something else entirely.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,29 +87,3 @@ class EpochResult:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EpochResult:
         return cls(**values)
-
-
-def plot_curves(history: Sequence[EpochResult], path: str | Path) -> Path:
-    """Loss and accuracy per epoch, train and test, as a PNG (matplotlib's Agg backend, no display needed)."""
-    import matplotlib as mpl
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r.epoch for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    ax_loss.plot(epochs, [r.train_loss for r in history], marker="o", label="train")
-    ax_loss.plot(epochs, [r.test_loss for r in history], marker="o", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.plot(epochs, [100 * r.train_accuracy for r in history], marker="o", label="train")
-    ax_acc.plot(epochs, [100 * r.test_accuracy for r in history], marker="o", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format="png")
-    plt.close(fig)
-    return target

@@ -42,7 +42,8 @@ from torch import nn
 
 from trainer.checkpoint import non_finite_tensors
 from trainer.config import TrainConfig
-from trainer.metrics import EpochResult, EvalResult, plot_curves
+from trainer.metrics import EpochResult, EvalResult
+from trainer.report import plot_curves, render_report
 from trainer.store import NotFound, PreconditionFailed, Store, sha256_file
 
 log = logging.getLogger(__name__)
@@ -174,62 +175,6 @@ def estimated_cost(config: TrainConfig, wall_seconds: float) -> dict[str, Any]:
     }
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _sparkline(values: Sequence[float]) -> str:
-    bars = "▁▂▃▄▅▆▇█"
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return "".join(bars[min(int((v - low) / span * (len(bars) - 1) + 0.5), len(bars) - 1)] for v in values)
-
-
-def render_report(manifest: dict[str, Any], metrics: dict[str, Any], curves_uri: str) -> str:
-    """Markdown for a GitHub comment: the headline metrics, the curve (as text and a link), per class."""
-    config = manifest["config"]
-    epochs = metrics["epochs"]
-    lines = [
-        f"### {manifest['model_name']} `{manifest['version']}`",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| test accuracy | **{100 * metrics['accuracy']:.2f} %** ({metrics['test_images']} images) |",
-        f"| test loss | {metrics['loss']:.4f} |",
-        f"| model | `{config['model']}`, {config['epochs']} epochs, batch {config['batch_size']}, lr {config['lr']} |",
-        f"| throughput | {manifest['throughput']['images_per_s']:.0f} images/s ({manifest['precision']}) |",
-        f"| wall time | {_duration(manifest['wall_seconds'])} over {manifest['attempt']} attempt(s) |",
-        f"| estimated cost | ${manifest['estimated_cost']['usd']:.4f} (on-demand Fargate rate) |",
-        f"| dataset | `{manifest['dataset']['checksum']}` |",
-        f"| image | `{manifest['image_digest'] or 'local'}` (git `{manifest['git_sha'] or 'unknown'}`) |",
-    ]
-    lines += [
-        "",
-        f"Test accuracy by epoch: `{_sparkline([e['test_accuracy'] for e in epochs])}` "
-        f"({', '.join(f'{100 * acc:.1f}' for acc in (e['test_accuracy'] for e in epochs))} %). Curves: `{curves_uri}`",
-        "",
-        "<details><summary>per epoch and per class</summary>",
-        "",
-        "| epoch | train loss | test loss | test accuracy | images/s |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        *(
-            f"| {e['epoch']} | {e['train_loss']:.4f} | {e['test_loss']:.4f} | {100 * e['test_accuracy']:.2f} % "
-            f"| {e['images_per_s']:.0f} |"
-            for e in epochs
-        ),
-        "",
-        "| class | accuracy |",
-        "| --- | ---: |",
-        *(f"| {name} | {100 * acc:.1f} % |" for name, acc in metrics["per_class_accuracy"].items()),
-        "",
-        "</details>",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def build_manifest(
     config: TrainConfig, run_id: str, version: str, outcome: TrainingOutcome, now: datetime
 ) -> dict[str, Any]:
@@ -328,7 +273,9 @@ def publish_version(
     write_torchscript(outcome.model, folder / TORCHSCRIPT_FILE)
     metrics = metrics_document(outcome)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(outcome.history, folder / CURVES_FILE)
+    plot_curves(
+        outcome.history, folder / CURVES_FILE, title=f"{config.model_name} {version}", floor=config.accuracy_floor
+    )
     manifest = build_manifest(config, run_id, version, outcome, now)
     (folder / REPORT_FILE).write_text(render_report(manifest, metrics, store.uri_of(prefix + CURVES_FILE)))
     manifest["files"] = {

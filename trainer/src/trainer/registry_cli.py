@@ -5,25 +5,28 @@
     python -m trainer models champion --json               # the champion pointer
     python -m trainer models gate 20261125T190312Z-push-…  # run a pending gate, record it in the run
     python -m trainer models list --store s3://bucket --model-name cifar10
+    python -m trainer models promote VERSION --reason "…"  # by hand; and `models rollback` (see trainer.promote)
 
 The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's default local store; the model
 name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0 found (and, for
-`show`, every file matches the manifest's sha256), 1 not found, damaged or unreadable (one line naming
-the file and what is wrong, never a traceback), 2 bad usage. A closed pipe (`| head`) ends it quietly.
+`show`, every file matches the manifest's sha256; for `gate`, the gate ran), 1 not found, damaged,
+unreadable or refused (`promote` of a version whose files fail their sha256; a `gate` still pending),
+in one line `trainer models <command>: …` naming the file and what is wrong, never a traceback; 2 bad
+usage. A closed pipe (`| head`) ends it quietly.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from trainer.config import TrainConfig
+from trainer import promote
+from trainer.cli_common import store_options
 from trainer.gate import GateError
-from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json
+from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
 from trainer.store import NotFound, Store, StoreError, open_store
 
 EXIT_OK = 0
@@ -38,19 +41,7 @@ class DataError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--store",
-        default=os.environ.get("TRAINER_STORE_URI", defaults.store_uri),
-        help="artifact store: s3://bucket[/prefix] or a local folder (default: $TRAINER_STORE_URI or %(default)s)",
-    )
-    common.add_argument(
-        "--model-name",
-        default=os.environ.get("TRAINER_MODEL_NAME", defaults.model_name),
-        help="model name under models/ (default: $TRAINER_MODEL_NAME or %(default)s)",
-    )
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common = store_options()
     parser = argparse.ArgumentParser(prog="python -m trainer models", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="published versions, oldest first")
@@ -59,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("champion", parents=[common], help="the current champion")
     gate = commands.add_parser("gate", parents=[common], help="apply the quality gate to a published version")
     gate.add_argument("version", help="the version id (see `list`)")
+    promote.add_parsers(commands, common)
     return parser
 
 
@@ -84,7 +76,9 @@ def _show(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     try:
         described = describe_version(store, model_name, version)
     except NotFound:
-        print(f"no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr)
+        print(
+            f"trainer models show: no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr
+        )
         return EXIT_NOT_FOUND
     if as_json:
         print(to_json(described))
@@ -125,24 +119,6 @@ def _rows(described: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def verify_files(store: Store, model_name: str, version: str, manifest: dict[str, Any]) -> list[str]:
-    """One line per file of the version that is missing or differs from the manifest's sha256."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return ["the manifest lists no files"]
-    problems = []
-    for name, expected in sorted(files.items()):
-        key = f"models/{model_name}/{version}/{name}"
-        try:
-            actual = hashlib.sha256(store.get(key)).hexdigest()
-        except NotFound:
-            problems.append(f"{name} is missing")
-            continue
-        if actual != expected.get("sha256"):
-            problems.append(f"{name} has sha256 {actual}, the manifest says {expected.get('sha256')}")
-    return problems
-
-
 def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     from trainer import runstate
     from trainer.publish import read_manifest
@@ -152,7 +128,9 @@ def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     try:
         manifest = read_manifest(store, model_name, version)
     except NotFound:
-        print(f"no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr)
+        print(
+            f"trainer models gate: no published version {version!r} of {model_name!r} in {store.uri}", file=sys.stderr
+        )
         return EXIT_NOT_FOUND
     config, run_id = manifest["config"], str(manifest["run_id"])
     gate = run_gate(
@@ -173,15 +151,36 @@ def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
         create=lambda: runstate.new_record(run_id, now=runstate.utc_now(), source="manual"),
         extra={"gate": gate, "lease": None},
     )
+    _rewrite_report(store, model_name, run_id, version, gate=gate, config=config)
     print(to_json(gate) if as_json else f"{version}: {gate['outcome']}: {gate['reason']}")
     return EXIT_NOT_FOUND if gate["outcome"] == "pending" else EXIT_OK
+
+
+def _rewrite_report(
+    store: Store, model_name: str, run_id: str, version: str, *, gate: dict[str, Any], config: dict[str, Any]
+) -> None:
+    """runs/<run_id>/report.md with the gate's new outcome (best effort: the record already holds it)."""
+    from trainer.finish import write_run_report
+
+    try:
+        write_run_report(
+            store,
+            model_name,
+            run_id,
+            version,
+            gate,
+            floor=float(config["accuracy_floor"]),
+            margin=float(config["champion_margin"]),
+        )
+    except Exception as exc:  # noqa: BLE001 -- best effort: the gate's outcome is recorded already
+        print(f"trainer models gate: the run's report was not rewritten: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     store = open_store(store_uri)
     champion = champion_record(store, model_name)
     if champion is None:
-        print(f"no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
+        print(f"trainer models champion: no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
         return EXIT_NOT_FOUND
     if as_json:
         print(to_json(champion))
@@ -202,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         open_store(args.store)
     except ValueError as exc:
-        print(f"trainer models: {exc}", file=sys.stderr)
+        print(f"trainer models {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     commands = {
         "list": lambda: _list(args.store, args.model_name, args.json),
@@ -210,6 +209,8 @@ def main(argv: Sequence[str]) -> int:
         "champion": lambda: _champion(args.store, args.model_name, args.json),
         "gate": lambda: _gate(args.store, args.model_name, args.version, args.json),
     }
+    if args.command in promote.COMMANDS:  # promote, rollback: their own one-line errors (trainer.promote)
+        return promote.run(args)
     try:
         return commands[args.command]()
     except BrokenPipeError:
@@ -217,7 +218,7 @@ def main(argv: Sequence[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (DataError, *DATA_ERRORS) as exc:
-        print(f"trainer models: {_describe(exc)}", file=sys.stderr)
+        print(f"trainer models {args.command}: {_describe(exc)}", file=sys.stderr)
         return EXIT_NOT_FOUND
 
 

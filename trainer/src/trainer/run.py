@@ -42,7 +42,9 @@ from typing import Any
 
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
+from trainer.cli_common import explain, log_failure
 from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
+from trainer.finish import after_success
 from trainer.gate import GateError, promote_if_better
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
@@ -166,7 +168,11 @@ class Run:
             if isinstance(gate, dict) and gate.get("outcome") == GATE_PENDING:
                 log.info("run %s succeeded with %s, but its gate has not run yet: running it now", self.run_id, version)
                 return self.finish(version)
-            log.info("run %s already succeeded with version %s; nothing to do", self.run_id, version)
+            log.info(
+                "run %s already succeeded with version %s; nothing to do (to train again, give a new run id: "
+                "--run-id NEW or TRAINER_RUN_ID; a local run id is a hash of the settings, so changing one also does)",
+                self.run_id, version,
+            )  # fmt: skip
             return EXIT_SUCCEEDED
         published = versions_of_run(self.store, name, self.run_id)
         if not published:
@@ -225,7 +231,7 @@ class Run:
                 checkpoint()
             raise Interrupted(
                 f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
-                f"{session.steps_per_epoch}; checkpoint saved, resumable"
+                f"{session.steps_per_epoch}; checkpoint saved: rerun the same command to resume"
             )
 
         evaluation = session.evaluate()
@@ -269,10 +275,21 @@ class Run:
 
         A gate that cannot run (a damaged or unreachable champion) is recorded as pending and retried
         by the next start of this run or `python -m trainer models gate`; it never fails the run.
+        Then, best effort and never changing the exit code: the run's report (with the gate's outcome,
+        pending included), the success notification and MLflow (trainer.finish).
         """
         if accuracy is None:
             accuracy = float(read_manifest(self.store, self.config.model_name, version)["metrics"]["accuracy"])
         gate = self.gate(version, accuracy)
+        self.record_success(version, gate)
+        try:
+            after_success(self.store, self.config, self.run_id, version, gate)
+        except Exception as exc:  # noqa: BLE001 -- best effort: the run has succeeded already, whatever this says
+            log.warning("run %s: report, notification or tracking failed: %s: %s", self.run_id, type(exc).__name__, exc)
+        return EXIT_SUCCEEDED
+
+    def record_success(self, version: str, gate: dict[str, Any]) -> None:
+        """Record `succeeded` with the gate's outcome, retrying; a record that still fails is logged, not raised."""
         for attempt in range(1, STATUS_RETRIES + 1):
             try:
                 self.set_state("succeeded", version=version, gate=gate)
@@ -285,13 +302,12 @@ class Run:
                         "next start of this run or `python -m trainer models gate %s` records it",
                         self.run_id, version, exc, version,
                     )  # fmt: skip
-                    return EXIT_SUCCEEDED
+                    return
                 delay = STATUS_RETRY_BASE_S * 2 ** (attempt - 1)
                 log.warning("run %s: recording success failed (%s); retrying in %.1f s", self.run_id, exc, delay)
                 time.sleep(delay)
             else:
-                return EXIT_SUCCEEDED
-        return EXIT_SUCCEEDED  # not reached: the loop returns
+                return
 
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
@@ -326,11 +342,11 @@ class Run:
         except ConfigError as exc:
             self.set_state("failed", reason=str(exc))
             raise  # the CLI turns it into exit code 2
-        except Exception as exc:  # every failure must end as a failed status, then exit 1
+        except Exception as exc:  # noqa: BLE001 -- every failure ends as a failed status, then exit 1 (log_failure keeps a bug's traceback)
             if self.store.exists(f"models/{self.config.model_name}/{version}/manifest.json"):
                 log.warning("run %s: %s after its version %s became visible", self.run_id, exc, version)
                 return self.finish(version)  # visible: the run succeeded, whatever broke after the commit point
-            log.exception("run %s failed", self.run_id)
+            log_failure(log, self.run_id, exc)  # one line for missing data, credentials, S3; a traceback for bugs
             self.set_state("failed", reason=f"{type(exc).__name__}: {exc}")
             return EXIT_FAILED
         return self.finish(version, outcome.evaluation.accuracy)
@@ -374,6 +390,6 @@ def main(config: TrainConfig, stop: threading.Event | None = None) -> int:
             return EXIT_DUPLICATE
         except (runstate.RunStateError, StoreError, OSError) as exc:
             # the status itself cannot be read or written: say so and fail, there is nothing to mark
-            log.error("run %s: cannot record its status in %s: %s", config.run_id, store.uri, exc)  # noqa: TRY400 -- the cause is the message; no traceback needed
+            log.error("run %s: cannot record its status in %s: %s", config.run_id, store.uri, explain(exc))  # noqa: TRY400 -- the cause is the message; no traceback needed
             return EXIT_FAILED
     return EXIT_FAILED  # not reached: the block returns

@@ -1,0 +1,189 @@
+"""After a push to main built the trainer image: wait for its training run and post the report.
+
+The steps of the `report` workflow (`.github/workflows/report.yml`, called by trainer-image after
+the push), one subcommand each (with `PYTHONPATH=scripts`):
+
+    python3 -m ci.report wait --bucket pushtrain-artifacts-… --repository-name pushtrain-trainer \\
+        --commit 0123abc… --model-name cifar10
+    REPORT_BODY=… python3 -m ci.report comment --repository owner/repo --commit 0123abc… --run-id push-…
+
+`wait` finds the image the commit was built into (`aws ecr describe-images`, tag = the git sha),
+derives the run id the trigger gives a push of that digest (docs/contracts.md: "push-" +
+sha256(digest + "{}")[:20]), prints it with the command to follow the run, polls
+`runs/<run_id>/status.json` through the read-only report role (bounded: `--timeout-minutes`, one
+small GET per `--poll-seconds`), then writes the report to the job summary and exports it
+(`comment-body`, `comment-commit`, `run-id`). A failed run still gets its report (exit 1 after it).
+`comment` posts it on the commit and on the merged pull request(s) that brought the commit in, each
+as one comment edited in place on a re-run (ci.comments), from a job that holds no AWS credentials.
+
+No GitHub credential ever reaches AWS: the workflow reads S3 and posts to GitHub itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ci.comments import pull_requests_of_commit, upsert_comment, upsert_commit_comment
+from ci.retrain import (
+    RetrainError,
+    append_summary,
+    render,
+    report_key,
+    run_tool,
+    wait_for_run,
+    write_multiline_output,
+    write_output,
+)
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_GIT_SHA = re.compile(r"[0-9a-f]{40}")
+_RUN_ID = re.compile(r"(?:push|retrain)-[A-Za-z0-9_-]{1,60}")
+_ECR_REPOSITORY = re.compile(r"[a-z0-9][a-z0-9._/-]{1,255}")
+
+
+def push_run_id(digest: str) -> str:
+    """The run id the trigger gives a push of this digest (default parameters: `{}`)."""
+    if not _DIGEST.fullmatch(digest):
+        raise RetrainError(f"image digest {digest!r} is not sha256:<64 hex>")
+    return "push-" + hashlib.sha256((digest + "{}").encode()).hexdigest()[:20]
+
+
+def marker(run_id: str) -> str:
+    return f"<!-- pushtrain:report:{run_id} -->"
+
+
+def image_digest(repository_name: str, commit: str) -> str:
+    """The digest of the image tagged with the commit's sha in the ECR repository."""
+    if not _ECR_REPOSITORY.fullmatch(repository_name):
+        raise RetrainError(f"ECR repository {repository_name!r} is not a repository name")
+    if not _GIT_SHA.fullmatch(commit):
+        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+    out = run_tool(
+        [
+            "aws", "ecr", "describe-images", "--repository-name", repository_name,
+            "--image-ids", f"imageTag={commit}", "--query", "imageDetails[0].imageDigest", "--output", "text",
+        ]
+    )  # fmt: skip
+    digest = out.strip()
+    if not _DIGEST.fullmatch(digest):
+        raise RetrainError(f"ECR has no image {repository_name}:{commit} (describe-images answered {digest!r})")
+    return digest
+
+
+def read_text(bucket: str, key: str) -> str | None:
+    """An object's text, or None when it does not exist."""
+    result = subprocess.run(
+        ["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"], capture_output=True, text=True, check=False
+    )
+    if result.returncode == 0:
+        return result.stdout
+    if "404" in result.stderr or "NoSuchKey" in result.stderr or "Not Found" in result.stderr:
+        return None
+    raise RetrainError(f"cannot read s3://{bucket}/{key} (exit {result.returncode}): {result.stderr.strip()}")
+
+
+def read_report(bucket: str, status: Mapping[str, Any], model_name: str) -> str | None:
+    """The run's final report (runs/<run_id>/report.md, with the gate's decision), else the version's."""
+    run_id = str(status.get("run_id", ""))
+    if status.get("state") != "succeeded" or not status.get("version"):
+        return None
+    if _RUN_ID.fullmatch(run_id):
+        text = read_text(bucket, f"runs/{run_id}/report.md")
+        if text is not None:
+            return text
+    return read_text(bucket, report_key(model_name, str(status["version"])))
+
+
+def wait_and_report(
+    bucket: str, repository_name: str, commit: str, model_name: str, *, timeout_s: float, poll_s: float
+) -> tuple[dict[str, Any], str]:
+    """Find the run, wait for it, write the summary; (status, comment body)."""
+    digest = image_digest(repository_name, commit)
+    run_id = push_run_id(digest)
+    status_key = f"runs/{run_id}/status.json"
+    write_output("run-id", run_id)
+    print(f"image {digest} -> run {run_id}", flush=True)
+    print(f"follow it with: python -m trainer runs show {run_id} --store s3://{bucket}", flush=True)
+    append_summary(
+        f"Training run `{run_id}` for image `{digest}`; follow it with "
+        f"`python -m trainer runs show {run_id} --store s3://{bucket}`."
+    )
+    status = wait_for_run(bucket, status_key, timeout_s=timeout_s, poll_s=poll_s, sleep=time.sleep)
+    report = read_report(bucket, status, model_name)
+    body = with_footer(render(status, report, f"s3://{bucket}/{status_key}", title="Training"), run_id, bucket)
+    append_summary(body)
+    return status, body
+
+
+def with_footer(body: str, run_id: str, bucket: str) -> str:
+    return (
+        f"{marker(run_id)}\n{body.rstrip()}\n\n"
+        f"<sub>`python -m trainer runs show {run_id} --store s3://{bucket}` · posted by the report workflow</sub>\n"
+    )
+
+
+def post(repository: str, commit: str, run_id: str, body: str) -> list[str]:
+    """Post (or update) the report on the commit and its merged pull requests; what was done, in words."""
+    if not body.strip():
+        raise RetrainError("the comment body is empty: the wait step produced nothing")
+    if not _RUN_ID.fullmatch(run_id):
+        raise RetrainError(f"run id {run_id!r} is not a pushtrain run id")
+    done = [f"commit {commit[:12]}: {upsert_commit_comment(repository, commit, marker(run_id), body)}"]
+    for number in pull_requests_of_commit(repository, commit):
+        done.append(f"pull request #{number}: {upsert_comment(repository, number, marker(run_id), body)}")
+    return done
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m ci.report", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    wait = sub.add_parser("wait", help="find the commit's run, wait for it, write its report")
+    wait.add_argument("--bucket", required=True, help="artifacts bucket")
+    wait.add_argument("--repository-name", required=True, help="ECR repository of the trainer image")
+    wait.add_argument("--commit", required=True, help="the pushed commit (the image's tag)")
+    wait.add_argument("--model-name", default="cifar10", help="the trainer's model_name")
+    wait.add_argument("--timeout-minutes", type=float, default=100.0)
+    wait.add_argument("--poll-seconds", type=float, default=30.0)
+    comment = sub.add_parser("comment", help="post the report (env REPORT_BODY) on the commit and its PRs")
+    comment.add_argument("--repository", required=True, help="owner/name")
+    comment.add_argument("--commit", required=True, help="the commit to comment on")
+    comment.add_argument("--run-id", required=True, help="the run (from the wait step), for the sticky marker")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "wait":
+            status, body = wait_and_report(
+                args.bucket, args.repository_name, args.commit, args.model_name,
+                timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds,
+            )  # fmt: skip
+            write_multiline_output("comment-body", body)
+            recorded = status.get("git_sha")
+            write_output(
+                "comment-commit",
+                recorded if isinstance(recorded, str) and _GIT_SHA.fullmatch(recorded) else args.commit,
+            )
+            if status["state"] != "succeeded":
+                print(f"::error title=training::run failed: {status.get('reason')}")
+                return 1
+        else:
+            for line in post(args.repository, args.commit, args.run_id, os.environ.get("REPORT_BODY", "")):
+                print(line)
+    except RetrainError as error:
+        print(f"::error title=report::{error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The demo's closing lines: for each scenario, PASS or FAIL and what it showed, then where the store is kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pushtrain_local.pipeline import Pipeline
+from pushtrain_local.scenarios import Outcome
+
+# What each scenario demonstrates when it passes (the checks are in `judge`).
+PROVES = {
+    "push": "a push became one run that trained, published a version and passed the gate",
+    "duplicate": "a second delivery of the same push event started nothing new",
+    "spot": "a Spot interruption checkpointed and the trigger's second attempt resumed to success",
+    "retrain": "a retrain request trained the pushed image again with its parameters",
+    "gate-fail": "a weak model was published but the champion stayed",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"  {'PASS' if self.passed else 'FAIL'}  {self.name:<10} {self.detail}"
+
+
+def _version(champion: dict[str, Any] | None) -> str | None:
+    return champion.get("version") if champion else None
+
+
+def judge(pipeline: Pipeline, outcome: Outcome) -> Verdict:
+    """PASS when the scenario's last run succeeded and the champion moved (or, for gate-fail, stayed)."""
+    if not outcome.runs:
+        return Verdict(outcome.name, True, PROVES.get(outcome.name, "ran"))
+    last = outcome.runs[-1]
+    record = pipeline.status(last.run_id) or {}
+    if last.exit_code != 0 or record.get("state") != "succeeded":
+        return Verdict(outcome.name, False, f"run {last.run_id} ended {record.get('state')} (exit {last.exit_code})")
+    before, after = _version(outcome.champion_before), _version(outcome.champion_after)
+    if outcome.name == "gate-fail" and before != after:
+        return Verdict(outcome.name, False, f"the weak model replaced the champion {before} with {after}")
+    if outcome.name == "spot" and int(record.get("attempt") or 0) < 2:
+        return Verdict(outcome.name, False, f"run {last.run_id} finished in attempt {record.get('attempt')}")
+    return Verdict(outcome.name, True, f"{PROVES.get(outcome.name, 'ran')} (version {record.get('version')})")
+
+
+def failed(name: str, error: BaseException) -> Verdict:
+    return Verdict(name, False, f"{type(error).__name__}: {error}")
+
+
+def closing(verdicts: list[Verdict], notified: list[str], store: str | None) -> str:
+    """The closing summary: a line per scenario, the notifications seen, and the commands for the kept store."""
+    passed = all(v.passed for v in verdicts)
+    lines = ["", f"=== summary: {'PASS' if passed else 'FAIL'} " + "=" * 50, *(v.line() for v in verdicts)]
+    lines.append(f"  success notifications on the topic: {len(notified)}" + (f" ({notified[-1]})" if notified else ""))
+    if store:
+        lines += [
+            f"  the store (runs and models) is kept in {store}; look at it with:",
+            f"    python -m trainer runs list --store {store}",
+            f"    python -m trainer models list --store {store}",
+            f"    python -m trainer models rollback --store {store} --reason 'try it'",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""What every read-the-store command shares: the --store/--model-name options, one-line errors, quiet pipes."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # not found, unreadable, refused, or the store could not be reached
+EXIT_USAGE = 2
+
+CREDENTIALS_HINT = (
+    "no AWS credentials: set AWS_PROFILE (after `aws sso login` or `aws configure`), or "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and AWS_REGION"
+)
+
+F = TypeVar("F", bound=Callable[..., int])
+
+
+def store_options() -> argparse.ArgumentParser:
+    """A parent parser with --store, --model-name and --json, defaulting from TRAINER_* like `train`."""
+    from trainer.config import TrainConfig  # here: `python -m trainer` installs its signal handlers before torch
+
+    defaults = TrainConfig()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        default=os.environ.get("TRAINER_STORE_URI", defaults.store_uri),
+        help="artifact store: s3://bucket[/prefix] or a local folder (default: $TRAINER_STORE_URI or %(default)s)",
+    )
+    common.add_argument(
+        "--model-name",
+        default=os.environ.get("TRAINER_MODEL_NAME", defaults.model_name),
+        help="model name under models/ (default: $TRAINER_MODEL_NAME or %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return common
+
+
+def explain(exc: BaseException) -> str:
+    """One line for an expected failure; credentials problems say how to provide them."""
+    text = f"{exc}"
+    if "credentials" in text.lower() and ("unable to locate" in text.lower() or "nocredentials" in text.lower()):
+        return f"{text} ({CREDENTIALS_HINT})"
+    return text
+
+
+def expected_failure(exc: BaseException) -> bool:
+    """A failure that is the world's, not the code's (no data, no credentials, S3 refused): one line is enough."""
+    from trainer.checkpoint import CheckpointError
+    from trainer.data import DatasetError
+    from trainer.gate import GateError
+    from trainer.publish import PublishError
+    from trainer.store import StoreError
+
+    expected: tuple[type[BaseException], ...] = (DatasetError, StoreError, CheckpointError, PublishError, GateError)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        expected = (*expected, BotoCoreError, ClientError)
+    except ImportError:  # pragma: no cover -- boto3 is a dependency; only a broken install lacks it
+        pass
+    return isinstance(exc, expected)
+
+
+def log_failure(log: logging.Logger, run_id: str, exc: BaseException) -> None:
+    """Log why a run failed: one line for an expected failure, the traceback for a bug."""
+    if expected_failure(exc):
+        log.error("run %s failed: %s: %s", run_id, type(exc).__name__, explain(exc))
+    else:
+        log.error("run %s failed", run_id, exc_info=exc)
+
+
+def quiet_pipe(command: F) -> F:
+    """Run a printing command so that `| head` closing the pipe ends it quietly (exit 0, no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        try:
+            code = command(*args, **kwargs)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+        return code
+
+    return wrapper  # type: ignore[return-value]

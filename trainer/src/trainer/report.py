@@ -1,0 +1,307 @@
+"""The run report people read on GitHub: `report.md` (markdown + a Mermaid chart) and `curves.png`.
+
+Two reports are rendered from the same published files:
+
+- `models/<model_name>/<version>/report.md`, written with the version (create-only, checksummed in
+  the manifest). It is rendered before the quality gate runs, so it states the gate's rule (floor,
+  margin) and where the decision will be, never a guessed decision.
+- `runs/<run_id>/report.md`, written after the gate (trainer.finish): the same report with the
+  decision and why (floor, margin, the champion's accuracy, the delta) and the capacity the run had.
+  This is the one the workflows post to the commit and its pull request.
+
+The curves are drawn twice: a Mermaid `xychart-beta` block that GitHub renders inside the comment
+(no image hosting needed) and `curves.png`, the artifact, with integer epoch ticks, a title naming
+the model and version, and the gate floor as a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.metrics import EpochResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Fargate Spot is billed "up to 70 % off" on-demand (aws.amazon.com/fargate/pricing); 70 % is the
+# discount the bench and cost notes use, so the Spot figure here is an estimate, stated as such.
+SPOT_DISCOUNT = 0.7
+SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
+MAX_EPOCH_TICKS = 15  # up to this many epochs, one tick each; beyond, integer ticks matplotlib spaces
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What the quality gate decided for a version, with the numbers that explain it."""
+
+    promoted: bool
+    reason: str  # GateDecision.reason, in words
+    floor: float
+    margin: float
+    champion_version: str | None  # the champion the version was compared with (None: there was none)
+    champion_accuracy: float | None
+    pending: bool = False  # the gate could not run yet (run record `gate.outcome` "pending"); retried later
+
+    @property
+    def outcome(self) -> str:
+        """The run record's `gate.outcome` word: promoted, kept or pending."""
+        return "pending" if self.pending else "promoted" if self.promoted else "kept"
+
+    def delta(self, accuracy: float) -> float | None:
+        """Accuracy minus the compared champion's (None without a champion)."""
+        return None if self.champion_accuracy is None else accuracy - self.champion_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "floor": self.floor,
+            "margin": self.margin,
+            "champion_version": self.champion_version,
+            "champion_accuracy": self.champion_accuracy,
+        }
+
+
+def gate_view(
+    outcome: str,
+    reason: str,
+    champion: Mapping[str, Any] | None,
+    version: str,
+    *,
+    floor: float,
+    margin: float,
+) -> GateView:
+    """The GateView of the gate's outcome (promoted, kept, pending), from the champion read right after it.
+
+    After a promotion the record is this version and its `previous` is the champion it beat; when
+    the version was not promoted the record is the champion it was compared with. A pending gate
+    compared with nothing yet.
+    """
+    pending = outcome == "pending"
+    compared: Mapping[str, Any] | None = None if pending else champion
+    if compared is not None and compared.get("version") == version:
+        compared = compared.get("previous") or None
+    return GateView(
+        promoted=outcome == "promoted",
+        reason=reason,
+        floor=floor,
+        margin=margin,
+        champion_version=str(compared["version"]) if compared else None,
+        champion_accuracy=float(compared["accuracy"]) if compared else None,
+        pending=pending,
+    )
+
+
+# --- numbers in words ----------------------------------------------------------------------------
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f} pp"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def cost_line(manifest: Mapping[str, Any], capacity: str | None) -> str:
+    """The run's cost as run: on Spot, the Spot estimate first; on-demand, the on-demand figure."""
+    on_demand = float(manifest["estimated_cost"]["usd"])
+    spot = on_demand * (1 - SPOT_DISCOUNT)
+    if capacity == SPOT:
+        return f"~${spot:.4f} on Fargate Spot (on-demand would have been ${on_demand:.4f})"
+    if capacity == ON_DEMAND:
+        return f"${on_demand:.4f} on on-demand Fargate (Spot had no capacity; Spot would have been ~${spot:.4f})"
+    return f"${on_demand:.4f} at the on-demand rate, ~${spot:.4f} if it ran on Fargate Spot (capacity not recorded)"
+
+
+# --- the Mermaid chart ---------------------------------------------------------------------------
+
+
+def _mermaid_text(text: str) -> str:
+    """A Mermaid string literal's content: no double quotes, no line breaks (the grammar allows neither)."""
+    return " ".join(text.replace('"', "'").split())
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def mermaid_curves(epochs: Sequence[Mapping[str, Any]], *, title: str, floor: float | None) -> str:
+    """A fenced `xychart-beta` block: test and train accuracy (%) by epoch, and the floor as a flat line.
+
+    The x axis is a band of quoted epoch numbers (integers, one per epoch; a numeric x range would
+    put ticks between epochs); the y axis is 0 --> 100 so runs compare at a glance.
+    """
+    if not epochs:
+        return ""
+    labels = ", ".join(f'"{int(e["epoch"])}"' for e in epochs)
+    test = ", ".join(_number(100 * float(e["test_accuracy"])) for e in epochs)
+    train = ", ".join(_number(100 * float(e["train_accuracy"])) for e in epochs)
+    lines = [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{_mermaid_text(title)}"',
+        f'    x-axis "epoch" [{labels}]',
+        '    y-axis "accuracy (%)" 0 --> 100',
+        f"    line [{test}]",
+        f"    line [{train}]",
+    ]
+    if floor is not None:
+        lines.append(f"    line [{', '.join([_number(100 * floor)] * len(epochs))}]")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+# --- report.md -----------------------------------------------------------------------------------
+
+
+def _gate_section(
+    accuracy: float, gate: GateView | None, config: Mapping[str, Any], run_id: str, version: str
+) -> list[str]:
+    floor, margin = float(config["accuracy_floor"]), float(config["champion_margin"])
+    if gate is None:
+        return [
+            f"**Gate:** promotes at or above the floor {_pct(floor)} and at least the champion's accuracy + "
+            f"{_points(margin).lstrip('+')}; it runs after publishing: the decision is in `runs/{run_id}/report.md` "
+            f"(`python -m trainer runs show {run_id}`).",
+        ]
+    if gate.pending:
+        return [
+            f"**Gate: pending** — {gate.reason}. The version is published and the run succeeded; the gate is "
+            f"retried by the next start of this run or `python -m trainer models gate {version}`, which "
+            "rewrites this report.",
+            "",
+            "| gate | value |",
+            "| --- | --- |",
+            f"| test accuracy | {_pct(accuracy)} |",
+            f"| floor | {_pct(gate.floor)} ({'met' if accuracy >= gate.floor else 'not met'}) |",
+            f"| margin | {_points(gate.margin).lstrip('+')} |",
+        ]
+    delta = gate.delta(accuracy)
+    verdict = "promoted to champion" if gate.promoted else "not promoted"
+    champion = (
+        f"`{gate.champion_version}` {_pct(gate.champion_accuracy)}"
+        if gate.champion_version is not None and gate.champion_accuracy is not None
+        else "none yet"
+    )
+    return [
+        f"**Gate: {verdict}** — {gate.reason}.",
+        "",
+        "| gate | value |",
+        "| --- | --- |",
+        f"| test accuracy | {_pct(accuracy)} |",
+        f"| floor | {_pct(gate.floor)} ({'met' if accuracy >= gate.floor else 'not met'}) |",
+        f"| champion compared | {champion} |",
+        f"| margin | {_points(gate.margin).lstrip('+')} |",
+        f"| delta vs champion | {_points(delta) if delta is not None else 'n/a (no champion)'} |",
+    ]
+
+
+def render_report(
+    manifest: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    curves_uri: str,
+    *,
+    gate: GateView | None = None,
+    capacity: str | None = None,
+) -> str:
+    """Markdown for a GitHub comment: the gate and why, provenance, cost, the curves, per epoch and class."""
+    config = manifest["config"]
+    epochs = metrics["epochs"]
+    accuracy = float(metrics["accuracy"])
+    title = f"{manifest['model_name']} {manifest['version']}"
+    lines = [
+        f"### {manifest['model_name']} `{manifest['version']}`: {_pct(accuracy)}",
+        "",
+        *_gate_section(accuracy, gate, config, str(manifest["run_id"]), str(manifest["version"])),
+        "",
+        "| run | value |",
+        "| --- | --- |",
+        f"| test accuracy | **{_pct(accuracy)}** ({metrics['test_images']} images), loss {metrics['loss']:.4f} |",
+        f"| model | `{config['model']}`, {config['epochs']} epochs, batch {config['batch_size']}, lr {config['lr']} |",
+        f"| image | `{manifest['image_digest'] or 'local'}` |",
+        f"| git sha | `{manifest['git_sha'] or 'unknown'}` |",
+        f"| run | `{manifest['run_id']}`, {manifest['attempt']} attempt(s), {_duration(manifest['wall_seconds'])} |",
+        f"| throughput | {manifest['throughput']['images_per_s']:.0f} images/s ({manifest['precision']}) |",
+        f"| cost as run | {cost_line(manifest, capacity)} |",
+        f"| dataset | `{manifest['dataset']['checksum']}` |",
+        "",
+        "Test accuracy (first line), train accuracy (second) and the gate floor (flat line), % by epoch:",
+        "",
+        mermaid_curves(epochs, title=title, floor=float(config["accuracy_floor"])),
+        "",
+        f"Curves as an image: `{curves_uri}`",
+        "",
+        "<details><summary>per epoch and per class</summary>",
+        "",
+        "| epoch | train loss | test loss | test accuracy | images/s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {e['epoch']} | {e['train_loss']:.4f} | {e['test_loss']:.4f} | {_pct(e['test_accuracy'])} "
+            f"| {e['images_per_s']:.0f} |"
+            for e in epochs
+        ),
+        "",
+        "| class | accuracy |",
+        "| --- | ---: |",
+        *(f"| {name} | {100 * acc:.1f} % |" for name, acc in metrics["per_class_accuracy"].items()),
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- curves.png ----------------------------------------------------------------------------------
+
+
+def curves_figure(history: Sequence[EpochResult], *, title: str, floor: float | None) -> Figure:
+    """Loss and accuracy per epoch: integer epoch ticks, the title, the floor as a dashed line."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    epochs = [r.epoch for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig.suptitle(title)
+    ax_loss.plot(epochs, [r.train_loss for r in history], marker="o", label="train")
+    ax_loss.plot(epochs, [r.test_loss for r in history], marker="o", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.set_ylim(bottom=0)
+    ax_acc.plot(epochs, [100 * r.train_accuracy for r in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * r.test_accuracy for r in history], marker="o", label="test")
+    if floor is not None:
+        ax_acc.axhline(100 * floor, color="tab:red", linestyle="--", label=f"gate floor {100 * floor:.0f} %")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    for ax in (ax_loss, ax_acc):
+        # every epoch gets a tick on a short run; MaxNLocator alone falls back to 0.2 steps on 1-2 epochs
+        short = len(epochs) <= MAX_EPOCH_TICKS
+        ax.xaxis.set_major_locator(FixedLocator(epochs) if short else MaxNLocator(integer=True))
+        # one or two epochs would otherwise fill the axis edge to edge (or collapse it to a point)
+        ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(history: Sequence[EpochResult], path: str | Path, *, title: str, floor: float | None) -> Path:
+    """`curves_figure` as a PNG at path (matplotlib's Agg backend, no display needed)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, title=title, floor=floor)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, format="png")
+    plt.close(fig)
+    return target

@@ -1,0 +1,83 @@
+"""`python -m trainer train --help`: every setting, grouped and described, from TrainConfig itself.
+
+The description of a setting is its field's `metadata["help"]` when the field has one, else the
+comment written beside the field in trainer/config.py (continuation lines included), so the help
+and the code cannot drift apart; the groups are the numbered section comments there ("# 1. what to
+train"). argparse lays it out; parsing the values stays with `load_config`, which also merges the
+TRAINER_* environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import re
+import tokenize
+
+from trainer.config import ENV_PREFIX, RECIPES, TrainConfig
+
+_SECTION = re.compile(r"#\s*\d+\.\s*(?P<title>.+)")
+_FIELD = re.compile(r"(?P<name>[a-z_][a-z0-9_]*)\s*:")
+
+
+def field_comments() -> tuple[dict[str, str], dict[str, str]]:
+    """({field: its comment text}, {field: the section title above it}) read from TrainConfig's source."""
+    source = inspect.getsource(TrainConfig)
+    comments: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    section, last_field, last_line = "", None, -1
+    lines = source.splitlines()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type != tokenize.COMMENT:
+            continue
+        row = token.start[0]
+        text = token.string.lstrip("#").strip()
+        code = lines[row - 1][: token.start[1]].strip()
+        if not code:
+            if match := _SECTION.fullmatch(token.string.strip()):
+                section, last_field = match["title"], None
+            elif last_field is not None and row == last_line + 1:  # a continuation of the comment above
+                comments[last_field] += " " + text
+                last_line = row
+            continue
+        if match := _FIELD.match(code):
+            last_field, last_line = match["name"], row
+            comments[last_field] = text
+            sections[last_field] = section
+    return comments, sections
+
+
+def _default(field: dataclasses.Field[object]) -> str:
+    if field.default is None:
+        return "the model's recipe (" + ", ".join(f"{m} {r[field.name]}" for m, r in RECIPES.items()) + ")"
+    return repr(field.default)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `train` help as an argparse parser (used for --help only)."""
+    comments, sections = field_comments()
+    help_parser = argparse.ArgumentParser(
+        prog="python -m trainer train",
+        description="Train, publish and gate one model. Every setting is also the environment variable "
+        f"{ENV_PREFIX}<SETTING>; a flag wins over the variable, which wins over the default.",
+        epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid configuration, 75 interrupted (rerun to resume). "
+        "See docs/contracts.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(TrainConfig):
+        title = sections.get(field.name) or "settings"
+        group = groups.setdefault(title, help_parser.add_argument_group(title))
+        text = str(field.metadata.get("help") or comments.get(field.name) or "").strip()
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            metavar=field.name.upper(),
+            help=f"{text} [{ENV_PREFIX}{field.name.upper()}; default {_default(field)}]".replace("%", "%%"),
+        )
+    return help_parser
+
+
+def format_help() -> str:
+    return parser().format_help()

@@ -1,0 +1,219 @@
+"""report.md and curves.png: the gate and why, provenance, cost as run, a valid Mermaid chart, readable axes.
+
+The report is compared with a golden file (trainer/tests/golden/report.md); regenerate it on purpose
+with `PUSHTRAIN_UPDATE_GOLDEN=1 pytest trainer/tests/test_report_render.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trainer.config import TrainConfig
+from trainer.finish import after_success, run_report_key
+from trainer.metrics import EpochResult, EvalResult
+from trainer.nets import build_model
+from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.report import SPOT, GateView, curves_figure, gate_view, mermaid_curves, render_report
+from trainer.run import run_gate
+from trainer.store import LocalStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # importlib mode: shared test helpers
+from mermaid_grammar import mermaid_block, mermaid_xychart_errors
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "report.md"
+VERSION = "20261125T190000Z-push-0123456789abcdef0123"
+
+
+def manifest() -> dict[str, Any]:
+    return {
+        "model_name": "cifar10",
+        "version": VERSION,
+        "run_id": "push-0123456789abcdef0123",
+        "attempt": 2,
+        "git_sha": "0123456789abcdef0123456789abcdef01234567",
+        "image_digest": "sha256:" + "ab" * 32,
+        "config": {"model": "airbench", "epochs": 3, "batch_size": 512, "lr": 1.5, "accuracy_floor": 0.5,
+                   "champion_margin": 0.01},
+        "dataset": {"checksum": "sha256:" + "d" * 64},
+        "precision": "bf16",
+        "wall_seconds": 412.0,
+        "throughput": {"images_per_s": 1234.5},
+        "estimated_cost": {"usd": 0.0113},
+        "metrics": {"accuracy": 0.8125, "loss": 0.61},
+    }  # fmt: skip
+
+
+def metrics() -> dict[str, Any]:
+    return {
+        "accuracy": 0.8125,
+        "loss": 0.61,
+        "test_images": 10000,
+        "per_class_accuracy": {"airplane": 0.85, "automobile": 0.9},
+        "epochs": [
+            {"epoch": e, "train_loss": 2.0 / e, "test_loss": 1.8 / e, "train_accuracy": 0.3 * e,
+             "test_accuracy": acc, "images_per_s": 1200.0 + e}
+            for e, acc in ((1, 0.55), (2, 0.74), (3, 0.8125))
+        ],
+    }  # fmt: skip
+
+
+PROMOTED = GateView(
+    promoted=True,
+    reason="accuracy 0.8125 is at least champion 20261124T090000Z-push-aaaaaaaaaaaaaaaaaaaa (0.7800) + margin 0.0100",
+    floor=0.5,
+    margin=0.01,
+    champion_version="20261124T090000Z-push-aaaaaaaaaaaaaaaaaaaa",
+    champion_accuracy=0.78,
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '```mermaid\nxychart-beta\n    title "a "quoted" title"\n    x-axis "epoch" ["1"]\n    y-axis "%" 0 --> 100\n'
+        "    line [1]\n```",
+        '```mermaid\nxychart-beta\n    x-axis "epoch" ["1", "2"]\n    y-axis "%" 0 --> 100\n    line [1]\n```',
+        '```mermaid\nxychart-beta\n    x-axis "epoch" ["1"]\n    y-axis "%" 0 --> 100\n    line [101]\n```',
+        '```mermaid\nxychart\n    x-axis "epoch" ["1"]\n    y-axis "%" 0 --> 100\n    line [1]\n```',
+    ],
+)
+def test_the_grammar_check_rejects_broken_charts(bad: str) -> None:
+    assert mermaid_xychart_errors(bad) != []
+
+
+def test_report_chart_is_a_valid_xychart_with_a_band_per_epoch_and_the_floor_line() -> None:
+    # GIVEN three epochs and a floor of 50 %; WHEN the chart is drawn
+    block = mermaid_curves(metrics()["epochs"], title='cifar10 "v1"', floor=0.5)
+    # THEN it follows the grammar, has integer epochs 1..3 and a flat line at the floor
+    assert mermaid_xychart_errors(block) == []
+    assert 'x-axis "epoch" ["1", "2", "3"]' in block
+    assert "line [50.00, 50.00, 50.00]" in block
+    assert "title \"cifar10 'v1'\"" in block
+
+
+def test_final_report_matches_the_golden_file() -> None:
+    # GIVEN a promoted version that ran on Spot; WHEN its report is rendered
+    text = render_report(manifest(), metrics(), "s3://bucket/models/cifar10/v/curves.png", gate=PROMOTED, capacity=SPOT)
+    if os.environ.get("PUSHTRAIN_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    # THEN it is exactly the reviewed golden report (gate and why, digest, sha, cost on Spot, chart)
+    assert text == GOLDEN.read_text()
+    assert mermaid_xychart_errors(mermaid_block(text)) == []
+
+
+def test_report_states_the_gate_decision_and_the_numbers_behind_it() -> None:
+    text = render_report(manifest(), metrics(), "curves.png", gate=PROMOTED, capacity=SPOT)
+    assert "**Gate: promoted to champion**" in text
+    assert "| floor | 50.00 % (met) |" in text
+    assert "| delta vs champion | +3.25 pp |" in text
+    assert "| margin | 1.00 pp |" in text
+    assert "~$0.0034 on Fargate Spot (on-demand would have been $0.0113)" in text
+    assert f"`{'sha256:' + 'ab' * 32}`" in text and "`0123456789abcdef0123456789abcdef01234567`" in text
+
+
+def test_report_without_a_champion_or_capacity_says_so_instead_of_guessing() -> None:
+    first = GateView(True, "meets the floor and there is no champion yet", 0.5, 0.0, None, None)
+    text = render_report(manifest(), metrics(), "curves.png", gate=first, capacity=None)
+    assert "| champion compared | none yet |" in text
+    assert "n/a (no champion)" in text
+    assert "capacity not recorded" in text
+
+
+def test_version_report_written_before_the_gate_states_the_rule_and_where_the_decision_is() -> None:
+    text = render_report(manifest(), metrics(), "curves.png")
+    assert "runs/push-0123456789abcdef0123/report.md" in text
+    assert "promoted to champion" not in text and "not promoted" not in text
+
+
+def test_gate_view_compares_with_the_champion_it_replaced_or_the_one_it_did_not_beat() -> None:
+    promoted = {"version": VERSION, "accuracy": 0.81, "previous": {"version": "old", "accuracy": 0.7}}
+    view = gate_view("promoted", "beat it", promoted, VERSION, floor=0.5, margin=0.0)
+    assert (view.champion_version, view.champion_accuracy) == ("old", 0.7)
+    kept = {"version": "better", "accuracy": 0.9, "previous": None}
+    view = gate_view("kept", "below", kept, VERSION, floor=0.5, margin=0.0)
+    assert (view.champion_version, view.champion_accuracy, view.delta(0.8)) == ("better", 0.9, pytest.approx(-0.1))
+
+
+def trained(accuracy: float) -> TrainingOutcome:
+    """A tiny untrained CNN dressed as a finished run (publishing only needs its shape)."""
+    evaluation = EvalResult(0.6, accuracy, 10, {"a": accuracy, "b": accuracy}, [[5, 0], [0, 5]])
+    return TrainingOutcome(
+        model=build_model("cnn", 2), model_config={"name": "cnn", "num_classes": 2}, classes=("a", "b"),
+        evaluation=evaluation, history=history(3), dataset={"checksum": "sha256:" + "d" * 64, "train_images": 20},
+        hardware={"device": "cpu"}, wall_seconds=3.0, precision="fp32",
+    )  # fmt: skip
+
+
+def history(n: int) -> list[EpochResult]:
+    return [EpochResult(e, 2.0 / e, 0.3 * e / n, 1.9 / e, 0.25 * e / n, 500.0, 10.0, 1.0, 0.1) for e in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_curves_have_integer_epoch_ticks_a_title_and_the_floor(epochs: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history(epochs), title=f"cifar10 {VERSION}", floor=0.6)
+    try:
+        _, ax_acc = fig.axes
+        low, high = ax_acc.get_xlim()
+        ticks = [t for t in ax_acc.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+        assert fig._suptitle is not None and fig._suptitle.get_text() == f"cifar10 {VERSION}"
+        assert any(list(line.get_ydata()) == [60.0, 60.0] for line in ax_acc.get_lines())
+        assert ax_acc.get_ylim() == (0.0, 100.0)
+    finally:
+        plt.close(fig)
+
+
+def test_a_succeeded_run_leaves_its_final_report_in_the_run_folder(tmp_path: Path) -> None:
+    # GIVEN a version published and promoted as run.py does it
+    store = LocalStore(tmp_path / "store")
+    run_id = "push-0123456789abcdef0123"
+    config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
+    version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
+    publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
+    decision = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    # WHEN the run finishes
+    after_success(store, config, run_id, version, decision, environ={})
+    # THEN runs/<run_id>/report.md holds the decision, and the version's own report is unchanged
+    text = store.get(run_report_key(run_id)).decode()
+    assert "**Gate: promoted to champion**" in text
+    assert "there is no champion yet" in text
+    assert mermaid_xychart_errors(mermaid_block(text)) == []
+    manifest_doc = json.loads(store.get(f"models/cifar10/{version}/manifest.json"))
+    assert manifest_doc["files"]["report.md"]["sha256"]
+
+
+def test_a_pending_gate_is_reported_as_pending_with_its_reason_and_how_it_is_retried() -> None:
+    # GIVEN a gate that could not run (the run record's gate outcome "pending")
+    reason = "the gate could not run: GateError: champion.json is not a champion record"
+    view = gate_view("pending", reason, {"version": "other", "accuracy": 0.9}, VERSION, floor=0.5, margin=0.01)
+    # WHEN the report is rendered
+    text = render_report(manifest(), metrics(), "curves.png", gate=view, capacity=SPOT)
+    # THEN it says pending and why, compares with no champion, and names the command that retries it
+    assert view.outcome == "pending" and not view.promoted and view.champion_version is None
+    assert f"**Gate: pending** — {reason}." in text
+    assert f"python -m trainer models gate {VERSION}" in text
+    assert "promoted to champion" not in text and "not promoted" not in text
+
+
+def test_a_run_whose_gate_is_pending_still_gets_its_report_saying_so(tmp_path: Path) -> None:
+    # GIVEN a published version and a champion record that cannot be read (the gate cannot run)
+    store = LocalStore(tmp_path / "store")
+    run_id = "push-0123456789abcdef0123"
+    config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
+    version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
+    publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
+    store.put("models/cifar10/champion.json", b"{not json")
+    gate = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    # WHEN the run finishes
+    after_success(store, config, run_id, version, gate, environ={})
+    # THEN the gate is pending and the run's report says so
+    assert gate["outcome"] == "pending"
+    assert "**Gate: pending**" in store.get(run_report_key(run_id)).decode()
