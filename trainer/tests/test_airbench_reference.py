@@ -280,3 +280,92 @@ def test_mean_loss_lr_of_the_default_recipe_is_one_and_a_half() -> None:
     assert recipe.mean_loss_lr(1024) == pytest.approx(1.5)
     assert recipe.mean_loss_lr(256) == pytest.approx(1.5 / 4)
     assert math.isclose(recipe.mean_loss_weight_decay(), 0.0153 / 11.5)
+
+
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, name: str, tolerance: float = 1e-5) -> None:
+    """Every element within `tolerance` x the largest magnitude in `expected` (fp32 rounding)."""
+    scale = expected.abs().max().item()
+    worst = (actual - expected).abs().max().item()
+    assert worst <= tolerance * scale, f"{name}: differs by {worst:.3g}, {worst / scale:.2g} of its scale {scale:.3g}"
+
+
+# --- the network: same weights, same batch -> same logits, loss and gradients ------------------------
+
+_OUR_TO_REFERENCE = {"whiten": "0", "group1": "2", "group2": "3", "group3": "4", "head": "7"}
+
+
+def reference_name(ours: str) -> str:
+    """Our parameter name -> the reference nn.Sequential's ("group2.norm1.bias" -> "3.norm1.bias")."""
+    first, _, rest = ours.partition(".")
+    return f"{_OUR_TO_REFERENCE[first]}.{rest}"
+
+
+def reference_copy(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """The reference network built from its own classes (CPU, fp32), holding `model`'s weights.
+
+    In `memory_format`: the reference runs channels-last; a layout only changes which convolution
+    algorithm runs, and so the rounding, which max-pooling can amplify where two values nearly tie.
+    In the same layout as ours, the two networks compute bit for bit the same.
+    """
+    net = ab94.make_net94().float().to(memory_format=memory_format)
+    ours = {reference_name(k): v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    net.load_state_dict(ours, strict=True)
+    return net
+
+
+def test_our_network_has_the_references_layers_initialization_and_frozen_parameters(reference_on_cpu: None) -> None:
+    from trainer.nets import AirbenchNet
+
+    ours, theirs = AirbenchNet(), ab94.make_net94()
+    our_names = {reference_name(k): v for k, v in ours.state_dict().items() if not k.startswith("normalize.")}
+    assert {k: tuple(v.shape) for k, v in our_names.items()} == {
+        k: tuple(v.shape) for k, v in theirs.state_dict().items()
+    }
+    assert {reference_name(k) for k, p in ours.named_parameters() if p.requires_grad} == {
+        k for k, p in theirs.named_parameters() if p.requires_grad
+    }
+    for name, module in theirs.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            mine = ours.get_submodule(next(k for k, v in _OUR_TO_REFERENCE.items() if v == name.split(".")[0]))
+            assert mine.get_submodule(name.split(".", 1)[1]).eps == module.eps
+            assert mine.get_submodule(name.split(".", 1)[1]).momentum == module.momentum
+    # Dirac identity on the first in_channels filters of every 3x3 convolution, as the reference's Conv
+    for name, param in ours.named_parameters():
+        if name.endswith("conv1.weight") or name.endswith("conv2.weight"):
+            c_in = param.shape[1]
+            identity = torch.zeros(c_in, c_in, 3, 3)
+            nn.init.dirac_(identity)
+            assert torch.equal(param.detach()[:c_in], identity), name
+    assert torch.count_nonzero(ours.whiten.bias) == 0
+
+
+def test_same_weights_and_batch_give_the_references_logits_loss_and_gradients(reference_on_cpu: None) -> None:
+    from trainer.nets import AirbenchNet
+
+    # GIVEN our network, whitened on some images, and the reference holding the same weights
+    torch.manual_seed(0)
+    ours = AirbenchNet()
+    images = _correlated_images(32, seed=1)
+    ours.init_whitening(images)
+    theirs = reference_copy(ours)
+    labels = torch.randint(0, 10, (len(images),))
+    # WHEN both run a training-mode forward and backward pass on the same batch (ours: mean loss,
+    # the reference: summed loss, each with label smoothing 0.2)
+    our_logits = ours(images)
+    our_loss = nn.functional.cross_entropy(our_logits, labels, label_smoothing=recipe.LABEL_SMOOTHING)
+    our_loss.backward()
+    their_logits = theirs(_normalized(images))
+    their_loss = nn.CrossEntropyLoss(label_smoothing=0.2, reduction="none")(their_logits, labels).sum()
+    their_loss.backward()
+    # THEN the logits, the loss and every gradient agree (ours x batch size = the reference's)
+    torch.testing.assert_close(our_logits, their_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(our_loss * len(images), their_loss, rtol=1e-5, atol=1e-5)
+    theirs_by_name = dict(theirs.named_parameters())
+    for name, param in ours.named_parameters():
+        if param.requires_grad:
+            expected = theirs_by_name[reference_name(name)].grad
+            assert_close_to_scale(param.grad * len(images), expected, name)
+    # AND the BatchNorm statistics moved the same way
+    for name, value in ours.state_dict().items():
+        if "running" in name:
+            torch.testing.assert_close(value, theirs.state_dict()[reference_name(name)], rtol=1e-5, atol=1e-6)

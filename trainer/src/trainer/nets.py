@@ -1,11 +1,13 @@
 """The two models. Both take float images in [0, 1] (Nx3x32x32) and normalize inside, so an exported model
 needs none of our code to be fed.
 
-- `airbench` (default): an airbench94-style network after Keller Jordan's design (arXiv:2404.00498),
-  written here from the paper's description: a frozen 2x2 patch-whitening convolution as the stem, then
-  three conv groups (conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) of widths 64/256/256, a
-  global max-pool and a linear head scaled by 1/9. 1.97 M parameters, 0.24 GFLOP per image forward
-  (~0.7 per training image).
+- `airbench` (default): airbench94's network (Keller Jordan, arXiv:2404.00498), written here and checked
+  against the reference implementation (trainer/tests/test_airbench_reference.py): a frozen 2x2
+  patch-whitening convolution with a bias as the stem, then three conv groups (conv, max-pool,
+  BatchNorm, GELU, conv, BatchNorm, GELU) of widths 64/256/256, a global max-pool and a linear head
+  scaled by 1/9. Convolutions start as Dirac identities on their first input-many filters, BatchNorms
+  have a fixed unit scale and eps 1e-12. 1.97 M parameters, 0.24 GFLOP per image forward (~0.7 per
+  training image).
 - `cnn`: the seed repository's small CNN (conv 32/64/128 with ReLU and max-pooling, fully connected
   512/256/10), kept as the baseline it was.
 """
@@ -15,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer import recipe
 from trainer.data import CIFAR10_MEAN, CIFAR10_STD
 
-BN_MOMENTUM = 0.4  # torch convention (weight of the new batch); airbench's "0.6" is the old value's weight
+BN_MOMENTUM = recipe.BN_MOMENTUM  # torch convention (weight of the new batch); airbench's 0.6 is the old one's
 
 
 class Normalize(nn.Module):
@@ -34,9 +37,20 @@ class Normalize(nn.Module):
 
 def _batchnorm(width: int) -> nn.BatchNorm2d:
     """BatchNorm with a fixed unit scale: the layer stays scale-invariant, which the high learning rate needs."""
-    bn = nn.BatchNorm2d(width, momentum=BN_MOMENTUM)
+    bn = nn.BatchNorm2d(width, eps=recipe.BN_EPS, momentum=BN_MOMENTUM)
     bn.weight.requires_grad_(False)
     return bn
+
+
+def _conv(channels_in: int, channels_out: int, kernel_size: int = 3, padding: int = 1, bias: bool = False) -> nn.Conv2d:
+    """A convolution whose first `channels_in` filters start as the identity (Dirac), the rest as torch's
+    default; a bias starts at zero. The identity start lets the deep stack pass its input through at first."""
+    conv = nn.Conv2d(channels_in, channels_out, kernel_size, padding=padding, bias=bias)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(channels_in, channels_out)])
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return conv
 
 
 class ConvGroup(nn.Module):
@@ -44,10 +58,10 @@ class ConvGroup(nn.Module):
 
     def __init__(self, channels_in: int, channels_out: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False)
+        self.conv1 = _conv(channels_in, channels_out)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = _batchnorm(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
+        self.conv2 = _conv(channels_out, channels_out)
         self.norm2 = _batchnorm(channels_out)
         self.act = nn.GELU()
 
@@ -59,15 +73,15 @@ class ConvGroup(nn.Module):
 class AirbenchNet(nn.Module):
     """The airbench94-style network; call `init_whitening` with training images before training."""
 
-    augment_pad = 2  # pixels of random translation in training (airbench's "translate 2")
+    augment_pad = recipe.TRANSLATE  # pixels of random translation in training
     head_scale = 1 / 9  # airbench's output scaling: keeps the initial logits small
 
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10) -> None:
         super().__init__()
         whiten_width = 2 * 3 * 2 * 2  # each of the 12 eigen-directions of a 2x2x3 patch, with both signs
         self.normalize = Normalize()
-        self.whiten = nn.Conv2d(3, whiten_width, kernel_size=2, padding=0, bias=True)
-        self.whiten.weight.requires_grad_(False)  # fixed by init_whitening; only its bias trains
+        self.whiten = _conv(3, whiten_width, kernel_size=2, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)  # fixed by init_whitening; its bias trains in the first epochs
         self.act = nn.GELU()
         self.group1 = ConvGroup(whiten_width, widths[0])
         self.group2 = ConvGroup(widths[0], widths[1])
@@ -76,14 +90,10 @@ class AirbenchNet(nn.Module):
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+    def init_whitening(self, images: torch.Tensor, eps: float = recipe.WHITEN_EPS) -> None:
         """Set the stem to whiten 2x2 patches of `images` (float in [0, 1]): W = ±L^-1/2 V^T of their covariance."""
         x = self.normalize(images.float().to(self.whiten.weight.device))
-        patches = nn.functional.unfold(x, kernel_size=2).transpose(1, 2).reshape(-1, 12).double()
-        covariance = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(12, 3, 2, 2)
-        self.whiten.weight.copy_(torch.cat([filters, -filters]).float())
+        self.whiten.weight.copy_(recipe.whitening_filters(x, kernel_size=2, eps=eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.whiten(self.normalize(x)))
