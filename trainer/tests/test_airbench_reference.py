@@ -331,7 +331,7 @@ def test_our_network_has_the_references_layers_initialization_and_frozen_paramet
             assert mine.get_submodule(name.split(".", 1)[1]).momentum == module.momentum
     # Dirac identity on the first in_channels filters of every 3x3 convolution, as the reference's Conv
     for name, param in ours.named_parameters():
-        if name.endswith("conv1.weight") or name.endswith("conv2.weight"):
+        if name.endswith(("conv1.weight", "conv2.weight")):
             c_in = param.shape[1]
             identity = torch.zeros(c_in, c_in, 3, 3)
             nn.init.dirac_(identity)

@@ -347,7 +347,7 @@ def parity(work: Path, results: dict[str, Any], seeds: tuple[int, ...] = PARITY_
     """Test accuracy of the default recipe in fp32 and bf16 on the hard synthetic set, one run per seed."""
     root = _cached_synth(PARITY_TRAIN, PARITY_TEST, synth.HARD)
     table: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for precision in table:
+    for precision, accuracies in table.items():
         for seed in seeds:
             with _step(f"parity {precision} seed {seed}", results):
                 config = _config(
@@ -355,7 +355,7 @@ def parity(work: Path, results: dict[str, Any], seeds: tuple[int, ...] = PARITY_
                 )
                 session = TrainingSession(config, load_dataset(config))
                 fit(session)
-                table[precision].append(session.history[-1].test_accuracy)
+                accuracies.append(session.history[-1].test_accuracy)
     results["parity"] = {
         "dataset": f"trainer.synth --hard, {PARITY_TRAIN} train / {PARITY_TEST} test images",
         "epochs": PARITY_EPOCHS,
