@@ -23,7 +23,15 @@ def test_unpadded_convolution_wastes_nothing() -> None:
     assert padding_waste_flops(nn.Conv2d(3, 4, 2, padding=0), torch.rand(2, 3, 8, 8)) == 0
 
 
+def test_padding_work_per_image_does_not_depend_on_the_batch_size() -> None:
+    model = build_model("airbench")
+    one = padding_waste_flops(model, torch.rand(1, 3, 32, 32))
+    eight = padding_waste_flops(model, torch.rand(8, 3, 32, 32))
+    assert one == eight > 0
+
+
 def test_airbench_training_flops_are_about_three_forward_passes() -> None:
     total, no_padding = train_flops_per_image(build_model("airbench"))
     assert 0.6e9 < total < 0.8e9  # 0.24 GFLOP forward, ~2x that backward
-    assert 0 < total - no_padding < 0.1 * total
+    # 3x3 convolutions on 31x31 .. 3x3 maps: ~14 % of their multiply-adds fall on the zero border
+    assert 0.10 * total < total - no_padding < 0.18 * total
