@@ -43,6 +43,7 @@ LR_END = 0.07  # ... then linear down to 0.07 x peak at the last step
 LOOKAHEAD_EVERY = 5  # steps between lookahead (EMA) updates
 LOOKAHEAD_BASE = 0.95**LOOKAHEAD_EVERY  # the EMA decay reached at the end of training
 TTA_LEVEL = 2  # 0: none, 1: mirror, 2: mirror and translate by one pixel
+MIN_STEPS_PER_EPOCH = 16  # small training sets: the batch shrinks until an epoch has at least this many steps
 
 
 # --- 2. optimizer settings --------------------------------------------------------------------------
@@ -61,6 +62,17 @@ def mean_loss_lr(batch_size: int, lr_per_1024: float = LR_PER_1024, momentum: fl
 def mean_loss_weight_decay(wd_per_1024: float = WD_PER_1024, lr_per_1024: float = LR_PER_1024) -> float:
     """The SGD weight decay for a mean loss: lr x weight_decay is the reference's decay per step."""
     return wd_per_1024 / lr_per_1024
+
+
+def fit_batch(batch_size: int, n_train: int, min_steps: int = MIN_STEPS_PER_EPOCH) -> int:
+    """The batch to train `n_train` images with: `batch_size`, or smaller so that an epoch has at least
+    `min_steps` steps (floor(n_train / min_steps), at least 1).
+
+    airbench94 takes 48 steps per epoch of CIFAR-10; with batch 1024 on 2,000 images an epoch would be one
+    step and the model learns nothing. The caller scales the learning rate by the same factor, which
+    keeps the reference's per-example learning rate (its lr is stated per 1024 examples).
+    """
+    return max(1, min(batch_size, n_train // min_steps))
 
 
 def total_steps(steps_per_epoch: int, epochs: float) -> int:
