@@ -307,7 +307,8 @@ def reference_copy(model: nn.Module, memory_format: torch.memory_format = torch.
     algorithm runs, and so the rounding, which max-pooling can amplify where two values nearly tie.
     In the same layout as ours, the two networks compute bit for bit the same.
     """
-    net = ab94.make_net94().float().to(memory_format=memory_format)
+    widths = {f"block{i}": getattr(model, f"group{i}").conv1.out_channels for i in (1, 2, 3)}
+    net = ab94.make_net94(widths=widths).float().to(memory_format=memory_format)
     ours = {reference_name(k): v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
     net.load_state_dict(ours, strict=True)
     return net
@@ -369,3 +370,58 @@ def test_same_weights_and_batch_give_the_references_logits_loss_and_gradients(re
     for name, value in ours.state_dict().items():
         if "running" in name:
             torch.testing.assert_close(value, theirs.state_dict()[reference_name(name)], rtol=1e-5, atol=1e-6)
+
+
+# --- training: our session and the reference's loop on the same batches ------------------------------
+
+SMALL_WIDTHS = (16, 32, 32)  # the recipe does not depend on the widths; small ones keep the test fast
+
+
+def test_our_session_trains_to_the_references_weights_on_the_same_batches(
+    reference_on_cpu: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from trainer.config import load_config
+    from trainer.data import load_dataset, plan_epoch
+    from trainer.train import TrainingSession, fit
+
+    from trainer import nets, synth
+
+    class SmallAirbench(nets.AirbenchNet):
+        def __init__(self, num_classes: int = 10) -> None:
+            super().__init__(widths=SMALL_WIDTHS, num_classes=num_classes)
+
+    monkeypatch.setitem(nets.MODEL_CLASSES, "airbench", SmallAirbench)
+    # GIVEN the default recipe on 128 generated images: batch 1024 shrinks to 8 (16 steps per epoch),
+    # 4 epochs (the whitening bias freezes after 3), fp32 on one thread
+    synth.write_folder(tmp_path, n_train=128, n_test=16, seed=3)
+    config = load_config(
+        [
+            *("--data-uri", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--epochs", "4"),
+            *("--precision", "fp32", "--threads", "1", "--progress", "none", "--tta", "false"),
+        ],
+        {},
+    )
+    data = load_dataset(config)
+    session = TrainingSession(config, data)
+    assert (session.batch_size, session.steps_per_epoch) == (8, 16)
+    # the batches our session will train on, epoch by epoch (the augmentation plan is a pure function)
+    epochs = []
+    for epoch in range(session.epochs):
+        plan = plan_epoch(len(data.train_labels), config.seed, epoch, session.augment_pad)
+        epochs.append([(images.clone(), labels.clone()) for _, images, labels in session._batches(plan)])
+    # the reference starts from our initial weights (whitened: it re-fits the stem on the same images)
+    start = reference_copy(session.model, torch.channels_last)
+    loader = ReferenceLoader(epochs, data.train_images[: recipe.WHITEN_IMAGES].float() / 255, session.batch_size)
+
+    # WHEN both train: our session to the end, the reference's own training loop on those batches
+    assert fit(session)
+    theirs = run_reference(loader, lambda: start, epochs=len(epochs))
+
+    # THEN every weight and BatchNorm statistic agrees
+    their_state = theirs.state_dict()
+    for name, value in session.model.state_dict().items():
+        if name.startswith("normalize.") or not value.is_floating_point():
+            continue
+        assert_close_to_scale(value, their_state[reference_name(name)], name, tolerance=2e-5)
+    # AND the whitening bias stopped training after epoch 3: it moved, then stayed (checked in ours)
+    assert torch.count_nonzero(session.model.whiten.bias) > 0
