@@ -53,9 +53,33 @@ CIFAR10_TEST = 10_000
 SPOT_DISCOUNT = 0.7  # Fargate Spot is typically ~70 % below on-demand
 BUSY_SHARE = 0.10  # other processes using more than this share of our CPUs flags the machine as busy
 EFFICIENT = 0.85  # a window whose CPU time is below this share of wall time x threads was descheduled
-PARITY_SEEDS = (0, 1, 2)
-PARITY_TRAIN, PARITY_TEST, PARITY_EPOCHS = 2500, 1000, 8
-STEPS = {"cnn": (3, 4, 5), "airbench": (2, 3, 2)}  # (warm-up steps, windows, steps per window)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data each part uses: full size for real numbers, tiny for a smoke run of the code paths."""
+
+    train: int = CIFAR10_TRAIN  # generated training images for the throughput and the estimate
+    test: int = CIFAR10_TEST
+    parity_train: int = 2500  # hard generated images for the parity table: the default recipe reaches ~77 %
+    parity_test: int = 1000
+    parity_epochs: int = 8
+    parity_seeds: tuple[int, ...] = (0, 1, 2)
+    cnn_steps: tuple[int, int, int] = (3, 4, 5)  # (warm-up steps, windows, steps per window)
+    airbench_steps: tuple[int, int, int] = (2, 3, 2)
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    train=2048,
+    test=256,
+    parity_train=320,
+    parity_test=64,
+    parity_epochs=1,
+    parity_seeds=(0, 1),
+    cnn_steps=(1, 2, 2),
+    airbench_steps=(1, 2, 1),
+)
 SECTIONS = ("machine", "seed", "throughput", "estimate", "parity")
 DATA_CACHE = Path(".pushtrain/bench")  # generated data is a pure function of its arguments: reused across runs
 
@@ -296,7 +320,7 @@ def _window_record(w: Windows, flops_per_unit: float = 0.0) -> dict[str, Any]:
     }
 
 
-def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any]) -> None:
+def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
     """Training and evaluation throughput of both models in both precisions, and each part of an epoch."""
     for model in ("cnn", "airbench"):
         flops, flops_no_pad = train_flops_per_image(build_model(model))
@@ -304,7 +328,7 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
             "train_gflop_per_image": flops / 1e9,
             "train_gflop_per_image_no_padding": flops_no_pad / 1e9,
         }
-        warmup, windows, steps = STEPS[model]
+        warmup, windows, steps = sizes.cnn_steps if model == "cnn" else sizes.airbench_steps
         for precision in ("fp32", "bf16"):
             with _step(f"{model} {precision}", results):
                 config = _config(root, work, "--model", model, "--precision", precision)
@@ -343,22 +367,23 @@ def estimate(row: dict[str, Any], epochs: float, cost_per_hour: float) -> dict[s
     }
 
 
-def parity(work: Path, results: dict[str, Any], seeds: tuple[int, ...] = PARITY_SEEDS) -> None:
+def parity(work: Path, results: dict[str, Any], sizes: Sizes) -> None:
     """Test accuracy of the default recipe in fp32 and bf16 on the hard synthetic set, one run per seed."""
-    root = _cached_synth(PARITY_TRAIN, PARITY_TEST, synth.HARD)
+    root = _cached_synth(sizes.parity_train, sizes.parity_test, synth.HARD)
+    seeds = sizes.parity_seeds
     table: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for precision, accuracies in table.items():
         for seed in seeds:
             with _step(f"parity {precision} seed {seed}", results):
                 config = _config(
-                    root, work, "--precision", precision, "--seed", str(seed), "--epochs", str(PARITY_EPOCHS)
+                    root, work, "--precision", precision, "--seed", str(seed), "--epochs", str(sizes.parity_epochs)
                 )
                 session = TrainingSession(config, load_dataset(config))
                 fit(session)
                 accuracies.append(session.history[-1].test_accuracy)
     results["parity"] = {
-        "dataset": f"trainer.synth --hard, {PARITY_TRAIN} train / {PARITY_TEST} test images",
-        "epochs": PARITY_EPOCHS,
+        "dataset": f"trainer.synth --hard, {sizes.parity_train} train / {sizes.parity_test} test images",
+        "epochs": sizes.parity_epochs,
         "seeds": list(seeds),
         "accuracy": table,
     }
@@ -372,7 +397,7 @@ def parity_verdict(table: dict[str, list[float]]) -> tuple[float, float, bool]:
     return diff, noise, diff >= -noise
 
 
-def run(sections: tuple[str, ...]) -> dict[str, Any]:
+def run(sections: tuple[str, ...], sizes: Sizes = FULL) -> dict[str, Any]:
     threads = apply_threads(0)
     results: dict[str, Any] = {
         "threads": threads,
@@ -381,6 +406,7 @@ def run(sections: tuple[str, ...]) -> dict[str, Any]:
         "native_bf16": cpu_has_native_bf16(),
         "torch": torch.__version__,
         "sections": list(sections),
+        "smoke": sizes != FULL,
         "others_load_before": others_load(),
     }
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
@@ -390,19 +416,19 @@ def run(sections: tuple[str, ...]) -> dict[str, Any]:
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     results[f"matmul_{name}"] = _window_record(matmul_gflops(dtype, threads), 1e9)
         if {"seed", "throughput", "estimate"} & set(sections):
-            with _step("full-size synthetic data", results):
-                root = _cached_synth(CIFAR10_TRAIN, CIFAR10_TEST, synth.EASY)
+            with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
+                root = _cached_synth(sizes.train, sizes.test, synth.EASY)
                 data = load_dataset(_config(root, work))
             if "seed" in sections:
                 with _step("seed loop", results):
                     results["seed"] = _window_record(seed_loop(root, threads))
             if {"throughput", "estimate"} & set(sections):
-                measure_throughput(root, work, data, results)
+                measure_throughput(root, work, data, results, sizes)
                 epochs = float(RECIPES["airbench"]["epochs"])
                 cost = TrainConfig().cost_per_hour
                 results["estimate"] = {p: estimate(results["airbench"][p], epochs, cost) for p in ("fp32", "bf16")}
         if "parity" in sections:
-            parity(work, results)
+            parity(work, results, sizes)
     results["others_load_after"] = others_load()
     return results
 
@@ -430,6 +456,8 @@ def report(results: dict[str, Any]) -> str:
         f"native bf16 {results['native_bf16']}, torch {results['torch']}",
         _busy_note(results),
     ]
+    if results.get("smoke"):
+        lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
     peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
     if peak:
         lines.append("matmul peak (median of 5 windows): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items()))
@@ -503,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help=f"comma-separated sections to run ({', '.join(SECTIONS)})")
     parser.add_argument("--skip", help="comma-separated sections to leave out")
+    parser.add_argument("--smoke", action="store_true", help="tiny data: checks that every part runs (~1 min)")
     parser.add_argument(
         "--json", default=".pushtrain/bench/trainer.json", help="also write the raw results here (default %(default)s)"
     )
@@ -513,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
     started = time.perf_counter()
-    results = run(tuple(s for s in SECTIONS if s in chosen and s not in skipped))
+    results = run(tuple(s for s in SECTIONS if s in chosen and s not in skipped), SMOKE if args.smoke else FULL)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     print(report(results))
     print(f"(bench took {results['total_seconds'] / 60:.1f} min)")
