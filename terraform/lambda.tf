@@ -31,7 +31,9 @@ resource "aws_lambda_function" "this" {
   filename         = local.lambda_zip_path
   source_code_hash = filebase64sha256(local.lambda_zip_path)
 
-  # Caps how many tasks a burst of pushes can start at once; the rest wait in the async queue.
+  # No reservation by default (var.lambda_reserved_concurrency): a new account cannot reserve any.
+  # A burst of pushes starts one task per digest, each exactly once (the run record is the lock), so
+  # nothing needs the cap for correctness; the async queue holds what concurrency cannot take yet.
   # -1 is the provider's "no reservation".
   reserved_concurrent_executions = coalesce(var.lambda_reserved_concurrency, -1)
 
@@ -58,10 +60,13 @@ resource "aws_lambda_function" "this" {
   }
 
   # The base task definition must exist before the first event arrives.
+  # The cluster's capacity providers too: the trigger's RunTask names FARGATE_SPOT/FARGATE, which fail
+  # on a cluster that does not have them yet.
   depends_on = [
     aws_iam_role_policy.trigger,
     aws_iam_role_policy.trigger_runtime,
     aws_ecs_task_definition.this,
+    aws_ecs_cluster_capacity_providers.this,
   ]
 }
 

@@ -134,6 +134,7 @@ def test_ecr_rule_matches_a_successful_push_to_our_repository(rendered: dict[str
         ({"result": "FAILURE"}, "a failed push has no image to train"),
         ({"repository_name": "someone-elses-repository"}, "another repository is not ours"),
         ({"repository_name": "pushtrain-trainer-old"}, "a name with our name as prefix is not ours"),
+        ({"image_tag": ""}, "an untagged push (empty tag) is a child manifest or a digest push, not a release"),
     ],
 )
 def test_ecr_rule_rejects_other_image_actions(rendered: dict[str, Any], change: dict[str, str], why: str) -> None:
@@ -141,6 +142,14 @@ def test_ecr_rule_rejects_other_image_actions(rendered: dict[str, Any], change: 
     event = with_detail(sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH), **change)
     # THEN the rule does not deliver it
     assert not matches(rendered["ecr-push"], event), why
+
+
+def test_ecr_rule_skips_untagged_pushes(rendered: dict[str, Any]) -> None:
+    # GIVEN a push without an image tag (a platform manifest or attestation of an index, a push by digest)
+    event = sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH)
+    del event["detail"]["image-tag"]
+    # THEN the rule does not invoke the trigger for it: only a tagged push can train
+    assert not matches(rendered["ecr-push"], event)
 
 
 def test_ecr_rule_rejects_events_of_other_sources(rendered: dict[str, Any]) -> None:
@@ -214,15 +223,18 @@ def test_failure_rule_ignores_other_clusters(rendered: dict[str, Any]) -> None:
 def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
     # The deployed rules take their pattern from the templates, never from an inline copy (the
     # reconcile rule is a schedule, with no pattern).
-    rules = {
-        unquote(name): body
+    (rule,) = [
+        body
         for block in stack["resource"]
         for type_name, named in block.items()
         if unquote(type_name) == "aws_cloudwatch_event_rule"
-        for name, body in named.items()
-    }
-    assert {name: body["event_pattern"] for name, body in rules.items() if "event_pattern" in body} == {
+        for body in named.values()
+    ]
+    assert rule["event_pattern"] == "${each.value.event_pattern}"
+    (locals_block,) = [b for b in stack["locals"] if "event_rules" in b]
+    assert {name: body["event_pattern"] for name, body in locals_block["event_rules"].items()} == {
         "ecr_push": "${local.event_patterns.ecr_push}",
         "spot_interruption": "${local.event_patterns.spot_interruption}",
         "training_failed": "${local.event_patterns.training_failed}",
+        "reconcile": None,
     }

@@ -63,17 +63,26 @@ def running(region: str) -> Iterator[Emulator]:
     # moto keeps its backends per process, not per server: a new server in a process that ran
     # one before (the tests) would otherwise start with the last one's resources.
     emulator.reset()
-    saved = {name: os.environ.get(name) for name in emulator.environment()}
-    os.environ.update(emulator.environment())
     try:
-        yield emulator
+        with environ(emulator.environment()):
+            yield emulator
+    finally:
+        server.stop()
+
+
+@contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the duration of the block; each name's previous value (or absence) after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        server.stop()
 
 
 @dataclass(frozen=True)

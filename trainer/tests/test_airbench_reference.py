@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from trainer.data import CIFAR10_MEAN, CIFAR10_STD
+from trainer.nets import CIFAR10_MEAN, CIFAR10_STD
 
 from trainer import recipe
 
@@ -390,13 +390,13 @@ def test_our_session_trains_to_the_references_weights_on_the_same_batches(
         def __init__(self, num_classes: int = 10) -> None:
             super().__init__(widths=SMALL_WIDTHS, num_classes=num_classes)
 
-    monkeypatch.setitem(nets.MODEL_CLASSES, "airbench", SmallAirbench)
+    monkeypatch.setitem(nets.MODELS, "airbench", nets.ModelEntry(SmallAirbench, nets.AIRBENCH_RECIPE))
     # GIVEN the default recipe on 128 generated images: batch 1024 shrinks to 8 (16 steps per epoch),
-    # 4 epochs (the whitening bias freezes after 3), fp32 on one thread
+    # 3.5 epochs (the whitening bias freezes after 3, the last pass stops halfway), fp32 on one thread
     synth.write_folder(tmp_path, n_train=128, n_test=16, seed=3)
     config = load_config(
         [
-            *("--data-uri", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--epochs", "4"),
+            *("--data-uri", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--epochs", "3.5"),
             *("--precision", "fp32", "--threads", "1", "--progress", "none", "--tta", "false"),
         ],
         {},
@@ -408,20 +408,23 @@ def test_our_session_trains_to_the_references_weights_on_the_same_batches(
     epochs = []
     for epoch in range(session.epochs):
         plan = plan_epoch(len(data.train_labels), config.seed, epoch, session.augment_pad)
+        session.epochs_done = epoch  # for the number of steps in this pass (the last is cut short)
         epochs.append([(images.clone(), labels.clone()) for _, images, labels in session._batches(plan)])
+    session.epochs_done = 0
+    assert [len(e) for e in epochs] == [16, 16, 16, 8]
     # the reference starts from our initial weights (whitened: it re-fits the stem on the same images)
     start = reference_copy(session.model, torch.channels_last)
     loader = ReferenceLoader(epochs, data.train_images[: recipe.WHITEN_IMAGES].float() / 255, session.batch_size)
 
     # WHEN both train: our session to the end, the reference's own training loop on those batches
     assert fit(session)
-    theirs = run_reference(loader, lambda: start, epochs=len(epochs))
+    theirs = run_reference(loader, lambda: start, epochs=config.epochs)
 
     # THEN every weight and BatchNorm statistic agrees
     their_state = theirs.state_dict()
     for name, value in session.model.state_dict().items():
         if name.startswith("normalize.") or not value.is_floating_point():
             continue
-        assert_close_to_scale(value, their_state[reference_name(name)], name, tolerance=2e-5)
+        assert_close_to_scale(value, their_state[reference_name(name)], name, tolerance=1e-4)
     # AND the whitening bias stopped training after epoch 3: it moved, then stayed (checked in ours)
     assert torch.count_nonzero(session.model.whiten.bias) > 0

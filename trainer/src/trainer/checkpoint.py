@@ -30,22 +30,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "pushtrain-checkpoint"
 FORMAT_VERSION = 1
-# Settings that change what is trained: a checkpoint made under other values cannot be resumed
-# into this run. The rest (where it runs, where it writes, the gate, the attempt) may differ
-# between attempts: a resumed Spot task can land on other hardware.
-MUST_MATCH = (
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "warmup",
-    "seed",
-    "limit_train",
-    "limit_test",
-)
 
 
 class CheckpointError(Exception):
@@ -122,13 +106,10 @@ def read_checkpoint_file(path: Path, where: str) -> dict[str, Any]:
 
 
 def check_compatible(payload: dict[str, Any], config: TrainConfig, dataset_checksum: str, where: str) -> None:
-    """Raise CheckpointError naming every setting (and the dataset) that differs from this run."""
-    saved = payload["state"]["config"]
-    current = config.to_dict()
+    """Raise CheckpointError naming every setting of `RUN_FIELDS` (and the dataset) that differs from this run."""
     differences = [
-        f"{name}: checkpoint {saved.get(name)!r}, run {current[name]!r}"
-        for name in MUST_MATCH
-        if saved.get(name) != current[name]
+        f"{name}: checkpoint {saved!r}, run {ours!r}"
+        for name, saved, ours in config.run_differences(payload["state"]["config"])
     ]
     if payload.get("dataset_checksum") != dataset_checksum:
         differences.append(f"dataset: checkpoint {payload.get('dataset_checksum')!r}, run {dataset_checksum!r}")

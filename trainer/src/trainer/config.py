@@ -2,73 +2,73 @@
 
 Settings come from three places, later ones winning:
 
-1. the defaults below (and, for the training recipe, the chosen model's recipe in `RECIPES`);
+1. the defaults below; the training recipe (epochs, batch size, lr, ...) defaults to the chosen
+   model's recipe in the registry (`trainer.nets.MODELS`, summarized here as `RECIPES`);
 2. environment variables `TRAINER_<FIELD>` (how ECS container overrides reach the trainer);
 3. command-line flags `--<field>` (dashes or underscores: `--batch-size` and `--batch_size`).
 
 An unknown `TRAINER_*` variable, an unknown flag, a value of the wrong type or an invalid value raises
 `ConfigError` naming the setting; the CLI turns it into exit code 2 (docs/contracts.md).
 
+A `TrainConfig` always holds concrete values: the recipe is applied when it is built, so code that
+trains reads `config.lr` as a float, never None.
+
     >>> cfg = load_config(["--model", "cnn", "--epochs", "3"], {"TRAINER_SEED": "7"})
     >>> (cfg.model, cfg.epochs, cfg.seed, cfg.lr)
-    ('cnn', 3, 7, 0.05)
+    ('cnn', 3.0, 7, 0.05)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from trainer import nets
+
 ENV_PREFIX = "TRAINER_"
 
-MODELS = ("airbench", "cnn")
+MODELS = tuple(nets.MODELS)  # the registered model names (trainer.nets.MODELS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "json", "none")
 
 # --- the training recipes --------------------------------------------------------------------------
-# Fields left at None in TrainConfig take the chosen model's value from here when the configuration
-# is loaded, so the resolved (logged, saved) configuration always holds concrete numbers.
-#
-# airbench: the airbench94 recipe of Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
-# (arXiv:2404.00498, 2024), implemented in trainer.recipe and proven equal to the reference
-# implementation (airbench==0.1.8) step for step by trainer/tests/test_airbench_reference.py: batch 1024,
-# Nesterov SGD momentum 0.85, label smoothing 0.2, 9.9 epochs, a triangular schedule (0.2 -> 1 at 23 %
-# of the steps -> 0.07 x the peak), lookahead every 5 steps, BatchNorm biases at 64x the learning rate,
-# alternating flip + translate-2 augmentation and mirror + translate test-time augmentation. Its lr 11.5
-# and weight decay 0.0153 are "per 1024 examples" on a summed loss; for the mean loss used here the SGD lr
-# is 11.5 / (1 + 1 / (1 - momentum)) = 1.5 at batch 1024 and the SGD weight decay 0.0153 / 11.5. The
-# paper reports 94.01 % mean test accuracy; CIFAR-10 cannot be downloaded here, so that accuracy is
-# inherited from the reference through the equality proof, not measured.
-#
-# cnn: the seed's small CNN (no BatchNorm) with a conventional recipe; expect roughly 75-80 % on CIFAR-10.
-RECIPES: dict[str, dict[str, Any]] = {
-    "airbench": {
-        "epochs": 10,
-        "batch_size": 1024,
-        "lr": 1.5,  # mean-loss SGD lr = 11.5 per 1024 examples / (1 + 1 / (1 - 0.85))
-        "momentum": 0.85,
-        # 0.0153 per 1024 examples is a per-step decay of 0.0153 * 1024 / 7851 = 0.002 = lr * weight_decay
-        "weight_decay": 0.0153 / 11.5,
-        "label_smoothing": 0.2,
-        "warmup": 0.23,  # fraction of all steps spent warming up
-    },
-    "cnn": {
-        "epochs": 10,
-        "batch_size": 256,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5.0e-4,
-        "label_smoothing": 0.1,
-        "warmup": 0.1,
-    },
-}
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup")
+# Recipe settings left unset (or set to "auto") take the chosen model's value from its registry entry
+# (trainer.nets.MODELS, where each recipe's sources are) when the configuration is built, so the
+# resolved (logged, saved) configuration always holds concrete numbers.
+RECIPE_FIELDS = tuple(f.name for f in fields(nets.Recipe))
+RECIPES: dict[str, dict[str, Any]] = {name: dataclasses.asdict(entry.recipe) for name, entry in nets.MODELS.items()}
+
+
+class _FromRecipe:
+    """The default of a recipe setting: replaced by the chosen model's value when a TrainConfig is built."""
+
+    def __repr__(self) -> str:
+        return "recipe"
+
+
+FROM_RECIPE: Any = _FromRecipe()
+
+# --- what defines a run ----------------------------------------------------------------------------
+# The settings that decide what a run trains and publishes. Every attempt of one run must agree on
+# them (a checkpoint made under other values is not resumed), a local run id is a hash of them (so
+# rerunning the same command resumes or finds the same run), and a run record the trainer creates
+# lists them as its params. The rest (where it runs, where it writes, the gate, the attempt) may
+# differ between attempts: a resumed Spot task can land on other hardware.
+RUN_FIELDS = (
+    "model",
+    *RECIPE_FIELDS,
+    "seed",
+    "tta",
+    "data_uri",
+    "limit_train",
+    "limit_test",
+    "model_name",
+)
 
 
 class ConfigError(ValueError):
@@ -85,15 +85,15 @@ class TrainConfig:
 
     # 1. what to train
     model: str = "airbench"  # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
-    epochs: int | None = None  # passes over the training set; None: the model's recipe (10)
-    batch_size: int | None = None  # training batch; None: recipe (airbench 1024, cnn 256)
-    lr: float | None = None  # peak SGD learning rate for a mean loss; None: recipe (airbench 1.5, cnn 0.05)
-    momentum: float | None = None  # Nesterov momentum; None: recipe (airbench 0.85, cnn 0.9)
-    weight_decay: float | None = None  # L2 on weights (not on norms and biases); None: recipe
-    label_smoothing: float | None = None  # cross-entropy label smoothing; None: recipe (0.2 / 0.1)
-    warmup: float | None = None  # fraction of all steps with a linear lr warmup, then linear decay to 0
+    epochs: float = FROM_RECIPE  # passes over the training set, a fraction stops the last early; recipe: 9.9 / 10
+    batch_size: int = FROM_RECIPE  # training batch; default: recipe (airbench 1024, cnn 256)
+    lr: float = FROM_RECIPE  # peak SGD learning rate for a mean loss; default: recipe (airbench 1.5, cnn 0.05)
+    momentum: float = FROM_RECIPE  # Nesterov momentum; default: recipe (airbench 0.85, cnn 0.9)
+    weight_decay: float = FROM_RECIPE  # SGD weight decay (airbench: all trainable; cnn: weights only); recipe
+    label_smoothing: float = FROM_RECIPE  # cross-entropy label smoothing; default: recipe (0.2 / 0.1)
+    warmup: float = FROM_RECIPE  # fraction of all steps warming up, then linear decay (airbench: to 0.07 x peak)
     seed: int = 0  # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
-    tta: bool = True  # test-time augmentation: average the logits of each test image and its mirror image
+    tta: bool = True  # final evaluation with test-time augmentation (airbench: mirror + translate; cnn: mirror)
 
     # 2. where it runs
     precision: str = "auto"  # "auto": bf16 autocast on CPUs with native bf16 (avx512_bf16/amx) and on CUDA
@@ -122,6 +122,15 @@ class TrainConfig:
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
 
+    def __post_init__(self) -> None:
+        """Apply the chosen model's recipe to the recipe settings left at their default."""
+        entry = nets.MODELS.get(self.model)
+        if entry is None:
+            raise ConfigError("model", f"unknown model {self.model!r} (choose one of {', '.join(nets.MODELS)})")
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is FROM_RECIPE:
+                object.__setattr__(self, name, getattr(entry.recipe, name))  # frozen: only while being built
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (the resolved configuration saved with the model)."""
         return dataclasses.asdict(self)
@@ -137,11 +146,22 @@ class TrainConfig:
         for f in fields(cls):
             if f.name in values:
                 checked[f.name] = _check_type(f.name, values[f.name], _field_types()[f.name])
-        return validate(resolve_recipe(cls(**checked)))
+        return validate(cls(**checked))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some settings changed, validated again."""
-        return validate(resolve_recipe(dataclasses.replace(self, **changes)))
+        return validate(dataclasses.replace(self, **changes))
+
+    def run_differences(self, saved: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(name, saved value, this run's value) for each of RUN_FIELDS where `saved` (a to_dict) differs.
+
+        The one resume check: a checkpoint or training state is resumed only when this is empty.
+        """
+        return [
+            (name, saved.get(name), getattr(self, name))
+            for name in RUN_FIELDS
+            if saved.get(name) != getattr(self, name)
+        ]
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -154,19 +174,10 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
-def _base_type(annotation: Any) -> tuple[type, bool]:
-    """(the scalar type, whether None is allowed) of a field annotation such as `int | None`."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], True
-    return annotation, False
-
-
-def _parse(name: str, raw: str, annotation: Any) -> Any:
-    kind, optional = _base_type(annotation)
+def _parse(name: str, raw: str, kind: Any) -> Any:
     text = raw.strip()
-    if optional and text.lower() in {"", "auto", "none"}:
-        return None
+    if name in RECIPE_FIELDS and text.lower() in {"", "auto", "none"}:
+        return FROM_RECIPE
     if kind is bool:
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
@@ -181,10 +192,9 @@ def _parse(name: str, raw: str, annotation: Any) -> Any:
     return raw
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> Any:
-    kind, optional = _base_type(annotation)
-    if value is None and optional:
-        return None
+def _check_type(name: str, value: Any, kind: Any) -> Any:
+    if value is None and name in RECIPE_FIELDS:
+        return FROM_RECIPE  # a saved configuration from before recipes were always applied
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
@@ -236,16 +246,7 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Train
     for source in (_env_overrides(environ, names), _cli_overrides(argv or [], names)):
         for name, raw in source.items():
             values[name] = _parse(name, raw, types_[name])
-    return validate(resolve_recipe(TrainConfig(**values)))
-
-
-def resolve_recipe(config: TrainConfig) -> TrainConfig:
-    """Fill the recipe fields left at None from the chosen model's recipe."""
-    if config.model not in RECIPES:
-        raise ConfigError("model", f"unknown model {config.model!r} (choose one of {', '.join(MODELS)})")
-    recipe = RECIPES[config.model]
-    missing = {name: recipe[name] for name in RECIPE_FIELDS if getattr(config, name) is None}
-    return dataclasses.replace(config, **missing) if missing else config
+    return validate(TrainConfig(**values))
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -302,11 +303,8 @@ def _require(ok: bool, setting: str, message: str) -> None:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
-    _require(c.model in MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(MODELS)})")
-    assert c.epochs is not None and c.batch_size is not None and c.lr is not None  # noqa: S101 -- resolved above
-    assert c.momentum is not None and c.weight_decay is not None  # noqa: S101 -- resolved above
-    assert c.label_smoothing is not None and c.warmup is not None  # noqa: S101 -- resolved above
-    _require(c.epochs >= 1, "epochs", f"must be at least 1, got {c.epochs}")
+    _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
+    _require(c.epochs > 0, "epochs", f"must be positive, got {c.epochs}")
     _require(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
     _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
     _require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
@@ -344,7 +342,6 @@ def validate(config: TrainConfig) -> TrainConfig:
 
 def check_against_dataset(config: TrainConfig, n_train: int) -> None:
     """Checks that need the dataset's size (known only once it is loaded): the batch must fit in it."""
-    assert config.batch_size is not None  # noqa: S101 -- resolved by load_config
     if config.batch_size > n_train:
         raise ConfigError("batch_size", f"{config.batch_size} is larger than the training set ({n_train} images)")
 
@@ -354,7 +351,7 @@ def settings_help() -> str:
     lines = []
     for f in fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else "?"
-        shown = "recipe" if default is None else repr(default)
+        shown = repr(default)
         lines.append(f"  --{f.name.replace('_', '-'):<18} {ENV_PREFIX + f.name.upper():<26} default {shown}")
     return "\n".join(lines)
 
@@ -362,6 +359,7 @@ def settings_help() -> str:
 __all__ = [
     "MODELS",
     "RECIPES",
+    "RUN_FIELDS",
     "ConfigError",
     "TrainConfig",
     "check_against_dataset",

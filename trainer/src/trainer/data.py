@@ -41,10 +41,6 @@ TEST_FILES = tuple(name for name, _ in CIFAR10.test_list)
 META_FILE = CIFAR10.meta["filename"]
 DATA_FILES = (*TRAIN_FILES, *TEST_FILES, META_FILE)
 
-# Per-channel statistics of the CIFAR-10 training set, on pixels scaled to [0, 1].
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
 
 class DatasetError(RuntimeError):
     """The dataset is missing, corrupted or not CIFAR-10; the message says what and where."""

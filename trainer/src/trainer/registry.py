@@ -25,7 +25,7 @@ class VersionSummary:
     created_at: str
     accuracy: float
     model: str
-    epochs: int
+    epochs: float  # airbench94 trains 9.9 epochs
     image_digest: str | None
     champion: bool
 
@@ -88,7 +88,7 @@ def summarize(store: Store, model_name: str) -> list[VersionSummary]:
                 created_at=str(manifest.get("created_at", "")),
                 accuracy=float(manifest["metrics"]["accuracy"]),
                 model=str(manifest["config"]["model"]),
-                epochs=int(manifest["config"]["epochs"]),
+                epochs=float(manifest["config"]["epochs"]),
                 image_digest=manifest.get("image_digest"),
                 champion=version == champion_version,
             )

@@ -37,7 +37,7 @@ from typing import Any
 
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
 from trainer.gate import GateDecision, GateError, promote_if_better
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
@@ -50,24 +50,6 @@ EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later, from the checkpoint
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Settings that define what a local run trains; a run id derived from them makes a rerun of the
-# same command resume (or find finished) the same run, as a duplicate push event does in AWS.
-LOCAL_RUN_ID_FIELDS = (
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "warmup",
-    "seed",
-    "tta",
-    "data_uri",
-    "limit_train",
-    "limit_test",
-    "model_name",
-)
 
 
 class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an error
@@ -75,8 +57,11 @@ class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an er
 
 
 def local_run_id(config: TrainConfig) -> str:
-    """`local-` + a hash of what the run trains (used when no run id is configured)."""
-    values = {name: getattr(config, name) for name in LOCAL_RUN_ID_FIELDS}
+    """`local-` + a hash of the settings that define the run (used when no run id is configured).
+
+    Rerunning the same command resumes (or finds finished) the same run, as a duplicate push event does in AWS.
+    """
+    values = {name: getattr(config, name) for name in RUN_FIELDS}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
     return f"local-{digest[:20]}"
 
@@ -122,7 +107,7 @@ class Run:
     # --- status ---------------------------------------------------------------------------
 
     def _new_record(self) -> dict[str, Any]:
-        params = {name: getattr(self.config, name) for name in ("model", "epochs", "lr", "batch_size", "seed")}
+        params = {name: getattr(self.config, name) for name in RUN_FIELDS}
         return runstate.new_record(
             self.run_id,
             now=runstate.utc_now(),
@@ -168,8 +153,9 @@ class Run:
 
     def train(self) -> TrainingOutcome:
         from trainer.data import load_dataset
+        from trainer.metrics import EpochResult
         from trainer.resources import hardware_summary
-        from trainer.train import TrainingSession
+        from trainer.train import TrainingSession, fit
 
         data = load_dataset(self.config)
         session = TrainingSession(self.config, data)
@@ -188,27 +174,32 @@ class Run:
                 self.run_id, session.epochs_done + 1, session.step, session.steps_per_epoch, payload.get("saved_at"),
             )  # fmt: skip
 
+        saved_step = session.global_step if payload is not None else -1
+
         def checkpoint() -> None:
+            nonlocal saved_step
             wall = wall_before + time.monotonic() - self.started
             save_checkpoint(
                 self.store, self.run_id, session.state_dict(), self.config, data.checksum, wall_seconds=wall
             )
+            saved_step = session.global_step
 
-        epochs = self.config.epochs or 0
-        progress = make_progress(self.config.progress, epochs, start_epoch=session.epochs_done + 1)
+        def epoch_done(result: EpochResult) -> None:
+            progress.epoch_done(result)
+            checkpoint()
+
+        progress = make_progress(self.config.progress, self.config.epochs, start_epoch=session.epochs_done + 1)
         try:
-            while not session.finished:
-                result = session.run_epoch(self.stop.is_set, progress.batch_done)
-                if result is None or (self.stop.is_set() and not session.finished):
-                    checkpoint()
-                    raise Interrupted(
-                        f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
-                        f"{session.steps_per_epoch}; checkpoint saved, resumable"
-                    )
-                progress.epoch_done(result)
-                checkpoint()
+            finished = fit(session, self.stop.is_set, on_epoch=epoch_done, on_batch=progress.batch_done)
         finally:
             progress.close()
+        if not finished:
+            if saved_step != session.global_step:
+                checkpoint()
+            raise Interrupted(
+                f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
+                f"{session.steps_per_epoch}; checkpoint saved, resumable"
+            )
 
         evaluation = session.evaluate()
         model_config = session.model_config()

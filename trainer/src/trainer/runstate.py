@@ -10,16 +10,11 @@ module does not set (`task_arn`, `source`, `params` set by the trigger) are kept
 from __future__ import annotations
 
 import json
-import logging
-import random
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from trainer.store import NotFound, PreconditionFailed, Store
-
-log = logging.getLogger(__name__)
+from trainer.store import NotFound, Store
 
 SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed")
@@ -96,26 +91,16 @@ def update_status(
     change mutates the record in place; it may run more than once when another writer wins a
     race, always on the freshest record.
     """
-    key = status_key(run_id)
-    for attempt in range(1, MAX_UPDATE_ATTEMPTS + 1):
-        try:
-            data, etag = store.get_with_etag(key)
-            record: dict[str, Any] = _parse(store, run_id, data)
-        except NotFound:
-            record, etag = create(), None
+
+    def changed(current: dict[str, Any] | None) -> dict[str, Any]:
+        record = create() if current is None else current
         change(record)
-        body = json.dumps(record, indent=2, sort_keys=True).encode()
-        try:
-            if etag is None:
-                store.put(key, body, if_none_match=True)
-            else:
-                store.put(key, body, if_match=etag)
-        except PreconditionFailed:
-            log.info("status of %s changed while updating it (try %d); reading it again", run_id, attempt)
-            time.sleep(random.uniform(0, 0.05))  # noqa: S311 -- jitter, not cryptography
-            continue
         return record
-    raise RunStateError(f"could not update {store.uri_of(key)} after {MAX_UPDATE_ATTEMPTS} attempts")
+
+    record = store.update_json(
+        status_key(run_id), changed, decode=lambda data: _parse(store, run_id, data), max_attempts=MAX_UPDATE_ATTEMPTS
+    )
+    return cast("dict[str, Any]", record)  # never None: changed() always returns a record
 
 
 def set_state(

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 STATE_SCHEMA = 2  # 2: the lookahead average, the airbench94 recipe
 EVAL_BATCH = 1000  # images per evaluation batch: large enough to keep the cores busy, small in memory
 WARMUP_START = recipe.LR_START  # the warmup starts at this fraction of the peak learning rate
-WHITENING_IMAGES = recipe.WHITEN_IMAGES  # training images used to fit the whitening stem
+PREPARE_IMAGES = recipe.WHITEN_IMAGES  # training images shown to a model's `prepare` hook (airbench: whitening)
 EPOCH_EVAL_IMAGES = 2000  # test images evaluated (without TTA) after each epoch but the last
 LOSS_SYNC_EVERY = 10  # on a GPU, read the loss for progress reports every this many batches
 
@@ -62,7 +62,6 @@ class TrainingSession:
     """Trains `config.model` on `data`, one epoch per `run_epoch` call; see the module docstring."""
 
     def __init__(self, config: TrainConfig, data: Cifar10Data, device: torch.device | str | None = None) -> None:
-        assert config.epochs is not None and config.batch_size is not None  # noqa: S101 -- resolved by load_config
         n_train = len(data.train_labels)
         self.batch_size = recipe.fit_batch(config.batch_size, n_train)
         check_against_dataset(config.replace(batch_size=self.batch_size), n_train)
@@ -85,30 +84,34 @@ class TrainingSession:
         self._train_images = data.train_images.to(self.device)
         self._train_labels = data.train_labels.to(self.device)
 
-        # 1. the model, initialized from the seed (and, for airbench, whitened on training images)
+        # 1. the model, initialized from the seed, then its optional `prepare` hook on training images
         torch.manual_seed(config.seed)
         self.model = nets.build_model(config.model, data.num_classes).to(self.device)
-        self.airbench = isinstance(self.model, nets.AirbenchNet)  # the airbench94 recipe (trainer.recipe)
-        if isinstance(self.model, nets.AirbenchNet):
-            self.model.init_whitening(datamod.to_float(data.train_images[:WHITENING_IMAGES]))
+        prepare = getattr(self.model, "prepare", None)
+        if prepare is not None:
+            prepare(datamod.to_float(data.train_images[:PREPARE_IMAGES]))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.augment_pad: int = getattr(self.model, "augment_pad", 0)
 
-        # 2. the optimizer and the schedule (the peak lr follows the batch when it was scaled down)
-        self.lr = (config.lr or 0.0) * self.batch_size / config.batch_size
-        momentum = config.momentum or 0.0
-        if self.airbench:
-            groups = recipe.parameter_groups(self.model, self.lr, config.weight_decay or 0.0)
+        # 2. the optimizer and the schedule (the peak lr follows the batch when it was scaled down); a model
+        # class may define `parameter_groups(lr, weight_decay)`, `lookahead`, `lr_end` and `tta_level`
+        # (airbench: trainer.recipe's airbench94), else plain groups, no lookahead, decay to 0, mirror TTA
+        self.lr = config.lr * self.batch_size / config.batch_size
+        custom_groups = getattr(self.model, "parameter_groups", None)
+        if custom_groups is not None:
+            groups = custom_groups(self.lr, config.weight_decay)
         else:
-            groups = nets.parameter_groups(self.model, config.weight_decay or 0.0)
+            groups = nets.parameter_groups(self.model, config.weight_decay)
             for group in groups:
                 group["initial_lr"] = self.lr
-        self.optimizer = torch.optim.SGD(groups, lr=self.lr, momentum=momentum, nesterov=bool(momentum))
-        self.lookahead = recipe.Lookahead(self.model) if self.airbench else None
-        self.lr_end = recipe.LR_END if self.airbench else 0.0
-        self.tta_level = (recipe.TTA_LEVEL if self.airbench else 1) if config.tta else 0
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing or 0.0)
+        self.optimizer = torch.optim.SGD(
+            groups, lr=self.lr, momentum=config.momentum, nesterov=config.momentum > 0
+        )  # torch refuses Nesterov without momentum
+        self.lookahead = recipe.Lookahead(self.model) if getattr(self.model, "lookahead", False) else None
+        self.lr_end: float = getattr(self.model, "lr_end", 0.0)
+        self.tta_level: int = getattr(self.model, "tta_level", 1) if config.tta else 0
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.steps_per_epoch = n_train // self.batch_size  # the last partial batch is dropped
         self.total_steps = recipe.total_steps(self.steps_per_epoch, config.epochs)
         self.epoch_eval_images = min(EPOCH_EVAL_IMAGES, len(data.test_labels))
@@ -126,7 +129,7 @@ class TrainingSession:
         """Linear warmup from WARMUP_START x peak to the peak over `warmup` of the steps, then linear decay to
         `lr_end` x peak (airbench: 0.07, cnn: 0) at the last step."""
         factor = recipe.lr_factor(
-            min(global_step, self.total_steps), self.total_steps, WARMUP_START, self.config.warmup or 0.0, self.lr_end
+            min(global_step, self.total_steps), self.total_steps, WARMUP_START, self.config.warmup, self.lr_end
         )
         return self.lr * factor
 
@@ -137,7 +140,7 @@ class TrainingSession:
     @property
     def epochs(self) -> int:
         """Passes over the training set (a fractional `epochs` is rounded up; the last pass stops early)."""
-        return math.ceil(self.config.epochs or 0)
+        return math.ceil(self.config.epochs)
 
     @property
     def finished(self) -> bool:
@@ -186,8 +189,9 @@ class TrainingSession:
         if self.finished:
             raise RuntimeError(f"all {self.config.epochs} epochs are done")
         plan = datamod.plan_epoch(len(self.data.train_labels), self.config.seed, self.epochs_done, self.augment_pad)
-        if isinstance(self.model, nets.AirbenchNet):
-            self.model.whiten.bias.requires_grad_(recipe.whiten_bias_trains(self.epochs_done))
+        start_epoch = getattr(self.model, "start_epoch", None)
+        if start_epoch is not None:
+            start_epoch(self.epochs_done)  # airbench: the whitening bias trains in the first 3 epochs only
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no sync per batch on a GPU
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -323,11 +327,10 @@ class TrainingSession:
         """Resume from `state_dict()`; a state from another schema or an incompatible run raises ValueError."""
         if state.get("schema") != STATE_SCHEMA:
             raise ValueError(f"training state schema {state.get('schema')!r}, this trainer reads {STATE_SCHEMA}")
-        saved = state["config"]
-        for name in ("model", "epochs", "batch_size", "seed", "limit_train"):
-            if saved.get(name) != getattr(self.config, name):
-                ours = getattr(self.config, name)
-                raise ValueError(f"training state is for {name}={saved.get(name)!r}, this run has {name}={ours!r}")
+        differences = self.config.run_differences(state["config"])
+        if differences:
+            name, saved, ours = differences[0]
+            raise ValueError(f"training state is for {name}={saved!r}, this run has {name}={ours!r}")
         if state["steps_per_epoch"] != self.steps_per_epoch:
             theirs, ours = state["steps_per_epoch"], self.steps_per_epoch
             raise ValueError(f"training state has {theirs} steps per epoch, this dataset gives {ours}")
@@ -362,8 +365,10 @@ def fit(
     on_batch: Callable[[int, int, float], None] | None = None,
 ) -> bool:
     """Run epochs until done or stopped; True when all epochs finished. `on_epoch` sees each finished epoch
-    (checkpoint there)."""
+    (checkpoint there); `should_stop` is asked before every batch, and between epochs."""
     while not session.finished:
+        if should_stop():
+            return False
         result = session.run_epoch(should_stop, on_batch)
         if result is None:
             return False
