@@ -151,3 +151,12 @@ def test_a_training_set_that_fills_the_batch_keeps_it(dataset_dir: Path) -> None
     config = _config(dataset_dir, "--model", "cnn", "--batch-size", "100", "--limit-train", "1600")
     session = TrainingSession(config, _load(config))
     assert (session.batch_size, session.steps_per_epoch, session.lr) == (100, 16, config.lr)
+
+
+def test_a_training_set_too_small_for_sixteen_steps_is_a_config_error(dataset_dir: Path) -> None:
+    from trainer.config import ConfigError
+
+    config = _config(dataset_dir, "--limit-train", "15", "--limit-test", "10")
+    with pytest.raises(ConfigError, match="15 training images") as caught:
+        TrainingSession(config, _load(config))
+    assert caught.value.setting == "batch_size"

@@ -15,7 +15,8 @@ for the final evaluation. Each epoch but the last is evaluated cheaply: the firs
 images, no TTA. A fractional `epochs` (9.9) stops the last pass early.
 
 Small training sets: the batch shrinks so that every epoch has at least MIN_STEPS_PER_EPOCH steps
-(`trainer.recipe.fit_batch`), and the learning rate shrinks with it (the same per-example rate).
+(`trainer.recipe.fit_batch`), and the learning rate shrinks with it (the same per-example rate); a
+training set of fewer than MIN_STEPS_PER_EPOCH images is a configuration error.
 
     data = load_dataset(config)
     session = TrainingSession(config, data)
@@ -43,7 +44,7 @@ from torch import nn
 
 from trainer import data as datamod
 from trainer import nets, recipe
-from trainer.config import TrainConfig, check_against_dataset
+from trainer.config import ConfigError, TrainConfig, check_against_dataset
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult, EvalResult, evaluate_logits
 from trainer.resources import apply_threads, resolve_device, resolve_precision
@@ -64,6 +65,12 @@ class TrainingSession:
     def __init__(self, config: TrainConfig, data: Cifar10Data, device: torch.device | str | None = None) -> None:
         n_train = len(data.train_labels)
         self.batch_size = recipe.fit_batch(config.batch_size, n_train)
+        if n_train < recipe.MIN_STEPS_PER_EPOCH:
+            raise ConfigError(
+                "batch_size",
+                f"no batch gives {recipe.MIN_STEPS_PER_EPOCH} steps per epoch on {n_train} training images "
+                f"(at least {recipe.MIN_STEPS_PER_EPOCH} images needed)",
+            )
         check_against_dataset(config.replace(batch_size=self.batch_size), n_train)
         if self.batch_size != config.batch_size:
             log.warning(
