@@ -51,7 +51,7 @@ def test_model_learns_the_synthetic_dataset_to_90_percent(dataset_dir: Path, arg
     assert fit(session)
     # THEN the per-sample test accuracy is at least 90 %, and the history has one row per epoch
     assert session.evaluate().accuracy >= 0.90
-    assert [r.epoch for r in session.history] == list(range(1, config.epochs + 1))
+    assert [r.epoch for r in session.history] == list(range(1, session.epochs + 1))
     assert session.history[-1].test_accuracy >= 0.90
     assert all(r.images_per_s > 0 and r.seconds > 0 for r in session.history)
 
