@@ -2,7 +2,8 @@
 
 Each benchmark measures its own baseline in the same run and prints a ratio
 against it; nothing here asserts on time. Pass names to run a subset:
-`make bench ARGS="trainer"`.
+`make bench ARGS="trainer"`, `make bench ARGS="trainer-speed"` (no parity table),
+`make bench ARGS="trainer-parity"`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> command (run from the repository root with this interpreter)
 BENCHES: dict[str, list[str]] = {
     "trigger": ["scripts/bench_trigger.py"],  # cold start, handler CPU per event, zip size
-    "trainer": ["-m", "trainer.bench"],  # seed loop vs ours (cnn, airbench; fp32, bf16), matmul peak, cost estimate
+    # seed loop vs ours (cnn, airbench; fp32, bf16), matmul peak, full-recipe estimate, bf16 parity (~6-8 min)
+    "trainer": ["-m", "trainer.bench"],
+    "trainer-speed": ["-m", "trainer.bench", "--skip", "parity"],  # the same without the parity table (~3 min)
+    "trainer-parity": ["-m", "trainer.bench", "--only", "parity"],  # only the bf16-vs-fp32 accuracy table
 }
+DEFAULT = ("trigger", "trainer")  # what a bare `make bench` runs (the subsets are parts of "trainer")
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +31,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES) or 'none yet'}")
         return 2
     status = 0
-    for name in argv or list(BENCHES):
+    for name in argv or DEFAULT:
         print(f"== bench: {name}", flush=True)
         status |= subprocess.run([sys.executable, *BENCHES[name]], cwd=REPO, check=False).returncode
     if not BENCHES:

@@ -54,15 +54,15 @@ def test_invalid_configuration_exits_2_naming_the_setting(
     assert not (tmp_path / ".pushtrain").exists()  # rejected before anything was written
 
 
-def test_batch_larger_than_the_dataset_exits_2_naming_batch_size(tmp_path: Path) -> None:
+def test_batch_larger_than_the_dataset_shrinks_with_a_warning_and_trains(tmp_path: Path) -> None:
     # GIVEN a dataset of 100 training images and a batch of 500
     synth.write_folder(tmp_path / "data", n_train=100, n_test=20, seed=0)
-    args = ["train", "--batch-size", "500", "--data-uri", "data", "--store-uri", "store", "--work-dir", "work"]
-    # WHEN the trainer runs, THEN it exits 2 once the dataset's size is known, naming the setting
-    result = _trainer(args, {}, tmp_path)
-    assert result.returncode == EXIT_INVALID_CONFIG, result.stderr
-    assert "batch_size" in result.stderr
-    assert "100 images" in result.stderr
+    args = ["train", "--batch-size", "500", "--epochs", "1", "--data-uri", "data", "--store-uri", "store"]
+    # WHEN the trainer runs, THEN it trains with batch 100 // 16 = 6 (16 steps per epoch) and says so
+    result = _trainer([*args, "--work-dir", "work", "--progress", "none"], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "batch 500 on 100 training images" in result.stderr
+    assert "training with batch 6" in result.stderr
 
 
 def test_settings_lists_every_variable(tmp_path: Path) -> None:

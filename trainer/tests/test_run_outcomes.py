@@ -137,7 +137,7 @@ def test_corrupted_checkpoint_fails_the_run_with_a_clear_reason(data_dir: Path, 
 def test_invalid_setting_found_at_run_time_is_recorded_and_raised_for_exit_2(data_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     with pytest.raises(ConfigError, match="batch_size"):
-        run.main(make_config(data_dir, tmp_path, str(store.root), batch_size=1000))  # > the 512 images
+        run.main(make_config(data_dir, tmp_path, str(store.root), limit_train=8))  # < 16 steps at any batch
     record = read_status(store, RUN)
     assert record is not None
     assert record["state"] == "failed"

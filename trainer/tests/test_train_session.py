@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.config import TrainConfig, load_config
 from trainer.data import Cifar10Data, load_dataset
 from trainer.train import TrainingSession, fit
 
@@ -51,7 +51,7 @@ def test_model_learns_the_synthetic_dataset_to_90_percent(dataset_dir: Path, arg
     assert fit(session)
     # THEN the per-sample test accuracy is at least 90 %, and the history has one row per epoch
     assert session.evaluate().accuracy >= 0.90
-    assert [r.epoch for r in session.history] == list(range(1, config.epochs + 1))
+    assert [r.epoch for r in session.history] == list(range(1, session.epochs + 1))
     assert session.history[-1].test_accuracy >= 0.90
     assert all(r.images_per_s > 0 and r.seconds > 0 for r in session.history)
 
@@ -60,22 +60,32 @@ def _weights(session: TrainingSession) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in session.model.state_dict().items()}
 
 
-def test_resuming_mid_epoch_reproduces_the_uninterrupted_run(dataset_dir: Path) -> None:
-    # GIVEN a small run: 640 images, batch 64 -> 10 steps per epoch, 2 epochs, fp32
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # 640 images, batch 40 -> 16 steps per epoch
+        "--model cnn --batch-size 40 --lr 0.03 --limit-train 640",
+        # 320 images, batch 20 -> 16 steps per epoch; lookahead every 5 steps, whitening bias, BN-bias lr
+        "--model airbench --batch-size 20 --limit-train 320",
+    ],
+    ids=["cnn", "airbench"],
+)
+def test_resuming_mid_epoch_reproduces_the_uninterrupted_run(dataset_dir: Path, argv: str) -> None:
+    # GIVEN a small run: 16 steps per epoch, 2 epochs, fp32
     config = _config(
         dataset_dir,
-        *("--model", "cnn", "--epochs", "2", "--batch-size", "64", "--lr", "0.03"),
-        *("--limit-train", "640", "--limit-test", "200", "--precision", "fp32", "--seed", "5", "--threads", "1"),
+        *argv.split(),
+        *("--epochs", "2", "--limit-test", "200", "--precision", "fp32", "--seed", "5", "--threads", "1"),
     )
     data = _load(config)
     uninterrupted = TrainingSession(config, data)
     assert fit(uninterrupted)
 
-    # WHEN another run stops in the middle of epoch 2 (after 13 of 20 steps) ...
+    # WHEN another run stops in the middle of epoch 2 (after 23 of 32 steps: between lookahead updates) ...
     first = TrainingSession(config, data)
     assert first.run_epoch() is not None
-    assert first.run_epoch(should_stop=lambda: first.global_step == 13) is None
-    assert (first.epochs_done, first.step) == (1, 3)
+    assert first.run_epoch(should_stop=lambda: first.global_step == 23) is None
+    assert (first.epochs_done, first.step) == (1, 7)
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     # ... and a fresh session (torch's global RNG elsewhere) resumes from the saved state
@@ -127,7 +137,26 @@ def test_state_from_a_different_run_is_refused(dataset_dir: Path) -> None:
         TrainingSession(other, _load(other)).load_state_dict(state)
 
 
-def test_batch_larger_than_the_training_set_is_a_config_error(dataset_dir: Path) -> None:
-    config = _config(dataset_dir, "--batch-size", "4096", "--limit-train", "1000")
-    with pytest.raises(ConfigError, match="batch_size"):
+def test_a_batch_too_large_for_the_training_set_shrinks_with_its_learning_rate(dataset_dir: Path) -> None:
+    # GIVEN the default recipe (batch 1024) on 2,000 images: one step per epoch as configured
+    config = _config(dataset_dir, "--limit-train", "2000", "--limit-test", "100")
+    session = TrainingSession(config, _load(config))
+    # THEN the batch shrinks to 2000 // 16 = 125: 16 steps per epoch, and the peak lr by the same factor
+    assert (session.batch_size, session.steps_per_epoch) == (125, 16)
+    assert session.lr == pytest.approx(config.lr * 125 / 1024)
+    assert max(session.lr_at(s) for s in range(session.total_steps)) == pytest.approx(session.lr)
+
+
+def test_a_training_set_that_fills_the_batch_keeps_it(dataset_dir: Path) -> None:
+    config = _config(dataset_dir, "--model", "cnn", "--batch-size", "100", "--limit-train", "1600")
+    session = TrainingSession(config, _load(config))
+    assert (session.batch_size, session.steps_per_epoch, session.lr) == (100, 16, config.lr)
+
+
+def test_a_training_set_too_small_for_sixteen_steps_is_a_config_error(dataset_dir: Path) -> None:
+    from trainer.config import ConfigError
+
+    config = _config(dataset_dir, "--limit-train", "15", "--limit-test", "10")
+    with pytest.raises(ConfigError, match="15 training images") as caught:
         TrainingSession(config, _load(config))
+    assert caught.value.setting == "batch_size"

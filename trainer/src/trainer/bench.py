@@ -1,18 +1,25 @@
-"""`make bench ARGS=trainer`: training throughput of the seed's loop against ours, on this machine, in one run.
+"""`make bench ARGS=trainer`: how fast the trainer trains on this machine, how close to the matmul peak,
+what the default recipe would take on full-size CIFAR-10, and whether bf16 holds accuracy.
 
-    python -m trainer.bench                 # about 2-3 minutes on 2 cores
+    python -m trainer.bench                      # everything: ~6-8 minutes on a quiet 2-core machine
+    python -m trainer.bench --skip parity        # throughput and the estimate only (~3 minutes)
+    python -m trainer.bench --only parity        # the bf16-vs-fp32 accuracy table only
     python -m trainer.bench --json out.json
 
-Measured, all on synthetic CIFAR-format data (throughput does not depend on the pixels):
-(a) a faithful replica of the seed's loop: batch 4, per-image ToTensor/Normalize in a DataLoader with
-    2 worker processes, the seed CNN, SGD lr 0.001 momentum 0.9, fp32;
-(b) our pipeline with --model cnn, (c) our pipeline with --model airbench: the TrainingSession with the
-    default recipe (batch 256 / 1024), fp32 and bf16 autocast, channels_last;
-the machine's fp32 (and bf16) matmul GFLOP/s; FLOPs per training image from torch.utils.flop_counter,
-with and without the multiply-adds on zero padding (which oneDNN skips); test accuracy of a short
-training run in fp32 and bf16 on learnable synthetic data (bf16 is kept only if it holds); and the
-estimated wall time and Fargate cost of the default recipe to ~94 % (an estimate: epochs x 50,000 /
-images/s plus evaluation, not a measured run). Nothing here asserts on time.
+Method. Every rate is the median over several timed windows after warm-up steps (oneDNN creates its
+kernels on first use). A contention probe reads /proc/stat before and after, and each window's CPU
+time against its wall time, and flags a machine that other processes were using: on a busy machine
+the wall-clock rates understate what the code does, and the report says so.
+
+Measured, on synthetic CIFAR-format data of full CIFAR-10 size (throughput does not depend on pixels):
+(a) a replica of the seed's loop (batch 4, per-image PIL transforms, 2 DataLoader workers, fp32);
+(b) our pipeline with --model cnn and (c) with --model airbench (the default recipe), fp32 and bf16;
+the matmul peak in fp32 and bf16, with each row's GFLOP/s against the peak of its own precision;
+FLOPs per training image from torch.utils.flop_counter, with and without zero-padding work;
+an ESTIMATE of the full default recipe on 50,000 + 10,000 images from its parts (steps x measured
+step time, the per-epoch plan and evaluation, the final TTA evaluation), for fp32 and bf16; and the
+test accuracy of the default recipe in fp32 and bf16 over several seeds on the hard synthetic set
+(`trainer.synth --hard`), where accuracy is far from saturated. Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -20,61 +27,173 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainer import synth
+from trainer import recipe, synth
 from trainer.config import RECIPES, TrainConfig, load_config
-from trainer.data import Cifar10Data, limit, load_dataset, torchvision_dataset
+from trainer.data import Cifar10Data, load_dataset, plan_epoch, torchvision_dataset
 from trainer.nets import SeedCNN, build_model
-from trainer.resources import apply_threads, cpu_has_native_bf16
+from trainer.resources import apply_threads, available_cpus, cpu_has_native_bf16, cpu_model
 from trainer.train import TrainingSession, fit
 
 CIFAR10_TRAIN = 50_000
 CIFAR10_TEST = 10_000
 SPOT_DISCOUNT = 0.7  # Fargate Spot is typically ~70 % below on-demand
+BUSY_SHARE = 0.10  # other processes using more than this share of our CPUs flags the machine as busy
+EFFICIENT = 0.85  # a window whose CPU time is below this share of wall time x threads was descheduled
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
-    """Best-of-3 GFLOP/s of an n x n matmul in `dtype` (2 n^3 FLOPs each)."""
+@dataclass(frozen=True)
+class Sizes:
+    """How much data each part uses: full size for real numbers, tiny for a smoke run of the code paths."""
+
+    train: int = CIFAR10_TRAIN  # generated training images for the throughput and the estimate
+    test: int = CIFAR10_TEST
+    parity_train: int = 2500  # hard generated images for the parity table: the default recipe reaches ~77 %
+    parity_test: int = 1000
+    parity_epochs: int = 8
+    parity_seeds: tuple[int, ...] = (0, 1, 2)
+    cnn_steps: tuple[int, int, int] = (3, 4, 5)  # (warm-up steps, windows, steps per window)
+    airbench_steps: tuple[int, int, int] = (2, 3, 2)
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    train=2048,
+    test=256,
+    parity_train=320,
+    parity_test=64,
+    parity_epochs=1,
+    parity_seeds=(0, 1),
+    cnn_steps=(1, 2, 2),
+    airbench_steps=(1, 2, 1),
+)
+SECTIONS = ("machine", "seed", "throughput", "estimate", "parity")
+DATA_CACHE = Path(".pushtrain/bench")  # generated data is a pure function of its arguments: reused across runs
+
+
+# --- the machine and its load ----------------------------------------------------------------------
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the CPUs in our affinity mask, from /proc/stat."""
+    ours = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    busy = total = 0
+    with Path("/proc/stat").open(encoding="ascii") as fh:
+        for line in fh:
+            name, *values = line.split()
+            if name in ours:
+                ticks = [int(v) for v in values[:8]]
+                total += sum(ticks)
+                busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
+    return busy, total
+
+
+def _own_jiffies() -> int:
+    fields = Path("/proc/self/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+def others_load(seconds: float = 1.0) -> float | None:
+    """Share of our CPUs that other processes used over `seconds` (0: quiet, 1: fully busy); None off Linux."""
+    try:
+        busy0, total0 = _cpu_times()
+        own0 = _own_jiffies()
+        time.sleep(seconds)
+        busy1, total1 = _cpu_times()
+        own1 = _own_jiffies()
+    except (OSError, ValueError, AttributeError):
+        return None
+    total = total1 - total0
+    return max(0.0, (busy1 - busy0 - (own1 - own0)) / total) if total > 0 else None
+
+
+@dataclass
+class Windows:
+    """Timed windows of one measurement: wall seconds, CPU seconds of this process, and work units each."""
+
+    wall: list[float]
+    cpu: list[float]
+    units: list[float]
+    threads: int
+
+    def rate(self) -> float:
+        """Median units per wall second."""
+        return statistics.median(u / w for u, w in zip(self.units, self.wall, strict=True))
+
+    def efficiency(self) -> float:
+        """Lowest share of wall time x threads that this process spent on a CPU in any window."""
+        return min(c / (w * self.threads) for c, w in zip(self.cpu, self.wall, strict=True))
+
+
+def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: int) -> Windows:
+    """Call `run` (returning the units of work it did) `warmup` times untimed, then `windows` times timed."""
+    for _ in range(warmup):
+        run()
+    result = Windows([], [], [], threads)
+    for _ in range(windows):
+        wall, cpu = time.perf_counter(), time.process_time()
+        units = run()
+        result.wall.append(time.perf_counter() - wall)
+        result.cpu.append(time.process_time() - cpu)
+        result.units.append(units)
+    return result
+
+
+def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 4) -> Windows:
+    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each): 2 warm-up, 5 windows."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
+
+    def run() -> float:
         for _ in range(repeats):
             torch.mm(a, b)
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
+        return 2 * n**3 * repeats / 1e9
+
+    return timed_windows(run, 2, 5, threads)
+
+
+# --- FLOPs -------------------------------------------------------------------------------------------
+
+
+def _valid_taps(size_in: int, size_out: int, k: int, pad: int) -> int:
+    """Kernel taps that land on real pixels, summed over the output positions of one axis (stride 1)."""
+    return sum(1 for o in range(size_out) for t in range(k) if 0 <= o - pad + t < size_in)
 
 
 def padding_waste_flops(model: nn.Module, batch: torch.Tensor) -> float:
-    """FLOPs per image spent on zero padding in the convolutions of one training step (fwd + bwd)."""
+    """FLOPs per image spent on zero padding in the convolutions of one training step (fwd + bwd).
+
+    Computed per image from the layer shapes, so it does not depend on the batch size.
+    """
     waste = 0.0
     hooks = []
 
     def hook(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal waste
         kh, kw = module.kernel_size
-        ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
+        if module.padding == "same":
+            ph, pw = (kh - 1) // 2, (kw - 1) // 2
+        else:
+            ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
         h_out, w_out = output.shape[-2:]
         h_in, w_in = inputs[0].shape[-2:]
-        macs_total = module.in_channels // module.groups * kh * kw * h_out * w_out * module.out_channels
-
-        def valid_taps(size_in: int, size_out: int, k: int, pad: int) -> int:
-            return sum(1 for o in range(size_out) for t in range(k) if 0 <= o - pad + t < size_in)
-
-        valid = valid_taps(h_in, h_out, kh, ph) * valid_taps(w_in, w_out, kw, pw)
-        macs_valid = module.in_channels // module.groups * valid * module.out_channels
+        per_tap = module.in_channels // module.groups * module.out_channels  # multiply-adds per tap, one image
+        taps_total = kh * h_out * kw * w_out
+        taps_valid = _valid_taps(h_in, h_out, kh, ph) * _valid_taps(w_in, w_out, kw, pw)
         passes = 1 + int(module.weight.requires_grad) + int(inputs[0].requires_grad)  # fwd, grad W, grad x
-        waste += 2 * (macs_total - macs_valid) * passes
+        waste += 2 * per_tap * (taps_total - taps_valid) * passes
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -84,7 +203,7 @@ def padding_waste_flops(model: nn.Module, batch: torch.Tensor) -> float:
     finally:
         for h in hooks:
             h.remove()
-    return waste / len(batch)
+    return waste
 
 
 def train_flops_per_image(model: nn.Module, batch_size: int = 8) -> tuple[float, float]:
@@ -104,32 +223,33 @@ def train_flops_per_image(model: nn.Module, batch_size: int = 8) -> tuple[float,
 # --- (a) the seed's loop -------------------------------------------------------------------------
 
 
-def seed_loop_images_per_s(data_root: Path, images: int) -> float:
+def seed_loop(data_root: Path, threads: int, batches: int = 100) -> Windows:
     """The seed: torchvision dataset with per-image PIL->tensor transforms, DataLoader(batch 4, 2 workers)."""
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     dataset = torchvision_dataset(data_root / synth.BATCH_FOLDER, train=True)
     dataset.transform = transform
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2)
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2))
     torch.manual_seed(0)
     net = SeedCNN()
     net.normalize = nn.Identity()  # the seed normalized in the transform
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
-    warmup, seen, started = 50, 0, 0.0
-    for i, (inputs, labels) in enumerate(loader):
-        if i == warmup:
-            started, seen = time.perf_counter(), 0
-        optimizer.zero_grad()
-        loss = criterion(net(inputs), labels)
-        loss.backward()
-        optimizer.step()
-        _ = loss.item()  # the seed's running_loss += loss.item()
-        seen += len(labels)
-        if i >= warmup and seen >= images:
-            break
-    return seen / (time.perf_counter() - started)
+
+    def run() -> float:
+        seen = 0
+        for _ in range(batches):
+            inputs, labels = next(loader)
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            _ = loss.item()  # the seed's running_loss += loss.item()
+            seen += len(labels)
+        return seen
+
+    return timed_windows(run, 1, 3, threads)
 
 
 # --- (b), (c) our pipeline -----------------------------------------------------------------------
@@ -139,37 +259,39 @@ def _config(data_root: Path, work: Path, *argv: str) -> TrainConfig:
     return load_config(["--data-uri", str(data_root), "--work-dir", str(work), "--progress", "none", *argv], {})
 
 
-def session_images_per_s(config: TrainConfig, data: Cifar10Data, steps: int) -> float:
-    """Images/s of `steps` training batches after one warm-up batch (evaluation excluded)."""
-    session = TrainingSession(config, data)
-    counter = {"n": 0}
+def training_windows(session: TrainingSession, warmup: int, windows: int, steps: int) -> Windows:
+    """Training images per window of `steps` batches, inside one epoch of `session` (evaluation excluded)."""
+    batch = session.batch_size
+    marks: list[tuple[float, float]] = []
 
-    def stop_after(n: int) -> Callable[[], bool]:
-        def should_stop() -> bool:
-            counter["n"] += 1
-            return counter["n"] > n
+    def should_stop() -> bool:  # asked before every batch: the time between two asks is one step
+        marks.append((time.perf_counter(), time.process_time()))
+        return len(marks) > warmup + windows * steps
 
-        return should_stop
+    session.run_epoch(should_stop)
+    result = Windows([], [], [], session.threads)
+    for w in range(windows):
+        start, end = marks[warmup + w * steps], marks[warmup + (w + 1) * steps]
+        result.wall.append(end[0] - start[0])
+        result.cpu.append(end[1] - start[1])
+        result.units.append(steps * batch)
+    return result
 
-    session.run_epoch(stop_after(1))  # warm-up: oneDNN picks and caches its kernels
-    counter["n"] = 0
+
+def eval_windows(session: TrainingSession, images: torch.Tensor, tta_level: int) -> Windows:
+    """Evaluated images per window (one pass over `images` each) at a TTA level."""
+
+    def run() -> float:
+        session.predict_logits(images, tta_level=tta_level)
+        return len(images)
+
+    return timed_windows(run, 1, 3, session.threads)
+
+
+def _seconds(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
-    session.run_epoch(stop_after(steps))
-    return steps * config.batch_size / (time.perf_counter() - started)
-
-
-def eval_images_per_s(config: TrainConfig, data: Cifar10Data) -> float:
-    session = TrainingSession(config, data)
-    session.predict_logits(data.test_images[:256])
-    started = time.perf_counter()
-    session.predict_logits(data.test_images)
-    return len(data.test_images) / (time.perf_counter() - started)
-
-
-def short_run_accuracy(config: TrainConfig, data: Cifar10Data) -> float:
-    session = TrainingSession(config, data)
-    fit(session)
-    return session.history[-1].test_accuracy
+    fn()
+    return time.perf_counter() - started
 
 
 @contextlib.contextmanager
@@ -180,115 +302,250 @@ def _step(name: str, results: dict[str, Any]) -> Iterator[None]:
     results.setdefault("bench_seconds", {})[name] = round(time.perf_counter() - started, 1)
 
 
-def run(images: int) -> dict[str, Any]:
-    threads = apply_threads(0)
-    results: dict[str, Any] = {"threads": threads, "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__}
-    with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
-        root, work = Path(tmp) / "data", Path(tmp) / "work"
-        synth.write_folder(root, n_train=max(images, 2048), n_test=1000, seed=0)
-        data = load_dataset(_config(root, work))
-        with _step("matmul", results):
-            results["matmul_gflops_fp32"] = matmul_gflops(torch.float32)
-            results["matmul_gflops_bf16"] = matmul_gflops(torch.bfloat16)
-        with _step("seed loop", results):
-            results["seed_images_per_s"] = seed_loop_images_per_s(root, images=2000)
-        for model in ("cnn", "airbench"):
-            flops, flops_no_pad = train_flops_per_image(build_model(model))
-            results[model] = {
-                "train_gflop_per_image": flops / 1e9,
-                "train_gflop_per_image_no_padding": flops_no_pad / 1e9,
-            }
-            batch = RECIPES[model]["batch_size"]
-            steps = max(1, min(images // batch - 1, 30 if model == "cnn" else 5))  # + 1 warm-up batch
-            for precision in ("fp32", "bf16"):
-                with _step(f"{model} {precision}", results):
-                    config = _config(root, work, "--model", model, "--precision", precision)
-                    ips = session_images_per_s(config, data, steps)
-                results[model][precision] = {
-                    "images_per_s": ips,
-                    "gflops": ips * flops / 1e9,
-                    "gflops_no_padding": ips * flops_no_pad / 1e9,
-                    "eval_images_per_s": eval_images_per_s(config, data),
-                }
-        # does bf16 hold accuracy? short runs on learnable data, both precisions
-        short = {
-            "cnn": ("--epochs", "6", "--batch-size", "16", "--lr", "0.02", "--limit-train", "2000"),
-            "airbench": ("--epochs", "4", "--batch-size", "50", "--lr", "0.2", "--limit-train", "1200"),
+def _cached_synth(n_train: int, n_test: int, difficulty: synth.Difficulty) -> Path:
+    hard = "-hard" if difficulty != synth.EASY else ""
+    root = DATA_CACHE / f"synth-{n_train}-{n_test}{hard}"
+    if not (root / synth.BATCH_FOLDER / synth.MANIFEST).exists():
+        synth.write_folder(root, n_train=n_train, n_test=n_test, seed=0, difficulty=difficulty)
+    return root
+
+
+def _window_record(w: Windows, flops_per_unit: float = 0.0) -> dict[str, Any]:
+    rate = w.rate()
+    return {
+        "per_s": rate,
+        "gflops": rate * flops_per_unit / 1e9,
+        "cpu_efficiency": w.efficiency(),
+        "windows_per_s": [u / s for u, s in zip(w.units, w.wall, strict=True)],
+    }
+
+
+def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
+    """Training and evaluation throughput of both models in both precisions, and each part of an epoch."""
+    for model in ("cnn", "airbench"):
+        flops, flops_no_pad = train_flops_per_image(build_model(model))
+        row: dict[str, Any] = {
+            "train_gflop_per_image": flops / 1e9,
+            "train_gflop_per_image_no_padding": flops_no_pad / 1e9,
         }
-        for model, argv in short.items():
-            for precision in ("fp32", "bf16"):
-                with _step(f"{model} {precision} accuracy", results):
-                    # one thread: only the accuracy counts here, and one thread does not stall on a busy machine
-                    config = _config(
-                        root,
-                        work,
-                        "--model",
-                        model,
-                        "--precision",
-                        precision,
-                        "--threads",
-                        "1",
-                        "--limit-test",
-                        "500",
-                        *argv,
-                    )
-                    subset = limit(data, config.limit_train, config.limit_test)
-                    results[model][precision]["synthetic_test_accuracy"] = short_run_accuracy(config, subset)
+        warmup, windows, steps = sizes.cnn_steps if model == "cnn" else sizes.airbench_steps
+        for precision in ("fp32", "bf16"):
+            with _step(f"{model} {precision}", results):
+                config = _config(root, work, "--model", model, "--precision", precision)
+                session = TrainingSession(config, data)
+                train = training_windows(session, warmup, windows, steps)
+                record = _window_record(train, flops)
+                record["gflops_no_padding"] = record["per_s"] * flops_no_pad / 1e9
+                record["step_seconds"] = session.batch_size / record["per_s"]
+                if model == "airbench":
+                    record["eval_per_s"] = _window_record(eval_windows(session, data.test_images[:2000], 0))["per_s"]
+                    tta = eval_windows(session, data.test_images[:500], recipe.TTA_LEVEL)
+                    record["eval_tta_per_s"] = _window_record(tta)["per_s"]
+                    record["whitening_seconds"] = _seconds(lambda config=config: TrainingSession(config, data))
+                    record["plan_seconds"] = _seconds(lambda: plan_epoch(len(data.train_labels), 0, 1, 2))
+                    record["batch_size"] = session.batch_size
+                    record["steps_per_epoch"] = session.steps_per_epoch
+                    record["total_steps"] = session.total_steps
+                    record["epoch_eval_images"] = session.epoch_eval_images
+                row[precision] = record
+        results[model] = row
+
+
+def estimate(row: dict[str, Any], epochs: float, cost_per_hour: float) -> dict[str, float]:
+    """Wall time and cost of the full default recipe on 50,000 + 10,000 images, from measured parts."""
+    passes = math.ceil(epochs)
+    train_s = row["total_steps"] * row["step_seconds"] + passes * row["plan_seconds"]
+    eval_s = passes * row["epoch_eval_images"] / row["eval_per_s"] + CIFAR10_TEST / row["eval_tta_per_s"]
+    total_s = row["whitening_seconds"] + train_s + eval_s
+    hours = total_s / 3600
+    return {
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "total_s": total_s,
+        "cost_on_demand": hours * cost_per_hour,
+        "cost_spot": hours * cost_per_hour * (1 - SPOT_DISCOUNT),
+    }
+
+
+def parity(work: Path, results: dict[str, Any], sizes: Sizes) -> None:
+    """Test accuracy of the default recipe in fp32 and bf16 on the hard synthetic set, one run per seed."""
+    root = _cached_synth(sizes.parity_train, sizes.parity_test, synth.HARD)
+    seeds = sizes.parity_seeds
+    table: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for precision, accuracies in table.items():
+        for seed in seeds:
+            with _step(f"parity {precision} seed {seed}", results):
+                config = _config(
+                    root, work, "--precision", precision, "--seed", str(seed), "--epochs", str(sizes.parity_epochs)
+                )
+                session = TrainingSession(config, load_dataset(config))
+                fit(session)
+                accuracies.append(session.history[-1].test_accuracy)
+    results["parity"] = {
+        "dataset": f"trainer.synth --hard, {sizes.parity_train} train / {sizes.parity_test} test images",
+        "epochs": sizes.parity_epochs,
+        "seeds": list(seeds),
+        "accuracy": table,
+    }
+
+
+def parity_verdict(table: dict[str, list[float]]) -> tuple[float, float, bool]:
+    """(bf16 - fp32 mean accuracy, two standard errors of that difference, whether bf16 is within them)."""
+    f, b = table["fp32"], table["bf16"]
+    diff = statistics.mean(b) - statistics.mean(f)
+    noise = 2 * math.sqrt(statistics.variance(f) / len(f) + statistics.variance(b) / len(b))
+    return diff, noise, diff >= -noise
+
+
+def run(sections: tuple[str, ...], sizes: Sizes = FULL) -> dict[str, Any]:
+    threads = apply_threads(0)
+    results: dict[str, Any] = {
+        "threads": threads,
+        "cpus_available": available_cpus(),
+        "cpu_model": cpu_model() or "unknown",
+        "native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+        "sections": list(sections),
+        "smoke": sizes != FULL,
+        "others_load_before": others_load(),
+    }
+    with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
+        work = Path(tmp) / "work"
+        if "machine" in sections:
+            with _step("matmul", results):
+                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                    results[f"matmul_{name}"] = _window_record(matmul_gflops(dtype, threads), 1e9)
+        if {"seed", "throughput", "estimate"} & set(sections):
+            with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
+                root = _cached_synth(sizes.train, sizes.test, synth.EASY)
+                data = load_dataset(_config(root, work))
+            if "seed" in sections:
+                with _step("seed loop", results):
+                    results["seed"] = _window_record(seed_loop(root, threads))
+            if {"throughput", "estimate"} & set(sections):
+                measure_throughput(root, work, data, results, sizes)
+                epochs = float(RECIPES["airbench"]["epochs"])
+                cost = TrainConfig().cost_per_hour
+                results["estimate"] = {p: estimate(results["airbench"][p], epochs, cost) for p in ("fp32", "bf16")}
+        if "parity" in sections:
+            parity(work, results, sizes)
+    results["others_load_after"] = others_load()
     return results
 
 
-def report(results: dict[str, Any], cost_per_hour: float) -> str:
-    peak = results["matmul_gflops_fp32"]
-    seed = results["seed_images_per_s"]
-    lines = [
-        f"threads {results['threads']}, native bf16 {results['native_bf16']}, torch {results['torch']}",
-        f"matmul peak: fp32 {peak:.0f} GFLOP/s, bf16 {results['matmul_gflops_bf16']:.0f} GFLOP/s",
-        f"(a) seed loop (batch 4, PIL transforms, 2 workers, fp32): {seed:.0f} images/s",
-        "",
-        f"{'pipeline':<18}{'images/s':>10}{'x seed':>8}{'GFLOP/s':>9}{'% fp32 peak':>13}{'(no pad)':>10}"
-        f"{'synth acc':>11}",
-    ]
-    for label, model in (("(b) cnn", "cnn"), ("(c) airbench", "airbench")):
-        for precision in ("fp32", "bf16"):
-            r = results[model][precision]
-            lines.append(
-                f"{label + ' ' + precision:<18}{r['images_per_s']:>10.0f}{r['images_per_s'] / seed:>7.1f}x"
-                f"{r['gflops']:>9.0f}{100 * r['gflops'] / peak:>12.0f}%{100 * r['gflops_no_padding'] / peak:>9.0f}%"
-                f"{100 * r['synthetic_test_accuracy']:>10.1f}%"
-            )
+def _busy_note(results: dict[str, Any]) -> str:
+    loads = [x for x in (results.get("others_load_before"), results.get("others_load_after")) if x is not None]
+    effs = [r["cpu_efficiency"] for r in _rows(results)]
+    busy = any(x > BUSY_SHARE for x in loads) or any(e < EFFICIENT for e in effs)
+    load_text = ", ".join(f"{100 * x:.0f} %" for x in loads) or "unknown"
+    eff_text = f"lowest CPU/wall efficiency of a window {100 * min(effs):.0f} %" if effs else "no windows"
+    verdict = "BUSY: other processes competed for the CPUs; rates below understate the code" if busy else "quiet"
+    return f"machine {verdict} (others' share of our CPUs before/after: {load_text}; {eff_text})"
+
+
+def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [results[k] for k in ("matmul_fp32", "matmul_bf16", "seed") if k in results]
     for model in ("cnn", "airbench"):
-        r = results[model]
-        lines.append(
-            f"{model}: {r['train_gflop_per_image']:.3f} GFLOP per training image "
-            f"({r['train_gflop_per_image_no_padding']:.3f} without zero padding)"
-        )
-    precision = "bf16" if results["native_bf16"] else "fp32"
-    r = results["airbench"][precision]
-    epochs = RECIPES["airbench"]["epochs"]
-    train_s = epochs * CIFAR10_TRAIN / r["images_per_s"]
-    eval_s = epochs * CIFAR10_TEST / r["eval_images_per_s"]
-    hours = (train_s + eval_s) / 3600
-    lines += [
-        "",
-        f"b/a (cnn {precision} / seed): {results['cnn'][precision]['images_per_s'] / seed:.1f}x",
-        f"ESTIMATE, default recipe (airbench, {epochs} epochs, {precision}) on {results['threads']} threads: "
-        f"{epochs} x {CIFAR10_TRAIN:,} / {r['images_per_s']:.0f} images/s = {train_s / 60:.1f} min training "
-        f"+ {eval_s / 60:.1f} min evaluation = {hours * 60:.1f} min; "
-        f"Fargate 2 vCPU on-demand ${hours * cost_per_hour:.3f}, "
-        f"Spot ~${hours * cost_per_hour * (1 - SPOT_DISCOUNT):.3f}",
+        rows += [results[model][p] for p in ("fp32", "bf16") if model in results]
+    return rows
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        f"{results['cpu_model']}, {results['threads']} threads ({results['cpus_available']} CPUs available), "
+        f"native bf16 {results['native_bf16']}, torch {results['torch']}",
+        _busy_note(results),
     ]
+    if results.get("smoke"):
+        lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
+    peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
+    if peak:
+        lines.append("matmul peak (median of 5 windows): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items()))
+    seed = results.get("seed", {}).get("per_s")
+    if seed:
+        lines.append(f"(a) seed loop (batch 4, PIL transforms, 2 workers, fp32): {seed:.0f} images/s")
+    if "airbench" in results:
+        lines += [
+            "",
+            f"{'pipeline':<18}{'images/s':>10}{'x seed':>8}{'GFLOP/s':>9}{'% own peak':>12}{'(no pad)':>10}"
+            f"{'eval/s':>8}{'TTA/s':>7}",
+        ]
+        for label, model in (("(b) cnn", "cnn"), ("(c) airbench", "airbench")):
+            for precision in ("fp32", "bf16"):
+                r = results[model][precision]
+                own = peak.get(precision)
+                share = f"{100 * r['gflops'] / own:>11.0f}%{100 * r['gflops_no_padding'] / own:>9.0f}%" if own else ""
+                ratio = f"{r['per_s'] / seed:>7.1f}x" if seed else f"{'':>8}"
+                evals = f"{r['eval_per_s']:>8.0f}{r['eval_tta_per_s']:>7.0f}" if "eval_per_s" in r else ""
+                lines.append(
+                    f"{label + ' ' + precision:<18}{r['per_s']:>10.0f}{ratio}{r['gflops']:>9.0f}{share}{evals}"
+                )
+        for model in ("cnn", "airbench"):
+            r = results[model]
+            lines.append(
+                f"{model}: {r['train_gflop_per_image']:.3f} GFLOP per training image "
+                f"({r['train_gflop_per_image_no_padding']:.3f} without zero padding)"
+            )
+        if "bf16" in peak:
+            r = results["airbench"]["bf16"]
+            lines.append(
+                f"RATIO default model bf16 / bf16 matmul peak: {r['gflops'] / peak['bf16']:.2f} "
+                f"({r['gflops_no_padding'] / peak['bf16']:.2f} counting only work on real pixels)"
+            )
+    if "estimate" in results:
+        a = results["airbench"]["bf16"]
+        lines += [
+            "",
+            f"ESTIMATE, full default recipe on 50,000 + 10,000 images ({a['total_steps']} steps of "
+            f"{a['batch_size']} in {RECIPES['airbench']['epochs']} epochs, "
+            f"{a['epoch_eval_images']} test images per epoch, TTA level {recipe.TTA_LEVEL} on all {CIFAR10_TEST:,} "
+            f"at the end), {results['threads']} threads:",
+        ]
+        auto = "bf16" if results["native_bf16"] else "fp32"
+        for precision in ("fp32", "bf16"):
+            e = results["estimate"][precision]
+            mark = " <- precision=auto here" if precision == auto else ""
+            lines.append(
+                f"  {precision}: {e['train_s'] / 60:.1f} min training + {e['eval_s'] / 60:.1f} min evaluation = "
+                f"{e['total_s'] / 60:.1f} min; Fargate 2 vCPU ${e['cost_on_demand']:.3f} on-demand, "
+                f"~${e['cost_spot']:.3f} Spot{mark}"
+            )
+        lines.append(
+            f"RATIO estimated minutes ({auto}) / 10-minute goal: {results['estimate'][auto]['total_s'] / 600:.2f}"
+        )
+    if "parity" in results:
+        p = results["parity"]
+        diff, noise, ok = parity_verdict(p["accuracy"])
+        lines += ["", f"bf16 vs fp32 parity: default recipe, {p['epochs']} epochs, {p['dataset']}, seeds {p['seeds']}"]
+        for precision, accs in p["accuracy"].items():
+            lines.append(
+                f"  {precision}: {100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f} %  "
+                f"({', '.join(f'{100 * a:.1f}' for a in accs)})"
+            )
+        verdict = "within seed noise: parity" if ok else "bf16 LOSES beyond seed noise"
+        lines.append(f"  bf16 - fp32 = {100 * diff:+.1f} points (2 standard errors: {100 * noise:.1f}): {verdict}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=10240, help="synthetic training images (default 10240)")
+    parser.add_argument("--only", help=f"comma-separated sections to run ({', '.join(SECTIONS)})")
+    parser.add_argument("--skip", help="comma-separated sections to leave out")
+    parser.add_argument("--smoke", action="store_true", help="tiny data: checks that every part runs (~1 min)")
     parser.add_argument(
         "--json", default=".pushtrain/bench/trainer.json", help="also write the raw results here (default %(default)s)"
     )
     args = parser.parse_args(argv)
-    results = run(args.images)
-    print(report(results, TrainConfig().cost_per_hour))
+    chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    skipped = {s.strip() for s in args.skip.split(",")} if args.skip else set()
+    unknown = sorted((set(chosen) | skipped) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
+    started = time.perf_counter()
+    results = run(tuple(s for s in SECTIONS if s in chosen and s not in skipped), SMOKE if args.smoke else FULL)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(report(results))
+    print(f"(bench took {results['total_seconds'] / 60:.1f} min)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

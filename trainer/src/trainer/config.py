@@ -15,7 +15,7 @@ trains reads `config.lr` as a float, never None.
 
     >>> cfg = load_config(["--model", "cnn", "--epochs", "3"], {"TRAINER_SEED": "7"})
     >>> (cfg.model, cfg.epochs, cfg.seed, cfg.lr)
-    ('cnn', 3, 7, 0.05)
+    ('cnn', 3.0, 7, 0.05)
 """
 
 from __future__ import annotations
@@ -87,15 +87,15 @@ class TrainConfig:
 
     # 1. what to train
     model: str = "airbench"  # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
-    epochs: int = FROM_RECIPE  # passes over the training set; default: the model's recipe (10)
+    epochs: float = FROM_RECIPE  # passes over the training set, a fraction stops the last early; recipe: 9.9 / 10
     batch_size: int = FROM_RECIPE  # training batch; default: recipe (airbench 1024, cnn 256)
     lr: float = FROM_RECIPE  # peak SGD learning rate for a mean loss; default: recipe (airbench 1.5, cnn 0.05)
     momentum: float = FROM_RECIPE  # Nesterov momentum; default: recipe (airbench 0.85, cnn 0.9)
-    weight_decay: float = FROM_RECIPE  # L2 on weights (not on norms and biases); default: recipe
+    weight_decay: float = FROM_RECIPE  # SGD weight decay (airbench: all trainable; cnn: weights only); recipe
     label_smoothing: float = FROM_RECIPE  # cross-entropy label smoothing; default: recipe (0.2 / 0.1)
-    warmup: float = FROM_RECIPE  # fraction of all steps with a linear lr warmup, then linear decay to 0
+    warmup: float = FROM_RECIPE  # fraction of all steps warming up, then linear decay (airbench: to 0.07 x peak)
     seed: int = 0  # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
-    tta: bool = True  # test-time augmentation: average the logits of each test image and its mirror image
+    tta: bool = True  # final evaluation with test-time augmentation (airbench: mirror + translate; cnn: mirror)
 
     # 2. where it runs
     precision: str = "auto"  # "auto": bf16 autocast on CPUs with native bf16 (avx512_bf16/amx) and on CUDA
@@ -341,7 +341,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
     _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
-    _bounded("epochs", c.epochs, 1, MAX_EPOCHS)
+    _bounded("epochs", c.epochs, 0, MAX_EPOCHS, low_open=True)
     _bounded("batch_size", c.batch_size, 1, MAX_BATCH_SIZE)
     _bounded("lr", c.lr, 0, MAX_LR, low_open=True)
     _bounded("momentum", c.momentum, 0, 1, high_open=True)

@@ -28,6 +28,7 @@ import torch
 from torchvision.datasets import CIFAR10
 
 from trainer.config import TrainConfig, local_path, parse_s3_uri
+from trainer.recipe import alternating_flip
 from trainer.synth import BATCH_FOLDER, GENERATOR, MANIFEST
 
 log = logging.getLogger(__name__)
@@ -305,14 +306,21 @@ class EpochPlan:
     flip: torch.Tensor  # bool, indexed by training image
 
 
+FLIP_STREAM = 2**32 - 1  # the "epoch" whose generator draws each image's first mirror state (no real epoch)
+
+
 def plan_epoch(n: int, seed: int, epoch: int, pad: int) -> EpochPlan:
-    """Draw everything random about one epoch up front, so batch i is the same whether or not the run resumed."""
+    """Draw everything random about one epoch up front, so batch i is the same whether or not the run resumed.
+
+    Flips alternate (airbench94): each image's mirror state is drawn once per run and inverted every other
+    epoch, so every image is seen both ways in each pair of epochs.
+    """
     gen = epoch_generator(seed, epoch)
     order = torch.randperm(n, generator=gen)
     shift_y = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     shift_x = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    return EpochPlan(order, shift_y, shift_x, flip)
+    base_flip = torch.rand(n, generator=epoch_generator(seed, FLIP_STREAM)) < 0.5
+    return EpochPlan(order, shift_y, shift_x, alternating_flip(base_flip, epoch))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

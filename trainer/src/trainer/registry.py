@@ -26,7 +26,7 @@ class VersionSummary:
     created_at: str
     accuracy: float
     model: str
-    epochs: int
+    epochs: float  # airbench94 trains 9.9 epochs
     image_digest: str | None
     champion: bool
 
@@ -97,7 +97,7 @@ def _summary(model_name: str, version: str, manifest: dict[str, Any], champion_v
         created_at=str(manifest.get("created_at", "")),
         accuracy=float(manifest["metrics"]["accuracy"]),
         model=str(manifest["config"]["model"]),
-        epochs=int(manifest["config"]["epochs"]),
+        epochs=float(manifest["config"]["epochs"]),
         image_digest=manifest.get("image_digest"),
         champion=version == champion_version,
     )

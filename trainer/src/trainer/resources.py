@@ -1,9 +1,10 @@
 """What the trainer may use of the machine: CPU threads from the container's quota, the device, the precision.
 
 A container sees every host core in `os.cpu_count()`, but Fargate (and `docker run --cpus`) limits it
-through the cgroup v2 quota in `/sys/fs/cgroup/cpu.max` ("<quota> <period>" in microseconds, or
-"max <period>" for none). Running more torch threads than the quota allows makes them wait for each
-other at every barrier, so the thread count follows the quota.
+through a CFS quota: under cgroup v2 in `/sys/fs/cgroup/cpu.max` ("<quota> <period>" in microseconds,
+or "max <period>" for none), under cgroup v1 in `/sys/fs/cgroup/cpu/cpu.cfs_quota_us` (-1 for none) and
+`cpu.cfs_period_us`. Running more torch threads than the quota allows makes them wait for each other at
+every barrier, so the thread count follows the quota.
 """
 
 from __future__ import annotations
@@ -18,31 +19,50 @@ import torch
 log = logging.getLogger(__name__)
 
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1_CPU = "/sys/fs/cgroup/cpu"  # holds cpu.cfs_quota_us and cpu.cfs_period_us
 CPUINFO = "/proc/cpuinfo"
 # CPU flags that mean bf16 matrix multiplies run natively (not emulated through fp32, which is slower).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_quota_threads(path: str | os.PathLike[str] = CGROUP_CPU_MAX) -> int | None:
-    """Whole CPUs the cgroup v2 quota allows (at least 1), or None without a quota or a readable file.
-
-    "200000 100000" -> 2, "150000 100000" -> 1 (a fractional CPU is not worth a thread of its own),
-    "max 100000" -> None.
-    """
+def _read_words(path: Path) -> list[str] | None:
     try:
-        text = Path(path).read_text(encoding="ascii").split()
+        return path.read_text(encoding="ascii").split()
     except OSError:
         return None
-    if len(text) != 2 or text[0] == "max":
+
+
+def _whole_cpus(quota_text: str, period_text: str, where: str) -> int | None:
+    """max(1, floor(quota / period)), or None for no quota ("max", -1) or unreadable numbers."""
+    if quota_text == "max":
         return None
     try:
-        quota, period = int(text[0]), int(text[1])
+        quota, period = int(quota_text), int(period_text)
     except ValueError:
-        log.warning("ignoring unreadable CPU quota %r in %s", " ".join(text), path)
+        log.warning("ignoring unreadable CPU quota %r / %r in %s", quota_text, period_text, where)
         return None
     if quota <= 0 or period <= 0:
         return None
     return max(1, math.floor(quota / period))
+
+
+def cpu_quota_threads(
+    path: str | os.PathLike[str] = CGROUP_CPU_MAX, v1_dir: str | os.PathLike[str] = CGROUP_V1_CPU
+) -> int | None:
+    """Whole CPUs the cgroup CPU quota allows (at least 1), or None without a quota or a readable file.
+
+    cgroup v2 `cpu.max` first: "200000 100000" -> 2, "150000 100000" -> 1 (a fractional CPU is not
+    worth a thread of its own), "max 100000" -> None. Without that file, cgroup v1's
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us` in `v1_dir` the same way (quota -1: None).
+    """
+    words = _read_words(Path(path))
+    if words is not None:
+        return _whole_cpus(words[0], words[1], str(path)) if len(words) == 2 else None
+    quota = _read_words(Path(v1_dir) / "cpu.cfs_quota_us")
+    period = _read_words(Path(v1_dir) / "cpu.cfs_period_us")
+    if not quota or not period:
+        return None
+    return _whole_cpus(quota[0], period[0], str(v1_dir))
 
 
 def available_cpus() -> int:
@@ -53,11 +73,15 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(requested: int, cpu_max_path: str | os.PathLike[str] = CGROUP_CPU_MAX) -> int:
+def resolve_threads(
+    requested: int,
+    cpu_max_path: str | os.PathLike[str] = CGROUP_CPU_MAX,
+    v1_dir: str | os.PathLike[str] = CGROUP_V1_CPU,
+) -> int:
     """Threads to use: `requested` when > 0, else the CPU quota, else the CPUs in the affinity mask."""
     if requested > 0:
         return requested
-    quota = cpu_quota_threads(cpu_max_path)
+    quota = cpu_quota_threads(cpu_max_path, v1_dir)
     cpus = available_cpus()
     return min(quota, cpus) if quota is not None else cpus
 
@@ -110,11 +134,18 @@ def hardware_summary(device: torch.device) -> dict[str, object]:
     }
     if device.type == "cuda":
         summary["gpu"] = torch.cuda.get_device_name(device)
+    model = cpu_model()
+    if model:
+        summary["cpu_model"] = model
+    return summary
+
+
+def cpu_model(cpuinfo: str | os.PathLike[str] = CPUINFO) -> str:
+    """The CPU's model name as /proc/cpuinfo reports it ("" when unknown)."""
     try:
-        for line in Path(CPUINFO).read_text(encoding="ascii", errors="replace").splitlines():
+        for line in Path(cpuinfo).read_text(encoding="ascii", errors="replace").splitlines():
             if line.startswith("model name"):
-                summary["cpu_model"] = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return summary
+    return ""

@@ -5,8 +5,14 @@ stripes, vertical stripes, diagonal stripes, checkerboard, dot grid), each image
 background and foreground colour, position, scale, stripe period and Gaussian pixel noise. The classes
 survive the training augmentation (crops, horizontal flips). A small CNN separates them in a few epochs.
 
+`--hard` draws a harder variant, for comparisons that must not saturate (bf16 against fp32 in
+`make bench`): smaller shapes in colours closer to the background, stronger noise, a distractor blob of
+clutter, and a share of labels replaced by a random class in both splits (so no model can exceed
+~1 - 0.9 x that share on the test split).
+
     python -m trainer.synth --out .pushtrain/data                 # cifar-10-batches-py/ under it
     python -m trainer.synth --out DIR --train 5000 --test 1000 --archive DIR/cifar-10-python.tar.gz
+    python -m trainer.synth --out DIR --hard
 
 The folder holds data_batch_1..5, test_batch and batches.meta (pickled dicts with "data" uint8 Nx3072,
 "labels", "filenames", "batch_label"), exactly what torchvision's CIFAR10 reads, plus
@@ -24,6 +30,7 @@ import json
 import pickle
 import sys
 import tarfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,18 +55,35 @@ SIZE = 32  # pixels per side
 NOISE_STD = 12.0  # pixel noise, in uint8 levels
 
 
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard the generated images are to tell apart."""
+
+    radius: tuple[float, float] = (6.0, 10.0)  # shape size range, pixels
+    min_contrast: float = 150.0  # least summed |foreground - background| over the channels, uint8 levels
+    noise_std: float = NOISE_STD  # Gaussian pixel noise, uint8 levels
+    clutter: bool = False  # add one distractor blob in a random colour
+    label_noise: float = 0.0  # share of labels replaced by a uniformly random class (train and test)
+
+
+EASY = Difficulty()
+HARD = Difficulty(radius=(3.5, 7.0), min_contrast=45.0, noise_std=40.0, clutter=True, label_noise=0.1)
+
+
 def _soft(distance_inside: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage from a signed distance in pixels (positive inside)."""
     return np.clip(distance_inside + 0.5, 0.0, 1.0)
 
 
-def _masks(label: int, n: int, rng: np.random.Generator) -> np.ndarray:  # noqa: PLR0911 -- one return per class
+def _masks(  # noqa: PLR0911 -- one return per class
+    label: int, n: int, rng: np.random.Generator, radius: tuple[float, float] = EASY.radius
+) -> np.ndarray:
     """n coverage masks (nx32x32 floats in [0, 1]) for one class."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     yy, xx = yy[None], xx[None]
     cy = rng.uniform(11, 21, (n, 1, 1)).astype(np.float32)
     cx = rng.uniform(11, 21, (n, 1, 1)).astype(np.float32)
-    r = rng.uniform(6, 10, (n, 1, 1)).astype(np.float32)
+    r = rng.uniform(*radius, (n, 1, 1)).astype(np.float32)
     period = rng.uniform(4, 8, (n, 1, 1)).astype(np.float32)
     phase = rng.uniform(0, 8, (n, 1, 1)).astype(np.float32)
     dy, dx = yy - cy, xx - cx
@@ -94,7 +118,16 @@ def _masks(label: int, n: int, rng: np.random.Generator) -> np.ndarray:  # noqa:
     return _soft(period * 0.22 - np.sqrt(gy**2 + gx**2))
 
 
-def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _clutter(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n masks of one small soft blob each, anywhere in the image."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    cy = rng.uniform(0, SIZE, (n, 1, 1)).astype(np.float32)
+    cx = rng.uniform(0, SIZE, (n, 1, 1)).astype(np.float32)
+    r = rng.uniform(2, 5, (n, 1, 1)).astype(np.float32)
+    return _soft(r - np.sqrt((yy[None] - cy) ** 2 + (xx[None] - cx) ** 2))
+
+
+def generate(n: int, seed: int, difficulty: Difficulty = EASY) -> tuple[np.ndarray, np.ndarray]:
     """n images (uint8 nx3x32x32) with balanced labels (int64 n) in a seeded random order."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n, dtype=np.int64) % len(CLASSES)
@@ -105,14 +138,21 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if where.size == 0:
             continue
         k = where.size
-        mask = _masks(label, k, rng)[:, None]  # kx1x32x32
+        mask = _masks(label, k, rng, difficulty.radius)[:, None]  # kx1x32x32
         background = rng.uniform(0, 255, (k, 3, 1, 1))
         foreground = rng.uniform(0, 255, (k, 3, 1, 1))
         # keep the two colours apart so that every shape is visible
-        too_close = np.abs(foreground - background).sum(axis=1, keepdims=True) < 150
+        too_close = np.abs(foreground - background).sum(axis=1, keepdims=True) < difficulty.min_contrast
         foreground = np.where(too_close, 255 - background, foreground)
-        pixels = background * (1 - mask) + foreground * mask + rng.normal(0, NOISE_STD, (k, 3, SIZE, SIZE))
+        pixels = background * (1 - mask) + foreground * mask
+        if difficulty.clutter:
+            blob = _clutter(k, rng)[:, None]
+            pixels = pixels * (1 - blob) + rng.uniform(0, 255, (k, 3, 1, 1)) * blob
+        pixels += rng.normal(0, difficulty.noise_std, (k, 3, SIZE, SIZE))
         images[where] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    if difficulty.label_noise:
+        relabel = rng.random(n) < difficulty.label_noise
+        labels[relabel] = rng.integers(0, len(CLASSES), int(relabel.sum()))
     return images, labels
 
 
@@ -126,12 +166,12 @@ def _batch_bytes(images: np.ndarray, labels: np.ndarray, batch_label: str, offse
     return pickle.dumps(record, protocol=2)
 
 
-def dataset_files(n_train: int, n_test: int, seed: int) -> dict[str, bytes]:
+def dataset_files(n_train: int, n_test: int, seed: int, difficulty: Difficulty = EASY) -> dict[str, bytes]:
     """The files of cifar-10-batches-py/ (name -> bytes), manifest included."""
     if n_train < TRAIN_BATCHES or n_test < 1:
         raise ValueError(f"need at least {TRAIN_BATCHES} training and 1 test image, got {n_train} and {n_test}")
-    train_images, train_labels = generate(n_train, seed)
-    test_images, test_labels = generate(n_test, seed + 1_000_003)  # a different stream from the training set
+    train_images, train_labels = generate(n_train, seed, difficulty)
+    test_images, test_labels = generate(n_test, seed + 1_000_003, difficulty)  # another stream than training
     files: dict[str, bytes] = {}
     bounds = np.linspace(0, n_train, TRAIN_BATCHES + 1).astype(int)
     for b in range(TRAIN_BATCHES):
@@ -150,20 +190,26 @@ def dataset_files(n_train: int, n_test: int, seed: int) -> dict[str, bytes]:
         "test": n_test,
         "md5": {name: hashlib.md5(data, usedforsecurity=False).hexdigest() for name, data in files.items()},
     }
+    if difficulty != EASY:
+        manifest["difficulty"] = asdict(difficulty)
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return files
 
 
-def write_folder(out: str | Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Path:
+def write_folder(
+    out: str | Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0, difficulty: Difficulty = EASY
+) -> Path:
     """Write `<out>/cifar-10-batches-py/` and return that folder."""
     folder = Path(out) / BATCH_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in dataset_files(n_train, n_test, seed).items():
+    for name, data in dataset_files(n_train, n_test, seed, difficulty).items():
         (folder / name).write_bytes(data)
     return folder
 
 
-def write_archive(path: str | Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Path:
+def write_archive(
+    path: str | Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0, difficulty: Difficulty = EASY
+) -> Path:
     """Write a `cifar-10-python.tar.gz`-shaped archive (byte-identical for the same arguments)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +218,7 @@ def write_archive(path: str | Path, n_train: int = 5000, n_test: int = 1000, see
         folder = tarfile.TarInfo(BATCH_FOLDER)
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        for name, data in sorted(dataset_files(n_train, n_test, seed).items()):
+        for name, data in sorted(dataset_files(n_train, n_test, seed, difficulty).items()):
             info = tarfile.TarInfo(f"{BATCH_FOLDER}/{name}")
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -188,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--archive", help="also write a cifar-10-python.tar.gz-shaped archive to this path")
+    parser.add_argument("--hard", action="store_true", help="the harder variant (see the module docstring)")
     args = parser.parse_args(argv)
+    difficulty = HARD if args.hard else EASY
     try:
-        folder = write_folder(args.out, args.train, args.test, args.seed)
+        folder = write_folder(args.out, args.train, args.test, args.seed, difficulty)
         if args.archive:
-            write_archive(args.archive, args.train, args.test, args.seed)
+            write_archive(args.archive, args.train, args.test, args.seed, difficulty)
     except ValueError as err:
         parser.error(str(err))
     print(json.dumps({"event": "synth", "folder": str(folder), "archive": args.archive, "train": args.train}))
