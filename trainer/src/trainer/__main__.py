@@ -2,6 +2,7 @@
 
     python -m trainer train [--model airbench --epochs 10 ...]   # settings also from TRAINER_* variables
     python -m trainer models list|show|champion ...             # look at published models in a store
+    python -m trainer torchrun [--setting value ...]            # one node of an AWS Batch multi-node job
     python -m trainer synth --out DIR                           # write a small generated dataset
     python -m trainer settings                                  # every setting, its variable and default
 
@@ -94,7 +95,7 @@ def _run(config: TrainConfig) -> int:
         return EXIT_INVALID_CONFIG
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 -- one return per command
     args = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     command, rest = (args[0], args[1:]) if args else ("", [])
@@ -104,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainer import registry_cli
 
         return registry_cli.main(rest)
+    if command == "torchrun":  # one node of an AWS Batch multi-node job: torchrun, then `train` per process
+        from trainer import distributed
+
+        return distributed.launch(rest, os.environ)
     if command == "synth":
         from trainer import synth
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -43,6 +44,10 @@ from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from trainer.data import Cifar10Data
+    from trainer.train import TrainingSession
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +171,18 @@ class Run:
         self.set_state("succeeded", version=version)
         return True
 
+    def new_session(self, data: Cifar10Data) -> TrainingSession:
+        """The training session (trainer.distributed.DistributedRun returns one process's share of it)."""
+        from trainer.train import TrainingSession
+
+        return TrainingSession(self.config, data)
+
     def train(self) -> TrainingOutcome:
         from trainer.data import load_dataset
         from trainer.resources import hardware_summary
-        from trainer.train import TrainingSession
 
         data = load_dataset(self.config)
-        session = TrainingSession(self.config, data)
+        session = self.new_session(data)
         wall_before = 0.0
         payload = load_checkpoint(self.store, self.run_id, self.config, data.checksum)
         if payload is not None:
@@ -271,6 +281,10 @@ def main(config: TrainConfig) -> int:
     """Run (or resume, or confirm) one training run; return the process exit code."""
     if not config.run_id:
         config = config.replace(run_id=local_run_id(config))
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes (torchrun); validated there
+        from trainer import distributed
+
+        return distributed.main(config, os.environ)
     store = open_store(config.store_uri)
     with stop_on_signals() as stop:
         try:
