@@ -156,7 +156,12 @@ def handle_sweep(
         outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
         outcomes.append(replace(outcome, decision="sweep"))
         known = _update(
-            clients.s3, config.bucket, key, _mark_started(run["run_id"], outcome.task_arn), known, timestamp(now)
+            clients.s3,
+            config.bucket,
+            key,
+            _mark_started(run["run_id"], outcome.task_arn),
+            known=known,
+            now=timestamp(now),
         )
 
     record = known[0]
