@@ -534,9 +534,31 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     ]
     prefix = "${aws_s3_bucket.this.arn}/"
     assert all(r.startswith(prefix) for r in s3_resources)
-    # THEN every key is inside them (and the role reaches nothing outside runs/)
+    # THEN every key is inside them (and the role reaches nothing outside runs/ and sweeps/, and of
+    # models/ only the metrics and champion pointer that rank a sweep)
     assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
-    assert s3_resources == [prefix + "runs/*"]
+    assert s3_resources == [prefix + "runs/*", prefix + "sweeps/*"] + [
+        prefix + "models/*/metrics.json",
+        prefix + "models/*/champion.json",
+    ]
+
+
+def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the keys a sweep reads and writes (trigger.sweep_flow)
+    require_file(TRIGGER_SRC / "sweeps.py")
+    from trigger.sweeps import MODEL_NAME, sweep_key
+
+    writes = [sweep_key("1234567")]
+    reads = [*writes, f"models/{MODEL_NAME}/20261125T190000Z-r/metrics.json", f"models/{MODEL_NAME}/champion.json"]
+    prefix = "${aws_s3_bucket.this.arn}/"
+
+    def allowed(action: str) -> list[str]:
+        return [r[len(prefix) :] for s in statements(stack, "trigger") if action in s.actions for r in s.resources]
+
+    # THEN the role may read and write exactly those, and write nothing under models/
+    assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:GetObject")) for key in reads), reads
+    assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:PutObject")) for key in writes), writes
+    assert not any(r.startswith("models/") for r in allowed("s3:PutObject"))
 
 
 def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
