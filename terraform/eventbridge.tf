@@ -25,6 +25,10 @@ locals {
       task_definition_arn_prefix = local.task_definition_arn_prefix
       container_name             = local.container_name
     })
+    # terraform/batch.tf (its rule exists only when var.batch.enabled)
+    batch_job_failed = templatefile("${path.module}/event-patterns/batch-job-failed.json.tftpl", {
+      job_queue_arn = "arn:${local.partition}:batch:${var.region}:${local.account_id}:job-queue/${local.batch_queue_name}"
+    })
   }
 
   # EventBridge retries a failed delivery with backoff for up to a day by default; an ECR event

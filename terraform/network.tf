@@ -24,7 +24,8 @@ data "aws_availability_zones" "this" {
 locals {
   availability_zones = data.aws_availability_zones.this.names
   # ECR needs both its API and its Docker registry endpoint; awslogs needs logs.
-  interface_endpoints = local.private_network ? toset(["ecr.api", "ecr.dkr", "logs"]) : toset([])
+  # GPU and Batch container instances add the ECS agent's three (ec2_capacity.tf).
+  interface_endpoints = local.private_network ? toset(concat(["ecr.api", "ecr.dkr", "logs"], local.ecs_agent_endpoints)) : toset([])
 }
 
 # --- VPC and subnets --------------------------------------------------------------------------

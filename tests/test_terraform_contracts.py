@@ -546,10 +546,12 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
 def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) -> None:
     # GIVEN the keys a sweep reads and writes (trigger.sweep_flow)
     require_file(TRIGGER_SRC / "sweeps.py")
-    from trigger.sweeps import MODEL_NAME, sweep_key
+    from trigger.sweeps import sweep_key
+
+    model = "cifar10"
 
     writes = [sweep_key("1234567")]
-    reads = [*writes, f"models/{MODEL_NAME}/20261125T190000Z-r/metrics.json", f"models/{MODEL_NAME}/champion.json"]
+    reads = [*writes, f"models/{model}/20261125T190000Z-r/metrics.json", f"models/{model}/champion.json"]
     prefix = "${aws_s3_bucket.this.arn}/"
 
     def allowed(action: str) -> list[str]:
@@ -731,7 +733,7 @@ def test_repository_variables_are_all_outputs(stack: dict[str, list[Any]], boots
     assert {"AWS_PLAN_ROLE_ARN", "AWS_APPLY_ROLE_ARN", "AWS_IMAGE_ROLE_ARN", "AWS_RETRAIN_ROLE_ARN"} <= from_bootstrap
 
 
-STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime"]
+STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime", "container_instance", "trigger_batch"]
 
 
 def test_every_stack_role_carries_the_bootstrap_boundary(
@@ -747,7 +749,7 @@ def test_every_stack_role_carries_the_bootstrap_boundary(
     # THEN they are the same policy, and each of the stack's roles attaches it
     assert derived == created
     roles = blocks(stack, "resource", "aws_iam_role")
-    assert set(roles) == {"execution", "task", "trigger"}
+    assert set(roles) == {"execution", "task", "trigger", "container_instance"}
     for role in roles.values():
         assert role["permissions_boundary"] == "${var.permissions_boundary ? local.permissions_boundary_arn : null}"
 

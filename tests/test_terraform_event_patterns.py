@@ -225,4 +225,5 @@ def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
         "ecr_push": "${local.event_patterns.ecr_push}",
         "spot_interruption": "${local.event_patterns.spot_interruption}",
         "training_failed": "${local.event_patterns.training_failed}",
+        "batch_job_failed": "${local.event_patterns.batch_job_failed}",
     }

@@ -447,7 +447,8 @@ data "aws_iam_policy_document" "stack_boundary" {
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
-      values   = ["ecs-tasks.amazonaws.com"]
+      # batch.amazonaws.com: the trigger registers multi-node job definitions naming the task roles.
+      values = ["ecs-tasks.amazonaws.com", "batch.amazonaws.com"]
     }
   }
 
@@ -455,5 +456,37 @@ data "aws_iam_policy_document" "stack_boundary" {
     sid       = "DeadLetters"
     actions   = ["sqs:SendMessage"]
     resources = [local.stack_resources_by_service.sqs_queues]
+  }
+
+  statement {
+    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent.
+    # The stack's role policy scopes them to its clusters and container instances.
+    sid = "EcsAgent"
+    actions = [
+      "ecs:DeregisterContainerInstance",
+      "ecs:DiscoverPollEndpoint",
+      "ecs:Poll",
+      "ecs:PutSystemLogEvents",
+      "ecs:RegisterContainerInstance",
+      "ecs:StartTelemetrySession",
+      "ecs:SubmitAttachmentStateChanges",
+      "ecs:SubmitContainerStateChange",
+      "ecs:SubmitTaskStateChange",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    # Multi-node runs (terraform/batch.tf, off by default): the trigger pins and submits jobs; its role
+    # policy scopes them to the stack's queue and job definition family.
+    sid = "MultiNodeJobs"
+    actions = [
+      "batch:DescribeJobDefinitions",
+      "batch:ListJobs",
+      "batch:RegisterJobDefinition",
+      "batch:SubmitJob",
+      "batch:TagResource",
+    ]
+    resources = ["*"]
   }
 }

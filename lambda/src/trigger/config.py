@@ -40,6 +40,13 @@ class Config:
     assign_public_ip: str
     bucket: str
     max_attempts: int
+    # Scale-out (terraform gpu.tf, batch.tf): "" when that capacity is not deployed; requests that need
+    # it are then refused (trigger.compute). The model name locates the versions a sweep ranks.
+    gpu_task_family: str = ""
+    gpu_capacity_provider: str = ""
+    batch_job_queue: str = ""
+    batch_job_definition: str = ""
+    model_name: str = "cifar10"
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -91,6 +98,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
             problems.append(f"PUSHTRAIN_MAX_ATTEMPTS={max_attempts} is outside 1..{MAX_ATTEMPTS_LIMIT}")
 
+    scale_out = _scale_out(env, problems)
+
     if problems:
         raise ConfigError("invalid trigger configuration: " + "; ".join(problems))
     return Config(
@@ -104,4 +113,27 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         assign_public_ip=assign_public_ip,
         bucket=bucket,
         max_attempts=max_attempts,
+        **scale_out,
     )
+
+
+def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """The optional scale-out variables (empty: not deployed), appending what is wrong to `problems`."""
+
+    def optional(name: str, pattern: re.Pattern[str]) -> str:
+        value = env.get(name, "")
+        if value and not pattern.match(value):
+            problems.append(f"{name}={value!r} does not match {pattern.pattern}")
+        return value
+
+    values = {
+        "gpu_task_family": optional("PUSHTRAIN_GPU_TASK_FAMILY", _NAME),
+        "gpu_capacity_provider": optional("PUSHTRAIN_GPU_CAPACITY_PROVIDER", _NAME),
+        "batch_job_queue": optional("PUSHTRAIN_BATCH_JOB_QUEUE", _NAME),
+        "batch_job_definition": optional("PUSHTRAIN_BATCH_JOB_DEFINITION", _NAME),
+        "model_name": optional("PUSHTRAIN_MODEL_NAME", _NAME) or "cifar10",
+    }
+    for first, second in (("gpu_task_family", "gpu_capacity_provider"), ("batch_job_queue", "batch_job_definition")):
+        if bool(values[first]) != bool(values[second]):
+            problems.append(f"PUSHTRAIN_{first.upper()} and PUSHTRAIN_{second.upper()} must both be set or both empty")
+    return values

@@ -21,8 +21,7 @@ from trigger.events import Event, PushEvent, RetrainRequest, ScheduledEvent, Tas
 from trigger.flows import handle_push, handle_retrain, handle_task_stop, reconcile
 from trigger.log import log_decision
 from trigger.records import Clock, utc_now
-from trigger.sweep_flow import handle_sweep
-from trigger.sweeps import SweepRequest, is_sweep_request, parse_sweep_request
+from trigger.scale_out import SCALE_OUT_INPUTS, ScaleOutInput, dispatch_scale_out, parse_scale_out
 
 # The scheduled reconcile looks one week back: older images were either trained or deliberately
 # left alone, and a first deployment must not start one paid task per image ever pushed.
@@ -47,9 +46,7 @@ def handle(
     raw_id = event.get("id") if isinstance(event, Mapping) else None
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
-        parsed: Event | SweepRequest = (
-            parse_sweep_request(event) if is_sweep_request(event) else parse_event(event, config)
-        )
+        parsed = parse_scale_out(event, config) or parse_event(event, config)
     except InvalidEventError as error:
         log_decision("reject", "invalid-event", event_id=event_id, error=str(error))
         raise
@@ -61,14 +58,10 @@ def handle(
 
 
 def _dispatch(
-    parsed: Event | SweepRequest, config: Config, clients: Clients, *, clock: Clock, sleep: Sleep
+    parsed: Event | ScaleOutInput, config: Config, clients: Clients, *, clock: Clock, sleep: Sleep
 ) -> dict[str, Any]:
-    if isinstance(parsed, SweepRequest):  # trigger.sweep_flow: a few starts per invocation, then the ranking
-        started, answer = handle_sweep(clients, config, parsed, clock=clock, sleep=sleep)
-        for each in started:
-            log_decision(event_id=parsed.event_id, **each.fields())
-        log_decision("sweep", answer["state"], event_id=parsed.event_id, remaining=answer["remaining"])
-        return answer
+    if isinstance(parsed, SCALE_OUT_INPUTS):  # sweeps, multi-node and GPU requests, Batch jobs (trigger.scale_out)
+        return dispatch_scale_out(parsed, config, clients, clock=clock, sleep=sleep)
     if isinstance(parsed, PushEvent):
         outcome = handle_push(clients, config, parsed, clock=clock, sleep=sleep)
     elif isinstance(parsed, TaskStopEvent):

@@ -42,7 +42,6 @@ from trigger.records import (
 )
 from trigger.runs import RunSpec
 from trigger.sweeps import (
-    MODEL_NAME,
     RunResult,
     SweepRequest,
     all_ended,
@@ -128,7 +127,7 @@ def _result(clients: Clients, config: Config, run: dict[str, Any]) -> RunResult:
     version = found[0].get("version") if found else None
     accuracy = None
     if state == "succeeded" and isinstance(version, str):
-        metrics = get_json(clients.s3, config.bucket, f"models/{MODEL_NAME}/{version}/metrics.json")
+        metrics = get_json(clients.s3, config.bucket, f"models/{config.model_name}/{version}/metrics.json")
         if metrics is not None and isinstance(metrics[0].get("accuracy"), int | float):
             accuracy = float(metrics[0]["accuracy"])
     return RunResult(run["run_id"], run["params"], state, version, accuracy)
@@ -173,7 +172,7 @@ def handle_sweep(
         else:
             results = [_result(clients, config, run) for run in record["runs"]]
             if all_ended(results):
-                champion = get_json(clients.s3, config.bucket, f"models/{MODEL_NAME}/champion.json")
+                champion = get_json(clients.s3, config.bucket, f"models/{config.model_name}/champion.json")
                 summary = rank(results, champion[0].get("version") if champion else None)
 
                 def finish(current: SweepRecord) -> None:

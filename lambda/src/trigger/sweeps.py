@@ -27,8 +27,6 @@ from trigger.runs import canonical_json, retrain_run_id
 MAX_SETS = 32  # runs per sweep: a bounded bill per request (at most 32 tasks of ~15 minutes each on a CPU)
 MAX_VALUES = 32  # values per grid axis
 SCHEMA = 1
-# The trainer's default model name (tasks do not override it): where the versions and champion are.
-MODEL_NAME = "cifar10"
 FINAL_STATES = frozenset({"succeeded", "failed"})
 
 
