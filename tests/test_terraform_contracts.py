@@ -356,9 +356,14 @@ def tags_on_create(package: Path) -> bool:
     return False
 
 
+# The trigger's AWS Batch calls (trigger/batch.py) are granted by their own policy, which exists only
+# when multi-node capacity is deployed (terraform/batch.tf, trigger_batch); see the test for it.
+SCALE_OUT_SERVICES = {"batch"}
+
+
 def expected_trigger_actions() -> tuple[set[str], list[AwsCall]]:
     require_file(TRIGGER_SRC / "aws.py")
-    calls = list(boto3_calls(TRIGGER_SRC))
+    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service not in SCALE_OUT_SERVICES]
     actions = {action for call in calls for action in iam_actions(call)}
     if actions & READS_THAT_MAY_MISS:
         actions.add("s3:ListBucket")
@@ -563,6 +568,23 @@ def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) ->
     assert not any(r.startswith("models/") for r in allowed("s3:PutObject"))
 
 
+def test_trigger_batch_policy_allows_exactly_the_batch_calls_the_trigger_makes(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the IAM actions behind every Batch call in lambda/src/trigger (batch.py), plus what they imply:
+    # a job definition names the task roles (iam:PassRole) and SubmitJob and RegisterJobDefinition tag
+    require_file(TRIGGER_SRC / "batch.py")
+    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service == "batch"]
+    expected = {action for call in calls for action in iam_actions(call)} | {"iam:PassRole", "batch:TagResource"}
+    # WHEN the trigger's Batch policy document is read
+    allowed = allowed_actions(stack, "trigger_batch")
+    # THEN it allows each needed action and nothing more, and only when Batch is deployed
+    assert {"batch:SubmitJob", "batch:RegisterJobDefinition", "batch:ListJobs"} <= expected, calls
+    assert allowed == expected
+    document = block(stack, "data", "aws_iam_policy_document", "trigger_batch")
+    assert document["count"] == "${local.batch_enabled ? 1 : 0}"
+    passes = [s for s in statements(stack, "trigger_batch") if "iam:PassRole" in s.actions]
+    assert [sorted(s.resources) for s in passes] == [["${aws_iam_role.execution.arn}", "${aws_iam_role.task.arn}"]]
+
+
 def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
     assert allowed_actions(stack, "trigger_runtime") == LAMBDA_RUNTIME_ACTIONS
 
@@ -577,7 +599,14 @@ def test_stack_role_policies_name_every_action(stack: dict[str, list[Any]], docu
 def test_pass_role_names_only_the_two_task_roles_and_only_for_ecs_tasks(stack: dict[str, list[Any]]) -> None:
     # GIVEN every policy document of the stack
     documents = blocks(stack, "data", "aws_iam_policy_document")
-    passing = [(name, s) for name in documents for s in statements(stack, name) if "iam:PassRole" in s.actions]
+    # (the trigger's Batch policy, deployed only with multi-node capacity, has its own test above)
+    passing = [
+        (name, s)
+        for name in documents
+        if name != "trigger_batch"
+        for s in statements(stack, name)
+        if "iam:PassRole" in s.actions
+    ]
     # THEN exactly one statement passes roles: the trigger's, for the execution and task roles, to ECS tasks
     assert [name for name, _ in passing] == ["trigger"]
     (_, statement) = passing[0]

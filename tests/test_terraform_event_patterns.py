@@ -36,6 +36,7 @@ TEMPLATE_VARS = {
         "task_definition_arn_prefix": FAMILY_PREFIX,
         "container_name": "trainer",
     },
+    "batch-job-failed": {"job_queue_arn": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/pushtrain-mnp"},
 }
 
 # https://docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-eventbridge.html ("Event for a completed
@@ -227,3 +228,26 @@ def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
         "training_failed": "${local.event_patterns.training_failed}",
         "batch_job_failed": "${local.event_patterns.batch_job_failed}",
     }
+
+
+def batch_sample() -> dict[str, Any]:
+    """The trigger's Batch fixture (the AWS documentation's "Batch Job State Change"), in this file's region."""
+    return json.loads(json.dumps(sample("batch_job_failed.json")).replace("us-east-1", REGION))
+
+
+def test_batch_rule_delivers_a_failed_job_of_our_queue(rendered: dict[str, Any]) -> None:
+    assert matches(rendered["batch-job-failed"], batch_sample())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "SUCCEEDED"},
+        {"status": "RUNNING"},
+        {"jobQueue": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/someone-elses"},
+    ],
+)
+def test_batch_rule_ignores_other_states_and_queues(rendered: dict[str, Any], change: dict[str, str]) -> None:
+    event = batch_sample()
+    event["detail"].update(change)
+    assert not matches(rendered["batch-job-failed"], event)
