@@ -542,7 +542,9 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     # THEN every key is inside them (and the role reaches nothing outside runs/ and sweeps/, and of
     # models/ only the metrics and champion pointer that rank a sweep)
     assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
-    assert s3_resources == [prefix + "runs/*", prefix + "sweeps/*"] + [
+    assert s3_resources == [
+        prefix + "runs/*",
+        prefix + "sweeps/*",
         prefix + "models/*/metrics.json",
         prefix + "models/*/champion.json",
     ]

@@ -80,7 +80,7 @@ def test_a_gpu_request_is_refused_when_gpu_capacity_is_not_deployed(config: Conf
 
 @pytest.mark.parametrize("nodes", [0, 17, True, "2", 1.5])
 def test_a_node_count_outside_1_to_16_is_refused(nodes: object) -> None:
-    with pytest.raises(InvalidEventError, match="nodes=.* must be an integer from 1 to 16"):
+    with pytest.raises(InvalidEventError, match=r"nodes=.* must be an integer from 1 to 16"):
         parse_scaled_request(REQUEST | {"nodes": nodes}, load_config(BATCH_ENVIRONMENT))
 
 
