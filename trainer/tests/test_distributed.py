@@ -242,3 +242,32 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused_by_every_rank(
     assert wait_all(ranks, tmp_path) == [2, 2]
     for rank in (0, 1):
         assert "'batch_size': 33 is not a multiple of WORLD_SIZE 2" in (tmp_path / f"rank{rank}.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_ranks_resumes_on_one_process_to_the_same_result(
+    workspace: Workspace, single_process: dict[str, Any], tmp_path: Path
+) -> None:
+    run_id = "ddp-reshard"
+    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
+    # GIVEN two ranks interrupted after their first epoch
+    ranks = start_ranks(workspace, run_id, tmp_path)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not checkpoint.exists():
+        assert all(p.poll() is None for p in ranks), (tmp_path / "rank0.log").read_text()
+        assert time.monotonic() < deadline, "no checkpoint of epoch 1"
+        time.sleep(0.005)
+    ranks[0].send_signal(signal.SIGTERM)
+    assert wait_all(ranks, tmp_path) == [75, 75]
+    # WHEN one process (no torchrun) resumes the run THEN the global schedule goes on unchanged: the
+    # state holds no per-rank part, so the result is the single-process one
+    env = base_env()
+    resumed = subprocess.run(
+        command(workspace, run_id, "work-reshard"), env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch" in resumed.stderr
+    ours = metrics(workspace, run_id)
+    assert abs(ours["loss"] - single_process["loss"]) <= LOSS_TOLERANCE
+    assert abs(ours["accuracy"] - single_process["accuracy"]) <= ACCURACY_TOLERANCE
