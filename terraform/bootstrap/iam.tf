@@ -459,12 +459,11 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
-    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent.
-    # The stack's role policy scopes them to its clusters and container instances.
+    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent,
+    # on this account's clusters and container instances (the stack's role policy narrows them further).
     sid = "EcsAgent"
     actions = [
       "ecs:DeregisterContainerInstance",
-      "ecs:DiscoverPollEndpoint",
       "ecs:Poll",
       "ecs:PutSystemLogEvents",
       "ecs:RegisterContainerInstance",
@@ -473,20 +472,28 @@ data "aws_iam_policy_document" "stack_boundary" {
       "ecs:SubmitContainerStateChange",
       "ecs:SubmitTaskStateChange",
     ]
+    resources = [
+      "arn:${local.partition}:ecs:*:${local.account_id}:cluster/*",
+      "arn:${local.partition}:ecs:*:${local.account_id}:container-instance/*",
+    ]
+  }
+
+  statement {
+    # None of these has a resource type.
+    sid       = "EcsAgentEndpointAndBatchLookups"
+    actions   = ["batch:DescribeJobDefinitions", "batch:ListJobs", "ecs:DiscoverPollEndpoint"]
     resources = ["*"]
   }
 
   statement {
     # Multi-node runs (terraform/batch.tf, off by default): the trigger pins and submits jobs; its role
-    # policy scopes them to the stack's queue and job definition family.
-    sid = "MultiNodeJobs"
-    actions = [
-      "batch:DescribeJobDefinitions",
-      "batch:ListJobs",
-      "batch:RegisterJobDefinition",
-      "batch:SubmitJob",
-      "batch:TagResource",
+    # policy narrows them to the stack's queue and job definition family.
+    sid     = "MultiNodeJobs"
+    actions = ["batch:RegisterJobDefinition", "batch:SubmitJob", "batch:TagResource"]
+    resources = [
+      "arn:${local.partition}:batch:*:${local.account_id}:job-definition/*",
+      "arn:${local.partition}:batch:*:${local.account_id}:job-queue/*",
+      "arn:${local.partition}:batch:*:${local.account_id}:job/*",
     ]
-    resources = ["*"]
   }
 }
