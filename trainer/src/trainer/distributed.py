@@ -356,7 +356,10 @@ class DistributedRun(Run):
         except ConfigError as err:  # found only against the data (batch_size): the CLI exits 2
             self.group.broadcast_from_leader(EXIT_INVALID_CONFIG)
             raise err from None
-        self.group.broadcast_from_leader(code)
+        try:
+            self.group.broadcast_from_leader(code)
+        except RuntimeError as exc:  # a follower that failed on its own has left the group already
+            log.warning("run %s: could not tell every rank the exit code %d: %s", self.run_id, code, exc)
         return code
 
     def follow(self) -> int:
@@ -370,6 +373,9 @@ class DistributedRun(Run):
             log.info("rank %d: stopped with the other ranks", self.group.world.rank)
         except ConfigError as err:  # the leader meets the same setting at the same point and reports it
             log.info("rank %d: %s", self.group.world.rank, err)
+        except Exception:  # the leader may be waiting in a collective: leave, torchrun ends the others
+            log.exception("rank %d: training failed", self.group.world.rank)
+            return EXIT_FAILED
         return int(self.group.broadcast_from_leader())
 
 
