@@ -276,7 +276,15 @@ variable "gpu" {
     cpu            = optional(number, 3072)
     memory         = optional(number, 14336)
   })
-  default = {}
+  # Spelled out (not `{}`), so that readers of the defaults alone (the local pipeline) see it off.
+  default = {
+    enabled        = false
+    instance_types = ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"]
+    max_instances  = 2
+    spot           = true
+    cpu            = 3072
+    memory         = 14336
+  }
 
   validation {
     condition     = length(var.gpu.instance_types) >= 1 && var.gpu.max_instances >= 1 && var.gpu.max_instances <= 20 && floor(var.gpu.max_instances) == var.gpu.max_instances
@@ -299,7 +307,14 @@ variable "batch" {
     memory_per_node = optional(number, 14336)
     max_nodes       = optional(number, 4)
   })
-  default = {}
+  default = {
+    enabled         = false
+    instance_type   = "g5.xlarge"
+    gpus_per_node   = 1
+    vcpus_per_node  = 4
+    memory_per_node = 14336
+    max_nodes       = 4
+  }
 
   validation {
     condition     = var.batch.max_nodes >= 2 && var.batch.max_nodes <= 16 && var.batch.gpus_per_node >= 0 && var.batch.vcpus_per_node >= 1 && var.batch.memory_per_node >= 2048

@@ -105,6 +105,10 @@ class TerraformModule:
         for name, body in variables.items():
             if "default" in body:
                 defaults[name] = evaluate_value(body["default"], scope)
+        # The emulated stack is the default one: a resource whose `count` is 0 there (the optional GPU and
+        # Batch capacity, gpu.tf and batch.tf) does not exist in it.
+        with_defaults = Scope(defaults, local_values, resources, path)
+        resources = {key: body for key, body in resources.items() if _count(body, with_defaults) != 0}
         return cls(path, defaults, local_values, resources)
 
     def default_region(self) -> str:
@@ -231,6 +235,17 @@ def rule_targets(module: TerraformModule) -> dict[str, set[str]]:
             raise TerraformError(f"aws_cloudwatch_event_target.{name}: cannot tell its rule and target from {body!r}")
         targets.setdefault(rule.group(2), set()).add(arn.group(1))
     return targets
+
+
+def _count(body: Mapping[str, Any], scope: Scope) -> int | None:
+    """A resource's `count` under the variables' defaults, or None when it has none or it needs an apply."""
+    if "count" not in body:
+        return None
+    try:
+        value = evaluate_value(body["count"], scope)
+    except HclError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _facts(account_id: str, region: str, known: Mapping[tuple[str, str], Any] | None) -> dict[tuple[str, str], Any]:
