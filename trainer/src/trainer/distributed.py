@@ -56,7 +56,7 @@ from torch import nn
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
-from trainer.run import EXIT_FAILED, EXIT_INTERRUPTED, Interrupted, Run, stop_on_signals
+from trainer.run import EXIT_FAILED, Interrupted, Run, stop_on_signals
 from trainer.store import Store, StoreError, open_store
 from trainer.train import TrainingSession
 
@@ -409,7 +409,6 @@ def _device_for(config: TrainConfig, world: World) -> torch.device:
 
 
 __all__ = [
-    "EXIT_INTERRUPTED",
     "DistributedError",
     "DistributedRun",
     "DistributedSession",
