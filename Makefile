@@ -11,7 +11,7 @@ CHECKOV_VENV := .venv-checkov
 # pip reads these; quiet installs keep a second run's overhead readable.
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help setup demo test lint fmt bench lock package clean
+.PHONY: help setup demo test lint fmt bench lock package pin-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: $(BIN)/.stamp ## benchmarks, each printing a ratio against a baseline mea
 
 package: ## build the trigger's deployment zip, build/trigger.zip (same sources, same bytes; prints its sha256)
 	$(PYTHON) scripts/package_lambda.py
+
+pin-tools: $(BIN)/.stamp ## re-pin the sha256 of terraform, tfcmt and tflint for the versions CI uses (needs the network; review the diff)
+	$(BIN)/python scripts/pin_tools.py
 
 lock: ## re-resolve requirements/*.txt from requirements/*.in (needs the network)
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

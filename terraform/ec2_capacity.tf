@@ -22,6 +22,7 @@ locals {
 }
 
 data "aws_iam_policy_document" "container_instance_trust" {
+  # iam-lint:skip=MALFORMED: a trust policy names no Resource (the role it is attached to is the resource); parliament reads every document as an identity policy.
   count = local.ec2_capacity ? 1 : 0
 
   statement {
@@ -76,8 +77,19 @@ data "aws_iam_policy_document" "container_instance" {
 
   statement {
     sid       = "EcsAgentSession"
-    actions   = ["ecs:Poll", "ecs:StartTelemetrySession", "ecs:PutSystemLogEvents"]
+    actions   = ["ecs:Poll", "ecs:StartTelemetrySession"]
     resources = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/*"]
+  }
+
+  statement {
+    # The agent's own log lines: authorized on its cluster and its container instance.
+    sid     = "EcsAgentSystemLogs"
+    actions = ["ecs:PutSystemLogEvents"]
+    resources = [
+      aws_ecs_cluster.this.arn,
+      "arn:${local.partition}:ecs:${var.region}:${local.account_id}:cluster/${local.batch_environment}_Batch_*",
+      "arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/*/*",
+    ]
   }
 
   statement {

@@ -1,12 +1,20 @@
-# Three rules on the default event bus. The patterns live in event-patterns/*.json.tftpl so that
-# the local pipeline and the contract tests match events against exactly what is deployed.
+# Four rules on the default event bus (five with var.batch.enabled), one resource each through
+# `for_each` over local.event_rules.
+# The patterns live in event-patterns/*.json.tftpl so that the local pipeline and the contract tests
+# match events against exactly what is deployed.
 #
-# 1. ECR push SUCCESS of our repository -> trigger (train the pushed digest)
-# 2. a training task stopped by a Fargate Spot interruption -> trigger (resume the same run)
-# 3. a training task that failed (exit code not 0 and not 75 = interrupted, or never started) -> SNS,
-#    and -> trigger (mark the run's record `failed`: a task that never started or was killed cannot)
-# 4. a schedule -> trigger (reconcile: start the pushes of the last week whose event never arrived;
-#    ECR delivers its events on a best-effort basis)
+# 1. ecr_push           a tagged ECR push SUCCESS of our repository -> trigger (train the pushed digest)
+# 2. spot_interruption  a training task stopped by a Fargate Spot interruption -> trigger (resume the run)
+# 3. training_failed    a training task that failed (exit code not 0, not 73 = a duplicate trainer
+#                       that stood down, not 75 = interrupted; or never started) -> SNS, and -> trigger
+#                       (mark the run's record `failed`: a task that never started or was killed cannot)
+# 4. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
+#                       left in a non-final state; ECR delivers its events on a best-effort basis)
+# 5. batch_job_failed   only with var.batch.enabled (batch.tf): a multi-node job of our queue that Batch
+#                       gave up on -> trigger (mark its run `failed`: its trainer may never have run)
+#
+# Every rule delivers to the trigger (aws_cloudwatch_event_target.trigger); training_failed also to
+# the notifications topic (aws_cloudwatch_event_target.training_failed_notify).
 
 locals {
   # Every revision of the trainer family, the base one and those the trigger registers.
@@ -31,6 +39,39 @@ locals {
     })
   }
 
+  # The rules: each has either an event pattern or a schedule. The key names the rule
+  # ("<name>-<key with dashes>") and its FailedInvocations alarm.
+  event_rules = merge({
+    ecr_push = {
+      description         = "A tagged image push to ${local.repository_name} starts a training run"
+      event_pattern       = local.event_patterns.ecr_push
+      schedule_expression = null
+    }
+    spot_interruption = {
+      description         = "A training task stopped by a Fargate Spot interruption is started again"
+      event_pattern       = local.event_patterns.spot_interruption
+      schedule_expression = null
+    }
+    training_failed = {
+      description         = "A training task that failed or never started is reported and its run recorded failed"
+      event_pattern       = local.event_patterns.training_failed
+      schedule_expression = null
+    }
+    reconcile = {
+      description         = "Periodically start pushes whose event was lost and repair runs left unfinished"
+      event_pattern       = null
+      schedule_expression = var.reconcile_schedule
+    }
+    }, {
+    for key, rule in {
+      batch_job_failed = {
+        description         = "A multi-node training job on ${local.batch_queue_name} failed after its attempts"
+        event_pattern       = local.event_patterns.batch_job_failed
+        schedule_expression = null
+      }
+    } : key => rule if local.batch_enabled
+  })
+
   # EventBridge retries a failed delivery with backoff for up to a day by default; an ECR event
   # older than an hour is better found by reconcile than delivered late.
   event_retry = {
@@ -39,56 +80,22 @@ locals {
   }
 }
 
-# --- events that start training ---------------------------------------------------------------
+resource "aws_cloudwatch_event_rule" "this" {
+  for_each = local.event_rules
 
-resource "aws_cloudwatch_event_rule" "ecr_push" {
-  name          = "${local.name}-ecr-push"
-  description   = "A successful image push to ${local.repository_name} starts a training run"
-  event_pattern = local.event_patterns.ecr_push
+  name                = "${local.name}-${replace(each.key, "_", "-")}"
+  description         = each.value.description
+  event_pattern       = each.value.event_pattern
+  schedule_expression = each.value.schedule_expression
 }
 
-resource "aws_cloudwatch_event_target" "ecr_push" {
-  rule = aws_cloudwatch_event_rule.ecr_push.name
-  arn  = aws_lambda_function.this.arn
+# Every rule reaches the trigger. For training_failed it records the run as `failed` (guarded on its
+# attempt): a task that never started or was killed cannot write that itself, and a run left
+# `queued`/`running` would make every later push of its digest a duplicate.
+resource "aws_cloudwatch_event_target" "trigger" {
+  for_each = aws_cloudwatch_event_rule.this
 
-  retry_policy {
-    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
-    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
-  }
-
-  dead_letter_config {
-    arn = aws_sqs_queue.events_dlq.arn
-  }
-}
-
-resource "aws_cloudwatch_event_rule" "spot_interruption" {
-  name          = "${local.name}-spot-interruption"
-  description   = "A training task stopped by a Fargate Spot interruption is started again"
-  event_pattern = local.event_patterns.spot_interruption
-}
-
-resource "aws_cloudwatch_event_target" "spot_interruption" {
-  rule = aws_cloudwatch_event_rule.spot_interruption.name
-  arn  = aws_lambda_function.this.arn
-
-  retry_policy {
-    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
-    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
-  }
-
-  dead_letter_config {
-    arn = aws_sqs_queue.events_dlq.arn
-  }
-}
-
-resource "aws_cloudwatch_event_rule" "reconcile" {
-  name                = "${local.name}-reconcile"
-  description         = "Periodically start training for pushed images whose push event was lost"
-  schedule_expression = var.reconcile_schedule
-}
-
-resource "aws_cloudwatch_event_target" "reconcile" {
-  rule = aws_cloudwatch_event_rule.reconcile.name
+  rule = each.value.name
   arn  = aws_lambda_function.this.arn
 
   retry_policy {
@@ -102,30 +109,18 @@ resource "aws_cloudwatch_event_target" "reconcile" {
 }
 
 resource "aws_lambda_permission" "events" {
-  for_each = {
-    ecr_push          = aws_cloudwatch_event_rule.ecr_push.arn
-    spot_interruption = aws_cloudwatch_event_rule.spot_interruption.arn
-    training_failed   = aws_cloudwatch_event_rule.training_failed.arn
-    reconcile         = aws_cloudwatch_event_rule.reconcile.arn
-  }
+  for_each = aws_cloudwatch_event_rule.this
 
   statement_id  = "AllowEventBridge-${replace(each.key, "_", "-")}"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.this.function_name
   principal     = "events.amazonaws.com"
-  source_arn    = each.value
+  source_arn    = each.value.arn
 }
 
-# --- events that notify -----------------------------------------------------------------------
-
-resource "aws_cloudwatch_event_rule" "training_failed" {
-  name          = "${local.name}-training-failed"
-  description   = "A training task that failed or never started is reported to the notifications topic"
-  event_pattern = local.event_patterns.training_failed
-}
-
-resource "aws_cloudwatch_event_target" "training_failed" {
-  rule = aws_cloudwatch_event_rule.training_failed.name
+# A failed training task is also reported to the notifications topic.
+resource "aws_cloudwatch_event_target" "training_failed_notify" {
+  rule = aws_cloudwatch_event_rule.this["training_failed"].name
   arn  = aws_sns_topic.this.arn
 
   input_transformer {
@@ -149,19 +144,48 @@ resource "aws_cloudwatch_event_target" "training_failed" {
   }
 }
 
-# The same rule also reaches the trigger, which records the run as `failed` (guarded on its attempt):
-# a task that never started or was killed cannot write that itself, and a run left `queued`/`running`
-# would make every later push of its digest a duplicate.
-resource "aws_cloudwatch_event_target" "training_failed_trigger" {
-  rule = aws_cloudwatch_event_rule.training_failed.name
-  arn  = aws_lambda_function.this.arn
+# The rules and targets had one resource each before; these keep a deployed stack's rules in place.
+moved {
+  from = aws_cloudwatch_event_rule.ecr_push
+  to   = aws_cloudwatch_event_rule.this["ecr_push"]
+}
 
-  retry_policy {
-    maximum_event_age_in_seconds = local.event_retry.maximum_event_age_in_seconds
-    maximum_retry_attempts       = local.event_retry.maximum_retry_attempts
-  }
+moved {
+  from = aws_cloudwatch_event_rule.spot_interruption
+  to   = aws_cloudwatch_event_rule.this["spot_interruption"]
+}
 
-  dead_letter_config {
-    arn = aws_sqs_queue.events_dlq.arn
-  }
+moved {
+  from = aws_cloudwatch_event_rule.training_failed
+  to   = aws_cloudwatch_event_rule.this["training_failed"]
+}
+
+moved {
+  from = aws_cloudwatch_event_rule.reconcile
+  to   = aws_cloudwatch_event_rule.this["reconcile"]
+}
+
+moved {
+  from = aws_cloudwatch_event_target.ecr_push
+  to   = aws_cloudwatch_event_target.trigger["ecr_push"]
+}
+
+moved {
+  from = aws_cloudwatch_event_target.spot_interruption
+  to   = aws_cloudwatch_event_target.trigger["spot_interruption"]
+}
+
+moved {
+  from = aws_cloudwatch_event_target.training_failed_trigger
+  to   = aws_cloudwatch_event_target.trigger["training_failed"]
+}
+
+moved {
+  from = aws_cloudwatch_event_target.reconcile
+  to   = aws_cloudwatch_event_target.trigger["reconcile"]
+}
+
+moved {
+  from = aws_cloudwatch_event_target.training_failed
+  to   = aws_cloudwatch_event_target.training_failed_notify
 }

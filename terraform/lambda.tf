@@ -31,7 +31,9 @@ resource "aws_lambda_function" "this" {
   filename         = local.lambda_zip_path
   source_code_hash = filebase64sha256(local.lambda_zip_path)
 
-  # Caps how many tasks a burst of pushes can start at once; the rest wait in the async queue.
+  # No reservation by default (var.lambda_reserved_concurrency): a new account cannot reserve any.
+  # A burst of pushes starts one task per digest, each exactly once (the run record is the lock), so
+  # nothing needs the cap for correctness; the async queue holds what concurrency cannot take yet.
   # -1 is the provider's "no reservation".
   reserved_concurrent_executions = coalesce(var.lambda_reserved_concurrency, -1)
 
@@ -61,14 +63,21 @@ resource "aws_lambda_function" "this" {
       PUSHTRAIN_GPU_CAPACITY_PROVIDER = local.gpu_enabled ? local.gpu_provider_name : ""
       PUSHTRAIN_BATCH_JOB_QUEUE       = local.batch_enabled ? local.batch_queue_name : ""
       PUSHTRAIN_BATCH_JOB_DEFINITION  = local.batch_enabled ? local.batch_job_family : ""
+      # A start claimed longer ago than this died with its invocation: 3 x the 60 s timeout above.
+      PUSHTRAIN_CLAIM_SECONDS = "180"
+      # Reconcile's look-back; runs/ expires later (checkpoint_expiration_days is at least 8).
+      PUSHTRAIN_RECONCILE_LOOKBACK_DAYS = "7"
     }
   }
 
   # The base task definition must exist before the first event arrives.
+  # The cluster's capacity providers too: the trigger's RunTask names FARGATE_SPOT/FARGATE, which fail
+  # on a cluster that does not have them yet.
   depends_on = [
     aws_iam_role_policy.trigger,
     aws_iam_role_policy.trigger_runtime,
     aws_ecs_task_definition.this,
+    aws_ecs_cluster_capacity_providers.this,
   ]
 }
 

@@ -24,6 +24,18 @@ locals {
   # Created by terraform/bootstrap; caps every role below (see bootstrap/iam.tf, "stack_boundary").
   permissions_boundary_arn = "arn:${local.partition}:iam::${local.account_id}:policy${local.iam_path}${local.name}-stack-boundary"
 
+  # The CI roles terraform/bootstrap creates ("<name>-github-<use>", no path). Named, not looked up:
+  # the stack must plan without them (permissions_boundary = false), and a name in a condition needs
+  # no role to exist.
+  ci_role_arn_prefix = "arn:${local.partition}:iam::${local.account_id}:role/${local.name}-github-"
+
+  # Who may read or write runs/ and models/ at all (the bucket policy denies everyone else): the
+  # trainer's task role, the trigger, the retrain workflow's role (reads), and var.artifacts_readers.
+  artifacts_principal_arns = concat(
+    [aws_iam_role.task.arn, aws_iam_role.trigger.arn, "${local.ci_role_arn_prefix}retrain"],
+    var.artifacts_readers,
+  )
+
   trainer_log_group = "/ecs/${local.task_family}"
   trigger_log_group = "/aws/lambda/${local.function_name}"
 

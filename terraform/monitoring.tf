@@ -20,6 +20,8 @@ resource "aws_kms_alias" "notifications" {
 }
 
 data "aws_iam_policy_document" "notifications_key" {
+  # iam-lint:skip=RESOURCE_STAR: in a key policy "*" is the key the policy is attached to.
+  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: kms:* for the account root is the default key policy (it lets IAM policies grant use of the key at all); the CI apply role's statement is the key's administration.
   # checkov:skip=CKV_AWS_109: a key policy's "*" resource means this key; the account root statement is what lets IAM policies grant use of the key at all.
   # checkov:skip=CKV_AWS_111: as above: "*" in a key policy is the key itself.
   # checkov:skip=CKV_AWS_356: as above: "*" in a key policy is the key itself.
@@ -46,8 +48,57 @@ data "aws_iam_policy_document" "notifications_key" {
       identifiers = ["events.amazonaws.com", "cloudwatch.amazonaws.com"]
     }
 
-    # No source condition here: AWS's examples for both publishers have none, and the topic policy
-    # below already admits only our rule and our alarms; the key encrypts nothing but this topic.
+    # Confused-deputy guard: only on behalf of this account's rules and alarms. "IfExists": AWS's key
+    # policy examples for these two publishers set no source condition, so whether they send
+    # aws:SourceAccount/aws:SourceArn to KMS is not documented; a request that carries another
+    # account or resource is refused, one that carries none is not.
+    condition {
+      test     = "StringEqualsIfExists"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLikeIfExists"
+      variable = "aws:SourceArn"
+      values = [
+        "arn:${local.partition}:events:${var.region}:${local.account_id}:rule/${local.name}-*",
+        "arn:${local.partition}:cloudwatch:${var.region}:${local.account_id}:alarm:${local.name}-*",
+      ]
+    }
+  }
+
+  # The CI apply role (terraform/bootstrap) manages this key through this policy, which is in force
+  # from the moment CreateKey returns: the provider's EnableKeyRotation and CreateAlias come right after
+  # it, and a grant by tag could lag for minutes (KMS, "ABAC for AWS KMS"). Only when bootstrap's
+  # roles exist (var.permissions_boundary): a key policy may name only principals that exist.
+  dynamic "statement" {
+    for_each = var.permissions_boundary ? ["${local.ci_role_arn_prefix}apply"] : []
+
+    content {
+      sid = "CiApplyRoleManagesKey"
+      actions = [
+        "kms:CreateAlias",
+        "kms:DeleteAlias",
+        "kms:DescribeKey",
+        "kms:EnableKeyRotation",
+        "kms:GetKeyPolicy",
+        "kms:GetKeyRotationStatus",
+        "kms:ListResourceTags",
+        "kms:PutKeyPolicy",
+        "kms:ScheduleKeyDeletion",
+        "kms:TagResource",
+        "kms:UntagResource",
+        "kms:UpdateAlias",
+        "kms:UpdateKeyDescription",
+      ]
+      resources = ["*"]
+
+      principals {
+        type        = "AWS"
+        identifiers = [statement.value]
+      }
+    }
   }
 }
 
@@ -77,7 +128,7 @@ data "aws_iam_policy_document" "topic" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values   = [aws_cloudwatch_event_rule.training_failed.arn]
+      values   = [aws_cloudwatch_event_rule.this["training_failed"].arn]
     }
   }
 
@@ -143,12 +194,7 @@ data "aws_iam_policy_document" "events_dlq" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values = [
-        aws_cloudwatch_event_rule.ecr_push.arn,
-        aws_cloudwatch_event_rule.spot_interruption.arn,
-        aws_cloudwatch_event_rule.training_failed.arn,
-        aws_cloudwatch_event_rule.reconcile.arn,
-      ]
+      values   = [for rule in aws_cloudwatch_event_rule.this : rule.arn]
     }
   }
 }
@@ -194,12 +240,8 @@ resource "aws_cloudwatch_metric_alarm" "trigger_errors" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "rule_failed_invocations" {
-  for_each = {
-    ecr-push          = aws_cloudwatch_event_rule.ecr_push.name
-    spot-interruption = aws_cloudwatch_event_rule.spot_interruption.name
-    training-failed   = aws_cloudwatch_event_rule.training_failed.name
-    reconcile         = aws_cloudwatch_event_rule.reconcile.name
-  }
+  # Keyed "ecr-push", "spot-interruption", ...: the alarm names of a deployed stack stay as they were.
+  for_each = { for key, rule in aws_cloudwatch_event_rule.this : replace(key, "_", "-") => rule.name }
 
   alarm_name          = "${local.name}-${each.key}-failed-invocations"
   alarm_description   = "EventBridge rule ${each.value} could not deliver an event to its target (it retries, then dead-letters)."

@@ -74,6 +74,84 @@ data "aws_iam_policy_document" "artifacts_bucket" {
       values   = ["false"]
     }
   }
+
+  statement {
+    # Defence in depth behind the roles' own policies: a role created outside the stack (or one the CI
+    # apply role could create within the boundary) reads and writes no run and no model, whatever its
+    # IAM policy says. Deletes stay with IAM, so an administrator can still empty the bucket to destroy.
+    sid    = "DenyRunsAndModelsToUnnamedPrincipals"
+    effect = "Deny"
+    actions = [
+      "s3:GetObject",
+      "s3:GetObjectAttributes",
+      "s3:GetObjectVersion",
+      "s3:GetObjectVersionAttributes",
+      "s3:PutObject",
+    ]
+    resources = [
+      "${aws_s3_bucket.this.arn}/runs/*",
+      "${aws_s3_bucket.this.arn}/models/*",
+    ]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = local.artifacts_principal_arns
+    }
+  }
+
+  statement {
+    # Published versions are create-only (models/<model>/<version>/<file>): a PutObject there must
+    # carry If-None-Match, so it can never overwrite (S3 user guide, "Enforce conditional writes on
+    # Amazon S3 buckets": condition keys s3:if-none-match and s3:if-match). The trainer writes each file
+    # with one PutObject; a multipart upload, whose parts carry no condition header, is refused here.
+    sid       = "PublishedVersionsAreCreateOnly"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/models/*/*/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    # Every other write under models/ (the champion pointer) is conditional too: If-None-Match to create
+    # it, If-Match on its ETag to swap it; an unconditional overwrite is refused.
+    sid       = "ModelWritesAreConditional"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/models/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-match"
+      values   = ["true"]
+    }
+  }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "this" {

@@ -32,13 +32,24 @@ variable "tags" {
 # --- network --------------------------------------------------------------------------------
 
 variable "network_mode" {
-  description = "Where training tasks run: \"private\" (private subnets, no internet route, S3 gateway endpoint plus ECR and CloudWatch Logs interface endpoints, about $44/month idle) or \"public\" (public subnets with an internet gateway, a public IP per task, no inbound rules, $0 idle)."
+  description = "Where training tasks run: \"public\" (the default: public subnets with an internet gateway, a public IP per task, no inbound rule, $0 idle) or \"private\" (no internet route: S3 gateway endpoint plus ECR and CloudWatch Logs interface endpoints, $21.90/month idle in one zone, see private_endpoint_zones)."
   type        = string
-  default     = "private"
+  default     = "public"
 
   validation {
     condition     = contains(["private", "public"], var.network_mode)
     error_message = "The network_mode must be \"private\" or \"public\"."
+  }
+}
+
+variable "private_endpoint_zones" {
+  description = "In the private network mode, how many of the two zones get the three interface endpoints: 1 ($21.90/month idle; tasks in the other zone cross zones to reach them) or 2 ($43.80; no cross-zone dependency)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([1, 2], var.private_endpoint_zones)
+    error_message = "The private_endpoint_zones must be 1 or 2."
   }
 }
 
@@ -174,9 +185,9 @@ variable "lambda_handler" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrent executions of the trigger: caps how many training tasks a burst of events can start at once. null reserves nothing (needed in new accounts whose concurrency limit is 10, where no reservation is allowed)."
+  description = "Reserved concurrent executions of the trigger; null (the default) reserves none. A new account's concurrency quota is 10 and Lambda keeps 10 unreserved, so any reservation there fails at PutFunctionConcurrency: set this only after raising the quota, to at most the quota minus 10. Bursts need no cap for correctness: the trigger starts one task per digest, idempotently."
   type        = number
-  default     = 5
+  default     = null
 
   validation {
     condition     = var.lambda_reserved_concurrency == null ? true : var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
@@ -219,14 +230,14 @@ variable "noncurrent_version_expiration_days" {
   }
 }
 
-variable "ecr_keep_images" {
-  description = "Number of most recent images the ECR lifecycle policy keeps; older ones expire."
+variable "ecr_image_retention_days" {
+  description = "Days after its push that a trainer image (and the untagged manifests of its index) expires from ECR, unless a published model version keeps it (tag keep-*). At least checkpoint_expiration_days: a run record can name the image's digest until then."
   type        = number
-  default     = 30
+  default     = 60
 
   validation {
-    condition     = var.ecr_keep_images >= 1 && floor(var.ecr_keep_images) == var.ecr_keep_images
-    error_message = "The ecr_keep_images must be a whole number of at least 1."
+    condition     = floor(var.ecr_image_retention_days) == var.ecr_image_retention_days && var.ecr_image_retention_days >= var.checkpoint_expiration_days
+    error_message = "The ecr_image_retention_days must be a whole number of at least checkpoint_expiration_days (a run record may name the image until its runs/ objects expire)."
   }
 }
 
@@ -245,6 +256,17 @@ variable "permissions_boundary" {
   description = "Whether the stack's IAM roles carry the permissions boundary terraform/bootstrap creates (\"<name>-stack-boundary\"); the CI apply role may only create roles that do. false only for an account without the bootstrap root, applied by an administrator."
   type        = bool
   default     = true
+}
+
+variable "artifacts_readers" {
+  description = "IAM role ARNs besides the stack's (trainer task, trigger, CI retrain role) that may read runs/ and models/, such as an administrator's role; the bucket policy denies every other principal, whatever its IAM policy allows. Their IAM policy must still grant the reads."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.artifacts_readers : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$", arn))])
+    error_message = "Each artifacts_readers entry must be an IAM role ARN (arn:aws:iam::<account>:role/<path and name>)."
+  }
 }
 
 variable "destroy_with_data" {

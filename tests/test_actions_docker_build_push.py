@@ -7,13 +7,15 @@ digest-pinned image URI in $GITHUB_OUTPUT follow, and bad input fails naming the
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from ci.fakebin import FakeBin
+from fakebin import FakeBin
 
-ACTION = Path(__file__).resolve().parent.parent / ".github" / "actions" / "docker-build-push"
+REPO = Path(__file__).resolve().parent.parent
+ACTION = REPO / ".github" / "actions" / "docker-build-push"
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 DIGEST = "sha256:" + "ab" * 32
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -171,3 +173,23 @@ def test_finish_after_a_build_only_exports_no_uri(tmp_path: Path) -> None:
     # THEN it succeeds with an empty URI
     assert result.returncode == 0, result.stdout + result.stderr
     assert parse_outputs(tmp_path / "github_output") == {"digest": "", "image-uri": ""}
+
+
+def test_the_push_job_exposes_the_pushed_digest_and_buildx_is_pinned() -> None:
+    import yaml
+
+    # GIVEN trainer-image.yml's push job and the docker-build-push action
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "trainer-image.yml").read_text())
+    push = workflow["jobs"]["push"]
+    (step,) = [s for s in push["steps"] if str(s.get("uses", "")).endswith("/.github/actions/docker-build-push")]
+    # THEN later jobs can pin to the pushed image by digest
+    assert step["id"] == "image"
+    assert push["outputs"] == {
+        "digest": "${{ steps.image.outputs.digest }}",
+        "image-uri": "${{ steps.image.outputs.image-uri }}",
+    }
+    # AND setup-buildx installs a pinned buildx release, not the latest of the day
+    action = yaml.safe_load((REPO / ".github" / "actions" / "docker-build-push" / "action.yml").read_text())
+    (setup,) = [s for s in action["runs"]["steps"] if "setup-buildx-action@" in str(s.get("uses", ""))]
+    assert setup["with"]["version"] == "${{ inputs.buildx-version }}"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", action["inputs"]["buildx-version"]["default"])

@@ -106,3 +106,71 @@ def test_missing_linter_is_a_failure_not_a_skip(tmp_path: Path) -> None:
         pytest.skip("hadolint is installed in the checkov virtualenv")
     assert result.returncode == 1
     assert "'hadolint' is not installed" in result.stderr
+
+
+def test_zizmor_audits_dependabot_configuration(tmp_path: Path) -> None:
+    # GIVEN a clean tree plus a Dependabot configuration without a cooldown (zizmor's dependabot-cooldown)
+    write_tree(tmp_path, CLEAN)
+    config = "version: 2\nupdates:\n  - package-ecosystem: pip\n    directory: /\n    schedule: { interval: weekly }\n"
+    write_tree(tmp_path, {".github/dependabot.yml": config})
+    # WHEN the zizmor gate runs  THEN it fails on dependabot.yml
+    result = lint(tmp_path, "zizmor")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dependabot-cooldown" in result.stdout + result.stderr
+    # AND with a cooldown it passes
+    write_tree(tmp_path, {".github/dependabot.yml": config + "    cooldown: { default-days: 7 }\n"})
+    assert lint(tmp_path, "zizmor").returncode == 0
+
+
+# --- IAM policies (scripts/lint.py --only iam) -------------------------------------------------------
+
+IAM_CLEAN = (
+    'data "aws_iam_policy_document" "reader" {\n'
+    "  statement {\n"
+    '    actions   = ["s3:GetObject"]\n'
+    '    resources = ["arn:aws:s3:::pushtrain-artifacts/models/*"]\n'
+    "  }\n"
+    "}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("planted", "finding"),
+    [
+        # sqs:SendMessage has a resource type (queue): "*" writes into every queue of the account
+        ('actions   = ["sqs:SendMessage"]\n    resources = ["*"]', "RESOURCE_STAR"),
+        # a misspelt action is denied by AWS at run time, never at apply
+        ('actions   = ["s3:GetObjects"]\n    resources = ["arn:aws:s3:::pushtrain-artifacts/*"]', "UNKNOWN_ACTION"),
+        # iam:PassRole of every role to any service
+        ('actions   = ["iam:PassRole"]\n    resources = ["*"]', "RESOURCE_STAR"),
+    ],
+)
+def test_iam_lint_fails_on_a_planted_policy_and_passes_a_scoped_one(tmp_path: Path, planted: str, finding: str) -> None:
+    # GIVEN a root whose only policy document is scoped: the IAM gate passes it
+    write_tree(tmp_path, {**CLEAN, "terraform/iam.tf": IAM_CLEAN})
+    clean = lint(tmp_path, "iam")
+    assert clean.returncode == 0, f"iam rejected the clean tree:\n{clean.stdout}\n{clean.stderr}"
+
+    # WHEN a statement with a finding is planted in it
+    bad = IAM_CLEAN.replace(
+        '    actions   = ["s3:GetObject"]\n    resources = ["arn:aws:s3:::pushtrain-artifacts/models/*"]',
+        f"    {planted}",
+    )
+    write_tree(tmp_path, {"terraform/iam.tf": bad})
+    dirty = lint(tmp_path, "iam")
+
+    # THEN the gate fails, naming the finding
+    assert dirty.returncode == 1, f"iam missed the planted finding:\n{dirty.stdout}\n{dirty.stderr}"
+    assert finding in dirty.stdout
+    assert "lint failed: iam" in dirty.stderr
+
+
+def test_iam_lint_suppressions_need_a_reason_and_a_finding(tmp_path: Path) -> None:
+    # GIVEN a scoped document carrying a suppression without a reason, for a finding it does not have
+    skipped = IAM_CLEAN.replace("{\n  statement", "{\n  # iam-lint:skip=RESOURCE_STAR\n  statement", 1)
+    write_tree(tmp_path, {**CLEAN, "terraform/iam.tf": skipped})
+    # THEN the gate fails on both counts
+    result = lint(tmp_path, "iam")
+    assert result.returncode == 1
+    assert "gives no reason" in result.stdout
+    assert "suppresses nothing" in result.stdout

@@ -55,6 +55,8 @@ def config() -> Config:
             "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
             "PUSHTRAIN_BUCKET": f"pushtrain-artifacts-{ACCOUNT}-{REGION}",
             "PUSHTRAIN_MAX_ATTEMPTS": "3",
+            "PUSHTRAIN_CLAIM_SECONDS": "180",
+            "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
         }
     )
 

@@ -174,3 +174,31 @@ def test_a_local_that_refers_to_itself_is_an_error() -> None:
     scope = Scope(variables={}, locals={"a": "${local.a}"}, resources={}, module_path=Path())
     with pytest.raises(HclError, match=r"local\.a refers to itself"):
         evaluate("local.a", scope)
+
+
+def test_a_for_each_rule_expands_to_one_pattern_per_key_and_skips_schedules(tmp_path: Path) -> None:
+    # GIVEN rules written as one for_each resource, a schedule among them, and targets for each rule
+    module = _write(
+        tmp_path,
+        'variable "region" {\n  default = "us-east-1"\n}\n'
+        "locals {\n  rules = {\n"
+        '    push = { pattern = "{\\"source\\": [\\"aws.ecr\\"]}", schedule = null }\n'
+        '    tick = { pattern = null, schedule = "rate(1 hour)" }\n'
+        "  }\n}\n"
+        'resource "aws_lambda_function" "this" {\n  function_name = "f"\n}\n'
+        'resource "aws_sns_topic" "this" {\n  name = "t"\n}\n'
+        'resource "aws_cloudwatch_event_rule" "this" {\n  for_each = local.rules\n'
+        "  event_pattern       = each.value.pattern\n  schedule_expression = each.value.schedule\n}\n"
+        'resource "aws_cloudwatch_event_target" "all" {\n  for_each = aws_cloudwatch_event_rule.this\n'
+        "  rule = each.value.name\n  arn  = aws_lambda_function.this.arn\n}\n"
+        'resource "aws_cloudwatch_event_target" "one" {\n'
+        '  rule = aws_cloudwatch_event_rule.this["push"].name\n  arn  = aws_sns_topic.this.arn\n}\n',
+    )
+
+    # WHEN the patterns and targets are read
+    patterns = module.event_patterns(ACCOUNT, REGION)
+    targets = rule_targets(module)
+
+    # THEN each key is a rule, the schedule has no pattern, and each target lands on its rule's key
+    assert patterns == {"push": {"source": ["aws.ecr"]}}
+    assert targets == {"push": {"aws_lambda_function", "aws_sns_topic"}, "tick": {"aws_lambda_function"}}

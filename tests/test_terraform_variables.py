@@ -77,6 +77,7 @@ def test_task_sizes_fargate_rejects_fail_the_plan_with_the_rule_message(stack_va
         ("reconcile_schedule", "every 6 hours", "EventBridge schedule expression"),
         ("lambda_reserved_concurrency", "0", "null or a whole number of at least 1"),
         ("checkpoint_expiration_days", "7", "at least 8"),
+        ("ecr_image_retention_days", "20", "at least checkpoint_expiration_days"),
     ],
 )
 def test_invalid_stack_settings_fail_the_plan_naming_the_setting(

@@ -1,7 +1,8 @@
 """destroy.yml's confirmation gate, run as the runner runs it (bash -e on the step's script).
 
-GIVEN the typed confirmation and the repository name, WHEN the `confirm` job's script runs, THEN
-only the exact repository name lets the destroy job (which `needs:` it) start.
+GIVEN the typed confirmation, the repository name and the branch, WHEN the `confirm` job's script
+runs, THEN only the exact repository name, on main, lets the plan and destroy jobs (which `needs:`
+it) start.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "d
 
 def confirm_script() -> str:
     jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
-    assert jobs["destroy"]["needs"] == "confirm"
+    assert (jobs["plan"]["needs"], jobs["destroy"]["needs"]) == ("confirm", "plan")
     (step,) = [s for s in jobs["confirm"]["steps"] if "run" in s]
     return str(step["run"])
 
 
-def run_confirm(typed: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONFIRM": typed, "EXPECTED": "octo/pushtrain"}
+def run_confirm(typed: str, ref: str = "refs/heads/main") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONFIRM": typed, "EXPECTED": "octo/pushtrain", "REF": ref}
     # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
     return subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", confirm_script()],
@@ -47,3 +48,11 @@ def test_anything_else_refuses_and_says_nothing_was_destroyed(typed: str) -> Non
     # THEN the gate stays shut and says why
     assert result.returncode == 1
     assert f"typed '{typed}', expected 'octo/pushtrain': nothing destroyed" in result.stdout
+
+
+def test_the_right_name_on_another_branch_refuses() -> None:
+    # GIVEN the exact name typed, but the workflow started from a branch other than main
+    result = run_confirm("octo/pushtrain", ref="refs/heads/feature")
+    # THEN the gate stays shut: only main's plan is trusted by the plan role and admitted to production
+    assert result.returncode == 1
+    assert "run from refs/heads/feature, but only main may destroy" in result.stdout

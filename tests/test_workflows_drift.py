@@ -1,7 +1,8 @@
 """`ci.drift_issue`, the last step of the drift workflow, against a recording fake `gh`.
 
 GIVEN the scheduled plan's exit code and the open drift issues as `gh` lists them, WHEN the step
-runs, THEN exactly one issue is opened, updated or closed, and a failed plan touches nothing.
+runs, THEN exactly one issue is opened, updated or closed; a failed check (or one that never reached
+the plan) is reported on the issue too, and the step still fails.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from ci.drift_issue import BODY_LIMIT, render_body
-from ci.fakebin import FakeBin
+from fakebin import FakeBin
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_URL = "https://github.com/octo/pushtrain/actions/runs/42"
@@ -20,7 +22,7 @@ PLAN = '  # aws_s3_bucket_versioning.this will be updated in-place\n  ~ status =
 
 
 def drift(
-    tmp_path: Path, fakes: FakeBin, exit_code: int, *, plan: str | None = PLAN
+    tmp_path: Path, fakes: FakeBin, exit_code: int | str, *, plan: str | None = PLAN
 ) -> subprocess.CompletedProcess[str]:
     args = ["--exit-code", str(exit_code), "--repository", "octo/pushtrain", "--run-url", RUN_URL]
     if plan is not None:
@@ -98,15 +100,42 @@ def test_clean_plan_without_an_open_issue_only_looks(tmp_path: Path) -> None:
     assert [c[:2] for c in fakes.calls("gh")] == [["issue", "list"]]
 
 
-def test_failed_plan_touches_no_issue_and_fails(tmp_path: Path) -> None:
-    # GIVEN the plan itself failed (exit 1)
+def test_failed_plan_with_an_open_issue_comments_there_and_fails(tmp_path: Path) -> None:
+    # GIVEN the plan itself failed (exit 1) and drift issue #5 is open
     fakes = gh_with_open_issues(tmp_path, [5])
     # WHEN the step runs
     result = drift(tmp_path, fakes, 1, plan=None)
-    # THEN it fails saying the check failed, and GitHub is never called
+    # THEN #5 gets a comment saying the check failed (its body, the last known drift, stays), and the step fails
     assert result.returncode == 1
-    assert "terraform plan exited 1: the check failed" in result.stdout
-    assert fakes.calls("gh") == []
+    calls = [c for c in fakes.all_calls() if c["name"] == "gh"]
+    assert [c["args"][:3] for c in calls] == [["issue", "list", "--repo"], ["issue", "comment", "5"]]
+    assert "failed: terraform plan exited 1" in calls[1]["stdin"]
+    assert RUN_URL in calls[1]["stdin"]
+    assert "the drift check failed (exit code 1), so it says nothing about drift; commented on #5" in result.stdout
+
+
+def test_check_that_never_reached_the_plan_opens_an_issue_and_fails(tmp_path: Path) -> None:
+    # GIVEN no exit code at all (login or init failed before the plan) and no open drift issue
+    fakes = gh_with_open_issues(tmp_path, [])
+    # WHEN the step runs
+    result = drift(tmp_path, fakes, "", plan=None)
+    # THEN an issue labelled drift is opened saying the check fails, and the step fails
+    assert result.returncode == 1
+    calls = [c for c in fakes.all_calls() if c["name"] == "gh"]
+    assert [c["args"][:2] for c in calls] == [["issue", "list"], ["label", "create"], ["issue", "create"]]
+    create = calls[2]["args"]
+    assert create[create.index("--title") + 1] == "Drift check failing: cannot tell whether AWS matches terraform/"
+    assert create[create.index("--label") + 1] == "drift"
+    assert "ended before terraform plan ran" in calls[2]["stdin"]
+    assert "(no exit code)" in result.stdout
+
+
+def test_the_issue_step_runs_even_when_the_plan_step_failed() -> None:
+    # GIVEN drift.yml  THEN its issue step is not skipped after a failed step (only when the run is cancelled)
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "drift.yml").read_text())
+    (step,) = [s for s in workflow["jobs"]["drift"]["steps"] if "ci.drift_issue" in str(s.get("run", ""))]
+    assert step["if"] == "${{ !cancelled() }}"
+    assert step["env"]["EXIT_CODE"] == "${{ steps.plan.outputs.exit-code }}"
 
 
 def test_drift_without_the_plan_text_fails_before_calling_github(tmp_path: Path) -> None:

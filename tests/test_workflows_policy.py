@@ -130,10 +130,20 @@ def persisted_checkout_credentials(document: dict[str, Any]) -> list[str]:
     ]
 
 
+MAIN_ONLY = "github.ref == 'refs/heads/main'"
+
+
 def oidc_role_mismatches(document: dict[str, Any]) -> list[str]:
-    """A job's aws-login role must be the one its environment's `sub` is trusted for."""
+    """A job's aws-login role must be the one its environment's `sub` is trusted for.
+
+    A job without an environment has the `sub` of its event: `pull_request`, or `ref:refs/heads/main`
+    for a push to main or a run started by hand on main (the plan role trusts both). So such a job
+    either runs only for pull requests, or says `if: github.ref == 'refs/heads/main'`.
+    """
     problems = []
     triggers = document.get("on") or {}
+    if isinstance(triggers, str):
+        triggers = {triggers: None}
     for job_id, job in (document.get("jobs") or {}).items():
         environment = job.get("environment")
         if isinstance(environment, dict):
@@ -149,9 +159,21 @@ def oidc_role_mismatches(document: dict[str, Any]) -> list[str]:
                 problems.append(f"job {job_id}: environment {environment!r} is trusted by no role")
             elif f"vars.{expected}" not in role:
                 problems.append(f"job {job_id} (environment {environment!r}) assumes {role}, expected vars.{expected}")
-            if environment is None and set(triggers) != {"pull_request"}:
-                problems.append(f"job {job_id} has no environment, so its sub is only valid for pull_request events")
+            if environment is None:
+                problems.extend(no_environment_problems(job_id, job, triggers))
     return problems
+
+
+def no_environment_problems(job_id: str, job: dict[str, Any], triggers: dict[str, Any]) -> list[str]:
+    other = set(triggers) - {"pull_request"}
+    if not other:
+        return []
+    push = triggers.get("push") or {}
+    if other - {"push", "workflow_dispatch"} or ("push" in other and push.get("branches") != ["main"]):
+        return [f"job {job_id} has no environment, so its sub is only valid for pull_request or main"]
+    if MAIN_ONLY not in str(job.get("if", "")):
+        return [f"job {job_id} has no environment and can run outside main: add if: {MAIN_ONLY}"]
+    return []
 
 
 def undescribed_action_interface(document: dict[str, Any]) -> list[str]:
@@ -227,16 +249,6 @@ def test_each_action_is_pinned_to_one_sha_everywhere() -> None:
     assert {action: shas for action, shas in seen.items() if len(shas) > 1} == {}
 
 
-def test_apply_and_destroy_share_one_never_cancelled_concurrency_group() -> None:
-    # GIVEN the two workflows that change production
-    groups = [
-        load(REPO / ".github" / "workflows" / f"{name}.yml")["concurrency"] for name in ("terraform-apply", "destroy")
-    ]
-    # THEN they queue behind each other and are never cancelled
-    assert groups[0] == groups[1]
-    assert groups[0]["cancel-in-progress"] is False
-
-
 # --- each rule can fail ----------------------------------------------------------------------------------
 
 BAD_WORKFLOW = """\
@@ -259,6 +271,23 @@ jobs:
     timeout-minutes: 5
     permissions:
       contents: read
+    steps:
+      - uses: $/.github/actions/aws-login
+        with:
+          role-to-assume: ${{ vars.AWS_PLAN_ROLE_ARN }}
+"""
+
+MAIN_WITHOUT_GUARD = """\
+name: plan-main
+on:
+  push:
+    branches: [main]
+  workflow_dispatch: {}
+jobs:
+  main:
+    runs-on: ubuntu-24.04
+    permissions:
+      id-token: write
     steps:
       - uses: $/.github/actions/aws-login
         with:
@@ -295,13 +324,14 @@ runs:
         ("OIDC role per environment", "assumes ${{ vars.AWS_PLAN_ROLE_ARN }}, expected vars.AWS_APPLY_ROLE_ARN"),
         ("OIDC role per environment", "job build logs in to AWS without id-token: write"),
         ("OIDC role per environment", "job test has no environment, so its sub is only valid for pull_request"),
+        ("OIDC role per environment", "job main has no environment and can run outside main"),
         ("concurrency", "no concurrency group"),
     ],
 )
 def test_workflow_rule_reports_a_planted_violation(tmp_path: Path, rule: str, expected: str) -> None:
     # GIVEN a workflow breaking every rule
     path = tmp_path / "bad.yml"
-    path.write_text(BAD_WORKFLOW)
+    path.write_text(BAD_WORKFLOW if "job main" not in expected else MAIN_WITHOUT_GUARD)
     # WHEN the rule checks it  THEN it names the violation
     problems = WORKFLOW_RULES[rule](path)
     assert any(expected in problem for problem in problems), problems
@@ -359,8 +389,20 @@ def test_ci_and_the_terraform_action_run_the_terraform_that_make_lint_bundles() 
     bundled = TerraformCommand().version().value["terraform_version"]
     # WHEN CI and the terraform action pin theirs
     ci = load(REPO / ".github" / "workflows" / "ci.yml")
-    (setup,) = [s for s in ci["jobs"]["terraform-validate"]["steps"] if "setup-terraform" in str(s.get("uses"))]
+    (install,) = [
+        s for s in ci["jobs"]["terraform-validate"]["steps"] if "install-tool.sh terraform" in str(s.get("run"))
+    ]
     action = load(REPO / ".github" / "actions" / "terraform" / "action.yml")
     # THEN all three agree, so `fmt -check` cannot pass locally and fail in CI
-    assert setup["with"]["terraform_version"] == bundled
+    assert install["run"].split() == [".github/actions/terraform/install-tool.sh", "terraform", bundled]
     assert action["inputs"]["terraform-version"]["default"] == bundled
+
+
+def test_no_workflow_installs_terraform_or_tflint_unverified() -> None:
+    # GIVEN every workflow and action  THEN Terraform comes only from the pinned-hash installer, and
+    # setup-tflint always gets the pinned checksum
+    for path in [*WORKFLOWS, *ACTIONS]:
+        assert "hashicorp/setup-terraform@" not in path.read_text(), path.name
+        for _, step in steps_of(load(path)):
+            if str(step.get("uses", "")).startswith("terraform-linters/setup-tflint@"):
+                assert step["with"]["checksums"] == "${{ steps.pin.outputs.sha256 }}", path.name

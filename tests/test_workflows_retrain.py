@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ci.fakebin import FakeBin
 from ci.retrain import GITHUB_COMMENT_LIMIT, RetrainError, build_request, render, report_key
+from fakebin import FakeBin
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -57,4 +57,6 @@ def stubbed() -> Iterator[Stubbed]:
 @pytest.fixture
 def aws() -> Iterator[Emulated]:
     with mock_aws():
-        yield Emulated()
+        emulated = Emulated()
+        yield emulated
+        emulated.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,9 +19,10 @@ from trigger.aws import Clients
 from trigger.batch import job_name
 from trigger.compute import parse_scaled_request
 from trigger.config import Config, load_config
-from trigger.errors import InvalidEventError
+from trigger.errors import InvalidEventError, StartInFlightError
 from trigger.handler import handle
-from trigger.records import record_key
+from trigger.records import new_record, record_key
+from trigger.runs import RunSpec
 from trigger_testkit import BUCKET, DIGEST, ENVIRONMENT, GIT_SHA, REGION, Emulated, client, clock, load_event, no_sleep
 
 ACCOUNT = "123456789012"
@@ -85,7 +87,6 @@ def test_a_node_count_outside_1_to_16_is_refused(nodes: object) -> None:
 
 
 def test_one_cpu_node_is_an_ordinary_retrain(aws: Emulated) -> None:
-    aws.push_image(DIGEST, GIT_SHA)
     answer = handle(REQUEST | {"nodes": 1}, aws.config, aws.clients, clock=clock, sleep=no_sleep)
     assert answer["task_arn"].startswith("arn:aws:ecs:")
     assert "job_arn" not in answer
@@ -96,7 +97,6 @@ def test_one_cpu_node_is_an_ordinary_retrain(aws: Emulated) -> None:
 
 @pytest.fixture
 def batch_aws(aws: Emulated) -> Iterator[tuple[Emulated, Config, Stubber]]:
-    aws.push_image(DIGEST, GIT_SHA)
     batch = client("batch")
     stub = Stubber(batch)
     config = load_config(BATCH_ENVIRONMENT | {"PUSHTRAIN_SUBNETS": ",".join(aws.config.subnets)} | {
@@ -174,18 +174,35 @@ def test_a_multi_node_request_pins_the_digest_and_submits_one_job_then_a_duplica
     assert again["job_arn"] == JOB_ARN
 
 
+def plant_claim(aws: Emulated, run_id: str, *, claimed_at: datetime) -> RunSpec:
+    """A queued Batch run record claimed at `claimed_at`, with no job recorded."""
+    spec = RunSpec(run_id=run_id, attempt=1, digest=DIGEST, git_sha=GIT_SHA, params={"epochs": 12})
+    record = new_record(spec, "retrain", claimed_at) | {"compute": "batch", "nodes": 2}
+    aws.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(record).encode())
+    return spec
+
+
+def test_a_start_claimed_moments_ago_raises_in_flight_and_submits_nothing(
+    batch_aws: tuple[Emulated, Config, Stubber],
+) -> None:
+    aws, config, _stub = batch_aws
+    run_id = run_id_for(config)
+    # GIVEN another invocation claimed this run's start 10 s ago and has not recorded a job yet
+    plant_claim(aws, run_id, claimed_at=clock() - timedelta(seconds=10))
+    # WHEN the request is delivered again THEN it raises the retryable in-flight error; no ListJobs, no
+    # SubmitJob (none stubbed), and the claim is left to its holder
+    with pytest.raises(StartInFlightError, match="is in flight"):
+        handle(REQUEST, config, aws.clients, clock=clock, sleep=no_sleep)
+    assert aws.record(run_id)["task_arn"] is None
+
+
 def test_a_start_that_died_after_submitting_adopts_its_job_instead_of_submitting_twice(
     batch_aws: tuple[Emulated, Config, Stubber],
 ) -> None:
     aws, config, stub = batch_aws
     run_id = run_id_for(config)
-    # GIVEN a claim (queued record, no job) whose SubmitJob went through before the function died
-    from trigger.records import new_record
-    from trigger.runs import RunSpec
-
-    spec = RunSpec(run_id=run_id, attempt=1, digest=DIGEST, git_sha=GIT_SHA, params={"epochs": 12})
-    record = new_record(spec, "retrain", clock()) | {"compute": "batch", "nodes": 2}
-    aws.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(record).encode())
+    # GIVEN an expired claim (queued record, no job) whose SubmitJob went through before the function died
+    spec = plant_claim(aws, run_id, claimed_at=clock() - timedelta(hours=1))
     stub.add_response(
         "list_jobs",
         {"jobSummaryList": [{"jobArn": JOB_ARN, "jobId": "4c7599ae", "jobName": job_name(spec), "status": "RUNNING"}]},
@@ -200,21 +217,81 @@ def test_a_start_that_died_after_submitting_adopts_its_job_instead_of_submitting
 # --- a job that failed for good ---------------------------------------------------------------------------
 
 
-def test_a_batch_job_failure_marks_its_run_failed_once(aws: Emulated) -> None:
-    config = load_config(BATCH_ENVIRONMENT)
+def described_job(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """DescribeJobs' entry for the event's job, as Batch describes it (with `changes`)."""
+    detail = event["detail"]
+    job = {
+        "jobArn": detail["jobArn"],
+        "jobName": detail["jobName"],
+        "jobId": detail["jobId"],
+        "jobQueue": detail["jobQueue"],
+        "status": detail["status"],
+        "statusReason": detail["statusReason"],
+        "attempts": detail["attempts"],
+        "createdAt": detail["createdAt"],
+        "startedAt": detail["attempts"][0]["startedAt"],
+        "jobDefinition": detail["jobDefinition"],
+        "tags": dict(detail["tags"]),
+    }
+    return job | changes
+
+
+@pytest.fixture
+def failed_job(aws: Emulated) -> Iterator[tuple[Emulated, Config, Stubber, dict[str, Any], str]]:
+    """A running Batch run whose record names the sample event's job; Batch is a Stubber."""
     event = load_event("batch_job_failed.json")
     run_id = event["detail"]["tags"]["pushtrain:run-id"]
     record = {"run_id": run_id, "state": "running", "attempt": 1, "task_arn": event["detail"]["jobArn"], "history": []}
     aws.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(record).encode())
+    batch = client("batch")
+    aws.clients = Clients(ecs=aws.ecs, s3=aws.s3, ecr=aws.ecr, batch=batch)
+    with Stubber(batch) as stub:
+        yield aws, load_config(BATCH_ENVIRONMENT), stub, event, run_id
+        stub.assert_no_pending_responses()
+
+
+def test_a_batch_job_failure_batch_confirms_marks_its_run_failed_once(
+    failed_job: tuple[Emulated, Config, Stubber, dict[str, Any], str],
+) -> None:
+    aws, config, stub, event, run_id = failed_job
+    # GIVEN Batch describes the job as the event does
+    stub.add_response("describe_jobs", {"jobs": [described_job(event)]}, {"jobs": [event["detail"]["jobArn"]]})
     # WHEN Batch reports the job FAILED
     decision = handle(event, config, aws.clients, clock=clock, sleep=no_sleep)
-    # THEN the record says failed, with Batch's reason; a second delivery changes nothing
+    # THEN the record says failed, with Batch's reason; a second delivery changes nothing (and asks nothing)
     assert decision["outcome"] == "marked-failed"
     stored = aws.record(run_id)
     assert (stored["state"], stored["reason"]) == ("failed", "Batch job FAILED: Essential container in task exited")
     again = handle(event, config, aws.clients, clock=clock, sleep=no_sleep)
     assert again["outcome"] == "no-restart"
     assert aws.record(run_id)["history"] == stored["history"]
+
+
+@pytest.mark.parametrize(
+    ("described", "why"),
+    [
+        (None, "Batch does not know job"),
+        ({"status": "RUNNING"}, "status: event 'FAILED', Batch 'RUNNING'"),
+        ({"tags": {"pushtrain:run-id": "retrain-99999999999-0123abcd"}}, "pushtrain:run-id: event"),
+        (
+            {"attempts": [{"container": {"exitCode": 73}, "startedAt": 1, "stoppedAt": 2, "statusReason": "x"}]},
+            "exited 73: a duplicate trainer stood down",
+        ),
+    ],
+)
+def test_a_batch_failure_batch_does_not_confirm_leaves_the_run_alone(
+    failed_job: tuple[Emulated, Config, Stubber, dict[str, Any], str], described: dict[str, Any] | None, why: str
+) -> None:
+    aws, config, stub, event, run_id = failed_job
+    # GIVEN DescribeJobs contradicts the event (or shows a duplicate trainer's exit 73)
+    jobs = [] if described is None else [described_job(event, **described)]
+    stub.add_response("describe_jobs", {"jobs": jobs}, {"jobs": [event["detail"]["jobArn"]]})
+    before = aws.record(run_id)
+    # WHEN the FAILED event arrives THEN it is a logged no-op and the record is untouched
+    decision = handle(event, config, aws.clients, clock=clock, sleep=no_sleep)
+    assert decision["outcome"] == "unverified"
+    assert why in decision["reason"]
+    assert aws.record(run_id) == before
 
 
 def test_a_batch_event_from_another_queue_is_rejected(aws: Emulated) -> None:

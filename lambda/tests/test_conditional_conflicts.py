@@ -14,7 +14,8 @@ from trigger.aws import require_conditional_writes
 from trigger.errors import ConfigError, RecordConflictError
 from trigger.records import create_record, new_record, read_record, record_key, update_record
 from trigger.runs import RunSpec
-from trigger.taskdef import _write_index, index_key
+from trigger.s3json import put_json
+from trigger.taskdef import index_key
 from trigger_testkit import DIGEST, NOW, PUSH_RUN_ID, Emulated, no_sleep
 
 SPEC = RunSpec(run_id=PUSH_RUN_ID, attempt=1, digest=DIGEST, git_sha=None, params={})
@@ -101,7 +102,8 @@ def test_update_that_conflicts_is_reapplied_to_the_write_that_landed(aws: Emulat
 
 
 def _index(aws: Emulated, s3: Any, arn: str, etag: str | None = None) -> bool:
-    return _write_index(s3, aws.config.bucket, DIGEST, arn=arn, base_arn="arn:base", now=NOW, etag=etag, sleep=no_sleep)
+    document = {"task_definition_arn": arn, "base_task_definition_arn": "arn:base"}
+    return put_json(s3, aws.config.bucket, index_key(DIGEST), document, etag=etag, sleep=no_sleep) is not None
 
 
 def _indexed_arn(aws: Emulated) -> str:

@@ -28,7 +28,13 @@ def test_empty_environment_names_every_missing_variable() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("PUSHTRAIN_MAX_ATTEMPTS", "three", "PUSHTRAIN_MAX_ATTEMPTS='three' is not an integer"),
+        ("PUSHTRAIN_MAX_ATTEMPTS", "three", "PUSHTRAIN_MAX_ATTEMPTS='three' is not a whole number in ASCII decimal"),
+        ("PUSHTRAIN_MAX_ATTEMPTS", "²", "PUSHTRAIN_MAX_ATTEMPTS='²' is not a whole number in ASCII decimal"),
+        ("PUSHTRAIN_MAX_ATTEMPTS", "\u0663", "PUSHTRAIN_MAX_ATTEMPTS='\u0663' is not a whole number in ASCII decimal"),
+        ("PUSHTRAIN_MAX_ATTEMPTS", " 3", "PUSHTRAIN_MAX_ATTEMPTS=' 3' is not a whole number in ASCII decimal"),
+        ("PUSHTRAIN_CLAIM_SECONDS", "59", "PUSHTRAIN_CLAIM_SECONDS=59 is outside 60..3600"),
+        ("PUSHTRAIN_RECONCILE_LOOKBACK_DAYS", "0", "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS=0 is outside 1..365"),
+        ("PUSHTRAIN_BUCKET", "bucket-name\n", "PUSHTRAIN_BUCKET='bucket-name\\n' does not match"),
         ("PUSHTRAIN_MAX_ATTEMPTS", "0", "PUSHTRAIN_MAX_ATTEMPTS=0 is outside 1..99"),
         ("PUSHTRAIN_MAX_ATTEMPTS", "100", "PUSHTRAIN_MAX_ATTEMPTS=100 is outside 1..99"),
         ("PUSHTRAIN_ASSIGN_PUBLIC_IP", "yes", "PUSHTRAIN_ASSIGN_PUBLIC_IP='yes' is not ENABLED or DISABLED"),

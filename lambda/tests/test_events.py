@@ -1,5 +1,6 @@
-"""Event validation: the three inputs are accepted, anything else is refused by name before any
-AWS call; a property test throws malformed events at the parser."""
+"""Event validation: the four inputs are accepted; a well-formed event not for us is skipped with a
+logged reason; anything malformed is refused by name before any AWS call (every pattern matches the
+whole value); a property test throws malformed events at the parser."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trigger.config import Config, load_config
 from trigger.errors import InvalidEventError
-from trigger.events import PushEvent, RetrainRequest, ScheduledEvent, TaskStopEvent, parse_event
+from trigger.events import PushEvent, RetrainRequest, ScheduledEvent, SkippedEvent, TaskStopEvent, parse_event
 from trigger.handler import handle
 from trigger_testkit import DIGEST, ENVIRONMENT, GIT_SHA, Stubbed, clock, load_event, no_sleep
 
@@ -61,16 +62,65 @@ def test_a_push_tagged_latest_has_no_git_sha(config: Config) -> None:
     assert push.git_sha is None
 
 
-REFUSED: dict[str, tuple[object, str]] = {
+# Well-formed, but not for us: answered with a logged reason, no AWS call, no error (nothing to retry).
+SKIPPED: dict[str, tuple[object, str]] = {
     "delete action": (changed(PUSH, ("detail", "action-type"), "DELETE"), "action-type='DELETE' is not PUSH"),
     "failed push": (changed(PUSH, ("detail", "result"), "FAILURE"), "result='FAILURE' is not SUCCESS"),
     "another repository": (changed(PUSH, ("detail", "repository-name"), "other"), "'other' is not our repository"),
+    "another cluster": (
+        changed(STOP, ("detail", "clusterArn"), "arn:aws:ecs:us-west-2:123456789012:cluster/other"),
+        "is not our cluster",
+    ),
+    "another family": (
+        changed(STOP, ("detail", "taskDefinitionArn"), "arn:aws:ecs:us-west-2:123456789012:task-definition/web:3"),
+        "is not a revision of 'pushtrain-trainer'",
+    ),
+    "spot stop without run id": (
+        changed(STOP, ("detail", "overrides", "containerOverrides", 0, "environment"), []),
+        "no TRAINER_RUN_ID override",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SKIPPED))
+def test_event_not_for_us_is_logged_and_skipped_without_aws_or_error(
+    name: str, stubbed: Stubbed, config: Config
+) -> None:
+    event, reason = SKIPPED[name]
+    if isinstance(event, dict) and event.get("source") == "aws.ecs":
+        event = stop_with_region(event)
+
+    decision = handle(event, config, stubbed.clients, clock=clock, sleep=no_sleep)
+
+    assert decision["outcome"] in {"not-for-us", "no-restart"}
+    assert reason in decision["reason"]
+    stubbed.assert_done()
+
+
+NEWLINE = "\n"
+REFUSED: dict[str, tuple[object, str]] = {
+    "digest with a trailing newline": (changed(PUSH, ("detail", "image-digest"), DIGEST + NEWLINE), "image-digest="),
+    "tag with a trailing newline": (changed(PUSH, ("detail", "image-tag"), GIT_SHA + NEWLINE), "image-tag="),
+    "request id with a trailing newline": (changed(RETRAIN, ("request_id",), "1122" + NEWLINE), "request_id="),
+    "image with a trailing newline": (changed(RETRAIN, ("image",), GIT_SHA + NEWLINE), "image="),
+    "git sha with a trailing newline": (changed(RETRAIN, ("git_sha",), GIT_SHA + NEWLINE), "git_sha="),
+    "model with a trailing newline": (changed(RETRAIN, ("params", "model"), "cnn" + NEWLINE), "params.model="),
+    "latest": (changed(RETRAIN, ("image",), "latest"), "'latest' is refused"),
+    "superscript attempt": (
+        changed(STOP, ("detail", "overrides", "containerOverrides", 0, "environment", 0, "value"), "²"),
+        "no valid TRAINER_ATTEMPT",
+    ),
+    "arabic-indic attempt": (
+        changed(STOP, ("detail", "overrides", "containerOverrides", 0, "environment", 0, "value"), "\u0663"),
+        "no valid TRAINER_ATTEMPT",
+    ),
+    "huge digest": (changed(PUSH, ("detail", "image-digest"), "sha256:" + "a" * 200_000), r"characters\)"),
     "missing digest": (changed(PUSH, ("detail", "image-digest"), delete=True), "image-digest must be a non-empty"),
     "short digest": (
         changed(
             PUSH, ("detail", "image-digest"), "sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234"
         ),
-        "is not a sha256 digest",
+        "is not a sha256:<64 hex> digest",
     ),
     "detail is a list": (changed(PUSH, ("detail",), []), "event.detail must be an object"),
     "missing id": (changed(PUSH, ("id",), delete=True), "event.id must be a non-empty string"),
@@ -94,18 +144,10 @@ REFUSED: dict[str, tuple[object, str]] = {
     "numeric request id": (changed(RETRAIN, ("request_id",), 11223344556), "request_id must be a non-empty string"),
     "bad image": (changed(RETRAIN, ("image",), "repo:tag"), "neither an image tag nor"),
     "bad git sha": (changed(RETRAIN, ("git_sha",), "main"), "not a 40-character hex commit sha"),
-    "another cluster": (
-        changed(STOP, ("detail", "clusterArn"), "arn:aws:ecs:us-west-2:123456789012:cluster/other"),
-        "is not our cluster",
-    ),
-    "another family": (
-        changed(STOP, ("detail", "taskDefinitionArn"), "arn:aws:ecs:us-west-2:123456789012:task-definition/web:3"),
-        "is not a revision of 'pushtrain-trainer'",
-    ),
     "non-int exit code": (changed(STOP, ("detail", "containers", 0, "exitCode"), "75"), "is not an integer"),
-    "spot stop without run id": (
-        changed(STOP, ("detail", "overrides", "containerOverrides", 0, "environment"), []),
-        "no TRAINER_RUN_ID override",
+    "cluster arn with a trailing newline": (
+        changed(STOP, ("detail", "clusterArn"), "arn:aws:ecs:us-west-2:123456789012:cluster/pushtrain\n"),
+        "is not an ECS cluster ARN",
     ),
 }
 
@@ -118,9 +160,11 @@ def test_refused_event_raises_naming_the_problem_and_calls_no_aws(name: str, stu
         event = stop_with_region(event)
 
     # WHEN the handler receives the event / THEN it raises InvalidEventError naming the problem
-    with pytest.raises(InvalidEventError, match=message):
+    with pytest.raises(InvalidEventError, match=message) as raised:
         handle(event, config, stubbed.clients, clock=clock, sleep=no_sleep)
     stubbed.assert_done()
+    # AND the message stays short, whatever the event carried
+    assert len(str(raised.value)) < 1000
 
 
 # --- property: malformed events ----------------------------------------------------------------
@@ -174,7 +218,9 @@ def test_mutated_events_are_refused_by_name_or_parse_into_valid_values(event: di
         assert str(error)  # THEN either a named refusal (never KeyError, TypeError, AttributeError…)
         return
     # … or every value it carries still satisfies the contract
-    if isinstance(parsed, PushEvent):
+    if isinstance(parsed, SkippedEvent):
+        assert parsed.reason
+    elif isinstance(parsed, PushEvent):
         assert event["detail"]["repository-name"] == config.repository_name
         assert event["detail"]["action-type"] == "PUSH"
         assert event["detail"]["result"] == "SUCCESS"

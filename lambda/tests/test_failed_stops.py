@@ -12,7 +12,7 @@ import pytest
 from trigger.errors import AttemptsExhaustedError
 from trigger.events import TaskStopEvent, parse_event
 from trigger.handler import handle
-from trigger_testkit import PUSH_RUN_ID, Emulated, clock, no_sleep
+from trigger_testkit import PUSH_RUN_ID, Emulated, clock, no_sleep, stop_event_for
 
 PULL_ERROR = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
 
@@ -33,14 +33,8 @@ def set_record(aws: Emulated, **fields: Any) -> None:
 def stop_of_our_task(
     aws: Emulated, sample: dict[str, Any], stop_code: str, exit_code: int | None, reason: str
 ) -> dict[str, Any]:
-    """The sample stop event, for the task the record names, stopped with `stop_code` / `exit_code`."""
-    event = copy.deepcopy(sample)
-    event["detail"].update(taskArn=aws.record(PUSH_RUN_ID)["task_arn"], stopCode=stop_code, stoppedReason=reason)
-    if exit_code is None:
-        event["detail"]["containers"][0].pop("exitCode", None)
-    else:
-        event["detail"]["containers"][0]["exitCode"] = exit_code
-    return event
+    """The sample stop event, for the task the record names, stopped (in ECS too) with `stop_code` / `exit_code`."""
+    return stop_event_for(aws, sample, aws.record(PUSH_RUN_ID)["task_arn"], stop_code, exit_code, reason)
 
 
 def test_task_that_failed_to_start_marks_the_run_failed(pushed: Emulated, spot_stop_event: dict[str, Any]) -> None:
@@ -51,7 +45,7 @@ def test_task_that_failed_to_start_marks_the_run_failed(pushed: Emulated, spot_s
     decision = handle(event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
 
     # THEN the record says failed, naming the stop code, the missing exit code and ECS's reason
-    assert decision["outcome"] == "marked-failed"
+    assert (decision["decision"], decision["outcome"]) == ("fail", "marked-failed")
     record = pushed.record(PUSH_RUN_ID)
     assert (record["state"], record["attempt"]) == ("failed", 1)
     assert record["reason"] == f"stopCode TaskFailedToStart, no exit code: {PULL_ERROR}"
@@ -161,11 +155,9 @@ def test_interruption_of_the_last_allowed_attempt_marks_the_run_failed_before_ra
     pushed: Emulated, spot_stop_event: dict[str, Any]
 ) -> None:
     # GIVEN attempt 3 of 3 was interrupted
-    set_record(pushed, attempt=3, state="interrupted")
-    event = copy.deepcopy(spot_stop_event)
-    for pair in event["detail"]["overrides"]["containerOverrides"][0]["environment"]:
-        if pair["name"] == "TRAINER_ATTEMPT":
-            pair["value"] = "3"
+    third = pushed.start_attempt(PUSH_RUN_ID, 3)
+    set_record(pushed, attempt=3, state="interrupted", task_arn=third)
+    event = stop_event_for(pushed, spot_stop_event, third, "SpotInterruption", 75, "Your Spot Task was interrupted.")
 
     # WHEN / THEN the handler raises, and the record already says failed, with the same reason
     with pytest.raises(AttemptsExhaustedError) as raised:

@@ -13,6 +13,7 @@ from botocore.stub import ANY
 from trigger.config import Config
 from trigger.errors import StoreAccessError
 from trigger.handler import handle
+from trigger.taskdef import fingerprint
 from trigger_testkit import ACCOUNT, BUCKET, DIGEST, GIT_SHA, PUSH_RUN_ID, REGION, Stubbed, clock, no_sleep
 
 FAMILY_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer"
@@ -125,7 +126,44 @@ def body(document: dict[str, Any]) -> StreamingBody:
     return StreamingBody(io.BytesIO(raw), len(raw))
 
 
+BASE_PRINT = fingerprint(EXPECTED_REGISTER, "trainer")
+IMAGE_MANIFEST = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023, "digest": DIGEST},
+    "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654, "digest": DIGEST}],
+}
+
+
+def expect_image_checked(stubbed: Stubbed) -> None:
+    """ECR confirms the digest exists (DescribeImages) and is a runnable image (BatchGetImage)."""
+    stubbed.ecr.add_response(
+        "describe_images",
+        {
+            "imageDetails": [
+                {
+                    "imageDigest": DIGEST,
+                    "imageTags": [GIT_SHA],
+                    "imageManifestMediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "artifactMediaType": "application/vnd.docker.container.image.v1+json",
+                }
+            ]
+        },
+        {"repositoryName": "pushtrain-trainer", "imageIds": [{"imageDigest": DIGEST}]},
+    )
+    stubbed.ecr.add_response(
+        "batch_get_image",
+        {"images": [{"imageId": {"imageDigest": DIGEST}, "imageManifest": json.dumps(IMAGE_MANIFEST)}], "failures": []},
+        {
+            "repositoryName": "pushtrain-trainer",
+            "imageIds": [{"imageDigest": DIGEST}],
+            "acceptedMediaTypes": ANY,
+        },
+    )
+
+
 def expect_record_created(stubbed: Stubbed) -> None:
+    expect_image_checked(stubbed)
     stubbed.s3.add_response(
         "put_object",
         {"ETag": '"record-v1"'},
@@ -141,21 +179,54 @@ def expect_task_arn_recorded(stubbed: Stubbed) -> None:
     )
 
 
-def expect_first_registration(stubbed: Stubbed) -> None:
-    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
-    stubbed.ecs.add_response(
-        "describe_task_definition", {"taskDefinition": BASE}, {"taskDefinition": "pushtrain-trainer"}
-    )
-    stubbed.ecs.add_response(
-        "register_task_definition",
-        {"taskDefinition": PINNED},
-        EXPECTED_REGISTER,
+def expect_claim_released(stubbed: Stubbed) -> None:
+    """After a start that raised: the record is read and its claim cleared (If-Match), so a retry may go."""
+    claimed = {"run_id": PUSH_RUN_ID, "state": "queued", "attempt": 1, "task_arn": None, "claimed_at": "x"}
+    stubbed.s3.add_response(
+        "get_object", {"Body": body(claimed), "ETag": '"record-v1"'}, {"Bucket": BUCKET, "Key": RECORD_KEY}
     )
     stubbed.s3.add_response(
         "put_object",
-        {"ETag": '"index-v1"'},
-        {"Bucket": BUCKET, "Key": INDEX_KEY, "Body": ANY, "ContentType": "application/json", "IfNoneMatch": "*"},
+        {"ETag": '"record-released"'},
+        {"Bucket": BUCKET, "Key": RECORD_KEY, "Body": ANY, "ContentType": "application/json", "IfMatch": '"record-v1"'},
     )
+
+
+def expect_index_written(stubbed: Stubbed, condition: dict[str, str]) -> None:
+    """The registration is claimed in the index (pending), then the index names the new revision."""
+    stubbed.s3.add_response(
+        "put_object",
+        {"ETag": '"index-pending"'},
+        {"Bucket": BUCKET, "Key": INDEX_KEY, "Body": ANY, "ContentType": "application/json", **condition},
+    )
+
+
+def expect_index_done(stubbed: Stubbed) -> None:
+    stubbed.s3.add_response(
+        "put_object",
+        {"ETag": '"index-v2"'},
+        {
+            "Bucket": BUCKET,
+            "Key": INDEX_KEY,
+            "Body": ANY,
+            "ContentType": "application/json",
+            "IfMatch": '"index-pending"',
+        },
+    )
+
+
+def expect_first_registration(stubbed: Stubbed) -> None:
+    stubbed.ecs.add_response(
+        "describe_task_definition", {"taskDefinition": BASE}, {"taskDefinition": "pushtrain-trainer"}
+    )
+    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
+    expect_index_written(stubbed, {"IfNoneMatch": "*"})
+    stubbed.ecs.add_response("register_task_definition", {"taskDefinition": PINNED}, EXPECTED_REGISTER)
+    expect_index_done(stubbed)
+
+
+def index_body(arn: str | None, **extra: Any) -> StreamingBody:
+    return body({"task_definition_arn": arn, "base_fingerprint": BASE_PRINT, **extra})
 
 
 def test_ecr_push_sample_registers_one_pinned_revision_and_runs_one_task(
@@ -185,11 +256,14 @@ def test_ecr_push_sample_registers_one_pinned_revision_and_runs_one_task(
 def test_digest_already_pinned_reuses_its_revision_and_registers_none(
     stubbed: Stubbed, config: Config, push_event: dict[str, Any]
 ) -> None:
-    # GIVEN the digest's revision is indexed and still ACTIVE with the pinned image
+    # GIVEN the digest's revision is indexed, made from the current base, and still ACTIVE with the pinned image
     expect_record_created(stubbed)
+    stubbed.ecs.add_response(
+        "describe_task_definition", {"taskDefinition": BASE}, {"taskDefinition": "pushtrain-trainer"}
+    )
     stubbed.s3.add_response(
         "get_object",
-        {"Body": body({"task_definition_arn": f"{FAMILY_ARN}:2"}), "ETag": '"index-v1"'},
+        {"Body": index_body(f"{FAMILY_ARN}:2"), "ETag": '"index-v1"'},
         {"Bucket": BUCKET, "Key": INDEX_KEY},
     )
     stubbed.ecs.add_response(
@@ -218,9 +292,12 @@ def test_indexed_revision_that_was_deregistered_is_replaced(
 ) -> None:
     # GIVEN the index points at a revision someone deregistered
     expect_record_created(stubbed)
+    stubbed.ecs.add_response(
+        "describe_task_definition", {"taskDefinition": BASE}, {"taskDefinition": "pushtrain-trainer"}
+    )
     stubbed.s3.add_response(
         "get_object",
-        {"Body": body({"task_definition_arn": f"{FAMILY_ARN}:2"}), "ETag": '"index-v1"'},
+        {"Body": index_body(f"{FAMILY_ARN}:2"), "ETag": '"index-v1"'},
         {"Bucket": BUCKET, "Key": INDEX_KEY},
     )
     stubbed.ecs.add_response(
@@ -228,22 +305,14 @@ def test_indexed_revision_that_was_deregistered_is_replaced(
         {"taskDefinition": {**PINNED, "status": "INACTIVE"}},
         {"taskDefinition": f"{FAMILY_ARN}:2"},
     )
-    stubbed.ecs.add_response(
-        "describe_task_definition",
-        {"taskDefinition": BASE},
-        {"taskDefinition": "pushtrain-trainer"},
-    )
+    # the index is claimed only if it is still the version we read, then names the new revision
+    expect_index_written(stubbed, {"IfMatch": '"index-v1"'})
     stubbed.ecs.add_response(
         "register_task_definition",
         {"taskDefinition": {**PINNED, "taskDefinitionArn": f"{FAMILY_ARN}:3", "revision": 3}},
         EXPECTED_REGISTER,
     )
-    # the index is replaced only if it is still the version we read
-    stubbed.s3.add_response(
-        "put_object",
-        {"ETag": '"index-v2"'},
-        {"Bucket": BUCKET, "Key": INDEX_KEY, "Body": ANY, "ContentType": "application/json", "IfMatch": '"index-v1"'},
-    )
+    expect_index_done(stubbed)
     stubbed.ecs.add_response(
         "run_task",
         {"tasks": [{"taskArn": TASK_ARN}], "failures": []},
@@ -264,9 +333,9 @@ def test_base_without_the_trainer_container_raises_before_running_anything(
 ) -> None:
     # GIVEN a base revision whose container is not named PUSHTRAIN_CONTAINER_NAME
     expect_record_created(stubbed)
-    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
     renamed = {**BASE, "containerDefinitions": [{**CONTAINER, "name": "app"}]}
     stubbed.ecs.add_response("describe_task_definition", {"taskDefinition": renamed})
+    expect_claim_released(stubbed)
 
     # WHEN / THEN the push raises naming the container, and RunTask is never called
     with pytest.raises(Exception, match=r"expected exactly one named 'trainer'"):
@@ -279,7 +348,9 @@ def test_missing_list_bucket_grant_is_named_when_s3_hides_a_missing_key(
 ) -> None:
     # GIVEN a role without s3:ListBucket: S3 answers a missing index with 403, not 404
     expect_record_created(stubbed)
+    stubbed.ecs.add_response("describe_task_definition", {"taskDefinition": BASE})
     stubbed.s3.add_client_error("get_object", "AccessDenied", "Access Denied", http_status_code=403)
+    expect_claim_released(stubbed)
 
     # WHEN / THEN the push raises naming the grant, and nothing is registered or run
     with pytest.raises(StoreAccessError, match="s3:ListBucket"):
@@ -287,22 +358,28 @@ def test_missing_list_bucket_grant_is_named_when_s3_hides_a_missing_key(
     stubbed.assert_done()
 
 
-def test_concurrent_first_pushes_agree_on_the_revision_whose_index_write_won(
+def test_concurrent_first_pushes_register_one_revision_and_wait_for_its_arn(
     stubbed: Stubbed, config: Config, push_event: dict[str, Any]
 ) -> None:
-    # GIVEN another invocation registered :2 for this digest and indexed it while we registered :3
+    # GIVEN another invocation claimed the registration for this digest just before us, then indexed :2
     expect_record_created(stubbed)
-    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
     stubbed.ecs.add_response("describe_task_definition", {"taskDefinition": BASE})
-    stubbed.ecs.add_response(
-        "register_task_definition", {"taskDefinition": {**PINNED, "taskDefinitionArn": f"{FAMILY_ARN}:3"}}
-    )
+    stubbed.s3.add_client_error("get_object", "NoSuchKey", http_status_code=404)
     stubbed.s3.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
     stubbed.s3.add_response(
         "get_object",
-        {"Body": body({"task_definition_arn": f"{FAMILY_ARN}:2"}), "ETag": '"index-v1"'},
+        {"Body": index_body(None, claimed_at="2026-11-25T19:00:00Z"), "ETag": '"index-pending"'},
         {"Bucket": BUCKET, "Key": INDEX_KEY},
     )
+    stubbed.s3.add_response(
+        "get_object",
+        {"Body": index_body(f"{FAMILY_ARN}:2"), "ETag": '"index-v1"'},
+        {"Bucket": BUCKET, "Key": INDEX_KEY},
+    )
+    stubbed.ecs.add_response(
+        "describe_task_definition", {"taskDefinition": PINNED}, {"taskDefinition": f"{FAMILY_ARN}:2"}
+    )
+    # AND we registered nothing (Stubber would refuse a RegisterTaskDefinition): no orphan revision
     # THEN RunTask uses the winner's :2, so both invocations send one identical, idempotent request
     stubbed.ecs.add_response(
         "run_task",

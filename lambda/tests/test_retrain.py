@@ -7,9 +7,9 @@ import copy
 from typing import Any
 
 import pytest
-from trigger.errors import ImageNotFoundError
+from trigger.errors import ImageNotFoundError, InvalidEventError, NotAnImageError
 from trigger.handler import handle
-from trigger_testkit import DIGEST, GIT_SHA, Emulated, clock, env_of, load_event, no_sleep
+from trigger_testkit import DIGEST, GIT_SHA, SIGNATURE_MANIFEST, Emulated, clock, env_of, load_event, no_sleep
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def request_() -> dict[str, Any]:
 
 @pytest.fixture
 def pushed(aws: Emulated) -> Emulated:
-    aws.push_image(DIGEST, GIT_SHA)
+    """GIVEN the sample image, tagged with its git sha (the emulated account holds it from the start)."""
     return aws
 
 
@@ -80,5 +80,25 @@ def test_unknown_tag_raises_and_starts_nothing(pushed: Emulated, request_: dict[
     request_["image"] = "no-such-tag"
 
     with pytest.raises(ImageNotFoundError, match="'no-such-tag' is not in repository 'pushtrain-trainer'"):
+        handle(request_, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    assert pushed.tasks() == []
+
+
+def test_retrain_of_a_signature_raises_and_writes_nothing(pushed: Emulated, request_: dict[str, Any]) -> None:
+    # GIVEN a cosign signature pushed under its conventional tag: an OCI image config, a non-filesystem layer
+    signature = "sha256:" + "5" * 64
+    pushed.push_image(signature, "sha256-811d8fd9.sig", manifest=SIGNATURE_MANIFEST)
+    request_["image"] = "sha256-811d8fd9.sig"
+
+    with pytest.raises(NotAnImageError, match="simplesigning"):
+        handle(request_, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    assert pushed.tasks() == []
+    assert pushed.s3.list_objects_v2(Bucket=pushed.config.bucket).get("KeyCount") == 0
+
+
+def test_retrain_of_latest_is_refused_before_any_aws_call(pushed: Emulated, request_: dict[str, Any]) -> None:
+    request_["image"] = "latest"
+
+    with pytest.raises(InvalidEventError, match="'latest' is refused"):
         handle(request_, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
     assert pushed.tasks() == []

@@ -6,13 +6,16 @@ the sweep record and the run records carry the progress from one invocation to t
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from trigger.errors import InvalidEventError
+from trigger.errors import InvalidEventError, StartInFlightError
 from trigger.handler import handle
+from trigger.records import new_record, record_key
+from trigger.runs import RunSpec
 from trigger.sweep_flow import STARTS_PER_INVOCATION
-from trigger.sweeps import MAX_SETS, RunResult, expand, markdown_table, parse_sweep_request, rank
+from trigger.sweeps import MAX_SETS, RunResult, expand, markdown_table, parse_sweep_request, rank, run_ids
 from trigger_testkit import BUCKET, DIGEST, GIT_SHA, Emulated, clock, env_of, no_sleep
 
 REQUEST: dict[str, Any] = {
@@ -84,7 +87,6 @@ def test_ranking_puts_the_best_first_runs_without_accuracy_last_and_names_the_ch
 
 @pytest.fixture
 def pushed(aws: Emulated) -> Emulated:
-    aws.push_image(DIGEST, GIT_SHA)
     return aws
 
 
@@ -121,6 +123,26 @@ def test_a_sweep_starts_a_bounded_number_of_runs_per_invocation_until_all_are_st
     third = invoke(pushed)
     assert len(pushed.tasks()) == 6
     assert set(third["states"].values()) == {"queued"}
+
+
+def test_a_sweep_run_whose_start_another_invocation_claimed_raises_in_flight_and_starts_nothing(
+    pushed: Emulated,
+) -> None:
+    # GIVEN the first run of the sweep has a fresh start claim in its run record (another invocation is
+    # starting it right now: the ordinary exactly-once claim, not the sweep record, guards the start)
+    request = REQUEST | {"request_id": "5550002", "sweep": {"list": [{"lr": 0.5}]}}
+    planned = parse_sweep_request(request)
+    run_id = run_ids(planned, DIGEST)[0]
+    spec = RunSpec(run_id=run_id, attempt=1, digest=DIGEST, git_sha=GIT_SHA, params=dict(planned.sets[0]))
+    claimed = new_record(spec, "retrain", clock() - timedelta(seconds=5))
+    pushed.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(claimed).encode())
+    # WHEN the workflow invokes the sweep THEN the claim's StartInFlightError surfaces (Lambda retries),
+    # no task starts, and the sweep record does not mark the run started
+    with pytest.raises(StartInFlightError, match="is in flight"):
+        invoke(pushed, request)
+    assert pushed.tasks() == []
+    stored = json.loads(pushed.s3.get_object(Bucket=BUCKET, Key="sweeps/5550002.json")["Body"].read())
+    assert [run["started"] for run in stored["runs"]] == [False]
 
 
 def test_a_start_whose_mark_was_lost_is_not_started_twice(pushed: Emulated) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from moto.moto_api import state_manager
 from trigger.aws import Clients
 from trigger.config import load_config
 
@@ -28,6 +29,22 @@ GIT_SHA = "3f4e2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f"
 PUSH_RUN_ID = "push-9a749648e91499fcfb67"  # push_run_id(DIGEST, {}), also in ecs_task_stopped_spot.json
 BUCKET = "pushtrain-artifacts-123456789012-us-east-1"
 
+# A cosign signature as `cosign sign` pushes it (tag sha256-<digest>.sig): an OCI manifest with an image
+# config, whose one layer is the signed payload, not a filesystem.
+SIGNATURE_MANIFEST = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 233, "digest": "sha256:" + "c" * 64},
+    "layers": [
+        {
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "size": 250,
+            "digest": "sha256:" + "d" * 64,
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ…"},
+        }
+    ],
+}
+
 ENVIRONMENT = {
     "PUSHTRAIN_CLUSTER": "pushtrain",
     "PUSHTRAIN_TASK_FAMILY": "pushtrain-trainer",
@@ -39,6 +56,8 @@ ENVIRONMENT = {
     "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
     "PUSHTRAIN_BUCKET": BUCKET,
     "PUSHTRAIN_MAX_ATTEMPTS": "3",
+    "PUSHTRAIN_CLAIM_SECONDS": "180",
+    "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
 }
 
 
@@ -93,11 +112,12 @@ BASE_CONTAINER = {
 class Emulated:
     """An account emulated by moto with what Terraform would have created."""
 
-    def __init__(self) -> None:
-        self.ecs = client("ecs")
-        self.s3 = client("s3")
-        self.ecr = client("ecr")
-        ec2 = client("ec2")
+    def __init__(self, make: Callable[[str], Any] = client) -> None:
+        """`make` gives the client of a service: moto's in-process mock by default, or a server's."""
+        self.ecs = make("ecs")
+        self.s3 = make("s3")
+        self.ecr = make("ecr")
+        ec2 = make("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -115,18 +135,83 @@ class Emulated:
             containerDefinitions=[copy.deepcopy(BASE_CONTAINER)],
         )["taskDefinition"]["taskDefinitionArn"]
         self.clients = Clients(ecs=self.ecs, s3=self.s3, ecr=self.ecr)
+        # ECS keeps a task RUNNING until it stops; moto (by default) moves it one state on per
+        # DescribeTasks, so a running task would read STOPPED after four looks.
+        state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+        # What ECS says about stopped tasks beyond moto's StopTask (stop code, exit code), by task ARN.
+        self.stopped: dict[str, dict[str, Any]] = {}
+        self.ecs.meta.events.register("after-call.ecs.DescribeTasks", self._describe_as_ecs)
+        self.push_image(DIGEST, GIT_SHA)  # the image of the push sample event
 
-    def push_image(self, digest: str, tag: str) -> None:
+    def environment(self) -> dict[str, str]:
+        """The PUSHTRAIN_* variables of this account (what Terraform would set on the function)."""
+        return {
+            **ENVIRONMENT,
+            "PUSHTRAIN_SUBNETS": ",".join(self.config.subnets),
+            "PUSHTRAIN_SECURITY_GROUPS": ",".join(self.config.security_groups),
+        }
+
+    def close(self) -> None:
+        self.ecs.meta.events.unregister("after-call.ecs.DescribeTasks", self._describe_as_ecs)
+        state_manager.unset_transition(model_name="ecs::task")
+
+    def push_image(self, digest: str, tag: str, manifest: dict[str, Any] | None = None) -> None:
+        """Put a runnable image (or the given manifest) under `tag` with `digest`."""
         # moto keys images by manifest content, so each digest gets a manifest of its own
-        manifest = {
+        manifest = manifest or {
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": digest},
-            "layers": [],
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": digest}],
         }
         self.ecr.put_image(
             repositoryName="pushtrain-trainer", imageManifest=json.dumps(manifest), imageTag=tag, imageDigest=digest
         )
+
+    def stop_task(self, task_arn: str, stop_code: str | None, exit_code: int | None, reason: str = "stopped") -> None:
+        """Stop a task as ECS would: moto's StopTask, plus the stop code and exit code ECS then reports."""
+        self.ecs.stop_task(cluster="pushtrain", task=task_arn, reason=reason)
+        self.stopped[task_arn] = {"stopCode": stop_code, "exitCode": exit_code}
+
+    def start_attempt(self, run_id: str, attempt: int, digest: str = DIGEST) -> str:
+        """Run a task of `run_id` / `attempt` directly (as an earlier invocation would have): its ARN."""
+        env = {"TRAINER_RUN_ID": run_id, "TRAINER_ATTEMPT": str(attempt), "TRAINER_IMAGE_DIGEST": digest}
+        response = self.ecs.run_task(
+            cluster="pushtrain",
+            taskDefinition=self.base_arn,
+            launchType="FARGATE",
+            startedBy=run_id,
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": list(self.config.subnets),
+                    "securityGroups": list(self.config.security_groups),
+                }
+            },
+            overrides={
+                "containerOverrides": [
+                    {"name": "trainer", "environment": [{"name": k, "value": v} for k, v in sorted(env.items())]}
+                ]
+            },
+        )
+        return str(response["tasks"][0]["taskArn"])
+
+    def put_record(self, run_id: str, **fields: Any) -> None:
+        """Change fields of a run record behind the trigger's back (as the trainer or a crash would)."""
+        record = self.record(run_id)
+        record.update(fields)
+        self.s3.put_object(Bucket=BUCKET, Key=f"runs/{run_id}/status.json", Body=json.dumps(record).encode())
+
+    def _describe_as_ecs(self, parsed: dict[str, Any], **_: Any) -> None:
+        for task in parsed.get("tasks") or []:
+            facts = self.stopped.get(task.get("taskArn"))
+            if facts is None:
+                continue
+            if facts["stopCode"] is not None:
+                task["stopCode"] = facts["stopCode"]
+            for container in task.setdefault("containers", [{"name": "trainer"}]):
+                container.pop("exitCode", None)  # a container that never ran has none
+                if facts["exitCode"] is not None:
+                    container["exitCode"] = facts["exitCode"]
 
     def tasks(self) -> list[dict[str, Any]]:
         arns = self.ecs.list_tasks(cluster="pushtrain")["taskArns"]
@@ -138,6 +223,31 @@ class Emulated:
     def record(self, run_id: str) -> dict[str, Any]:
         body = self.s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/status.json")["Body"].read()
         return json.loads(body)
+
+
+def stop_event_for(  # noqa: PLR0917 (the stop event's own fields, in its order)
+    aws: Emulated,
+    sample: dict[str, Any],
+    task_arn: str,
+    stop_code: str | None,
+    exit_code: int | None,
+    reason: str = "stopped",
+) -> dict[str, Any]:
+    """The sample stop event for a task `aws` started, after stopping it that way in the emulated ECS."""
+    aws.stop_task(task_arn, stop_code, exit_code, reason)
+    (task,) = aws.ecs.describe_tasks(cluster="pushtrain", tasks=[task_arn])["tasks"]
+    event = copy.deepcopy(sample)
+    event["detail"].update(taskArn=task_arn, taskDefinitionArn=task["taskDefinitionArn"], stoppedReason=reason)
+    event["detail"]["overrides"] = task["overrides"]
+    if stop_code is None:
+        event["detail"].pop("stopCode", None)
+    else:
+        event["detail"]["stopCode"] = stop_code
+    if exit_code is None:
+        event["detail"]["containers"][0].pop("exitCode", None)
+    else:
+        event["detail"]["containers"][0]["exitCode"] = exit_code
+    return event
 
 
 def env_of(task: dict[str, Any]) -> dict[str, str]:

@@ -8,7 +8,9 @@ Used by `.github/workflows/drift.yml` after `terraform plan -detailed-exitcode` 
 - exit code 2 (drift): the open issue labelled `drift` gets the new plan as its body and a comment
   (so watchers are notified), or, when there is none, one is opened;
 - exit code 0 (clean): an open drift issue is closed with a comment saying so; nothing else happens;
-- anything else: the check itself failed; issues are left alone and this exits 1.
+- anything else, or no exit code at all (login, init or plan failed before one existed): the check
+  itself failed, which must not be silent: the open drift issue gets a comment saying so, or, when
+  there is none, one is opened saying the check fails; then this exits 1 (the job stays failed).
 
 The token (`GH_TOKEN`) needs `issues: write`. Only the standard library; GitHub through `gh`.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 LABEL = "drift"
 TITLE = "Infrastructure drift: AWS differs from terraform/"
+FAILED_TITLE = "Drift check failing: cannot tell whether AWS matches terraform/"
 BODY_LIMIT = 60_000  # characters of plan text; GitHub caps an issue body at 65,536
 
 
@@ -65,13 +68,67 @@ def render_body(plan_text: str, run_url: str) -> str:
     )
 
 
-def reconcile(exit_code: int, plan_text: str, repository: str, run_url: str) -> str:
-    """Bring the drift issue in line with the plan's exit code; returns what was done, in words."""
-    if exit_code not in (0, 2):
-        raise DriftIssueError(
-            f"terraform plan exited {exit_code}: the check failed, so it says nothing about drift; issues left alone"
-        )
+def render_failure(exit_code: int | None, run_url: str) -> str:
+    """The issue body when the check itself failed: no answer about drift, and where to look."""
+    what = "ended before terraform plan ran" if exit_code is None else f"failed: terraform plan exited {exit_code}"
+    return (
+        f"The scheduled drift check {what}, so nobody knows whether AWS still matches `terraform/`.\n\n"
+        f"Run: {run_url}\n\n"
+        "Read the run's log (expired credentials, a changed role, a provider error, a held state lock), fix the "
+        "cause, and re-run the drift workflow. This issue closes itself when a later check finds no drift.\n"
+    )
+
+
+def ensure_label(repository: str) -> None:
+    gh(
+        [
+            "label",
+            "create",
+            LABEL,
+            "--repo",
+            repository,
+            "--force",
+            "--color",
+            "d93f0b",
+            "--description",
+            "AWS differs from terraform/ (opened by the drift workflow)",
+        ]
+    )
+
+
+def reconcile(exit_code: int | None, plan_text: str, repository: str, run_url: str) -> str:
+    """Bring the drift issue in line with the plan's exit code; returns what was done, in words.
+
+    A failed check (any code but 0 and 2, or None) is reported on the issue, then raised as DriftIssueError.
+    """
     issues = open_drift_issues(repository)
+    if exit_code not in (0, 2):
+        if issues:
+            gh(
+                ["issue", "comment", str(issues[0]), "--repo", repository, "--body-file", "-"],
+                stdin=render_failure(exit_code, run_url),
+            )
+            done = f"commented on #{issues[0]}"
+        else:
+            ensure_label(repository)
+            url = gh(
+                [
+                    "issue",
+                    "create",
+                    "--repo",
+                    repository,
+                    "--title",
+                    FAILED_TITLE,
+                    "--label",
+                    LABEL,
+                    "--body-file",
+                    "-",
+                ],
+                stdin=render_failure(exit_code, run_url),
+            )
+            done = f"opened {url.strip()}"
+        code = "no exit code" if exit_code is None else f"exit code {exit_code}"
+        raise DriftIssueError(f"the drift check failed ({code}), so it says nothing about drift; {done}")
     if exit_code == 0:
         for number in issues:
             gh(
@@ -89,23 +146,10 @@ def reconcile(exit_code: int, plan_text: str, repository: str, run_url: str) -> 
     body = render_body(plan_text, run_url)
     if issues:
         number = issues[0]
-        gh(["issue", "edit", str(number), "--repo", repository, "--body-file", "-"], stdin=body)
+        gh(["issue", "edit", str(number), "--repo", repository, "--title", TITLE, "--body-file", "-"], stdin=body)
         gh(["issue", "comment", str(number), "--repo", repository, "--body", f"Still drifted as of {run_url}."])
         return f"drift; updated #{number}"
-    gh(
-        [
-            "label",
-            "create",
-            LABEL,
-            "--repo",
-            repository,
-            "--force",
-            "--color",
-            "d93f0b",
-            "--description",
-            "AWS differs from terraform/ (opened by the drift workflow)",
-        ]
-    )
+    ensure_label(repository)
     url = gh(
         ["issue", "create", "--repo", repository, "--title", TITLE, "--label", LABEL, "--body-file", "-"], stdin=body
     )
@@ -120,14 +164,17 @@ def _read_plan_text(path: Path | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m ci.drift_issue", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--exit-code", type=int, required=True, help="terraform plan -detailed-exitcode's exit code")
+    parser.add_argument(
+        "--exit-code", required=True, help="terraform plan -detailed-exitcode's exit code (empty: the plan never ran)"
+    )
     parser.add_argument("--plan-text", type=Path, help="the plan as text (needed when the exit code is 2)")
     parser.add_argument("--repository", required=True, help="owner/name")
     parser.add_argument("--run-url", required=True, help="link to this workflow run")
     args = parser.parse_args(argv)
+    exit_code = int(args.exit_code) if args.exit_code.strip().lstrip("-").isdigit() else None
     try:
-        plan_text = _read_plan_text(args.plan_text) if args.exit_code == 2 else ""
-        outcome = reconcile(args.exit_code, plan_text, args.repository, args.run_url)
+        plan_text = _read_plan_text(args.plan_text) if exit_code == 2 else ""
+        outcome = reconcile(exit_code, plan_text, args.repository, args.run_url)
     except DriftIssueError as error:
         print(f"::error title=drift::{error}")
         return 1

@@ -52,6 +52,17 @@ class Emulator:
             response.read()
 
 
+def report_stop(emulator: Emulator, cluster: str, task_arn: str, stop_code: str, exit_code: int | None) -> None:
+    """Make DescribeTasks report a stopped task's stop code and exit code, as ECS does (moto's StopTask
+    sets neither); the trigger acts on a stop event only when DescribeTasks backs it."""
+    from moto.ecs.models import ecs_backends
+
+    task = ecs_backends[emulator.account_id][emulator.region].tasks[cluster][task_arn]
+    task.stop_code = stop_code
+    for container in task.containers:
+        container.exitCode = exit_code
+
+
 @contextmanager
 def running(region: str) -> Iterator[Emulator]:
     """Start moto on 127.0.0.1 (a free port), point this process's AWS environment at it, undo both after."""
@@ -63,17 +74,26 @@ def running(region: str) -> Iterator[Emulator]:
     # moto keeps its backends per process, not per server: a new server in a process that ran
     # one before (the tests) would otherwise start with the last one's resources.
     emulator.reset()
-    saved = {name: os.environ.get(name) for name in emulator.environment()}
-    os.environ.update(emulator.environment())
     try:
-        yield emulator
+        with environ(emulator.environment()):
+            yield emulator
+    finally:
+        server.stop()
+
+
+@contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the duration of the block; each name's previous value (or absence) after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        server.stop()
 
 
 @dataclass(frozen=True)

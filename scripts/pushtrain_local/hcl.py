@@ -6,11 +6,12 @@ python-hcl2 parses the files; it leaves every expression as HCL text (`"${var.na
 - literals (strings with `${...}` interpolation, numbers, bools, null, lists, objects);
 - references: `var.<name>` (the variable's default), `local.<name>`, `path.module`, and resource or
   data attributes the caller knows (`Scope.known`, keyed by `(type, attribute)`; `(type, "*")` is the
-  whole collection of a resource with `count`/`for_each`), or a resource
+  whole collection of a resource with `count`/`for_each`; `("type.name", attribute)` one resource), or a resource
   argument written in the configuration (`aws_ecs_cluster.this.name` is that block's `name`);
 - `for` expressions over lists and maps, the conditional `c ? a : b`, `==`, `!=`, `!`, `&&`, `||`;
-- the functions `coalesce`, `concat`, `format`, `join`, `jsonencode`, `lower`, `merge`, `templatefile`,
-  `keys`, `length`, `sort`, `tolist`, `tomap`, `tostring`, `tonumber`, `upper`, `values`.
+- the functions `coalesce`, `concat`, `contains`, `distinct`, `format`, `join`, `jsonencode`, `lower`, `merge`,
+  `replace` (plain text), `templatefile`, `keys`, `length`, `slice`, `sort`, `tolist`, `toset`, `tomap`,
+  `tostring`, `tonumber`, `upper`, `values`.
 
 A reference the evaluator cannot know before an apply (a subnet id, an ARN) becomes `Unknown`, like
 Terraform's "known after apply"; it is an error only where a caller needs the value (`require`).
@@ -376,8 +377,10 @@ class _Parser:
             if arguments is None:
                 raise HclError(f"unsupported reference {dotted!r} in expression {self.text!r}")
             # A whole resource: the collection of a count/for_each resource, known only from the caller.
-            return self.scope.known.get((rtype, "*"), Unknown(dotted))
+            return self.scope.known.get((f"{rtype}.{rname}", "*"), self.scope.known.get((rtype, "*"), Unknown(dotted)))
         attribute = parts[2]
+        if (f"{rtype}.{rname}", attribute) in self.scope.known:
+            return self.scope.known[(f"{rtype}.{rname}", attribute)]
         if (rtype, attribute) in self.scope.known:
             return self.scope.known[(rtype, attribute)]
         if arguments is None:
@@ -547,6 +550,12 @@ def _templatefile(scope: Scope, path: str, variables: Mapping[str, Any] | None =
     return render_template(file.read_text(encoding="utf-8"), template_scope)
 
 
+def _replace(_: Scope, text: str, search: str, replacement: str) -> str:
+    if len(search) > 1 and search.startswith("/") and search.endswith("/"):
+        raise HclError(f"replace() with a regular expression ({search!r}) is outside the local pipeline's reader")
+    return text.replace(search, replacement)
+
+
 def _merge(_: Scope, *maps: Any) -> Any:
     merged: dict[str, Any] = {}
     for item in maps:
@@ -559,6 +568,8 @@ def _merge(_: Scope, *maps: Any) -> Any:
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "coalesce": _coalesce,
     "concat": lambda _, *lists: [x for items in lists for x in items],
+    "contains": lambda _, items, value: value in items,
+    "distinct": lambda _, items: list(dict.fromkeys(items)),
     "format": _format,
     "keys": lambda _, mapping: sorted(mapping),
     "length": lambda _, items: len(items),
@@ -568,8 +579,11 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "jsonencode": lambda _, value: JsonEncoded(value),
     "lower": lambda _, text: text.lower(),
     "merge": _merge,
+    "replace": _replace,
     "templatefile": _templatefile,
     "tolist": lambda _, items: list(items),
+    "toset": lambda _, items: sorted(dict.fromkeys(items), key=str),
+    "slice": lambda _, items, start, end: list(items)[start:end],
     "tomap": lambda _, mapping: dict(mapping),
     "tonumber": lambda _, value: float(value) if "." in str(value) else int(value),
     "tostring": lambda _, value: _to_string(value, "tostring()"),

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from pushtrain_local import events, runner
-from pushtrain_local.emulator import Emulator, Resources, provision, register_base_task_definition, running
+from pushtrain_local.emulator import (
+    Emulator,
+    Resources,
+    environ,
+    provision,
+    register_base_task_definition,
+    report_stop,
+    running,
+)
 from pushtrain_local.hcl import Unknown
 from pushtrain_local.terraform import Stack, TerraformModule, rule_targets
 
@@ -281,7 +289,7 @@ class Pipeline:
         log = io.StringIO()
         try:
             with (
-                _environment(self.trigger_environment),
+                environ(self.trigger_environment),  # what Terraform sets on the function
                 redirect_stdout(log),
             ):  # the trigger's one JSON line per decision, shown indented below
                 answer = handler(dict(event), context)
@@ -376,6 +384,8 @@ class Pipeline:
             "Your Spot Task was interrupted." if interrupt else f"Essential container in task exited ({run.exit_code})"
         )
         self.ecs.stop_task(cluster=self.stack.names.cluster, task=task_arn, reason=reason)
+        stop_code = "SpotInterruption" if interrupt else "EssentialContainerExited"
+        report_stop(self.emulator, self.stack.names.cluster, task_arn, stop_code, run.exit_code)
         return run
 
     def task_environment(self) -> dict[str, str]:
@@ -485,21 +495,6 @@ class Pipeline:
             path = folder / name
             self.say.info(f"{name:<10} {_relative(path)}" + ("" if path.is_file() else "  (missing!)"))
         return version
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """`values` in os.environ (what Terraform sets on the Lambda function) for the duration of one invocation."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _resolved_environment(environment: Mapping[str, Any]) -> dict[str, str]:

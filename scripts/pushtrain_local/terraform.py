@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,9 @@ class TerraformModule:
     variables: dict[str, Any]
     locals: dict[str, Any]
     resources: dict[tuple[str, str], dict[str, Any]]
+    data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # data sources, as resources
+    # every resource the files declare, those counted out by the defaults too (see `with_variables`)
+    declared: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> TerraformModule:
@@ -86,6 +89,7 @@ class TerraformModule:
         variables: dict[str, Any] = {}
         local_values: dict[str, Any] = {}
         resources: dict[tuple[str, str], dict[str, Any]] = {}
+        data: dict[tuple[str, str], dict[str, Any]] = {}
         for file in files:
             try:
                 document = hcl2.loads(file.read_text(encoding="utf-8"), serialization_options=_OPTIONS)
@@ -96,10 +100,11 @@ class TerraformModule:
                     variables[_unquote(name)] = body
             for block in document.get("locals", []):
                 local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
-            for block in document.get("resource", []):
-                for rtype, named in block.items():
-                    for rname, body in named.items():
-                        resources[(_unquote(rtype), _unquote(rname))] = body
+            for kind, into in (("resource", resources), ("data", data)):
+                for block in document.get(kind, []):
+                    for rtype, named in block.items():
+                        for rname, body in named.items():
+                            into[(_unquote(rtype), _unquote(rname))] = body
         defaults: dict[str, Any] = {}
         scope = Scope({}, {}, {}, path)
         for name, body in variables.items():
@@ -107,9 +112,15 @@ class TerraformModule:
                 defaults[name] = evaluate_value(body["default"], scope)
         # The emulated stack is the default one: a resource whose `count` is 0 there (the optional GPU and
         # Batch capacity, gpu.tf and batch.tf) does not exist in it.
-        with_defaults = Scope(defaults, local_values, resources, path)
-        resources = {key: body for key, body in resources.items() if _count(body, with_defaults) != 0}
-        return cls(path, defaults, local_values, resources)
+        module = cls(path, defaults, local_values, resources, data, declared=resources)
+        return module.with_variables({})
+
+    def with_variables(self, variables: Mapping[str, Any]) -> TerraformModule:
+        """This module with `variables` over its defaults, and only the resources whose `count` is not 0 then."""
+        merged = {**self.variables, **variables}
+        scope = Scope(merged, self.locals, self.declared, self.path)
+        resources = {key: body for key, body in self.declared.items() if _count(body, scope) != 0}
+        return replace(self, variables=merged, resources=resources)
 
     def default_region(self) -> str:
         """The `region` variable's default: the region the stack (and so the emulation) lives in."""
@@ -202,38 +213,89 @@ class TerraformModule:
             raise TerraformError(f"aws_lambda_function.{name}.environment.variables is not a map: {variables!r}")
         return variables
 
+    def instances(self, rtype: str, name: str, scope: Scope) -> dict[str, Scope]:
+        """The instances of one resource: its name -> `scope` for a plain one, each `for_each` key -> `scope`
+        with `each.key`/`each.value` bound, "0".."n-1" for `count` (with `count.index`)."""
+        instances = self.instances_of(self.resources[(rtype, name)], f"{rtype}.{name}", scope)
+        return {name if key is None else key: instance for key, instance in instances.items()}
+
+    def instances_of(self, body: Mapping[str, Any], where: str, scope: Scope) -> dict[str | None, Scope]:
+        """A block's instances: None -> `scope` without `for_each`/`count`, else one scope per key or index."""
+        if "count" in body:
+            try:
+                count = evaluate_value(body["count"], scope)
+            except HclError as exc:
+                raise TerraformError(f"{where}.count in {self.path}: {exc}") from exc
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise TerraformError(f"{where}.count in {self.path} is not a number known before apply: {count!r}")
+            return {str(i): scope.with_bound({"count": {"index": i}}) for i in range(count)}
+        if "for_each" not in body:
+            return {None: scope}
+        try:
+            collection = evaluate_value(body["for_each"], scope)
+        except HclError as exc:
+            raise TerraformError(f"{where}.for_each in {self.path}: {exc}") from exc
+        if isinstance(collection, list):
+            collection = {str(item): item for item in collection}
+        if not isinstance(collection, dict):
+            raise TerraformError(
+                f"{where}.for_each in {self.path} is not a map or set known before plan: {collection!r}"
+            )
+        return {key: scope.with_bound({"each": {"key": key, "value": value}}) for key, value in collection.items()}
+
     def event_patterns(
         self, account_id: str, region: str, known: Mapping[tuple[str, str], Any] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Every EventBridge rule's pattern (rule resource name -> pattern), templates rendered with real names."""
+        """Every EventBridge rule's pattern (rule instance -> pattern), templates rendered with real names.
+
+        A rule instance is the resource name, or its key for a rule written with `for_each`; a schedule rule
+        (no pattern, or a null one) has no entry.
+        """
         scope = self.scope(_facts(account_id, region, known))
         patterns: dict[str, dict[str, Any]] = {}
         for (rtype, name), body in self.resources.items():
             if rtype != "aws_cloudwatch_event_rule" or "event_pattern" not in body:
                 continue
-            where = f"aws_cloudwatch_event_rule.{name}.event_pattern"
-            try:
-                value = require(evaluate_value(body["event_pattern"], scope), where)
-                patterns[name] = json.loads(value)
-            except (HclError, json.JSONDecodeError) as exc:
-                raise TerraformError(f"{where} in {self.path}: {exc}") from exc
+            for instance, instance_scope in self.instances(rtype, name, scope).items():
+                where = f"aws_cloudwatch_event_rule.{name}[{instance!r}].event_pattern"
+                try:
+                    value = require(evaluate_value(body["event_pattern"], instance_scope), where)
+                    if value is not None:
+                        patterns[instance] = json.loads(value)
+                except (HclError, json.JSONDecodeError) as exc:
+                    raise TerraformError(f"{where} in {self.path}: {exc}") from exc
         return patterns
 
 
-_REFERENCE = re.compile(r"\b(aws_[a-z0-9_]+)\.([A-Za-z0-9_-]+)\.")
+_RULE_REFERENCE = re.compile(r'\$\{aws_cloudwatch_event_rule\.([A-Za-z0-9_-]+)(?:\[("[^"]*")\])?\.name\}')
+_TARGET_TYPE = re.compile(r"\b(aws_[a-z0-9_]+)\.[A-Za-z0-9_-]+(?:\[[^\]]*\])?\.")
+_WHOLE_RULE = re.compile(r"\$\{aws_cloudwatch_event_rule\.([A-Za-z0-9_-]+)\}")
 
 
 def rule_targets(module: TerraformModule) -> dict[str, set[str]]:
-    """Each EventBridge rule (resource name) -> the resource types its targets deliver to (`aws_lambda_function`)."""
+    """Each EventBridge rule instance (as in `event_patterns`) -> the resource types its targets deliver to.
+
+    A target names its rule as `aws_cloudwatch_event_rule.<name>.name`, `...<name>["key"].name`, or, with
+    `for_each = aws_cloudwatch_event_rule.<name>`, as `each.value.name` (one target per rule instance).
+    """
+    scope = module.scope(_facts("000000000000", module.default_region(), None))
     targets: dict[str, set[str]] = {}
     for (rtype, name), body in module.resources.items():
         if rtype != "aws_cloudwatch_event_target":
             continue
-        rule = _REFERENCE.search(str(body.get("rule", "")))
-        arn = _REFERENCE.search(str(body.get("arn", "")))
-        if not rule or rule.group(1) != "aws_cloudwatch_event_rule" or not arn:
+        kind = _TARGET_TYPE.search(str(body.get("arn", "")))
+        rule_text = str(body.get("rule", ""))
+        whole = _WHOLE_RULE.fullmatch(str(body.get("for_each", "")))
+        instances: list[str] = []
+        if whole and rule_text == "${each.value.name}":
+            instances = list(module.instances("aws_cloudwatch_event_rule", whole.group(1), scope))
+        elif reference := _RULE_REFERENCE.fullmatch(rule_text):
+            key = reference.group(2)
+            instances = [reference.group(1) if key is None else key.strip('"')]
+        if not kind or not instances or "each.key" in rule_text:
             raise TerraformError(f"aws_cloudwatch_event_target.{name}: cannot tell its rule and target from {body!r}")
-        targets.setdefault(rule.group(2), set()).add(arn.group(1))
+        for instance in instances:
+            targets.setdefault(instance, set()).add(kind.group(1))
     return targets
 
 
@@ -255,6 +317,7 @@ def _facts(account_id: str, region: str, known: Mapping[tuple[str, str], Any] | 
         ("data.aws_region", "region"): region,
         ("data.aws_region", "id"): region,
         ("data.aws_partition", "partition"): "aws",
+        ("data.aws_partition", "reverse_dns_prefix"): "com.amazonaws",
         **(known or {}),
     }
 

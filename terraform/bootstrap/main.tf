@@ -16,7 +16,9 @@ locals {
   artifacts_bucket_default = "${local.name}-artifacts-${local.account_id}-${var.region}"
   artifacts_bucket_name    = coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)
   stack_iam_path           = "/${local.name}/"
-  stack_boundary_name      = "${local.name}-stack-boundary"
+  # The stack's three roles (../iam.tf): the only roles the apply role may create, change or pass.
+  stack_role_names    = ["${local.name}-trainer-execution", "${local.name}-trainer-task", local.function_name]
+  stack_boundary_name = "${local.name}-stack-boundary"
 
   state_bucket_default = "${local.name}-tfstate-${local.account_id}-${var.region}"
   state_bucket_name    = coalesce(var.state_bucket_name, local.state_bucket_default)
@@ -26,10 +28,12 @@ locals {
   github_oidc_url = "token.actions.githubusercontent.com"
 
   # The `sub` claims each CI role trusts (docs/contracts.md). A job that names an environment
-  # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request".
+  # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request"; a job
+  # on main without an environment (the plan jobs of terraform-apply and destroy) ":ref:refs/heads/main".
   role_subjects = {
     plan = [
       "repo:${var.github_repository}:pull_request",
+      "repo:${var.github_repository}:ref:refs/heads/main",
       "repo:${var.github_repository}:environment:drift",
     ]
     apply   = ["repo:${var.github_repository}:environment:production"]
@@ -42,14 +46,15 @@ locals {
 
   # ARN prefixes of the stack's resources, for the CI roles' policies.
   arn = {
-    repository     = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.repository_name}"
-    function       = "arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.function_name}"
-    artifacts      = "arn:${local.partition}:s3:::${local.artifacts_bucket_name}"
-    cluster_tasks  = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
-    stack_roles    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
-    state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
-    stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
-    stack_lockfile = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
+    repository      = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.repository_name}"
+    function        = "arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.function_name}"
+    artifacts       = "arn:${local.partition}:s3:::${local.artifacts_bucket_name}"
+    cluster_tasks   = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
+    stack_roles     = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
+    stack_role_list = [for role in local.stack_role_names : "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${role}"]
+    state_bucket    = "arn:${local.partition}:s3:::${local.state_bucket_name}"
+    stack_state     = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
+    stack_lockfile  = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
   }
 
   # Every resource of the stack by ARN pattern, for the plan (read) and apply (manage) roles.
@@ -123,7 +128,7 @@ locals {
     "s3:GetLifecycleConfiguration",
     "s3:GetReplicationConfiguration",
     "s3:ListBucket",
-    "sns:GetSubscriptionAttributes",
+    "s3:ListTagsForResource",
     "sns:GetTopicAttributes",
     "sns:ListTagsForResource",
     "sqs:GetQueueAttributes",
@@ -150,6 +155,7 @@ locals {
     "ecs:CreateCluster",
     "ecs:DeleteCluster",
     "ecs:PutClusterCapacityProviders",
+    "ecs:RegisterTaskDefinition",
     "ecs:TagResource",
     "ecs:UntagResource",
     "ecs:UpdateCluster",
@@ -185,11 +191,9 @@ locals {
     "logs:UntagResource",
     "sns:CreateTopic",
     "sns:DeleteTopic",
-    "sns:SetSubscriptionAttributes",
     "sns:SetTopicAttributes",
     "sns:Subscribe",
     "sns:TagResource",
-    "sns:Unsubscribe",
     "sns:UntagResource",
     "sqs:CreateQueue",
     "sqs:DeleteQueue",
@@ -201,7 +205,6 @@ locals {
 
   # Read calls that have no resource type (only "*"); both plan and apply refresh the stack with them.
   describe_actions = [
-    "cloudwatch:DescribeAlarms",
     "ec2:DescribeAvailabilityZones",
     "ec2:DescribeInternetGateways",
     "ec2:DescribeNetworkAcls",
@@ -211,13 +214,66 @@ locals {
     "ec2:DescribeSecurityGroupRules",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSubnets",
-    "ec2:DescribeVpcAttribute",
     "ec2:DescribeVpcEndpointServices",
     "ec2:DescribeVpcEndpoints",
     "ec2:DescribeVpcs",
     "ecs:DescribeTaskDefinition",
     "kms:ListAliases",
     "logs:DescribeLogGroups",
+  ]
+
+  # The stack's network (../network.tf), for the apply role. Each create call -> the resource type it
+  # creates; the provider tags every one of them on create (default_tags: Project = <name>).
+  network_creates = {
+    CreateVpc             = "vpc"
+    CreateSubnet          = "subnet"
+    CreateRouteTable      = "route-table"
+    CreateSecurityGroup   = "security-group"
+    CreateInternetGateway = "internet-gateway"
+    CreateVpcEndpoint     = "vpc-endpoint"
+  }
+  network_resource_types = ["vpc", "subnet", "route-table", "security-group", "internet-gateway", "vpc-endpoint", "security-group-rule"]
+  # Calls on resources that carry the stack's tag (a create call's parents included: CreateSubnet is
+  # also authorized against its VPC).
+  network_changes = [
+    "ec2:AssociateRouteTable",
+    "ec2:AttachInternetGateway",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:CreateRoute",
+    "ec2:CreateRouteTable",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateSubnet",
+    "ec2:CreateTags",
+    "ec2:CreateVpcEndpoint",
+    "ec2:DeleteInternetGateway",
+    "ec2:DeleteRoute",
+    "ec2:DeleteRouteTable",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DeleteSubnet",
+    "ec2:DeleteTags",
+    "ec2:DeleteVpc",
+    "ec2:DeleteVpcEndpoints",
+    "ec2:DetachInternetGateway",
+    "ec2:DisassociateRouteTable",
+    "ec2:ModifySecurityGroupRules",
+    "ec2:ModifySubnetAttribute",
+    "ec2:ModifyVpcAttribute",
+    "ec2:ModifyVpcEndpoint",
+    "ec2:ReplaceRoute",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:UpdateSecurityGroupRuleDescriptionsEgress",
+    "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
+  ]
+  security_group_rule_changes = [
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:ModifySecurityGroupRules",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:UpdateSecurityGroupRuleDescriptionsEgress",
+    "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
   ]
 
   # As in the stack, our tags win over var.tags.

@@ -57,7 +57,7 @@ def test_no_checkpoint_means_a_fresh_start(store: Store, config: TrainConfig) ->
     assert load_checkpoint(store, RUN, config, CHECKSUM) is None
 
 
-def test_newer_checkpoint_replaces_the_older_one_atomically(store: Store, config: TrainConfig) -> None:
+def test_newer_checkpoint_is_loaded_and_the_one_before_it_is_kept(store: Store, config: TrainConfig) -> None:
     first = session_like_state(config)
     save_checkpoint(store, RUN, first, config, CHECKSUM)
     second = {**first, "epochs_done": 2, "step": 0}
@@ -65,7 +65,9 @@ def test_newer_checkpoint_replaces_the_older_one_atomically(store: Store, config
     payload = load_checkpoint(store, RUN, config, CHECKSUM)
     assert payload is not None
     assert (payload["state"]["epochs_done"], payload["state"]["step"]) == (2, 0)
-    assert store.list(f"runs/{RUN}/") == [checkpoint_key(RUN)]
+    # the previous checkpoint stays beside the newest one, each with its sha256 sidecar (to fall back to)
+    kept = [checkpoint_key(RUN, slot) for slot in (0, 1)]
+    assert store.list(f"runs/{RUN}/") == sorted([*kept, *(key + ".sha256" for key in kept)])
 
 
 @pytest.mark.parametrize(

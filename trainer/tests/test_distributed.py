@@ -19,15 +19,27 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer.distributed import DistributedError, FollowerStore, torchrun_arguments, world_from_env
+from trainer.checkpoint import Checkpoints
+from trainer.config import load_config
+from trainer.distributed import (
+    DistributedError,
+    DistributedRun,
+    FollowerStore,
+    World,
+    torchrun_arguments,
+    world_from_env,
+)
 from trainer.store import LocalStore
 from trainer.synth import write_folder
+
+from trainer import runstate
 
 N_TRAIN, N_TEST = 512, 128
 SETTINGS = [
@@ -104,6 +116,37 @@ def test_a_follower_reads_the_leaders_objects_and_writes_none(tmp_path: Path) ->
     follower.upload_file(tmp_path / "ckpt", "runs/r/checkpoint.pt")
     assert leader.get("runs/r/status.json") == b"{}"
     assert not leader.exists("runs/r/checkpoint.pt")
+
+
+def held_elsewhere(store: LocalStore, run_id: str) -> dict[str, Any]:
+    """A `running` record whose lease a live trainer on another host renewed just now."""
+    record = runstate.new_record(run_id, now=runstate.utc_now(), source="manual")
+    record |= {"state": "running", "lease": {"owner": "elsewhere:7:0badcafe", "attempt": 1,
+                                              "heartbeat_at": runstate.utc_now()}}  # fmt: skip
+    store.put(runstate.status_key(run_id), json.dumps(record).encode())
+    return record
+
+
+class FollowerGroup:
+    """What DistributedRun reads of its group before training: this process's place (rank 1 of 2)."""
+
+    def __init__(self) -> None:
+        self.world = World(rank=1, world_size=2, local_rank=1, master_addr="127.0.0.1", master_port=29500)
+
+
+def test_a_follower_never_renews_the_lease_nor_stores_a_checkpoint(tmp_path: Path) -> None:
+    # GIVEN a run whose lease another trainer holds (a plain Run's heartbeat would raise LeaseLostError)
+    store = LocalStore(tmp_path / "store")
+    before = held_elsewhere(store, "r")
+    argv = ["--run-id", "r", "--store-uri", str(tmp_path / "store"), "--work-dir", str(tmp_path / "work")]
+    config = load_config(argv, {})
+    follower = DistributedRun(config, store, FollowerGroup(), threading.Event())  # type: ignore[arg-type]
+    # WHEN the follower reaches the points where the leader renews the lease and stores a checkpoint
+    follower.heartbeat()
+    follower.save_checkpoint(Checkpoints(store, "r", config, "sha256:data"), object(), 1.0)  # type: ignore[arg-type]
+    # THEN the record is as it was and no checkpoint (or sidecar) exists
+    assert json.loads(store.get(runstate.status_key("r"))) == before
+    assert store.list("runs/r/") == [runstate.status_key("r")]
 
 
 # --- two real processes ----------------------------------------------------------------------------
@@ -231,6 +274,22 @@ def test_two_ranks_interrupted_on_one_rank_resume_and_publish_the_single_process
     for mine, theirs in zip(ours["epochs"], single_process["epochs"], strict=True):
         assert abs(mine["train_loss"] - theirs["train_loss"]) <= LOSS_TOLERANCE
         assert abs(mine["test_loss"] - theirs["test_loss"]) <= LOSS_TOLERANCE
+
+
+@pytest.mark.slow
+def test_two_ranks_of_a_run_another_live_trainer_holds_exit_73_and_change_nothing(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    # GIVEN a run whose lease a live trainer elsewhere holds
+    run_id = "ddp-duplicate"
+    store = LocalStore(workspace.store)
+    before = held_elsewhere(store, run_id)
+    # WHEN two ranks start it THEN the leader finds the lease held and every rank exits 73 (a duplicate
+    # trainer); the record is untouched and nothing was trained or stored
+    ranks = start_ranks(workspace, run_id, tmp_path)
+    assert wait_all(ranks, tmp_path) == [73, 73]
+    assert status(workspace, run_id) == before
+    assert store.list(f"runs/{run_id}/") == [runstate.status_key(run_id)]
 
 
 @pytest.mark.slow

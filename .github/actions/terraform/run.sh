@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# init, fmt -check and validate a Terraform root module, then plan or apply it.
+# init, fmt -check and validate a Terraform root module, then plan it or apply a saved plan.
 #
-# plan: `terraform plan -detailed-exitcode` (through `tfcmt plan -patch` when commenting) and its
-# exit code handled explicitly: 0 no changes, 2 changes (both succeed), anything else fails.
-# Outputs (GITHUB_OUTPUT): exit-code, has-changes, plan-file. A line per run in GITHUB_STEP_SUMMARY.
+# plan: `terraform plan -detailed-exitcode -out=<plan file>` (through `tfcmt plan` when commenting),
+#   exit code handled explicitly: 0 no changes, 2 changes (both succeed), anything else fails. A plan
+#   that succeeds leaves <plan file>.txt (its text), <plan file>.changes (one "<actions> <address>"
+#   line per resource it changes, sorted: what the apply workflow compares with the pull request's
+#   plan) and <plan file>.sha256; outputs exit-code, has-changes, plan-file, plan-sha256.
+# apply: applies exactly the saved plan TF_PLAN_FILE, after checking its sha256 is TF_PLAN_SHA256 (what
+#   the plan job recorded). It never plans: a missing, changed or stale plan fails with a message and
+#   nothing is applied. Outputs exit-code.
+# A line per run in GITHUB_STEP_SUMMARY.
 #
-# env: TF_COMMAND (plan|apply), TF_WORKING_DIR, TF_EXTRA_ARGS and TF_BACKEND_CONFIG (one item a
-#      line), TF_COMMENT (true|false), TF_PLAN_FILE (absolute path for the plan), GITHUB_TOKEN (tfcmt).
+# env: TF_COMMAND (plan|apply), TF_WORKING_DIR, TF_EXTRA_ARGS and TF_BACKEND_CONFIG (one item a line),
+#      TF_COMMENT (true|false), TF_PATCH (true|false: tfcmt updates its previous plan comment),
+#      TF_PLAN_FILE (absolute path of the plan), TF_PLAN_SHA256 (apply), GITHUB_TOKEN (tfcmt).
 set -euo pipefail
 
 command="${TF_COMMAND:-}"
 workdir="${TF_WORKING_DIR:-terraform}"
 comment="${TF_COMMENT:-true}"
+patch="${TF_PATCH:-true}"
 plan_file="${TF_PLAN_FILE:-$PWD/tfplan}"
 output="${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
 summary="${GITHUB_STEP_SUMMARY:?GITHUB_STEP_SUMMARY is not set}"
@@ -23,16 +31,39 @@ case "$command" in
     exit 1
     ;;
 esac
-case "$comment" in
-  true | false) ;;
-  *)
-    echo "::error title=terraform::comment must be true or false, got '$comment'"
-    exit 1
-    ;;
-esac
+for flag in "comment=$comment" "patch=$patch"; do
+  case "${flag#*=}" in
+    true | false) ;;
+    *)
+      echo "::error title=terraform::${flag%%=*} must be true or false, got '${flag#*=}'"
+      exit 1
+      ;;
+  esac
+done
 if [[ ! -d "$workdir" ]]; then
   echo "::error title=terraform::working-directory '$workdir' does not exist"
   exit 1
+fi
+if [[ "$plan_file" != /* ]]; then plan_file="$PWD/$plan_file"; fi
+
+# Apply only the plan that was reviewed: check it before anything else runs.
+if [[ "$command" == "apply" ]]; then
+  expected="${TF_PLAN_SHA256:-}"
+  if [[ ! -f "$plan_file" ]]; then
+    echo "### terraform apply \`$workdir\`: no plan file, nothing applied" >>"$summary"
+    echo "::error title=terraform apply::no saved plan at $plan_file (the plan job's artifact is missing): nothing applied; re-run the workflow to plan again"
+    exit 1
+  fi
+  if [[ ! "$expected" =~ ^[0-9a-f]{64}$ ]]; then
+    echo "::error title=terraform apply::plan-sha256 must be the 64-hex sha256 the plan job recorded, got '$expected': nothing applied"
+    exit 1
+  fi
+  actual="$(sha256sum "$plan_file" | cut -d ' ' -f 1)"
+  if [[ "$actual" != "$expected" ]]; then
+    echo "### terraform apply \`$workdir\`: the plan file changed after it was planned, nothing applied" >>"$summary"
+    echo "::error title=terraform apply::the plan file's sha256 is $actual, but the plan job recorded $expected: it is not the plan that was reviewed; nothing applied"
+    exit 1
+  fi
 fi
 
 # One argument per non-blank line; `read` trims the surrounding whitespace. No word splitting, no eval.
@@ -47,8 +78,8 @@ done <<<"${TF_BACKEND_CONFIG:-}"
 
 cd "$workdir"
 
-# Plans (pull requests, drift) and applies take the same S3 state lock from different concurrency
-# groups: wait for the other one instead of failing at once on "Error acquiring the state lock".
+# Plans (pull requests, main, drift, destroy) and applies take the same S3 state lock from different
+# concurrency groups: wait for the other one instead of failing at once on "Error acquiring the state lock".
 lock_timeout="10m"
 
 echo "::group::terraform init ($workdir)"
@@ -70,7 +101,7 @@ run_terraform() {
   shift
   if [[ "$comment" == "true" ]]; then
     local tfcmt_args=(-var "target:$workdir" "$sub")
-    if [[ "$sub" == "plan" ]]; then tfcmt_args+=(-patch); fi
+    if [[ "$sub" == "plan" && "$patch" == "true" ]]; then tfcmt_args+=(-patch); fi
     tfcmt "${tfcmt_args[@]}" -- terraform "$sub" "$@"
   else
     terraform "$sub" "$@"
@@ -86,16 +117,34 @@ if [[ "$command" == "plan" ]]; then
   echo "::endgroup::"
   echo "exit-code=$code" >>"$output"
   case "$code" in
-    0)
-      echo "has-changes=false" >>"$output"
-      echo "plan-file=$plan_file" >>"$output"
-      echo "### terraform plan \`$workdir\`: no changes" >>"$summary"
-      ;;
-    2)
+    0 | 2)
       terraform show -no-color "$plan_file" >"$plan_file.txt"
-      echo "has-changes=true" >>"$output"
-      echo "plan-file=$plan_file" >>"$output"
-      echo "### terraform plan \`$workdir\`: changes to apply" >>"$summary"
+      terraform show -json "$plan_file" |
+        jq -r '.resource_changes[]? | select(.change.actions != ["no-op"]) | "\(.change.actions | join("+")) \(.address)"' |
+        LC_ALL=C sort >"$plan_file.changes"
+      sha="$(sha256sum "$plan_file" | cut -d ' ' -f 1)"
+      echo "$sha  $(basename "$plan_file")" >"$plan_file.sha256"
+      if [[ "$code" -eq 0 ]]; then has_changes=false; else has_changes=true; fi
+      {
+        echo "has-changes=$has_changes"
+        echo "plan-file=$plan_file"
+        echo "plan-sha256=$sha"
+      } >>"$output"
+      if [[ "$has_changes" == "true" ]]; then
+        echo "### terraform plan \`$workdir\`: changes to apply (plan sha256 \`$sha\`)" >>"$summary"
+        # What the production reviewers read before they approve (a summary holds at most 1 MiB).
+        {
+          echo "<details><summary>the plan</summary>"
+          echo
+          echo '```'
+          head -c 200000 "$plan_file.txt"
+          if [[ "$(wc -c <"$plan_file.txt")" -gt 200000 ]]; then echo "… (truncated: the whole plan is in the job's log)"; fi
+          echo '```'
+          echo "</details>"
+        } >>"$summary"
+      else
+        echo "### terraform plan \`$workdir\`: no changes" >>"$summary"
+      fi
       ;;
     *)
       echo "### terraform plan \`$workdir\`: failed (exit $code)" >>"$summary"
@@ -104,17 +153,23 @@ if [[ "$command" == "plan" ]]; then
       ;;
   esac
 else
-  echo "::group::terraform apply ($workdir)"
+  echo "::group::terraform apply ($workdir, saved plan $(basename "$plan_file"))"
+  log="$plan_file.apply.log"
   set +e
-  run_terraform apply -input=false -no-color -lock-timeout="$lock_timeout" -auto-approve "${extra_args[@]}"
-  code=$?
+  run_terraform apply -input=false -no-color -lock-timeout="$lock_timeout" "${extra_args[@]}" "$plan_file" 2>&1 | tee "$log"
+  code="${PIPESTATUS[0]}"
   set -e
   echo "::endgroup::"
   echo "exit-code=$code" >>"$output"
   if [[ "$code" -ne 0 ]]; then
-    echo "### terraform apply \`$workdir\`: failed (exit $code)" >>"$summary"
-    echo "::error title=terraform apply::apply failed in $workdir with exit code $code"
+    if grep -q "Saved plan is stale" "$log"; then
+      echo "### terraform apply \`$workdir\`: the saved plan is stale, nothing applied" >>"$summary"
+      echo "::error title=terraform apply::the saved plan is stale: the state changed after it was planned (another apply, a destroy or a change by hand). Terraform applied nothing; run the workflow again to plan afresh and review that plan"
+    else
+      echo "### terraform apply \`$workdir\`: failed (exit $code)" >>"$summary"
+      echo "::error title=terraform apply::apply failed in $workdir with exit code $code"
+    fi
     exit 1
   fi
-  echo "### terraform apply \`$workdir\`: applied" >>"$summary"
+  echo "### terraform apply \`$workdir\`: applied the reviewed plan (sha256 \`${TF_PLAN_SHA256}\`)" >>"$summary"
 fi

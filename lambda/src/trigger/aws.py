@@ -15,10 +15,16 @@ from trigger.errors import ConfigError
 
 # Adaptive retry mode: botocore backs off on throttling (and rate-limits itself client-side); RunTask
 # adds its own bounded retry on top (trigger.ecs), since a start must not be lost to a busy account.
-# Budget: 4 botocore attempts back off at most ~14 s; times 3 RunTask tries (+3 s of our own backoff)
-# is ~45 s, inside the function's 60 s timeout; past that, Lambda's own retry takes over.
+# Time budget against the function's 60 s timeout:
+# - throttling (fast answers): 4 botocore attempts back off at most 1 + 2 + 4 = 7 s; RunTask's 3 tries
+#   add at most 1 + 2 = 3 s of our own, so one RunTask request waits at most 3 x 7 + 3 = 24 s;
+# - a hung endpoint: one attempt may take 5 s to connect and 20 s to read, so two hung attempts of any
+#   call reach the timeout. Lambda then ends the invocation without our `except` running: the start's
+#   claim is not released and expires after PUSHTRAIN_CLAIM_SECONDS (180 s); Lambda retries an async
+#   event after about 1 and 3 minutes, so its second retry may take the start over, and the scheduled
+#   reconcile repairs anything later.
 RETRIES = {"mode": "adaptive", "max_attempts": 4}
-TIMEOUTS = {"connect_timeout": 5, "read_timeout": 20}  # seconds; the function's timeout is longer
+TIMEOUTS = {"connect_timeout": 5, "read_timeout": 20}  # seconds, per attempt
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,23 @@ from trigger.errors import ConfigError
 # ECS RunTask's clientToken is "<run_id>-a<attempt>[-od]" (at most 64 characters); two digits of
 # attempts keep every token well inside that limit.
 MAX_ATTEMPTS_LIMIT = 99
+# A start is claimed in the run record before RunTask; a claim older than PUSHTRAIN_CLAIM_SECONDS
+# belongs to an invocation that died (the function's timeout bounds every invocation), so another may
+# take it over. Terraform sets it to three times the function's timeout; below one timeout a live start
+# could be taken over, so the floor is Lambda's shortest useful timeout for us (60 s).
+MIN_CLAIM_SECONDS, MAX_CLAIM_SECONDS = 60, 3600
+# How far back the scheduled reconcile looks (run records last written, images pushed); runs/
+# objects must live longer (terraform/variables.tf checkpoint_expiration_days), or an expired record
+# would make an old image look never trained.
+MAX_LOOKBACK_DAYS = 365
+_DECIMAL = re.compile(r"[0-9]{1,9}", re.ASCII)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_REPOSITORY_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_REPOSITORY_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/(?P<name>\S+)$")
-_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}", re.ASCII)
+_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", re.ASCII)
+_REPOSITORY_URI = re.compile(r"[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/(?P<name>[^\s]+)", re.ASCII)
+_SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}", re.ASCII)
+_SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}", re.ASCII)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class Config:
     assign_public_ip: str
     bucket: str
     max_attempts: int
+    claim_seconds: int
+    reconcile_lookback_days: int
     # Scale-out (terraform gpu.tf, batch.tf): "" when that capacity is not deployed; requests that need
     # it are then refused (trigger.compute). The model name locates the versions a sweep ranks.
     gpu_task_family: str = ""
@@ -58,8 +70,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         value = env.get(name, "")
         if not value:
             problems.append(f"{name} is not set")
-        elif not pattern.match(value):
-            problems.append(f"{name}={value!r} does not match {pattern.pattern}")
+        elif not pattern.fullmatch(value):
+            problems.append(f"{name}={value[:200]!r} does not match {pattern.pattern}")
         return value
 
     def id_list(name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
@@ -67,17 +79,27 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         items = tuple(item.strip() for item in raw.split(",") if item.strip())
         if not items:
             problems.append(f"{name} is not set (a comma-separated list)")
-        bad = [item for item in items if not pattern.match(item)]
+        bad = [item for item in items if not pattern.fullmatch(item)]
         if bad:
             problems.append(f"{name} has invalid entries {bad} (expected {pattern.pattern})")
         return items
+
+    def number(name: str, low: int, high: int) -> int:
+        raw = env.get(name, "")
+        if not _DECIMAL.fullmatch(raw):
+            problems.append(f"{name}={raw[:40]!r} is not a whole number in ASCII decimal")
+            return 0
+        value = int(raw)
+        if not low <= value <= high:
+            problems.append(f"{name}={value} is outside {low}..{high}")
+        return value
 
     cluster = text("PUSHTRAIN_CLUSTER", _NAME)
     task_family = text("PUSHTRAIN_TASK_FAMILY", _NAME)
     container_name = text("PUSHTRAIN_CONTAINER_NAME", _NAME)
     repository_name = text("PUSHTRAIN_REPOSITORY_NAME", _REPOSITORY_NAME)
     repository_uri = text("PUSHTRAIN_REPOSITORY_URI", _REPOSITORY_URI)
-    uri = _REPOSITORY_URI.match(repository_uri)
+    uri = _REPOSITORY_URI.fullmatch(repository_uri)
     if uri and repository_name and uri.group("name") != repository_name:
         problems.append(
             f"PUSHTRAIN_REPOSITORY_URI={repository_uri!r} does not end in PUSHTRAIN_REPOSITORY_NAME={repository_name!r}"
@@ -88,15 +110,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     if assign_public_ip not in {"ENABLED", "DISABLED"}:
         problems.append(f"PUSHTRAIN_ASSIGN_PUBLIC_IP={assign_public_ip!r} is not ENABLED or DISABLED")
     bucket = text("PUSHTRAIN_BUCKET", _BUCKET)
-    raw_attempts = env.get("PUSHTRAIN_MAX_ATTEMPTS", "")
-    max_attempts = 0
-    try:
-        max_attempts = int(raw_attempts)
-    except ValueError:
-        problems.append(f"PUSHTRAIN_MAX_ATTEMPTS={raw_attempts!r} is not an integer")
-    else:
-        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-            problems.append(f"PUSHTRAIN_MAX_ATTEMPTS={max_attempts} is outside 1..{MAX_ATTEMPTS_LIMIT}")
+    max_attempts = number("PUSHTRAIN_MAX_ATTEMPTS", 1, MAX_ATTEMPTS_LIMIT)
+    claim_seconds = number("PUSHTRAIN_CLAIM_SECONDS", MIN_CLAIM_SECONDS, MAX_CLAIM_SECONDS)
+    reconcile_lookback_days = number("PUSHTRAIN_RECONCILE_LOOKBACK_DAYS", 1, MAX_LOOKBACK_DAYS)
 
     scale_out = _scale_out(env, problems)
 
@@ -113,6 +129,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         assign_public_ip=assign_public_ip,
         bucket=bucket,
         max_attempts=max_attempts,
+        claim_seconds=claim_seconds,
+        reconcile_lookback_days=reconcile_lookback_days,
         **scale_out,
     )
 
@@ -122,7 +140,7 @@ def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
 
     def optional(name: str, pattern: re.Pattern[str]) -> str:
         value = env.get(name, "")
-        if value and not pattern.match(value):
+        if value and not pattern.fullmatch(value):
             problems.append(f"{name}={value!r} does not match {pattern.pattern}")
         return value
 

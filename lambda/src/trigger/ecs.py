@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from trigger.config import Config
 from trigger.errors import RunTaskFailedError
 from trigger.runs import RunSpec, client_token, container_environment, resource_tags, started_by
+from trigger.s3json import error_code
 
 SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
 # The reason ECS gives when Fargate (Spot) cannot place a task: "Capacity is unavailable at this time.
@@ -31,6 +32,7 @@ THROTTLING_CODES = frozenset(
 THROTTLE_TRIES = 3  # after botocore's own retries; see the time budget in trigger.aws
 BACKOFF_BASE = 0.5  # seconds, doubled per try
 BACKOFF_CAP = 8.0  # seconds
+DESCRIBE_BATCH = 100  # tasks per DescribeTasks call (the API's limit)
 
 Sleep = Callable[[float], None]
 
@@ -72,16 +74,12 @@ def is_capacity_failure(reason: str) -> bool:
     return bool(_CAPACITY.search(reason))
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _call_with_backoff(ecs: Any, request: dict[str, Any], sleep: Sleep) -> dict[str, Any]:
     for attempt in range(1, THROTTLE_TRIES + 1):
         try:
             return ecs.run_task(**request)
         except ClientError as error:
-            if _error_code(error) not in THROTTLING_CODES or attempt == THROTTLE_TRIES:
+            if error_code(error) not in THROTTLING_CODES or attempt == THROTTLE_TRIES:
                 raise
             sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))  # noqa: S311 (jitter, not crypto)
     raise AssertionError("unreachable: the last try returns or raises")
@@ -94,7 +92,7 @@ def _attempt(ecs: Any, request: dict[str, Any], sleep: Sleep) -> tuple[str | Non
     except ClientError as error:
         message = str(error.response.get("Error", {}).get("Message", ""))
         if is_capacity_failure(message):
-            return None, f"{_error_code(error)}: {message}"
+            return None, f"{error_code(error)}: {message}"
         raise
     failures = response.get("failures") or []
     reasons = [f"{f.get('arn', '?')}: {f.get('reason', '?')} {f.get('detail', '')}".strip() for f in failures]
@@ -121,3 +119,41 @@ def start_task(ecs: Any, spec: RunSpec, config: Config, task_definition_arn: str
         f"no Fargate capacity for run {spec.run_id} attempt {spec.attempt}: Spot said {spot_reason!r}, "
         f"on-demand said {last_reason!r}"
     )
+
+
+# --- what ECS knows: the tasks of a run, the facts of a stopped task --------------------------------
+
+
+def task_environment(task: dict[str, Any], container_name: str) -> dict[str, str]:
+    """The trainer container's environment overrides of a described task (its run id, attempt, digest)."""
+    overrides = (task.get("overrides") or {}).get("containerOverrides") or []
+    for override in overrides:
+        if override.get("name") == container_name:
+            return {pair["name"]: pair.get("value", "") for pair in override.get("environment") or []}
+    return {}
+
+
+def describe_tasks(ecs: Any, config: Config, task_arns: list[str]) -> dict[str, dict[str, Any]]:
+    """task ARN -> DescribeTasks description, for those ECS still knows (stopped tasks fade after ~1 hour)."""
+    described: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(task_arns), DESCRIBE_BATCH):
+        response = ecs.describe_tasks(cluster=config.cluster, tasks=task_arns[start : start + DESCRIBE_BATCH])
+        described.update({str(task["taskArn"]): task for task in response.get("tasks") or []})
+    return described
+
+
+def find_task(ecs: Any, config: Config, spec: RunSpec) -> str | None:
+    """The task a start of this run and attempt already made, or None (ListTasks by startedBy).
+
+    A RunTask whose response was lost (a timeout, a crash before the record was written) may have
+    started a task; the next claimant looks for it before calling RunTask again, so the run record, not
+    ECS's 24-hour clientToken, is what keeps a start to one task.
+    """
+    arns: list[str] = []
+    for status in ("RUNNING", "STOPPED"):
+        response = ecs.list_tasks(cluster=config.cluster, startedBy=started_by(spec.run_id), desiredStatus=status)
+        arns.extend(response.get("taskArns") or [])
+    for arn, task in describe_tasks(ecs, config, arns).items():
+        if task_environment(task, config.container_name).get("TRAINER_ATTEMPT") == str(spec.attempt):
+            return arn
+    return None

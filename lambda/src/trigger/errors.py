@@ -13,11 +13,17 @@ class ConfigError(TriggerError):
 
 
 class InvalidEventError(TriggerError, ValueError):
-    """The event is not one of the three inputs, or one of them is malformed (names what is wrong)."""
+    """The event is none of the four inputs (push, task stop, retrain request, schedule), or is malformed.
+
+    The message names the field and the value that is wrong."""
 
 
 class ImageNotFoundError(TriggerError):
     """The requested tag or digest is not in the repository."""
+
+
+class NotAnImageError(TriggerError):
+    """The requested image is a signature, attestation, SBOM, chart or other artifact: nothing to run."""
 
 
 class TaskDefinitionError(TriggerError):
@@ -30,6 +36,14 @@ class RunTaskFailedError(TriggerError):
 
 class AttemptsExhaustedError(TriggerError):
     """A Spot-interrupted run has used all of its attempts (PUSHTRAIN_MAX_ATTEMPTS)."""
+
+
+class StartInFlightError(TriggerError):
+    """Another invocation holds a fresh claim on this start (or registration): retry later.
+
+    Lambda's retries (and EventBridge's) deliver the event again; by then the claimant has started
+    the task (a duplicate) or its claim has expired (PUSHTRAIN_CLAIM_SECONDS) and may be taken over.
+    """
 
 
 class RecordConflictError(TriggerError):

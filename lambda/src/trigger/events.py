@@ -21,17 +21,22 @@ from typing import Any
 from trigger.config import Config
 from trigger.errors import InvalidEventError
 
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 # Docker's tag grammar: 1-128 characters, not starting with "." or "-".
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+# A moving tag names no particular image: a run must say which one it trains (and its run id must
+# not depend on when the tag was last moved).
+REFUSED_TAGS = frozenset({"latest"})
+GIT_SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # A request id becomes part of the run id, the clientToken and startedBy (36 characters at most),
 # so "retrain-<request id>-<8 hex>" must fit in 36: at most 19 characters.
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,19}$")
-_EVENT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_TASK_DEFINITION_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task-definition/(?P<family>[^:/]+):\d+$")
-_CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/(?P<name>[^/]+)$")
-_TASK_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/[A-Za-z0-9_/-]+$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,19}", re.ASCII)
+_EVENT_ID = re.compile(r"[A-Za-z0-9-]{1,64}", re.ASCII)
+_TASK_DEFINITION_ARN = re.compile(
+    r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:task-definition/(?P<family>[A-Za-z0-9_-]{1,255}):[0-9]{1,9}", re.ASCII
+)
+_CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/(?P<name>[A-Za-z0-9_-]{1,255})", re.ASCII)
+_TASK_ARN = re.compile(r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:task/[A-Za-z0-9_/-]+", re.ASCII)
 
 # Parameters a retrain request may set, and their JSON types (docs/contracts.md). The trainer checks
 # the values; the trigger checks names, types and sizes so nothing odd reaches a paid task.
@@ -46,7 +51,10 @@ PARAM_TYPES: dict[str, type] = {
 }
 MAX_STR_PARAM = 64  # characters
 MAX_INT_PARAM = 2**31 - 1
-_STR_PARAM = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_STATUS = re.compile(r"[A-Z_]{1,32}", re.ASCII)  # PROVISIONING, RUNNING, STOPPED, …
+_STOP_CODE = re.compile(r"[A-Za-z]{1,64}", re.ASCII)  # TaskFailedToStart, SpotInterruption, …
+MAX_STOPPED_REASON = 1024  # characters kept of ECS's stoppedReason (it goes into the run record)
+_STR_PARAM = re.compile(r"[A-Za-z0-9_.:-]+", re.ASCII)
 
 # ECS stop codes that mean "the capacity went away", not "the trainer finished or failed".
 RESUMABLE_STOP_CODES = frozenset({"SpotInterruption", "TerminationNotice"})
@@ -65,7 +73,7 @@ class PushEvent:
     @property
     def git_sha(self) -> str | None:
         """The image tag when it is a full git commit sha (the image workflow tags with it)."""
-        return self.tag if self.tag and GIT_SHA.match(self.tag) else None
+        return self.tag if self.tag and GIT_SHA.fullmatch(self.tag) else None
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,26 @@ class ScheduledEvent:
     event_id: str
 
 
-Event = PushEvent | TaskStopEvent | RetrainRequest | ScheduledEvent
+@dataclass(frozen=True)
+class SkippedEvent:
+    """A well-formed event that is not for us (a DELETE, a failed push, another repository or cluster).
+
+    It is logged with the reason and answered, never raised: a retry would change nothing, and the
+    dead-letter queue and its alarm are kept for events that are malformed or failed.
+    """
+
+    event_id: str
+    reason: str
+
+
+Event = PushEvent | TaskStopEvent | RetrainRequest | ScheduledEvent | SkippedEvent
+ECHO_CHARS = 200  # an echoed value is cut to this many characters (a log line once reached 200 KB)
+
+
+def shown(value: object, limit: int = ECHO_CHARS) -> str:
+    """repr(value), cut to `limit` characters and saying how long it was: safe to put in a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} characters)"
 
 
 def parse_event(event: object, config: Config) -> Event:
@@ -124,76 +151,68 @@ def parse_event(event: object, config: Config) -> Event:
     if source == "aws.events" and detail_type == "Scheduled Event":
         return ScheduledEvent(event_id=_event_id(event))
     raise InvalidEventError(
-        f"unsupported event: source={source!r} detail-type={detail_type!r} (keys {sorted(map(str, event))[:10]}); "
+        f"unsupported event: source={shown(source)} detail-type={shown(detail_type)} "
+        f"(keys {shown(sorted(map(str, event))[:10])}); "
         "expected an ECR push, an ECS task state change, a scheduled event or a retrain request"
     )
 
 
-def parse_push_event(event: Mapping[str, Any], config: Config) -> PushEvent:
-    """An "ECR Image Action" event; only a successful PUSH to our repository is accepted."""
+def parse_push_event(event: Mapping[str, Any], config: Config) -> PushEvent | SkippedEvent:
+    """An "ECR Image Action" event: a successful PUSH to our repository, or a well-formed one to skip."""
     event_id = _event_id(event)
     detail = _mapping(event, "detail", "event")
     action = _str(detail, "action-type", "detail")
-    if action != "PUSH":
-        raise InvalidEventError(f"detail.action-type={action!r} is not PUSH: only pushes start training")
     result = _str(detail, "result", "detail")
-    if result != "SUCCESS":
-        raise InvalidEventError(f"detail.result={result!r} is not SUCCESS: a failed push has no image to train")
     repository = _str(detail, "repository-name", "detail")
+    if action != "PUSH":
+        return SkippedEvent(event_id, f"detail.action-type={shown(action)} is not PUSH: only pushes start training")
+    if result != "SUCCESS":
+        return SkippedEvent(event_id, f"detail.result={shown(result)} is not SUCCESS: a failed push has no image")
     if repository != config.repository_name:
-        raise InvalidEventError(
-            f"detail.repository-name={repository!r} is not our repository {config.repository_name!r}"
+        return SkippedEvent(
+            event_id, f"detail.repository-name={shown(repository)} is not our repository {config.repository_name!r}"
         )
     digest = _str(detail, "image-digest", "detail")
-    if not DIGEST.match(digest):
-        raise InvalidEventError(f"detail.image-digest={digest!r} is not a sha256 digest")
+    if not DIGEST.fullmatch(digest):
+        raise InvalidEventError(f"detail.image-digest={shown(digest)} is not a sha256:<64 hex> digest")
     tag = detail.get("image-tag")
-    if tag is not None and not (isinstance(tag, str) and TAG.match(tag)):
-        raise InvalidEventError(f"detail.image-tag={tag!r} is not a valid image tag")
+    if tag is not None and not (isinstance(tag, str) and TAG.fullmatch(tag)):
+        raise InvalidEventError(f"detail.image-tag={shown(tag)} is not a valid image tag")
     return PushEvent(event_id=event_id, digest=digest, tag=tag or None)
 
 
-def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopEvent:
-    """An "ECS Task State Change" event for a task of our cluster and task family."""
+def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopEvent | SkippedEvent:
+    """An "ECS Task State Change" event for a task of our cluster and task family (else skipped)."""
     event_id = _event_id(event)
     detail = _mapping(event, "detail", "event")
     cluster_arn = _str(detail, "clusterArn", "detail")
-    cluster = _CLUSTER_ARN.match(cluster_arn)
-    if not cluster or cluster.group("name") != config.cluster:
-        raise InvalidEventError(f"detail.clusterArn={cluster_arn!r} is not our cluster {config.cluster!r}")
+    cluster = _CLUSTER_ARN.fullmatch(cluster_arn)
+    if not cluster:
+        raise InvalidEventError(f"detail.clusterArn={shown(cluster_arn)} is not an ECS cluster ARN")
     task_definition_arn = _str(detail, "taskDefinitionArn", "detail")
-    family = _TASK_DEFINITION_ARN.match(task_definition_arn)
-    if not family or family.group("family") != config.task_family:
-        raise InvalidEventError(
-            f"detail.taskDefinitionArn={task_definition_arn!r} is not a revision of {config.task_family!r}"
-        )
+    family = _TASK_DEFINITION_ARN.fullmatch(task_definition_arn)
+    if not family:
+        raise InvalidEventError(f"detail.taskDefinitionArn={shown(task_definition_arn)} is not a task definition ARN")
     task_arn = _str(detail, "taskArn", "detail")
-    if not _TASK_ARN.match(task_arn):
-        raise InvalidEventError(f"detail.taskArn={task_arn!r} is not an ECS task ARN")
+    if not _TASK_ARN.fullmatch(task_arn):
+        raise InvalidEventError(f"detail.taskArn={shown(task_arn)} is not an ECS task ARN")
     last_status = _str(detail, "lastStatus", "detail")
+    if not _STATUS.fullmatch(last_status):
+        raise InvalidEventError(f"detail.lastStatus={shown(last_status)} is not an ECS task status")
     stop_code = _optional_str(detail, "stopCode", "detail")
     stopped_reason = _optional_str(detail, "stoppedReason", "detail")
+    if cluster.group("name") != config.cluster:
+        return SkippedEvent(event_id, f"detail.clusterArn={shown(cluster_arn)} is not our cluster {config.cluster!r}")
+    if family.group("family") != config.task_family:
+        return SkippedEvent(
+            event_id,
+            f"detail.taskDefinitionArn={shown(task_definition_arn)} is not a revision of {config.task_family!r}",
+        )
+    if stop_code is not None and not _STOP_CODE.fullmatch(stop_code):
+        raise InvalidEventError(f"detail.stopCode={shown(stop_code)} is not an ECS stop code")
+    if stopped_reason is not None:
+        stopped_reason = stopped_reason[:MAX_STOPPED_REASON]
 
-    environment: dict[str, str] = {}
-    exit_code: int | None = None
-    overrides = detail.get("overrides", {})
-    if not isinstance(overrides, Mapping):
-        raise InvalidEventError(f"detail.overrides must be an object, got {type(overrides).__name__}")
-    for override in _list(overrides, "containerOverrides", "detail.overrides", default=[]):
-        if isinstance(override, Mapping) and override.get("name") == config.container_name:
-            for pair in _list(override, "environment", "detail.overrides.containerOverrides[]", default=[]):
-                if not (isinstance(pair, Mapping) and isinstance(pair.get("name"), str)):
-                    raise InvalidEventError(f"container override environment entry {pair!r} has no string name")
-                value = pair.get("value", "")
-                if not isinstance(value, str):
-                    raise InvalidEventError(f"container override {pair['name']} has a non-string value {value!r}")
-                environment[pair["name"]] = value
-    for container in _list(detail, "containers", "detail", default=[]):
-        if isinstance(container, Mapping) and container.get("name") == config.container_name:
-            code = container.get("exitCode")
-            if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
-                raise InvalidEventError(f"container {config.container_name!r} exitCode={code!r} is not an integer")
-            exit_code = code
     return TaskStopEvent(
         event_id=event_id,
         task_arn=task_arn,
@@ -201,9 +220,39 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
         last_status=last_status,
         stop_code=stop_code,
         stopped_reason=stopped_reason,
-        exit_code=exit_code,
-        environment=environment,
+        exit_code=_exit_code(detail, config.container_name),
+        environment=_override_environment(detail, config.container_name),
     )
+
+
+def _override_environment(detail: Mapping[str, Any], container_name: str) -> dict[str, str]:
+    """The trainer container's environment overrides in a task state change (TRAINER_*)."""
+    environment: dict[str, str] = {}
+    overrides = detail.get("overrides", {})
+    if not isinstance(overrides, Mapping):
+        raise InvalidEventError(f"detail.overrides must be an object, got {type(overrides).__name__}")
+    for override in _list(overrides, "containerOverrides", "detail.overrides", default=[]):
+        if isinstance(override, Mapping) and override.get("name") == container_name:
+            for pair in _list(override, "environment", "detail.overrides.containerOverrides[]", default=[]):
+                if not (isinstance(pair, Mapping) and isinstance(pair.get("name"), str)):
+                    raise InvalidEventError(f"container override environment entry {shown(pair)} has no string name")
+                value = pair.get("value", "")
+                if not isinstance(value, str):
+                    name = shown(pair["name"])
+                    raise InvalidEventError(f"container override {name} has a non-string value {shown(value)}")
+                environment[pair["name"]] = value
+    return environment
+
+
+def _exit_code(detail: Mapping[str, Any], container_name: str) -> int | None:
+    exit_code: int | None = None
+    for container in _list(detail, "containers", "detail", default=[]):
+        if isinstance(container, Mapping) and container.get("name") == container_name:
+            code = container.get("exitCode")
+            if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+                raise InvalidEventError(f"container {container_name!r} exitCode={shown(code)} is not an integer")
+            exit_code = code
+    return exit_code
 
 
 def parse_retrain_request(event: Mapping[str, Any]) -> RetrainRequest:
@@ -211,22 +260,27 @@ def parse_retrain_request(event: Mapping[str, Any]) -> RetrainRequest:
     allowed = {"action", "request_id", "image", "params", "git_sha"}
     unknown = sorted(str(key) for key in event if key not in allowed)
     if unknown:
-        raise InvalidEventError(f"retrain request has unknown keys {unknown}; allowed: {sorted(allowed)}")
+        raise InvalidEventError(f"retrain request has unknown keys {shown(unknown)}; allowed: {sorted(allowed)}")
     action = event.get("action")
     if action != "retrain":
-        raise InvalidEventError(f"action={action!r} is unknown; the only action is 'retrain'")
+        raise InvalidEventError(f"action={shown(action)} is unknown; the only action is 'retrain'")
     request_id = _str(event, "request_id", "retrain request")
-    if not REQUEST_ID.match(request_id):
-        raise InvalidEventError(f"request_id={request_id!r} must match {REQUEST_ID.pattern}")
+    if not REQUEST_ID.fullmatch(request_id):
+        raise InvalidEventError(f"request_id={shown(request_id)} must match {REQUEST_ID.pattern}")
     image = _str(event, "image", "retrain request")
-    if not (DIGEST.match(image) or TAG.match(image)):
-        raise InvalidEventError(f"image={image!r} is neither an image tag nor a sha256:<64 hex> digest")
+    if not (DIGEST.fullmatch(image) or TAG.fullmatch(image)):
+        raise InvalidEventError(f"image={shown(image)} is neither an image tag nor a sha256:<64 hex> digest")
+    if image in REFUSED_TAGS:
+        raise InvalidEventError(
+            f"image={image!r} is refused: it names whatever was pushed last; give the git sha the image was "
+            "built from, or its digest"
+        )
     git_sha = event.get("git_sha")
-    if git_sha is not None and not (isinstance(git_sha, str) and GIT_SHA.match(git_sha)):
-        raise InvalidEventError(f"git_sha={git_sha!r} is not a 40-character hex commit sha")
+    if git_sha is not None and not (isinstance(git_sha, str) and GIT_SHA.fullmatch(git_sha)):
+        raise InvalidEventError(f"git_sha={shown(git_sha)} is not a 40-character hex commit sha")
     params = event.get("params", {})
     if not isinstance(params, Mapping):
-        raise InvalidEventError(f"params must be an object, got {type(params).__name__}: {params!r}")
+        raise InvalidEventError(f"params must be an object, got {type(params).__name__}: {shown(params)}")
     return RetrainRequest(request_id=request_id, image=image, params=validate_params(params), git_sha=git_sha)
 
 
@@ -236,7 +290,9 @@ def validate_params(params: Mapping[str, Any]) -> Params:
     for name, value in params.items():
         expected = PARAM_TYPES.get(name)
         if expected is None:
-            raise InvalidEventError(f"params.{name} is not a parameter; allowed: {sorted(PARAM_TYPES)}")
+            raise InvalidEventError(
+                f"params.{str(name)[:ECHO_CHARS]} is not a parameter; allowed: {sorted(PARAM_TYPES)}"
+            )
         if isinstance(value, bool):  # bool is an int in Python, never in our contract
             raise InvalidEventError(f"params.{name}={value!r} must be {expected.__name__}, got bool")
         checked[name] = _check_param(name, value, expected)
@@ -246,15 +302,15 @@ def validate_params(params: Mapping[str, Any]) -> Params:
 def _check_param(name: str, value: object, expected: type) -> str | int | float:
     accepted = (int, float) if expected is float else (expected,)
     if not isinstance(value, accepted):
-        raise InvalidEventError(f"params.{name}={value!r:.80} must be {expected.__name__}, got {type(value).__name__}")
+        raise InvalidEventError(f"params.{name}={shown(value)} must be {expected.__name__}, got {type(value).__name__}")
     if isinstance(value, str):
-        if not 1 <= len(value) <= MAX_STR_PARAM or not _STR_PARAM.match(value):
+        if not 1 <= len(value) <= MAX_STR_PARAM or not _STR_PARAM.fullmatch(value):
             raise InvalidEventError(
-                f"params.{name}={value[:80]!r} must be 1-{MAX_STR_PARAM} characters of {_STR_PARAM.pattern}"
+                f"params.{name}={shown(value)} must be 1-{MAX_STR_PARAM} characters of {_STR_PARAM.pattern}"
             )
         return value
     if isinstance(value, int) and abs(value) > MAX_INT_PARAM:
-        raise InvalidEventError(f"params.{name}={value} is outside ±{MAX_INT_PARAM}")
+        raise InvalidEventError(f"params.{name}={shown(value)} is outside ±{MAX_INT_PARAM}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidEventError(f"params.{name}={value!r} must be a finite number")
     return float(value) if expected is float else value
@@ -265,8 +321,8 @@ def _check_param(name: str, value: object, expected: type) -> str | int | float:
 
 def _event_id(event: Mapping[str, Any]) -> str:
     event_id = _str(event, "id", "event")
-    if not _EVENT_ID.match(event_id):
-        raise InvalidEventError(f"event id={event_id[:80]!r} must match {_EVENT_ID.pattern}")
+    if not _EVENT_ID.fullmatch(event_id):
+        raise InvalidEventError(f"event id={shown(event_id)} must match {_EVENT_ID.pattern}")
     return event_id
 
 
@@ -301,5 +357,4 @@ def _list(obj: Mapping[str, Any], key: str, where: str, default: list[Any]) -> l
 def _describe(value: object) -> str:
     if value is None:
         return "nothing"
-    text = repr(value)
-    return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"
+    return f"{type(value).__name__} {shown(value, 80)}"

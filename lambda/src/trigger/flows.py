@@ -1,10 +1,19 @@
 """What the trigger does for each input: start a run exactly once, resume an interrupted one,
-answer a retrain request, reconcile the repository. The AWS calls happen here, through the clients
-passed in; the requests are built by the pure functions of `runs`, `taskdef`, `ecs` and `records`.
+answer a retrain request, reconcile the repository and repair stuck runs. The AWS calls happen here,
+through the clients passed in; the decisions are the pure functions of `records` (claims), `stops`
+(stopped tasks), `images` (what may train) and `runs` / `ecs` / `taskdef` (the requests).
+
+Exactly once, by our own record: a start is claimed in `runs/<run_id>/status.json` before RunTask
+(the create with If-None-Match, or a compare-and-swap that takes over a released or expired claim),
+and only the claimant calls RunTask. A claimant that takes over an earlier claim first looks for a
+task the earlier one may have started (ListTasks by startedBy) before it calls RunTask with the same
+clientToken; ECS's token is the second line, not the first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -13,47 +22,50 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trigger import stops
 from trigger.aws import Clients
 from trigger.config import Config
-from trigger.ecs import Sleep, start_task
+from trigger.ecs import Sleep, describe_tasks, find_task, start_task, task_environment
 from trigger.errors import (
     AttemptsExhaustedError,
     ImageNotFoundError,
     InvalidEventError,
+    NotAnImageError,
     RecordConflictError,
+    StartInFlightError,
     TriggerError,
 )
 from trigger.events import DIGEST, GIT_SHA, PushEvent, RetrainRequest, TaskStopEvent
+from trigger.images import ImageFacts, describe_image, facts_of, not_runnable
 from trigger.records import (
+    CLAIMABLE,
+    IN_FLIGHT,
+    STARTED,
     Clock,
     Record,
     append_history,
     create_record,
-    is_started,
     new_record,
     read_record,
     record_key,
     spec_of,
+    start_state,
+    timestamp,
     update_record,
     utc_now,
 )
 from trigger.runs import RunSpec, push_run_id, retrain_run_id
 from trigger.taskdef import ensure_pinned_revision
 
-RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
-FINAL_STATES = frozenset({"succeeded", "failed"})
-# Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 75 it
-# was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a person stopped it,
-# and a retrain request trains it again).
-NOT_FAILURE_EXIT_CODES = frozenset({0, 75})
+_RECORD_KEY = re.compile(r"runs/(?P<run_id>[A-Za-z0-9][A-Za-z0-9._-]{0,127})/status\.json", re.ASCII)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """One decision about one run: what was decided and what it led to (logged as one JSON line)."""
 
-    decision: str  # start | resume | reconcile
-    outcome: str  # started | retried-start | duplicate | no-restart | marked-failed | ignored | would-start
+    decision: str  # start | skip | reconcile | repair, or a stop decision (trigger.stops.DECISIONS)
+    outcome: str  # started | retried-start | recovered | duplicate | no-restart | marked-failed | ignored | …
     run_id: str | None = None
     digest: str | None = None
     attempt: int | None = None
@@ -67,10 +79,10 @@ class Outcome:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-# --- starting a run exactly once ----------------------------------------------------------------
+# --- claiming and starting an attempt exactly once -------------------------------------------------
 
 
-def _set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | None]:
+def set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | None]:
     def change(record: Record) -> Record | None:
         if record.get("attempt") != spec.attempt:
             raise RecordConflictError(
@@ -90,16 +102,103 @@ def _set_task_arn(spec: RunSpec, task_arn: str) -> Callable[[Record], Record | N
     return change
 
 
-def _launch(
-    clients: Clients, config: Config, spec: RunSpec, *, known: tuple[Record, str], now: datetime, sleep: Sleep
-) -> tuple[str, bool, str, str]:
-    """Pin, RunTask, record the task ARN: (revision ARN, registered, task ARN, capacity provider)."""
-    task_definition_arn, registered = ensure_pinned_revision(
-        clients.ecs, clients.s3, config, spec.digest, now, sleep=sleep
+def claim_start(
+    clients: Clients, config: Config, known: tuple[Record, str], *, now: datetime, sleep: Sleep
+) -> tuple[Record, str] | None:
+    """Take over a start whose claim was released or expired (compare-and-swap on `claimed_at`).
+
+    Returns the record as claimed, or None when it turned out started meanwhile; raises
+    StartInFlightError when another invocation holds a fresh claim (Lambda retries the event later).
+    """
+    claim = timedelta(seconds=config.claim_seconds)
+
+    def take(current: Record) -> Record | None:
+        state = start_state(current, now, claim)
+        if state == STARTED:
+            return None
+        if state == IN_FLIGHT:
+            raise StartInFlightError(
+                f"run {current.get('run_id')} attempt {current.get('attempt')}: a start claimed at "
+                f"{current.get('claimed_at')} is in flight (claims expire after {config.claim_seconds} s); retry"
+            )
+        current["claimed_at"] = timestamp(now)
+        return current
+
+    return update_record(clients.s3, config.bucket, known[0]["run_id"], take, now=now, known=known, sleep=sleep)
+
+
+def release_claim(clients: Clients, config: Config, spec: RunSpec, *, now: datetime, sleep: Sleep) -> None:
+    """After a start that raised: clear our claim, so the retry need not wait for it to expire.
+
+    The retry still looks for a task before RunTask (a timed-out RunTask may have started one).
+    """
+
+    def clear(current: Record) -> Record | None:
+        ours = current.get("attempt") == spec.attempt and current.get("state") == "queued"
+        if not ours or current.get("task_arn") is not None or current.get("claimed_at") is None:
+            return None
+        current["claimed_at"] = None
+        return current
+
+    with contextlib.suppress(TriggerError, ClientError):  # the original error is the one to raise
+        update_record(clients.s3, config.bucket, spec.run_id, clear, now=now, sleep=sleep)
+
+
+def _launched(
+    clients: Clients,
+    config: Config,
+    decision: str,
+    outcome: str,
+    claimed: tuple[Record, str],
+    *,
+    now: datetime,
+    sleep: Sleep,
+    look_first: bool,
+) -> Outcome:
+    """Start the attempt the claimed record holds: (look for its task,) pin, RunTask, record the task ARN."""
+    spec = spec_of(claimed[0])  # a retry repeats the first request exactly (same clientToken, same overrides)
+    try:
+        found = find_task(clients.ecs, config, spec) if look_first else None
+        if found is not None:
+            task_definition_arn, registered, provider = None, None, None
+            task_arn, outcome = found, "recovered"
+        else:
+            task_definition_arn, registered = ensure_pinned_revision(
+                clients.ecs, clients.s3, config, spec.digest, now, sleep=sleep
+            )
+            started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
+            task_arn, provider = started.task_arn, started.capacity_provider
+    except Exception:
+        release_claim(clients, config, spec, now=now, sleep=sleep)
+        raise
+    # From here a task exists: a failure to record it keeps the claim, and the next claimant finds the task.
+    update_record(
+        clients.s3, config.bucket, spec.run_id, set_task_arn(spec, task_arn), now=now, known=claimed, sleep=sleep
     )
-    started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
-    update_record(clients.s3, config.bucket, spec.run_id, _set_task_arn(spec, started.task_arn), now=now, known=known)
-    return task_definition_arn, registered, started.task_arn, started.capacity_provider
+    return Outcome(
+        decision,
+        outcome,
+        run_id=spec.run_id,
+        digest=spec.digest,
+        attempt=spec.attempt,
+        task_arn=task_arn,
+        capacity_provider=provider,
+        task_definition_arn=task_definition_arn,
+        registered_task_definition=registered,
+        reason=claimed[0].get("reason") if found is None else "a start whose answer was lost had started this task",
+    )
+
+
+def duplicate_outcome(decision: str, record: Record) -> Outcome:
+    return Outcome(
+        decision,
+        "duplicate",
+        run_id=record.get("run_id"),
+        digest=record.get("image_digest"),
+        attempt=record.get("attempt"),
+        task_arn=record.get("task_arn"),
+        reason=f"already started: record is {record.get('state')} with task {record.get('task_arn')}",
+    )
 
 
 def start_run(
@@ -111,42 +210,25 @@ def start_run(
     clock: Clock = utc_now,
     sleep: Sleep = time.sleep,
 ) -> Outcome:
-    """Start attempt 1 of a run unless its record says it was started; retry a start that failed."""
+    """Start attempt 1 of a run unless its record says it was started (or is being started)."""
     now = clock()
     record = new_record(spec, source, now)
     etag = create_record(clients.s3, config.bucket, record, sleep=sleep)
-    outcome = "started"
-    if etag is None:
-        existing = read_record(clients.s3, config.bucket, spec.run_id)
-        if existing is None:
-            raise RecordConflictError(
-                f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads"
-            )
-        record, etag = existing
-        if is_started(record):
-            return Outcome(
-                "start",
-                "duplicate",
-                run_id=spec.run_id,
-                digest=record.get("image_digest"),
-                attempt=record.get("attempt"),
-                task_arn=record.get("task_arn"),
-                reason=f"already started: record is {record.get('state')} with task {record.get('task_arn')}",
-            )
-        spec = spec_of(record)  # a retry repeats the first request exactly (same clientToken, same overrides)
-        outcome = "retried-start"
-    td_arn, registered, task_arn, provider = _launch(clients, config, spec, known=(record, etag), now=now, sleep=sleep)
-    return Outcome(
-        "start",
-        outcome,
-        run_id=spec.run_id,
-        digest=spec.digest,
-        attempt=spec.attempt,
-        task_arn=task_arn,
-        capacity_provider=provider,
-        task_definition_arn=td_arn,
-        registered_task_definition=registered,
-    )
+    if etag is not None:
+        return _launched(clients, config, "start", "started", (record, etag), now=now, sleep=sleep, look_first=False)
+    existing = read_record(clients.s3, config.bucket, spec.run_id)
+    if existing is None:
+        raise RecordConflictError(f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads")
+    if start_state(existing[0], now, timedelta(seconds=config.claim_seconds)) == STARTED:
+        return duplicate_outcome("start", existing[0])
+    claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
+    if claimed is None:
+        fresh = read_record(clients.s3, config.bucket, spec.run_id)
+        return duplicate_outcome("start", fresh[0] if fresh else existing[0])
+    return _launched(clients, config, "start", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
+
+
+# --- pushes: only images that exist and can run --------------------------------------------------------
 
 
 def push_spec(digest: str, git_sha: str | None) -> RunSpec:
@@ -154,232 +236,178 @@ def push_spec(digest: str, git_sha: str | None) -> RunSpec:
     return RunSpec(run_id=push_run_id(digest, {}), attempt=1, digest=digest, git_sha=git_sha, params={})
 
 
+def _refuse_image(clients: Clients, config: Config, facts: ImageFacts) -> str | None:
+    refusal = not_runnable(clients.ecr, config.repository_name, facts)
+    return None if refusal is None else f"not a runnable container image: {refusal}"
+
+
 def handle_push(
     clients: Clients, config: Config, event: PushEvent, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> Outcome:
+    """Train a pushed digest, after checking in ECR that it exists and is a runnable image."""
     if event.tag is None:
         # buildx pushes the manifests inside an image index (platforms, attestations) untagged, then
         # the index under its tag: the tagged push is the one to train.
         return Outcome("start", "ignored", digest=event.digest, reason="untagged push: the tagged push trains")
+    try:
+        facts = describe_image(clients.ecr, config.repository_name, event.digest, by_digest=True)
+    except ImageNotFoundError as error:
+        # an event for a digest ECR does not hold (deleted since, or a forged event): nothing can run it
+        return Outcome("skip", "not-in-repository", digest=event.digest, reason=str(error))
+    refusal = _refuse_image(clients, config, facts)
+    if refusal is not None:
+        return Outcome("skip", "not-an-image", digest=event.digest, reason=refusal)
     return start_run(clients, config, push_spec(event.digest, event.git_sha), "push", clock=clock, sleep=sleep)
 
 
-# --- resuming after a Spot interruption ----------------------------------------------------------
+# --- stopped tasks: resume after a Spot interruption, record a failure ------------------------------
 
-
-def _env_int(stop: TaskStopEvent, name: str) -> int:
-    raw = stop.environment.get(name)
-    if raw is None or not raw.isdigit() or int(raw) < 1:
-        raise InvalidEventError(f"task {stop.task_arn} has no valid {name} container override (got {raw!r})")
-    return int(raw)
+_STOP_OUTCOMES = {
+    stops.IGNORE: "ignored",
+    stops.NO_OP: "no-restart",
+    stops.DUPLICATE: "duplicate",
+    stops.FAIL: "marked-failed",
+}
+_ACTING = frozenset({stops.RESUME, stops.RETRY_RESUME, stops.FAIL, stops.EXHAUSTED})
 
 
 def handle_task_stop(
     clients: Clients, config: Config, stop: TaskStopEvent, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> Outcome:
-    """Start the next attempt of a run whose task lost its Spot capacity; record any other failed stop."""
-    if stop.last_status != "STOPPED":
-        return Outcome("resume", "ignored", task_arn=stop.task_arn, reason=f"lastStatus {stop.last_status}")
-    if not stop.resumable:
-        return _record_failure(clients, config, stop, now=clock())
-    run_id = stop.environment.get("TRAINER_RUN_ID")
-    if not run_id:
-        raise InvalidEventError(f"task {stop.task_arn} was interrupted but has no TRAINER_RUN_ID override to resume")
-    attempt = _env_int(stop, "TRAINER_ATTEMPT")
-    next_attempt = attempt + 1
+    """Carry out `stops.decide_stop` for a stopped task, once ECS has confirmed what the event claims."""
     now = clock()
-    existing = read_record(clients.s3, config.bucket, run_id)
-    if existing is None:
-        raise RecordConflictError(
-            f"run {run_id} was interrupted but s3://{config.bucket}/{record_key(run_id)} is missing"
-        )
-    record = existing[0]
-    digest = stop.environment.get("TRAINER_IMAGE_DIGEST")
-    if digest and digest != record.get("image_digest"):
-        raise RecordConflictError(
-            f"run {run_id}: the stopped task ran {digest}, the record says {record.get('image_digest')}"
-        )
+    run_id = stop.environment.get("TRAINER_RUN_ID") or None
+    existing = read_record(clients.s3, config.bucket, run_id) if run_id and stops.needs_record(stop) else None
+    decision = stops.decide_stop(existing[0] if existing else None, stop, config.max_attempts)
+    if decision.action in _ACTING:
+        described = describe_tasks(clients.ecs, config, [stop.task_arn]).get(stop.task_arn)
+        refusal = stops.unverified(stop, described, config.container_name)
+        if refusal is not None:
+            return Outcome(stops.NO_OP, "unverified", run_id=run_id, task_arn=stop.task_arn, reason=refusal)
+    return _carry_out(clients, config, stop, decision, existing, now=now, sleep=sleep)
 
-    def duplicate(current: Record) -> Outcome:
-        return Outcome(
-            "resume",
-            "duplicate",
-            run_id=run_id,
-            attempt=current.get("attempt"),
-            task_arn=current.get("task_arn"),
-            reason=f"attempt {attempt} was already resumed",
-        )
 
-    if record.get("attempt", 0) > next_attempt or (record.get("attempt") == next_attempt and is_started(record)):
-        return duplicate(record)
-    if record.get("attempt") == next_attempt:  # the resume was recorded but its RunTask failed: retry it
-        known, outcome = existing, "retried-start"
-    elif record.get("attempt") == attempt:
-        if record.get("state") not in RESUMABLE_STATES:
-            return Outcome(
-                "resume",
-                "no-restart",
-                run_id=run_id,
-                attempt=attempt,
-                reason=f"run is {record.get('state')}; nothing to resume",
-            )
-        if next_attempt > config.max_attempts:
-            message = (
-                f"run {run_id} attempt {attempt} was interrupted ({stop.stop_code}); "
-                f"PUSHTRAIN_MAX_ATTEMPTS={config.max_attempts} allows no attempt {next_attempt}"
-            )
-            # The run can never finish now: say so in its record (so a later push of the digest is not a
-            # duplicate of a run that looks alive), then raise for the DLQ and its alarm.
-            _mark_failed(clients, config, run_id, attempt, message, now=now, known=existing)
-            raise AttemptsExhaustedError(message)
-        reason = f"{stop.stop_code}: {stop.stopped_reason or 'no reason given'}"
-
-        def next_attempt_record(current: Record) -> Record | None:
-            if current.get("attempt") != attempt:
-                return None  # a concurrent delivery of this stop event got there first
-            current.update(attempt=next_attempt, state="queued", task_arn=None, source="spot-resume", reason=reason)
-            append_history(current, now, reason)
-            return current
-
-        written = update_record(clients.s3, config.bucket, run_id, next_attempt_record, now=now, known=existing)
-        if written is None:
-            fresh = read_record(clients.s3, config.bucket, run_id)
-            return duplicate(fresh[0] if fresh else record)
-        known, outcome = written, "started"
-    else:
-        raise RecordConflictError(
-            f"run {run_id} record is at attempt {record.get('attempt')}, older than stopped {attempt}"
-        )
-
-    spec = spec_of(known[0])
-    td_arn, registered, task_arn, provider = _launch(clients, config, spec, known=known, now=now, sleep=sleep)
+def _carry_out(
+    clients: Clients,
+    config: Config,
+    stop: TaskStopEvent,
+    decision: stops.StopDecision,
+    existing: tuple[Record, str] | None,
+    *,
+    now: datetime,
+    sleep: Sleep,
+) -> Outcome:
+    if decision.action in {stops.RESUME, stops.FAIL, stops.EXHAUSTED}:
+        assert existing is not None  # noqa: S101 (decide_stop resumes or fails only a run with a record)
+        decision, written = _write_stop_decision(clients, config, stop, decision, existing, now=now, sleep=sleep)
+        if decision.action == stops.RESUME and written is not None:
+            return _launched(clients, config, "resume", "started", written, now=now, sleep=sleep, look_first=False)
+        if decision.action == stops.EXHAUSTED:
+            raise AttemptsExhaustedError(decision.reason)
+    elif decision.action == stops.RETRY_RESUME:
+        assert existing is not None  # noqa: S101
+        claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
+        if claimed is not None:
+            return _launched(clients, config, "resume", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
+        fresh = read_record(clients.s3, config.bucket, existing[0]["run_id"])
+        decision = stops.decide_stop(fresh[0] if fresh else None, stop, config.max_attempts)
+    elif decision.action == stops.INVALID:
+        raise InvalidEventError(decision.reason)
+    elif decision.action == stops.CONFLICT:
+        raise RecordConflictError(decision.reason)
     return Outcome(
-        "resume",
-        outcome,
-        run_id=run_id,
-        digest=spec.digest,
-        attempt=spec.attempt,
-        task_arn=task_arn,
-        capacity_provider=provider,
-        task_definition_arn=td_arn,
-        registered_task_definition=registered,
-        reason=known[0].get("reason"),
+        decision.action,
+        _STOP_OUTCOMES.get(decision.action, decision.action),
+        run_id=decision.run_id,
+        attempt=decision.attempt,
+        task_arn=decision.task_arn if decision.action == stops.DUPLICATE else stop.task_arn,
+        reason=decision.reason,
     )
 
 
-# --- recording a run that stopped for good ------------------------------------------------------
-
-
-def _mark_failed(
+def _write_stop_decision(
     clients: Clients,
     config: Config,
-    run_id: str,
-    attempt: int,
-    reason: str,
+    stop: TaskStopEvent,
+    decision: stops.StopDecision,
+    known: tuple[Record, str],
     *,
     now: datetime,
-    known: tuple[Record, str] | None = None,
-) -> tuple[Record, str] | None:
-    """Compare-and-swap the record to `failed`, only while it is at `attempt` and not final."""
+    sleep: Sleep,
+) -> tuple[stops.StopDecision, tuple[Record, str] | None]:
+    """Write what a resume, failure or exhaustion changes, deciding again on every compare-and-swap round.
 
-    def failed(current: Record) -> Record | None:
-        if current.get("attempt") != attempt or current.get("state") in FINAL_STATES:
-            return None  # a later attempt, or the trainer (or another delivery) already wrote the end
-        current.update(state="failed", reason=reason)
-        append_history(current, now, reason)
+    Returns the decision that held when the write landed (or, when a concurrent writer made the write
+    unnecessary, the decision for the record as it now is) and what was written. A resume claims the
+    next attempt in the same write (`claimed_at`), so only this invocation calls RunTask for it.
+    """
+    held = [decision]
+
+    def change(current: Record) -> Record | None:
+        again = stops.decide_stop(current, stop, config.max_attempts)
+        held[0] = again
+        if again.action == stops.RESUME:
+            current.update(attempt=again.attempt, state="queued", task_arn=None, source="spot-resume")
+            current.update(reason=again.reason, claimed_at=timestamp(now))
+        elif again.action in {stops.FAIL, stops.EXHAUSTED}:
+            current.update(state="failed", reason=again.reason)
+        else:
+            return None
+        append_history(current, now, again.reason)
         return current
 
-    return update_record(clients.s3, config.bucket, run_id, failed, now=now, known=known)
-
-
-def _record_failure(clients: Clients, config: Config, stop: TaskStopEvent, *, now: datetime) -> Outcome:
-    """A stop that is not a Spot interruption: mark the run `failed` unless it ended on its own.
-
-    The training-failed rule delivers these (never started, OOM kill, failure exit); a task that never
-    ran the trainer, or was killed, cannot write `failed` itself, and a run left `queued`/`running`
-    makes every later push of its digest a duplicate. Exit 0 and 75 are the trainer's own endings.
-    """
-    exit_note = f"exit code {stop.exit_code}" if stop.exit_code is not None else "no exit code"
-    run_id = stop.environment.get("TRAINER_RUN_ID")
-    what = f"stopCode {stop.stop_code}, {exit_note}"
-
-    def no_op(why: str, attempt: int | None = None) -> Outcome:
-        return Outcome(
-            "resume", "no-restart", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=f"{what}: {why}"
-        )
-
-    if stop.exit_code in NOT_FAILURE_EXIT_CODES:
-        ending = "the trainer recorded its result" if stop.exit_code == 0 else "the run stays interrupted"
-        return no_op(f"not a Spot interruption; {ending}")
-    if not run_id:
-        return no_op("no TRAINER_RUN_ID override: not a run the trigger started")
-    attempt = _env_int(stop, "TRAINER_ATTEMPT")
-    existing = read_record(clients.s3, config.bucket, run_id)
-    if existing is None:
-        return no_op(f"s3://{config.bucket}/{record_key(run_id)} is missing: nothing to mark failed", attempt)
-    record = existing[0]
-    if record.get("task_arn") not in (None, stop.task_arn):
-        return no_op(f"the record names task {record.get('task_arn')}, not this one", attempt)
-    reason = f"{what}: {stop.stopped_reason or 'no reason given'}"
-    written = _mark_failed(clients, config, run_id, attempt, reason, now=now, known=existing)
-    if written is None:
-        fresh = read_record(clients.s3, config.bucket, run_id)
-        current = fresh[0] if fresh else record
-        return no_op(f"record is {current.get('state')} at attempt {current.get('attempt')}; left as it is", attempt)
-    return Outcome("resume", "marked-failed", run_id=run_id, attempt=attempt, task_arn=stop.task_arn, reason=reason)
+    written = update_record(clients.s3, config.bucket, known[0]["run_id"], change, now=now, known=known, sleep=sleep)
+    return held[0], written
 
 
 # --- retrain requests -----------------------------------------------------------------------------
 
 
-def resolve_image(clients: Clients, config: Config, image: str) -> tuple[str, list[str]]:
-    """(digest, tags) of a tag or digest in our repository; ImageNotFoundError when it is not there."""
-    image_id = {"imageDigest": image} if DIGEST.match(image) else {"imageTag": image}
-    try:
-        response = clients.ecr.describe_images(repositoryName=config.repository_name, imageIds=[image_id])
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ImageNotFoundException":
-            raise ImageNotFoundError(f"image {image!r} is not in repository {config.repository_name!r}") from error
-        raise
-    details = response.get("imageDetails") or []
-    if len(details) != 1:
-        raise ImageNotFoundError(f"image {image!r} matched {len(details)} images in {config.repository_name!r}")
-    return str(details[0]["imageDigest"]), list(details[0].get("imageTags") or [])
+def _git_sha_from_tags(tags: tuple[str, ...] | list[str]) -> str | None:
+    return next((tag for tag in sorted(tags) if GIT_SHA.fullmatch(tag)), None)
 
 
-def _git_sha_from_tags(tags: list[str]) -> str | None:
-    return next((tag for tag in sorted(tags) if GIT_SHA.match(tag)), None)
+def verified_image(clients: Clients, config: Config, image: str) -> ImageFacts:
+    """A requested image (tag or digest) as ECR describes it, refused unless it is a runnable image.
+
+    Every request that names an image (retrain, sweep, multi-node) goes through here: ImageNotFoundError
+    or NotAnImageError name the image.
+    """
+    by_digest = DIGEST.fullmatch(image) is not None
+    facts = describe_image(clients.ecr, config.repository_name, image, by_digest=by_digest)
+    refusal = _refuse_image(clients, config, facts)
+    if refusal is not None:
+        raise NotAnImageError(f"image {image!r} ({facts.digest}) is {refusal}")
+    return facts
+
+
+def git_sha_of(request: RetrainRequest, facts: ImageFacts) -> str | None:
+    """The request's git SHA, else the image's git-SHA tag (the first in sorted order)."""
+    return request.git_sha or _git_sha_from_tags(facts.tags)
 
 
 def handle_retrain(
     clients: Clients, config: Config, request: RetrainRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> tuple[Outcome, dict[str, Any]]:
     """Start a retrain run; the answer is what the retrain workflow reads (docs/contracts.md)."""
-    digest, tags = resolve_image(clients, config, request.image)
-    git_sha = request.git_sha or _git_sha_from_tags(tags)
-    run_id = retrain_run_id(request.request_id, digest, request.params)
-    spec = RunSpec(run_id=run_id, attempt=1, digest=digest, git_sha=git_sha, params=request.params)
+    facts = verified_image(clients, config, request.image)
+    git_sha = git_sha_of(request, facts)
+    run_id = retrain_run_id(request.request_id, facts.digest, request.params)
+    spec = RunSpec(run_id=run_id, attempt=1, digest=facts.digest, git_sha=git_sha, params=request.params)
     outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
     answer = {
         "run_id": run_id,
         "task_arn": outcome.task_arn,
-        "image_digest": digest,
+        "image_digest": facts.digest,
         "status_key": record_key(run_id),
     }
     return outcome, answer
 
 
-# --- reconcile ------------------------------------------------------------------------------------
+# --- reconcile: repair every stuck run, start every image that never trained -------------------------
 
 
-@dataclass(frozen=True)
-class Image:
-    digest: str
-    tags: tuple[str, ...]
-    pushed_at: datetime | None
-
-
-def list_images(clients: Clients, config: Config) -> Iterator[Image]:
+def list_images(clients: Clients, config: Config) -> Iterator[ImageFacts]:
     """Every image of the repository (DescribeImages, page by page)."""
     token: str | None = None
     while True:
@@ -387,14 +415,155 @@ def list_images(clients: Clients, config: Config) -> Iterator[Image]:
             repositoryName=config.repository_name, maxResults=100, **({"nextToken": token} if token else {})
         )
         for detail in page.get("imageDetails") or []:
-            yield Image(
-                digest=str(detail["imageDigest"]),
-                tags=tuple(detail.get("imageTags") or ()),
-                pushed_at=detail.get("imagePushedAt"),
-            )
+            yield facts_of(detail)
         token = page.get("nextToken")
         if not token:
             return
+
+
+def list_run_records(clients: Clients, config: Config) -> Iterator[tuple[str, datetime]]:
+    """(run id, last written) of every run record under runs/ (ListObjectsV2, page by page)."""
+    token: str | None = None
+    while True:
+        page = clients.s3.list_objects_v2(
+            Bucket=config.bucket, Prefix="runs/", **({"ContinuationToken": token} if token else {})
+        )
+        for item in page.get("Contents") or []:
+            key = _RECORD_KEY.fullmatch(str(item.get("Key", "")))
+            if key is not None:
+                yield key.group("run_id"), item["LastModified"]
+        token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not token:
+            return
+
+
+def stop_of(task: dict[str, Any], container_name: str) -> TaskStopEvent:
+    """A stop event made of what ECS says about a stopped task (for a stop whose event never arrived)."""
+    exit_code = next((c.get("exitCode") for c in task.get("containers") or [] if c.get("name") == container_name), None)
+    return TaskStopEvent(
+        event_id="reconcile",
+        task_arn=str(task["taskArn"]),
+        task_definition_arn=str(task.get("taskDefinitionArn", "")),
+        last_status=str(task.get("lastStatus", "")),
+        stop_code=task.get("stopCode"),
+        stopped_reason=task.get("stoppedReason"),
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        environment=task_environment(task, container_name),
+    )
+
+
+def repair_run(
+    clients: Clients, config: Config, run_id: str, *, now: datetime, dry_run: bool, sleep: Sleep
+) -> Outcome | None:
+    """Move one non-final run on: start a start that never happened, act on a stop never seen.
+
+    - `queued` without a task (a start or Spot resume whose RunTask failed, a retrain left queued):
+      take over the claim once it is released or expired, look for its task, else RunTask;
+    - a task that stopped (its stop event lost): the stop decision table, as if the event had come;
+    - a task ECS no longer knows, of a run still `queued`/`running`/`interrupted`: recorded `failed`
+      (it cannot end any other way now; a retrain request trains it again).
+    Returns None when the run needs nothing (alive, final, or being started right now).
+    """
+    existing = read_record(clients.s3, config.bucket, run_id)
+    if existing is None or existing[0].get("source") == "manual" or existing[0].get("state") in stops.FINAL_STATES:
+        return None  # gone since listed, a run started by hand (not the trigger's), or finished
+    state = start_state(existing[0], now, timedelta(seconds=config.claim_seconds))
+    if state == CLAIMABLE:
+        return _repair_start(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
+    task_arn = existing[0].get("task_arn")
+    if state == IN_FLIGHT or not isinstance(task_arn, str):
+        return None  # being started right now, or moved on by the trainer before the task was recorded
+    return _repair_stop(clients, config, existing, task_arn, now=now, dry_run=dry_run, sleep=sleep)
+
+
+def _repair_start(
+    clients: Clients, config: Config, existing: tuple[Record, str], *, now: datetime, dry_run: bool, sleep: Sleep
+) -> Outcome | None:
+    record = existing[0]
+    if dry_run:
+        return Outcome("repair", "would-start", run_id=record["run_id"], attempt=record.get("attempt"))
+    try:
+        claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
+    except StartInFlightError:
+        return None
+    if claimed is None:
+        return None
+    return _launched(clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
+
+
+def _repair_stop(
+    clients: Clients,
+    config: Config,
+    existing: tuple[Record, str],
+    task_arn: str,
+    *,
+    now: datetime,
+    dry_run: bool,
+    sleep: Sleep,
+) -> Outcome | None:
+    record = existing[0]
+    task = describe_tasks(clients.ecs, config, [task_arn]).get(task_arn)
+    if task is not None and task.get("lastStatus") != "STOPPED":
+        return None  # alive
+    if task is None:
+        reason = f"task {task_arn} no longer exists and its stop was never seen (record {record.get('state')})"
+        if dry_run:
+            return Outcome("repair", "would-fail", run_id=record["run_id"], reason=reason)
+        return _fail_vanished(clients, config, existing, task_arn, reason, now=now, sleep=sleep)
+    stop = stop_of(task, config.container_name)
+    decision = stops.decide_stop(record, stop, config.max_attempts)
+    if decision.action in {stops.IGNORE, stops.NO_OP, stops.DUPLICATE}:
+        return None
+    if dry_run:
+        return Outcome("repair", f"would-{decision.action}", run_id=record["run_id"], reason=decision.reason)
+    return replace(_carry_out(clients, config, stop, decision, existing, now=now, sleep=sleep), decision="repair")
+
+
+def _fail_vanished(
+    clients: Clients,
+    config: Config,
+    known: tuple[Record, str],
+    task_arn: str,
+    reason: str,
+    *,
+    now: datetime,
+    sleep: Sleep,
+) -> Outcome | None:
+    attempt = known[0].get("attempt")
+
+    def failed(current: Record) -> Record | None:
+        if current.get("task_arn") != task_arn or current.get("attempt") != attempt:
+            return None
+        if current.get("state") in stops.FINAL_STATES:
+            return None
+        current.update(state="failed", reason=reason)
+        append_history(current, now, reason)
+        return current
+
+    written = update_record(clients.s3, config.bucket, known[0]["run_id"], failed, now=now, known=known, sleep=sleep)
+    if written is None:
+        return None
+    return Outcome(
+        "repair", "marked-failed", run_id=known[0]["run_id"], attempt=attempt, task_arn=task_arn, reason=reason
+    )
+
+
+def _start_unseen(
+    clients: Clients, config: Config, image: ImageFacts, *, dry_run: bool, clock: Clock, sleep: Sleep
+) -> Outcome | None:
+    """Start a pushed image that has no run record, as its push would have (same run id)."""
+    spec = push_spec(image.digest, _git_sha_from_tags(image.tags))
+    if read_record(clients.s3, config.bucket, spec.run_id) is not None:
+        return None  # started, or repaired above
+    refusal = _refuse_image(clients, config, image)
+    if refusal is not None:
+        return Outcome("reconcile", "not-an-image", digest=image.digest, reason=refusal)
+    if dry_run:
+        return Outcome("reconcile", "would-start", run_id=spec.run_id, digest=spec.digest)
+    try:
+        return replace(start_run(clients, config, spec, "reconcile", clock=clock, sleep=sleep), decision="reconcile")
+    except StartInFlightError:
+        return None  # a push event is starting it right now
 
 
 def reconcile(
@@ -406,35 +575,40 @@ def reconcile(
     clock: Clock = utc_now,
     sleep: Sleep = time.sleep,
 ) -> list[Outcome]:
-    """Start every tagged image pushed within `since` that has no started run (ECR events are best effort).
+    """Repair every non-final run written within `since`, then start every runnable tagged image
+    pushed within `since` that has no run record (ECR events are best effort).
 
-    Untagged images are the manifests inside an image index; the index is tagged and trained. An
-    image whose start failed (a `queued` record without a task) is started again. Every image is
-    tried; the failures are raised together at the end.
+    Untagged images are the manifests inside an image index; the index is tagged and trained. Every
+    run and image is tried; the failures are raised together at the end.
     """
     now = clock()
     outcomes: list[Outcome] = []
     failures: list[str] = []
+    oldest = None if since is None else now - since
+    for run_id, written_at in list_run_records(clients, config):
+        if oldest is not None and written_at < oldest:
+            continue
+        try:
+            repaired = repair_run(clients, config, run_id, now=now, dry_run=dry_run, sleep=sleep)
+        except (TriggerError, ClientError) as error:
+            failures.append(f"{run_id}: {type(error).__name__}: {error}")
+            continue
+        if repaired is not None:
+            outcomes.append(repaired)
     seen: set[str] = set()
     for image in list_images(clients, config):
         if not image.tags or image.digest in seen:
             continue
-        if since is not None and image.pushed_at is not None and image.pushed_at < now - since:
+        if oldest is not None and image.pushed_at is not None and image.pushed_at < oldest:
             continue
         seen.add(image.digest)
-        spec = push_spec(image.digest, _git_sha_from_tags(list(image.tags)))
-        existing = read_record(clients.s3, config.bucket, spec.run_id)
-        if existing is not None and is_started(existing[0]):
-            continue
-        if dry_run:
-            outcomes.append(Outcome("reconcile", "would-start", run_id=spec.run_id, digest=spec.digest))
-            continue
         try:
-            outcome = start_run(clients, config, spec, "reconcile", clock=clock, sleep=sleep)
+            started = _start_unseen(clients, config, image, dry_run=dry_run, clock=clock, sleep=sleep)
         except (TriggerError, ClientError) as error:
             failures.append(f"{image.digest}: {type(error).__name__}: {error}")
             continue
-        outcomes.append(replace(outcome, decision="reconcile"))
+        if started is not None:
+            outcomes.append(started)
     if failures:
-        raise TriggerError(f"reconcile could not start {len(failures)} image(s): {failures}")
+        raise TriggerError(f"reconcile could not repair or start {len(failures)} run(s) or image(s): {failures}")
     return outcomes

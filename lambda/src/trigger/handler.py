@@ -17,15 +17,19 @@ from trigger.aws import Clients, default_clients
 from trigger.config import Config, load_config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError
-from trigger.events import Event, PushEvent, RetrainRequest, ScheduledEvent, TaskStopEvent, parse_event
+from trigger.events import (
+    Event,
+    PushEvent,
+    RetrainRequest,
+    ScheduledEvent,
+    SkippedEvent,
+    TaskStopEvent,
+    parse_event,
+)
 from trigger.flows import handle_push, handle_retrain, handle_task_stop, reconcile
 from trigger.log import log_decision
 from trigger.records import Clock, utc_now
 from trigger.scale_out import SCALE_OUT_INPUTS, ScaleOutInput, dispatch_scale_out, parse_scale_out
-
-# The scheduled reconcile looks one week back: older images were either trained or deliberately
-# left alone, and a first deployment must not start one paid task per image ever pushed.
-SCHEDULED_RECONCILE_WINDOW = timedelta(days=7)
 
 
 @functools.cache
@@ -62,6 +66,8 @@ def _dispatch(
 ) -> dict[str, Any]:
     if isinstance(parsed, SCALE_OUT_INPUTS):  # sweeps, multi-node and GPU requests, Batch jobs (trigger.scale_out)
         return dispatch_scale_out(parsed, config, clients, clock=clock, sleep=sleep)
+    if isinstance(parsed, SkippedEvent):
+        return log_decision("skip", "not-for-us", event_id=parsed.event_id, reason=parsed.reason)
     if isinstance(parsed, PushEvent):
         outcome = handle_push(clients, config, parsed, clock=clock, sleep=sleep)
     elif isinstance(parsed, TaskStopEvent):
@@ -71,10 +77,14 @@ def _dispatch(
         log_decision(event_id=parsed.event_id, **outcome.fields())
         return answer
     elif isinstance(parsed, ScheduledEvent):
-        outcomes = reconcile(clients, config, since=SCHEDULED_RECONCILE_WINDOW, clock=clock, sleep=sleep)
+        # PUSHTRAIN_RECONCILE_LOOKBACK_DAYS: older runs and images were trained or deliberately left
+        # alone, and a first deployment must not start one paid task per image ever pushed.
+        since = timedelta(days=config.reconcile_lookback_days)
+        outcomes = reconcile(clients, config, since=since, clock=clock, sleep=sleep)
         for each in outcomes:
             log_decision(event_id=parsed.event_id, **each.fields())
-        return log_decision("reconcile", "done", event_id=parsed.event_id, started=len(outcomes))
+        started = sum(o.outcome in {"started", "retried-start"} for o in outcomes)
+        return log_decision("reconcile", "done", event_id=parsed.event_id, started=started, decisions=len(outcomes))
     else:
         raise TypeError(f"parse_event returned {type(parsed).__name__}, which has no flow")
     return log_decision(event_id=parsed.event_id, **outcome.fields())

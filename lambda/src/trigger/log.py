@@ -11,6 +11,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_FIELD_CHARS = 2000  # a string field longer than this is cut (an error echoing a huge event, say)
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        return f"{value[:MAX_FIELD_CHARS]}…({len(value)} characters)"
+    return value
+
 
 def log_decision(decision: str, outcome: str, **fields: Any) -> dict[str, Any]:
     """Write one JSON line and return it (the handler also returns the last decision)."""
@@ -19,7 +27,7 @@ def log_decision(decision: str, outcome: str, **fields: Any) -> dict[str, Any]:
         "logger": "pushtrain.trigger",
         "decision": decision,
         "outcome": outcome,
-        **{key: value for key, value in fields.items() if value is not None},
+        **{key: _bounded(value) for key, value in fields.items() if value is not None},
     }
     sys.stdout.write(json.dumps(line, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()

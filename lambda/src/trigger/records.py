@@ -8,29 +8,18 @@ the trainer writes the same object (running, interrupted, succeeded, failed).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from trigger.errors import RecordConflictError, StoreAccessError
+from trigger.errors import RecordConflictError
 from trigger.runs import RunSpec
+from trigger.s3json import Sleep, get_json, put_json, update_json
 
 SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed")
 SOURCES = ("push", "retrain", "spot-resume", "reconcile")
-_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-# S3 may answer a conditional write racing another one with 409 instead of 412: the outcome of the
-# other write is not known yet, so an update re-reads, and a create backs off and looks again.
-CONDITIONAL_CONFLICT = {"ConditionalRequestConflict", "409"}
-_LOST_RACE = _PRECONDITION_FAILED | CONDITIONAL_CONFLICT
-_CREATE_TRIES = 4
-CONFLICT_BACKOFF_S = 0.2  # seconds, doubled per try: 0.2 + 0.4 + 0.8 at most
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}  # NotFound: what a HEAD would say
-_UPDATE_TRIES = 4
 
 Record = dict[str, Any]
 Clock = Callable[[], datetime]
@@ -63,6 +52,7 @@ def new_record(spec: RunSpec, source: str, now: datetime) -> Record:
         "git_sha": spec.git_sha,
         "params": dict(spec.params),
         "task_arn": None,
+        "claimed_at": at,
         "reason": None,
         "version": None,
         "created_at": at,
@@ -76,6 +66,38 @@ def is_started(record: Record) -> bool:
     return record.get("task_arn") is not None or record.get("state") != "queued"
 
 
+STARTED, IN_FLIGHT, CLAIMABLE = "started", "in-flight", "claimable"
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """A record timestamp ("2026-11-25T19:00:00Z") as a datetime, or None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def start_state(record: Record, now: datetime, claim: timedelta) -> str:
+    """Where the start of the record's attempt stands. Pure.
+
+    - `started`: it has a task, or the trainer moved it past `queued`: nothing more to start;
+    - `in-flight`: claimed less than `claim` ago (`claimed_at`) and no task yet: another invocation is
+      starting it right now, so this one must not call RunTask (it raises a retryable error instead);
+    - `claimable`: the claim was released after a failed start (`claimed_at` null) or is older than
+      `claim` (its invocation died): whoever wins the compare-and-swap on the record may start it.
+
+    A record written before claims existed has no `claimed_at`; its `updated_at` stands in.
+    """
+    if is_started(record):
+        return STARTED
+    claimed = parse_timestamp(record["claimed_at"] if "claimed_at" in record else record.get("updated_at"))
+    if claimed is not None and now - claimed < claim:
+        return IN_FLIGHT
+    return CLAIMABLE
+
+
 def spec_of(record: Record) -> RunSpec:
     """The run as the record describes it (a retried start repeats exactly the first request)."""
     return RunSpec(
@@ -87,60 +109,9 @@ def spec_of(record: Record) -> RunSpec:
     )
 
 
-def error_code(error: ClientError) -> str:
-    """The code of an AWS error ("PreconditionFailed", "409", ...)."""
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _body(record: Record) -> bytes:
-    return json.dumps(record, indent=2, sort_keys=True).encode()
-
-
-def create_record(s3: Any, bucket: str, record: Record, *, sleep: Callable[[float], None] = time.sleep) -> str | None:
-    """Create the record unless one exists; return its ETag, or None when it already existed.
-
-    A 409 (a concurrent conditional write in flight) backs off and reads: a record there now is a
-    duplicate (None); none means the other write did not land, so the create is tried again.
-    """
-    key = record_key(record["run_id"])
-    for attempt in range(_CREATE_TRIES):
-        try:
-            response = s3.put_object(
-                Bucket=bucket, Key=key, Body=_body(record), ContentType="application/json", IfNoneMatch="*"
-            )
-        except ClientError as error:
-            code = error_code(error)
-            if code in _PRECONDITION_FAILED:
-                return None
-            if code not in CONDITIONAL_CONFLICT:
-                raise
-            sleep(CONFLICT_BACKOFF_S * 2**attempt)
-            if get_json(s3, bucket, key) is not None:
-                return None
-            continue
-        return str(response["ETag"])
-    raise RecordConflictError(f"s3://{bucket}/{key}: {_CREATE_TRIES} creates answered 409 ConditionalRequestConflict")
-
-
-def get_json(s3: Any, bucket: str, key: str) -> tuple[Any, str] | None:
-    """(parsed JSON, ETag) of an object, or None when it does not exist.
-
-    S3 answers a missing key with 403, not 404, to a caller without s3:ListBucket on the bucket; the
-    trigger needs 404 to tell "never started" from "forbidden", so a 403 raises naming the grant.
-    """
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        code = error_code(error)
-        if code in _NOT_FOUND:
-            return None
-        if code in {"AccessDenied", "403"}:
-            raise StoreAccessError(
-                f"s3:GetObject on s3://{bucket}/{key} was denied; if the key does not exist, S3 says so only "
-                "to a role that also has s3:ListBucket on the bucket (with no s3:prefix condition)"
-            ) from error
-        raise
-    return json.loads(response["Body"].read()), str(response["ETag"])
+def create_record(s3: Any, bucket: str, record: Record, *, sleep: Sleep = time.sleep) -> str | None:
+    """Create the record unless one exists; return its ETag, or None when it already existed."""
+    return put_json(s3, bucket, record_key(record["run_id"]), record, etag=None, sleep=sleep)
 
 
 def read_record(s3: Any, bucket: str, run_id: str) -> tuple[Record, str] | None:
@@ -164,39 +135,29 @@ def update_record(
     *,
     now: datetime,
     known: tuple[Record, str] | None = None,
+    sleep: Sleep = time.sleep,
 ) -> tuple[Record, str] | None:
-    """Compare-and-swap: apply `change` to the current record and write it with If-Match.
+    """Compare-and-swap the record (trigger.s3json.update_json), stamping `updated_at`.
 
-    `change` returns the new record, or None to leave it as it is. On a lost race (412 or 409) the record is
-    read again and `change` applied to the fresh copy. Returns what was written and its new ETag, or
-    None when `change` left the record as it was.
+    `change` returns the new record, or None to leave it as it is; on a lost race it is applied
+    again to the fresh copy. Returns what was written and its new ETag, or None when unchanged.
     """
-    current = known
-    for _ in range(_UPDATE_TRIES):
-        if current is None:
-            current = read_record(s3, bucket, run_id)
-            if current is None:
-                raise RecordConflictError(f"s3://{bucket}/{record_key(run_id)} disappeared while being updated")
-        record, etag = current
-        changed = change(json.loads(json.dumps(record)))  # the callback works on a copy
-        if changed is None:
-            return None
-        changed["updated_at"] = timestamp(now)
-        try:
-            response = s3.put_object(
-                Bucket=bucket,
-                Key=record_key(run_id),
-                Body=_body(changed),
-                ContentType="application/json",
-                IfMatch=etag,
-            )
-        except ClientError as error:
-            if error_code(error) not in _LOST_RACE:
-                raise
-            current = None  # someone else wrote in between (412) or is writing (409): read again and re-apply
-            continue
-        return changed, str(response["ETag"])
-    raise RecordConflictError(f"s3://{bucket}/{record_key(run_id)} changed {_UPDATE_TRIES} times while being updated")
+
+    def stamped(record: Record) -> Record | None:
+        changed = change(record)
+        if changed is not None:
+            changed["updated_at"] = timestamp(now)
+        return changed
+
+    return update_json(
+        s3,
+        bucket,
+        record_key(run_id),
+        stamped,
+        read=lambda: read_record(s3, bucket, run_id),
+        known=known,
+        sleep=sleep,
+    )
 
 
 def append_history(record: Record, now: datetime, reason: str | None) -> None:

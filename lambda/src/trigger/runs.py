@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from trigger.events import PARAM_TYPES, Params
 
+# Every run id the trigger makes (a stop event's TRAINER_RUN_ID is checked against it before any read).
+RUN_ID = re.compile(r"push-[0-9a-f]{20}|retrain-[A-Za-z0-9_-]{1,19}-[0-9a-f]{8}", re.ASCII)
 MAX_CLIENT_TOKEN = 64  # ECS RunTask limit
 MAX_STARTED_BY = 36  # ECS RunTask limit
 TAG_PREFIX = "pushtrain:"

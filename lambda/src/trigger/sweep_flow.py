@@ -16,31 +16,19 @@ Every invocation with the same request continues where the last one stopped:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError, RecordConflictError
-from trigger.events import GIT_SHA
-from trigger.flows import Outcome, resolve_image, start_run
-from trigger.records import (
-    CONDITIONAL_CONFLICT,
-    Clock,
-    error_code,
-    get_json,
-    read_record,
-    record_key,
-    timestamp,
-    utc_now,
-)
+from trigger.flows import Outcome, git_sha_of, start_run, verified_image
+from trigger.records import Clock, read_record, record_key, timestamp, utc_now
 from trigger.runs import RunSpec
+from trigger.s3json import Found, get_json, put_json, update_json
 from trigger.sweeps import (
     RunResult,
     SweepRequest,
@@ -54,33 +42,16 @@ from trigger.sweeps import (
 # Each start is a RunTask (with, on a Spot capacity failure, an on-demand retry after a backoff), a record
 # create and a record update: ~1-3 s. Four keep an invocation far inside the trigger's 60 s timeout.
 STARTS_PER_INVOCATION = 4
-_LOST_RACE = {"PreconditionFailed", "412"} | CONDITIONAL_CONFLICT
-_CAS_TRIES = 4
+_CREATE_TRIES = 4
 
 SweepRecord = dict[str, Any]
 
 
-def _put(s3: Any, bucket: str, key: str, body: SweepRecord, **condition: str) -> str | None:
-    """Conditional PUT; the new ETag, or None when the condition lost (412, or 409 for a concurrent write)."""
-    try:
-        response = s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=json.dumps(body, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-            **condition,
-        )
-    except ClientError as error:
-        if error_code(error) in _LOST_RACE:
-            return None
-        raise
-    return str(response["ETag"])
-
-
-def _create_or_read(s3: Any, bucket: str, record: SweepRecord) -> tuple[SweepRecord, str]:
+def _create_or_read(s3: Any, bucket: str, record: SweepRecord, *, sleep: Sleep) -> Found:
+    """The sweep record: created (If-None-Match, trigger.s3json) or, when another request made it, read."""
     key = sweep_key(record["request_id"])
-    for _ in range(_CAS_TRIES):
-        etag = _put(s3, bucket, key, record, IfNoneMatch="*")
+    for _ in range(_CREATE_TRIES):
+        etag = put_json(s3, bucket, key, record, etag=None, sleep=sleep)
         if etag is not None:
             return record, etag
         found = get_json(s3, bucket, key)
@@ -90,23 +61,29 @@ def _create_or_read(s3: Any, bucket: str, record: SweepRecord) -> tuple[SweepRec
 
 
 def _update(
-    s3: Any, bucket: str, key: str, change: Callable[[SweepRecord], None], *, known: tuple[SweepRecord, str], now: str
-) -> tuple[SweepRecord, str]:
-    """Compare-and-swap `change` onto the sweep record (re-read and re-applied when another writer won)."""
-    current: tuple[SweepRecord, str] | None = known
-    for _ in range(_CAS_TRIES):
-        if current is None:
-            current = get_json(s3, bucket, key)
-            if current is None:
-                raise RecordConflictError(f"s3://{bucket}/{key} disappeared while being updated")
-        record = json.loads(json.dumps(current[0]))
+    s3: Any,
+    bucket: str,
+    key: str,
+    change: Callable[[SweepRecord], None],
+    *,
+    known: Found,
+    now: str,
+    sleep: Sleep,
+) -> Found:
+    """Compare-and-swap `change` onto the sweep record (trigger.s3json.update_json), stamping `updated_at`.
+
+    The sweep record holds only the fan-out's progress; each run's start is claimed in its run record.
+    """
+
+    def stamped(record: SweepRecord) -> SweepRecord:
         change(record)
         record["updated_at"] = now
-        etag = _put(s3, bucket, key, record, IfMatch=current[1])
-        if etag is not None:
-            return record, etag
-        current = None
-    raise RecordConflictError(f"s3://{bucket}/{key} changed {_CAS_TRIES} times while being updated")
+        return record
+
+    written = update_json(s3, bucket, key, stamped, read=lambda: get_json(s3, bucket, key), known=known, sleep=sleep)
+    if written is None:  # not reached: `stamped` always returns the record
+        raise RecordConflictError(f"s3://{bucket}/{key} was not updated")
+    return written
 
 
 def _mark_started(run_id: str, task_arn: str | None) -> Callable[[SweepRecord], None]:
@@ -137,11 +114,13 @@ def handle_sweep(
     clients: Clients, config: Config, request: SweepRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> tuple[list[Outcome], dict[str, Any]]:
     """Start the next runs of a sweep (or rank them when all ended); see the module docstring."""
-    digest, tags = resolve_image(clients, config, request.base.image)
-    git_sha = request.base.git_sha or next((t for t in sorted(tags) if GIT_SHA.match(t)), None)
+    facts = verified_image(clients, config, request.base.image)
+    digest, git_sha = facts.digest, git_sha_of(request.base, facts)
     now = clock()
     key = sweep_key(request.request_id)
-    known = _create_or_read(clients.s3, config.bucket, new_sweep_record(request, digest, git_sha, timestamp(now)))
+    known = _create_or_read(
+        clients.s3, config.bucket, new_sweep_record(request, digest, git_sha, timestamp(now)), sleep=sleep
+    )
     if not same_sweep(known[0], request, digest):
         raise InvalidEventError(
             f"request_id {request.request_id!r} already names another sweep (s3://{config.bucket}/{key}); "
@@ -161,6 +140,7 @@ def handle_sweep(
             _mark_started(run["run_id"], outcome.task_arn),
             known=known,
             now=timestamp(now),
+            sleep=sleep,
         )
 
     record = known[0]
@@ -178,7 +158,9 @@ def handle_sweep(
                 def finish(current: SweepRecord) -> None:
                     current.update(summary, state="finished")
 
-                record = _update(clients.s3, config.bucket, key, finish, known=known, now=timestamp(now))[0]
+                record, _ = _update(
+                    clients.s3, config.bucket, key, finish, known=known, now=timestamp(now), sleep=sleep
+                )
             else:
                 summary = {"states": {result.run_id: result.state for result in results}}
     answer = {

@@ -1,36 +1,37 @@
-"""Digest pinning: one task-definition revision of the base family per pushed image digest.
+"""Digest pinning: one task-definition revision per pushed image digest and base revision.
 
 A run must train exactly the image that was pushed, so its task definition names the container image
 as `<repository-uri>@<digest>`, never a tag. The revision is a copy of the family's latest ACTIVE
-revision (which Terraform registers) with only the image replaced.
+revision (which Terraform registers) with only the image replaced; when Terraform registers a new
+base, the digest gets a new copy (the index remembers which base its copy was made from).
 
 Finding the revision of a digest already seen: a small index object per digest,
-`runs/_taskdefs/<digest>.json`, holding the revision ARN. ECS cannot search revisions by tag or image
-without one DescribeTaskDefinition per revision, so the index makes a repeat O(1): one S3 read and one
-DescribeTaskDefinition to check the revision is still ACTIVE and still names that image (a revision
-deregistered by hand is replaced, not used). The index is written with If-None-Match (or If-Match on
-the ETag read), so two concurrent first events for one digest agree on one revision: the loser uses
-the winner's and its own copy stays unused.
+`runs/_taskdefs/<digest>.json`, holding the revision ARN and the base it copies. ECS cannot search
+revisions by tag or image without one DescribeTaskDefinition per revision, so the index makes a repeat
+cheap: one DescribeTaskDefinition of the base, one S3 read, one DescribeTaskDefinition to check the
+revision is still ACTIVE and still names that image (a revision deregistered by hand is replaced).
+Registering is claimed in the index first (If-None-Match, or If-Match on the ETag read), so
+concurrent starts for one digest register one revision between them: no orphan revisions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from trigger.config import Config
-from trigger.errors import TaskDefinitionError
-from trigger.records import CONDITIONAL_CONFLICT, CONFLICT_BACKOFF_S, error_code, get_json, timestamp
+from trigger.errors import StartInFlightError, TaskDefinitionError
+from trigger.records import parse_timestamp, timestamp
 from trigger.runs import TAG_PREFIX
+from trigger.s3json import get_json, put_json
 
 INDEX_PREFIX = "runs/_taskdefs/"
-_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
-_WRITE_TRIES = 4
+INDEX_ROUNDS = 12  # looks at the index before giving up with a retryable error
+INDEX_POLL_S = 0.5  # seconds between looks while another invocation registers: ~5 s in all
 
 
 def index_key(digest: str) -> str:
@@ -70,6 +71,20 @@ def pinned_copy(
     return request
 
 
+def fingerprint(request: Mapping[str, Any], container_name: str) -> str:
+    """What a pinned copy takes from its base: the request without the image and tags, hashed.
+
+    The family's latest revision may be the base Terraform registered or a pinned copy of another
+    digest (made from it); both give the same fingerprint, so only a real change of the base
+    (memory, environment, roles, …) makes a digest's copy stale.
+    """
+    copy = {key: value for key, value in request.items() if key != "tags"}
+    copy["containerDefinitions"] = [
+        {**c, "image": ""} if c.get("name") == container_name else c for c in copy.get("containerDefinitions") or []
+    ]
+    return hashlib.sha256(json.dumps(copy, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def container_image(task_definition: Mapping[str, Any], container_name: str) -> str | None:
     for container in task_definition.get("containerDefinitions") or []:
         if container.get("name") == container_name:
@@ -77,86 +92,79 @@ def container_image(task_definition: Mapping[str, Any], container_name: str) -> 
     return None
 
 
-def _read_index(s3: Any, bucket: str, digest: str) -> tuple[str, str] | None:
-    """(revision ARN, ETag) of the index object for the digest, or None."""
+def _read_index(s3: Any, bucket: str, digest: str) -> tuple[dict[str, Any], str] | None:
+    """(index document, ETag) for the digest, or None."""
     found = get_json(s3, bucket, index_key(digest))
     if found is None:
         return None
     index, etag = found
-    arn = index.get("task_definition_arn") if isinstance(index, dict) else None
+    if not isinstance(index, dict):
+        raise TaskDefinitionError(f"s3://{bucket}/{index_key(digest)} is not a JSON object: {index!r:.200}")
+    return index, etag
+
+
+def _usable(ecs: Any, arn: object, image: str, container_name: str) -> bool:
+    """Whether the indexed revision is still ACTIVE and still runs `image` (not deregistered by hand)."""
     if not isinstance(arn, str):
-        raise TaskDefinitionError(f"s3://{bucket}/{index_key(digest)} has no task_definition_arn: {index!r:.200}")
-    return arn, etag
-
-
-def _write_index(
-    s3: Any,
-    bucket: str,
-    digest: str,
-    *,
-    arn: str,
-    base_arn: str,
-    now: datetime,
-    etag: str | None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bool:
-    """Write the index (create, or replace the version we read); False when another writer won.
-
-    A 409 (a concurrent conditional write in flight) backs off and reads: an index that now exists
-    (or no longer has the ETag we read) means another writer won; otherwise the write is tried again.
-    """
-    body = {
-        "image_digest": digest,
-        "task_definition_arn": arn,
-        "base_task_definition_arn": base_arn,
-        "registered_at": timestamp(now),
-    }
-    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-    for attempt in range(_WRITE_TRIES):
-        try:
-            s3.put_object(
-                Bucket=bucket,
-                Key=index_key(digest),
-                Body=json.dumps(body, indent=2, sort_keys=True).encode(),
-                ContentType="application/json",
-                **condition,
-            )
-        except ClientError as error:
-            code = error_code(error)
-            if code in _PRECONDITION_FAILED:
-                return False
-            if code not in CONDITIONAL_CONFLICT:
-                raise
-            sleep(CONFLICT_BACKOFF_S * 2**attempt)
-            now_there = _read_index(s3, bucket, digest)
-            if (now_there[1] if now_there else None) != etag:
-                return False
-            continue
-        return True
-    raise TaskDefinitionError(
-        f"s3://{bucket}/{index_key(digest)}: {_WRITE_TRIES} writes answered 409 ConditionalRequestConflict"
-    )
+        return False
+    described = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    return described.get("status") == "ACTIVE" and container_image(described, container_name) == image
 
 
 def ensure_pinned_revision(
-    ecs: Any, s3: Any, config: Config, digest: str, now: datetime, *, sleep: Callable[[float], None] = time.sleep
+    ecs: Any,
+    s3: Any,
+    config: Config,
+    digest: str,
+    now: datetime,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, bool]:
-    """The ARN of the revision that runs `digest`, registering it on first sight: (arn, registered)."""
-    image = pinned_image(config.repository_uri, digest)
-    index = _read_index(s3, config.bucket, digest)
-    if index is not None:
-        described = ecs.describe_task_definition(taskDefinition=index[0])["taskDefinition"]
-        if described.get("status") == "ACTIVE" and container_image(described, config.container_name) == image:
-            return index[0], False
+    """The ARN of the revision that runs `digest` on the current base revision: (arn, registered).
 
+    The index holds the fingerprint of the base the pinned copy was made from; when Terraform
+    registers a new base (memory, environment, roles), the next start registers a new copy and
+    replaces the index.
+    Registering is claimed first in the index (a `pending` entry written with a condition), so a
+    burst of starts for one digest registers one revision and leaves no orphan: the others wait for
+    the claimant's ARN, or take the claim over when it is older than PUSHTRAIN_CLAIM_SECONDS.
+    """
+    image = pinned_image(config.repository_uri, digest)
     base = ecs.describe_task_definition(taskDefinition=config.task_family)["taskDefinition"]
     request = pinned_copy(base, config.container_name, image, digest, accepted_fields(ecs))
-    arn = ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]
-    base_arn = str(base.get("taskDefinitionArn"))
-    etag = index[1] if index else None
-    if _write_index(s3, config.bucket, digest, arn=arn, base_arn=base_arn, now=now, etag=etag, sleep=sleep):
+    base_print = fingerprint(request, config.container_name)
+    claim = timedelta(seconds=config.claim_seconds)
+    for _ in range(INDEX_ROUNDS):
+        found = _read_index(s3, config.bucket, digest)
+        index, etag = found if found else ({}, None)
+        same_base = index.get("base_fingerprint") == base_print
+        if same_base and index.get("task_definition_arn") is not None:
+            if _usable(ecs, index["task_definition_arn"], image, config.container_name):
+                return str(index["task_definition_arn"]), False
+        elif same_base and not _claim_expired(index.get("claimed_at"), now, claim):
+            sleep(INDEX_POLL_S)  # another invocation is registering this very copy: wait for its ARN
+            continue
+        pending = {
+            "image_digest": digest,
+            "base_fingerprint": base_print,
+            "base_task_definition_arn": str(base.get("taskDefinitionArn")),
+            "task_definition_arn": None,
+        }
+        claimed = put_json(
+            s3, config.bucket, index_key(digest), {**pending, "claimed_at": timestamp(now)}, etag=etag, sleep=sleep
+        )
+        if claimed is None:
+            continue  # another invocation claimed (or finished) first: look again
+        arn = str(ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"])
+        done = {**pending, "task_definition_arn": arn, "claimed_at": None, "registered_at": timestamp(now)}
+        put_json(s3, config.bucket, index_key(digest), done, etag=claimed, sleep=sleep)
         return arn, True
-    winner = _read_index(s3, config.bucket, digest)
-    if winner is None:
-        raise TaskDefinitionError(f"s3://{config.bucket}/{index_key(digest)} vanished after a conflicting write")
-    return winner[0], True
+    raise StartInFlightError(
+        f"the revision of {digest} on base {base_print[:12]} is being registered by another invocation "
+        f"(s3://{config.bucket}/{index_key(digest)}); retry"
+    )
+
+
+def _claim_expired(claimed_at: object, now: datetime, claim: timedelta) -> bool:
+    claimed = parse_timestamp(claimed_at)
+    return claimed is None or now - claimed >= claim

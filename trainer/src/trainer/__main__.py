@@ -6,7 +6,11 @@
     python -m trainer synth --out DIR                           # write a small generated dataset
     python -m trainer settings                                  # every setting, its variable and default
 
-Exit codes (docs/contracts.md): 0 succeeded, 1 failed, 2 invalid configuration, 75 interrupted.
+Exit codes (docs/contracts.md): 0 succeeded, 1 failed, 2 invalid configuration, 73 another trainer
+holds the run, 75 interrupted.
+
+The SIGTERM/SIGINT handlers are installed first thing, before torch is imported: Fargate Spot's warning
+can arrive while the container is still starting, and the run must still end `interrupted` (exit 75).
 """
 
 from __future__ import annotations
@@ -14,15 +18,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from trainer.config import ConfigError, TrainConfig, load_config, settings_help
+if TYPE_CHECKING:
+    from trainer.config import ConfigError, TrainConfig
 
 EXIT_INVALID_CONFIG = 2
+EXIT_INTERRUPTED = 75  # the same as trainer.run.EXIT_INTERRUPTED (not imported: that would import torch first)
 USAGE = __doc__ or ""
+STOP = threading.Event()  # set by SIGTERM or SIGINT; the run stops before its next batch
 
 log = logging.getLogger("trainer")
+
+
+def _on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+    log.warning("received %s: stopping before the next batch to checkpoint", signal.Signals(signum).name)
+    STOP.set()
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGINT set STOP instead of killing the process (only the main thread can install them)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_stop_signal)
 
 
 def _setup_logging() -> None:
@@ -35,6 +58,8 @@ def _setup_logging() -> None:
 
 def train(argv: Sequence[str]) -> int:
     """Resolve the configuration (exit 2 naming the bad setting), log it, then run (trainer.run.main)."""
+    from trainer.config import ConfigError, load_config, settings_help
+
     if any(arg in ("-h", "--help") for arg in argv):
         print(f"python -m trainer train [--setting value ...]; settings (flag, variable, default):\n{settings_help()}")
         return 0
@@ -45,7 +70,38 @@ def train(argv: Sequence[str]) -> int:
         record_invalid_config(os.environ, err)
         return EXIT_INVALID_CONFIG
     log.info("configuration %s", json.dumps(config.to_dict(), sort_keys=True))
+    if STOP.is_set():
+        record_early_interrupt(config)
+        return EXIT_INTERRUPTED
     return _run(config)
+
+
+def record_early_interrupt(config: TrainConfig) -> None:
+    """A signal came before training started: mark a queued (or new) run `interrupted`; best effort.
+
+    A record in any other state is left alone: it belongs to an attempt that got further than this one.
+    """
+    from trainer import runstate
+    from trainer.run import local_run_id
+    from trainer.store import open_store
+
+    run_id = config.run_id or local_run_id(config)
+    try:
+        store = open_store(config.store_uri)
+        record = runstate.read_status(store, run_id)
+        if record is not None and record.get("state") != "queued":
+            log.warning("run %s is %s; a signal before training changes nothing", run_id, record.get("state"))
+            return
+        runstate.set_state(
+            store,
+            run_id,
+            "interrupted",
+            attempt=config.attempt,
+            reason="stopped by a signal before training started; nothing to resume from",
+            create=lambda: runstate.new_record(run_id, now=runstate.utc_now(), source="manual"),
+        )
+    except Exception as exc:  # noqa: BLE001 -- best effort: the exit code (75) is what the caller reports
+        log.error("run %s: cannot record the interruption: %s: %s", run_id, type(exc).__name__, exc)  # noqa: TRY400
 
 
 def record_invalid_config(environ: Mapping[str, str], err: ConfigError) -> None:
@@ -55,8 +111,13 @@ def record_invalid_config(environ: Mapping[str, str], err: ConfigError) -> None:
     environment; without a run id and a store there is no record to update. A failure here is
     logged and swallowed: the configuration error is what the caller reports (exit 2).
     """
+    from trainer.config import is_valid_run_id
+
     run_id, store_uri = environ.get("TRAINER_RUN_ID", ""), environ.get("TRAINER_STORE_URI", "")
     if not run_id or not store_uri:
+        return
+    if not is_valid_run_id(run_id):
+        log.error("run id %r cannot name a run record; recording nothing", run_id)
         return
     raw_attempt = environ.get("TRAINER_ATTEMPT", "")
     attempt = int(raw_attempt) if raw_attempt.isascii() and raw_attempt.isdecimal() and int(raw_attempt) >= 1 else None
@@ -87,9 +148,10 @@ def record_invalid_config(environ: Mapping[str, str], err: ConfigError) -> None:
 
 def _run(config: TrainConfig) -> int:
     from trainer import run
+    from trainer.config import ConfigError
 
     try:
-        return run.main(config)
+        return run.main(config, stop=STOP)
     except ConfigError as err:  # settings that can only be checked against the data (batch_size vs. its size)
         print(f"trainer: {err}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
@@ -97,6 +159,8 @@ def _run(config: TrainConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 -- one return per command
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["train"]:
+        install_stop_handlers()  # first thing: see the module docstring
     _setup_logging()
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "train":
@@ -114,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 -- one retu
 
         return synth.main(rest)
     if command == "settings":
+        from trainer.config import settings_help
+
         print(settings_help())
         return 0
     if command in ("-h", "--help", "help"):

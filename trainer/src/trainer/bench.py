@@ -155,7 +155,7 @@ def session_images_per_s(config: TrainConfig, data: Cifar10Data, steps: int) -> 
     counter["n"] = 0
     started = time.perf_counter()
     session.run_epoch(stop_after(steps))
-    return steps * (config.batch_size or 1) / (time.perf_counter() - started)
+    return steps * config.batch_size / (time.perf_counter() - started)
 
 
 def eval_images_per_s(config: TrainConfig, data: Cifar10Data) -> float:

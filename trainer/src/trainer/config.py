@@ -2,12 +2,16 @@
 
 Settings come from three places, later ones winning:
 
-1. the defaults below (and, for the training recipe, the chosen model's recipe in `RECIPES`);
+1. the defaults below; the training recipe (epochs, batch size, lr, ...) defaults to the chosen
+   model's recipe in the registry (`trainer.nets.MODELS`, summarized here as `RECIPES`);
 2. environment variables `TRAINER_<FIELD>` (how ECS container overrides reach the trainer);
 3. command-line flags `--<field>` (dashes or underscores: `--batch-size` and `--batch_size`).
 
 An unknown `TRAINER_*` variable, an unknown flag, a value of the wrong type or an invalid value raises
 `ConfigError` naming the setting; the CLI turns it into exit code 2 (docs/contracts.md).
+
+A `TrainConfig` always holds concrete values: the recipe is applied when it is built, so code that
+trains reads `config.lr` as a float, never None.
 
     >>> cfg = load_config(["--model", "cnn", "--epochs", "3"], {"TRAINER_SEED": "7"})
     >>> (cfg.model, cfg.epochs, cfg.seed, cfg.lr)
@@ -17,55 +21,55 @@ An unknown `TRAINER_*` variable, an unknown flag, a value of the wrong type or a
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from trainer import nets
+
 ENV_PREFIX = "TRAINER_"
 
-MODELS = ("airbench", "cnn")
+MODELS = tuple(nets.MODELS)  # the registered model names (trainer.nets.MODELS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "json", "none")
 
 # --- the training recipes --------------------------------------------------------------------------
-# Fields left at None in TrainConfig take the chosen model's value from here when the configuration
-# is loaded, so the resolved (logged, saved) configuration always holds concrete numbers.
-#
-# airbench: the airbench94 recipe of Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
-# (arXiv:2404.00498, 2024): batch 1024, Nesterov SGD momentum 0.85, label smoothing 0.2, ~10 epochs,
-# a linear warmup then linear decay, flip + translate augmentation and flip test-time augmentation.
-# Its lr 11.5 and weight decay 0.0153 are "per 1024 examples" on a summed loss; divided by
-# 1024 * (1 + 1 / (1 - momentum)) they become the mean-loss SGD values below. The paper reports
-# 94.01 % mean test accuracy for 9.9 epochs; this implementation follows the recipe but drops the
-# paper's lookahead/EMA and multi-crop TTA, and it has not been run on the real CIFAR-10 here.
-#
-# cnn: the seed's small CNN (no BatchNorm) with a conventional recipe; expect roughly 75-80 % on CIFAR-10.
-RECIPES: dict[str, dict[str, Any]] = {
-    "airbench": {
-        "epochs": 10,
-        "batch_size": 1024,
-        "lr": 1.5,  # mean-loss SGD lr = 11.5 per 1024 examples / (1 + 1 / (1 - 0.85))
-        "momentum": 0.85,
-        # 0.0153 per 1024 examples is a per-step decay of 0.0153 * 1024 / 7851 = 0.002 = lr * weight_decay
-        "weight_decay": 1.33e-3,
-        "label_smoothing": 0.2,
-        "warmup": 0.23,  # fraction of all steps spent warming up
-    },
-    "cnn": {
-        "epochs": 10,
-        "batch_size": 256,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5.0e-4,
-        "label_smoothing": 0.1,
-        "warmup": 0.1,
-    },
-}
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup")
+# Recipe settings left unset (or set to "auto") take the chosen model's value from its registry entry
+# (trainer.nets.MODELS, where each recipe's sources are) when the configuration is built, so the
+# resolved (logged, saved) configuration always holds concrete numbers.
+RECIPE_FIELDS = tuple(f.name for f in fields(nets.Recipe))
+RECIPES: dict[str, dict[str, Any]] = {name: dataclasses.asdict(entry.recipe) for name, entry in nets.MODELS.items()}
+
+
+class _FromRecipe:
+    """The default of a recipe setting: replaced by the chosen model's value when a TrainConfig is built."""
+
+    def __repr__(self) -> str:
+        return "recipe"
+
+
+FROM_RECIPE: Any = _FromRecipe()
+
+# --- what defines a run ----------------------------------------------------------------------------
+# The settings that decide what a run trains and publishes. Every attempt of one run must agree on
+# them (a checkpoint made under other values is not resumed), a local run id is a hash of them (so
+# rerunning the same command resumes or finds the same run), and a run record the trainer creates
+# lists them as its params. The rest (where it runs, where it writes, the gate, the attempt) may
+# differ between attempts: a resumed Spot task can land on other hardware.
+RUN_FIELDS = (
+    "model",
+    *RECIPE_FIELDS,
+    "seed",
+    "tta",
+    "data_uri",
+    "limit_train",
+    "limit_test",
+    "model_name",
+)
 
 
 class ConfigError(ValueError):
@@ -82,13 +86,13 @@ class TrainConfig:
 
     # 1. what to train
     model: str = "airbench"  # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
-    epochs: int | None = None  # passes over the training set; None: the model's recipe (10)
-    batch_size: int | None = None  # training batch; None: recipe (airbench 1024, cnn 256)
-    lr: float | None = None  # peak SGD learning rate for a mean loss; None: recipe (airbench 1.5, cnn 0.05)
-    momentum: float | None = None  # Nesterov momentum; None: recipe (airbench 0.85, cnn 0.9)
-    weight_decay: float | None = None  # L2 on weights (not on norms and biases); None: recipe
-    label_smoothing: float | None = None  # cross-entropy label smoothing; None: recipe (0.2 / 0.1)
-    warmup: float | None = None  # fraction of all steps with a linear lr warmup, then linear decay to 0
+    epochs: int = FROM_RECIPE  # passes over the training set; default: the model's recipe (10)
+    batch_size: int = FROM_RECIPE  # training batch; default: recipe (airbench 1024, cnn 256)
+    lr: float = FROM_RECIPE  # peak SGD learning rate for a mean loss; default: recipe (airbench 1.5, cnn 0.05)
+    momentum: float = FROM_RECIPE  # Nesterov momentum; default: recipe (airbench 0.85, cnn 0.9)
+    weight_decay: float = FROM_RECIPE  # L2 on weights (not on norms and biases); default: recipe
+    label_smoothing: float = FROM_RECIPE  # cross-entropy label smoothing; default: recipe (0.2 / 0.1)
+    warmup: float = FROM_RECIPE  # fraction of all steps with a linear lr warmup, then linear decay to 0
     seed: int = 0  # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
     tta: bool = True  # test-time augmentation: average the logits of each test image and its mirror image
 
@@ -119,6 +123,15 @@ class TrainConfig:
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
 
+    def __post_init__(self) -> None:
+        """Apply the chosen model's recipe to the recipe settings left at their default."""
+        entry = nets.MODELS.get(self.model)
+        if entry is None:
+            raise ConfigError("model", f"unknown model {self.model!r} (choose one of {', '.join(nets.MODELS)})")
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is FROM_RECIPE:
+                object.__setattr__(self, name, getattr(entry.recipe, name))  # frozen: only while being built
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (the resolved configuration saved with the model)."""
         return dataclasses.asdict(self)
@@ -134,11 +147,22 @@ class TrainConfig:
         for f in fields(cls):
             if f.name in values:
                 checked[f.name] = _check_type(f.name, values[f.name], _field_types()[f.name])
-        return validate(resolve_recipe(cls(**checked)))
+        return validate(cls(**checked))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some settings changed, validated again."""
-        return validate(resolve_recipe(dataclasses.replace(self, **changes)))
+        return validate(dataclasses.replace(self, **changes))
+
+    def run_differences(self, saved: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(name, saved value, this run's value) for each of RUN_FIELDS where `saved` (a to_dict) differs.
+
+        The one resume check: a checkpoint or training state is resumed only when this is empty.
+        """
+        return [
+            (name, saved.get(name), getattr(self, name))
+            for name in RUN_FIELDS
+            if saved.get(name) != getattr(self, name)
+        ]
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -151,19 +175,10 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
-def _base_type(annotation: Any) -> tuple[type, bool]:
-    """(the scalar type, whether None is allowed) of a field annotation such as `int | None`."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], True
-    return annotation, False
-
-
-def _parse(name: str, raw: str, annotation: Any) -> Any:
-    kind, optional = _base_type(annotation)
+def _parse(name: str, raw: str, kind: Any) -> Any:
     text = raw.strip()
-    if optional and text.lower() in {"", "auto", "none"}:
-        return None
+    if name in RECIPE_FIELDS and text.lower() in {"", "auto", "none"}:
+        return FROM_RECIPE
     if kind is bool:
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
@@ -178,10 +193,9 @@ def _parse(name: str, raw: str, annotation: Any) -> Any:
     return raw
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> Any:
-    kind, optional = _base_type(annotation)
-    if value is None and optional:
-        return None
+def _check_type(name: str, value: Any, kind: Any) -> Any:
+    if value is None and name in RECIPE_FIELDS:
+        return FROM_RECIPE  # a saved configuration from before recipes were always applied
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
@@ -233,26 +247,35 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Train
     for source in (_env_overrides(environ, names), _cli_overrides(argv or [], names)):
         for name, raw in source.items():
             values[name] = _parse(name, raw, types_[name])
-    return validate(resolve_recipe(TrainConfig(**values)))
-
-
-def resolve_recipe(config: TrainConfig) -> TrainConfig:
-    """Fill the recipe fields left at None from the chosen model's recipe."""
-    if config.model not in RECIPES:
-        raise ConfigError("model", f"unknown model {config.model!r} (choose one of {', '.join(MODELS)})")
-    recipe = RECIPES[config.model]
-    missing = {name: recipe[name] for name in RECIPE_FIELDS if getattr(config, name) is None}
-    return dataclasses.replace(config, **missing) if missing else config
+    return validate(TrainConfig(**values))
 
 
 # --- validation -------------------------------------------------------------------------------------
 
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_GIT_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
-_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Patterns match whole strings (fullmatch): a trailing newline is not part of a valid value.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_GIT_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+_URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # any "scheme:" prefix, with or without "//"
+
+# Bounds: every number is finite and within what a run can use; a value outside them is a typo or an
+# attack on the bill, refused (exit 2) before anything is downloaded.
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+MAX_LR = 100.0  # mean-loss SGD; the recipes use 0.05-1.5
+MAX_WEIGHT_DECAY = 1.0
+MAX_SEED = 2**31 - 1  # the trigger accepts integer parameters within ±(2**31 - 1) (trigger.events.MAX_INT_PARAM)
+MAX_THREADS = 1024
+MAX_IMAGES = 10_000_000  # limit_train / limit_test
+MAX_ATTEMPT = 10_000
+MAX_COST_PER_HOUR = 1000.0  # USD
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    """Whether run_id can name a run (one key segment: runs/<run_id>/...); the configuration's own check."""
+    return bool(_RUN_ID.fullmatch(run_id)) and ".." not in run_id
 
 
 def parse_s3_uri(uri: str, setting: str, *, key_required: bool) -> tuple[str, str]:
@@ -260,12 +283,14 @@ def parse_s3_uri(uri: str, setting: str, *, key_required: bool) -> tuple[str, st
     if not uri.startswith("s3://"):
         raise ConfigError(setting, f"expected s3://bucket/..., got {uri!r}")
     bucket, _, key = uri[len("s3://") :].partition("/")
-    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+    if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigError(setting, f"malformed S3 URI {uri!r}: {bucket!r} is not a valid bucket name")
     if key_required and (not key or key.endswith("/")):
         raise ConfigError(setting, f"malformed S3 URI {uri!r}: expected s3://bucket/path/to/object")
-    if "//" in key:
-        raise ConfigError(setting, f"malformed S3 URI {uri!r}: empty path segment")
+    if "//" in key or any(part in {".", ".."} for part in key.split("/")):
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: empty or relative path segment")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        raise ConfigError(setting, f"malformed S3 URI {uri!r}: control character")
     return bucket, key.strip("/")
 
 
@@ -274,6 +299,8 @@ def _check_location(setting: str, uri: str, *, allow_download: bool, key_require
         raise ConfigError(setting, "must not be empty")
     if allow_download and uri == "download":
         return
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        raise ConfigError(setting, f"malformed location {uri!r}: control character")
     scheme = _URI_SCHEME.match(uri)
     if not scheme:
         return
@@ -281,7 +308,7 @@ def _check_location(setting: str, uri: str, *, allow_download: bool, key_require
         if not uri.startswith("file:///") or uri == "file:///":
             raise ConfigError(setting, f"malformed URI {uri!r}: want file:///absolute/path")
         return
-    if scheme.group(1) != "s3":
+    if scheme.group(1) != "s3" or not uri.startswith("s3://"):
         raise ConfigError(setting, f"malformed URI {uri!r}: want s3://bucket/..., file:///path or a local path")
     parse_s3_uri(uri, setting, key_required=key_required)
 
@@ -296,22 +323,30 @@ def _require(ok: bool, setting: str, message: str) -> None:
         raise ConfigError(setting, message)
 
 
+def _bounded(
+    setting: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """value must be finite and within [low, high] (or open at either end): NaN and infinity never pass."""
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(setting, f"must be a finite number in {interval}, got {value!r}")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
-    _require(c.model in MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(MODELS)})")
-    assert c.epochs is not None and c.batch_size is not None and c.lr is not None  # noqa: S101 -- resolved above
-    assert c.momentum is not None and c.weight_decay is not None  # noqa: S101 -- resolved above
-    assert c.label_smoothing is not None and c.warmup is not None  # noqa: S101 -- resolved above
-    _require(c.epochs >= 1, "epochs", f"must be at least 1, got {c.epochs}")
-    _require(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
-    _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
-    _require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
-    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
-    _require(0 <= c.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
-    _require(0 <= c.warmup < 1, "warmup", f"must be a fraction of the steps in [0, 1), got {c.warmup}")
+    _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
+    _bounded("epochs", c.epochs, 1, MAX_EPOCHS)
+    _bounded("batch_size", c.batch_size, 1, MAX_BATCH_SIZE)
+    _bounded("lr", c.lr, 0, MAX_LR, low_open=True)
+    _bounded("momentum", c.momentum, 0, 1, high_open=True)
+    _bounded("weight_decay", c.weight_decay, 0, MAX_WEIGHT_DECAY)
+    _bounded("label_smoothing", c.label_smoothing, 0, 1, high_open=True)
+    _bounded("warmup", c.warmup, 0, 1, high_open=True)
+    _bounded("seed", c.seed, -MAX_SEED, MAX_SEED)
     _require(c.precision in PRECISIONS, "precision", f"unknown precision {c.precision!r} (one of {PRECISIONS})")
-    _require(c.threads >= 0, "threads", f"must be >= 0 (0: from the CPU quota), got {c.threads}")
+    _bounded("threads", c.threads, 0, MAX_THREADS)
     _require(c.device in DEVICES, "device", f"unknown device {c.device!r} (one of {DEVICES})")
     _require(
         c.progress in PROGRESS_MODES, "progress", f"unknown progress mode {c.progress!r} (one of {PROGRESS_MODES})"
@@ -320,28 +355,32 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check_location("store_uri", c.store_uri, allow_download=False, key_required=False)
     _require(bool(c.work_dir.strip()), "work_dir", "must not be empty")
     _require(not _URI_SCHEME.match(c.work_dir), "work_dir", f"must be a local folder, got {c.work_dir!r}")
+    _check_location("work_dir", c.work_dir, allow_download=False, key_required=False)
     _require(
-        bool(_MODEL_NAME.match(c.model_name)), "model_name", f"expected [a-z0-9][a-z0-9._-]*, got {c.model_name!r}"
+        bool(_MODEL_NAME.fullmatch(c.model_name)),
+        "model_name",
+        f"expected [a-z0-9][a-z0-9._-]*, got {c.model_name!r}",
     )
-    _require(c.limit_train >= 0, "limit_train", f"must be >= 0 (0: all), got {c.limit_train}")
-    _require(c.limit_test >= 0, "limit_test", f"must be >= 0 (0: all), got {c.limit_test}")
-    _require(c.run_id == "" or bool(_RUN_ID.match(c.run_id)), "run_id", f"expected [A-Za-z0-9._-], got {c.run_id!r}")
-    _require(c.attempt >= 1, "attempt", f"must be at least 1, got {c.attempt}")
+    _bounded("limit_train", c.limit_train, 0, MAX_IMAGES)
+    _bounded("limit_test", c.limit_test, 0, MAX_IMAGES)
     _require(
-        c.image_digest == "" or bool(_DIGEST.match(c.image_digest)),
+        c.run_id == "" or is_valid_run_id(c.run_id), "run_id", f"expected [A-Za-z0-9._-] (no '..'), got {c.run_id!r}"
+    )
+    _bounded("attempt", c.attempt, 1, MAX_ATTEMPT)
+    _require(
+        c.image_digest == "" or bool(_DIGEST.fullmatch(c.image_digest)),
         "image_digest",
         f"expected sha256:<64 hex>, got {c.image_digest!r}",
     )
-    _require(c.git_sha == "" or bool(_GIT_SHA.match(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
-    _require(0 <= c.accuracy_floor <= 1, "accuracy_floor", f"must be in [0, 1], got {c.accuracy_floor}")
-    _require(0 <= c.champion_margin <= 1, "champion_margin", f"must be in [0, 1], got {c.champion_margin}")
-    _require(c.cost_per_hour >= 0, "cost_per_hour", f"must be >= 0, got {c.cost_per_hour}")
+    _require(c.git_sha == "" or bool(_GIT_SHA.fullmatch(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
+    _bounded("accuracy_floor", c.accuracy_floor, 0, 1)
+    _bounded("champion_margin", c.champion_margin, 0, 1)
+    _bounded("cost_per_hour", c.cost_per_hour, 0, MAX_COST_PER_HOUR)
     return config
 
 
 def check_against_dataset(config: TrainConfig, n_train: int) -> None:
     """Checks that need the dataset's size (known only once it is loaded): the batch must fit in it."""
-    assert config.batch_size is not None  # noqa: S101 -- resolved by load_config
     if config.batch_size > n_train:
         raise ConfigError("batch_size", f"{config.batch_size} is larger than the training set ({n_train} images)")
 
@@ -351,17 +390,20 @@ def settings_help() -> str:
     lines = []
     for f in fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else "?"
-        shown = "recipe" if default is None else repr(default)
+        shown = repr(default)
         lines.append(f"  --{f.name.replace('_', '-'):<18} {ENV_PREFIX + f.name.upper():<26} default {shown}")
     return "\n".join(lines)
 
 
 __all__ = [
+    "MAX_SEED",
     "MODELS",
     "RECIPES",
+    "RUN_FIELDS",
     "ConfigError",
     "TrainConfig",
     "check_against_dataset",
+    "is_valid_run_id",
     "load_config",
     "parse_s3_uri",
     "settings_help",

@@ -40,10 +40,6 @@ TEST_FILES = tuple(name for name, _ in CIFAR10.test_list)
 META_FILE = CIFAR10.meta["filename"]
 DATA_FILES = (*TRAIN_FILES, *TEST_FILES, META_FILE)
 
-# Per-channel statistics of the CIFAR-10 training set, on pixels scaled to [0, 1].
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
 
 class DatasetError(RuntimeError):
     """The dataset is missing, corrupted or not CIFAR-10; the message says what and where."""
@@ -293,7 +289,9 @@ def limit(data: Cifar10Data, n_train: int, n_test: int) -> Cifar10Data:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A generator that is a pure function of (seed, epoch): the same epoch shuffles the same way after a resume."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
+    # SeedSequence takes non-negative entropy: a negative seed (the trigger allows them) maps to 2**32 + seed,
+    # which no seed in the configuration's range [-(2**31 - 1), 2**31 - 1] otherwise reaches.
+    state = np.random.SeedSequence([seed % 2**32, epoch]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 

@@ -38,6 +38,7 @@ Why the result is the single-process result with the same `batch_size` (the glob
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -53,10 +54,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainer import runstate
+from trainer.checkpoint import Checkpoints
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
-from trainer.run import EXIT_FAILED, Interrupted, Run, stop_on_signals
+from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, stop_on_signals
 from trainer.store import Store, StoreError, open_store
 from trainer.train import TrainingSession
 
@@ -343,6 +346,16 @@ class DistributedRun(Run):
     def new_session(self, data: Cifar10Data) -> TrainingSession:
         return DistributedSession(self.config, data, self.group, self.raw_stop, self.agreed)
 
+    def heartbeat(self) -> None:
+        """The leader alone holds and renews the run's lease; a follower never touches it."""
+        if self.group.world.leader:
+            super().heartbeat()
+
+    def save_checkpoint(self, checkpoints: Checkpoints, session: TrainingSession, wall_seconds: float) -> None:
+        """The leader alone stores checkpoints (both slots and their sidecars); every rank holds the same state."""
+        if self.group.world.leader:
+            super().save_checkpoint(checkpoints, session, wall_seconds)
+
     def train(self) -> Any:
         if self.group.world.leader:
             self.group.broadcast_from_leader(TRAIN)
@@ -356,6 +369,12 @@ class DistributedRun(Run):
         except ConfigError as err:  # found only against the data (batch_size): the CLI exits 2
             self.group.broadcast_from_leader(EXIT_INVALID_CONFIG)
             raise err from None
+        except (runstate.LeaseHeldError, runstate.LeaseLostError) as exc:  # another live trainer has this run
+            log.error("run %s: %s", self.run_id, exc)  # noqa: TRY400 -- the cause is the message
+            code = EXIT_DUPLICATE
+        except (runstate.RunStateError, StoreError, OSError) as exc:  # the record cannot be read or written
+            log.error("run %s: cannot record its status in %s: %s", self.run_id, self.store.uri, exc)  # noqa: TRY400 -- the cause is the message
+            code = EXIT_FAILED
         try:
             self.group.broadcast_from_leader(code)
         except RuntimeError as exc:  # a follower that failed on its own has left the group already
@@ -379,8 +398,12 @@ class DistributedRun(Run):
         return int(self.group.broadcast_from_leader())
 
 
-def main(config: TrainConfig, environ: Mapping[str, str]) -> int:
-    """One rank of a distributed run: join the group, lead or follow, leave the group; the exit code."""
+def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event | None = None) -> int:
+    """One rank of a distributed run: join the group, lead or follow, leave the group; the exit code.
+
+    stop: the event the CLI's signal handlers (installed first thing) set; without one, handlers are
+    installed for the duration of the run.
+    """
     world = world_from_env(environ)
     if (config.batch_size or 0) % world.world_size:  # refused by every rank before any of them waits for another
         raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world.world_size}")
@@ -390,7 +413,8 @@ def main(config: TrainConfig, environ: Mapping[str, str]) -> int:
     group = Group(world, device)
     log.info("rank %d of %d joined (%s, %s)", world.rank, world.world_size, dist.get_backend(), device)
     try:
-        with stop_on_signals() as raw_stop:
+        with contextlib.ExitStack() as stack:
+            raw_stop = stop if stop is not None else stack.enter_context(stop_on_signals())
             run = DistributedRun(config, open_store(config.store_uri), group, raw_stop)
             try:
                 return run.lead() if world.leader else run.follow()

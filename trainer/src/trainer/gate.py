@@ -5,8 +5,8 @@ A version is promoted to `models/<model_name>/champion.json` when both hold:
 1. its test accuracy is at least the configured floor (`accuracy_floor`), and
 2. it beats the current champion by the configured margin: accuracy >= champion + `champion_margin`.
 
-The pointer changes by compare-and-swap: read it with its ETag, decide, write with `If-Match`
-(or `If-None-Match: *` when there is no champion yet). When another run moved the pointer in
+The pointer changes by compare-and-swap (`Store.update_json`): read it with its ETag, decide, write
+with `If-Match` (or `If-None-Match: *` when there is no champion yet). When another run moved the pointer in
 between, the write fails, and the decision is taken again against the new champion, so two runs
 finishing together cannot lose an update: the better one ends as champion. A version that is
 already in the champion's history was judged before and is never promoted again (a resumed run
@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from trainer.store import NotFound, PreconditionFailed, Store
+from trainer.store import NotFound, Store
 
 log = logging.getLogger(__name__)
 
 CHAMPION_SCHEMA = 1
 # Promotions kept in champion.json: enough to audit a season of runs, small enough to read.
 CHAMPION_HISTORY_LIMIT = 100
-# Each lost race means another run's write succeeded, so the loop always makes progress;
-# the bound only guards against a store that keeps refusing (a bug, not contention).
-MAX_CAS_ATTEMPTS = 64
 
 
 class GateError(Exception):
@@ -71,13 +66,17 @@ def read_champion(store: Store, model_name: str) -> tuple[dict[str, Any] | None,
         data, etag = store.get_with_etag(champion_key(model_name))
     except NotFound:
         return None, None
+    return _parse_champion(store, model_name, data), etag
+
+
+def _parse_champion(store: Store, model_name: str, data: bytes) -> dict[str, Any]:
     try:
         record = json.loads(data)
         float(record["accuracy"])
         str(record["version"])
     except (ValueError, KeyError, TypeError) as exc:
         raise GateError(f"{store.uri_of(champion_key(model_name))} is not a champion record: {exc}") from exc
-    return record, etag
+    return dict(record)
 
 
 def judge(accuracy: float, champion: dict[str, Any] | None, floor: float, margin: float) -> tuple[bool, str]:
@@ -110,25 +109,31 @@ def promote_if_better(
     """Apply the gate to a published version and move the champion pointer if it passes."""
     if margin < 0:
         raise ValueError(f"champion_margin must be >= 0, got {margin}")
-    key = champion_key(model_name)
-    for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
-        champion, etag = read_champion(store, model_name)
+    decision: GateDecision | None = None
+
+    def decide(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Set `decision` against this champion; return the new champion record, or None to keep it."""
+        nonlocal decision
         current = champion["version"] if champion else None
         if champion is not None and champion["version"] == version:
-            return GateDecision(version, accuracy, True, "already champion", version, None)
+            decision = GateDecision(version, accuracy, True, "already champion", version, None)
+            return None
         if champion is not None and any(entry.get("version") == version for entry in champion.get("history", [])):
             # Promoted before and superseded since: the gate already ran for this version (a
             # resumed run re-gating it must not demote the newer champion).
             reason = f"already judged: promoted before, since superseded by {current}"
             log.info("gate: %s stays published, not promoted again: %s", version, reason)
-            return GateDecision(version, accuracy, False, reason, current, None)
+            decision = GateDecision(version, accuracy, False, reason, current, None)
+            return None
         promote, reason = judge(accuracy, champion, floor, margin)
         if not promote:
             log.info("gate: %s stays published, not promoted: %s", version, reason)
-            return GateDecision(version, accuracy, False, reason, current, None)
+            decision = GateDecision(version, accuracy, False, reason, current, None)
+            return None
         history = list(champion.get("history", [])) if champion else []
         history.append({"version": version, "accuracy": accuracy, "run_id": run_id, "promoted_at": _now()})
-        record = {
+        decision = GateDecision(version, accuracy, True, reason, version, current)
+        return {
             "schema": CHAMPION_SCHEMA,
             "model_name": model_name,
             "version": version,
@@ -139,18 +144,10 @@ def promote_if_better(
             "reason": reason,
             "history": history[-CHAMPION_HISTORY_LIMIT:],
         }
-        body = json.dumps(record, indent=2, sort_keys=True).encode()
-        try:
-            if etag is None:
-                store.put(key, body, if_none_match=True)
-            else:
-                store.put(key, body, if_match=etag)
-        except PreconditionFailed:
-            log.info(
-                "gate: champion of %s changed while promoting %s (try %d); deciding again", model_name, version, attempt
-            )
-            time.sleep(random.uniform(0, 0.01 * min(attempt, 10)))  # noqa: S311 -- jitter, not cryptography
-            continue
-        log.info("gate: promoted %s to champion of %s: %s", version, model_name, reason)
-        return GateDecision(version, accuracy, True, reason, version, current)
-    raise GateError(f"could not update {store.uri_of(key)} after {MAX_CAS_ATTEMPTS} compare-and-swap attempts")
+
+    promoted = store.update_json(
+        champion_key(model_name), decide, decode=lambda data: _parse_champion(store, model_name, data)
+    )
+    if promoted is not None:
+        log.info("gate: promoted %s to champion of %s: %s", version, model_name, promoted["reason"])
+    return cast("GateDecision", decision)  # decide() ran at least once, and every branch sets it

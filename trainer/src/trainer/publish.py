@@ -40,9 +40,10 @@ import torch
 import torchvision
 from torch import nn
 
+from trainer.checkpoint import non_finite_tensors
 from trainer.config import TrainConfig
 from trainer.metrics import EpochResult, EvalResult, plot_curves
-from trainer.store import NotFound, PreconditionFailed, Store
+from trainer.store import NotFound, PreconditionFailed, Store, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def version_prefix(model_name: str, version: str) -> str:
 
 
 def new_version_id(run_id: str, now: datetime) -> str:
-    """A sortable, unique version id: the UTC publish time, then the run id (one version per run)."""
+    """A sortable version id: a UTC time, then the run id. A run passes the time its record was created, so
+    every attempt (and any duplicate trainer) of one run names the same version: one run, one version."""
     return f"{now:%Y%m%dT%H%M%SZ}-{run_id}"
 
 
@@ -108,14 +110,6 @@ def run_id_of_version(version: str) -> str:
     if not sep or len(stamp) != len("20261125T190000Z"):
         raise ValueError(f"not a version id: {version!r} (want <YYYYmmddTHHMMSSZ>-<run_id>)")
     return run_id
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- the files --------------------------------------------------------------------------------
@@ -291,15 +285,43 @@ def _accept_if_identical(store: Store, key: str, sha256: str, refused: Precondit
     ) from refused
 
 
+def _replace_leftover(store: Store, key: str, path: Path, refused: PreconditionFailed) -> None:
+    """Replace a file an interrupted earlier attempt of this run left in the (unpublished) version."""
+    try:
+        _, etag = store.get_with_etag(key)
+    except NotFound:
+        etag = None
+    log.warning("%s is left over from an interrupted publish of this run; replacing it", refused.uri)
+    if etag is None:
+        store.put(key, path.read_bytes(), if_none_match=True)
+    else:
+        store.put(key, path.read_bytes(), if_match=etag)
+
+
 def publish_version(
-    store: Store, config: TrainConfig, *, run_id: str, version: str, outcome: TrainingOutcome, now: datetime
+    store: Store,
+    config: TrainConfig,
+    *,
+    run_id: str,
+    version: str,
+    outcome: TrainingOutcome,
+    now: datetime,
+    replace_leftovers: bool = False,
 ) -> PublishedVersion:
-    """Write every file of the version, then its manifest; refuse if the version already exists."""
+    """Write every file of the version, then its manifest; refuse if the version already exists.
+
+    replace_leftovers: the caller holds the run's lease, so files already in this unpublished version
+    (no manifest) can only be an interrupted earlier attempt's: they are replaced, not refused. The
+    manifest is create-only either way: a second publish of the same version always collides there.
+    """
     prefix = version_prefix(config.model_name, version)
     if store.exists(prefix + MANIFEST):
         raise VersionExistsError(f"version {store.uri_of(prefix)} is already published; versions are never overwritten")
 
-    # 1. build every file locally
+    # 1. build every file locally, from finite weights only
+    bad = non_finite_tensors(outcome.model.state_dict())
+    if bad:
+        raise PublishError(f"the model has non-finite weights ({', '.join(bad[:3])}); not publishing it")
     folder = Path(config.work_dir) / "publish" / config.model_name / version
     folder.mkdir(parents=True, exist_ok=True)
     write_model(outcome.model, outcome.model_config, outcome.classes, folder / MODEL_FILE)
@@ -310,7 +332,7 @@ def publish_version(
     manifest = build_manifest(config, run_id, version, outcome, now)
     (folder / REPORT_FILE).write_text(render_report(manifest, metrics, store.uri_of(prefix + CURVES_FILE)))
     manifest["files"] = {
-        name: {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size} for name in VERSION_FILES
+        name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size} for name in VERSION_FILES
     }
 
     # 2. upload them create-only, then the manifest: the version becomes visible in one write
@@ -318,7 +340,12 @@ def publish_version(
         try:
             store.upload_file(folder / name, prefix + name, if_none_match=True)
         except PreconditionFailed as exc:
-            _accept_if_identical(store, prefix + name, manifest["files"][name]["sha256"], exc)
+            try:
+                _accept_if_identical(store, prefix + name, manifest["files"][name]["sha256"], exc)
+            except VersionExistsError:
+                if not replace_leftovers or store.exists(prefix + MANIFEST):
+                    raise
+                _replace_leftover(store, prefix + name, folder / name, exc)
     body = json.dumps(manifest, indent=2).encode() + b"\n"
     try:
         store.put(prefix + MANIFEST, body, if_none_match=True)
@@ -329,5 +356,16 @@ def publish_version(
 
 
 def read_manifest(store: Store, model_name: str, version: str) -> dict[str, Any]:
-    """The manifest of a published version (NotFound if the version is not published)."""
-    return dict(json.loads(store.get(version_prefix(model_name, version) + MANIFEST)))
+    """The manifest of a published version (NotFound if the version is not published).
+
+    A manifest that is not a JSON object raises ValueError naming it.
+    """
+    key = version_prefix(model_name, version) + MANIFEST
+    data = store.get(key)
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{store.uri_of(key)} is not JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{store.uri_of(key)} is not a manifest (a JSON {type(manifest).__name__})")  # noqa: TRY004 -- damaged data, reported like unparsable JSON
+    return manifest

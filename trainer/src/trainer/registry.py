@@ -80,20 +80,26 @@ def summarize(store: Store, model_name: str) -> list[VersionSummary]:
     summaries = []
     for version in published_versions(store, model_name):
         manifest = read_manifest(store, model_name, version)
-        summaries.append(
-            VersionSummary(
-                model_name=model_name,
-                version=version,
-                run_id=str(manifest.get("run_id", "")),
-                created_at=str(manifest.get("created_at", "")),
-                accuracy=float(manifest["metrics"]["accuracy"]),
-                model=str(manifest["config"]["model"]),
-                epochs=int(manifest["config"]["epochs"]),
-                image_digest=manifest.get("image_digest"),
-                champion=version == champion_version,
-            )
-        )
+        try:
+            summaries.append(_summary(model_name, version, manifest, champion_version))
+        except (KeyError, TypeError, ValueError) as exc:
+            where = store.uri_of(f"models/{model_name}/{version}/{MANIFEST}")
+            raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from exc
     return summaries
+
+
+def _summary(model_name: str, version: str, manifest: dict[str, Any], champion_version: str | None) -> VersionSummary:
+    return VersionSummary(
+        model_name=model_name,
+        version=version,
+        run_id=str(manifest.get("run_id", "")),
+        created_at=str(manifest.get("created_at", "")),
+        accuracy=float(manifest["metrics"]["accuracy"]),
+        model=str(manifest["config"]["model"]),
+        epochs=int(manifest["config"]["epochs"]),
+        image_digest=manifest.get("image_digest"),
+        champion=version == champion_version,
+    )
 
 
 def describe_version(store: Store, model_name: str, version: str) -> dict[str, Any]:

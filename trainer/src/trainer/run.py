@@ -6,23 +6,28 @@
 What a run does:
 
 1. Read `runs/<run_id>/status.json`. A run that already succeeded (its version published) exits 0
-   without training again; a run that published but died before saying so is finished (gate,
-   status) without training again.
-2. Mark the run `running` (counting the attempt), load the data, build the session, and resume
-   from `runs/<run_id>/checkpoint.pt` when it exists (an unusable checkpoint fails the run).
-3. Train epoch by epoch, storing a checkpoint after each. SIGTERM (Fargate Spot's two-minute
-   warning) or SIGINT sets a flag; training stops before the next batch, stores a checkpoint
-   of that exact position, marks the run `interrupted` and exits 75 (EX_TEMPFAIL). The next
-   attempt with the same run id resumes there; a SIGKILL loses at most the current epoch.
-4. Evaluate, publish a version (files first, manifest last), apply the quality gate, mark the run
-   `succeeded` with the version, exit 0.
+   without training again (running its gate first if that is still pending); a run that published
+   but died before saying so is finished (gate, status) without training again.
+2. Mark the run `running` (counting the attempt) and take its lease: another live trainer of the
+   same run makes this one exit 73 having changed nothing. Load the data, build the session, and
+   resume from the newest intact checkpoint (runs/<run_id>/checkpoint.pt or checkpoint.b.pt).
+3. Train epoch by epoch (`train.fit`), storing a checkpoint and renewing the lease after each.
+   SIGTERM (Fargate Spot's two-minute warning) or SIGINT sets a flag; training stops before the
+   next batch, stores a checkpoint of that exact position, marks the run `interrupted` and exits 75
+   (EX_TEMPFAIL). The next attempt resumes there; a SIGKILL loses at most the current epoch.
+4. Evaluate and publish the run's one version (files first, manifest last; its id comes from the
+   record's creation time, so every attempt names the same one). From the moment it is visible the
+   run ends `succeeded`, exit 0: the gate's outcome is recorded with it, `pending` when the gate
+   could not run (retried by the next start or `python -m trainer models gate`).
 
-Any error marks the run `failed` with the reason and exits 1; nothing is published after an
-error and the champion is only touched by a successful gate. Exit codes: docs/contracts.md.
+An error before the version is visible marks the run `failed` with the reason and exits 1 (a
+non-finite loss included); nothing is published after an error and the champion is only touched
+by a successful gate. Exit codes: docs/contracts.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,9 +42,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from trainer import runstate
-from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from trainer.config import ConfigError, TrainConfig
-from trainer.gate import GateDecision, GateError, promote_if_better
+from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
+from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
+from trainer.gate import GateError, promote_if_better
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
 from trainer.registry import versions_of_run
@@ -53,26 +58,12 @@ log = logging.getLogger(__name__)
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
+EXIT_DUPLICATE = 73  # EX_CANTCREAT: another live trainer holds this run's lease; this one did nothing
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later, from the checkpoint
+GATE_PENDING = "pending"  # the run record's gate outcome when the gate could not run yet
+STATUS_RETRIES = 4  # writes of the final status after publishing, with backoff: 0.5 + 1 + 2 s between them
+STATUS_RETRY_BASE_S = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Settings that define what a local run trains; a run id derived from them makes a rerun of the
-# same command resume (or find finished) the same run, as a duplicate push event does in AWS.
-LOCAL_RUN_ID_FIELDS = (
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "warmup",
-    "seed",
-    "tta",
-    "data_uri",
-    "limit_train",
-    "limit_test",
-    "model_name",
-)
 
 
 class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an error
@@ -80,8 +71,11 @@ class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an er
 
 
 def local_run_id(config: TrainConfig) -> str:
-    """`local-` + a hash of what the run trains (used when no run id is configured)."""
-    values = {name: getattr(config, name) for name in LOCAL_RUN_ID_FIELDS}
+    """`local-` + a hash of the settings that define the run (used when no run id is configured).
+
+    Rerunning the same command resumes (or finds finished) the same run, as a duplicate push event does in AWS.
+    """
+    values = {name: getattr(config, name) for name in RUN_FIELDS}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
     return f"local-{digest[:20]}"
 
@@ -123,11 +117,15 @@ class Run:
         self.store = store
         self.stop = stop
         self.started = time.monotonic()
+        self.owner = runstate.lease_owner()
+        self.started_attempt = config.attempt  # as the trigger numbered it, before a manual restart counts one more
+        self.created_at: str | None = None  # the record's creation time: it names the run's one version
+        self.holds_lease = False  # set once this trainer took the run's lease (`running`)
 
     # --- status ---------------------------------------------------------------------------
 
     def _new_record(self) -> dict[str, Any]:
-        params = {name: getattr(self.config, name) for name in ("model", "epochs", "lr", "batch_size", "seed")}
+        params = {name: getattr(self.config, name) for name in RUN_FIELDS}
         return runstate.new_record(
             self.run_id,
             now=runstate.utc_now(),
@@ -138,8 +136,13 @@ class Run:
             params=params,
         )
 
-    def set_state(self, state: str, reason: str | None = None, version: str | None = None) -> None:
-        runstate.set_state(
+    def set_state(
+        self, state: str, reason: str | None = None, version: str | None = None, gate: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {} if gate is None else {"gate": gate}
+        if state != "running" and not self.holds_lease:
+            extra["lease"] = None  # finishing a published run's bookkeeping: whoever held the run is done
+        record = runstate.set_state(
             self.store,
             self.run_id,
             state,
@@ -147,29 +150,36 @@ class Run:
             reason=reason,
             version=version,
             create=self._new_record,
+            lease=(self.owner, self.started_attempt) if state == "running" or self.holds_lease else None,
+            extra=extra,
         )
+        self.holds_lease = state == "running"
         log.info("run %s: %s%s", self.run_id, state, f" ({reason})" if reason else "")
+        return record
+
+    def heartbeat(self) -> None:
+        runstate.heartbeat(self.store, self.run_id, self.owner, create=self._new_record)
 
     # --- the phases -----------------------------------------------------------------------
 
-    def already_finished(self, record: dict[str, Any] | None) -> bool:
-        """True (after finishing the bookkeeping) when this run's version is already published."""
+    def already_finished(self, record: dict[str, Any] | None) -> int | None:
+        """The exit code when this run's version is already published (after finishing its bookkeeping)."""
         name = self.config.model_name
         version = record.get("version") if record and record.get("state") == "succeeded" else None
         if version and self.store.exists(f"models/{name}/{version}/manifest.json"):
+            gate = (record or {}).get("gate")
+            if isinstance(gate, dict) and gate.get("outcome") == GATE_PENDING:
+                log.info("run %s succeeded with %s, but its gate has not run yet: running it now", self.run_id, version)
+                return self.finish(version)
             log.info("run %s already succeeded with version %s; nothing to do", self.run_id, version)
-            return True
+            return EXIT_SUCCEEDED
         published = versions_of_run(self.store, name, self.run_id)
         if not published:
-            return False
+            return None
         # Published, then stopped before the gate or the status (a crash in that window):
         # finish those two steps rather than train a second version.
-        version = published[-1]
-        manifest = read_manifest(self.store, name, version)
-        log.info("run %s already published %s; finishing the gate and status", self.run_id, version)
-        self.gate(version, float(manifest["metrics"]["accuracy"]))
-        self.set_state("succeeded", version=version)
-        return True
+        log.info("run %s already published %s; finishing the gate and status", self.run_id, published[-1])
+        return self.finish(published[-1])
 
     def new_session(self, data: Cifar10Data) -> TrainingSession:
         """The training session (trainer.distributed.DistributedRun returns one process's share of it)."""
@@ -177,20 +187,29 @@ class Run:
 
         return TrainingSession(self.config, data)
 
+    def save_checkpoint(self, checkpoints: Checkpoints, session: TrainingSession, wall_seconds: float) -> None:
+        """Store the session's position (trainer.distributed.DistributedRun: the leader alone stores it)."""
+        checkpoints.save(session.state_dict(), wall_seconds=wall_seconds)
+
     def train(self) -> TrainingOutcome:
         from trainer.data import load_dataset
+        from trainer.metrics import EpochResult
         from trainer.resources import hardware_summary
+        from trainer.train import fit
 
         data = load_dataset(self.config)
+        self.heartbeat()  # a large download may take a while: say this trainer is alive before training
         session = self.new_session(data)
         wall_before = 0.0
-        payload = load_checkpoint(self.store, self.run_id, self.config, data.checksum)
+        checkpoints = Checkpoints(self.store, self.run_id, self.config, data.checksum)
+        payload = checkpoints.load()
         if payload is not None:
             try:
                 session.load_state_dict(payload["state"])
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise CheckpointError(
-                    f"checkpoint {self.store.uri_of(f'runs/{self.run_id}/checkpoint.pt')} does not fit this run: {exc}"
+                    f"checkpoint {self.store.uri_of(checkpoint_key(self.run_id, checkpoints.slot))} does not fit "
+                    f"this run: {exc}"
                 ) from exc
             wall_before = float(payload.get("wall_seconds", 0.0))
             log.info(
@@ -198,27 +217,30 @@ class Run:
                 self.run_id, session.epochs_done + 1, session.step, session.steps_per_epoch, payload.get("saved_at"),
             )  # fmt: skip
 
-        def checkpoint() -> None:
-            wall = wall_before + time.monotonic() - self.started
-            save_checkpoint(
-                self.store, self.run_id, session.state_dict(), self.config, data.checksum, wall_seconds=wall
-            )
+        saved_step = session.global_step if payload is not None else -1
 
-        epochs = self.config.epochs or 0
-        progress = make_progress(self.config.progress, epochs, start_epoch=session.epochs_done + 1)
+        def checkpoint() -> None:
+            nonlocal saved_step
+            self.save_checkpoint(checkpoints, session, wall_before + time.monotonic() - self.started)
+            saved_step = session.global_step
+
+        def epoch_done(result: EpochResult) -> None:
+            progress.epoch_done(result)
+            checkpoint()
+            self.heartbeat()
+
+        progress = make_progress(self.config.progress, self.config.epochs, start_epoch=session.epochs_done + 1)
         try:
-            while not session.finished:
-                result = session.run_epoch(self.stop.is_set, progress.batch_done)
-                if result is None or (self.stop.is_set() and not session.finished):
-                    checkpoint()
-                    raise Interrupted(
-                        f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
-                        f"{session.steps_per_epoch}; checkpoint saved, resumable"
-                    )
-                progress.epoch_done(result)
-                checkpoint()
+            finished = fit(session, self.stop.is_set, on_epoch=epoch_done, on_batch=progress.batch_done)
         finally:
             progress.close()
+        if not finished:
+            if saved_step != session.global_step:
+                checkpoint()
+            raise Interrupted(
+                f"stopped by a signal at epoch {session.epochs_done + 1} step {session.step}/"
+                f"{session.steps_per_epoch}; checkpoint saved, resumable"
+            )
 
         evaluation = session.evaluate()
         model_config = session.model_config()
@@ -234,8 +256,9 @@ class Run:
             precision=session.precision,
         )
 
-    def gate(self, version: str, accuracy: float) -> GateDecision:
-        return promote_if_better(
+    def gate(self, version: str, accuracy: float) -> dict[str, Any]:
+        """The gate's outcome for this run's published version, as the record's `gate` field (see run_gate)."""
+        return run_gate(
             self.store,
             self.config.model_name,
             version,
@@ -245,51 +268,130 @@ class Run:
             run_id=self.run_id,
         )
 
+    def version_id(self) -> str:
+        """The run's one version: named by the record's creation time, the same in every attempt."""
+        try:
+            created = datetime.fromisoformat(self.created_at or "")
+        except ValueError:
+            # still one name for every attempt, just not a meaningful time
+            log.warning("run %s: created_at %r is not a time; its version is dated 1970", self.run_id, self.created_at)
+            created = datetime(1970, 1, 1, tzinfo=UTC)
+        return new_version_id(self.run_id, created.astimezone(UTC))
+
+    def finish(self, version: str, accuracy: float | None = None) -> int:
+        """The version is visible: apply the gate, record `succeeded` with the gate's outcome, exit 0.
+
+        A gate that cannot run (a damaged or unreachable champion) is recorded as pending and retried
+        by the next start of this run or `python -m trainer models gate`; it never fails the run.
+        """
+        if accuracy is None:
+            accuracy = float(read_manifest(self.store, self.config.model_name, version)["metrics"]["accuracy"])
+        gate = self.gate(version, accuracy)
+        for attempt in range(1, STATUS_RETRIES + 1):
+            try:
+                self.set_state("succeeded", version=version, gate=gate)
+            except (runstate.LeaseLostError, runstate.LeaseHeldError):
+                raise
+            except (runstate.RunStateError, StoreError, OSError) as exc:
+                if attempt == STATUS_RETRIES:
+                    log.error(  # noqa: TRY400 -- the cause is the message; no traceback needed
+                        "run %s: published %s but cannot record it (%s); the manifest holds the outcome, and the "
+                        "next start of this run or `python -m trainer models gate %s` records it",
+                        self.run_id, version, exc, version,
+                    )  # fmt: skip
+                    return EXIT_SUCCEEDED
+                delay = STATUS_RETRY_BASE_S * 2 ** (attempt - 1)
+                log.warning("run %s: recording success failed (%s); retrying in %.1f s", self.run_id, exc, delay)
+                time.sleep(delay)
+            else:
+                return EXIT_SUCCEEDED
+        return EXIT_SUCCEEDED  # not reached: the loop returns
+
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
         try:
-            if self.already_finished(record):
-                return EXIT_SUCCEEDED
-        except (StoreError, GateError, ValueError, KeyError) as exc:
+            finished = self.already_finished(record)
+        except (StoreError, ValueError, KeyError) as exc:
             # Leave the record as it is: the run may well have succeeded; a retry finishes the check.
             log.error("run %s: cannot tell whether it already finished: %s", self.run_id, exc)  # noqa: TRY400 -- the message is the cause; no traceback needed
             return EXIT_FAILED
+        if finished is not None:
+            return finished
         self.config = self.config.replace(attempt=_attempt_for(self.config, record))
-        self.set_state("running")
+        self.created_at = str(self.set_state("running")["created_at"])
+        version = self.version_id()
         try:
             outcome = self.train()
-            version = new_version_id(self.run_id, datetime.now(UTC))
+            self.heartbeat()  # still ours: a trainer that lost its lease must not publish
             publish_version(
-                self.store, self.config, run_id=self.run_id, version=version, outcome=outcome, now=datetime.now(UTC)
+                self.store,
+                self.config,
+                run_id=self.run_id,
+                version=version,
+                outcome=outcome,
+                now=datetime.now(UTC),
+                replace_leftovers=True,
             )
-            self.gate(version, outcome.evaluation.accuracy)
-            self.set_state("succeeded", version=version)
         except Interrupted as stopped:
             self.set_state("interrupted", reason=str(stopped))
             return EXIT_INTERRUPTED
+        except (runstate.LeaseLostError, runstate.LeaseHeldError):
+            raise
         except ConfigError as exc:
             self.set_state("failed", reason=str(exc))
             raise  # the CLI turns it into exit code 2
         except Exception as exc:  # every failure must end as a failed status, then exit 1
+            if self.store.exists(f"models/{self.config.model_name}/{version}/manifest.json"):
+                log.warning("run %s: %s after its version %s became visible", self.run_id, exc, version)
+                return self.finish(version)  # visible: the run succeeded, whatever broke after the commit point
             log.exception("run %s failed", self.run_id)
             self.set_state("failed", reason=f"{type(exc).__name__}: {exc}")
             return EXIT_FAILED
-        return EXIT_SUCCEEDED
+        return self.finish(version, outcome.evaluation.accuracy)
 
 
-def main(config: TrainConfig) -> int:
-    """Run (or resume, or confirm) one training run; return the process exit code."""
+def run_gate(
+    store: Store, model_name: str, version: str, accuracy: float, *, floor: float, margin: float, run_id: str | None
+) -> dict[str, Any]:
+    """Apply the quality gate to a published version; its outcome as the run record's `gate` field.
+
+    A gate that cannot run (a damaged or unreachable champion) is returned as `pending` with the
+    reason, for a later retry; it is never raised.
+    """
+    now = runstate.utc_now()
+    try:
+        decision = promote_if_better(store, model_name, version, accuracy, floor=floor, margin=margin, run_id=run_id)
+    except (GateError, StoreError, ValueError, KeyError, TypeError) as exc:
+        reason = f"the gate could not run: {type(exc).__name__}: {exc}"
+        log.error("gate for %s is pending: %s", version, reason)  # noqa: TRY400 -- the cause is the message
+        return {"outcome": GATE_PENDING, "reason": reason, "champion_version": None, "at": now}
+    outcome = "promoted" if decision.promoted else "kept"
+    return {"outcome": outcome, "reason": decision.reason, "champion_version": decision.champion_version, "at": now}
+
+
+def main(config: TrainConfig, stop: threading.Event | None = None) -> int:
+    """Run (or resume, or confirm) one training run; return the process exit code.
+
+    stop: the event the process's signal handlers set (installed first thing by the CLI); without
+    one, handlers are installed for the duration of the run.
+    """
     if not config.run_id:
         config = config.replace(run_id=local_run_id(config))
     if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes (torchrun); validated there
         from trainer import distributed
 
-        return distributed.main(config, os.environ)
+        return distributed.main(config, os.environ, stop)
     store = open_store(config.store_uri)
-    with stop_on_signals() as stop:
+    with contextlib.ExitStack() as stack:
+        if stop is None:
+            stop = stack.enter_context(stop_on_signals())
         try:
             return Run(config, store, stop).execute()
+        except (runstate.LeaseHeldError, runstate.LeaseLostError) as exc:
+            log.error("run %s: %s", config.run_id, exc)  # noqa: TRY400 -- the cause is the message; no traceback needed
+            return EXIT_DUPLICATE
         except (runstate.RunStateError, StoreError, OSError) as exc:
             # the status itself cannot be read or written: say so and fail, there is nothing to mark
             log.error("run %s: cannot record its status in %s: %s", config.run_id, store.uri, exc)  # noqa: TRY400 -- the cause is the message; no traceback needed
             return EXIT_FAILED
+    return EXIT_FAILED  # not reached: the block returns

@@ -10,16 +10,14 @@ module does not set (`task_arn`, `source`, `params` set by the trigger) are kept
 from __future__ import annotations
 
 import json
-import logging
-import random
-import time
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from trainer.store import NotFound, PreconditionFailed, Store
-
-log = logging.getLogger(__name__)
+from trainer.store import NotFound, Store
 
 SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed")
@@ -30,6 +28,66 @@ MAX_REASON_CHARS = 2000
 
 class RunStateError(Exception):
     """The status record is malformed or could not be updated."""
+
+
+# Lease: one trainer per run. A trainer takes the lease when it starts (`running`), renews it each
+# epoch and gives it up when it stops; a second trainer of the same run finds a live lease and
+# refuses. A lease whose heartbeat is older than LEASE_TTL_S belongs to a trainer that died without
+# letting go (SIGKILL); and a higher attempt from the trigger supersedes any lease, because the
+# trigger starts attempt n + 1 only after it saw attempt n's task stop.
+LEASE_TTL_S = 20 * 60
+
+
+class LeaseHeldError(RunStateError):
+    """Another live trainer holds the run's lease."""
+
+
+class LeaseLostError(RunStateError):
+    """This trainer's lease was taken over (it was presumed dead); it must stop without writing."""
+
+
+def lease_owner() -> str:
+    """Who this trainer is: host, process and a random part (two containers can both be pid 1)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether `owner` (from lease_owner) is a process of this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdecimal():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime) -> None:
+    """Raise LeaseHeldError unless `owner` (starting `attempt`) may take the record's lease."""
+    lease = record.get("lease")
+    if not isinstance(lease, dict) or lease.get("owner") in (None, owner):
+        return
+    if attempt > int(lease.get("attempt") or 0):
+        return  # the trigger started a newer attempt: the holder's task has stopped
+    if _dead_here(str(lease.get("owner"))):
+        return  # the holder ran on this host and its process is gone (killed; restarted by hand)
+    try:
+        age = (now - _parse_time(str(lease.get("heartbeat_at")))).total_seconds()
+    except ValueError:
+        age = float("inf")  # an unreadable heartbeat cannot keep a run locked
+    if age <= LEASE_TTL_S:
+        raise LeaseHeldError(
+            f"run {record.get('run_id')} is being trained by {lease['owner']} (attempt {lease.get('attempt')}, "
+            f"heartbeat {age:.0f} s ago); not starting a second trainer"
+        )
 
 
 def status_key(run_id: str) -> str:
@@ -96,26 +154,16 @@ def update_status(
     change mutates the record in place; it may run more than once when another writer wins a
     race, always on the freshest record.
     """
-    key = status_key(run_id)
-    for attempt in range(1, MAX_UPDATE_ATTEMPTS + 1):
-        try:
-            data, etag = store.get_with_etag(key)
-            record: dict[str, Any] = _parse(store, run_id, data)
-        except NotFound:
-            record, etag = create(), None
+
+    def changed(current: dict[str, Any] | None) -> dict[str, Any]:
+        record = create() if current is None else current
         change(record)
-        body = json.dumps(record, indent=2, sort_keys=True).encode()
-        try:
-            if etag is None:
-                store.put(key, body, if_none_match=True)
-            else:
-                store.put(key, body, if_match=etag)
-        except PreconditionFailed:
-            log.info("status of %s changed while updating it (try %d); reading it again", run_id, attempt)
-            time.sleep(random.uniform(0, 0.05))  # noqa: S311 -- jitter, not cryptography
-            continue
         return record
-    raise RunStateError(f"could not update {store.uri_of(key)} after {MAX_UPDATE_ATTEMPTS} attempts")
+
+    record = store.update_json(
+        status_key(run_id), changed, decode=lambda data: _parse(store, run_id, data), max_attempts=MAX_UPDATE_ATTEMPTS
+    )
+    return cast("dict[str, Any]", record)  # never None: changed() always returns a record
 
 
 def set_state(
@@ -127,25 +175,63 @@ def set_state(
     reason: str | None = None,
     version: str | None = None,
     create: Callable[[], dict[str, Any]],
+    lease: tuple[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Move the run to state (appending to its history), keeping every field the trainer does not own.
 
-    attempt None keeps the record's attempt (1 for a new record).
+    attempt None keeps the record's attempt (1 for a new record). `lease` (owner, attempt as started)
+    makes the change a lease operation: `running` takes the lease (LeaseHeldError when another live trainer
+    has it) or renews it; any other state gives it up (LeaseLostError when another trainer took it over, and
+    then nothing is written). `extra` sets further top-level fields (the gate's outcome).
+
+    Each call is one change with its own id: when a write committed but its response was lost, the
+    retry finds the id in the history and does not append the entry a second time.
     """
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; want one of {STATES}")
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    update = uuid.uuid4().hex
 
     def change(record: dict[str, Any]) -> None:
         now = utc_now()
+        if lease is not None:
+            owner, started_attempt = lease
+            held = record.get("lease") if isinstance(record.get("lease"), dict) else None
+            if state == "running" and (held is None or held.get("owner") != owner):
+                check_lease(record, owner, started_attempt, datetime.now(UTC))
+            elif state != "running" and held is not None and held.get("owner") != owner:
+                raise LeaseLostError(
+                    f"run {run_id} was taken over by {held.get('owner')} (attempt {held.get('attempt')}); "
+                    f"this trainer stops without recording {state!r}"
+                )
+            record["lease"] = (
+                {"owner": owner, "attempt": started_attempt, "heartbeat_at": now} if state == "running" else None
+            )
         number = attempt if attempt is not None else int(record.get("attempt") or 1)
         record["state"] = state
         record["attempt"] = number
         record["reason"] = reason
         if version is not None:
             record["version"] = version
+        record.update(extra or {})
         record["updated_at"] = now
-        record.setdefault("history", []).append({"at": now, "state": state, "attempt": number, "reason": reason})
+        history = record.setdefault("history", [])
+        if not any(isinstance(entry, dict) and entry.get("update") == update for entry in history):
+            history.append({"at": now, "state": state, "attempt": number, "reason": reason, "update": update})
 
     return update_status(store, run_id, change, create=create)
+
+
+def heartbeat(store: Store, run_id: str, owner: str, *, create: Callable[[], dict[str, Any]]) -> None:
+    """Renew this trainer's lease (each epoch); LeaseLostError when another trainer has taken the run over."""
+
+    def change(record: dict[str, Any]) -> None:
+        held = record.get("lease") if isinstance(record.get("lease"), dict) else None
+        if held is None or held.get("owner") != owner:
+            holder = held.get("owner") if held else "nobody"
+            raise LeaseLostError(f"run {run_id}: lease now held by {holder}; this trainer stops without publishing")
+        held["heartbeat_at"] = utc_now()
+
+    update_status(store, run_id, change, create=create)

@@ -21,19 +21,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import logging
 import os
+import random
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-# Connection errors and throttling are retried by botocore's standard mode; a conditional
-# write that loses a race is not an error there and reaches us as PreconditionFailed.
+# Connection errors, 500/503 and throttling are retried by botocore's standard mode, S3_MAX_ATTEMPTS sends
+# in all; a conditional write that loses a race is not an error there and reaches us as PreconditionFailed.
 S3_MAX_ATTEMPTS = 8
+# Each lost compare-and-swap race means another writer's update landed, so `update_json` always makes
+# progress; the bound only guards against a store that keeps refusing (a bug, not contention).
+MAX_CAS_ATTEMPTS = 64
 LOCK_FILE_NAME = ".pushtrain-store.lock"
 _TMP_PREFIX = ".tmp-"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -55,6 +65,15 @@ class PreconditionFailed(StoreError):  # noqa: N818 -- the S3 error code (HTTP 4
         super().__init__(f"precondition failed for {uri}: {condition}")
         self.uri = uri
         self.condition = condition
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a local file, read in 1 MiB chunks (checkpoints and model files are tens of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def validate_key(key: str) -> str:
@@ -111,6 +130,43 @@ class Store(ABC):
     def get(self, key: str) -> bytes:
         """The object's bytes; NotFound if absent."""
         return self.get_with_etag(key)[0]
+
+    def update_json(
+        self,
+        key: str,
+        change: Callable[[T | None], T | None],
+        *,
+        decode: Callable[[bytes], T] = json.loads,
+        max_attempts: int = MAX_CAS_ATTEMPTS,
+    ) -> T | None:
+        """Read-modify-write one JSON object by compare-and-swap; return what `change` returned last.
+
+        1. read the object and its ETag (`decode` turns the bytes into a value, raising on a bad one);
+        2. `change(current)` (None when the key is absent) returns the new value, or None to write nothing;
+        3. write it with `If-Match: <etag>` (`If-None-Match: *` when creating); when another writer
+           won in between, start over on the fresh object, so `change` may run more than once.
+        """
+        for attempt in range(1, max_attempts + 1):
+            try:
+                data, etag = self.get_with_etag(key)
+                current: T | None = decode(data)
+            except NotFound:
+                current, etag = None, None
+            updated = change(current)
+            if updated is None:
+                return None
+            body = json.dumps(updated, indent=2, sort_keys=True).encode()
+            try:
+                if etag is None:
+                    self.put(key, body, if_none_match=True)
+                else:
+                    self.put(key, body, if_match=etag)
+            except PreconditionFailed:
+                log.info("%s changed while updating it (try %d); reading it again", self.uri_of(key), attempt)
+                time.sleep(random.uniform(0, 0.01 * min(attempt, 10)))  # noqa: S311 -- jitter, not cryptography
+                continue
+            return updated
+        raise StoreError(f"could not update {self.uri_of(key)} after {max_attempts} compare-and-swap attempts")
 
 
 # --- local folder -----------------------------------------------------------------------------
@@ -267,7 +323,9 @@ class S3Store(Store):
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS}))
+            # total_max_attempts counts every send; botocore's "max_attempts" key would mean retries (one more send)
+            retries = {"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS}
+            client = boto3.client("s3", config=Config(retries=retries))
         self.client = client
 
     def _key(self, key: str) -> str:

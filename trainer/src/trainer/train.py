@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 STATE_SCHEMA = 1
 EVAL_BATCH = 1000  # images per evaluation batch: large enough to keep the cores busy, small in memory
 WARMUP_START = 0.2  # the warmup starts at this fraction of the peak learning rate (airbench's schedule)
-WHITENING_IMAGES = 5000  # training images used to fit the whitening stem
+PREPARE_IMAGES = 5000  # training images shown to a model's `prepare` hook (airbench fits its whitening stem)
 LOSS_SYNC_EVERY = 10  # on a GPU, read the loss for progress reports every this many batches
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run diverged and must not go on."""
 
 
 class TrainingSession:
@@ -52,7 +56,6 @@ class TrainingSession:
 
     def __init__(self, config: TrainConfig, data: Cifar10Data, device: torch.device | str | None = None) -> None:
         check_against_dataset(config, len(data.train_labels))
-        assert config.epochs is not None and config.batch_size is not None  # noqa: S101 -- resolved by load_config
         self.config = config
         self.data = data
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
@@ -66,23 +69,24 @@ class TrainingSession:
         self._train_images = data.train_images.to(self.device)
         self._train_labels = data.train_labels.to(self.device)
 
-        # 1. the model, initialized from the seed (and, for airbench, whitened on training images)
+        # 1. the model, initialized from the seed, then its optional `prepare` hook on training images
         torch.manual_seed(config.seed)
         self.model = nets.build_model(config.model, data.num_classes).to(self.device)
-        if isinstance(self.model, nets.AirbenchNet):
-            self.model.init_whitening(datamod.to_float(data.train_images[:WHITENING_IMAGES]))
+        prepare = getattr(self.model, "prepare", None)
+        if prepare is not None:
+            prepare(datamod.to_float(data.train_images[:PREPARE_IMAGES]))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.augment_pad: int = getattr(self.model, "augment_pad", 0)
 
         # 2. the optimizer and the schedule
         self.optimizer = torch.optim.SGD(
-            nets.parameter_groups(self.model, config.weight_decay or 0.0),
-            lr=config.lr or 0.0,
-            momentum=config.momentum or 0.0,
-            nesterov=bool(config.momentum),
+            nets.parameter_groups(self.model, config.weight_decay),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,  # torch refuses Nesterov without momentum
         )
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing or 0.0)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.steps_per_epoch = len(data.train_labels) // config.batch_size  # the last partial batch is dropped
         self.total_steps = self.steps_per_epoch * config.epochs
 
@@ -96,8 +100,8 @@ class TrainingSession:
 
     def lr_at(self, global_step: int) -> float:
         """Linear warmup from WARMUP_START x peak to the peak over `warmup` of the steps, then linear decay to 0."""
-        peak = float(self.config.lr or 0.0)
-        warm = round((self.config.warmup or 0.0) * self.total_steps)
+        peak = self.config.lr
+        warm = round(self.config.warmup * self.total_steps)
         if global_step < warm:
             return peak * (WARMUP_START + (1 - WARMUP_START) * global_step / warm)
         remaining = self.total_steps - global_step
@@ -109,7 +113,7 @@ class TrainingSession:
 
     @property
     def finished(self) -> bool:
-        return self.epochs_done >= (self.config.epochs or 0)
+        return self.epochs_done >= self.config.epochs
 
     # --- training --------------------------------------------------------------------------------
 
@@ -125,7 +129,7 @@ class TrainingSession:
         self._seconds = 0.0
 
     def _batches(self, plan: datamod.EpochPlan) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        batch_size = self.config.batch_size or 1
+        batch_size = self.config.batch_size
         for i in range(self.step, self.steps_per_epoch):
             idx = self._shard(plan.order[i * batch_size : (i + 1) * batch_size])
             on_device = idx.to(self.device, non_blocking=True)
@@ -197,6 +201,12 @@ class TrainingSession:
         self._correct += pass_correct
         self._seen += pass_seen
         self._seconds += time.perf_counter() - started
+        if not math.isfinite(self._loss_sum):
+            # diverged: the weights are garbage now, and so would be every checkpoint and version after this
+            raise NonFiniteLossError(
+                f"training loss is {self._loss_sum} in epoch {self.epochs_done + 1} by step {self.step}: the run "
+                f"diverged (lower lr={self.config.lr}?); nothing is checkpointed or published from here"
+            )
         if stopped:
             return None
 
@@ -273,11 +283,10 @@ class TrainingSession:
         """Resume from `state_dict()`; a state from another schema or an incompatible run raises ValueError."""
         if state.get("schema") != STATE_SCHEMA:
             raise ValueError(f"training state schema {state.get('schema')!r}, this trainer reads {STATE_SCHEMA}")
-        saved = state["config"]
-        for name in ("model", "epochs", "batch_size", "seed", "limit_train"):
-            if saved.get(name) != getattr(self.config, name):
-                ours = getattr(self.config, name)
-                raise ValueError(f"training state is for {name}={saved.get(name)!r}, this run has {name}={ours!r}")
+        differences = self.config.run_differences(state["config"])
+        if differences:
+            name, saved, ours = differences[0]
+            raise ValueError(f"training state is for {name}={saved!r}, this run has {name}={ours!r}")
         if state["steps_per_epoch"] != self.steps_per_epoch:
             theirs, ours = state["steps_per_epoch"], self.steps_per_epoch
             raise ValueError(f"training state has {theirs} steps per epoch, this dataset gives {ours}")
@@ -310,8 +319,10 @@ def fit(
     on_batch: Callable[[int, int, float], None] | None = None,
 ) -> bool:
     """Run epochs until done or stopped; True when all epochs finished. `on_epoch` sees each finished epoch
-    (checkpoint there)."""
+    (checkpoint there); `should_stop` is asked before every batch, and between epochs."""
     while not session.finished:
+        if should_stop():
+            return False
         result = session.run_epoch(should_stop, on_batch)
         if result is None:
             return False

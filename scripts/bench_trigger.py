@@ -24,11 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO / "scripts"))
+import package_lambda  # scripts/, this script's folder, is first on sys.path
 
-import package_lambda  # noqa: E402  (scripts/ is not a package)
+REPO = Path(__file__).resolve().parent.parent
+EVENT_FIXTURES = REPO / "lambda" / "tests" / "events"
 
 REPEATS = 7  # cold-start subprocesses per variant; the median is printed
 EVENTS = 200  # handler invocations per measurement
@@ -43,6 +42,8 @@ ENV = {
     "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
     "PUSHTRAIN_BUCKET": "pushtrain-artifacts-123456789012-us-east-1",
     "PUSHTRAIN_MAX_ATTEMPTS": "3",
+    "PUSHTRAIN_CLAIM_SECONDS": "180",
+    "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
 }
 AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
@@ -59,7 +60,7 @@ def cold_start_ms(code: str) -> float:
     times = []
     for _ in range(REPEATS):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, env=env)  # noqa: S603 (this interpreter, our snippet)
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -95,12 +96,23 @@ def _push_calls() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None]
         "memory": "8192",
         "containerDefinitions": [{"name": "trainer", "image": "x:bootstrap", "essential": True, "stopTimeout": 120}],
     }
+    digest = "sha256:811d8fd91f7b386ec753710d7872e87ef83143027533a8b5288c72e57c71b9d5"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": digest},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": digest}],
+    }
+    image = {"imageDigest": digest, "imageManifestMediaType": manifest["mediaType"]}
     return [
+        ("ecr", "describe_images", {"imageDetails": [image]}, None),
+        ("ecr", "batch_get_image", {"images": [{"imageManifest": json.dumps(manifest)}]}, None),
         ("s3", "put_object", {"ETag": '"r1"'}, None),
-        ("s3", "get_object", {}, {"code": "NoSuchKey", "status": 404}),
         ("ecs", "describe_task_definition", {"taskDefinition": base}, None),
-        ("ecs", "register_task_definition", {"taskDefinition": {**base, "taskDefinitionArn": f"{family}:2"}}, None),
+        ("s3", "get_object", {}, {"code": "NoSuchKey", "status": 404}),
         ("s3", "put_object", {"ETag": '"i1"'}, None),
+        ("ecs", "register_task_definition", {"taskDefinition": {**base, "taskDefinitionArn": f"{family}:2"}}, None),
+        ("s3", "put_object", {"ETag": '"i2"'}, None),
         ("ecs", "run_task", {"tasks": [{"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/pushtrain/abc"}]}, None),
         ("s3", "put_object", {"ETag": '"r2"'}, None),
     ]
@@ -136,7 +148,7 @@ class StubbedAws:
 
         recorders = {
             name: (lambda params, model, _name=name, **_: recorded.append((_name, snake(model.name), dict(params))))
-            for name in ("ecs", "s3")
+            for name in ("ecs", "s3", "ecr")
         }
         for name, recorder in recorders.items():
             getattr(self.clients, name).meta.events.register("provide-client-params.*.*", recorder)
@@ -163,7 +175,7 @@ def bench_handler_cpu() -> None:
     from trigger.handler import handle
 
     config = load_config(ENV)
-    event = json.loads((HERE / "tests" / "events" / "ecr_image_push.json").read_text())
+    event = json.loads((EVENT_FIXTURES / "ecr_image_push.json").read_text())
     aws = StubbedAws()
     sink = io.StringIO()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 _PROGRAM = """\
 #!{python}
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 NAME = {name!r}
 argv = sys.argv[1:]
 stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
@@ -49,6 +49,8 @@ for index, rule in enumerate(rules):
     for path, content in rule["writes"].items():
         with open(path.replace("{{last}}", argv[-1] if argv else ""), "w") as out:
             out.write(content)
+    for source, destination in rule["copies"].items():
+        shutil.copyfile(source.replace("{{last}}", argv[-1] if argv else ""), destination)
     sys.stdout.write(rule["stdout"])
     sys.stderr.write(rule["stderr"])
     sys.stdout.flush()
@@ -85,6 +87,7 @@ class FakeBin:
         stdout: str = "",
         stderr: str = "",
         writes: dict[str, str] | None = None,
+        copies: dict[str, str] | None = None,
         run_after_dashdash: bool = False,
         times: int | None = None,
     ) -> None:
@@ -99,6 +102,7 @@ class FakeBin:
                 "stdout": stdout,
                 "stderr": stderr,
                 "writes": dict(writes or {}),
+                "copies": dict(copies or {}),
                 "run_after_dashdash": run_after_dashdash,
                 "times": times,
             }

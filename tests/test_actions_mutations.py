@@ -1,0 +1,112 @@
+"""Mutation check of the terraform action's scripts: each named mistake must fail the action's tests.
+
+GIVEN a copy of .github/actions/terraform with one known mistake planted (a `cd` dropped, an error
+swallowed with `|| true`, a prompt allowed, a check skipped, a fresh plan instead of the saved one),
+WHEN tests/test_actions_terraform.py runs against that copy (PUSHTRAIN_TERRAFORM_ACTION), THEN it
+fails; and against an unmutated copy it passes, so each failure is the mutation's doing.
+
+A mutation that no longer applies (its text is gone from the script) fails here too: rewrite it
+along with the script, so the check cannot silently stop checking.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ACTION = REPO / ".github" / "actions" / "terraform"
+SUITE = REPO / "tests" / "test_actions_terraform.py"
+
+# name -> (script, text, replacement): each text must occur exactly once.
+MUTATIONS: dict[str, tuple[str, str, str]] = {
+    "no cd into the working directory": ("run.sh", 'cd "$workdir"\n', "\n"),
+    "init errors ignored": (
+        "run.sh",
+        'terraform init -input=false -no-color "${init_args[@]}"\n',
+        'terraform init -input=false -no-color "${init_args[@]}" || true\n',
+    ),
+    "validate errors ignored": ("run.sh", "terraform validate -no-color\n", "terraform validate -no-color || true\n"),
+    "init may prompt": ("run.sh", "terraform init -input=false", "terraform init"),
+    "plan may prompt": ("run.sh", "run_terraform plan -input=false", "run_terraform plan"),
+    "apply may prompt": ("run.sh", "run_terraform apply -input=false", "run_terraform apply"),
+    "apply ignores the recorded hash": ("run.sh", 'if [[ "$actual" != "$expected" ]]; then', "if false; then"),
+    "apply re-plans instead of applying the saved plan": (
+        "run.sh",
+        '"${extra_args[@]}" "$plan_file" 2>&1',
+        '-auto-approve "${extra_args[@]}" 2>&1',
+    ),
+    "a stale plan is reported as a plain failure": ("run.sh", 'grep -q "Saved plan is stale"', "grep -q NEVER"),
+    "plan comments always patched": (
+        "run.sh",
+        'if [[ "$sub" == "plan" && "$patch" == "true" ]]; then',
+        'if [[ "$sub" == "plan" ]]; then',
+    ),
+    "installer skips the pinned sha256": (
+        "install-tool.sh",
+        'if ! (cd "$dir" && printf',
+        'if false && (cd "$dir" && printf',
+    ),
+    "installer skips the attestation check of an unpinned tfcmt": (
+        "install-tool.sh",
+        'if ! gh attestation verify "$dir/$asset"',
+        'if false && gh attestation verify "$dir/$asset"',
+    ),
+    "attestation accepted from any signer workflow": (
+        "install-tool.sh",
+        " \\\n    --signer-workflow suzuki-shunsuke/go-release-workflow/.github/workflows/release.yaml;",
+        ";",
+    ),
+    "an unpinned terraform is trusted on gh's word": (
+        "install-tool.sh",
+        'if [[ "$tool" != tfcmt ]]; then',
+        "if false; then",
+    ),
+    "gh gets no token": ("action.yml", "GH_TOKEN: ${{ inputs.github-token }}", "GH_TOKEN_UNUSED: x"),
+}
+
+
+def run_suite(action: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PUSHTRAIN_TERRAFORM_ACTION": str(action)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(SUITE), "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def copy_action(tmp_path: Path) -> Path:
+    target = tmp_path / "terraform-action"
+    shutil.copytree(ACTION, target)
+    return target
+
+
+@pytest.mark.slow
+def test_the_unmutated_copy_passes(tmp_path: Path) -> None:
+    # GIVEN an exact copy of the action  WHEN its tests run against it  THEN they pass
+    result = run_suite(copy_action(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_each_mutation_fails_the_action_tests(tmp_path: Path, name: str) -> None:
+    # GIVEN a copy of the action with one mistake planted
+    action = copy_action(tmp_path)
+    script, text, replacement = MUTATIONS[name]
+    source = (action / script).read_text()
+    assert source.count(text) == 1, f"mutation {name!r} no longer applies to {script}: rewrite it with the script"
+    (action / script).write_text(source.replace(text, replacement))
+    # WHEN the action's tests run against it
+    result = run_suite(action)
+    # THEN they fail (exit 1: a test failed, not a crash of the run)
+    assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"
