@@ -205,7 +205,14 @@ def lint_shellcheck(tree: Tree, fix: bool) -> int:
 # reason, or one that suppresses nothing, is a finding itself.
 
 # Variable sets each root is rendered with, beyond its defaults: every branch that changes a policy.
-IAM_LINT_VARIANTS: dict[str, list[dict[str, object]]] = {"terraform": [{}, {"network_mode": "private"}]}
+IAM_LINT_VARIANTS: dict[str, list[dict[str, object]]] = {
+    "terraform": [
+        {},
+        {"network_mode": "private"},
+        # the scale-out capacity (gpu.tf, batch.tf, ec2_capacity.tf): its policies exist only when enabled
+        {"network_mode": "private", "gpu": {"enabled": True}, "batch": {"enabled": True}},
+    ]
+}
 _IAM_SKIP = re.compile(r"#\s*iam-lint:skip=([A-Z_]+)(?:\(([A-Za-z0-9:*, ]+)\))?(?::\s*(.*))?")
 
 

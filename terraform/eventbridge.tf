@@ -1,4 +1,5 @@
-# Five rules on the default event bus, one resource each through `for_each` over local.event_rules.
+# Five rules on the default event bus (six with var.batch.enabled), one resource each through
+# `for_each` over local.event_rules.
 # The patterns live in event-patterns/*.json.tftpl so that the local pipeline and the contract tests
 # match events against exactly what is deployed.
 #
@@ -12,6 +13,8 @@
 # 5. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
 #                       left in a non-final state, keep the images of published runs whose stop was
 #                       missed; ECR delivers its events on a best-effort basis)
+# 6. batch_job_failed   only with var.batch.enabled (batch.tf): a multi-node job of our queue that Batch
+#                       gave up on -> trigger (mark its run `failed`: its trainer may never have run)
 #
 # Every rule delivers to the trigger (aws_cloudwatch_event_target.trigger); training_failed also to
 # the notifications topic (aws_cloudwatch_event_target.training_failed_notify).
@@ -38,11 +41,15 @@ locals {
       task_definition_arn_prefix = local.task_definition_arn_prefix
       container_name             = local.container_name
     })
+    # terraform/batch.tf (its rule exists only when var.batch.enabled)
+    batch_job_failed = templatefile("${path.module}/event-patterns/batch-job-failed.json.tftpl", {
+      job_queue_arn = "arn:${local.partition}:batch:${var.region}:${local.account_id}:job-queue/${local.batch_queue_name}"
+    })
   }
 
   # The rules: each has either an event pattern or a schedule. The key names the rule
   # ("<name>-<key with dashes>") and its FailedInvocations alarm.
-  event_rules = {
+  event_rules = merge({
     ecr_push = {
       description         = "A tagged image push to ${local.repository_name} starts a training run"
       event_pattern       = local.event_patterns.ecr_push
@@ -68,7 +75,15 @@ locals {
       event_pattern       = null
       schedule_expression = var.reconcile_schedule
     }
-  }
+    }, {
+    for key, rule in {
+      batch_job_failed = {
+        description         = "A multi-node training job on ${local.batch_queue_name} failed after its attempts"
+        event_pattern       = local.event_patterns.batch_job_failed
+        schedule_expression = null
+      }
+    } : key => rule if local.batch_enabled
+  })
 
   # EventBridge retries a failed delivery with backoff for up to a day by default; an ECR event
   # older than an hour is better found by reconcile than delivered late.

@@ -296,6 +296,24 @@ data "aws_iam_policy_document" "trigger" {
   }
 
   statement {
+    # A sweep's progress and ranking (trigger.sweep_flow): sweeps/<request_id>.json.
+    sid       = "SweepRecords"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/sweeps/*"]
+  }
+
+  statement {
+    # Ranking a finished sweep reads each version's test accuracy and the champion pointer; nothing else
+    # under models/ (not the weights), and never a write there.
+    sid     = "ReadSweepResults"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.this.arn}/models/*/metrics.json",
+      "${aws_s3_bucket.this.arn}/models/*/champion.json",
+    ]
+  }
+
+  statement {
     # The trigger reads records that often do not exist yet (a digest's first push, reconcile). S3
     # answers a missing key with 404 only to a caller allowed s3:ListBucket on the bucket, and with
     # 403 otherwise, which the trigger must treat as an error. Reconcile also lists runs/ to repair runs.

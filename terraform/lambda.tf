@@ -56,6 +56,13 @@ resource "aws_lambda_function" "this" {
       PUSHTRAIN_ASSIGN_PUBLIC_IP = local.private_network ? "DISABLED" : "ENABLED"
       PUSHTRAIN_BUCKET           = aws_s3_bucket.this.bucket
       PUSHTRAIN_MAX_ATTEMPTS     = tostring(var.max_attempts)
+      PUSHTRAIN_MODEL_NAME       = var.model_name
+      # Scale-out capacity (gpu.tf, batch.tf): empty when not deployed, and the trigger refuses
+      # requests that need it.
+      PUSHTRAIN_GPU_TASK_FAMILY       = local.gpu_enabled ? local.gpu_task_family : ""
+      PUSHTRAIN_GPU_CAPACITY_PROVIDER = local.gpu_enabled ? local.gpu_provider_name : ""
+      PUSHTRAIN_BATCH_JOB_QUEUE       = local.batch_enabled ? local.batch_queue_name : ""
+      PUSHTRAIN_BATCH_JOB_DEFINITION  = local.batch_enabled ? local.batch_job_family : ""
       # A start claimed longer ago than this died with its invocation: 3 x the 60 s timeout above.
       PUSHTRAIN_CLAIM_SECONDS = "180"
       # Reconcile's look-back; runs/ expires later (checkpoint_expiration_days is at least 8).

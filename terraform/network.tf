@@ -25,7 +25,8 @@ data "aws_availability_zones" "this" {
 locals {
   availability_zones = data.aws_availability_zones.this.names
   # ECR needs both its API and its Docker registry endpoint; awslogs needs logs.
-  interface_endpoints = local.private_network ? toset(["ecr.api", "ecr.dkr", "logs"]) : toset([])
+  # GPU and Batch container instances add the ECS agent's three (ec2_capacity.tf).
+  interface_endpoints = local.private_network ? toset(concat(["ecr.api", "ecr.dkr", "logs"], local.ecs_agent_endpoints)) : toset([])
   # "com.amazonaws" in the aws partition, not in every partition (aws-cn: "cn.com.amazonaws").
   service_name_prefix = "${data.aws_partition.this.reverse_dns_prefix}.${var.region}"
   # The interface endpoints' zones: the first var.private_endpoint_zones of the subnets' zones. A task
@@ -197,6 +198,41 @@ locals {
     "ecr.dkr" = local.ecr_pull_calls
     logs = {
       TrainerLogs = { actions = ["logs:CreateLogStream", "logs:PutLogEvents"], resources = ["${aws_cloudwatch_log_group.trainer.arn}:*"] }
+    }
+    # With GPU or Batch capacity (ec2_capacity.tf): what the container instances' ECS agent does through
+    # each of its three endpoints (the "container_instance" policy there).
+    ecs = {
+      EcsAgentOnOurClusters = {
+        actions = [
+          "ecs:DeregisterContainerInstance",
+          "ecs:RegisterContainerInstance",
+          "ecs:SubmitAttachmentStateChanges",
+          "ecs:SubmitContainerStateChange",
+          "ecs:SubmitTaskStateChange",
+        ]
+        resources = [
+          aws_ecs_cluster.this.arn,
+          "arn:${local.partition}:ecs:${var.region}:${local.account_id}:cluster/${local.batch_environment}_Batch_*",
+        ]
+      }
+      EcsAgentEndpoint = { actions = ["ecs:DiscoverPollEndpoint"], resources = ["*"] } # no resource type
+    }
+    ecs-agent = {
+      EcsAgentPoll = { actions = ["ecs:Poll"], resources = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/*"] }
+    }
+    ecs-telemetry = {
+      EcsAgentTelemetry = {
+        actions   = ["ecs:StartTelemetrySession"]
+        resources = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/*"]
+      }
+      EcsAgentSystemLogs = {
+        actions = ["ecs:PutSystemLogEvents"]
+        resources = [
+          aws_ecs_cluster.this.arn,
+          "arn:${local.partition}:ecs:${var.region}:${local.account_id}:cluster/${local.batch_environment}_Batch_*",
+          "arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/*/*",
+        ]
+      }
     }
   }
 }

@@ -285,3 +285,61 @@ variable "alarm_email" {
     error_message = "The alarm_email must be an email address or null."
   }
 }
+
+# --- scale-out (each off by default: nothing is created, nothing is billed) -------------------
+
+variable "gpu" {
+  description = "GPU training: an ECS capacity provider on an Auto Scaling group of GPU instances (minimum 0, managed scaling, Spot first) and the GPU task definition family <name>-trainer-gpu; requests with compute \"gpu\" run there. Needs network_mode = \"private\" (the instances reach ECS through interface endpoints). Off by default: nothing is created, $0 per month."
+  type = object({
+    enabled        = optional(bool, false)
+    instance_types = optional(list(string), ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"])
+    max_instances  = optional(number, 2)
+    spot           = optional(bool, true)
+    cpu            = optional(number, 3072)
+    memory         = optional(number, 14336)
+  })
+  # Spelled out (not `{}`), so that readers of the defaults alone (the local pipeline) see it off.
+  default = {
+    enabled        = false
+    instance_types = ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"]
+    max_instances  = 2
+    spot           = true
+    cpu            = 3072
+    memory         = 14336
+  }
+
+  validation {
+    condition     = length(var.gpu.instance_types) >= 1 && var.gpu.max_instances >= 1 && var.gpu.max_instances <= 20 && floor(var.gpu.max_instances) == var.gpu.max_instances
+    error_message = "The gpu object needs at least one instance type and max_instances a whole number from 1 to 20."
+  }
+
+  validation {
+    condition     = var.gpu.cpu >= 1024 && var.gpu.memory >= 2048
+    error_message = "The gpu task needs at least 1024 CPU units and 2048 MiB (it must fit the smallest instance type with room for the ECS agent)."
+  }
+}
+
+variable "batch" {
+  description = "Multi-node data-parallel training on AWS Batch: a managed EC2 compute environment (on-demand: Batch runs no multi-node job on Spot) in a cluster placement group, a job queue and the multi-node job definition family <name>-trainer-mnp; requests with nodes > 1 run there under torchrun. Needs network_mode = \"private\". Off by default: nothing is created, $0 per month."
+  type = object({
+    enabled         = optional(bool, false)
+    instance_type   = optional(string, "g5.xlarge")
+    gpus_per_node   = optional(number, 1)
+    vcpus_per_node  = optional(number, 4)
+    memory_per_node = optional(number, 14336)
+    max_nodes       = optional(number, 4)
+  })
+  default = {
+    enabled         = false
+    instance_type   = "g5.xlarge"
+    gpus_per_node   = 1
+    vcpus_per_node  = 4
+    memory_per_node = 14336
+    max_nodes       = 4
+  }
+
+  validation {
+    condition     = var.batch.max_nodes >= 2 && var.batch.max_nodes <= 16 && var.batch.gpus_per_node >= 0 && var.batch.vcpus_per_node >= 1 && var.batch.memory_per_node >= 2048
+    error_message = "The batch object needs max_nodes from 2 to 16, gpus_per_node >= 0, vcpus_per_node >= 1 and memory_per_node >= 2048 MiB."
+  }
+}

@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 import yaml
 from ci import retrain as ci_retrain
+from ci import sweep as ci_sweep
 from tf_docs import load_root, unquote
 from trigger import config as trigger_config
 from trigger import events as trigger_events
 from trigger import records as trigger_records
 from trigger import runs as trigger_runs
 from trigger import stops as trigger_stops
+from trigger import sweeps as trigger_sweeps
 from trigger import taskdef as trigger_taskdef
 
 from trainer import checkpoint as trainer_checkpoint
@@ -184,13 +186,30 @@ def test_the_retrain_workflow_inputs_are_trigger_parameters_of_matching_types() 
     on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
     inputs = on["workflow_dispatch"]["inputs"]
     yaml_types = {"number": (int, float), "choice": (str,), "string": (str,)}
+    # a sweep's inputs are comma-separated lists of one parameter (scripts/ci/sweep.py builds the grid)
+    sweep_inputs = {"sweep_lrs": "lr", "sweep_seeds": "seed"}
     for name, spec in inputs.items():
         if name in {"image", "wait"}:
+            continue
+        if name in sweep_inputs:
+            assert spec["type"] == "string", name
+            assert sweep_inputs[name] in trigger_events.PARAM_TYPES, name
             continue
         assert name in trigger_events.PARAM_TYPES, f"retrain.yml input {name} is not a retrain parameter"
         assert trigger_events.PARAM_TYPES[name] in yaml_types[spec["type"]], name
         for option in spec.get("options", []):
             assert trigger_events.validate_params({name: option}) == {name: option}
+
+
+def test_the_sweep_client_builds_a_request_the_trigger_accepts() -> None:
+    # GIVEN the request scripts/ci/sweep.py sends for the workflow's sweep_lrs and sweep_seeds
+    base = ci_retrain.build_request(request_id="1", image=GIT_SHA, git_sha=GIT_SHA, epochs=3, lr=None, model="cnn")
+    lrs = ci_sweep.parse_values("0.5, 1.5", "lrs", float)
+    seeds = ci_sweep.parse_values("0, 1", "seeds", int)
+    request = ci_sweep.sweep_request(base, lrs, seeds)
+    # WHEN the trigger parses it THEN every lr x seed is one run, with the trigger's parameter types
+    parsed = trigger_sweeps.parse_sweep_request(request)
+    assert sorted((run["lr"], run["seed"]) for run in parsed.sets) == [(0.5, 0), (0.5, 1), (1.5, 0), (1.5, 1)]
 
 
 def test_the_moving_tag_latest_is_refused_by_the_trigger_and_by_its_client() -> None:

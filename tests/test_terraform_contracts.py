@@ -362,9 +362,14 @@ def tags_on_create(package: Path) -> bool:
     return False
 
 
+# The trigger's AWS Batch calls (trigger/batch.py) are granted by their own policy, which exists only
+# when multi-node capacity is deployed (terraform/batch.tf, trigger_batch); see the test for it.
+SCALE_OUT_SERVICES = {"batch"}
+
+
 def expected_trigger_actions() -> tuple[set[str], list[AwsCall]]:
     require_file(TRIGGER_SRC / "aws.py")
-    calls = list(boto3_calls(TRIGGER_SRC))
+    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service not in SCALE_OUT_SERVICES]
     actions = {action for call in calls for action in iam_actions(call)}
     if actions & READS_THAT_MAY_MISS:
         actions.add("s3:ListBucket")
@@ -541,9 +546,52 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     ]
     prefix = "${aws_s3_bucket.this.arn}/"
     assert all(r.startswith(prefix) for r in s3_resources)
-    # THEN every key is inside them (and the role reaches nothing outside runs/)
+    # THEN every key is inside them (and the role reaches nothing outside runs/ and sweeps/, and of
+    # models/ only the metrics and champion pointer that rank a sweep)
     assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
-    assert s3_resources == [prefix + "runs/*"]
+    assert s3_resources == [
+        prefix + "runs/*",
+        prefix + "sweeps/*",
+        prefix + "models/*/metrics.json",
+        prefix + "models/*/champion.json",
+    ]
+
+
+def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the keys a sweep reads and writes (trigger.sweep_flow)
+    require_file(TRIGGER_SRC / "sweeps.py")
+    from trigger.sweeps import sweep_key
+
+    model = "cifar10"
+
+    writes = [sweep_key("1234567")]
+    reads = [*writes, f"models/{model}/20261125T190000Z-r/metrics.json", f"models/{model}/champion.json"]
+    prefix = "${aws_s3_bucket.this.arn}/"
+
+    def allowed(action: str) -> list[str]:
+        return [r[len(prefix) :] for s in statements(stack, "trigger") if action in s.actions for r in s.resources]
+
+    # THEN the role may read and write exactly those, and write nothing under models/
+    assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:GetObject")) for key in reads), reads
+    assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:PutObject")) for key in writes), writes
+    assert not any(r.startswith("models/") for r in allowed("s3:PutObject"))
+
+
+def test_trigger_batch_policy_allows_exactly_the_batch_calls_the_trigger_makes(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the IAM actions behind every Batch call in lambda/src/trigger (batch.py), plus what they imply:
+    # a job definition names the task roles (iam:PassRole) and SubmitJob and RegisterJobDefinition tag
+    require_file(TRIGGER_SRC / "batch.py")
+    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service == "batch"]
+    expected = {action for call in calls for action in iam_actions(call)} | {"iam:PassRole", "batch:TagResource"}
+    # WHEN the trigger's Batch policy document is read
+    allowed = allowed_actions(stack, "trigger_batch")
+    # THEN it allows each needed action and nothing more, and only when Batch is deployed
+    assert {"batch:SubmitJob", "batch:RegisterJobDefinition", "batch:ListJobs"} <= expected, calls
+    assert allowed == expected
+    document = block(stack, "data", "aws_iam_policy_document", "trigger_batch")
+    assert document["count"] == "${local.batch_enabled ? 1 : 0}"
+    passes = [s for s in statements(stack, "trigger_batch") if "iam:PassRole" in s.actions]
+    assert [sorted(s.resources) for s in passes] == [["${aws_iam_role.execution.arn}", "${aws_iam_role.task.arn}"]]
 
 
 def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
@@ -560,7 +608,14 @@ def test_stack_role_policies_name_every_action(stack: dict[str, list[Any]], docu
 def test_pass_role_names_only_the_two_task_roles_and_only_for_ecs_tasks(stack: dict[str, list[Any]]) -> None:
     # GIVEN every policy document of the stack
     documents = blocks(stack, "data", "aws_iam_policy_document")
-    passing = [(name, s) for name in documents for s in statements(stack, name) if "iam:PassRole" in s.actions]
+    # (the trigger's Batch policy, deployed only with multi-node capacity, has its own test above)
+    passing = [
+        (name, s)
+        for name in documents
+        if name != "trigger_batch"
+        for s in statements(stack, name)
+        if "iam:PassRole" in s.actions
+    ]
     # THEN exactly one statement passes roles: the trigger's, for the execution and task roles, to ECS tasks
     assert [name for name, _ in passing] == ["trigger"]
     (_, statement) = passing[0]
@@ -741,7 +796,7 @@ def test_repository_variables_are_all_outputs(stack: dict[str, list[Any]], boots
     assert {"AWS_PLAN_ROLE_ARN", "AWS_APPLY_ROLE_ARN", "AWS_IMAGE_ROLE_ARN", "AWS_RETRAIN_ROLE_ARN"} <= from_bootstrap
 
 
-STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime"]
+STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime", "container_instance", "trigger_batch"]
 
 
 def test_every_stack_role_carries_the_bootstrap_boundary(
@@ -757,7 +812,7 @@ def test_every_stack_role_carries_the_bootstrap_boundary(
     # THEN they are the same policy, and each of the stack's roles attaches it
     assert derived == created
     roles = blocks(stack, "resource", "aws_iam_role")
-    assert set(roles) == {"execution", "task", "trigger"}
+    assert set(roles) == {"execution", "task", "trigger", "container_instance"}
     for role in roles.values():
         assert role["permissions_boundary"] == "${var.permissions_boundary ? local.permissions_boundary_arn : null}"
 
@@ -819,19 +874,25 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
     assert writing[0].resources == ("${local.arn.stack_lockfile}",)
 
 
+def event_rules(*, batch_enabled: bool) -> dict[str, Any]:
+    """local.event_rules evaluated (the local pipeline's evaluator) with var.batch.enabled set as given."""
+    from pushtrain_local.hcl import Scope
+    from pushtrain_local.terraform import TerraformModule
+
+    module = TerraformModule.load(STACK)
+    variables = dict(module.variables) | {"batch": dict(module.variables["batch"]) | {"enabled": batch_enabled}}
+    return dict(Scope(variables, module.locals, module.resources, module.path.resolve()).local("event_rules"))
+
+
 def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
-    # The five rules are one for_each resource; every rule goes to the Lambda (which lets each of them
+    # The five rules (six with Batch) are one for_each resource; every rule goes to the Lambda (which lets each of them
     # invoke it), training_failed to SNS as well; each target has a retry policy and a dead-letter
     # queue, and each rule a FailedInvocations alarm.
     rules = block(stack, "resource", "aws_cloudwatch_event_rule", "this")
     assert rules["for_each"] == "${local.event_rules}"
-    assert set(locals_of(stack)["event_rules"]) == {
-        "ecr_push",
-        "spot_interruption",
-        "training_failed",
-        "training_succeeded",
-        "reconcile",
-    }
+    core = {"ecr_push", "spot_interruption", "training_failed", "training_succeeded", "reconcile"}
+    assert set(event_rules(batch_enabled=False)) == core
+    assert set(event_rules(batch_enabled=True)) == core | {"batch_job_failed"}  # batch.tf's, in the same for_each
     trigger = block(stack, "resource", "aws_cloudwatch_event_target", "trigger")
     notify = block(stack, "resource", "aws_cloudwatch_event_target", "training_failed_notify")
     assert trigger["for_each"] == "${aws_cloudwatch_event_rule.this}"

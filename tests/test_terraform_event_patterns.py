@@ -41,6 +41,7 @@ TEMPLATE_VARS = {
         "task_definition_arn_prefix": FAMILY_PREFIX,
         "container_name": "trainer",
     },
+    "batch-job-failed": {"job_queue_arn": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/pushtrain-mnp"},
 }
 
 # https://docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-eventbridge.html ("Event for a completed
@@ -312,10 +313,36 @@ def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
     ]
     assert rule["event_pattern"] == "${each.value.event_pattern}"
     (locals_block,) = [b for b in stack["locals"] if "event_rules" in b]
-    assert {name: body["event_pattern"] for name, body in locals_block["event_rules"].items()} == {
-        "ecr_push": "${local.event_patterns.ecr_push}",
-        "spot_interruption": "${local.event_patterns.spot_interruption}",
-        "training_failed": "${local.event_patterns.training_failed}",
-        "training_succeeded": "${local.event_patterns.training_succeeded}",
-        "reconcile": None,
+    # event_rules = merge({the five}, {batch_job_failed, only with var.batch.enabled}): read as written
+    written = re.findall(r'(\w+) = \{description = ".*?", event_pattern = ([\w.]+)', locals_block["event_rules"])
+    assert dict(written) == {
+        "ecr_push": "local.event_patterns.ecr_push",
+        "spot_interruption": "local.event_patterns.spot_interruption",
+        "training_failed": "local.event_patterns.training_failed",
+        "training_succeeded": "local.event_patterns.training_succeeded",
+        "reconcile": "null",
+        "batch_job_failed": "local.event_patterns.batch_job_failed",
     }
+
+
+def batch_sample() -> dict[str, Any]:
+    """The trigger's Batch fixture (the AWS documentation's "Batch Job State Change"), in this file's region."""
+    return json.loads(json.dumps(sample("batch_job_failed.json")).replace("us-east-1", REGION))
+
+
+def test_batch_rule_delivers_a_failed_job_of_our_queue(rendered: dict[str, Any]) -> None:
+    assert matches(rendered["batch-job-failed"], batch_sample())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "SUCCEEDED"},
+        {"status": "RUNNING"},
+        {"jobQueue": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/someone-elses"},
+    ],
+)
+def test_batch_rule_ignores_other_states_and_queues(rendered: dict[str, Any], change: dict[str, str]) -> None:
+    event = batch_sample()
+    event["detail"].update(change)
+    assert not matches(rendered["batch-job-failed"], event)

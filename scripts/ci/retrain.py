@@ -129,6 +129,17 @@ def build_request(
 
 def invoke(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
     """Invoke the trigger synchronously with the request; its answer, or RetrainError with the function's error."""
+    answer = call_trigger(function, request, workdir)
+    missing = sorted({"run_id", "status_key", "image_digest"} - set(answer))
+    if missing:
+        raise RetrainError(f"the answer of {function!r} lacks {missing}: {json.dumps(answer)}")
+    if not _STATUS_KEY.match(str(answer["status_key"])):
+        raise RetrainError(f"the answer's status_key {answer['status_key']!r} is not runs/<run_id>/status.json")
+    return answer
+
+
+def call_trigger(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+    """The trigger's JSON answer to one synchronous invoke (ci.sweep reads its own answer shape)."""
     payload = workdir / "retrain-request.json"
     answer_file = workdir / "retrain-answer.json"
     payload.write_text(json.dumps(request))
@@ -154,13 +165,7 @@ def invoke(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str
     body = answer_file.read_text() if answer_file.exists() else ""
     if meta.get("FunctionError"):
         raise RetrainError(f"the trigger {function!r} rejected the request ({meta['FunctionError']}): {body.strip()}")
-    answer = _json_object(body, f"the answer of {function!r}")
-    missing = sorted({"run_id", "status_key", "image_digest"} - set(answer))
-    if missing:
-        raise RetrainError(f"the answer of {function!r} lacks {missing}: {body.strip()}")
-    if not _STATUS_KEY.match(str(answer["status_key"])):
-        raise RetrainError(f"the answer's status_key {answer['status_key']!r} is not runs/<run_id>/status.json")
-    return answer
+    return _json_object(body, f"the answer of {function!r}")
 
 
 # --- wait -----------------------------------------------------------------------------------------

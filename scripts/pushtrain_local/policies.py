@@ -16,7 +16,6 @@ knows is an error naming it: a policy is never linted half-rendered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import hcl2
@@ -35,6 +34,7 @@ _ARNS: dict[str, tuple[str, Callable[[str, str, str, str, Mapping[str, Any]], st
     "aws_cloudwatch_log_group": ("name", lambda p, r, a, n, _: f"arn:{p}:logs:{r}:{a}:log-group:{n}"),
     "aws_sqs_queue": ("name", lambda p, r, a, n, _: f"arn:{p}:sqs:{r}:{a}:{n}"),
     "aws_sns_topic": ("name", lambda p, r, a, n, _: f"arn:{p}:sns:{r}:{a}:{n}"),
+    "aws_batch_job_queue": ("name", lambda p, r, a, n, _: f"arn:{p}:batch:{r}:{a}:job-queue/{n}"),
     "aws_ecs_cluster": ("name", lambda p, r, a, n, _: f"arn:{p}:ecs:{r}:{a}:cluster/{n}"),
     "aws_lambda_function": ("function_name", lambda p, r, a, n, _: f"arn:{p}:lambda:{r}:{a}:function:{n}"),
     "aws_cloudwatch_event_rule": ("name", lambda p, r, a, n, _: f"arn:{p}:events:{r}:{a}:rule/{n}"),
@@ -163,7 +163,7 @@ def policy_documents(
 
     Variables are their defaults, then `terraform.tfvars.example`'s values, then `variables`.
     """
-    module = replace(module, variables={**module.variables, **example_variables(module), **(variables or {})})
+    module = module.with_variables({**example_variables(module), **(variables or {})})
     scope = module.scope(_facts(account_id, region, known))
     scope = module.scope({**_facts(account_id, region, known), **known_arns(module, scope)})
     documents: dict[str, dict[str, Any]] = {}

@@ -6,7 +6,9 @@ Each returns an `Outcome` the end-to-end tests assert on (the same code path the
 - `duplicate`: the same push event delivered twice starts one task;
 - `spot`: a Spot interruption mid-training; the ECS stop event makes the trigger start attempt 2, which resumes;
 - `retrain`: a retrain request with parameters trains the pushed image again;
-- `gate-fail`: a push whose model falls below the gate is published but not promoted.
+- `gate-fail`: a push whose model falls below the gate is published but not promoted;
+- `sweep`: a retrain request with a sweep starts one run per parameter set, a few per invocation; the runs
+  train one at a time (2 cores) and the trigger ranks them.
 """
 
 from __future__ import annotations
@@ -179,10 +181,49 @@ def gate_fail(pipeline: Pipeline) -> Outcome:
     return outcome
 
 
+# Five runs: more than one invocation starts (trigger.sweep_flow.STARTS_PER_INVOCATION is 4); the largest
+# learning rates overshoot, so the ranking has something to rank.
+SWEEP = {"grid": {"lr": [0.2, 0.5, 1.5, 6.0, 20.0]}}
+
+
+def sweep(pipeline: Pipeline) -> Outcome:
+    """A sweep: the workflow invokes until every run started, the tasks train one at a time, then the ranking."""
+    from trigger.sweeps import markdown_table  # the trigger's own table (imported late: the handler is loaded fresh)
+
+    outcome = Outcome("sweep", champion_before=pipeline.champion())
+    pushed = pipeline.push_image()
+    outcome.digest = pushed.digest
+    request = {"action": "retrain", "request_id": "7070", "image": pushed.tag, "params": {"epochs": 2}, "sweep": SWEEP}
+    before = set(pipeline.task_arns())
+    pipeline.say.step("The retrain workflow invokes the trigger with a sweep; it invokes again until none remain")
+    pipeline.say.info("request " + json.dumps(request))
+    answer = pipeline.invoke(request)
+    outcome.answers.append(answer)
+    while answer["remaining"]:
+        pipeline.say.info(f"{answer['remaining']} run(s) not started yet: invoking again")
+        answer = pipeline.invoke(request)
+        outcome.answers.append(answer)
+    started = [arn for arn in pipeline.task_arns() if arn not in before]
+    pipeline.say.step(f"The {len(started)} tasks train, one at a time")
+    for task_arn in started:
+        _show_task(pipeline, task_arn)
+        outcome.runs.append(pipeline.run_task(task_arn))
+    pipeline.say.step("Every run ended: the workflow asks once more and the trigger ranks them in sweeps/7070.json")
+    answer = pipeline.invoke(request)
+    outcome.answers.append(answer)
+    if answer.get("state") != "finished":
+        raise PipelineError(f"the sweep did not finish: {answer}")
+    for line in markdown_table(answer).splitlines():
+        pipeline.say.info(line)
+    outcome.champion_after = pipeline.champion()
+    return outcome
+
+
 SCENARIOS: dict[str, Callable[[Pipeline], Outcome]] = {
     "push": push,
     "duplicate": duplicate,
     "spot": spot,
     "retrain": retrain,
     "gate-fail": gate_fail,
+    "sweep": sweep,
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class TerraformModule:
     locals: dict[str, Any]
     resources: dict[tuple[str, str], dict[str, Any]]
     data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # data sources, as resources
+    # every resource the files declare, those counted out by the defaults too (see `with_variables`)
+    declared: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> TerraformModule:
@@ -108,7 +110,17 @@ class TerraformModule:
         for name, body in variables.items():
             if "default" in body:
                 defaults[name] = evaluate_value(body["default"], scope)
-        return cls(path, defaults, local_values, resources, data)
+        # The emulated stack is the default one: a resource whose `count` is 0 there (the optional GPU and
+        # Batch capacity, gpu.tf and batch.tf) does not exist in it.
+        module = cls(path, defaults, local_values, resources, data, declared=resources)
+        return module.with_variables({})
+
+    def with_variables(self, variables: Mapping[str, Any]) -> TerraformModule:
+        """This module with `variables` over its defaults, and only the resources whose `count` is not 0 then."""
+        merged = {**self.variables, **variables}
+        scope = Scope(merged, self.locals, self.declared, self.path)
+        resources = {key: body for key, body in self.declared.items() if _count(body, scope) != 0}
+        return replace(self, variables=merged, resources=resources)
 
     def default_region(self) -> str:
         """The `region` variable's default: the region the stack (and so the emulation) lives in."""
@@ -285,6 +297,17 @@ def rule_targets(module: TerraformModule) -> dict[str, set[str]]:
         for instance in instances:
             targets.setdefault(instance, set()).add(kind.group(1))
     return targets
+
+
+def _count(body: Mapping[str, Any], scope: Scope) -> int | None:
+    """A resource's `count` under the variables' defaults, or None when it has none or it needs an apply."""
+    if "count" not in body:
+        return None
+    try:
+        value = evaluate_value(body["count"], scope)
+    except HclError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _facts(account_id: str, region: str, known: Mapping[tuple[str, str], Any] | None) -> dict[tuple[str, str], Any]:

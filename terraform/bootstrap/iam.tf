@@ -582,7 +582,8 @@ data "aws_iam_policy_document" "stack_boundary" {
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
-      values   = ["ecs-tasks.amazonaws.com"]
+      # batch.amazonaws.com: the trigger registers multi-node job definitions naming the task roles.
+      values = ["ecs-tasks.amazonaws.com", "batch.amazonaws.com"]
     }
   }
 
@@ -603,5 +604,44 @@ data "aws_iam_policy_document" "stack_boundary" {
     sid       = "EncryptNotifications"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [local.stack_resources_by_service.kms_keys]
+  }
+
+  statement {
+    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent,
+    # on this account's clusters and container instances (the stack's role policy narrows them further).
+    sid = "EcsAgent"
+    actions = [
+      "ecs:DeregisterContainerInstance",
+      "ecs:Poll",
+      "ecs:PutSystemLogEvents",
+      "ecs:RegisterContainerInstance",
+      "ecs:StartTelemetrySession",
+      "ecs:SubmitAttachmentStateChanges",
+      "ecs:SubmitContainerStateChange",
+      "ecs:SubmitTaskStateChange",
+    ]
+    resources = [
+      "arn:${local.partition}:ecs:*:${local.account_id}:cluster/*",
+      "arn:${local.partition}:ecs:*:${local.account_id}:container-instance/*",
+    ]
+  }
+
+  statement {
+    # None of these has a resource type.
+    sid       = "EcsAgentEndpointAndBatchLookups"
+    actions   = ["batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs", "ecs:DiscoverPollEndpoint"]
+    resources = ["*"]
+  }
+
+  statement {
+    # Multi-node runs (terraform/batch.tf, off by default): the trigger pins and submits jobs; its role
+    # policy narrows them to the stack's queue and job definition family.
+    sid     = "MultiNodeJobs"
+    actions = ["batch:RegisterJobDefinition", "batch:SubmitJob", "batch:TagResource"]
+    resources = [
+      "arn:${local.partition}:batch:*:${local.account_id}:job-definition/*",
+      "arn:${local.partition}:batch:*:${local.account_id}:job-queue/*",
+      "arn:${local.partition}:batch:*:${local.account_id}:job/*",
+    ]
   }
 }

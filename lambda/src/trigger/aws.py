@@ -1,4 +1,4 @@
-"""The AWS clients the trigger uses: ecs, s3 and ecr, created once per Lambda container.
+"""The AWS clients the trigger uses: ecs, s3, ecr and batch, created once per Lambda container.
 
 They are made on first use rather than at import, so importing the handler costs no client setup
 (tests and `make demo` point them at moto, or pass their own). boto3 is imported here alone: it is
@@ -34,6 +34,7 @@ class Clients:
     ecs: Any
     s3: Any
     ecr: Any
+    batch: Any = None  # multi-node runs (trigger.batch); only called when PUSHTRAIN_BATCH_JOB_QUEUE is set
 
 
 CONDITIONAL_WRITE_MEMBERS = ("IfMatch", "IfNoneMatch")
@@ -64,4 +65,9 @@ def default_clients() -> Clients:
     config = BotoConfig(retries=RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
     s3 = boto3.client("s3", config=config)
     require_conditional_writes(s3, botocore.__version__)
-    return Clients(ecs=boto3.client("ecs", config=config), s3=s3, ecr=boto3.client("ecr", config=config))
+    return Clients(
+        ecs=boto3.client("ecs", config=config),
+        s3=s3,
+        ecr=boto3.client("ecr", config=config),
+        batch=boto3.client("batch", config=config),
+    )

@@ -52,6 +52,13 @@ class Config:
     max_attempts: int
     claim_seconds: int
     reconcile_lookback_days: int
+    # Scale-out (terraform gpu.tf, batch.tf): "" when that capacity is not deployed; requests that need
+    # it are then refused (trigger.compute). The model name locates the versions a sweep ranks.
+    gpu_task_family: str = ""
+    gpu_capacity_provider: str = ""
+    batch_job_queue: str = ""
+    batch_job_definition: str = ""
+    model_name: str = "cifar10"
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -107,6 +114,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     claim_seconds = number("PUSHTRAIN_CLAIM_SECONDS", MIN_CLAIM_SECONDS, MAX_CLAIM_SECONDS)
     reconcile_lookback_days = number("PUSHTRAIN_RECONCILE_LOOKBACK_DAYS", 1, MAX_LOOKBACK_DAYS)
 
+    scale_out = _scale_out(env, problems)
+
     if problems:
         raise ConfigError("invalid trigger configuration: " + "; ".join(problems))
     return Config(
@@ -122,4 +131,27 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         max_attempts=max_attempts,
         claim_seconds=claim_seconds,
         reconcile_lookback_days=reconcile_lookback_days,
+        **scale_out,
     )
+
+
+def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """The optional scale-out variables (empty: not deployed), appending what is wrong to `problems`."""
+
+    def optional(name: str, pattern: re.Pattern[str]) -> str:
+        value = env.get(name, "")
+        if value and not pattern.fullmatch(value):
+            problems.append(f"{name}={value!r} does not match {pattern.pattern}")
+        return value
+
+    values = {
+        "gpu_task_family": optional("PUSHTRAIN_GPU_TASK_FAMILY", _NAME),
+        "gpu_capacity_provider": optional("PUSHTRAIN_GPU_CAPACITY_PROVIDER", _NAME),
+        "batch_job_queue": optional("PUSHTRAIN_BATCH_JOB_QUEUE", _NAME),
+        "batch_job_definition": optional("PUSHTRAIN_BATCH_JOB_DEFINITION", _NAME),
+        "model_name": optional("PUSHTRAIN_MODEL_NAME", _NAME) or "cifar10",
+    }
+    for first, second in (("gpu_task_family", "gpu_capacity_provider"), ("batch_job_queue", "batch_job_definition")):
+        if bool(values[first]) != bool(values[second]):
+            problems.append(f"PUSHTRAIN_{first.upper()} and PUSHTRAIN_{second.upper()} must both be set or both empty")
+    return values

@@ -86,7 +86,7 @@ class Outcome:
 # --- claiming and starting an attempt exactly once -------------------------------------------------
 
 
-def _set_task_arn(spec: RunSpec, task_arn: str, provider: str | None) -> Callable[[Record], Record | None]:
+def set_task_arn(spec: RunSpec, task_arn: str, provider: str | None = None) -> Callable[[Record], Record | None]:
     """Record the attempt's task, and the capacity it got (FARGATE_SPOT, or FARGATE after a Spot refusal)."""
 
     def change(record: Record) -> Record | None:
@@ -113,7 +113,7 @@ def _set_task_arn(spec: RunSpec, task_arn: str, provider: str | None) -> Callabl
     return change
 
 
-def _claim(
+def claim_start(
     clients: Clients, config: Config, known: tuple[Record, str], *, now: datetime, sleep: Sleep
 ) -> tuple[Record, str] | None:
     """Take over a start whose claim was released or expired (compare-and-swap on `claimed_at`).
@@ -138,7 +138,7 @@ def _claim(
     return update_record(clients.s3, config.bucket, known[0]["run_id"], take, now=now, known=known, sleep=sleep)
 
 
-def _release(clients: Clients, config: Config, spec: RunSpec, *, now: datetime, sleep: Sleep) -> None:
+def release_claim(clients: Clients, config: Config, spec: RunSpec, *, now: datetime, sleep: Sleep) -> None:
     """After a start that raised: clear our claim, so the retry need not wait for it to expire.
 
     The retry still looks for a task before RunTask (a timed-out RunTask may have started one).
@@ -180,10 +180,10 @@ def _launched(
             started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
             task_arn, provider = started.task_arn, started.capacity_provider
     except Exception:
-        _release(clients, config, spec, now=now, sleep=sleep)
+        release_claim(clients, config, spec, now=now, sleep=sleep)
         raise
     # From here a task exists: a failure to record it keeps the claim, and the next claimant finds the task.
-    record_task = _set_task_arn(spec, task_arn, provider)
+    record_task = set_task_arn(spec, task_arn, provider)
     update_record(clients.s3, config.bucket, spec.run_id, record_task, now=now, known=claimed, sleep=sleep)
     return Outcome(
         decision,
@@ -199,7 +199,7 @@ def _launched(
     )
 
 
-def _duplicate(decision: str, record: Record) -> Outcome:
+def duplicate_outcome(decision: str, record: Record) -> Outcome:
     return Outcome(
         decision,
         "duplicate",
@@ -230,11 +230,11 @@ def start_run(
     if existing is None:
         raise RecordConflictError(f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads")
     if start_state(existing[0], now, timedelta(seconds=config.claim_seconds)) == STARTED:
-        return _duplicate("start", existing[0])
-    claimed = _claim(clients, config, existing, now=now, sleep=sleep)
+        return duplicate_outcome("start", existing[0])
+    claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
     if claimed is None:
         fresh = read_record(clients.s3, config.bucket, spec.run_id)
-        return _duplicate("start", fresh[0] if fresh else existing[0])
+        return duplicate_outcome("start", fresh[0] if fresh else existing[0])
     return _launched(clients, config, "start", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
 
 
@@ -316,7 +316,7 @@ def _carry_out(
             raise AttemptsExhaustedError(decision.reason)
     elif decision.action == stops.RETRY_RESUME:
         assert existing is not None  # noqa: S101
-        claimed = _claim(clients, config, existing, now=now, sleep=sleep)
+        claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
         if claimed is not None:
             return _launched(clients, config, "resume", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
         fresh = read_record(clients.s3, config.bucket, existing[0]["run_id"])
@@ -409,16 +409,31 @@ def _git_sha_from_tags(tags: tuple[str, ...] | list[str]) -> str | None:
     return next((tag for tag in sorted(tags) if GIT_SHA.fullmatch(tag)), None)
 
 
+def verified_image(clients: Clients, config: Config, image: str) -> ImageFacts:
+    """A requested image (tag or digest) as ECR describes it, refused unless it is a runnable image.
+
+    Every request that names an image (retrain, sweep, multi-node) goes through here: ImageNotFoundError
+    or NotAnImageError name the image.
+    """
+    by_digest = DIGEST.fullmatch(image) is not None
+    facts = describe_image(clients.ecr, config.repository_name, image, by_digest=by_digest)
+    refusal = _refuse_image(clients, config, facts)
+    if refusal is not None:
+        raise NotAnImageError(f"image {image!r} ({facts.digest}) is {refusal}")
+    return facts
+
+
+def git_sha_of(request: RetrainRequest, facts: ImageFacts) -> str | None:
+    """The request's git SHA, else the image's git-SHA tag (the first in sorted order)."""
+    return request.git_sha or _git_sha_from_tags(facts.tags)
+
+
 def handle_retrain(
     clients: Clients, config: Config, request: RetrainRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> tuple[Outcome, dict[str, Any]]:
     """Start a retrain run; the answer is what the retrain workflow reads (docs/contracts.md)."""
-    by_digest = DIGEST.fullmatch(request.image) is not None
-    facts = describe_image(clients.ecr, config.repository_name, request.image, by_digest=by_digest)
-    refusal = _refuse_image(clients, config, facts)
-    if refusal is not None:
-        raise NotAnImageError(f"image {request.image!r} ({facts.digest}) is {refusal}")
-    git_sha = request.git_sha or _git_sha_from_tags(facts.tags)
+    facts = verified_image(clients, config, request.image)
+    git_sha = git_sha_of(request, facts)
     run_id = retrain_run_id(request.request_id, facts.digest, request.params)
     spec = RunSpec(run_id=run_id, attempt=1, digest=facts.digest, git_sha=git_sha, params=request.params)
     outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
@@ -533,7 +548,7 @@ def _repair_start(
     if dry_run:
         return Outcome("repair", "would-start", run_id=record["run_id"], attempt=record.get("attempt"))
     try:
-        claimed = _claim(clients, config, existing, now=now, sleep=sleep)
+        claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
     except StartInFlightError:
         return None
     if claimed is None:

@@ -29,6 +29,7 @@ from trigger.events import (
 from trigger.flows import handle_push, handle_retrain, handle_task_stop, reconcile
 from trigger.log import log_decision
 from trigger.records import Clock, utc_now
+from trigger.scale_out import SCALE_OUT_INPUTS, ScaleOutInput, dispatch_scale_out, parse_scale_out
 
 
 @functools.cache
@@ -49,7 +50,7 @@ def handle(
     raw_id = event.get("id") if isinstance(event, Mapping) else None
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
-        parsed = parse_event(event, config)
+        parsed = parse_scale_out(event, config) or parse_event(event, config)
     except InvalidEventError as error:
         log_decision("reject", "invalid-event", event_id=event_id, error=str(error))
         raise
@@ -60,7 +61,11 @@ def handle(
         raise
 
 
-def _dispatch(parsed: Event, config: Config, clients: Clients, *, clock: Clock, sleep: Sleep) -> dict[str, Any]:
+def _dispatch(
+    parsed: Event | ScaleOutInput, config: Config, clients: Clients, *, clock: Clock, sleep: Sleep
+) -> dict[str, Any]:
+    if isinstance(parsed, SCALE_OUT_INPUTS):  # sweeps, multi-node and GPU requests, Batch jobs (trigger.scale_out)
+        return dispatch_scale_out(parsed, config, clients, clock=clock, sleep=sleep)
     if isinstance(parsed, SkippedEvent):
         return log_decision("skip", "not-for-us", event_id=parsed.event_id, reason=parsed.reason)
     if isinstance(parsed, PushEvent):

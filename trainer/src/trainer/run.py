@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -38,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer import runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
@@ -50,6 +51,10 @@ from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from trainer.data import Cifar10Data
+    from trainer.train import TrainingSession
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +187,25 @@ class Run:
         log.info("run %s already published %s; finishing the gate and status", self.run_id, published[-1])
         return self.finish(published[-1])
 
+    def new_session(self, data: Cifar10Data) -> TrainingSession:
+        """The training session (trainer.distributed.DistributedRun returns one process's share of it)."""
+        from trainer.train import TrainingSession
+
+        return TrainingSession(self.config, data)
+
+    def save_checkpoint(self, checkpoints: Checkpoints, session: TrainingSession, wall_seconds: float) -> None:
+        """Store the session's position (trainer.distributed.DistributedRun: the leader alone stores it)."""
+        checkpoints.save(session.state_dict(), wall_seconds=wall_seconds)
+
     def train(self) -> TrainingOutcome:
         from trainer.data import load_dataset
         from trainer.metrics import EpochResult
         from trainer.resources import hardware_summary
-        from trainer.train import TrainingSession, fit
+        from trainer.train import fit
 
         data = load_dataset(self.config)
         self.heartbeat()  # a large download may take a while: say this trainer is alive before training
-        session = TrainingSession(self.config, data)
+        session = self.new_session(data)
         wall_before = 0.0
         checkpoints = Checkpoints(self.store, self.run_id, self.config, data.checksum)
         payload = checkpoints.load()
@@ -212,8 +227,7 @@ class Run:
 
         def checkpoint() -> None:
             nonlocal saved_step
-            wall = wall_before + time.monotonic() - self.started
-            checkpoints.save(session.state_dict(), wall_seconds=wall)
+            self.save_checkpoint(checkpoints, session, wall_before + time.monotonic() - self.started)
             saved_step = session.global_step
 
         def epoch_done(result: EpochResult) -> None:
@@ -379,6 +393,10 @@ def main(config: TrainConfig, stop: threading.Event | None = None) -> int:
     """
     if not config.run_id:
         config = config.replace(run_id=local_run_id(config))
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes (torchrun); validated there
+        from trainer import distributed
+
+        return distributed.main(config, os.environ, stop)
     store = open_store(config.store_uri)
     with contextlib.ExitStack() as stack:
         if stop is None:

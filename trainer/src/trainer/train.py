@@ -177,13 +177,24 @@ class TrainingSession:
     def _batches(self, plan: datamod.EpochPlan) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         batch_size = self.batch_size
         for i in range(self.step, self._epoch_steps()):
-            idx = plan.order[i * batch_size : (i + 1) * batch_size]
+            idx = self._shard(plan.order[i * batch_size : (i + 1) * batch_size])
             on_device = idx.to(self.device, non_blocking=True)
             images = datamod.to_float(self._train_images[on_device])
             images = datamod.augment(images, plan.shift_y[idx], plan.shift_x[idx], plan.flip[idx], self.augment_pad)
             if not self.channels_last:
                 images = images.contiguous()
             yield i, images, self._train_labels[on_device]
+
+    # Hooks for data-parallel training (trainer.distributed.DistributedSession overrides both): a single
+    # process trains the whole batch and its sums are the epoch's.
+
+    def _shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """The rows of one global batch (training-set indices) that this process trains on."""
+        return batch
+
+    def _end_of_pass(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, int, int]:
+        """The summed loss, correct answers and images of the batches just trained, over every process."""
+        return loss_sum.item(), int(correct.item()), seen
 
     def run_epoch(
         self,
@@ -227,9 +238,10 @@ class TrainingSession:
                 on_batch(self.step, self._epoch_steps(), last_loss)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self._loss_sum += loss_sum.item()
-        self._correct += int(correct.item())
-        self._seen += seen
+        pass_loss, pass_correct, pass_seen = self._end_of_pass(loss_sum, correct, seen)
+        self._loss_sum += pass_loss
+        self._correct += pass_correct
+        self._seen += pass_seen
         self._seconds += time.perf_counter() - started
         if not math.isfinite(self._loss_sum):
             # diverged: the weights are garbage now, and so would be every checkpoint and version after this

@@ -1,0 +1,173 @@
+"""A sweep from GitHub Actions: one retrain request with a grid of learning rates and seeds.
+
+    python3 -m ci.sweep --function pushtrain-trigger --request-id 9876543210 --image 0123abc… \\
+        --model airbench --epochs 10 --lrs "0.5, 1.0, 1.5" --seeds "0, 1" --wait true --timeout-minutes 105
+
+1. Build the retrain request of docs/contracts.md with `"sweep": {"grid": {"lr": [...], "seed": [...]}}`
+   (an empty list leaves that parameter to the model's recipe) and invoke the trigger until its answer
+   says no run `remaining` (it starts at most a few runs per invocation).
+2. With `--wait true`, invoke it again every `--poll-seconds` (it answers the runs' states, reading their
+   records) until it answers `finished`, then write the ranking by test accuracy, champion marked, to
+   $GITHUB_STEP_SUMMARY. Exit 1 when the time runs out (the runs go on) or when no run succeeded.
+
+Only the standard library, like ci.retrain: the runner's own python3 runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ci.retrain import RetrainError, append_summary, build_request, call_trigger, write_output
+
+MAX_RUNS = 32  # the trigger's limit per sweep
+MAX_START_INVOCATIONS = 16  # 32 runs at 4 per invocation need 8; more means the trigger is not progressing
+
+Invoke = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def parse_values(text: str, name: str, kind: type) -> list[Any]:
+    """ "0.5, 1.0" -> [0.5, 1.0]; empty -> [] (the recipe's value). Bad or repeated values raise RetrainError."""
+    values: list[Any] = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise RetrainError(f"{name}: {raw!r} is not a {kind.__name__}") from None
+        if (kind is float and (not math.isfinite(value) or value <= 0)) or (kind is int and value < 0):
+            raise RetrainError(f"{name}: {raw!r} is out of range")
+        if value in values:
+            raise RetrainError(f"{name}: {raw!r} is given twice")
+        values.append(value)
+    return values
+
+
+def sweep_request(base: Mapping[str, Any], lrs: Sequence[float], seeds: Sequence[int]) -> dict[str, Any]:
+    grid: dict[str, list[Any]] = {}
+    if lrs:
+        grid["lr"] = list(lrs)
+    if seeds:
+        grid["seed"] = list(seeds)
+    if not grid:
+        raise RetrainError("a sweep needs learning rates or seeds (comma-separated)")
+    runs = math.prod(len(values) for values in grid.values())
+    if runs > MAX_RUNS:
+        raise RetrainError(f"the sweep makes {runs} runs; the trigger allows {MAX_RUNS}")
+    params = {name: value for name, value in base["params"].items() if name not in grid}
+    return {**base, "params": params, "sweep": {"grid": grid}}
+
+
+def start_all(invoke: Invoke, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Invoke until every run of the sweep is started; the last answer."""
+    for _ in range(MAX_START_INVOCATIONS):
+        answer = invoke(request)
+        if "remaining" not in answer or "runs" not in answer:
+            raise RetrainError(f"the trigger's answer is not a sweep answer: {json.dumps(answer)[:300]}")
+        print(f"sweep {answer.get('request_id')}: {answer['remaining']} run(s) not started yet", flush=True)
+        if answer["remaining"] == 0:
+            return answer
+    raise RetrainError(f"runs still not started after {MAX_START_INVOCATIONS} invocations: {json.dumps(answer)[:300]}")
+
+
+def wait_finished(
+    invoke: Invoke,
+    request: Mapping[str, Any],
+    *,
+    timeout_s: float,
+    poll_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Invoke every `poll_s` until the trigger answers `finished` (every run ended and ranked)."""
+    deadline = clock() + timeout_s
+    while True:
+        answer = invoke(request)
+        if answer.get("state") == "finished":
+            return answer
+        print(f"sweep runs: {json.dumps(answer.get('states', {}))}", flush=True)
+        if clock() + poll_s > deadline:
+            raise RetrainError(f"the sweep did not finish within {timeout_s / 60:.0f} minutes; its runs go on")
+        sleep(poll_s)
+
+
+def ranking_table(answer: Mapping[str, Any]) -> str:
+    """The trigger's ranking as Markdown (the same columns as trigger.sweeps.markdown_table)."""
+    runs = len(answer.get("ranking", []))
+    lines = [
+        f"### Sweep {answer.get('request_id')}: {runs} runs on `{answer.get('image_digest')}`",
+        "",
+        "| rank | run | parameters | state | test accuracy |",
+        "|---:|---|---|---|---:|",
+    ]
+    for row in answer.get("ranking", []):
+        accuracy = f"{row['accuracy']:.4f}" if row.get("accuracy") is not None else "-"
+        crown = " (champion)" if row.get("run_id") == answer.get("champion") else ""
+        params = json.dumps(row.get("params", {}), sort_keys=True, separators=(",", ":"))
+        lines.append(f"| {row['rank']} | `{row['run_id']}`{crown} | `{params}` | {row['state']} | {accuracy} |")
+    if not answer.get("champion"):
+        lines += ["", "No run of this sweep became champion (the gate kept the previous one)."]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m ci.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--function", required=True)
+    parser.add_argument("--request-id", required=True)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--git-sha", default="")
+    parser.add_argument("--model", default="")
+    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--lrs", default="", help="comma-separated learning rates")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds")
+    parser.add_argument("--wait", choices=("true", "false"), default="false", help="wait for the ranking")
+    parser.add_argument("--timeout-minutes", type=float, default=105)
+    parser.add_argument("--poll-seconds", type=float, default=60)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        base = build_request(
+            request_id=args.request_id,
+            image=args.image,
+            git_sha=args.git_sha or None,
+            epochs=args.epochs,
+            lr=None,
+            model=args.model or None,
+        )
+        request = sweep_request(base, parse_values(args.lrs, "lrs", float), parse_values(args.seeds, "seeds", int))
+        print(f"sweep request: {json.dumps(request)}", flush=True)
+        with tempfile.TemporaryDirectory(dir=os.environ.get("RUNNER_TEMP")) as workdir:
+
+            def invoke(payload: Mapping[str, Any]) -> dict[str, Any]:
+                return call_trigger(args.function, payload, Path(workdir))
+
+            started = start_all(invoke, request)
+            write_output("sweep-key", str(started.get("sweep_key", "")))
+            append_summary(f"Started sweep `{args.request_id}`: {len(started['runs'])} runs.")
+            if args.wait != "true":
+                return 0
+            finished = wait_finished(invoke, request, timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds)
+        append_summary(ranking_table(finished))
+        if not any(row.get("state") == "succeeded" for row in finished.get("ranking", [])):
+            print("::error title=sweep::no run of the sweep succeeded")
+            return 1
+    except RetrainError as error:
+        print(f"::error title=sweep::{error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+# GPU training on ECS (off by default, var.gpu): a capacity provider on an Auto Scaling group of GPU
+# instances that starts at 0 and scales with the tasks placed on it (managed scaling), and the GPU task
+# definition family. The trigger registers one revision of that family per image digest, as it does for
+# the Fargate family, and starts it with the capacity provider for requests with compute "gpu".
+#
+# Cost (us-east-1 on-demand list prices, November 2026): idle $0 for the group itself (0 instances) plus
+# the ECS interface endpoints of ec2_capacity.tf ($43.80/month while on). Per run: g6.xlarge (1 NVIDIA L4,
+# 4 vCPU, 16 GiB) $0.8048/h on demand; Spot typically 50-70 % less. airbench94 takes ~4 s of GPU time on
+# an A100 and about 1 minute on an L4 with evaluation, so a run costs about the instance's boot (2-4 min)
+# plus its minute: ~$0.07 on demand.
+
+data "aws_ssm_parameter" "ecs_gpu_ami" {
+  count = local.gpu_enabled ? 1 : 0
+
+  # AWS's public parameter for the current ECS GPU-optimized Amazon Linux 2023 AMI (NVIDIA driver,
+  # container toolkit and the ECS agent with GPU support).
+  name = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+}
+
+resource "aws_launch_template" "gpu" {
+  count = local.gpu_enabled ? 1 : 0
+
+  name_prefix            = "${local.name}-gpu-"
+  description            = "ECS GPU container instances of ${local.cluster_name}"
+  image_id               = data.aws_ssm_parameter.ecs_gpu_ami[0].insecure_value
+  update_default_version = true
+  vpc_security_group_ids = [aws_security_group.tasks.id]
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.container_instance[0].arn
+  }
+
+  # IMDSv2 only, one hop: containers (awsvpc, a hop further) cannot reach the instance's credentials.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+
+    ebs {
+      # The CUDA image is ~6 GB compressed; 60 GiB holds two of them and Docker's scratch.
+      volume_size           = 60
+      volume_type           = "gp3"
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  user_data = base64encode(<<-EOT
+    #!/bin/bash
+    cat >> /etc/ecs/ecs.config <<'CONFIG'
+    ECS_CLUSTER=${aws_ecs_cluster.this.name}
+    ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
+    CONFIG
+  EOT
+  )
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
+  }
+}
+
+resource "aws_autoscaling_group" "gpu" {
+  count = local.gpu_enabled ? 1 : 0
+
+  name_prefix         = "${local.name}-gpu-"
+  min_size            = 0
+  max_size            = var.gpu.max_instances
+  vpc_zone_identifier = [for subnet in aws_subnet.this : subnet.id]
+  # ECS managed termination protection: the capacity provider decides which instance may go.
+  protect_from_scale_in = true
+  capacity_rebalance    = var.gpu.spot
+
+  mixed_instances_policy {
+    # Spot first over several GPU types (price-capacity-optimized picks the deepest pools); with
+    # spot = false every instance is on demand. Tasks wait in PROVISIONING while no capacity exists.
+    instances_distribution {
+      on_demand_base_capacity                  = 0
+      on_demand_percentage_above_base_capacity = var.gpu.spot ? 0 : 100
+      spot_allocation_strategy                 = "price-capacity-optimized"
+    }
+
+    launch_template {
+      launch_template_specification {
+        launch_template_id = aws_launch_template.gpu[0].id
+        version            = aws_launch_template.gpu[0].latest_version
+      }
+
+      dynamic "override" {
+        for_each = var.gpu.instance_types
+        content {
+          instance_type = override.value
+        }
+      }
+    }
+  }
+
+  tag {
+    key                 = "AmazonECSManaged"
+    value               = "true"
+    propagate_at_launch = true
+  }
+
+  lifecycle {
+    # Managed scaling sets the desired capacity.
+    ignore_changes = [desired_capacity]
+
+    precondition {
+      condition     = local.private_network
+      error_message = "gpu.enabled needs network_mode = \"private\": GPU instances reach ECS, ECR and S3 through the VPC endpoints."
+    }
+  }
+}
+
+resource "aws_ecs_capacity_provider" "gpu" {
+  count = local.gpu_enabled ? 1 : 0
+
+  name = local.gpu_provider_name
+
+  auto_scaling_group_provider {
+    auto_scaling_group_arn         = aws_autoscaling_group.gpu[0].arn
+    managed_termination_protection = "ENABLED"
+    managed_draining               = "ENABLED"
+
+    managed_scaling {
+      status                    = "ENABLED"
+      target_capacity           = 100
+      minimum_scaling_step_size = 1
+      maximum_scaling_step_size = var.gpu.max_instances
+      instance_warmup_period    = 300
+    }
+  }
+}
+
+resource "aws_ecs_task_definition" "gpu" {
+  count = local.gpu_enabled ? 1 : 0
+
+  family                   = local.gpu_task_family
+  requires_compatibilities = ["EC2"]
+  network_mode             = "awsvpc"
+  cpu                      = tostring(var.gpu.cpu)
+  memory                   = tostring(var.gpu.memory)
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  # A Docker volume per task: Docker fills a new volume from the image's /scratch, owner included
+  # (the image's non-root user), as Fargate does for the Fargate family.
+  volume {
+    name = "scratch"
+
+    docker_volume_configuration {
+      scope  = "task"
+      driver = "local"
+    }
+  }
+
+  container_definitions = jsonencode([
+    {
+      name      = local.container_name
+      essential = true
+      # Never run: the trigger registers a revision with the pushed (CUDA) image digest for every run.
+      image = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
+
+      environment = [
+        for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }
+      ]
+      resourceRequirements = [{ type = "GPU", value = "1" }]
+
+      readonlyRootFilesystem = true
+      stopTimeout            = 120
+
+      mountPoints = [
+        { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
+      ]
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.trainer.name
+          awslogs-region        = var.region
+          awslogs-stream-prefix = "${local.container_name}-gpu"
+        }
+      }
+    },
+  ])
+}

@@ -1,0 +1,446 @@
+"""Data-parallel training over several processes and machines (PyTorch DDP semantics, torchrun's environment).
+
+    torchrun --standalone --nproc-per-node 2 -m trainer train --model cnn ...   # two processes, one machine
+    python -m trainer torchrun [--setting value ...]   # an AWS Batch multi-node job: Batch's node variables
+                                                       # become torchrun's rendezvous, then torchrun runs `train`
+
+`trainer.run.main` hands over to `main` here whenever WORLD_SIZE is set and not 1 (torchrun sets RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for every process it starts). Backends: gloo on CPU,
+NCCL on CUDA (one GPU per process, cuda:LOCAL_RANK).
+
+Why the result is the single-process result with the same `batch_size` (the global batch):
+
+1. Every process loads the whole dataset and draws the same epoch plan (`trainer.data.plan_epoch` is a
+   function of seed and epoch). Global batch i is cut into WORLD_SIZE equal contiguous shards and rank r
+   trains shard r, so `batch_size` must be a multiple of WORLD_SIZE (checked: exit 2 naming it).
+2. Before every optimizer step the gradients are averaged over the processes in one all-reduce. Each rank's
+   loss is the mean over its shard, so the average is the gradient of the mean over the global batch: the
+   single-process gradient up to floating-point summation order. Parameters start equal (rank 0's are
+   broadcast), so identical steps keep them equal; the epoch's loss and accuracy sums are summed too.
+3. BatchNorm: per-rank batch statistics, not SyncBatchNorm. SyncBatchNorm would add two latency-bound
+   all-reduces per BatchNorm layer per step (airbench has 6) across the network, and PyTorch implements it
+   for accelerators only (no gloo/CPU). Normalizing over shards of 1024/WORLD_SIZE images is the "ghost
+   batch norm" every large-batch recipe trains with (Goyal et al. 2017 used 32 per GPU). The running
+   statistics used for evaluation are averaged over the ranks at the end of every pass, so all ranks (and
+   the checkpoint) hold the same model; for the running mean this is exactly the single-process value
+   (its update is linear in the batch mean). The `cnn` model has no BatchNorm and matches a single
+   process to floating-point order; airbench matches it statistically, not bit for bit.
+4. Stopping: SIGTERM or SIGINT on any rank sets that rank's flag; before every batch (and after every
+   epoch) the ranks agree with one all-reduce (MAX), so every rank stops at the same step, rank 0 stores
+   one checkpoint of that position and records `interrupted`, and every rank exits 75.
+5. Writes: rank 0 (the leader) alone reads and writes the run record, writes checkpoints, publishes and
+   runs the gate; it tells the other ranks (followers) whether to train, and they exit with its exit code.
+   A follower's store view refuses nothing but writes nothing (`FollowerStore`).
+6. Resuming on another world size is allowed (resharded): the training state has no per-rank part (the
+   position is a global step, the partial-epoch sums are global, the model is the same on every rank), so
+   the resumed run continues the same global schedule; only the BatchNorm shards change size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from trainer import runstate
+from trainer.checkpoint import Checkpoints
+from trainer.config import ConfigError, TrainConfig
+from trainer.data import Cifar10Data
+from trainer.metrics import EpochResult
+from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, stop_on_signals
+from trainer.store import Store, StoreError, open_store
+from trainer.train import TrainingSession
+
+log = logging.getLogger(__name__)
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# AWS Batch multi-node parallel jobs (docs.aws.amazon.com/batch/latest/userguide/mnp-env-vars.html);
+# the main node's address is set on child nodes only.
+BATCH_NUM_NODES = "AWS_BATCH_JOB_NUM_NODES"
+BATCH_NODE_INDEX = "AWS_BATCH_JOB_NODE_INDEX"
+BATCH_MAIN_NODE_INDEX = "AWS_BATCH_JOB_MAIN_NODE_INDEX"
+BATCH_MAIN_NODE_ADDRESS = "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"
+RENDEZVOUS_PORT = 29500  # torchrun's default; the Batch security group allows it between the nodes
+# A collective that waits longer than this means a peer is gone (torchrun also tears the group down
+# when any process dies); one epoch of airbench on a CPU takes ~80 s, evaluation included.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
+EXIT_INVALID_CONFIG = 2  # as the CLI's (trainer.__main__)
+TRAIN = "train"  # the leader's message: training starts (otherwise it sends its exit code)
+
+
+class DistributedError(ConfigError):
+    """The torchrun or AWS Batch environment is incomplete or inconsistent (exit 2, naming the variable)."""
+
+
+# --- the environment -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (torchrun's variables)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def _int_variable(environ: Mapping[str, str], name: str, minimum: int) -> int:
+    raw = environ.get(name, "")
+    if not (raw.isascii() and raw.isdecimal()) or int(raw) < minimum:
+        raise DistributedError(name, f"expected an integer >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
+def world_from_env(environ: Mapping[str, str]) -> World:
+    """torchrun's variables, checked; a missing or inconsistent one raises DistributedError naming it."""
+    missing = [name for name in TORCHRUN_VARIABLES if name not in environ]
+    if missing:
+        raise DistributedError(missing[0], f"WORLD_SIZE is set, so torchrun's {', '.join(missing)} must be too")
+    world_size = _int_variable(environ, "WORLD_SIZE", 1)
+    rank = _int_variable(environ, "RANK", 0)
+    if rank >= world_size:
+        raise DistributedError("RANK", f"{rank} is not below WORLD_SIZE {world_size}")
+    port = _int_variable(environ, "MASTER_PORT", 1)
+    if port > 65535:
+        raise DistributedError("MASTER_PORT", f"{port} is not a TCP port")
+    if not environ["MASTER_ADDR"].strip():
+        raise DistributedError("MASTER_ADDR", "must not be empty")
+    return World(rank, world_size, _int_variable(environ, "LOCAL_RANK", 0), environ["MASTER_ADDR"], port)
+
+
+def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[str]:
+    """torchrun's rendezvous flags for this node of an AWS Batch multi-node parallel job.
+
+    Node indices become node ranks with the main node as rank 0 (Batch lets any index be the main node);
+    child nodes reach the main node at the address Batch gives them, the main node listens on its own.
+    """
+    nodes = _int_variable(environ, BATCH_NUM_NODES, 1)
+    node = _int_variable(environ, BATCH_NODE_INDEX, 0)
+    main_node = _int_variable(environ, BATCH_MAIN_NODE_INDEX, 0)
+    if node >= nodes or main_node >= nodes:
+        raise DistributedError(BATCH_NODE_INDEX, f"node {node} / main node {main_node} outside {nodes} nodes")
+    node_rank = 0 if node == main_node else (node + 1 if node < main_node else node)
+    if node == main_node:
+        address = socket.gethostbyname(socket.gethostname())
+    else:
+        address = environ.get(BATCH_MAIN_NODE_ADDRESS, "")
+        if not address:
+            raise DistributedError(BATCH_MAIN_NODE_ADDRESS, "a child node needs the main node's address")
+    return [
+        f"--nnodes={nodes}",
+        f"--node-rank={node_rank}",
+        f"--nproc-per-node={procs_per_node}",
+        f"--master-addr={address}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        "--max-restarts=0",  # a lost node fails the job; AWS Batch's retry strategy starts it again
+    ]
+
+
+def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """`python -m trainer torchrun ...`: exec torchrun for this Batch node with `-m trainer train ...`."""
+    try:
+        procs = torch.cuda.device_count() or 1
+        flags = torchrun_arguments(environ, procs)
+    except ConfigError as err:
+        print(f"trainer: {err}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
+    log.info("starting %s", " ".join(command))
+    os.execv(sys.executable, command)  # noqa: S606 -- our own interpreter running torchrun, no shell
+    return EXIT_FAILED  # not reached
+
+
+# --- the process group -----------------------------------------------------------------------------
+
+
+class Group:
+    """The initialized process group and the few collectives the trainer needs."""
+
+    def __init__(self, world: World, device: torch.device) -> None:
+        self.world = world
+        self.device = device
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{world.master_addr}:{world.master_port}",
+            rank=world.rank,
+            world_size=world.world_size,
+            timeout=COLLECTIVE_TIMEOUT,
+        )
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on any rank."""
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over the ranks (float64: exact for counts below 2**53)."""
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return [float(v) for v in tensor.tolist()]
+
+    def average(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over the ranks, in one all-reduce."""
+        if not tensors:
+            return
+        flat = torch.cat([t.reshape(-1).to(torch.float32) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world.world_size
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def broadcast_from_leader(self, message: Any = None) -> Any:
+        """The leader's `message` on every rank (followers pass nothing)."""
+        box = [message]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Make every parameter and buffer equal to the leader's."""
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --- one process's share of the training -----------------------------------------------------------
+
+
+class DistributedSession(TrainingSession):
+    """A TrainingSession that trains its rank's shard of every global batch; see the module docstring."""
+
+    def __init__(
+        self, config: TrainConfig, data: Cifar10Data, group: Group, raw_stop: threading.Event, agreed: threading.Event
+    ) -> None:
+        world = group.world.world_size
+        assert config.batch_size is not None  # noqa: S101 -- resolved by load_config
+        if config.batch_size % world:
+            raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world}")
+        super().__init__(config, data, device=group.device)
+        self.group = group
+        self.raw_stop = raw_stop
+        self.agreed = agreed
+        self.shard_size = config.batch_size // world
+        group.broadcast_module(self.model)
+        self.optimizer.register_step_pre_hook(self._average_gradients)
+        self._norm_buffers = [
+            buffer
+            for module in self.model.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            for buffer in (module.running_mean, module.running_var)
+            if buffer is not None
+        ]
+
+    def _average_gradients(self, *_: Any) -> None:
+        self.group.average([p.grad for p in self.model.parameters() if p.grad is not None])
+
+    def _shard(self, batch: torch.Tensor) -> torch.Tensor:
+        start = self.group.world.rank * self.shard_size
+        return batch[start : start + self.shard_size]
+
+    def _end_of_pass(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, int, int]:
+        total_loss, total_correct, total_seen = self.group.sum([loss_sum.item(), float(correct.item()), seen])
+        self.group.average(self._norm_buffers)
+        return total_loss, round(total_correct), round(total_seen)
+
+    def _agree_to_stop(self) -> bool:
+        if self.group.any(self.raw_stop.is_set()):
+            self.agreed.set()
+        return self.agreed.is_set()
+
+    def run_epoch(
+        self,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> EpochResult | None:
+        """As TrainingSession.run_epoch, with one stop decision for all ranks (a collective per batch).
+
+        `Run` reads the agreed event after an epoch, so the ranks agree once more there: a signal that
+        arrives during evaluation stops every rank before the next epoch, not just the one it reached.
+        """
+        result = super().run_epoch(lambda: self._agree_to_stop() or should_stop(), on_batch)
+        if result is not None:
+            self._agree_to_stop()
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"world_size": self.group.world.world_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("world_size", 1)
+        if saved != self.group.world.world_size:
+            log.warning(
+                "checkpoint was written by %s processes, resuming on %s: the global batch and schedule are"
+                " unchanged (resharded); BatchNorm now normalizes over %d images per process",
+                saved, self.group.world.world_size, self.shard_size,
+            )  # fmt: skip
+        super().load_state_dict({k: v for k, v in state.items() if k != "world_size"})
+
+
+class FollowerStore(Store):
+    """A follower's view of the store: it reads what the leader wrote, and its writes are the leader's to make.
+
+    A follower runs the same `Run.train` as the leader (the same resume, the same epochs); the checkpoint it
+    would store is byte for byte the leader's position, so dropping it keeps the one-writer rule without a
+    second training loop.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get_with_etag(key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self.inner.list(prefix)
+
+    def download_file(self, key: str, path: Path) -> None:
+        self.inner.download_file(key, path)
+
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        log.debug("follower: not writing %s (rank 0 writes it)", key)
+        return ""
+
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+        log.debug("follower: not writing %s (rank 0 writes it)", key)
+        return ""
+
+
+class DistributedRun(Run):
+    """The leader runs the whole `Run` (record, resume, publish, gate); a follower only `train`s."""
+
+    def __init__(self, config: TrainConfig, store: Store, group: Group, raw_stop: threading.Event) -> None:
+        self.agreed = threading.Event()  # set on every rank at the same step (see DistributedSession)
+        super().__init__(config, store if group.world.leader else FollowerStore(store), self.agreed)
+        self.group = group
+        self.raw_stop = raw_stop
+        self.announced = False
+
+    def new_session(self, data: Cifar10Data) -> TrainingSession:
+        return DistributedSession(self.config, data, self.group, self.raw_stop, self.agreed)
+
+    def heartbeat(self) -> None:
+        """The leader alone holds and renews the run's lease; a follower never touches it."""
+        if self.group.world.leader:
+            super().heartbeat()
+
+    def save_checkpoint(self, checkpoints: Checkpoints, session: TrainingSession, wall_seconds: float) -> None:
+        """The leader alone stores checkpoints (both slots and their sidecars); every rank holds the same state."""
+        if self.group.world.leader:
+            super().save_checkpoint(checkpoints, session, wall_seconds)
+
+    def train(self) -> Any:
+        if self.group.world.leader:
+            self.group.broadcast_from_leader(TRAIN)
+            self.announced = True
+        return super().train()
+
+    def lead(self) -> int:
+        """The leader's attempt: the whole Run, then its exit code to the followers."""
+        try:
+            code = self.execute()
+        except ConfigError as err:  # found only against the data (batch_size): the CLI exits 2
+            self.group.broadcast_from_leader(EXIT_INVALID_CONFIG)
+            raise err from None
+        except (runstate.LeaseHeldError, runstate.LeaseLostError) as exc:  # another live trainer has this run
+            log.error("run %s: %s", self.run_id, exc)  # noqa: TRY400 -- the cause is the message
+            code = EXIT_DUPLICATE
+        except (runstate.RunStateError, StoreError, OSError) as exc:  # the record cannot be read or written
+            log.error("run %s: cannot record its status in %s: %s", self.run_id, self.store.uri, exc)  # noqa: TRY400 -- the cause is the message
+            code = EXIT_FAILED
+        try:
+            self.group.broadcast_from_leader(code)
+        except RuntimeError as exc:  # a follower that failed on its own has left the group already
+            log.warning("run %s: could not tell every rank the exit code %d: %s", self.run_id, code, exc)
+        return code
+
+    def follow(self) -> int:
+        """A follower's attempt: train when the leader trains, then exit with the leader's code."""
+        message = self.group.broadcast_from_leader()
+        if message != TRAIN:
+            return int(message)
+        try:
+            self.train()
+        except Interrupted:
+            log.info("rank %d: stopped with the other ranks", self.group.world.rank)
+        except ConfigError as err:  # the leader meets the same setting at the same point and reports it
+            log.info("rank %d: %s", self.group.world.rank, err)
+        except Exception:  # the leader may be waiting in a collective: leave, torchrun ends the others
+            log.exception("rank %d: training failed", self.group.world.rank)
+            return EXIT_FAILED
+        return int(self.group.broadcast_from_leader())
+
+
+def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event | None = None) -> int:
+    """One rank of a distributed run: join the group, lead or follow, leave the group; the exit code.
+
+    stop: the event the CLI's signal handlers (installed first thing) set; without one, handlers are
+    installed for the duration of the run.
+    """
+    world = world_from_env(environ)
+    if (config.batch_size or 0) % world.world_size:  # refused by every rank before any of them waits for another
+        raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world.world_size}")
+    device = _device_for(config, world)
+    if not world.leader:
+        config = config.replace(progress="none")  # one progress report per run: the leader's
+    group = Group(world, device)
+    log.info("rank %d of %d joined (%s, %s)", world.rank, world.world_size, dist.get_backend(), device)
+    try:
+        with contextlib.ExitStack() as stack:
+            raw_stop = stop if stop is not None else stack.enter_context(stop_on_signals())
+            run = DistributedRun(config, open_store(config.store_uri), group, raw_stop)
+            try:
+                return run.lead() if world.leader else run.follow()
+            except (StoreError, OSError) as exc:
+                log.error("run %s rank %d: %s", config.run_id, world.rank, exc)  # noqa: TRY400 -- the cause is the message
+                return EXIT_FAILED
+    finally:
+        group.close()
+
+
+def _device_for(config: TrainConfig, world: World) -> torch.device:
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    torch.cuda.set_device(world.local_rank)
+    return torch.device("cuda", world.local_rank)
+
+
+__all__ = [
+    "DistributedError",
+    "DistributedRun",
+    "DistributedSession",
+    "FollowerStore",
+    "Group",
+    "World",
+    "launch",
+    "main",
+    "torchrun_arguments",
+    "world_from_env",
+]
