@@ -94,3 +94,51 @@ def test_bf16_within_two_standard_errors_is_parity_and_below_is_a_loss() -> None
     assert ok and noise > 0
     diff, _, ok = parity_verdict({"fp32": [0.80, 0.80, 0.81], "bf16": [0.70, 0.71, 0.70]})
     assert not ok and diff == pytest.approx(-0.1, abs=1e-9)
+
+
+# --- the recipe's phases and the physical floor ------------------------------------------------------
+
+
+def test_airbench_recipe_has_a_phase_with_the_whitening_bias_and_one_without() -> None:
+    from trainer.bench import phases
+
+    # 476 steps of 48 per epoch: the first 3 epochs train the whitening bias, the other 332 steps do not
+    assert phases("airbench", 48, 476) == [(0, 144), (3, 332)]
+    assert phases("airbench", 48, 100) == [(0, 100)]  # a run shorter than 3 epochs has one phase
+    assert phases("cnn", 195, 1950) == [(0, 1950)]
+
+
+def test_a_fixed_whitening_bias_skips_the_first_convolutions_input_gradient() -> None:
+    # GIVEN the default model in epoch 0 (whitening bias trains) and in epoch 3 (it is fixed)
+    early, _ = train_flops_per_image(build_model("airbench"), epoch=0)
+    late, _ = train_flops_per_image(build_model("airbench"), epoch=3)
+    # THEN the late step saves the input gradient of the 24 -> 64 conv at 31x31: 31*31*64*24*9 MACs x 2
+    assert early - late == pytest.approx(2 * 31 * 31 * 64 * 24 * 9, rel=0.01)
+
+
+def test_the_recipe_row_weights_each_phase_by_its_steps() -> None:
+    from trainer.bench import _combine, estimate
+
+    # GIVEN 144 steps at 2 s and 332 steps at 1.5 s, batch 1024, 0.7 and 0.68 GFLOP per image
+    part = {"batch_size": 1024, "cpu_efficiency": 0.9, "windows_per_s": [1.0], "gflop_per_image_no_padding": 0.6}
+    early = {**part, "epoch": 0, "steps": 144, "step_seconds": 2.0, "gflop_per_image": 0.7}
+    late = {**part, "epoch": 3, "steps": 332, "step_seconds": 1.5, "gflop_per_image": 0.68}
+    row = _combine([early, late])
+    seconds = 144 * 2.0 + 332 * 1.5
+    assert row["per_s"] == pytest.approx(476 * 1024 / seconds)
+    assert row["gflops"] == pytest.approx((144 * 0.7 + 332 * 0.68) * 1024 / seconds)
+    # AND the estimate takes each phase's steps at that phase's step time
+    row.update(total_steps=476, step_seconds=99.0, plan_seconds=0.0, epoch_eval_images=0, eval_per_s=1.0)
+    row.update(eval_tta_per_s=1e9, whitening_seconds=0.0)
+    assert estimate(row, epochs=9.9, cost_per_hour=0.0)["train_s"] == pytest.approx(seconds)
+
+
+def test_floor_is_every_flop_of_the_recipe_at_the_peak() -> None:
+    from trainer.bench import floor, tta_views
+
+    assert [tta_views(level) for level in (0, 1, 2)] == [1, 2, 6]
+    row = {"recipe_train_gflop": 300_000.0, "epoch_eval_images": 2000, "eval_gflop_per_image": 0.25}
+    f = floor(row, epochs=9.9, peak_gflops=400.0)
+    # 10 progress evaluations of 2,000 images and 6 views of the 10,000 test images at the end
+    assert f["eval_gflop"] == pytest.approx((10 * 2000 + 6 * 10_000) * 0.25)
+    assert f["seconds"] == pytest.approx((300_000 + f["eval_gflop"]) / 400)
