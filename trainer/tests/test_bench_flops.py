@@ -142,3 +142,21 @@ def test_floor_is_every_flop_of_the_recipe_at_the_peak() -> None:
     # 10 progress evaluations of 2,000 images and 6 views of the 10,000 test images at the end
     assert f["eval_gflop"] == pytest.approx((10 * 2000 + 6 * 10_000) * 0.25)
     assert f["seconds"] == pytest.approx((300_000 + f["eval_gflop"]) / 400)
+
+
+def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
+    from trainer import bench
+
+    # GIVEN tiny sizes (the code paths of a full run, numbers meaningless) and its data cache in tmp
+    monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
+    tiny = bench.Sizes(
+        train=512, test=64, parity_train=128, parity_test=32, parity_epochs=1, parity_seeds=(0, 1),
+        cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), matmul_n=256,
+    )  # fmt: skip
+    # WHEN every section but the seed loop runs
+    results = bench.run(("machine", "throughput", "estimate", "parity"), tiny)
+    text = bench.report(results)
+    # THEN the report has the phases, the whole-recipe ratio, the estimate, the floor and the parity table
+    for expected in ("from epoch 0", "from epoch 3", "over the whole recipe", "ESTIMATE", "FLOOR:", "parity"):
+        assert expected in text
+    assert results["floor"]["seconds"] > 0

@@ -67,6 +67,7 @@ class Sizes:
     parity_seeds: tuple[int, ...] = (0, 1, 2)
     cnn_steps: tuple[int, int, int] = (3, 4, 5)  # (warm-up steps, windows, steps per window)
     airbench_steps: tuple[int, int, int] = (2, 3, 2)
+    matmul_n: int = 2048  # n x n matrices for the peak (large enough for the peak, small enough to fit caches)
 
 
 FULL = Sizes()
@@ -377,9 +378,8 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
         for precision in ("fp32", "bf16"):
             config = _config(root, work, "--model", model, "--precision", precision)
             parts = []
-            session = None
-            probe = TrainingSession(config, data)
-            for epoch, phase_steps in phases(model, probe.steps_per_epoch, probe.total_steps):
+            session = TrainingSession(config, data)
+            for epoch, phase_steps in phases(model, session.steps_per_epoch, session.total_steps):
                 with _step(f"{model} {precision} from epoch {epoch}", results):
                     session = _phase_session(config, data, epoch)
                     phase_flops, phase_no_pad = train_flops_per_image(build_model(model), epoch=epoch)
@@ -393,7 +393,6 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
                         gflop_per_image_no_padding=phase_no_pad / 1e9,
                     )
                     parts.append(part)
-            assert session is not None
             record = _combine(parts)
             record["step_seconds"] = sum(p["steps"] * p["step_seconds"] for p in parts) / sum(p["steps"] for p in parts)
             if model == "airbench":
@@ -514,7 +513,7 @@ def run(sections: tuple[str, ...], sizes: Sizes = FULL) -> dict[str, Any]:
         if "machine" in sections:
             with _step("matmul", results):
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                    results[f"matmul_{name}"] = _window_record(matmul_gflops(dtype, threads), 1e9)
+                    results[f"matmul_{name}"] = _window_record(matmul_gflops(dtype, threads, sizes.matmul_n), 1e9)
         if {"seed", "throughput", "estimate"} & set(sections):
             with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
                 root = _cached_synth(sizes.train, sizes.test, synth.EASY)
@@ -551,6 +550,37 @@ def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for model in ("cnn", "airbench"):
         rows += [results[model][p] for p in ("fp32", "bf16") if model in results]
     return rows
+
+
+def _estimate_lines(results: dict[str, Any]) -> list[str]:
+    """The full-recipe estimate, its ratio to the 10-minute goal, and the floor."""
+    lines: list[str] = []
+    a = results["airbench"]["bf16"]
+    lines += [
+        "",
+        f"ESTIMATE, full default recipe on 50,000 + 10,000 images ({a['total_steps']} steps of "
+        f"{a['batch_size']} in {RECIPES['airbench']['epochs']} epochs, "
+        f"{a['epoch_eval_images']} test images per epoch, TTA level {recipe.TTA_LEVEL} on all {CIFAR10_TEST:,} "
+        f"at the end), {results['threads']} threads:",
+    ]
+    auto = "bf16" if results["native_bf16"] else "fp32"
+    for precision in ("fp32", "bf16"):
+        e = results["estimate"][precision]
+        mark = " <- precision=auto here" if precision == auto else ""
+        lines.append(
+            f"  {precision}: {e['train_s'] / 60:.1f} min training + {e['eval_s'] / 60:.1f} min evaluation = "
+            f"{e['total_s'] / 60:.1f} min; Fargate 2 vCPU ${e['cost_on_demand']:.3f} on-demand, "
+            f"~${e['cost_spot']:.3f} Spot{mark}"
+        )
+    lines.append(f"RATIO estimated minutes ({auto}) / 10-minute goal: {results['estimate'][auto]['total_s'] / 600:.2f}")
+    if "floor" in results:
+        f = results["floor"]
+        lines.append(
+            f"FLOOR: the recipe's {f['train_gflop'] / 1e3:.0f} TFLOP of training + {f['eval_gflop'] / 1e3:.0f} TFLOP "
+            f"of evaluation at 100 % of the bf16 matmul peak take {f['seconds'] / 60:.1f} min here; "
+            f"10 minutes would need {f['seconds'] / 600:.2f}x that peak"
+        )
+    return lines
 
 
 def report(results: dict[str, Any]) -> str:
@@ -602,33 +632,7 @@ def report(results: dict[str, Any]) -> str:
                 f"({r['gflops_no_padding'] / peak['bf16']:.2f} counting only work on real pixels)"
             )
     if "estimate" in results:
-        a = results["airbench"]["bf16"]
-        lines += [
-            "",
-            f"ESTIMATE, full default recipe on 50,000 + 10,000 images ({a['total_steps']} steps of "
-            f"{a['batch_size']} in {RECIPES['airbench']['epochs']} epochs, "
-            f"{a['epoch_eval_images']} test images per epoch, TTA level {recipe.TTA_LEVEL} on all {CIFAR10_TEST:,} "
-            f"at the end), {results['threads']} threads:",
-        ]
-        auto = "bf16" if results["native_bf16"] else "fp32"
-        for precision in ("fp32", "bf16"):
-            e = results["estimate"][precision]
-            mark = " <- precision=auto here" if precision == auto else ""
-            lines.append(
-                f"  {precision}: {e['train_s'] / 60:.1f} min training + {e['eval_s'] / 60:.1f} min evaluation = "
-                f"{e['total_s'] / 60:.1f} min; Fargate 2 vCPU ${e['cost_on_demand']:.3f} on-demand, "
-                f"~${e['cost_spot']:.3f} Spot{mark}"
-            )
-        lines.append(
-            f"RATIO estimated minutes ({auto}) / 10-minute goal: {results['estimate'][auto]['total_s'] / 600:.2f}"
-        )
-        if "floor" in results:
-            f = results["floor"]
-            lines.append(
-                f"FLOOR: the recipe's {f['train_gflop'] / 1e3:.0f} TFLOP of training + {f['eval_gflop'] / 1e3:.0f} TFLOP "
-                f"of evaluation at 100 % of the bf16 matmul peak take {f['seconds'] / 60:.1f} min here; "
-                f"10 minutes would need {f['seconds'] / 600:.2f}x that peak"
-            )
+        lines += _estimate_lines(results)
     if "parity" in results:
         p = results["parity"]
         diff, noise, ok = parity_verdict(p["accuracy"])
