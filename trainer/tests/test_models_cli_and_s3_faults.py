@@ -26,9 +26,10 @@ from trainer.config import TrainConfig
 from trainer.gate import champion_key
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.publish import TrainingOutcome, publish_version, version_prefix
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.runstate import new_record, read_status, set_state, status_key
 from trainer.store import S3_MAX_ATTEMPTS, LocalStore, S3Store, StoreError, open_store
+from trainer.versions import version_prefix
 
 from trainer import registry_cli
 

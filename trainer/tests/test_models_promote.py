@@ -13,8 +13,9 @@ from trainer.gate import promote_if_better, read_champion
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
 from trainer.promote import champion_stack, change_champion
-from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.store import LocalStore, PreconditionFailed, Store
+from trainer.versions import new_version_id
 
 A, B, C = (new_version_id(f"push-{c * 20}", datetime(2026, 11, 24 + i, 9, tzinfo=UTC)) for i, c in enumerate("abc"))
 

@@ -12,17 +12,10 @@ import torch
 from trainer.config import TrainConfig
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.publish import (
-    MANIFEST,
-    VERSION_FILES,
-    TrainingOutcome,
-    VersionExistsError,
-    new_version_id,
-    publish_version,
-    run_id_of_version,
-)
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.registry import published_versions
 from trainer.store import LocalStore, PreconditionFailed, Store, StoreError
+from trainer.versions import MANIFEST, VERSION_FILES, VersionExistsError, new_version_id, run_id_of_version
 
 RUNS_MD = Path(__file__).resolve().parents[1] / "RUNS.md"
 RUN_ID = "push-0123456789abcdef0123"

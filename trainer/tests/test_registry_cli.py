@@ -13,8 +13,9 @@ from trainer.config import TrainConfig
 from trainer.gate import promote_if_better
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.store import LocalStore
+from trainer.versions import new_version_id
 
 CLASSES = tuple(f"c{i}" for i in range(10))
 OLD = new_version_id("push-aaaaaaaaaaaaaaaaaaaa", datetime(2026, 11, 24, 9, 0, tzinfo=UTC))

@@ -18,10 +18,11 @@ from trainer.config import TrainConfig
 from trainer.finish import after_success, run_report_key
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.report import SPOT, GateView, curves_figure, gate_view, mermaid_curves, render_report
 from trainer.run import run_gate
 from trainer.store import LocalStore
+from trainer.versions import new_version_id
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # importlib mode: shared test helpers
 from mermaid_grammar import mermaid_block, mermaid_xychart_errors

@@ -20,11 +20,12 @@ from trainer.checkpoint import checkpoint_key, sidecar_key
 from trainer.config import TrainConfig
 from trainer.gate import champion_key
 from trainer.nets import ModelEntry, Normalize, Recipe
-from trainer.publish import MANIFEST, PublishError, VersionExistsError, publish_version, version_prefix
+from trainer.publish import publish_version
 from trainer.registry import published_versions
 from trainer.runstate import new_record, read_status, status_key
 from trainer.store import LocalStore, Store, StoreError
 from trainer.synth import write_folder
+from trainer.versions import MANIFEST, PublishError, VersionExistsError, version_prefix
 
 from trainer import nets, registry_cli, run, runstate
 

@@ -182,3 +182,29 @@ def test_s3_without_credentials_says_how_to_provide_them(tmp_path: Path) -> None
     assert "AWS_PROFILE" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs", "list"],
+        ["runs", "show", "push-nothere"],
+        ["models", "list"],
+        ["models", "show", "20261125T190000Z-push-nothere"],
+        ["models", "champion"],
+    ],
+)
+def test_read_only_commands_never_load_torch(store_uri: str, argv: list[str]) -> None:
+    # GIVEN a store; WHEN a read-only command runs (answers and expected failures alike)
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['trainer', *{argv!r}, '--store', {store_uri!r}]\n"
+        "try:\n    runpy.run_module('trainer', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'trainer' / 'src'}"}
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    # THEN torch was never imported: these commands answer in a fraction of a second
+    assert done.stderr.strip().endswith("NO-TORCH"), done.stderr

@@ -23,9 +23,10 @@ from trainer.config import TrainConfig
 from trainer.finish import after_success
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.publish import TrainingOutcome, new_version_id, publish_version
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.run import run_gate
 from trainer.store import LocalStore
+from trainer.versions import new_version_id
 
 mlflow = pytest.importorskip("mlflow")
 # The server takes tens of seconds to start on a small machine; still part of `make test`.

@@ -24,18 +24,20 @@ F = TypeVar("F", bound=Callable[..., int])
 
 def store_options() -> argparse.ArgumentParser:
     """A parent parser with --store, --model-name and --json, defaulting from TRAINER_* like `train`."""
-    from trainer.config import TrainConfig  # here: `python -m trainer` installs its signal handlers before torch
+    # Not TrainConfig's defaults: trainer.config imports torch (its model registry), which read-only
+    # commands never need; TrainConfig takes its defaults from these same constants.
+    from trainer.store import DEFAULT_STORE_URI
+    from trainer.versions import DEFAULT_MODEL_NAME
 
-    defaults = TrainConfig()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--store",
-        default=os.environ.get("TRAINER_STORE_URI", defaults.store_uri),
+        default=os.environ.get("TRAINER_STORE_URI", DEFAULT_STORE_URI),
         help="artifact store: s3://bucket[/prefix] or a local folder (default: $TRAINER_STORE_URI or %(default)s)",
     )
     common.add_argument(
         "--model-name",
-        default=os.environ.get("TRAINER_MODEL_NAME", defaults.model_name),
+        default=os.environ.get("TRAINER_MODEL_NAME", DEFAULT_MODEL_NAME),
         help="model name under models/ (default: $TRAINER_MODEL_NAME or %(default)s)",
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -50,22 +52,28 @@ def explain(exc: BaseException) -> str:
     return text
 
 
+# The failures that are the world's, not the code's, by the module that defines them. A module that was
+# never imported cannot have raised its error, so asking does not import it (the data and checkpoint
+# modules load torch, which the `models` and `runs` commands never need).
+EXPECTED_FAILURES = (
+    ("trainer.data", "DatasetError"),
+    ("trainer.checkpoint", "CheckpointError"),
+    ("trainer.versions", "PublishError"),
+    ("trainer.gate", "GateError"),
+    ("trainer.store", "StoreError"),
+    ("botocore.exceptions", "BotoCoreError"),
+    ("botocore.exceptions", "ClientError"),
+)
+
+
 def expected_failure(exc: BaseException) -> bool:
     """A failure that is the world's, not the code's (no data, no credentials, S3 refused): one line is enough."""
-    from trainer.checkpoint import CheckpointError
-    from trainer.data import DatasetError
-    from trainer.gate import GateError
-    from trainer.publish import PublishError
-    from trainer.store import StoreError
-
-    expected: tuple[type[BaseException], ...] = (DatasetError, StoreError, CheckpointError, PublishError, GateError)
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        expected = (*expected, BotoCoreError, ClientError)
-    except ImportError:  # pragma: no cover -- boto3 is a dependency; only a broken install lacks it
-        pass
-    return isinstance(exc, expected)
+    for module_name, class_name in EXPECTED_FAILURES:
+        module = sys.modules.get(module_name)
+        expected = getattr(module, class_name, None) if module is not None else None
+        if isinstance(expected, type) and isinstance(exc, expected):
+            return True
+    return False
 
 
 def log_failure(log: logging.Logger, run_id: str, exc: BaseException) -> None:

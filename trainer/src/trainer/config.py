@@ -30,6 +30,8 @@ from typing import Any
 
 from trainer import nets
 from trainer.notify import TOPIC_ARN
+from trainer.store import DEFAULT_STORE_URI
+from trainer.versions import DEFAULT_MODEL_NAME
 
 ENV_PREFIX = "TRAINER_"
 
@@ -107,8 +109,8 @@ class TrainConfig:
     data_uri: str = ".pushtrain/data"  # folder holding cifar-10-batches-py/ (or the .tar.gz; a path or file:///),
     #                                    s3://bucket/key/cifar-10-python.tar.gz, or "download" (torchvision)
     work_dir: str = ".pushtrain/work"  # the only place the trainer writes locally (dataset cache, scratch)
-    store_uri: str = ".pushtrain/store"  # artifact store: a local folder (path or file:///path) or s3://bucket[/prefix]
-    model_name: str = "cifar10"  # models/<model_name>/<version>/ in the store
+    store_uri: str = DEFAULT_STORE_URI  # artifact store: a local folder (path or file:///path) or s3://bucket[/prefix]
+    model_name: str = DEFAULT_MODEL_NAME  # models/<model_name>/<version>/ in the store
     limit_train: int = 0  # use only the first N training images (0: all); for quick runs
     limit_test: int = 0  # use only the first N test images (0: all)
 

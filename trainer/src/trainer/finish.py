@@ -27,9 +27,9 @@ from typing import Any
 from trainer import runstate
 from trainer.config import TrainConfig
 from trainer.gate import read_champion
-from trainer.publish import CURVES_FILE, METRICS_FILE, read_manifest, version_prefix
 from trainer.report import GateView, cost_line, gate_view, render_report
 from trainer.store import Store
+from trainer.versions import CURVES_FILE, METRICS_FILE, read_manifest, version_prefix
 
 log = logging.getLogger(__name__)
 

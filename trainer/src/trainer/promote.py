@@ -34,9 +34,9 @@ from typing import Any
 
 from trainer.cli_common import EXIT_FAILED, EXIT_OK, explain
 from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion
-from trainer.publish import read_manifest
 from trainer.registry import verify_files
 from trainer.store import NotFound, PreconditionFailed, Store, StoreError, open_store
+from trainer.versions import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -45,31 +45,27 @@ from trainer.config import TrainConfig
 from trainer.metrics import EpochResult, EvalResult
 from trainer.report import plot_curves, render_report
 from trainer.store import NotFound, PreconditionFailed, Store, sha256_file
+from trainer.versions import (
+    CURVES_FILE,
+    MANIFEST,
+    MANIFEST_SCHEMA,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    REPORT_FILE,
+    TORCHSCRIPT_FILE,
+    VERSION_FILES,
+    PublishError,
+    VersionExistsError,
+    version_prefix,
+)
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "pushtrain-model"
-MODEL_FORMAT_VERSION = 1
-MANIFEST_SCHEMA = 1
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.pt"
-TORCHSCRIPT_FILE = "model.torchscript.pt"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.png"
-REPORT_FILE = "report.md"
-# Written in this order; the manifest (the commit point) comes after all of them.
-VERSION_FILES = (MODEL_FILE, TORCHSCRIPT_FILE, METRICS_FILE, CURVES_FILE, REPORT_FILE)
 IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 RGB
 # Traced and eager outputs agree to float rounding; a larger gap means the trace lost a branch.
 TORCHSCRIPT_TOLERANCE = 1e-4
-
-
-class PublishError(Exception):
-    """The version could not be published."""
-
-
-class VersionExistsError(PublishError):
-    """The version is already published (or partly written): published versions are never overwritten."""
 
 
 @dataclass(frozen=True)
@@ -93,24 +89,6 @@ class PublishedVersion:
     version: str
     uri: str
     manifest: dict[str, Any]
-
-
-def version_prefix(model_name: str, version: str) -> str:
-    return f"models/{model_name}/{version}/"
-
-
-def new_version_id(run_id: str, now: datetime) -> str:
-    """A sortable version id: a UTC time, then the run id. A run passes the time its record was created, so
-    every attempt (and any duplicate trainer) of one run names the same version: one run, one version."""
-    return f"{now:%Y%m%dT%H%M%SZ}-{run_id}"
-
-
-def run_id_of_version(version: str) -> str:
-    """The run id inside a version id made by new_version_id."""
-    stamp, sep, run_id = version.partition("-")
-    if not sep or len(stamp) != len("20261125T190000Z"):
-        raise ValueError(f"not a version id: {version!r} (want <YYYYmmddTHHMMSSZ>-<run_id>)")
-    return run_id
 
 
 # --- the files --------------------------------------------------------------------------------
@@ -300,19 +278,3 @@ def publish_version(
         _accept_if_identical(store, prefix + MANIFEST, hashlib.sha256(body).hexdigest(), exc)
     log.info("published %s (accuracy %.4f)", store.uri_of(prefix), outcome.evaluation.accuracy)
     return PublishedVersion(config.model_name, version, store.uri_of(prefix), manifest)
-
-
-def read_manifest(store: Store, model_name: str, version: str) -> dict[str, Any]:
-    """The manifest of a published version (NotFound if the version is not published).
-
-    A manifest that is not a JSON object raises ValueError naming it.
-    """
-    key = version_prefix(model_name, version) + MANIFEST
-    data = store.get(key)
-    try:
-        manifest = json.loads(data)
-    except ValueError as exc:
-        raise ValueError(f"{store.uri_of(key)} is not JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{store.uri_of(key)} is not a manifest (a JSON {type(manifest).__name__})")  # noqa: TRY004 -- damaged data, reported like unparsable JSON
-    return manifest

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.gate import read_champion
-from trainer.publish import MANIFEST, read_manifest, run_id_of_version
 from trainer.store import NotFound, Store
+from trainer.versions import MANIFEST, read_manifest, run_id_of_version
 
 
 @dataclass(frozen=True)

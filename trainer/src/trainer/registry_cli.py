@@ -121,8 +121,8 @@ def _rows(described: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     from trainer import runstate
-    from trainer.publish import read_manifest
     from trainer.run import run_gate
+    from trainer.versions import read_manifest
 
     store = open_store(store_uri)
     try:

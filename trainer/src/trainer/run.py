@@ -48,9 +48,10 @@ from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
 from trainer.finish import after_success
 from trainer.gate import GateError, promote_if_better
 from trainer.progress import make_progress
-from trainer.publish import TrainingOutcome, new_version_id, publish_version, read_manifest
+from trainer.publish import TrainingOutcome, publish_version
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
+from trainer.versions import new_version_id, read_manifest
 
 if TYPE_CHECKING:
     from trainer.data import Cifar10Data

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+DEFAULT_STORE_URI = ".pushtrain/store"  # TrainConfig.store_uri: a folder beside the checkout
+
 # Connection errors, 500/503 and throttling are retried by botocore's standard mode, S3_MAX_ATTEMPTS sends
 # in all; a conditional write that loses a race is not an error there and reaches us as PreconditionFailed.
 S3_MAX_ATTEMPTS = 8

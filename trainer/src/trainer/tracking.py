@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.publish import CURVES_FILE, MANIFEST, METRICS_FILE, MODEL_FILE, TORCHSCRIPT_FILE, version_prefix
 from trainer.store import Store
+from trainer.versions import CURVES_FILE, MANIFEST, METRICS_FILE, MODEL_FILE, TORCHSCRIPT_FILE, version_prefix
 
 log = logging.getLogger(__name__)
 
