@@ -1173,7 +1173,9 @@ def test_apply_role_network_writes_need_the_stack_tag() -> None:
 def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
     # GIVEN the stack's roles as Terraform names them, and the container instance role of the optional
     # GPU and Batch capacity (ec2_capacity.tf: "<name>-container-instance" under the stack's path)
-    container_instance = resolve(load_root(STACK), block(load_root(STACK), "resource", "aws_iam_role", "container_instance")["name"])
+    container_instance = resolve(
+        load_root(STACK), block(load_root(STACK), "resource", "aws_iam_role", "container_instance")["name"]
+    )
     stack_roles = {role_arn("terraform", name) for name in ("execution", "task", "trigger")} | {
         f"arn:aws:iam::{ACCOUNT}:role/pushtrain/{container_instance}"
     }
