@@ -364,17 +364,29 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    # ECS tasks and Lambda take the trainer roles and the trigger's; AWS Batch takes the trainer roles
-    # (aws_batch_job_definition.mnp names them) and the container instance role (the compute
-    # environment's instance profile, aws_batch_compute_environment.mnp).
-    sid       = "PassStackRoles"
+    # The trainer roles go to ECS tasks (the task definitions) and to AWS Batch
+    # (aws_batch_job_definition.mnp names them).
+    sid       = "PassTrainerRoles"
     actions   = ["iam:PassRole"]
-    resources = local.arn.stack_role_list
+    resources = local.arn.task_role_list
 
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
-      values   = ["batch.amazonaws.com", "ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
+      values   = ["batch.amazonaws.com", "ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    # The trigger's role goes to Lambda only.
+    sid       = "PassTriggerRole"
+    actions   = ["iam:PassRole"]
+    resources = [local.arn.trigger_role]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["lambda.amazonaws.com"]
     }
   }
 
@@ -399,8 +411,9 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    # The container instance role goes to EC2 only: adding it to its instance profile, and the launch
-    # check of aws_autoscaling_group.gpu (its launch template names the profile).
+    # The container instance role goes to EC2 (adding it to its instance profile; the launch check of
+    # aws_autoscaling_group.gpu, whose launch template names the profile) and to AWS Batch (the
+    # instance role of aws_batch_compute_environment.mnp).
     sid       = "PassContainerInstanceRole"
     actions   = ["iam:PassRole"]
     resources = [local.scale_out_arn.container_instance]
@@ -408,7 +421,7 @@ data "aws_iam_policy_document" "apply" {
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
-      values   = ["ec2.amazonaws.com"]
+      values   = ["batch.amazonaws.com", "ec2.amazonaws.com"]
     }
   }
 

@@ -67,6 +67,7 @@ locals {
     stack_role_list = [for role in local.stack_role_names : "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${role}"]
     # The roles a task or job runs with: the only ones a stack role (the trigger) ever passes.
     task_role_list = [for role in slice(local.stack_role_names, 0, 2) : "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${role}"]
+    trigger_role   = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${local.function_name}"
     state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
     stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
     stack_lockfile = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
