@@ -609,7 +609,7 @@ data "aws_iam_policy_document" "apply" {
 
   statement {
     # aws_autoscaling_group.gpu: the account's first group makes EC2 Auto Scaling create its
-    # service-linked role (which in turn creates EC2 Spot's when it first launches a Spot instance).
+    # service-linked role. Not EC2 Spot's: this role never requests Spot instances itself (README).
     sid       = "AutoScalingServiceLinkedRole"
     actions   = ["iam:CreateServiceLinkedRole"]
     resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"]
