@@ -596,7 +596,7 @@ data "aws_iam_policy_document" "apply" {
 
   statement {
     # aws_batch_job_definition.mnp: a revision per change, the old one deregistered (replace, destroy).
-    # Its roles are passed to batch.amazonaws.com (PassStackRoles).
+    # Its roles are passed to batch.amazonaws.com (PassTrainerRoles).
     sid = "BatchJobDefinitions"
     actions = [
       "batch:DeregisterJobDefinition",
