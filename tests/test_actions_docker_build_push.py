@@ -7,9 +7,11 @@ digest-pinned image URI in $GITHUB_OUTPUT follow, and bad input fails naming the
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakebin import FakeBin
@@ -19,6 +21,13 @@ ACTION = REPO / ".github" / "actions" / "docker-build-push"
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 DIGEST = "sha256:" + "ab" * 32
 SHA = "0123456789abcdef0123456789abcdef01234567"
+# The workflow under test; tests/test_actions_mutations.py points it at a copy with a mistake planted.
+TRAINER_IMAGE = Path(
+    os.environ.get("PUSHTRAIN_TRAINER_IMAGE_WORKFLOW", REPO / ".github" / "workflows" / "trainer-image.yml")
+)
+# The contract the trigger reads (decided by the lead): a tag fullmatching `<x>-cuda` is the CUDA
+# variant of `<x>`, here the git sha.
+CUDA_TAG = re.compile(r"(?P<base>[0-9a-f]{40})-cuda")
 
 
 def parse_outputs(path: Path) -> dict[str, str]:
@@ -179,17 +188,93 @@ def test_the_push_job_exposes_the_pushed_digest_and_buildx_is_pinned() -> None:
     import yaml
 
     # GIVEN trainer-image.yml's push job and the docker-build-push action
-    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "trainer-image.yml").read_text())
+    workflow = yaml.safe_load(TRAINER_IMAGE.read_text())
     push = workflow["jobs"]["push"]
-    (step,) = [s for s in push["steps"] if str(s.get("uses", "")).endswith("/.github/actions/docker-build-push")]
-    # THEN later jobs can pin to the pushed image by digest
-    assert step["id"] == "image"
+    (step,) = [s for s in build_steps(push) if s.get("id") == "image"]
+    # THEN later jobs can pin to the pushed image by digest, the CPU one and the CUDA one alike
+    assert step["with"]["tags"] == "${{ github.sha }}"
+    assert "build-args" not in step["with"]
     assert push["outputs"] == {
         "digest": "${{ steps.image.outputs.digest }}",
         "image-uri": "${{ steps.image.outputs.image-uri }}",
+        "cuda-digest": "${{ steps.image-cuda.outputs.digest }}",
+        "cuda-image-uri": "${{ steps.image-cuda.outputs.image-uri }}",
     }
     # AND setup-buildx installs a pinned buildx release, not the latest of the day
     action = yaml.safe_load((REPO / ".github" / "actions" / "docker-build-push" / "action.yml").read_text())
     (setup,) = [s for s in action["runs"]["steps"] if "setup-buildx-action@" in str(s.get("uses", ""))]
     assert setup["with"]["version"] == "${{ inputs.buildx-version }}"
     assert re.fullmatch(r"v\d+\.\d+\.\d+", action["inputs"]["buildx-version"]["default"])
+
+
+def build_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if str(s.get("uses", "")).endswith("/.github/actions/docker-build-push")]
+
+
+def test_the_cuda_variant_is_pushed_beside_the_cpu_image_only_when_the_gpu_variable_is_on() -> None:
+    import yaml
+
+    # GIVEN trainer-image.yml's push job
+    push = yaml.safe_load(TRAINER_IMAGE.read_text())["jobs"]["push"]
+    cpu, cuda = build_steps(push)
+    # THEN the second build is the CUDA variant, pushed to the same repository as the CPU image (its own
+    # build cache), only when the repository variable PUSHTRAIN_GPU is true
+    assert cuda["id"] == "image-cuda"
+    assert cuda["if"] == "vars.PUSHTRAIN_GPU == 'true'"
+    assert cuda["with"]["build-args"] == "TORCH_VARIANT=cuda"
+    assert cuda["with"]["push"] == "true"
+    assert cuda["with"]["repository"] == cpu["with"]["repository"]
+    assert cuda["with"]["cache-scope"] != cpu["with"].get("cache-scope", "trainer")
+    # AND it is tagged "<git sha>-cuda", the form the trigger reads as the CUDA variant of that commit
+    tag = cuda["with"]["tags"].replace("${{ github.sha }}", SHA)
+    match = CUDA_TAG.fullmatch(tag)
+    assert match is not None, f"the CUDA image's tag {cuda['with']['tags']!r} is not <git sha>-cuda"
+    assert match.group("base") == cpu["with"]["tags"].replace("${{ github.sha }}", SHA)
+
+
+def test_pull_requests_keep_building_the_cuda_variant_without_pushing() -> None:
+    import yaml
+
+    build = yaml.safe_load(TRAINER_IMAGE.read_text())["jobs"]["build"]
+    steps = build_steps(build)
+    assert [s["with"]["push"] for s in steps] == ["false", "false"]
+    assert [s["with"].get("build-args", "") for s in steps] == ["", "TORCH_VARIANT=cuda"]
+    assert "if" not in steps[1]
+
+
+def test_prepare_accepts_the_cuda_tag_and_looks_it_up_in_ecr(tmp_path: Path) -> None:
+    # GIVEN the CUDA image's tag, not yet in ECR
+    fakes = FakeBin(tmp_path)
+    fakes.add("aws", ["ecr", "describe-images"], exit=254, stderr="An error occurred (ImageNotFoundException)\n")
+    # WHEN prepare.sh runs for its push
+    result = run_script(
+        tmp_path,
+        fakes,
+        "prepare.sh",
+        PUSH="true",
+        REGISTRY=REGISTRY,
+        REPOSITORY="pushtrain-trainer",
+        TAGS=f"{SHA}-cuda",
+    )
+    # THEN the tag is valid and checked on its own (a re-run skips only a CUDA image already pushed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = parse_outputs(tmp_path / "github_output")
+    assert outputs["refs"] == f"{REGISTRY}/pushtrain-trainer:{SHA}-cuda"
+    assert any(f"imageTag={SHA}-cuda" in call for call in fakes.calls("aws"))
+
+
+def test_finish_names_the_tags_in_the_summary_so_the_two_images_are_told_apart(tmp_path: Path) -> None:
+    # GIVEN the CUDA image pushed under its tag
+    result = run_script(
+        tmp_path,
+        FakeBin(tmp_path),
+        "finish.sh",
+        PUSH="true",
+        IMAGE=f"{REGISTRY}/pushtrain-trainer",
+        DIGEST=DIGEST,
+        TAGS=f"{SHA}-cuda\n",
+    )
+    # THEN the summary line carries the digest-pinned URI and the tag
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = (tmp_path / "step_summary").read_text()
+    assert f"`{REGISTRY}/pushtrain-trainer@{DIGEST}` (tags `{SHA}-cuda`)" in summary

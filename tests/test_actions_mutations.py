@@ -1,9 +1,12 @@
-"""Mutation check of the terraform action's scripts: each named mistake must fail the action's tests.
+"""Mutation checks: each named mistake must fail the tests that guard the file it is planted in.
 
 GIVEN a copy of .github/actions/terraform with one known mistake planted (a `cd` dropped, an error
 swallowed with `|| true`, a prompt allowed, a check skipped, a fresh plan instead of the saved one),
 WHEN tests/test_actions_terraform.py runs against that copy (PUSHTRAIN_TERRAFORM_ACTION), THEN it
 fails; and against an unmutated copy it passes, so each failure is the mutation's doing.
+
+Likewise for trainer-image.yml (WORKFLOW_MUTATIONS): a copy with one mistake, pointed at by
+PUSHTRAIN_TRAINER_IMAGE_WORKFLOW, must fail tests/test_actions_docker_build_push.py.
 
 A mutation that no longer applies (its text is gone from the script) fails here too: rewrite it
 along with the script, so the check cannot silently stop checking.
@@ -71,10 +74,23 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def run_suite(action: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PUSHTRAIN_TERRAFORM_ACTION": str(action)}
+TRAINER_IMAGE = REPO / ".github" / "workflows" / "trainer-image.yml"
+IMAGE_SUITE = REPO / "tests" / "test_actions_docker_build_push.py"
+
+# name -> (text, replacement) in trainer-image.yml: each text must occur exactly once.
+WORKFLOW_MUTATIONS: dict[str, tuple[str, str]] = {
+    "the CUDA push loses its -cuda suffix": ("tags: ${{ github.sha }}-cuda\n", "tags: ${{ github.sha }}\n"),
+    "the CUDA image is pushed whatever PUSHTRAIN_GPU says": ("        if: vars.PUSHTRAIN_GPU == 'true'\n", ""),
+    "the CUDA digest is not an output": ("      cuda-digest: ${{ steps.image-cuda.outputs.digest }}\n", ""),
+}
+
+
+def run_suite(
+    action: Path, suite: Path = SUITE, variable: str = "PUSHTRAIN_TERRAFORM_ACTION"
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, variable: str(action)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", str(SUITE), "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        [sys.executable, "-m", "pytest", str(suite), "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -109,4 +125,30 @@ def test_each_mutation_fails_the_action_tests(tmp_path: Path, name: str) -> None
     # WHEN the action's tests run against it
     result = run_suite(action)
     # THEN they fail (exit 1: a test failed, not a crash of the run)
+    assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"
+
+
+def copy_workflow(tmp_path: Path) -> Path:
+    target = tmp_path / "trainer-image.yml"
+    shutil.copyfile(TRAINER_IMAGE, target)
+    return target
+
+
+@pytest.mark.slow
+def test_the_unmutated_workflow_copy_passes(tmp_path: Path) -> None:
+    result = run_suite(copy_workflow(tmp_path), IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(WORKFLOW_MUTATIONS))
+def test_each_workflow_mutation_fails_the_image_tests(tmp_path: Path, name: str) -> None:
+    # GIVEN a copy of trainer-image.yml with one mistake planted
+    workflow = copy_workflow(tmp_path)
+    text, replacement = WORKFLOW_MUTATIONS[name]
+    source = workflow.read_text()
+    assert source.count(text) == 1, f"mutation {name!r} no longer applies to trainer-image.yml: rewrite it"
+    workflow.write_text(source.replace(text, replacement))
+    # WHEN the image tests run against it  THEN they fail (a test failed, not a crash of the run)
+    result = run_suite(workflow, IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
     assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"

@@ -1107,21 +1107,32 @@ def _iam_reference_arn(service: str, resource_type: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\$\\\{[A-Za-z]+\\\}", "[^:/]+", re.escape(template)))
 
 
-@pytest.mark.parametrize(("root", "document"), [("terraform", "trigger"), ("terraform/bootstrap", "stack_boundary")])
+@pytest.mark.parametrize(
+    ("root", "document", "families"),
+    [
+        ("terraform", "trigger", ["pushtrain-trainer"]),
+        # the boundary also admits the GPU family (../gpu.tf), for when the trigger registers it
+        ("terraform/bootstrap", "stack_boundary", ["pushtrain-trainer", "pushtrain-trainer-gpu"]),
+    ],
+)
 def test_register_task_definition_is_scoped_to_the_trainer_family_in_the_reference_format(
-    root: str, document: str
+    root: str, document: str, families: list[str]
 ) -> None:
     # GIVEN the statement that allows RegisterTaskDefinition (the IAM service authorization reference
     # gives it the resource type task-definition; a scope in the wrong format fails every run)
     (statement,) = [
         s for s in rendered(root)[document]["Statement"] if "ecs:RegisterTaskDefinition" in _as_list(s["Action"])
     ]
-    (resource,) = _as_list(statement["Resource"])
-    # THEN it is the trainer family, any revision, in the reference's ARN format
-    assert resource == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:*"
-    assert _iam_reference_arn("ecs", "task-definition").fullmatch(resource.replace(":*", ":7"))
-    assert fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:12", resource)
-    assert not fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/other:1", resource)
+    resources = _as_list(statement["Resource"])
+    # THEN it is the trainer family (and only the families named), any revision, in the reference's ARN format
+    assert resources == sorted(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:*" for family in families)
+    for resource in resources:
+        assert _iam_reference_arn("ecs", "task-definition").fullmatch(resource.replace(":*", ":7"))
+    assert any(
+        fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:12", r)
+        for r in resources
+    )
+    assert not any(fnmatch.fnmatchcase(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/other:1", r) for r in resources)
 
 
 EC2_READS = re.compile(r"ec2:(Describe|Get|List)[A-Za-z]*")
@@ -1143,6 +1154,13 @@ def test_apply_role_network_writes_need_the_stack_tag() -> None:
         keys = {k for block in statement.get("Condition", {}).values() for k in block}
         if statement["Sid"] == "StackSecurityGroupRules":
             assert resources == [f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group-rule/*"]
+        elif statement["Sid"] == "GpuGroupLaunchCheckResources":
+            # EC2 Auto Scaling's launch check: only through a launch template, which must carry the
+            # stack's tag (GpuGroupLaunchCheckTemplate); a RunInstances without one matches nothing
+            assert statement["Action"] == "ec2:RunInstances"
+            assert statement["Condition"] == {
+                "ArnLike": {"ec2:LaunchTemplate": f"arn:aws:ec2:{REGION}:{ACCOUNT}:launch-template/*"}
+            }
         else:
             assert keys & tag_keys, statement["Sid"]
     # AND a create call's statement names only the type it creates, so a parent is never allowed by
@@ -1153,8 +1171,14 @@ def test_apply_role_network_writes_need_the_stack_tag() -> None:
 
 
 def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
-    # GIVEN the stack's three roles as Terraform names them
-    stack_roles = {role_arn("terraform", name) for name in ("execution", "task", "trigger")}
+    # GIVEN the stack's roles as Terraform names them, and the container instance role of the optional
+    # GPU and Batch capacity (ec2_capacity.tf: "<name>-container-instance" under the stack's path)
+    container_instance = resolve(
+        load_root(STACK), block(load_root(STACK), "resource", "aws_iam_role", "container_instance")["name"]
+    )
+    stack_roles = {role_arn("terraform", name) for name in ("execution", "task", "trigger")} | {
+        f"arn:aws:iam::{ACCOUNT}:role/pushtrain/{container_instance}"
+    }
     apply = rendered("terraform/bootstrap")["apply"]["Statement"]
     for action in (
         "iam:CreateRole",

@@ -64,6 +64,7 @@ resource "aws_iam_role_policy" "github" {
 # --- plan: read-only --------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "plan" {
+  # iam-lint:skip=RESOURCE_MISMATCH: ssm:GetParameter on AWS's public parameters have no account in their ARN ("arn:aws:ssm:<region>::parameter/aws/service/..."), which parliament's pattern requires.
   # checkov:skip=CKV_AWS_356: Describe/List calls of EC2, ECS, Logs and KMS and sns:GetSubscriptionAttributes have no resource type and can only be granted on "*"; those statements hold only read actions.
   statement {
     # Refreshing state reads every resource of the stack; these calls cannot be scoped.
@@ -83,6 +84,18 @@ data "aws_iam_policy_document" "plan" {
     sid       = "ReadStackResources"
     actions   = local.stack_read_actions
     resources = local.stack_resources
+  }
+
+  # The optional scale-out capacity (../gpu.tf, ../batch.tf, ../ec2_capacity.tf): what a refresh reads
+  # of it beyond the Describe calls of DescribeStack.
+  dynamic "statement" {
+    for_each = local.scale_out_reads
+
+    content {
+      sid       = statement.key
+      actions   = statement.value.actions
+      resources = statement.value.resources
+    }
   }
 
   statement {
@@ -257,6 +270,17 @@ data "aws_iam_policy_document" "apply" {
     resources = ["*"]
   }
 
+  dynamic "statement" {
+    # A refresh of the optional scale-out capacity reads what a plan reads (above, plan).
+    for_each = local.scale_out_reads
+
+    content {
+      sid       = statement.key
+      actions   = statement.value.actions
+      resources = statement.value.resources
+    }
+  }
+
   statement {
     # Exactly the create, update, tag and delete calls the provider makes for the stack's resource
     # types, on the resources the stack names (the bucket, roles and key have their own statements).
@@ -340,14 +364,274 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    sid       = "PassStackRoles"
+    # The trainer roles go to ECS tasks (the task definitions) and to AWS Batch
+    # (aws_batch_job_definition.mnp names them).
+    sid       = "PassTrainerRoles"
     actions   = ["iam:PassRole"]
-    resources = local.arn.stack_role_list
+    resources = local.arn.task_role_list
 
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
-      values   = ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
+      values   = ["batch.amazonaws.com", "ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    # The trigger's role goes to Lambda only.
+    sid       = "PassTriggerRole"
+    actions   = ["iam:PassRole"]
+    resources = [local.arn.trigger_role]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["lambda.amazonaws.com"]
+    }
+  }
+
+  # --- optional scale-out capacity (../gpu.tf, ../batch.tf, ../ec2_capacity.tf; off by default) ------
+  # Each statement names the resource that needs it. Nothing here is used while var.gpu.enabled and
+  # var.batch.enabled are false, and each grant is scoped to the stack's names (or, for launch
+  # templates, whose ARN holds a generated id, to the stack's tag).
+
+  statement {
+    # aws_iam_instance_profile.container_instance: EC2 hands the container instance role to the GPU and
+    # Batch instances through it. AddRoleToInstanceProfile also needs iam:PassRole (below).
+    sid = "ContainerInstanceProfile"
+    actions = [
+      "iam:AddRoleToInstanceProfile",
+      "iam:CreateInstanceProfile",
+      "iam:DeleteInstanceProfile",
+      "iam:RemoveRoleFromInstanceProfile",
+      "iam:TagInstanceProfile",
+      "iam:UntagInstanceProfile",
+    ]
+    resources = [local.scale_out_arn.instance_profile]
+  }
+
+  statement {
+    # The container instance role goes to EC2 (adding it to its instance profile; the launch check of
+    # aws_autoscaling_group.gpu, whose launch template names the profile) and to AWS Batch (the
+    # instance role of aws_batch_compute_environment.mnp).
+    sid       = "PassContainerInstanceRole"
+    actions   = ["iam:PassRole"]
+    resources = [local.scale_out_arn.container_instance]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["batch.amazonaws.com", "ec2.amazonaws.com"]
+    }
+  }
+
+  statement {
+    # aws_ecs_task_definition.gpu: the GPU family, registered (and tagged on create) like the Fargate
+    # one; ecs:DeregisterTaskDefinition is granted on "*" above (it has no resource type).
+    sid       = "GpuTaskDefinitions"
+    actions   = ["ecs:RegisterTaskDefinition", "ecs:TagResource", "ecs:UntagResource"]
+    resources = [local.scale_out_arn.gpu_task_definitions]
+  }
+
+  statement {
+    # aws_ecs_capacity_provider.gpu. aws_ecs_cluster_capacity_providers.this adds it to the cluster
+    # with ecs:PutClusterCapacityProviders, authorized on the cluster (StackServices).
+    sid = "GpuCapacityProvider"
+    actions = [
+      "ecs:CreateCapacityProvider",
+      "ecs:DeleteCapacityProvider",
+      "ecs:TagResource",
+      "ecs:UntagResource",
+      "ecs:UpdateCapacityProvider",
+    ]
+    resources = [local.scale_out_arn.gpu_capacity_provider]
+  }
+
+  statement {
+    # aws_autoscaling_group.gpu (name_prefix "<name>-gpu-"; default_tags do not reach a group, so it is
+    # scoped by name): created with its AmazonECSManaged tag, updated, and on destroy drained (its
+    # instances' scale-in protection removed, capacity set to 0) and deleted.
+    sid = "GpuAutoScalingGroup"
+    actions = [
+      "autoscaling:CreateAutoScalingGroup",
+      "autoscaling:CreateOrUpdateTags",
+      "autoscaling:DeleteAutoScalingGroup",
+      "autoscaling:DeleteTags",
+      "autoscaling:SetInstanceProtection",
+      "autoscaling:UpdateAutoScalingGroup",
+    ]
+    resources = [local.scale_out_arn.gpu_group]
+  }
+
+  statement {
+    # aws_launch_template.gpu and aws_launch_template.batch: created only with the stack's tag (the
+    # provider's default_tags, sent as the template's TagSpecifications).
+    sid       = "CreateLaunchTemplates"
+    actions   = ["ec2:CreateLaunchTemplate"]
+    resources = [local.scale_out_arn.launch_templates]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # aws_launch_template.gpu and .batch after the create: a new version on each change (made the
+    # default, update_default_version), tag changes, and the delete, only while they carry the tag.
+    sid = "StackLaunchTemplates"
+    actions = [
+      "ec2:CreateLaunchTemplateVersion",
+      "ec2:CreateTags",
+      "ec2:DeleteLaunchTemplate",
+      "ec2:DeleteTags",
+      "ec2:ModifyLaunchTemplate",
+    ]
+    resources = [local.scale_out_arn.launch_templates]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # aws_placement_group.batch, by its name (the ARN holds it), created with the stack's tag ...
+    sid       = "CreateBatchPlacementGroup"
+    actions   = ["ec2:CreatePlacementGroup"]
+    resources = [local.scale_out_arn.placement_group]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # ... and retagged or deleted while it carries it, like the network.
+    sid       = "BatchPlacementGroup"
+    actions   = ["ec2:CreateTags", "ec2:DeletePlacementGroup", "ec2:DeleteTags"]
+    resources = [local.scale_out_arn.placement_group]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # Tags set by a create call: the launch templates' and the placement group's (default_tags), and
+    # the instance tags of aws_launch_template.gpu, which EC2 Auto Scaling checks the caller may set
+    # when aws_autoscaling_group.gpu is created or updated from the template.
+    sid       = "ScaleOutTagOnCreate"
+    actions   = ["ec2:CreateTags"]
+    resources = [local.scale_out_arn.launch_templates, local.scale_out_arn.placement_group, local.scale_out_arn.instances, local.scale_out_arn.volumes]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CreateLaunchTemplate", "CreatePlacementGroup", "RunInstances"]
+    }
+  }
+
+  statement {
+    # aws_autoscaling_group.gpu: creating or updating a group from a launch template checks that the
+    # caller may launch from it (EC2 Auto Scaling user guide, "API permissions": ec2:RunInstances);
+    # the group's service-linked role launches the instances. Only from a template with the stack's tag ...
+    sid       = "GpuGroupLaunchCheckTemplate"
+    actions   = ["ec2:RunInstances"]
+    resources = [local.scale_out_arn.launch_templates]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # ... and for the launch's other resources only through a launch template: a RunInstances call
+    # without one matches no statement.
+    sid       = "GpuGroupLaunchCheckResources"
+    actions   = ["ec2:RunInstances"]
+    resources = local.scale_out_arn.launch_resources
+
+    condition {
+      test     = "ArnLike"
+      variable = "ec2:LaunchTemplate"
+      values   = [local.scale_out_arn.launch_templates]
+    }
+  }
+
+  statement {
+    # aws_batch_compute_environment.mnp: managed, on EC2, with the Batch service-linked role (below).
+    sid = "BatchComputeEnvironment"
+    actions = [
+      "batch:CreateComputeEnvironment",
+      "batch:DeleteComputeEnvironment",
+      "batch:TagResource",
+      "batch:UntagResource",
+      "batch:UpdateComputeEnvironment",
+    ]
+    resources = [local.scale_out_arn.compute_environment]
+  }
+
+  statement {
+    # aws_batch_job_queue.mnp: CreateJobQueue and UpdateJobQueue are also authorized on the compute
+    # environment the queue orders (the statement above names it for them too).
+    sid = "BatchJobQueue"
+    actions = [
+      "batch:CreateJobQueue",
+      "batch:DeleteJobQueue",
+      "batch:TagResource",
+      "batch:UntagResource",
+      "batch:UpdateJobQueue",
+    ]
+    resources = [local.scale_out_arn.job_queue, local.scale_out_arn.compute_environment]
+  }
+
+  statement {
+    # aws_batch_job_definition.mnp: a revision per change, the old one deregistered (replace, destroy).
+    # Its roles are passed to batch.amazonaws.com (PassTrainerRoles).
+    sid = "BatchJobDefinitions"
+    actions = [
+      "batch:DeregisterJobDefinition",
+      "batch:RegisterJobDefinition",
+      "batch:TagResource",
+      "batch:UntagResource",
+    ]
+    resources = [local.scale_out_arn.job_definition, local.scale_out_arn.job_definitions]
+  }
+
+  statement {
+    # aws_autoscaling_group.gpu: the account's first group makes EC2 Auto Scaling create its
+    # service-linked role. Not EC2 Spot's: this role never requests Spot instances itself (README).
+    sid       = "AutoScalingServiceLinkedRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["autoscaling.amazonaws.com"]
+    }
+  }
+
+  statement {
+    # aws_batch_compute_environment.mnp names no service role: Batch uses, and on the account's first
+    # compute environment creates, its service-linked role.
+    sid       = "BatchServiceLinkedRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/batch.amazonaws.com/AWSServiceRoleForBatch"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["batch.amazonaws.com"]
     }
   }
 
@@ -543,16 +827,17 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
-    # RegisterTaskDefinition has one, task-definition: only the trainer family.
+    # RegisterTaskDefinition has one, task-definition: only the trainer family and its GPU family
+    # (../gpu.tf, off by default: the trigger registers a revision per CUDA image digest).
     sid       = "RegisterTrainerTaskDefinitions"
     actions   = ["ecs:RegisterTaskDefinition"]
-    resources = [local.stack_resources_by_service.ecs_task_definitions]
+    resources = [local.stack_resources_by_service.ecs_task_definitions, local.scale_out_arn.gpu_task_definitions]
   }
 
   statement {
     sid       = "RunTrainerTasks"
     actions   = ["ecs:RunTask", "ecs:TagResource"]
-    resources = [local.stack_resources_by_service.ecs_task_definitions, local.arn.cluster_tasks]
+    resources = [local.stack_resources_by_service.ecs_task_definitions, local.scale_out_arn.gpu_task_definitions, local.arn.cluster_tasks]
   }
 
   statement {
@@ -577,7 +862,7 @@ data "aws_iam_policy_document" "stack_boundary" {
   statement {
     sid       = "PassStackRolesToEcs"
     actions   = ["iam:PassRole"]
-    resources = local.arn.stack_role_list
+    resources = local.arn.task_role_list
 
     condition {
       test     = "StringEquals"

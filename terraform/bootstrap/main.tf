@@ -16,9 +16,21 @@ locals {
   artifacts_bucket_default = "${local.name}-artifacts-${local.account_id}-${var.region}"
   artifacts_bucket_name    = coalesce(var.artifacts_bucket_name, local.artifacts_bucket_default)
   stack_iam_path           = "/${local.name}/"
-  # The stack's three roles (../iam.tf): the only roles the apply role may create, change or pass.
-  stack_role_names    = ["${local.name}-trainer-execution", "${local.name}-trainer-task", local.function_name]
+  # The stack's roles (../iam.tf, and ../ec2_capacity.tf's container instance role, which exists only
+  # with GPU or Batch capacity): the only roles the apply role may create, change or pass.
+  stack_role_names    = ["${local.name}-trainer-execution", "${local.name}-trainer-task", local.function_name, local.container_instance_t]
   stack_boundary_name = "${local.name}-stack-boundary"
+
+  # The optional scale-out capacity's names (../ec2_capacity.tf, ../gpu.tf, ../batch.tf; off by
+  # default). Same local names as the stack's, so the contract test compares them one by one.
+  gpu_task_family      = "${local.task_family}-gpu"
+  gpu_provider_name    = "${local.name}-gpu"
+  batch_job_family     = "${local.task_family}-mnp"
+  batch_queue_name     = "${local.name}-mnp"
+  batch_environment    = "${local.name}-mnp"
+  container_instance_t = "${local.name}-container-instance"
+  # name_prefix of the GPU Auto Scaling group (../gpu.tf); AWS appends a timestamp and a counter.
+  gpu_group_prefix = "${local.name}-gpu-"
 
   state_bucket_default = "${local.name}-tfstate-${local.account_id}-${var.region}"
   state_bucket_name    = coalesce(var.state_bucket_name, local.state_bucket_default)
@@ -53,9 +65,67 @@ locals {
     cluster_tasks   = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
     stack_roles     = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}*"
     stack_role_list = [for role in local.stack_role_names : "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${role}"]
-    state_bucket    = "arn:${local.partition}:s3:::${local.state_bucket_name}"
-    stack_state     = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
-    stack_lockfile  = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
+    # The roles a task or job runs with: the only ones a stack role (the trigger) ever passes.
+    task_role_list = [for role in slice(local.stack_role_names, 0, 2) : "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${role}"]
+    trigger_role   = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${local.function_name}"
+    state_bucket   = "arn:${local.partition}:s3:::${local.state_bucket_name}"
+    stack_state    = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}"
+    stack_lockfile = "arn:${local.partition}:s3:::${local.state_bucket_name}/${local.stack_state_key}.tflock"
+  }
+
+  # ARNs of the optional scale-out resources, in the IAM service authorization reference's formats.
+  # A launch template's ARN holds its generated id, so launch templates are scoped by the stack's tag.
+  scale_out_arn = {
+    gpu_task_definitions  = "arn:${local.partition}:ecs:${local.region_account}:task-definition/${local.gpu_task_family}:*"
+    gpu_capacity_provider = "arn:${local.partition}:ecs:${local.region_account}:capacity-provider/${local.gpu_provider_name}"
+    gpu_group             = "arn:${local.partition}:autoscaling:${local.region_account}:autoScalingGroup:*:autoScalingGroupName/${local.gpu_group_prefix}*"
+    launch_templates      = "arn:${local.partition}:ec2:${local.region_account}:launch-template/*"
+    placement_group       = "arn:${local.partition}:ec2:${local.region_account}:placement-group/${local.batch_environment}"
+    compute_environment   = "arn:${local.partition}:batch:${local.region_account}:compute-environment/${local.batch_environment}"
+    job_queue             = "arn:${local.partition}:batch:${local.region_account}:job-queue/${local.batch_queue_name}"
+    job_definition        = "arn:${local.partition}:batch:${local.region_account}:job-definition/${local.batch_job_family}"
+    job_definitions       = "arn:${local.partition}:batch:${local.region_account}:job-definition/${local.batch_job_family}:*"
+    instance_profile      = "arn:${local.partition}:iam::${local.account_id}:instance-profile${local.stack_iam_path}${local.container_instance_t}"
+    container_instance    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${local.container_instance_t}"
+    # AWS's public parameters of the ECS-optimized AMIs (no account in their ARN).
+    ecs_ami_parameters = "arn:${local.partition}:ssm:${var.region}::parameter/aws/service/ecs/*"
+    instances          = "arn:${local.partition}:ec2:${local.region_account}:instance/*"
+    volumes            = "arn:${local.partition}:ec2:${local.region_account}:volume/*"
+    # Everything a launch from aws_launch_template.gpu touches, for EC2 Auto Scaling's launch check.
+    launch_resources = [
+      "arn:${local.partition}:ec2:${var.region}::image/*",
+      "arn:${local.partition}:ec2:${local.region_account}:instance/*",
+      "arn:${local.partition}:ec2:${local.region_account}:network-interface/*",
+      "arn:${local.partition}:ec2:${local.region_account}:security-group/*",
+      "arn:${local.partition}:ec2:${local.region_account}:subnet/*",
+      "arn:${local.partition}:ec2:${local.region_account}:volume/*",
+    ]
+  }
+
+  # Reads of the optional scale-out resources that have a resource type (a refresh makes them; plan
+  # and apply alike), one statement per service so each names only its own resources.
+  scale_out_reads = {
+    # data.aws_ssm_parameter.ecs_gpu_ami: the current ECS GPU-optimized AMI.
+    ReadEcsAmiParameters = {
+      actions   = ["ssm:GetParameter"]
+      resources = [local.scale_out_arn.ecs_ami_parameters]
+    }
+    # aws_iam_instance_profile.container_instance.
+    ReadContainerInstanceProfile = {
+      actions   = ["iam:GetInstanceProfile", "iam:ListInstanceProfileTags"]
+      resources = [local.scale_out_arn.instance_profile]
+    }
+    # aws_ecs_capacity_provider.gpu (DescribeCapacityProviders has the capacity-provider type) and
+    # aws_ecs_task_definition.gpu's tags.
+    ReadGpuCapacityProvider = {
+      actions   = ["ecs:DescribeCapacityProviders", "ecs:ListTagsForResource"]
+      resources = [local.scale_out_arn.gpu_capacity_provider, local.scale_out_arn.gpu_task_definitions]
+    }
+    # aws_batch_compute_environment.mnp, aws_batch_job_queue.mnp, aws_batch_job_definition.mnp: tags.
+    ReadBatchTags = {
+      actions   = ["batch:ListTagsForResource"]
+      resources = [local.scale_out_arn.compute_environment, local.scale_out_arn.job_queue, local.scale_out_arn.job_definitions]
+    }
   }
 
   # Every resource of the stack by ARN pattern, for the plan (read) and apply (manage) roles.
@@ -221,6 +291,16 @@ locals {
     "ecs:DescribeTaskDefinition",
     "kms:ListAliases",
     "logs:DescribeLogGroups",
+    # The optional scale-out capacity (../gpu.tf, ../batch.tf): Auto Scaling groups (the provider waits
+    # on scaling activities after a create), launch templates, placement groups and Batch's objects.
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeScalingActivities",
+    "batch:DescribeComputeEnvironments",
+    "batch:DescribeJobDefinitions",
+    "batch:DescribeJobQueues",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribePlacementGroups",
   ]
 
   # The stack's network (../network.tf), for the apply role. Each create call -> the resource type it
