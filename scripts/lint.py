@@ -227,7 +227,11 @@ class IamSkip:
         """Whether a finding with this `detail` (parliament: the actions concerned, or other data) is suppressed."""
         if self.actions is None:
             return True
-        return isinstance(detail, list) and bool(detail) and all(action in self.actions for action in detail)
+        if not isinstance(detail, list) or not detail:
+            return False
+        # parliament's detail is the actions concerned: names, or (RESOURCE_MISMATCH) {"action": ..., ...}
+        names = [item.get("action") if isinstance(item, dict) else item for item in detail]
+        return all(isinstance(name, str) and name in self.actions for name in names)
 
 
 def _parliament() -> object:

@@ -192,3 +192,17 @@ def test_iam_lint_suppression_for_named_actions_hides_only_those(tmp_path: Path)
     both = only_list.replace("(ecs:ListTasks)", "(ecs:ListTasks, sqs:SendMessage)")
     write_tree(tmp_path, {**CLEAN, "terraform/iam.tf": star.replace("{\n  statement", both, 1)})
     assert lint(tmp_path, "iam").returncode == 0, lint(tmp_path, "iam").stdout
+
+
+def test_an_iam_suppression_limited_to_actions_covers_only_findings_about_those_actions() -> None:
+    from lint import IamSkip
+
+    skip = IamSkip("AWS's public parameters have no account", frozenset({"ssm:GetParameter", "ssm:GetParameters"}))
+    # parliament's details: action names, or (RESOURCE_MISMATCH) one {"action": ..., "required_format": ...} each
+    assert skip.covers(["ssm:GetParameter"])
+    assert skip.covers([{"action": "ssm:GetParameters", "required_format": "arn:*:ssm:*:*:parameter/*"}])
+    assert not skip.covers([{"action": "ssm:GetParameter"}, {"action": "s3:GetObject"}])
+    assert not skip.covers(["s3:GetObject"])
+    assert not skip.covers([])
+    assert not skip.covers({"action": "ssm:GetParameter"})  # not a list: never silently covered
+    assert IamSkip("the whole issue", None).covers({"anything": 1})
