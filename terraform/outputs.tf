@@ -91,5 +91,6 @@ output "github_variables" {
     TRIGGER_FUNCTION_NAME = aws_lambda_function.this.function_name
     ARTIFACTS_BUCKET      = aws_s3_bucket.this.bucket
     MODEL_NAME            = var.model_name
+    PUSHTRAIN_GPU         = tostring(local.gpu_enabled) # "true": trainer-image also pushes <git sha>-cuda
   }
 }
