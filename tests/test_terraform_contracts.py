@@ -536,7 +536,7 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     from trigger.records import record_key
     from trigger.taskdef import index_key
 
-    keys = [record_key("push-0123456789abcdef0123"), index_key("sha256:" + "0" * 64)]
+    keys = [record_key("push-0123456789abcdef0123"), index_key("pushtrain-trainer-gpu", "sha256:" + "0" * 64)]
     # WHEN the trigger's S3 statements are read
     s3_resources = [
         r
