@@ -59,6 +59,7 @@ PARAM_TYPES: dict[str, type] = {
 MAX_STR_PARAM = 64  # characters
 MAX_INT_PARAM = 2**31 - 1
 _STATUS = re.compile(r"[A-Z_]{1,32}", re.ASCII)  # PROVISIONING, RUNNING, STOPPED, …
+_CAPACITY_PROVIDER = re.compile(r"[A-Za-z0-9_-]{1,255}", re.ASCII)
 _STOP_CODE = re.compile(r"[A-Za-z]{1,64}", re.ASCII)  # TaskFailedToStart, SpotInterruption, …
 MAX_STOPPED_REASON = 1024  # characters kept of ECS's stoppedReason (it goes into the run record)
 _STR_PARAM = re.compile(r"[A-Za-z0-9_.:-]+", re.ASCII)
@@ -107,6 +108,7 @@ class TaskStopEvent:
     stopped_reason: str | None
     exit_code: int | None
     environment: dict[str, str]  # the container's environment overrides (TRAINER_*)
+    capacity_provider: str | None = None  # detail.capacityProviderName: where the task was placed
 
     @property
     def resumable(self) -> bool:
@@ -245,6 +247,9 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
         raise InvalidEventError(f"detail.stopCode={shown(stop_code)} is not an ECS stop code")
     if stopped_reason is not None:
         stopped_reason = stopped_reason[:MAX_STOPPED_REASON]
+    capacity_provider = _optional_str(detail, "capacityProviderName", "detail")
+    if capacity_provider is not None and not _CAPACITY_PROVIDER.fullmatch(capacity_provider):
+        raise InvalidEventError(f"detail.capacityProviderName={shown(capacity_provider)} is not a capacity provider")
 
     return TaskStopEvent(
         event_id=event_id,
@@ -255,6 +260,7 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
         stopped_reason=stopped_reason,
         exit_code=_exit_code(detail, config.container_name),
         environment=_override_environment(detail, config.container_name),
+        capacity_provider=capacity_provider,
     )
 
 

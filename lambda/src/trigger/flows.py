@@ -567,6 +567,7 @@ def stop_of(task: dict[str, Any], container_name: str) -> TaskStopEvent:
         stopped_reason=task.get("stoppedReason"),
         exit_code=exit_code if isinstance(exit_code, int) else None,
         environment=task_environment(task, container_name),
+        capacity_provider=task.get("capacityProviderName"),
     )
 
 

@@ -113,14 +113,19 @@ def _no_attempt(stop: TaskStopEvent) -> StopDecision:
 
 
 def never_placed_on(record: Record | None, stop: TaskStopEvent, spot_gpu_provider: str | None) -> bool:
-    """Whether `stop` is a GPU task of `record` on the Spot GPU provider that never started for lack of
-    capacity (so its run resumes on the on-demand GPU provider). Pure."""
+    """Whether `stop` is a GPU run's task on the Spot GPU provider that never started for lack of
+    capacity (so its run resumes on the on-demand GPU provider). Pure.
+
+    Where the task was placed: the event's capacityProviderName, else (an event without it) what the
+    record says of the attempt's task.
+    """
+    if spot_gpu_provider is None or record is None or record.get("compute") != "gpu":
+        return False
+    placed = stop.capacity_provider
+    if placed is None and record.get("task_arn") == stop.task_arn:
+        placed = record.get("capacity_provider")
     return (
-        spot_gpu_provider is not None
-        and record is not None
-        and record.get("compute") == "gpu"
-        and not record.get("on_demand")
-        and record.get("capacity_provider") == spot_gpu_provider
+        placed == spot_gpu_provider
         and stop.last_status == "STOPPED"
         and stop.stop_code == FAILED_TO_START
         and _NO_CAPACITY.fullmatch(stop.stopped_reason or "") is not None
