@@ -634,7 +634,7 @@ def test_run_task_is_scoped_to_the_trainer_family_on_our_cluster(stack: dict[str
     arns = locals_of(stack)["trigger_task_definition_arns"]
     assert "[local.task_definition_family_arn]" in arns
     assert 'local.gpu_enabled ? ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/' in arns
-    assert "${local.gpu_task_family}:*\"] : []" in arns
+    assert '${local.gpu_task_family}:*"] : []' in arns
 
 
 # --- the trainer's role and the S3 endpoint --------------------------------------------------------------

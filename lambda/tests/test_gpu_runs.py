@@ -504,3 +504,21 @@ def test_only_a_gpu_spot_task_that_never_placed_resumes_on_on_demand(
     assert stops.never_placed_on(record, stop, SPOT_GPU) == resumes
     # AND a deployment without an on-demand GPU provider never resumes it
     assert not stops.never_placed_on(record, stop, None)
+
+
+# --- sweeps run on the default compute ---------------------------------------------------------------------
+
+
+def test_a_sweep_runs_on_the_default_compute_and_trains_the_cuda_variant(gpu: Emulated) -> None:
+    sweep = {**retrain(GIT_SHA), "sweep": {"list": [{"lr": 0.5}, {"lr": 1.5}]}}
+    answer = handle(sweep, gpu_config(gpu, "gpu"), gpu.clients, clock=clock, sleep=no_sleep)
+    assert answer["image_digest"] == CUDA_DIGEST
+    assert sorted(family_of(t) for t in gpu.tasks()) == [GPU_FAMILY, GPU_FAMILY]
+    assert {gpu.record(run["run_id"])["compute"] for run in answer["runs"]} == {"gpu"}
+
+
+def test_a_sweep_takes_no_compute_of_its_own(gpu: Emulated) -> None:
+    sweep = {**retrain(GIT_SHA, compute="gpu"), "sweep": {"list": [{"lr": 0.5}]}}
+    with pytest.raises(InvalidEventError, match="compute"):
+        handle(sweep, gpu.config, gpu.clients, clock=clock, sleep=no_sleep)
+    assert gpu.tasks() == []
