@@ -12,8 +12,12 @@ locals {
   batch_enabled = var.batch.enabled
   ec2_capacity  = local.gpu_enabled || local.batch_enabled
 
-  gpu_task_family      = "${local.task_family}-gpu"
-  gpu_provider_name    = "${local.name}-gpu"
+  gpu_task_family   = "${local.task_family}-gpu"
+  gpu_provider_name = "${local.name}-gpu"
+  # With var.gpu.spot: the on-demand GPU provider a GPU run resumes on after a Spot interruption or a
+  # start that found no Spot capacity (gpu.tf).
+  gpu_on_demand        = local.gpu_enabled && var.gpu.spot
+  gpu_on_demand_name   = "${local.name}-gpu-od"
   batch_job_family     = "${local.task_family}-mnp"
   batch_queue_name     = "${local.name}-mnp"
   batch_environment    = "${local.name}-mnp"

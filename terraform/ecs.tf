@@ -13,8 +13,12 @@ resource "aws_ecs_cluster" "this" {
 }
 
 resource "aws_ecs_cluster_capacity_providers" "this" {
-  cluster_name       = aws_ecs_cluster.this.name
-  capacity_providers = concat(["FARGATE", "FARGATE_SPOT"], aws_ecs_capacity_provider.gpu[*].name)
+  cluster_name = aws_ecs_cluster.this.name
+  capacity_providers = concat(
+    ["FARGATE", "FARGATE_SPOT"],
+    aws_ecs_capacity_provider.gpu[*].name,
+    aws_ecs_capacity_provider.gpu_on_demand[*].name,
+  )
 
   # The trigger always passes its own strategy (Spot first, on-demand on a capacity failure);
   # this default only applies to tasks started by hand.

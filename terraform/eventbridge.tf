@@ -4,10 +4,12 @@
 # match events against exactly what is deployed.
 #
 # 1. ecr_push           a tagged ECR push SUCCESS of our repository -> trigger (train the pushed digest)
-# 2. spot_interruption  a training task stopped by a Fargate Spot interruption -> trigger (resume the run)
+# 2. spot_interruption  a training task stopped by a Spot interruption (Fargate Spot, or a GPU Spot
+#                       instance's termination notice) -> trigger (resume the run)
 # 3. training_failed    a training task that failed (exit code not 0, not 73 = a duplicate trainer
 #                       that stood down, not 75 = interrupted; or never started) -> SNS, and -> trigger
-#                       (mark the run's record `failed`: a task that never started or was killed cannot)
+#                       (mark the run's record `failed`: a task that never started or was killed cannot;
+#                       a GPU Spot task that never started for lack of capacity resumes on on-demand)
 # 4. training_succeeded a training task whose trainer exited 0 -> trigger (when its run record says
 #                       succeeded with a version, tag the run's image keep-<run_id> so it never expires)
 # 5. reconcile          a schedule -> trigger (start the pushes whose event never arrived, repair runs
@@ -20,26 +22,33 @@
 # the notifications topic (aws_cloudwatch_event_target.training_failed_notify).
 
 locals {
-  # Every revision of the trainer family, the base one and those the trigger registers.
-  task_definition_arn_prefix = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.task_family}:"
+  # Every revision of the trainer family, the base one and those the trigger registers, and with
+  # var.gpu.enabled the same of the GPU family (gpu.tf). Each prefix ends in ":", so neither family's
+  # prefix matches the other's revisions (pushtrain-trainer: is not a prefix of pushtrain-trainer-gpu:3).
+  task_definition_arn_prefixes = concat(
+    ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.task_family}:"],
+    local.gpu_enabled ? ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.gpu_task_family}:"] : [],
+  )
+  # The patterns' taskDefinitionArn value: a list of prefix matchers, any of which matches.
+  task_definition_arn_patterns = jsonencode([for prefix in local.task_definition_arn_prefixes : { prefix = prefix }])
 
   event_patterns = {
     ecr_push = templatefile("${path.module}/event-patterns/ecr-push.json.tftpl", {
       repository_name = local.repository_name
     })
     spot_interruption = templatefile("${path.module}/event-patterns/spot-interruption.json.tftpl", {
-      cluster_arn                = aws_ecs_cluster.this.arn
-      task_definition_arn_prefix = local.task_definition_arn_prefix
+      cluster_arn                  = aws_ecs_cluster.this.arn
+      task_definition_arn_patterns = local.task_definition_arn_patterns
     })
     training_failed = templatefile("${path.module}/event-patterns/training-failed.json.tftpl", {
-      cluster_arn                = aws_ecs_cluster.this.arn
-      task_definition_arn_prefix = local.task_definition_arn_prefix
-      container_name             = local.container_name
+      cluster_arn                  = aws_ecs_cluster.this.arn
+      task_definition_arn_patterns = local.task_definition_arn_patterns
+      container_name               = local.container_name
     })
     training_succeeded = templatefile("${path.module}/event-patterns/training-succeeded.json.tftpl", {
-      cluster_arn                = aws_ecs_cluster.this.arn
-      task_definition_arn_prefix = local.task_definition_arn_prefix
-      container_name             = local.container_name
+      cluster_arn                  = aws_ecs_cluster.this.arn
+      task_definition_arn_patterns = local.task_definition_arn_patterns
+      container_name               = local.container_name
     })
     # terraform/batch.tf (its rule exists only when var.batch.enabled)
     batch_job_failed = templatefile("${path.module}/event-patterns/batch-job-failed.json.tftpl", {

@@ -1,7 +1,10 @@
 # GPU training on ECS (off by default, var.gpu): a capacity provider on an Auto Scaling group of GPU
 # instances that starts at 0 and scales with the tasks placed on it (managed scaling), and the GPU task
-# definition family. The trigger registers one revision of that family per image digest, as it does for
-# the Fargate family, and starts it with the capacity provider for requests with compute "gpu".
+# definition family. The trigger registers one revision of that family per CUDA image digest, as it does
+# for the Fargate family, and starts it with the capacity provider for runs with compute "gpu" (a retrain
+# request's `compute`, or var.default_compute for pushes, sweeps and requests that name none). With
+# var.gpu.spot a second, on-demand group and provider take a run's next attempt after a Spot interruption
+# or a start that found no capacity.
 #
 # Cost (us-east-1 on-demand list prices, November 2026): idle $0 for the group itself (0 instances) plus
 # the ECS interface endpoints of ec2_capacity.tf ($43.80/month while on). Per run: g6.xlarge (1 NVIDIA L4,
@@ -123,6 +126,79 @@ resource "aws_ecs_capacity_provider" "gpu" {
 
   auto_scaling_group_provider {
     auto_scaling_group_arn         = aws_autoscaling_group.gpu[0].arn
+    managed_termination_protection = "ENABLED"
+    managed_draining               = "ENABLED"
+
+    managed_scaling {
+      status                    = "ENABLED"
+      target_capacity           = 100
+      minimum_scaling_step_size = 1
+      maximum_scaling_step_size = var.gpu.max_instances
+      instance_warmup_period    = 300
+    }
+  }
+}
+
+# --- on-demand fallback (var.gpu.spot) -------------------------------------------------------------
+# An EC2 capacity provider never refuses RunTask for lack of instances: the task waits in PROVISIONING
+# while managed scaling asks the group for one. So the fallback cannot be a second RunTask, as for
+# Fargate; it is a second provider on an on-demand group of the same launch template, which the trigger
+# names for the next attempt of a GPU run whose Spot task was interrupted or never placed (trigger.stops).
+# Minimum 0: it costs nothing until such a resume.
+
+resource "aws_autoscaling_group" "gpu_on_demand" {
+  count = local.gpu_on_demand ? 1 : 0
+
+  name_prefix           = "${local.name}-gpu-od-"
+  min_size              = 0
+  max_size              = var.gpu.max_instances
+  vpc_zone_identifier   = [for subnet in aws_subnet.this : subnet.id]
+  protect_from_scale_in = true
+
+  mixed_instances_policy {
+    instances_distribution {
+      on_demand_base_capacity                  = 0
+      on_demand_percentage_above_base_capacity = 100
+    }
+
+    launch_template {
+      launch_template_specification {
+        launch_template_id = aws_launch_template.gpu[0].id
+        version            = aws_launch_template.gpu[0].latest_version
+      }
+
+      dynamic "override" {
+        for_each = var.gpu.instance_types
+        content {
+          instance_type = override.value
+        }
+      }
+    }
+  }
+
+  tag {
+    key                 = "AmazonECSManaged"
+    value               = "true"
+    propagate_at_launch = true
+  }
+
+  lifecycle {
+    ignore_changes = [desired_capacity]
+
+    precondition {
+      condition     = local.private_network
+      error_message = "gpu.enabled needs network_mode = \"private\": GPU instances reach ECS, ECR and S3 through the VPC endpoints."
+    }
+  }
+}
+
+resource "aws_ecs_capacity_provider" "gpu_on_demand" {
+  count = local.gpu_on_demand ? 1 : 0
+
+  name = local.gpu_on_demand_name
+
+  auto_scaling_group_provider {
+    auto_scaling_group_arn         = aws_autoscaling_group.gpu_on_demand[0].arn
     managed_termination_protection = "ENABLED"
     managed_draining               = "ENABLED"
 

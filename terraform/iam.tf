@@ -6,7 +6,12 @@
 
 locals {
   task_definition_family_arn = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.task_family}:*"
-  cluster_tasks_arn          = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
+  # With var.gpu.enabled the trigger also pins and runs revisions of the GPU family (gpu.tf).
+  trigger_task_definition_arns = concat(
+    [local.task_definition_family_arn],
+    local.gpu_enabled ? ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/${local.gpu_task_family}:*"] : [],
+  )
+  cluster_tasks_arn = "arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${local.cluster_name}/*"
 }
 
 # --- execution role: image pull and logs ------------------------------------------------------
@@ -197,16 +202,16 @@ data "aws_iam_policy_document" "trigger" {
 
   statement {
     # RegisterTaskDefinition has one (task-definition, "task-definition/<family>:<revision>"): the
-    # trainer family only.
+    # trainer family only (and its GPU family when deployed).
     sid       = "RegisterTrainerTaskDefinitions"
     actions   = ["ecs:RegisterTaskDefinition"]
-    resources = [local.task_definition_family_arn]
+    resources = local.trigger_task_definition_arns
   }
 
   statement {
     sid       = "RunTrainerTasks"
     actions   = ["ecs:RunTask"]
-    resources = [local.task_definition_family_arn]
+    resources = local.trigger_task_definition_arns
 
     condition {
       test     = "ArnEquals"
@@ -220,7 +225,7 @@ data "aws_iam_policy_document" "trigger" {
     # on the resource being created, and only as part of creating it.
     sid       = "TagOnCreate"
     actions   = ["ecs:TagResource"]
-    resources = [local.cluster_tasks_arn, local.task_definition_family_arn]
+    resources = concat([local.cluster_tasks_arn], local.trigger_task_definition_arns)
 
     condition {
       test     = "StringEquals"

@@ -61,12 +61,23 @@ resource "aws_lambda_function" "this" {
       # requests that need it.
       PUSHTRAIN_GPU_TASK_FAMILY       = local.gpu_enabled ? local.gpu_task_family : ""
       PUSHTRAIN_GPU_CAPACITY_PROVIDER = local.gpu_enabled ? local.gpu_provider_name : ""
-      PUSHTRAIN_BATCH_JOB_QUEUE       = local.batch_enabled ? local.batch_queue_name : ""
-      PUSHTRAIN_BATCH_JOB_DEFINITION  = local.batch_enabled ? local.batch_job_family : ""
+      # "" with var.gpu.spot = false: the one GPU provider is on-demand already.
+      PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER = local.gpu_on_demand ? local.gpu_on_demand_name : ""
+      PUSHTRAIN_DEFAULT_COMPUTE                 = var.default_compute
+      PUSHTRAIN_BATCH_JOB_QUEUE                 = local.batch_enabled ? local.batch_queue_name : ""
+      PUSHTRAIN_BATCH_JOB_DEFINITION            = local.batch_enabled ? local.batch_job_family : ""
       # A start claimed longer ago than this died with its invocation: 3 x the 60 s timeout above.
       PUSHTRAIN_CLAIM_SECONDS = "180"
       # Reconcile's look-back; runs/ expires later (checkpoint_expiration_days is at least 8).
       PUSHTRAIN_RECONCILE_LOOKBACK_DAYS = "7"
+    }
+  }
+
+  # Pushes train on var.default_compute: GPU only where the GPU capacity exists.
+  lifecycle {
+    precondition {
+      condition     = var.default_compute == "cpu" || local.gpu_enabled
+      error_message = "default_compute = \"gpu\" needs the GPU capacity: set gpu = { enabled = true } (terraform/gpu.tf)."
     }
   }
 

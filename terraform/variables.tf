@@ -319,6 +319,18 @@ variable "gpu" {
   }
 }
 
+variable "default_compute" {
+  description = "Where a push trains, and a retrain request or sweep that names no compute: \"cpu\" (Fargate, the CPU image tagged <git sha>) or \"gpu\" (the GPU capacity of var.gpu, the CUDA image tagged <git sha>-cuda). A push of the other variant is skipped. \"gpu\" needs var.gpu.enabled."
+  type        = string
+  default     = "cpu"
+  nullable    = false
+
+  validation {
+    condition     = contains(["cpu", "gpu"], var.default_compute)
+    error_message = "The default_compute must be \"cpu\" or \"gpu\"."
+  }
+}
+
 variable "batch" {
   description = "Multi-node data-parallel training on AWS Batch: a managed EC2 compute environment (on-demand: Batch runs no multi-node job on Spot) in a cluster placement group, a job queue and the multi-node job definition family <name>-trainer-mnp; requests with nodes > 1 run there under torchrun. Needs network_mode = \"private\". Off by default: nothing is created, $0 per month."
   type = object({

@@ -156,7 +156,7 @@ def test_the_trigger_index_folder_can_never_be_a_trainer_run() -> None:
     # runs/_taskdefs/ sits beside the run folders; no run id may name it
     folder = trigger_taskdef.INDEX_PREFIX.removeprefix("runs/").rstrip("/")
     assert not trainer_module_constant("_RUN_ID").fullmatch(folder)
-    assert trigger_taskdef.index_key(DIGEST).startswith("runs/_taskdefs/")
+    assert trigger_taskdef.index_key("pushtrain-trainer", DIGEST).startswith("runs/_taskdefs/")
 
 
 # --- retrain parameters ---------------------------------------------------------------------------------

@@ -202,3 +202,41 @@ def test_a_for_each_rule_expands_to_one_pattern_per_key_and_skips_schedules(tmp_
     # THEN each key is a rule, the schedule has no pattern, and each target lands on its rule's key
     assert patterns == {"push": {"source": ["aws.ecr"]}}
     assert targets == {"push": {"aws_lambda_function", "aws_sns_topic"}, "tick": {"aws_lambda_function"}}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "families", "on_demand"),
+    [
+        ({"enabled": False}, ["pushtrain-trainer"], ""),
+        ({"enabled": True, "spot": True}, ["pushtrain-trainer", "pushtrain-trainer-gpu"], "pushtrain-gpu-od"),
+        ({"enabled": True, "spot": False}, ["pushtrain-trainer", "pushtrain-trainer-gpu"], ""),
+    ],
+    ids=["gpu-off", "gpu-spot", "gpu-on-demand-only"],
+)
+def test_gpu_settings_reach_the_stop_rules_and_the_trigger(
+    module: TerraformModule, gpu: dict[str, bool], families: list[str], on_demand: str
+) -> None:
+    # GIVEN the stack with var.gpu as given (and pushes training on GPU when it is on)
+    default_gpu = dict(module.variables["gpu"])
+    variables = {"gpu": {**default_gpu, **gpu}, "default_compute": "gpu" if gpu["enabled"] else "cpu"}
+    stack = module.with_variables(variables)
+    cluster_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/pushtrain"
+    patterns = stack.event_patterns(ACCOUNT, REGION, {("aws_ecs_cluster", "arn"): cluster_arn})
+    # THEN every task-stop rule matches a revision prefix of each deployed family, and nothing else
+    prefix = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/"
+    for name in ("spot_interruption", "training_failed", "training_succeeded"):
+        assert patterns[name]["detail"]["taskDefinitionArn"] == [{"prefix": f"{prefix}{f}:"} for f in families]
+    # AND the trigger learns the GPU family, both providers and the default compute
+    # (the emulated stack holds the default's one task family; the Lambda environment alone is read here)
+    env = stack._lambda_environment(stack.scope({}))
+    assert env["PUSHTRAIN_GPU_TASK_FAMILY"] == ("pushtrain-trainer-gpu" if gpu["enabled"] else "")
+    assert env["PUSHTRAIN_GPU_CAPACITY_PROVIDER"] == ("pushtrain-gpu" if gpu["enabled"] else "")
+    assert env["PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER"] == on_demand
+    assert env["PUSHTRAIN_DEFAULT_COMPUTE"] == variables["default_compute"]
+    # AND the on-demand GPU group and provider exist exactly when the GPU group is Spot
+    od = [key for key in stack.resources if key[1] == "gpu_on_demand"]
+    assert sorted(od) == (
+        [("aws_autoscaling_group", "gpu_on_demand"), ("aws_ecs_capacity_provider", "gpu_on_demand")]
+        if on_demand
+        else []
+    )

@@ -536,7 +536,7 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     from trigger.records import record_key
     from trigger.taskdef import index_key
 
-    keys = [record_key("push-0123456789abcdef0123"), index_key("sha256:" + "0" * 64)]
+    keys = [record_key("push-0123456789abcdef0123"), index_key("pushtrain-trainer-gpu", "sha256:" + "0" * 64)]
     # WHEN the trigger's S3 statements are read
     s3_resources = [
         r
@@ -626,10 +626,15 @@ def test_pass_role_names_only_the_two_task_roles_and_only_for_ecs_tasks(stack: d
 
 def test_run_task_is_scoped_to_the_trainer_family_on_our_cluster(stack: dict[str, list[Any]]) -> None:
     (run,) = [s for s in statements(stack, "trigger") if "ecs:RunTask" in s.actions]
-    assert run.resources == ("${local.task_definition_family_arn}",)
+    assert run.resources == ("${local.trigger_task_definition_arns}",)
     assert ("ArnEquals", "ecs:cluster", ("${aws_ecs_cluster.this.arn}",)) in run.conditions
     family_arn = unquote(locals_of(stack)["task_definition_family_arn"])
     assert family_arn.endswith(":task-definition/${local.task_family}:*")
+    # the trainer family, and the GPU family (any revision) only when var.gpu.enabled deploys it
+    arns = locals_of(stack)["trigger_task_definition_arns"]
+    assert "[local.task_definition_family_arn]" in arns
+    assert 'local.gpu_enabled ? ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task-definition/' in arns
+    assert '${local.gpu_task_family}:*"] : []' in arns
 
 
 # --- the trainer's role and the S3 endpoint --------------------------------------------------------------

@@ -28,17 +28,20 @@ EVENTS = REPO / "lambda" / "tests" / "events"
 ACCOUNT, REGION = "123456789012", "us-west-2"
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/pushtrain"
 FAMILY_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer:"
+GPU_FAMILY_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer-gpu:"
+# eventbridge.tf's local.task_definition_arn_patterns with var.gpu.enabled: one prefix per family
+FAMILY_PATTERNS = json.dumps([{"prefix": FAMILY_PREFIX}, {"prefix": GPU_FAMILY_PREFIX}])
 TEMPLATE_VARS = {
     "ecr-push": {"repository_name": "pushtrain-trainer"},
-    "spot-interruption": {"cluster_arn": CLUSTER_ARN, "task_definition_arn_prefix": FAMILY_PREFIX},
+    "spot-interruption": {"cluster_arn": CLUSTER_ARN, "task_definition_arn_patterns": FAMILY_PATTERNS},
     "training-failed": {
         "cluster_arn": CLUSTER_ARN,
-        "task_definition_arn_prefix": FAMILY_PREFIX,
+        "task_definition_arn_patterns": FAMILY_PATTERNS,
         "container_name": "trainer",
     },
     "training-succeeded": {
         "cluster_arn": CLUSTER_ARN,
-        "task_definition_arn_prefix": FAMILY_PREFIX,
+        "task_definition_arn_patterns": FAMILY_PATTERNS,
         "container_name": "trainer",
     },
     "batch-job-failed": {"job_queue_arn": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/pushtrain-mnp"},
@@ -191,6 +194,62 @@ def test_spot_rule_rejects_other_task_stops(rendered: dict[str, Any], change: di
     event = sample("ecs_task_stopped_spot.json")
     event["detail"].update(change)
     assert not matches(rendered["spot-interruption"], event), why
+
+
+# --- the GPU family (var.gpu.enabled): its stops reach the trigger like the Fargate family's ----------------
+
+GPU_REVISION = GPU_FAMILY_PREFIX + "7"
+# Families that share our names' prefix but are not ours: each rule must refuse their stops.
+FOREIGN_FAMILIES = [
+    f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer-gpux:1",
+    f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer-gpu-old:1",
+    f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer-mnp:1",
+]
+
+
+def gpu_stop(stop_code: str, exit_code: int | None, reason: str = "stopped") -> dict[str, Any]:
+    event = finished(exit_code, stop_code)
+    event["detail"].update(taskDefinitionArn=GPU_REVISION, stoppedReason=reason)
+    return event
+
+
+def test_the_rendered_rules_list_one_prefix_per_family(rendered: dict[str, Any]) -> None:
+    for name in ("spot-interruption", "training-failed", "training-succeeded"):
+        assert rendered[name]["detail"]["taskDefinitionArn"] == [
+            {"prefix": FAMILY_PREFIX},
+            {"prefix": GPU_FAMILY_PREFIX},
+        ]
+
+
+@pytest.mark.parametrize("stop_code", ["SpotInterruption", "TerminationNotice"])
+def test_spot_rule_matches_an_interrupted_gpu_task(rendered: dict[str, Any], stop_code: str) -> None:
+    # GIVEN a GPU task whose Spot instance was reclaimed
+    event = gpu_stop(stop_code, None)
+    # THEN the rule that resumes runs sees it, as for a Fargate Spot task
+    assert matches(rendered["spot-interruption"], event)
+
+
+def test_failure_rule_delivers_a_gpu_task_that_never_found_capacity(rendered: dict[str, Any]) -> None:
+    # GIVEN a GPU task that waited in PROVISIONING and stopped without an instance
+    event = gpu_stop("TaskFailedToStart", None, reason="Capacity provider pushtrain-gpu: no capacity")
+    # THEN the trigger gets it (and resumes the run on on-demand), the Spot rule does not
+    assert matches(rendered["training-failed"], event)
+    assert not matches(rendered["spot-interruption"], event)
+
+
+def test_success_rule_delivers_a_gpu_trainers_exit_0(rendered: dict[str, Any]) -> None:
+    assert matches_a_container(rendered["training-succeeded"], gpu_stop("EssentialContainerExited", 0))
+
+
+@pytest.mark.parametrize("family", FOREIGN_FAMILIES)
+def test_no_rule_delivers_a_foreign_family_that_shares_our_prefix(rendered: dict[str, Any], family: str) -> None:
+    for name, event in [
+        ("spot-interruption", gpu_stop("SpotInterruption", None)),
+        ("training-failed", gpu_stop("TaskFailedToStart", None)),
+        ("training-succeeded", gpu_stop("EssentialContainerExited", 0)),
+    ]:
+        event["detail"]["taskDefinitionArn"] = family
+        assert not matches_a_container(rendered[name], event), (name, family)
 
 
 # --- failed training -> SNS ---------------------------------------------------------------------------------

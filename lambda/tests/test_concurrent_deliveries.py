@@ -135,5 +135,5 @@ def test_a_burst_of_runs_on_one_new_digest_registers_one_revision(endpoint: str,
     revisions = account.revisions()
     assert len(revisions) == 2, revisions  # the base and one copy: nobody registered a spare
     assert {t["taskDefinitionArn"] for t in tasks} == {revisions[-1]}
-    index = account.s3.get_object(Bucket=account.config.bucket, Key=f"runs/_taskdefs/{DIGEST}.json")
+    index = account.s3.get_object(Bucket=account.config.bucket, Key=f"runs/_taskdefs/pushtrain-trainer/{DIGEST}.json")
     assert json.loads(index["Body"].read())["task_definition_arn"] == revisions[-1]

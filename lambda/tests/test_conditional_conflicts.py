@@ -103,11 +103,14 @@ def test_update_that_conflicts_is_reapplied_to_the_write_that_landed(aws: Emulat
 
 def _index(aws: Emulated, s3: Any, arn: str, etag: str | None = None) -> bool:
     document = {"task_definition_arn": arn, "base_task_definition_arn": "arn:base"}
-    return put_json(s3, aws.config.bucket, index_key(DIGEST), document, etag=etag, sleep=no_sleep) is not None
+    return (
+        put_json(s3, aws.config.bucket, index_key("pushtrain-trainer", DIGEST), document, etag=etag, sleep=no_sleep)
+        is not None
+    )
 
 
 def _indexed_arn(aws: Emulated) -> str:
-    body = aws.s3.get_object(Bucket=aws.config.bucket, Key=index_key(DIGEST))["Body"].read()
+    body = aws.s3.get_object(Bucket=aws.config.bucket, Key=index_key("pushtrain-trainer", DIGEST))["Body"].read()
     return str(json.loads(body)["task_definition_arn"])
 
 

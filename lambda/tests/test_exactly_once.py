@@ -347,5 +347,9 @@ def test_a_digest_pinned_before_the_base_changed_gets_a_revision_of_the_new_base
         {**push_event, "detail": {**push_event["detail"], "image-tag": "v2"}}, aws.config, aws.clients, clock=clock
     )
     assert again["outcome"] == "duplicate"
-    index = json.loads(aws.s3.get_object(Bucket=aws.config.bucket, Key=f"runs/_taskdefs/{DIGEST}.json")["Body"].read())
+    index = json.loads(
+        aws.s3.get_object(Bucket=aws.config.bucket, Key=f"runs/_taskdefs/pushtrain-trainer/{DIGEST}.json")[
+            "Body"
+        ].read()
+    )
     assert index["task_definition_arn"] == decision["task_definition_arn"]

@@ -20,7 +20,7 @@ FAMILY_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-trainer"
 TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/pushtrain/0f6c1d2e3b4a49c8a7b6c5d4e3f2a1b0"
 PINNED_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/pushtrain-trainer@{DIGEST}"
 RECORD_KEY = f"runs/{PUSH_RUN_ID}/status.json"
-INDEX_KEY = f"runs/_taskdefs/{DIGEST}.json"
+INDEX_KEY = f"runs/_taskdefs/pushtrain-trainer/{DIGEST}.json"
 
 CONTAINER = {
     "name": "trainer",

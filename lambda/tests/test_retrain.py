@@ -38,6 +38,7 @@ def test_retrain_by_tag_starts_the_resolved_digest_with_the_parameters(
         "task_arn": answer["task_arn"],
         "image_digest": DIGEST,
         "status_key": f"runs/{run_id}/status.json",
+        "compute": "cpu",
     }
     # AND the task trains that digest with the parameters as TRAINER_* overrides
     (task,) = pushed.tasks()

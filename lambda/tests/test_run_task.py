@@ -21,7 +21,7 @@ CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later 
 
 
 def request(config: Config, provider: str) -> dict[str, Any]:
-    return run_task_request(SPEC, config, TASK_DEFINITION, provider)
+    return run_task_request(SPEC, config, TASK_DEFINITION, provider, fallback=provider == "FARGATE")
 
 
 def started(arn: str = TASK_ARN) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def test_no_capacity_anywhere_raises_with_both_reasons(stubbed: Stubbed, config:
     for _ in range(2):
         stubbed.ecs.add_response("run_task", {"tasks": [], "failures": [{"reason": CAPACITY_REASON}]})
 
-    with pytest.raises(RunTaskFailedError, match=r"no Fargate capacity.*Spot said.*on-demand said"):
+    with pytest.raises(RunTaskFailedError, match=r"no Fargate capacity.*FARGATE_SPOT said.*FARGATE said"):
         start_task(stubbed.clients.ecs, SPEC, config, TASK_DEFINITION, sleep=Sleeps())
     stubbed.assert_done()
 

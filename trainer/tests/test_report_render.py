@@ -218,3 +218,12 @@ def test_a_run_whose_gate_is_pending_still_gets_its_report_saying_so(tmp_path: P
     # THEN the gate is pending and the run's report says so
     assert gate["outcome"] == "pending"
     assert "**Gate: pending**" in store.get(run_report_key(run_id)).decode()
+
+
+@pytest.mark.parametrize("capacity", ["pushtrain-gpu", "pushtrain-gpu-od", "batch:2-nodes"])
+def test_report_of_a_run_on_ec2_capacity_says_its_cost_is_not_estimated(capacity: str) -> None:
+    # GIVEN a run whose record names a GPU capacity provider (or a Batch job), not Fargate
+    text = render_report(manifest(), metrics(), "curves.png", gate=PROMOTED, capacity=capacity)
+    # THEN the report does not price it at Fargate's rates: it names the capacity and says unknown
+    assert f"not estimated: it ran on {capacity}" in text
+    assert "Fargate Spot (on-demand would have been" not in text

@@ -45,7 +45,8 @@ def fill(store: Store) -> None:
     for run in runs:
         store.put(status_key(run["run_id"]), json.dumps(run).encode())
     store.put("runs/push-broken/status.json", b"{not json")
-    store.put(f"runs/_taskdefs/{DIGEST}.json", b'{"task_definition_arn": "arn"}')
+    store.put(f"runs/_taskdefs/{DIGEST}.json", b'{"task_definition_arn": "arn"}')  # the earlier layout
+    store.put(f"runs/_taskdefs/pushtrain-trainer-gpu/{DIGEST}.json", b'{"task_definition_arn": "arn"}')
     store.put("runs/push-aaaaaaaaaaaaaaaaaaaa/report.md", b"# report")
 
 

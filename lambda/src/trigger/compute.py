@@ -3,6 +3,10 @@
     {"action": "retrain", ..., "nodes": 4}                  # AWS Batch multi-node job (trigger.batch)
     {"action": "retrain", ..., "compute": "gpu"}            # one GPU task (ECS capacity provider)
 
+Without `compute` a request runs on PUSHTRAIN_DEFAULT_COMPUTE (Terraform var.default_compute), as
+pushes and sweeps do. A GPU run trains the CUDA variant of the image: the tag `<tag>-cuda`, or a
+digest that carries such a tag (trigger.flows.resolve_image).
+
 A request that needs capacity this stack has not deployed is refused here, before anything is
 recorded or started, with one line naming the Terraform variable that deploys it.
 """
@@ -13,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from trigger.config import Config
+from trigger.config import COMPUTES, Config
 from trigger.errors import InvalidEventError
 from trigger.events import RetrainRequest, parse_retrain_request
 
-COMPUTES = ("cpu", "gpu")
+CPU, GPU = COMPUTES
 MAX_NODES = 16  # var.batch.max_nodes allows at most this many
 SCALE_KEYS = ("compute", "nodes")
 
@@ -48,7 +52,7 @@ def is_scaled_request(event: object) -> TypeGuard[Mapping[str, Any]]:
 def parse_scaled_request(event: Mapping[str, Any], config: Config) -> ScaledRequest:
     """Validate the request and check that its capacity is deployed; InvalidEventError names the problem."""
     base = parse_retrain_request({k: v for k, v in event.items() if k not in SCALE_KEYS})
-    compute = event.get("compute", "cpu")
+    compute = event.get("compute", config.default_compute)
     if compute not in COMPUTES:
         raise InvalidEventError(f"compute={compute!r:.40} is not one of {list(COMPUTES)}")
     nodes = event.get("nodes", 1)
@@ -59,9 +63,21 @@ def parse_scaled_request(event: Mapping[str, Any], config: Config) -> ScaledRequ
             f"nodes={nodes} needs multi-node capacity, which this stack has not deployed "
             "(Terraform var.batch.enabled = true, terraform/batch.tf)"
         )
-    if compute == "gpu" and nodes == 1 and not config.gpu_task_family:
+    if compute == GPU and nodes == 1 and not config.gpu_task_family:
         raise InvalidEventError(
             "compute='gpu' needs GPU capacity, which this stack has not deployed "
             "(Terraform var.gpu.enabled = true, terraform/gpu.tf)"
         )
     return ScaledRequest(base=base, compute=compute, nodes=nodes)
+
+
+def task_family(config: Config, compute: str) -> str:
+    """The task definition family a run of `compute` copies: the Fargate trainer family or the GPU one."""
+    if compute == GPU:
+        if not config.gpu_task_family:
+            raise InvalidEventError(
+                "compute='gpu' needs GPU capacity, which this stack has not deployed "
+                "(Terraform var.gpu.enabled = true, terraform/gpu.tf)"
+            )
+        return config.gpu_task_family
+    return config.task_family

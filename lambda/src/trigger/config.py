@@ -26,6 +26,8 @@ MIN_CLAIM_SECONDS, MAX_CLAIM_SECONDS = 60, 3600
 # objects must live longer (terraform/variables.tf checkpoint_expiration_days), or an expired record
 # would make an old image look never trained.
 MAX_LOOKBACK_DAYS = 365
+# Where a run trains (docs/contracts.md): "cpu" on Fargate, "gpu" on the GPU capacity provider.
+COMPUTES = ("cpu", "gpu")
 _DECIMAL = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}", re.ASCII)
@@ -56,6 +58,11 @@ class Config:
     # it are then refused (trigger.compute). The model name locates the versions a sweep ranks.
     gpu_task_family: str = ""
     gpu_capacity_provider: str = ""
+    # With var.gpu.spot the first provider is Spot and this one on-demand (a GPU Spot task interrupted
+    # or never placed resumes here); "" when the one GPU provider is on-demand already.
+    gpu_on_demand_capacity_provider: str = ""
+    # Where a push trains, and a retrain request or sweep without `compute` (trigger.compute).
+    default_compute: str = "cpu"
     batch_job_queue: str = ""
     batch_job_definition: str = ""
     model_name: str = "cifar10"
@@ -147,6 +154,8 @@ def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
     values = {
         "gpu_task_family": optional("PUSHTRAIN_GPU_TASK_FAMILY", _NAME),
         "gpu_capacity_provider": optional("PUSHTRAIN_GPU_CAPACITY_PROVIDER", _NAME),
+        "gpu_on_demand_capacity_provider": optional("PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER", _NAME),
+        "default_compute": env.get("PUSHTRAIN_DEFAULT_COMPUTE", "") or "cpu",
         "batch_job_queue": optional("PUSHTRAIN_BATCH_JOB_QUEUE", _NAME),
         "batch_job_definition": optional("PUSHTRAIN_BATCH_JOB_DEFINITION", _NAME),
         "model_name": optional("PUSHTRAIN_MODEL_NAME", _NAME) or "cifar10",
@@ -154,4 +163,13 @@ def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
     for first, second in (("gpu_task_family", "gpu_capacity_provider"), ("batch_job_queue", "batch_job_definition")):
         if bool(values[first]) != bool(values[second]):
             problems.append(f"PUSHTRAIN_{first.upper()} and PUSHTRAIN_{second.upper()} must both be set or both empty")
+    if values["gpu_on_demand_capacity_provider"] and not values["gpu_capacity_provider"]:
+        problems.append("PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER is set but PUSHTRAIN_GPU_CAPACITY_PROVIDER is empty")
+    if values["default_compute"] not in COMPUTES:
+        problems.append(f"PUSHTRAIN_DEFAULT_COMPUTE={values['default_compute'][:40]!r} is not one of {list(COMPUTES)}")
+    elif values["default_compute"] == "gpu" and not (values["gpu_task_family"] and values["gpu_capacity_provider"]):
+        problems.append(
+            "PUSHTRAIN_DEFAULT_COMPUTE='gpu' needs GPU capacity: PUSHTRAIN_GPU_TASK_FAMILY and "
+            "PUSHTRAIN_GPU_CAPACITY_PROVIDER are empty (Terraform var.gpu.enabled = true)"
+        )
     return values

@@ -1,9 +1,13 @@
 """RunTask: the request for one attempt of a run, and the capacity strategy around it.
 
-Fargate Spot first; when Spot has no capacity, once more on on-demand Fargate. A response with
-`failures` for any other reason raises. Throttling is retried by botocore (adaptive mode, see
-`trigger.aws`) and, past that, here with capped exponential backoff and full jitter; RunTask is
-idempotent under its clientToken, so repeating it cannot start a second task.
+Each attempt tries its capacity providers in order (`capacity_providers`): a CPU run Fargate Spot
+first and, when Spot has no capacity, once more on on-demand Fargate; a GPU run the GPU provider (Spot
+with var.gpu.spot) and then the on-demand GPU provider. An EC2 capacity provider seldom refuses a task
+for lack of instances: the task waits in PROVISIONING while managed scaling launches one, and when none
+comes it stops (TaskFailedToStart); that stop, not RunTask, moves a GPU run to on-demand
+(trigger.stops). A response with `failures` for any other reason raises. Throttling is retried by
+botocore (adaptive mode, see `trigger.aws`) and, past that, here with capped exponential backoff and
+full jitter; RunTask is idempotent under its clientToken, so repeating it cannot start a second task.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trigger.compute import GPU
 from trigger.config import Config
 from trigger.errors import RunTaskFailedError
 from trigger.runs import RunSpec, client_token, container_environment, resource_tags, started_by
@@ -45,20 +50,44 @@ class Started:
     capacity_provider: str
 
 
-def run_task_request(spec: RunSpec, config: Config, task_definition_arn: str, capacity_provider: str) -> dict[str, Any]:
-    """The RunTask request for one attempt on one capacity provider (pure)."""
+def capacity_providers(config: Config, spec: RunSpec) -> tuple[str, ...]:
+    """The capacity providers an attempt tries, in order (pure).
+
+    CPU: Fargate Spot, then on-demand Fargate. GPU: PUSHTRAIN_GPU_CAPACITY_PROVIDER, then
+    PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER when there is one; an attempt the record sends to
+    on-demand (`on_demand`, after a GPU Spot interruption or a start without capacity) tries only that.
+    """
+    if spec.compute != GPU:
+        return (SPOT, ON_DEMAND)
+    on_demand = config.gpu_on_demand_capacity_provider
+    if spec.on_demand and on_demand:
+        return (on_demand,)
+    return (config.gpu_capacity_provider, on_demand) if on_demand else (config.gpu_capacity_provider,)
+
+
+def run_task_request(
+    spec: RunSpec, config: Config, task_definition_arn: str, capacity_provider: str, *, fallback: bool = False
+) -> dict[str, Any]:
+    """The RunTask request for one attempt on one capacity provider (pure).
+
+    `fallback`: the attempt's second provider, after the first had no capacity (another clientToken:
+    ECS answers a reused token with the first answer). Both families use awsvpc networking; a task on
+    an EC2 instance cannot get a public IP (ECS accepts assignPublicIp ENABLED for Fargate only), and
+    the GPU capacity needs the private network, so a GPU task never asks for one.
+    """
+    public_ip = "DISABLED" if spec.compute == GPU else config.assign_public_ip
     return {
         "cluster": config.cluster,
         "taskDefinition": task_definition_arn,
         "count": 1,
         "capacityProviderStrategy": [{"capacityProvider": capacity_provider, "weight": 1}],
-        "clientToken": client_token(spec.run_id, spec.attempt, on_demand=capacity_provider == ON_DEMAND),
+        "clientToken": client_token(spec.run_id, spec.attempt, on_demand=fallback),
         "startedBy": started_by(spec.run_id),
         "networkConfiguration": {
             "awsvpcConfiguration": {
                 "subnets": list(config.subnets),
                 "securityGroups": list(config.security_groups),
-                "assignPublicIp": config.assign_public_ip,
+                "assignPublicIp": public_ip,
             }
         },
         "overrides": {
@@ -107,18 +136,17 @@ def _attempt(ecs: Any, request: dict[str, Any], sleep: Sleep) -> tuple[str | Non
 
 
 def start_task(ecs: Any, spec: RunSpec, config: Config, task_definition_arn: str, sleep: Sleep = time.sleep) -> Started:
-    """Start one attempt: Fargate Spot, then on-demand Fargate if Spot has no capacity."""
-    spot_reason = None
-    for provider in (SPOT, ON_DEMAND):
-        task_arn, reason = _attempt(ecs, run_task_request(spec, config, task_definition_arn, provider), sleep)
+    """Start one attempt on the first of its capacity providers that has capacity (`capacity_providers`)."""
+    providers = capacity_providers(config, spec)
+    refusals: list[str] = []
+    for index, provider in enumerate(providers):
+        request = run_task_request(spec, config, task_definition_arn, provider, fallback=index > 0)
+        task_arn, reason = _attempt(ecs, request, sleep)
         if task_arn:
             return Started(task_arn=task_arn, capacity_provider=provider)
-        spot_reason = spot_reason or reason
-        last_reason = reason
-    raise RunTaskFailedError(
-        f"no Fargate capacity for run {spec.run_id} attempt {spec.attempt}: Spot said {spot_reason!r}, "
-        f"on-demand said {last_reason!r}"
-    )
+        refusals.append(f"{provider} said {reason!r}")
+    kind = "GPU" if spec.compute == GPU else "Fargate"
+    raise RunTaskFailedError(f"no {kind} capacity for run {spec.run_id} attempt {spec.attempt}: {'; '.join(refusals)}")
 
 
 # --- what ECS knows: the tasks of a run, the facts of a stopped task --------------------------------

@@ -3,7 +3,8 @@
 Three inputs (see ../../../shared/ARCHITECTURE.md), plus the reconcile schedule:
 
 1. EventBridge "ECR Image Action" from aws.ecr: action-type PUSH, result SUCCESS, our repository.
-2. EventBridge "ECS Task State Change" from aws.ecs for a task of our cluster and task family.
+2. EventBridge "ECS Task State Change" from aws.ecs for a task of our cluster and one of our task
+   families (the Fargate trainer family, or the GPU one when deployed).
 3. A retrain request invoked directly: {"action": "retrain", "request_id", "image", "params", "git_sha"?}.
 4. EventBridge "Scheduled Event" from aws.events: reconcile the repository.
 
@@ -30,6 +31,10 @@ REFUSED_TAGS = frozenset({"latest"})
 # The trigger adds "keep-<run_id>" to a published run's image (trigger.keep); ECR announces it as a PUSH.
 KEEP_TAG_PREFIX = "keep-"
 GIT_SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)
+# The trainer-image workflow pushes the CPU image tagged "<git sha>" and its CUDA variant tagged
+# "<git sha>-cuda" (docs/contracts.md, image variants): a tag ending in -cuda names a CUDA image.
+CUDA_SUFFIX = "-cuda"
+CUDA_TAG = re.compile(r"(?P<base>[A-Za-z0-9_][A-Za-z0-9_.-]{0,122})-cuda", re.ASCII)
 # A request id becomes part of the run id, the clientToken and startedBy (36 characters at most),
 # so "retrain-<request id>-<8 hex>" must fit in 36: at most 19 characters.
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,19}", re.ASCII)
@@ -54,6 +59,7 @@ PARAM_TYPES: dict[str, type] = {
 MAX_STR_PARAM = 64  # characters
 MAX_INT_PARAM = 2**31 - 1
 _STATUS = re.compile(r"[A-Z_]{1,32}", re.ASCII)  # PROVISIONING, RUNNING, STOPPED, …
+_CAPACITY_PROVIDER = re.compile(r"[A-Za-z0-9_-]{1,255}", re.ASCII)
 _STOP_CODE = re.compile(r"[A-Za-z]{1,64}", re.ASCII)  # TaskFailedToStart, SpotInterruption, …
 MAX_STOPPED_REASON = 1024  # characters kept of ECS's stoppedReason (it goes into the run record)
 _STR_PARAM = re.compile(r"[A-Za-z0-9_.:-]+", re.ASCII)
@@ -74,8 +80,20 @@ class PushEvent:
 
     @property
     def git_sha(self) -> str | None:
-        """The image tag when it is a full git commit sha (the image workflow tags with it)."""
-        return self.tag if self.tag and GIT_SHA.fullmatch(self.tag) else None
+        """The git commit sha the tag names (the image workflow tags with it, `-cuda` for the CUDA variant)."""
+        return git_sha_of_tag(self.tag) if self.tag else None
+
+
+def tag_compute(tag: str) -> str:
+    """The compute an image tag is built for: "gpu" for a `<tag>-cuda` (CUDA variant), else "cpu"."""
+    return "gpu" if CUDA_TAG.fullmatch(tag) else "cpu"
+
+
+def git_sha_of_tag(tag: str) -> str | None:
+    """The git sha a tag names: "<sha>" or "<sha>-cuda"; None for any other tag."""
+    cuda = CUDA_TAG.fullmatch(tag)
+    base = cuda.group("base") if cuda else tag
+    return base if GIT_SHA.fullmatch(base) else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class TaskStopEvent:
     stopped_reason: str | None
     exit_code: int | None
     environment: dict[str, str]  # the container's environment overrides (TRAINER_*)
+    capacity_provider: str | None = None  # detail.capacityProviderName: where the task was placed
 
     @property
     def resumable(self) -> bool:
@@ -184,6 +203,15 @@ def parse_push_event(event: Mapping[str, Any], config: Config) -> PushEvent | Sk
         return SkippedEvent(
             event_id, f"detail.image-tag={shown(tag)}: a tag the trigger adds to keep an image, not a push"
         )
+    if isinstance(tag, str) and tag and tag_compute(tag) != config.default_compute:
+        variant = "the CUDA variant" if tag_compute(tag) == "gpu" else "the CPU image"
+        return SkippedEvent(
+            event_id,
+            f"detail.image-tag={shown(tag)} is {variant}; pushes train on PUSHTRAIN_DEFAULT_COMPUTE="
+            f"{config.default_compute!r} (Terraform var.default_compute), so only "
+            + ("`<tag>-cuda` pushes" if config.default_compute == "gpu" else "plain-tag pushes")
+            + " train; a retrain request with compute may train this one",
+        )
     return PushEvent(event_id=event_id, digest=digest, tag=tag or None)
 
 
@@ -209,15 +237,19 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
     stopped_reason = _optional_str(detail, "stoppedReason", "detail")
     if cluster.group("name") != config.cluster:
         return SkippedEvent(event_id, f"detail.clusterArn={shown(cluster_arn)} is not our cluster {config.cluster!r}")
-    if family.group("family") != config.task_family:
+    families = [name for name in (config.task_family, config.gpu_task_family) if name]
+    if family.group("family") not in families:
+        ours = " or ".join(map(repr, families))
         return SkippedEvent(
-            event_id,
-            f"detail.taskDefinitionArn={shown(task_definition_arn)} is not a revision of {config.task_family!r}",
+            event_id, f"detail.taskDefinitionArn={shown(task_definition_arn)} is not a revision of {ours}"
         )
     if stop_code is not None and not _STOP_CODE.fullmatch(stop_code):
         raise InvalidEventError(f"detail.stopCode={shown(stop_code)} is not an ECS stop code")
     if stopped_reason is not None:
         stopped_reason = stopped_reason[:MAX_STOPPED_REASON]
+    capacity_provider = _optional_str(detail, "capacityProviderName", "detail")
+    if capacity_provider is not None and not _CAPACITY_PROVIDER.fullmatch(capacity_provider):
+        raise InvalidEventError(f"detail.capacityProviderName={shown(capacity_provider)} is not a capacity provider")
 
     return TaskStopEvent(
         event_id=event_id,
@@ -228,6 +260,7 @@ def parse_task_stop_event(event: Mapping[str, Any], config: Config) -> TaskStopE
         stopped_reason=stopped_reason,
         exit_code=_exit_code(detail, config.container_name),
         environment=_override_environment(detail, config.container_name),
+        capacity_provider=capacity_provider,
     )
 
 

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from trigger import stops
 from trigger.aws import Clients
+from trigger.compute import CPU, GPU, task_family
 from trigger.config import Config
 from trigger.ecs import Sleep, describe_tasks, find_task, start_task, task_environment
 from trigger.errors import (
@@ -35,7 +36,16 @@ from trigger.errors import (
     StartInFlightError,
     TriggerError,
 )
-from trigger.events import DIGEST, GIT_SHA, PushEvent, RetrainRequest, TaskStopEvent
+from trigger.events import (
+    CUDA_SUFFIX,
+    DIGEST,
+    TAG,
+    PushEvent,
+    RetrainRequest,
+    TaskStopEvent,
+    git_sha_of_tag,
+    tag_compute,
+)
 from trigger.images import ImageFacts, describe_image, facts_of, not_runnable
 from trigger.keep import is_keep_tag, keep_image
 from trigger.records import (
@@ -174,8 +184,9 @@ def _launched(
             task_definition_arn, registered, provider = None, None, None
             task_arn, outcome = found, "recovered"
         else:
+            family = task_family(config, spec.compute)
             task_definition_arn, registered = ensure_pinned_revision(
-                clients.ecs, clients.s3, config, spec.digest, now, sleep=sleep
+                clients.ecs, clients.s3, config, spec.digest, now, family=family, sleep=sleep
             )
             started = start_task(clients.ecs, spec, config, task_definition_arn, sleep)
             task_arn, provider = started.task_arn, started.capacity_provider
@@ -241,9 +252,11 @@ def start_run(
 # --- pushes: only images that exist and can run --------------------------------------------------------
 
 
-def push_spec(digest: str, git_sha: str | None) -> RunSpec:
-    """A push trains the image with the trainer's default parameters."""
-    return RunSpec(run_id=push_run_id(digest, {}), attempt=1, digest=digest, git_sha=git_sha, params={})
+def push_spec(digest: str, git_sha: str | None, compute: str = CPU) -> RunSpec:
+    """A push trains the image with the trainer's default parameters, on the default compute."""
+    return RunSpec(
+        run_id=push_run_id(digest, {}), attempt=1, digest=digest, git_sha=git_sha, params={}, compute=compute
+    )
 
 
 def _refuse_image(clients: Clients, config: Config, facts: ImageFacts) -> str | None:
@@ -267,10 +280,20 @@ def handle_push(
     refusal = _refuse_image(clients, config, facts)
     if refusal is not None:
         return Outcome("skip", "not-an-image", digest=event.digest, reason=refusal)
-    return start_run(clients, config, push_spec(event.digest, event.git_sha), "push", clock=clock, sleep=sleep)
+    # parse_push_event skipped a tag of the other variant: this push is one for the default compute
+    spec = push_spec(event.digest, event.git_sha, config.default_compute)
+    return start_run(clients, config, spec, "push", clock=clock, sleep=sleep)
 
 
 # --- stopped tasks: resume after a Spot interruption, record a failure ------------------------------
+
+
+def decide(config: Config, record: Record | None, stop: TaskStopEvent) -> stops.StopDecision:
+    """`stops.decide_stop` with this deployment's limits: the attempts, and the Spot GPU provider whose
+    unplaced tasks resume on the on-demand GPU provider (when one is deployed)."""
+    spot_gpu = config.gpu_capacity_provider if config.gpu_on_demand_capacity_provider else None
+    return stops.decide_stop(record, stop, config.max_attempts, spot_gpu_provider=spot_gpu)
+
 
 _STOP_OUTCOMES = {
     stops.IGNORE: "ignored",
@@ -288,7 +311,7 @@ def handle_task_stop(
     now = clock()
     run_id = stop.environment.get("TRAINER_RUN_ID") or None
     existing = read_record(clients.s3, config.bucket, run_id) if run_id and stops.needs_record(stop) else None
-    decision = stops.decide_stop(existing[0] if existing else None, stop, config.max_attempts)
+    decision = decide(config, existing[0] if existing else None, stop)
     if decision.action in _ACTING:
         described = describe_tasks(clients.ecs, config, [stop.task_arn]).get(stop.task_arn)
         refusal = stops.unverified(stop, described, config.container_name)
@@ -320,7 +343,7 @@ def _carry_out(
         if claimed is not None:
             return _launched(clients, config, "resume", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
         fresh = read_record(clients.s3, config.bucket, existing[0]["run_id"])
-        decision = stops.decide_stop(fresh[0] if fresh else None, stop, config.max_attempts)
+        decision = decide(config, fresh[0] if fresh else None, stop)
     elif decision.action == stops.KEEP:
         assert existing is not None  # noqa: S101 (decide_stop keeps only a run with a record)
         return _keep(clients, config, existing, decision.reason, now=now, sleep=sleep)
@@ -357,11 +380,14 @@ def _write_stop_decision(
     held = [decision]
 
     def change(current: Record) -> Record | None:
-        again = stops.decide_stop(current, stop, config.max_attempts)
+        again = decide(config, current, stop)
         held[0] = again
         if again.action == stops.RESUME:
             current.update(attempt=again.attempt, state="queued", task_arn=None, source="spot-resume")
             current.update(reason=again.reason, claimed_at=timestamp(now))
+            if current.get("compute") == GPU and config.gpu_on_demand_capacity_provider:
+                # a GPU Spot interruption or a GPU task never placed: the next attempt goes on-demand
+                current["on_demand"] = True
         elif again.action in {stops.FAIL, stops.EXHAUSTED}:
             current.update(state="failed", reason=again.reason)
         else:
@@ -406,7 +432,45 @@ def _keep(
 
 
 def _git_sha_from_tags(tags: tuple[str, ...] | list[str]) -> str | None:
-    return next((tag for tag in sorted(tags) if GIT_SHA.fullmatch(tag)), None)
+    return next((sha for sha in map(git_sha_of_tag, sorted(tags)) if sha is not None), None)
+
+
+def image_compute(facts: ImageFacts) -> str:
+    """The compute an image is built for: "gpu" when any of its tags is a `<tag>-cuda`, else "cpu"."""
+    return GPU if any(tag_compute(tag) == GPU for tag in facts.tags) else CPU
+
+
+def resolve_image(clients: Clients, config: Config, image: str, compute: str) -> ImageFacts:
+    """The image a run of `compute` trains for a requested tag or digest (docs/contracts.md, variants).
+
+    GPU trains the CUDA variant: a plain tag means `<tag>-cuda`; a digest must carry a `-cuda` tag.
+    CPU refuses the CUDA variant (a `-cuda` tag, or a digest carrying one): it would train on Fargate
+    an image built for a GPU. InvalidEventError or ImageNotFoundError names the image.
+    """
+    by_digest = DIGEST.fullmatch(image) is not None
+    if not by_digest and compute == GPU and tag_compute(image) != GPU:
+        cuda = image + CUDA_SUFFIX
+        if not TAG.fullmatch(cuda):
+            raise InvalidEventError(f"compute='gpu' trains {cuda!r:.160}, which is not a valid image tag")
+        try:
+            return verified_image(clients, config, cuda)
+        except ImageNotFoundError as error:
+            raise ImageNotFoundError(
+                f"compute='gpu' trains the CUDA variant of {image!r}, tagged {cuda!r}: {error}"
+            ) from error
+    if not by_digest and compute == CPU and tag_compute(image) == GPU:
+        raise InvalidEventError(
+            f"compute='cpu' with image {image!r}: a -cuda tag is the CUDA variant; ask for compute 'gpu', "
+            f"or name the CPU image {image.removesuffix(CUDA_SUFFIX)!r}"
+        )
+    facts = verified_image(clients, config, image)
+    if by_digest and image_compute(facts) != compute:
+        have = "carries a -cuda tag (the CUDA variant)" if compute == CPU else "carries no -cuda tag"
+        raise InvalidEventError(
+            f"compute={compute!r} with digest {image}: it {have} (tags {sorted(facts.tags)}); a GPU run trains "
+            "the digest of a `<tag>-cuda` image, a CPU run the digest of a plain tag"
+        )
+    return facts
 
 
 def verified_image(clients: Clients, config: Config, image: str) -> ImageFacts:
@@ -429,19 +493,31 @@ def git_sha_of(request: RetrainRequest, facts: ImageFacts) -> str | None:
 
 
 def handle_retrain(
-    clients: Clients, config: Config, request: RetrainRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
+    clients: Clients,
+    config: Config,
+    request: RetrainRequest,
+    *,
+    compute: str | None = None,
+    clock: Clock = utc_now,
+    sleep: Sleep = time.sleep,
 ) -> tuple[Outcome, dict[str, Any]]:
-    """Start a retrain run; the answer is what the retrain workflow reads (docs/contracts.md)."""
-    facts = verified_image(clients, config, request.image)
+    """Start a retrain run on `compute` (None: PUSHTRAIN_DEFAULT_COMPUTE); the answer is what the
+    retrain workflow reads (docs/contracts.md)."""
+    compute = compute or config.default_compute
+    task_family(config, compute)  # refuses GPU before anything is read when it is not deployed
+    facts = resolve_image(clients, config, request.image, compute)
     git_sha = git_sha_of(request, facts)
     run_id = retrain_run_id(request.request_id, facts.digest, request.params)
-    spec = RunSpec(run_id=run_id, attempt=1, digest=facts.digest, git_sha=git_sha, params=request.params)
+    spec = RunSpec(
+        run_id=run_id, attempt=1, digest=facts.digest, git_sha=git_sha, params=request.params, compute=compute
+    )
     outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
     answer = {
         "run_id": run_id,
         "task_arn": outcome.task_arn,
         "image_digest": facts.digest,
         "status_key": record_key(run_id),
+        "compute": compute,
     }
     return outcome, answer
 
@@ -491,6 +567,7 @@ def stop_of(task: dict[str, Any], container_name: str) -> TaskStopEvent:
         stopped_reason=task.get("stoppedReason"),
         exit_code=exit_code if isinstance(exit_code, int) else None,
         environment=task_environment(task, container_name),
+        capacity_provider=task.get("capacityProviderName"),
     )
 
 
@@ -576,7 +653,7 @@ def _repair_stop(
             return Outcome("repair", "would-fail", run_id=record["run_id"], reason=reason)
         return _fail_vanished(clients, config, existing, task_arn, reason, now=now, sleep=sleep)
     stop = stop_of(task, config.container_name)
-    decision = stops.decide_stop(record, stop, config.max_attempts)
+    decision = decide(config, record, stop)
     if decision.action in {stops.IGNORE, stops.NO_OP, stops.DUPLICATE}:
         return None
     if dry_run:
@@ -616,8 +693,14 @@ def _fail_vanished(
 def _start_unseen(
     clients: Clients, config: Config, image: ImageFacts, *, dry_run: bool, clock: Clock, sleep: Sleep
 ) -> Outcome | None:
-    """Start a pushed image that has no run record, as its push would have (same run id)."""
-    spec = push_spec(image.digest, _git_sha_from_tags(image.tags))
+    """Start a pushed image that has no run record, as its push would have (same run id, same compute).
+
+    An image of the other variant (a `-cuda` image while pushes train on CPU, or the reverse) is
+    skipped without a word, as its push was: it would be logged on every schedule otherwise.
+    """
+    if image_compute(image) != config.default_compute:
+        return None
+    spec = push_spec(image.digest, _git_sha_from_tags(image.tags), config.default_compute)
     if read_record(clients.s3, config.bucket, spec.run_id) is not None:
         return None  # started, or repaired above
     refusal = _refuse_image(clients, config, image)

@@ -51,6 +51,8 @@ def new_record(spec: RunSpec, source: str, now: datetime) -> Record:
         "image_digest": spec.digest,
         "git_sha": spec.git_sha,
         "params": dict(spec.params),
+        "compute": spec.compute,
+        "on_demand": spec.on_demand,
         "task_arn": None,
         "claimed_at": at,
         "reason": None,
@@ -106,6 +108,9 @@ def spec_of(record: Record) -> RunSpec:
         digest=record["image_digest"],
         git_sha=record.get("git_sha"),
         params=dict(record.get("params") or {}),
+        # a record written before GPU runs existed is a Fargate run
+        compute=str(record.get("compute") or "cpu"),
+        on_demand=record.get("on_demand") is True,
     )
 
 

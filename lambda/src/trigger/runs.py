@@ -31,6 +31,11 @@ class RunSpec:
     digest: str
     git_sha: str | None
     params: Params
+    # Where it trains (trigger.compute): "cpu" on Fargate, "gpu" on the GPU capacity provider; and
+    # whether this attempt goes straight to the on-demand GPU provider (after a GPU Spot interruption
+    # or a GPU start that found no capacity). Neither changes the run id: a GPU run trains another digest.
+    compute: str = "cpu"
+    on_demand: bool = False
 
 
 def canonical_json(params: Params) -> str:

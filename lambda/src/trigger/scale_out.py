@@ -1,7 +1,8 @@
 """The scale-out inputs of the trigger, parsed and dispatched apart from the core flows (trigger.handler).
 
 - a retrain request with `sweep` (trigger.sweeps, trigger.sweep_flow);
-- a retrain request with `nodes` or `compute` (trigger.compute; nodes > 1 -> trigger.batch);
+- a retrain request with `nodes` or `compute` (trigger.compute; one node -> trigger.flows.handle_retrain on
+  that compute, nodes > 1 -> trigger.batch);
 - an AWS Batch "Batch Job State Change" of our queue (trigger.batch).
 """
 
@@ -21,7 +22,6 @@ from trigger.batch import (
 from trigger.compute import ScaledRequest, is_scaled_request, parse_scaled_request
 from trigger.config import Config
 from trigger.ecs import Sleep
-from trigger.errors import TriggerError
 from trigger.flows import handle_retrain
 from trigger.log import log_decision
 from trigger.records import Clock, utc_now
@@ -56,13 +56,8 @@ def dispatch_scale_out(
     if isinstance(parsed, BatchJobEvent):
         outcome = handle_batch_job_event(clients, config, parsed, clock=clock)
         return log_decision(event_id=parsed.event_id, **outcome.fields())
-    if parsed.nodes == 1 and parsed.compute == "cpu":  # nothing to scale: an ordinary retrain
-        outcome, answer = handle_retrain(clients, config, parsed.base, clock=clock, sleep=sleep)
-    elif parsed.nodes == 1:
-        raise TriggerError(
-            "compute='gpu' on one node: the GPU capacity provider is deployed, but this trigger does not start "
-            "tasks on it yet (README, 'GPU training'); ask for nodes >= 2 on a GPU Batch environment instead"
-        )
+    if parsed.nodes == 1:  # one task: on Fargate, or on the GPU capacity provider
+        outcome, answer = handle_retrain(clients, config, parsed.base, compute=parsed.compute, clock=clock, sleep=sleep)
     else:
         outcome, answer = handle_batch_retrain(clients, config, parsed.base, parsed.nodes, clock=clock)
     log_decision(event_id=parsed.event_id, **outcome.fields())

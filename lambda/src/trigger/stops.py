@@ -10,7 +10,9 @@ not resumed is never logged as "resume":
   record that moved on, or (decided in flows) an event ECS contradicts: nothing.
 - `duplicate`: this interruption was already resumed: nothing.
 - `resume`: a Spot interruption of the record's current attempt with attempts left: the next attempt
-  is claimed in the record, then RunTask.
+  is claimed in the record, then RunTask. A GPU run's task on the Spot GPU provider that never started
+  for lack of capacity is resumed the same way (its next attempt goes to the on-demand GPU provider):
+  an EC2 capacity provider does not refuse RunTask, its task waits and then stops.
 - `retry-resume`: the next attempt was claimed but has no task: take over the claim, RunTask.
 - `keep`: the trainer's exit 0 of a run recorded `succeeded` with a `version` whose image is not kept
   yet (`image_kept_at`): tag its digest `keep-<run_id>` in ECR (trigger.keep), then record it.
@@ -46,6 +48,19 @@ FINAL_STATES = frozenset({"succeeded", "failed"})
 # record), 75 it was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a
 # person stopped it, and a retrain request trains it again). docs/contracts.md, trainer exit codes.
 NOT_FAILURE_EXIT_CODES = frozenset({0, 73, 75})
+# A task that never started because no instance came for it. ECS stops such a task with stopCode
+# TaskFailedToStart (ECS API Task.stopCode; "Amazon ECS stopped tasks error messages",
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-error-codes.html) and a
+# stoppedReason naming the capacity or the resource no instance had ("RESOURCE:GPU" and the like,
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/api_failures_messages.html; "EMPTY
+# CAPACITY PROVIDER" when the provider has no instance). The wording is not an API contract, so this
+# matches the words, not a whole sentence; a TaskFailedToStart for any other reason (an image that
+# cannot be pulled, a missing role) stays a failure.
+FAILED_TO_START = "TaskFailedToStart"
+_NO_CAPACITY = re.compile(
+    r".*(?:capacity|RESOURCE:(?:GPU|CPU|MEMORY|ENI)|no container instances?|insufficient).*",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -97,14 +112,41 @@ def _no_attempt(stop: TaskStopEvent) -> StopDecision:
     )
 
 
-def decide_stop(record: Record | None, stop: TaskStopEvent, max_attempts: int) -> StopDecision:
-    """The decision for `stop` given the run's record (None when there is none). Pure."""
+def never_placed_on(record: Record | None, stop: TaskStopEvent, spot_gpu_provider: str | None) -> bool:
+    """Whether `stop` is a GPU run's task on the Spot GPU provider that never started for lack of
+    capacity (so its run resumes on the on-demand GPU provider). Pure.
+
+    Where the task was placed: the event's capacityProviderName, else (an event without it) what the
+    record says of the attempt's task.
+    """
+    if spot_gpu_provider is None or record is None or record.get("compute") != "gpu":
+        return False
+    placed = stop.capacity_provider
+    if placed is None and record.get("task_arn") == stop.task_arn:
+        placed = record.get("capacity_provider")
+    return (
+        placed == spot_gpu_provider
+        and stop.last_status == "STOPPED"
+        and stop.stop_code == FAILED_TO_START
+        and _NO_CAPACITY.fullmatch(stop.stopped_reason or "") is not None
+    )
+
+
+def decide_stop(
+    record: Record | None, stop: TaskStopEvent, max_attempts: int, *, spot_gpu_provider: str | None = None
+) -> StopDecision:
+    """The decision for `stop` given the run's record (None when there is none). Pure.
+
+    `spot_gpu_provider`: the GPU Spot capacity provider when an on-demand GPU provider stands behind it
+    (PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER); its tasks that never started for lack of capacity are
+    resumed like a Spot interruption. None: no such fallback is deployed.
+    """
     run_id = stop.environment.get("TRAINER_RUN_ID") or None
     if stop.last_status != "STOPPED":
         return StopDecision(IGNORE, f"lastStatus {stop.last_status}", run_id if _ours(run_id) else None)
     if run_id is not None and not _ours(run_id):
         return StopDecision(NO_OP, f"TRAINER_RUN_ID={shown(run_id)} is not a run id the trigger makes: not its task")
-    if stop.resumable:
+    if stop.resumable or never_placed_on(record, stop, spot_gpu_provider):
         return _decide_interruption(record, stop, run_id, max_attempts)
     return _decide_failure(record, stop, run_id)
 

@@ -25,7 +25,7 @@ from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError, RecordConflictError
-from trigger.flows import Outcome, git_sha_of, start_run, verified_image
+from trigger.flows import Outcome, git_sha_of, resolve_image, start_run
 from trigger.records import Clock, read_record, record_key, timestamp, utc_now
 from trigger.runs import RunSpec
 from trigger.s3json import Found, get_json, put_json, update_json
@@ -114,7 +114,9 @@ def handle_sweep(
     clients: Clients, config: Config, request: SweepRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> tuple[list[Outcome], dict[str, Any]]:
     """Start the next runs of a sweep (or rank them when all ended); see the module docstring."""
-    facts = verified_image(clients, config, request.base.image)
+    # A sweep runs on the default compute (PUSHTRAIN_DEFAULT_COMPUTE): on GPU, the CUDA variant.
+    compute = config.default_compute
+    facts = resolve_image(clients, config, request.base.image, compute)
     digest, git_sha = facts.digest, git_sha_of(request.base, facts)
     now = clock()
     key = sweep_key(request.request_id)
@@ -130,7 +132,9 @@ def handle_sweep(
 
     outcomes: list[Outcome] = []
     for run in [run for run in known[0]["runs"] if not run["started"]][:STARTS_PER_INVOCATION]:
-        spec = RunSpec(run_id=run["run_id"], attempt=1, digest=digest, git_sha=git_sha, params=run["params"])
+        spec = RunSpec(
+            run_id=run["run_id"], attempt=1, digest=digest, git_sha=git_sha, params=run["params"], compute=compute
+        )
         outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
         outcomes.append(replace(outcome, decision="sweep"))
         known = _update(

@@ -5,8 +5,11 @@ as `<repository-uri>@<digest>`, never a tag. The revision is a copy of the famil
 revision (which Terraform registers) with only the image replaced; when Terraform registers a new
 base, the digest gets a new copy (the index remembers which base its copy was made from).
 
-Finding the revision of a digest already seen: a small index object per digest,
-`runs/_taskdefs/<digest>.json`, holding the revision ARN and the base it copies. ECS cannot search
+Finding the revision of a digest already seen: a small index object per family and digest,
+`runs/_taskdefs/<family>/<digest>.json`, holding the revision ARN and the base it copies (the Fargate
+family and the GPU family each pin their own copies; the family in the key keeps them apart). Index
+objects of the earlier layout, `runs/_taskdefs/<digest>.json`, are no longer read: the first start of
+such a digest registers one more revision, and the old object expires with runs/. ECS cannot search
 revisions by tag or image without one DescribeTaskDefinition per revision, so the index makes a repeat
 cheap: one DescribeTaskDefinition of the base, one S3 read, one DescribeTaskDefinition to check the
 revision is still ACTIVE and still names that image (a revision deregistered by hand is replaced).
@@ -34,8 +37,8 @@ INDEX_ROUNDS = 12  # looks at the index before giving up with a retryable error
 INDEX_POLL_S = 0.5  # seconds between looks while another invocation registers: ~5 s in all
 
 
-def index_key(digest: str) -> str:
-    return f"{INDEX_PREFIX}{digest}.json"
+def index_key(family: str, digest: str) -> str:
+    return f"{INDEX_PREFIX}{family}/{digest}.json"
 
 
 def pinned_image(repository_uri: str, digest: str) -> str:
@@ -92,14 +95,14 @@ def container_image(task_definition: Mapping[str, Any], container_name: str) -> 
     return None
 
 
-def _read_index(s3: Any, bucket: str, digest: str) -> tuple[dict[str, Any], str] | None:
-    """(index document, ETag) for the digest, or None."""
-    found = get_json(s3, bucket, index_key(digest))
+def _read_index(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+    """(index document, ETag) at `key`, or None."""
+    found = get_json(s3, bucket, key)
     if found is None:
         return None
     index, etag = found
     if not isinstance(index, dict):
-        raise TaskDefinitionError(f"s3://{bucket}/{index_key(digest)} is not a JSON object: {index!r:.200}")
+        raise TaskDefinitionError(f"s3://{bucket}/{key} is not a JSON object: {index!r:.200}")
     return index, etag
 
 
@@ -118,9 +121,11 @@ def ensure_pinned_revision(
     digest: str,
     now: datetime,
     *,
+    family: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, bool]:
-    """The ARN of the revision that runs `digest` on the current base revision: (arn, registered).
+    """The ARN of the revision of `family` (default: the Fargate trainer family) that runs `digest` on
+    the family's current base revision: (arn, registered).
 
     The index holds the fingerprint of the base the pinned copy was made from; when Terraform
     registers a new base (memory, environment, roles), the next start registers a new copy and
@@ -130,12 +135,14 @@ def ensure_pinned_revision(
     the claimant's ARN, or take the claim over when it is older than PUSHTRAIN_CLAIM_SECONDS.
     """
     image = pinned_image(config.repository_uri, digest)
-    base = ecs.describe_task_definition(taskDefinition=config.task_family)["taskDefinition"]
+    family = family or config.task_family
+    key = index_key(family, digest)
+    base = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
     request = pinned_copy(base, config.container_name, image, digest, accepted_fields(ecs))
     base_print = fingerprint(request, config.container_name)
     claim = timedelta(seconds=config.claim_seconds)
     for _ in range(INDEX_ROUNDS):
-        found = _read_index(s3, config.bucket, digest)
+        found = _read_index(s3, config.bucket, key)
         index, etag = found if found else ({}, None)
         same_base = index.get("base_fingerprint") == base_print
         if same_base and index.get("task_definition_arn") is not None:
@@ -150,18 +157,16 @@ def ensure_pinned_revision(
             "base_task_definition_arn": str(base.get("taskDefinitionArn")),
             "task_definition_arn": None,
         }
-        claimed = put_json(
-            s3, config.bucket, index_key(digest), {**pending, "claimed_at": timestamp(now)}, etag=etag, sleep=sleep
-        )
+        claimed = put_json(s3, config.bucket, key, {**pending, "claimed_at": timestamp(now)}, etag=etag, sleep=sleep)
         if claimed is None:
             continue  # another invocation claimed (or finished) first: look again
         arn = str(ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"])
         done = {**pending, "task_definition_arn": arn, "claimed_at": None, "registered_at": timestamp(now)}
-        put_json(s3, config.bucket, index_key(digest), done, etag=claimed, sleep=sleep)
+        put_json(s3, config.bucket, key, done, etag=claimed, sleep=sleep)
         return arn, True
     raise StartInFlightError(
         f"the revision of {digest} on base {base_print[:12]} is being registered by another invocation "
-        f"(s3://{config.bucket}/{index_key(digest)}); retry"
+        f"(s3://{config.bucket}/{key}); retry"
     )
 
 

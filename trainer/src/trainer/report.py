@@ -112,9 +112,18 @@ def _duration(seconds: float) -> str:
 
 
 def cost_line(manifest: Mapping[str, Any], capacity: str | None) -> str:
-    """The run's cost as run: on Spot, the Spot estimate first; on-demand, the on-demand figure."""
+    """The run's cost as run: on Spot, the Spot estimate first; on-demand, the on-demand figure.
+
+    The estimate prices a Fargate task; a run on any other capacity (the GPU capacity provider's EC2
+    instances, an AWS Batch job) is billed per instance, which this report does not know: it says so.
+    """
     on_demand = float(manifest["estimated_cost"]["usd"])
     spot = on_demand * (1 - SPOT_DISCOUNT)
+    if capacity is not None and capacity not in {SPOT, ON_DEMAND}:
+        return (
+            f"not estimated: it ran on {capacity}, EC2 instances billed per instance-second (Spot or on-demand "
+            "price of the instance type; README, GPU training); the Fargate estimate does not apply"
+        )
     if capacity == SPOT:
         return f"~${spot:.4f} on Fargate Spot (on-demand would have been ${on_demand:.4f})"
     if capacity == ON_DEMAND:

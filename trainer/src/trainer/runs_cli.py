@@ -77,7 +77,7 @@ def read_runs(store: Store) -> list[RunRow]:
     for key in store.list("runs/"):
         match = _STATUS.fullmatch(key)
         if match is None:
-            continue  # checkpoints, reports, runs/_taskdefs/<digest>.json: not run records
+            continue  # checkpoints, reports, runs/_taskdefs/<family>/<digest>.json: not run records
         run_id = match["run_id"]
         try:
             record = runstate.read_status(store, run_id)
