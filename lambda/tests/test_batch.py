@@ -299,3 +299,91 @@ def test_a_batch_event_from_another_queue_is_rejected(aws: Emulated) -> None:
     event["detail"]["jobQueue"] = event["detail"]["jobQueue"].replace(QUEUE, "someone-elses")
     with pytest.raises(InvalidEventError, match="is not our queue"):
         handle(event, load_config(BATCH_ENVIRONMENT), aws.clients, clock=clock, sleep=no_sleep)
+
+
+# --- reconcile: a multi-node run whose start or end was lost is repaired through Batch, never ECS ---------
+
+
+def expect_pinning(stub: Stubber) -> None:
+    """DescribeJobDefinitions finds Terraform's base only, so the digest's revision is registered."""
+    stub.add_response(
+        "describe_job_definitions",
+        {"jobDefinitions": [base_definition()]},
+        {"jobDefinitionName": FAMILY, "status": "ACTIVE"},
+    )
+    pinned = base_definition(image=f"{REPO}@{DIGEST}")
+    register = {k: pinned[k] for k in ("jobDefinitionName", "type", "nodeProperties", "retryStrategy", "timeout")}
+    register |= {"propagateTags": True, "platformCapabilities": ["EC2"], "tags": {"pushtrain:image-digest": DIGEST}}
+    stub.add_response(
+        "register_job_definition",
+        {"jobDefinitionName": FAMILY, "jobDefinitionArn": PINNED_ARN, "revision": 2},
+        register,
+    )
+
+
+def test_reconcile_submits_a_lost_batch_start_to_batch_not_to_ecs(batch_aws: tuple[Emulated, Config, Stubber]) -> None:
+    from trigger.flows import repair_run
+
+    aws, config, stub = batch_aws
+    run_id = run_id_for(config)
+    # GIVEN a multi-node run whose start claimed the record an hour ago and died before SubmitJob
+    plant_claim(aws, run_id, claimed_at=clock() - timedelta(hours=1))
+    stub.add_response(
+        "list_jobs",
+        {"jobSummaryList": []},
+        {"jobQueue": QUEUE, "filters": [{"name": "JOB_NAME", "values": [f"{run_id}-a1"]}]},
+    )
+    expect_pinning(stub)
+    stub.add_response(
+        "submit_job", {"jobArn": JOB_ARN, "jobName": f"{run_id}-a1", "jobId": "4c7599ae"}, expected_submit(run_id)
+    )
+    # WHEN reconcile repairs it
+    outcome = repair_run(aws.clients, config, run_id, now=clock(), dry_run=False, sleep=no_sleep)
+    # THEN one Batch job is submitted and recorded; nothing is started on ECS
+    assert outcome is not None
+    assert (outcome.decision, outcome.outcome, outcome.task_arn) == ("repair", "retried-start", JOB_ARN)
+    assert aws.record(run_id)["task_arn"] == JOB_ARN
+    assert aws.tasks() == []
+
+
+def test_reconcile_dry_run_of_a_lost_batch_start_calls_nothing(batch_aws: tuple[Emulated, Config, Stubber]) -> None:
+    from trigger.flows import repair_run
+
+    aws, config, _stub = batch_aws
+    run_id = run_id_for(config)
+    plant_claim(aws, run_id, claimed_at=clock() - timedelta(hours=1))
+    outcome = repair_run(aws.clients, config, run_id, now=clock(), dry_run=True, sleep=no_sleep)
+    assert outcome is not None and outcome.outcome == "would-start"  # and no Batch call (none stubbed)
+
+
+@pytest.mark.parametrize(
+    ("described", "outcome", "state"),
+    [
+        ({}, "marked-failed", "failed"),  # Batch says FAILED: its event was lost
+        (None, "marked-failed", "failed"),  # Batch forgot the job: it cannot end any other way now
+        ({"status": "RUNNING"}, None, "running"),  # alive: nothing to do
+        ({"status": "SUCCEEDED"}, None, "running"),  # the trainer writes its own success
+    ],
+)
+def test_reconcile_asks_batch_about_a_multi_node_runs_job(
+    failed_job: tuple[Emulated, Config, Stubber, dict[str, Any], str],
+    described: dict[str, Any] | None,
+    outcome: str | None,
+    state: str,
+) -> None:
+    from trigger.flows import repair_run
+
+    aws, config, stub, event, run_id = failed_job
+    # GIVEN a running multi-node run whose record names its job
+    record = aws.record(run_id) | {"compute": "batch", "nodes": 2}
+    aws.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(record).encode())
+    jobs = [] if described is None else [described_job(event, **described)]
+    stub.add_response("describe_jobs", {"jobs": jobs}, {"jobs": [event["detail"]["jobArn"]]})
+    if outcome and described is not None:  # the FAILED event's own check, as if the event had come
+        stub.add_response("describe_jobs", {"jobs": jobs}, {"jobs": [event["detail"]["jobArn"]]})
+    # WHEN reconcile looks at the run
+    repaired = repair_run(aws.clients, config, run_id, now=clock(), dry_run=False, sleep=no_sleep)
+    # THEN Batch (never ECS) decides: failed when it says so or forgot the job, untouched otherwise
+    assert (repaired.outcome if repaired else None) == outcome
+    assert aws.record(run_id)["state"] == state
+    assert aws.tasks() == []

@@ -151,12 +151,16 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
     tiny = bench.Sizes(
         train=512, test=64, parity_train=128, parity_test=32, parity_epochs=1, parity_seeds=(0, 1),
-        cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), matmul_n=256,
+        cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256),
     )  # fmt: skip
     # WHEN every section but the seed loop runs
-    results = bench.run(("machine", "throughput", "estimate", "parity"), tiny)
+    results = bench.run(("machine", "throughput", "estimate", "gpu", "parity"), tiny)
     text = bench.report(results)
     # THEN the report has the phases, the whole-recipe ratio, the estimate, the floor and the parity table
-    for expected in ("from epoch 0", "from epoch 3", "over the whole recipe", "ESTIMATE", "FLOOR:", "parity"):
+    gpu = "ESTIMATE to the recipe's end" if torch.cuda.is_available() else "GPU: no CUDA device here"
+    for expected in ("from epoch 0", "from epoch 3", "over the whole recipe", "ESTIMATE", "FLOOR:", gpu, "parity"):
         assert expected in text
     assert results["floor"]["seconds"] > 0
+    # AND the peak is the best of the sizes measured
+    peak = results["matmul_bf16"]
+    assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), rel=1e-3)

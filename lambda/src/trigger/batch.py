@@ -27,25 +27,29 @@ import copy
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep
-from trigger.errors import InvalidEventError, RecordConflictError, TriggerError
+from trigger.errors import InvalidEventError, RecordConflictError, StartInFlightError, TriggerError
 from trigger.events import RetrainRequest
 from trigger.flows import (
+    BATCH_COMPUTE,
     Outcome,
     claim_start,
     duplicate_outcome,
+    fail_vanished,
     git_sha_of,
     release_claim,
     set_task_arn,
     verified_image,
 )
 from trigger.records import (
+    CLAIMABLE,
+    IN_FLIGHT,
     STARTED,
     Clock,
     Record,
@@ -187,7 +191,7 @@ def start_batch_run(
     compare-and-swap on `claimed_at` when released or expired; a fresh claim raises StartInFlightError.
     """
     now = clock()
-    record = new_record(spec, source, now) | {"compute": "batch", "nodes": nodes}
+    record = new_record(spec, source, now) | {"compute": BATCH_COMPUTE, "nodes": nodes}
     etag = create_record(clients.s3, config.bucket, record, sleep=sleep)
     outcome, job_arn = "started", None
     claimed: tuple[Record, str] | None = (record, etag) if etag is not None else None
@@ -372,3 +376,72 @@ def handle_batch_job_event(  # noqa: PLR0911 (a decision table: one return per r
     if written is None:
         return no_op("the record is final or names another job; left as it is")
     return Outcome("resume", "marked-failed", run_id=event.run_id, task_arn=event.job_arn, reason=reason)
+
+
+# --- reconcile: a multi-node run whose start or end was lost --------------------------------------------
+
+
+def repair_batch_run(
+    clients: Clients, config: Config, existing: tuple[Record, str], *, now: datetime, dry_run: bool, sleep: Sleep
+) -> Outcome | None:
+    """Reconcile's repair of a non-final multi-node run (trigger.flows.repair_run), through Batch only.
+
+    - a start that never got its job (its claim released or expired): taken over as a redelivered request
+      would (`start_batch_run`: ListJobs by name first, then SubmitJob);
+    - a job Batch describes as FAILED (its event lost): marked failed by the event's own checks;
+    - a job Batch no longer knows, of a run that is not final: marked failed (it cannot end otherwise).
+    None while the job is alive or has succeeded (the trainer writes that ending itself), or while
+    another invocation is starting it.
+    """
+    record = existing[0]
+    state = start_state(record, now, timedelta(seconds=config.claim_seconds))
+    if state == CLAIMABLE:
+        return _repair_batch_start(clients, config, record, now=now, dry_run=dry_run, sleep=sleep)
+    job_arn = record.get("task_arn")
+    if state == IN_FLIGHT or not isinstance(job_arn, str):
+        return None
+    return _repair_batch_job(clients, config, existing, job_arn, now=now, dry_run=dry_run, sleep=sleep)
+
+
+def _repair_batch_start(
+    clients: Clients, config: Config, record: Record, *, now: datetime, dry_run: bool, sleep: Sleep
+) -> Outcome | None:
+    run_id = str(record["run_id"])
+    if dry_run:
+        return Outcome("repair", "would-start", run_id=run_id, attempt=record.get("attempt"))
+    if not config.batch_job_queue:
+        reason = "a multi-node run, but this stack no longer deploys Batch (var.batch.enabled)"
+        return Outcome("repair", "skipped", run_id=run_id, reason=reason)
+    nodes, source = int(record.get("nodes") or 2), str(record.get("source") or "retrain")
+    try:
+        started = start_batch_run(clients, config, spec_of(record), nodes, source, clock=lambda: now, sleep=sleep)
+    except StartInFlightError:
+        return None
+    return replace(started, decision="repair")
+
+
+def _repair_batch_job(
+    clients: Clients,
+    config: Config,
+    existing: tuple[Record, str],
+    job_arn: str,
+    *,
+    now: datetime,
+    dry_run: bool,
+    sleep: Sleep,
+) -> Outcome | None:
+    run_id = str(existing[0]["run_id"])
+    described = clients.batch.describe_jobs(jobs=[job_arn]).get("jobs") or []
+    job = described[0] if described else None
+    if job is not None and job.get("status") != "FAILED":
+        return None  # alive, or succeeded (the trainer wrote that)
+    raw_reason = job.get("statusReason") if job is not None else None
+    reason = raw_reason if isinstance(raw_reason, str) else None
+    if job is None:
+        reason = f"Batch job {job_arn} no longer exists and its end was never seen (record {existing[0].get('state')})"
+    if dry_run:
+        return Outcome("repair", "would-fail", run_id=run_id, task_arn=job_arn, reason=reason)
+    if job is None:
+        return fail_vanished(clients, config, existing, job_arn, str(reason), now=now, sleep=sleep)
+    event = BatchJobEvent("reconcile", job_arn=job_arn, status="FAILED", status_reason=reason, run_id=run_id)
+    return replace(handle_batch_job_event(clients, config, event, clock=lambda: now), decision="repair")

@@ -68,6 +68,7 @@ from trigger.records import (
 from trigger.runs import RunSpec, push_run_id, retrain_run_id
 from trigger.taskdef import ensure_pinned_revision
 
+BATCH_COMPUTE = "batch"  # a run record's `compute` for an AWS Batch multi-node run (trigger.batch)
 # Images kept (tagged in ECR) by one reconcile at most: each costs a few ECR calls of the function's
 # 60 s; the rest are kept by the next schedule (logged `keep-deferred`).
 MAX_KEEPS_PER_RECONCILE = 10
@@ -582,7 +583,8 @@ def repair_run(
     - a task ECS no longer knows, of a run still `queued`/`running`/`interrupted`: recorded `failed`
       (it cannot end any other way now; a retrain request trains it again);
     - a run that succeeded with a version whose image is not kept yet (its success stop was lost, or the
-      tagging failed): keep it (trigger.keep), unless `keep` is false (the invocation's quota is spent).
+      tagging failed): keep it (trigger.keep), unless `keep` is false (the invocation's quota is spent);
+    - a multi-node run (`compute` "batch"): the same repairs through AWS Batch (trigger.batch.repair_batch_run).
     Returns None when the run needs nothing (alive, final, or being started right now).
     """
     existing = read_record(clients.s3, config.bucket, run_id)
@@ -590,6 +592,10 @@ def repair_run(
         return None  # gone since listed, or a run started by hand (not the trigger's)
     if existing[0].get("state") in stops.FINAL_STATES:
         return _repair_keep(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep, keep=keep)
+    if existing[0].get("compute") == BATCH_COMPUTE:  # a multi-node job: Batch's calls, never ECS's
+        from trigger.batch import repair_batch_run  # here, not above: trigger.batch imports this module
+
+        return repair_batch_run(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
     state = start_state(existing[0], now, timedelta(seconds=config.claim_seconds))
     if state == CLAIMABLE:
         return _repair_start(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
@@ -651,7 +657,7 @@ def _repair_stop(
         reason = f"task {task_arn} no longer exists and its stop was never seen (record {record.get('state')})"
         if dry_run:
             return Outcome("repair", "would-fail", run_id=record["run_id"], reason=reason)
-        return _fail_vanished(clients, config, existing, task_arn, reason, now=now, sleep=sleep)
+        return fail_vanished(clients, config, existing, task_arn, reason, now=now, sleep=sleep)
     stop = stop_of(task, config.container_name)
     decision = decide(config, record, stop)
     if decision.action in {stops.IGNORE, stops.NO_OP, stops.DUPLICATE}:
@@ -661,7 +667,7 @@ def _repair_stop(
     return replace(_carry_out(clients, config, stop, decision, existing, now=now, sleep=sleep), decision="repair")
 
 
-def _fail_vanished(
+def fail_vanished(
     clients: Clients,
     config: Config,
     known: tuple[Record, str],

@@ -15,9 +15,13 @@ Measured, on synthetic CIFAR-format data of full CIFAR-10 size (throughput does 
 (a) a replica of the seed's loop (batch 4, per-image PIL transforms, 2 DataLoader workers, fp32);
 (b) our pipeline with --model cnn and (c) with --model airbench (the default recipe), fp32 and bf16;
 the matmul peak in fp32 and bf16, with each row's GFLOP/s against the peak of its own precision;
-FLOPs per training image from torch.utils.flop_counter, with and without zero-padding work;
-an ESTIMATE of the full default recipe on 50,000 + 10,000 images from its parts (steps x measured
-step time, the per-epoch plan and evaluation, the final TTA evaluation), for fp32 and bf16; and the
+FLOPs per training image from torch.utils.flop_counter, with and without zero-padding work; the
+default model timed in both phases of its recipe (the whitening bias trains in the first 3 epochs,
+then the first convolution needs no input gradient) and weighted by the steps of each; an ESTIMATE of
+the full default recipe on 50,000 + 10,000 images from its parts (each phase's steps x its step time,
+the per-epoch plan and evaluation, the final TTA evaluation), for fp32 and bf16; the FLOOR: all of the
+recipe's FLOPs at the bf16 matmul peak, the least time any code could take for it here; on a machine
+with a CUDA device, the default recipe's images/s there and its time to the recipe's end; and the
 test accuracy of the default recipe in fp32 and bf16 over several seeds on the hard synthetic set
 (`trainer.synth --hard`), where accuracy is far from saturated. Nothing here asserts on time.
 """
@@ -67,7 +71,10 @@ class Sizes:
     parity_seeds: tuple[int, ...] = (0, 1, 2)
     cnn_steps: tuple[int, int, int] = (3, 4, 5)  # (warm-up steps, windows, steps per window)
     airbench_steps: tuple[int, int, int] = (2, 3, 2)
-    matmul_n: int = 2048  # n x n matrices for the peak (large enough for the peak, small enough to fit caches)
+    gpu_steps: tuple[int, int, int] = (5, 5, 10)  # a GPU step is milliseconds: more steps per window
+    # n x n matmuls for the peak: oneDNN's best size differs by precision and cache (measured here: fp32
+    # 192 GFLOP/s at 1024 but 168 at 2048), so the peak is the best median over these sizes
+    matmul_sizes: tuple[int, ...] = (1024, 2048, 3072)
 
 
 FULL = Sizes()
@@ -80,8 +87,9 @@ SMOKE = Sizes(
     parity_seeds=(0, 1),
     cnn_steps=(1, 2, 2),
     airbench_steps=(1, 2, 1),
+    gpu_steps=(1, 2, 2),
 )
-SECTIONS = ("machine", "seed", "throughput", "estimate", "parity")
+SECTIONS = ("machine", "seed", "throughput", "estimate", "gpu", "parity")
 DATA_CACHE = Path(".pushtrain/bench")  # generated data is a pure function of its arguments: reused across runs
 
 
@@ -153,9 +161,10 @@ def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: 
     return result
 
 
-def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 4) -> Windows:
-    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each): 2 warm-up, 5 windows."""
+def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048) -> Windows:
+    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each, ~69 GFLOP a window): 2 warm-up, 5 windows."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    repeats = max(1, round(4 * (2048 / n) ** 3))
 
     def run() -> float:
         for _ in range(repeats):
@@ -163,6 +172,13 @@ def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int 
         return 2 * n**3 * repeats / 1e9
 
     return timed_windows(run, 2, 5, threads)
+
+
+def matmul_peak(dtype: torch.dtype, threads: int, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """The best median GFLOP/s over `sizes` (the peak), with the size that reached it."""
+    rows = [(_window_record(matmul_gflops(dtype, threads, n), 1e9), n) for n in sizes]
+    best, n = max(rows, key=lambda row: row[0]["per_s"])
+    return best | {"n": n, "per_size": {str(size): round(row["per_s"], 1) for row, size in rows}}
 
 
 # --- FLOPs -------------------------------------------------------------------------------------------
@@ -271,6 +287,8 @@ def training_windows(session: TrainingSession, warmup: int, windows: int, steps:
     marks: list[tuple[float, float]] = []
 
     def should_stop() -> bool:  # asked before every batch: the time between two asks is one step
+        if session.device.type == "cuda":
+            torch.cuda.synchronize(session.device)  # the device's work, not the launches
         marks.append((time.perf_counter(), time.process_time()))
         return len(marks) > warmup + windows * steps
 
@@ -362,8 +380,49 @@ def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def measure_recipe(
+    config: TrainConfig, data: Cifar10Data, results: dict[str, Any], steps: tuple[int, int, int], *, evaluation: bool
+) -> dict[str, Any]:
+    """One model in one precision on one device: its phases timed and weighted (`_combine`), and with
+    `evaluation` the parts of an epoch the estimate needs (evaluation rates, setup, plan)."""
+    label = f"{config.model} {config.precision}" + (" on the GPU" if config.device == "cuda" else "")
+    warmup, windows, per_window = steps
+    parts = []
+    session = TrainingSession(config, data)
+    for epoch, phase_steps in phases(config.model, session.steps_per_epoch, session.total_steps):
+        with _step(f"{label} from epoch {epoch}", results):
+            session = _phase_session(config, data, epoch)
+            phase_flops, phase_no_pad = train_flops_per_image(build_model(config.model), epoch=epoch)
+            part = _window_record(training_windows(session, warmup, windows, per_window), phase_flops)
+            part.update(
+                epoch=epoch,
+                steps=phase_steps,
+                batch_size=session.batch_size,
+                step_seconds=session.batch_size / part["per_s"],
+                gflop_per_image=phase_flops / 1e9,
+                gflop_per_image_no_padding=phase_no_pad / 1e9,
+            )
+            parts.append(part)
+    record = _combine(parts)
+    record["step_seconds"] = sum(p["steps"] * p["step_seconds"] for p in parts) / sum(p["steps"] for p in parts)
+    if evaluation:
+        with _step(f"{label} evaluation", results):
+            record["eval_per_s"] = _window_record(eval_windows(session, data.test_images[:2000], 0))["per_s"]
+            tta = eval_windows(session, data.test_images[:500], recipe.TTA_LEVEL)
+            record["eval_tta_per_s"] = _window_record(tta)["per_s"]
+            record["whitening_seconds"] = _seconds(lambda: TrainingSession(config, data))
+            record["plan_seconds"] = _seconds(lambda: plan_epoch(len(data.train_labels), 0, 1, 2))
+            record["batch_size"] = session.batch_size
+            record["steps_per_epoch"] = session.steps_per_epoch
+            record["total_steps"] = session.total_steps
+            record["epoch_eval_images"] = session.epoch_eval_images
+            record["eval_gflop_per_image"] = eval_flops_per_image(build_model(config.model)) / 1e9
+    return record
+
+
 def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
-    """Training and evaluation throughput of both models in both precisions, and each part of an epoch.
+    """Training and evaluation throughput of both models in both precisions on the CPUs (the Fargate case,
+    also on a machine with a GPU), and each part of an epoch.
 
     The default model is timed in each phase of its recipe (`phases`) and its row weights them by the
     steps the full recipe spends in each, so the rate and the share of the peak are those of a whole run.
@@ -374,41 +433,23 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
             "train_gflop_per_image": flops / 1e9,
             "train_gflop_per_image_no_padding": flops_no_pad / 1e9,
         }
-        warmup, windows, steps = sizes.cnn_steps if model == "cnn" else sizes.airbench_steps
+        steps = sizes.cnn_steps if model == "cnn" else sizes.airbench_steps
         for precision in ("fp32", "bf16"):
-            config = _config(root, work, "--model", model, "--precision", precision)
-            parts = []
-            session = TrainingSession(config, data)
-            for epoch, phase_steps in phases(model, session.steps_per_epoch, session.total_steps):
-                with _step(f"{model} {precision} from epoch {epoch}", results):
-                    session = _phase_session(config, data, epoch)
-                    phase_flops, phase_no_pad = train_flops_per_image(build_model(model), epoch=epoch)
-                    part = _window_record(training_windows(session, warmup, windows, steps), phase_flops)
-                    part.update(
-                        epoch=epoch,
-                        steps=phase_steps,
-                        batch_size=session.batch_size,
-                        step_seconds=session.batch_size / part["per_s"],
-                        gflop_per_image=phase_flops / 1e9,
-                        gflop_per_image_no_padding=phase_no_pad / 1e9,
-                    )
-                    parts.append(part)
-            record = _combine(parts)
-            record["step_seconds"] = sum(p["steps"] * p["step_seconds"] for p in parts) / sum(p["steps"] for p in parts)
-            if model == "airbench":
-                with _step(f"{model} {precision} evaluation", results):
-                    record["eval_per_s"] = _window_record(eval_windows(session, data.test_images[:2000], 0))["per_s"]
-                    tta = eval_windows(session, data.test_images[:500], recipe.TTA_LEVEL)
-                    record["eval_tta_per_s"] = _window_record(tta)["per_s"]
-                    record["whitening_seconds"] = _seconds(lambda config=config: TrainingSession(config, data))
-                    record["plan_seconds"] = _seconds(lambda: plan_epoch(len(data.train_labels), 0, 1, 2))
-                    record["batch_size"] = session.batch_size
-                    record["steps_per_epoch"] = session.steps_per_epoch
-                    record["total_steps"] = session.total_steps
-                    record["epoch_eval_images"] = session.epoch_eval_images
-                    record["eval_gflop_per_image"] = eval_flops_per_image(build_model(model)) / 1e9
-            row[precision] = record
+            config = _config(root, work, "--model", model, "--precision", precision, "--device", "cpu")
+            row[precision] = measure_recipe(config, data, results, steps, evaluation=model == "airbench")
         results[model] = row
+
+
+def measure_gpu(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
+    """The default recipe on the CUDA device, when there is one: images/s (windows end on a synchronize,
+    so they time the device's work, not the launches) and the estimated time to the recipe's end."""
+    if not torch.cuda.is_available():
+        results["gpu"] = {"device": None}
+        return
+    config = _config(root, work, "--device", "cuda", "--precision", "bf16")
+    record = measure_recipe(config, data, results, sizes.gpu_steps, evaluation=True)
+    record["estimate"] = estimate(record, float(RECIPES["airbench"]["epochs"]), cost_per_hour=0.0)
+    results["gpu"] = {"device": torch.cuda.get_device_name(), "bf16": record}
 
 
 def eval_flops_per_image(model: nn.Module, batch_size: int = 8) -> float:
@@ -474,8 +515,9 @@ def parity(work: Path, results: dict[str, Any], sizes: Sizes) -> None:
     for precision, accuracies in table.items():
         for seed in seeds:
             with _step(f"parity {precision} seed {seed}", results):
+                epochs = str(sizes.parity_epochs)
                 config = _config(
-                    root, work, "--precision", precision, "--seed", str(seed), "--epochs", str(sizes.parity_epochs)
+                    root, work, "--precision", precision, "--seed", str(seed), "--epochs", epochs, "--device", "cpu"
                 )
                 session = TrainingSession(config, load_dataset(config))
                 fit(session)
@@ -513,8 +555,8 @@ def run(sections: tuple[str, ...], sizes: Sizes = FULL) -> dict[str, Any]:
         if "machine" in sections:
             with _step("matmul", results):
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                    results[f"matmul_{name}"] = _window_record(matmul_gflops(dtype, threads, sizes.matmul_n), 1e9)
-        if {"seed", "throughput", "estimate"} & set(sections):
+                    results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes)
+        if {"seed", "throughput", "estimate", "gpu"} & set(sections):
             with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
                 root = _cached_synth(sizes.train, sizes.test, synth.EASY)
                 data = load_dataset(_config(root, work))
@@ -529,6 +571,8 @@ def run(sections: tuple[str, ...], sizes: Sizes = FULL) -> dict[str, Any]:
                 if "matmul_bf16" in results:
                     peak = results["matmul_bf16"]["per_s"]
                     results["floor"] = floor(results["airbench"]["bf16"], epochs, peak)
+            if "gpu" in sections:
+                measure_gpu(root, work, data, results, sizes)
         if "parity" in sections:
             parity(work, results, sizes)
     results["others_load_after"] = others_load()
@@ -583,6 +627,32 @@ def _estimate_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _gpu_lines(gpu: dict[str, Any]) -> list[str]:
+    if gpu.get("device") is None:
+        return ["GPU: no CUDA device here; the GPU rows are measured where there is one"]
+    r, e = gpu["bf16"], gpu["bf16"]["estimate"]
+    return [
+        f"GPU {gpu['device']}, default recipe bf16: {r['per_s']:.0f} images/s ({r['gflops'] / 1e3:.1f} TFLOP/s), "
+        f"evaluation {r['eval_per_s']:.0f}/s, TTA {r['eval_tta_per_s']:.0f}/s",
+        f"  ESTIMATE to the recipe's end: {e['train_s']:.1f} s training + {e['eval_s']:.1f} s evaluation = "
+        f"{e['total_s']:.1f} s (setup included); cost: the instance's price for that time plus its boot",
+    ]
+
+
+def _parity_lines(p: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    diff, noise, ok = parity_verdict(p["accuracy"])
+    lines += ["", f"bf16 vs fp32 parity: default recipe, {p['epochs']} epochs, {p['dataset']}, seeds {p['seeds']}"]
+    for precision, accs in p["accuracy"].items():
+        lines.append(
+            f"  {precision}: {100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f} %  "
+            f"({', '.join(f'{100 * a:.1f}' for a in accs)})"
+        )
+    verdict = "within seed noise: parity" if ok else "bf16 LOSES beyond seed noise"
+    lines.append(f"  bf16 - fp32 = {100 * diff:+.1f} points (2 standard errors: {100 * noise:.1f}): {verdict}")
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     lines = [
         f"{results['cpu_model']}, {results['threads']} threads ({results['cpus_available']} CPUs available), "
@@ -593,7 +663,11 @@ def report(results: dict[str, Any]) -> str:
         lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
     peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
     if peak:
-        lines.append("matmul peak (median of 5 windows): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items()))
+        sizes = "/".join(results["matmul_bf16"].get("per_size", {}))
+        lines.append(
+            f"matmul peak (best median of 5 windows over n = {sizes}): "
+            + ", ".join(f"{p} {v:.0f} GFLOP/s (n={results[f'matmul_{p}'].get('n')})" for p, v in peak.items())
+        )
     seed = results.get("seed", {}).get("per_s")
     if seed:
         lines.append(f"(a) seed loop (batch 4, PIL transforms, 2 workers, fp32): {seed:.0f} images/s")
@@ -633,17 +707,10 @@ def report(results: dict[str, Any]) -> str:
             )
     if "estimate" in results:
         lines += _estimate_lines(results)
+    if "gpu" in results:
+        lines += ["", *_gpu_lines(results["gpu"])]
     if "parity" in results:
-        p = results["parity"]
-        diff, noise, ok = parity_verdict(p["accuracy"])
-        lines += ["", f"bf16 vs fp32 parity: default recipe, {p['epochs']} epochs, {p['dataset']}, seeds {p['seeds']}"]
-        for precision, accs in p["accuracy"].items():
-            lines.append(
-                f"  {precision}: {100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f} %  "
-                f"({', '.join(f'{100 * a:.1f}' for a in accs)})"
-            )
-        verdict = "within seed noise: parity" if ok else "bf16 LOSES beyond seed noise"
-        lines.append(f"  bf16 - fp32 = {100 * diff:+.1f} points (2 standard errors: {100 * noise:.1f}): {verdict}")
+        lines += _parity_lines(results["parity"])
     return "\n".join(lines)
 
 

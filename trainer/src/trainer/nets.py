@@ -56,56 +56,20 @@ def _batchnorm(width: int) -> nn.BatchNorm2d:
     return bn
 
 
-class _Fp32WeightGradConv(torch.autograd.Function):
-    """A stride-1 convolution of low-precision `x` whose backward computes the weight gradient in fp32."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
-        low = weight.to(x.dtype)
-        ctx.save_for_backward(x, low)
-        ctx.padding = list(padding)
-        return nn.functional.conv2d(x, low, None, 1, padding)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, low = ctx.saved_tensors
-        conv_backward = torch.ops.aten.convolution_backward
-        args = ([1, 1], ctx.padding, [1, 1], False, [0, 0], 1)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = conv_backward(grad, x, low, None, *args, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            grad_w = conv_backward(grad.float(), x.float(), low.float(), None, *args, [False, True, False])[1]
-        return grad_x, grad_w, None
-
-
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d (stride 1) with two speed-ups for bf16 on CPUs; the arithmetic in fp32 is unchanged.
+    """nn.Conv2d (stride 1) whose bias is added after the convolution, not inside it: for the whitening
+    stem (frozen weight, input without gradient) autograd then skips the convolution's backward
+    altogether, where oneDNN spent as long as on a full layer's backward to produce a bias gradient (a
+    sum). The arithmetic is unchanged.
 
-    - The bias is added after the convolution, not inside it: for the whitening stem (frozen weight,
-      input without gradient) autograd then skips the convolution's backward altogether, where oneDNN
-      spent as long as on a full layer's backward to produce a bias gradient (a sum).
-    - `fp32_weight_grad`: under CPU bf16 autocast the weight gradient is computed in fp32. oneDNN's bf16
-      weight gradient for 64 -> 256 channels at 15x15 measured 6x slower than fp32 on this 2-core Zen 4
-      (7.0 s vs 1.1 s for a 256-image batch on a loaded machine; the input gradient stays bf16, 2x faster).
+    (An earlier version computed group 2's first weight gradient in fp32, after it measured 6x slower
+    in bf16 on a loaded machine. On a quiet one the plain bf16 step is faster: 446/482/465 images/s
+    against 419/436/445 with it, alternating in one process; the trick is gone.)
     """
-
-    def __init__(self, *args: Any, fp32_weight_grad: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fp32_weight_grad = fp32_weight_grad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padding: Any = self.padding
-        if (
-            self.fp32_weight_grad
-            and x.device.type == "cpu"
-            and torch.is_autocast_enabled("cpu")
-            and torch.is_grad_enabled()
-            and self.weight.requires_grad
-        ):
-            y = _Fp32WeightGradConv.apply(x.to(torch.get_autocast_dtype("cpu")), self.weight, padding)
-        else:
-            y = nn.functional.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
+        y = nn.functional.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
         if self.bias is None:
             return y
         return y + self.bias.to(y.dtype).view(1, -1, 1, 1)
@@ -118,11 +82,10 @@ def _conv(
     padding: int = 1,
     *,
     bias: bool = False,
-    fp32_weight_grad: bool = False,
 ) -> Conv2d:
     """A convolution whose first `channels_in` filters start as the identity (Dirac), the rest as torch's
     default; a bias starts at zero. The identity start lets the deep stack pass its input through at first."""
-    conv = Conv2d(channels_in, channels_out, kernel_size, padding=padding, bias=bias, fp32_weight_grad=fp32_weight_grad)
+    conv = Conv2d(channels_in, channels_out, kernel_size, padding=padding, bias=bias)
     with torch.no_grad():
         nn.init.dirac_(conv.weight[: min(channels_in, channels_out)])
         if conv.bias is not None:
@@ -133,9 +96,9 @@ def _conv(
 class ConvGroup(nn.Module):
     """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU."""
 
-    def __init__(self, channels_in: int, channels_out: int, fp32_weight_grad: bool = False) -> None:
+    def __init__(self, channels_in: int, channels_out: int) -> None:
         super().__init__()
-        self.conv1 = _conv(channels_in, channels_out, fp32_weight_grad=fp32_weight_grad)
+        self.conv1 = _conv(channels_in, channels_out)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = _batchnorm(channels_out)
         self.conv2 = _conv(channels_out, channels_out)
@@ -165,7 +128,7 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.requires_grad_(False)  # fixed by init_whitening; its bias trains in the first epochs
         self.act = nn.GELU()
         self.group1 = ConvGroup(whiten_width, widths[0])
-        self.group2 = ConvGroup(widths[0], widths[1], fp32_weight_grad=True)  # see Conv2d
+        self.group2 = ConvGroup(widths[0], widths[1])
         self.group3 = ConvGroup(widths[1], widths[2])
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[2], num_classes, bias=False)
