@@ -19,7 +19,7 @@ BENCHES: dict[str, list[str]] = {
     "trigger": ["scripts/bench_trigger.py"],  # cold start, handler CPU per event, zip size
     # seed loop vs ours (cnn, airbench; fp32, bf16), matmul peak, full-recipe estimate, bf16 parity (~6-8 min)
     "trainer": ["-m", "trainer.bench"],
-    "trainer-speed": ["-m", "trainer.bench", "--skip", "parity"],  # the same without the parity table (~3 min)
+    "trainer-speed": ["-m", "trainer.bench", "--skip", "parity"],  # the same without the parity table (~4 min)
     "trainer-parity": ["-m", "trainer.bench", "--only", "parity"],  # only the bf16-vs-fp32 accuracy table
 }
 DEFAULT = ("trigger", "trainer")  # what a bare `make bench` runs (the subsets are parts of "trainer")

@@ -1,8 +1,8 @@
 """`make bench ARGS=trainer`: how fast the trainer trains on this machine, how close to the matmul peak,
 what the default recipe would take on full-size CIFAR-10, and whether bf16 holds accuracy.
 
-    python -m trainer.bench                      # everything: ~6-8 minutes on a quiet 2-core machine
-    python -m trainer.bench --skip parity        # throughput and the estimate only (~3 minutes)
+    python -m trainer.bench                      # everything: ~9.5 minutes on a quiet 2-core machine
+    python -m trainer.bench --skip parity        # throughput and the estimate only (~4 minutes)
     python -m trainer.bench --only parity        # the bf16-vs-fp32 accuracy table only
     python -m trainer.bench --json out.json
 
