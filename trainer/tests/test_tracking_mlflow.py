@@ -71,19 +71,21 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def published(tmp_path: Path) -> tuple[LocalStore, TrainConfig, str]:
-    """A version of 3 epochs, published and promoted (the first champion)."""
+def published(
+    tmp_path: Path, run_id: str = RUN_ID, accuracy: float = 0.75, hour: int = 19
+) -> tuple[LocalStore, TrainConfig, str]:
+    """A version of 3 epochs of run `run_id` with test accuracy `accuracy`, published in tmp_path's store."""
     store = LocalStore(tmp_path / "store")
-    config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=RUN_ID)
+    config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
     history = [EpochResult(e, 2.0 / e, 0.2 * e, 1.9 / e, 0.25 * e, 500.0 + e, 3.0, 0.2, 0.1) for e in (1, 2, 3)]
     outcome = TrainingOutcome(
         model=build_model("cnn", 2), model_config={"name": "cnn", "num_classes": 2}, classes=("a", "b"),
-        evaluation=EvalResult(0.4, 0.75, 8, {"a": 0.75, "b": 0.75}, [[3, 1], [1, 3]]), history=history,
+        evaluation=EvalResult(0.4, accuracy, 8, {"a": accuracy, "b": accuracy}, [[3, 1], [1, 3]]), history=history,
         dataset={"checksum": "sha256:" + "e" * 64, "train_images": 16}, hardware={"device": "cpu"},
         wall_seconds=9.0, precision="fp32",
     )  # fmt: skip
-    version = new_version_id(RUN_ID, datetime(2026, 11, 25, 19, tzinfo=UTC))
-    publish_version(store, config, run_id=RUN_ID, version=version, outcome=outcome, now=datetime.now(UTC))
+    version = new_version_id(run_id, datetime(2026, 11, 25, hour, tzinfo=UTC))
+    publish_version(store, config, run_id=run_id, version=version, outcome=outcome, now=datetime.now(UTC))
     return store, config, version
 
 
@@ -114,6 +116,43 @@ def test_a_promoted_run_is_in_mlflow_with_metrics_artifacts_and_the_champion_ali
     # AND the registered model's `champion` alias points at this version
     champion = client.get_model_version_by_alias("cifar10", "champion")
     assert champion.run_id == run.info.run_id and champion.tags["pushtrain.version"] == version
+
+
+def test_promote_and_rollback_by_hand_move_the_mlflow_champion_alias(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.registry_cli import main as models
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    # GIVEN two versions logged to MLflow, the second promoted over the first by the gate
+    versions = []
+    for run_id, accuracy, hour in (("push-1111111111aaaaaaaaaa", 0.75, 20), ("push-2222222222bbbbbbbbbb", 0.875, 21)):
+        store, config, version = published(tmp_path, run_id, accuracy, hour)
+        decision = run_gate(store, "cifar10", version, accuracy, floor=0.5, margin=0.0, run_id=run_id)
+        after_success(store, config, run_id, version, decision)
+        versions.append(version)
+    client = mlflow.MlflowClient(tracking_uri)
+
+    def champion() -> str:
+        return client.get_model_version_by_alias("cifar10", "champion").tags["pushtrain.version"]
+
+    assert champion() == versions[1]
+    # WHEN a person rolls back THEN the store and MLflow both name the first version
+    assert models(["rollback", "--store", str(store.root), "--reason", "regression in the field"]) == 0
+    assert champion() == versions[0]
+    # WHEN the second is promoted again by hand THEN the alias follows
+    assert models(["promote", versions[1], "--store", str(store.root), "--reason", "fixed"]) == 0
+    assert champion() == versions[1]
+
+
+def test_an_alias_move_for_a_version_mlflow_never_saw_is_refused_quietly(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trainer.tracking import move_champion_alias
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    assert move_champion_alias("cifar10", "20261125T190000Z-push-ffffffffffffffffffff") is False
+    assert any("has no version of cifar10" in r.getMessage() for r in caplog.records)
 
 
 def test_an_unreachable_server_is_logged_and_changes_nothing(

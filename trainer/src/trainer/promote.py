@@ -194,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"trainer models {args.command}: {explain(exc)}", file=sys.stderr)
         return EXIT_FAILED
+    if change.changed and os.environ.get("MLFLOW_TRACKING_URI"):
+        from trainer.tracking import move_champion_alias  # here: mlflow loads only when tracking is on
+
+        move_champion_alias(args.model_name, change.version)
     if args.json:
         print(json.dumps(change.__dict__, indent=2, sort_keys=True))
     elif change.changed:

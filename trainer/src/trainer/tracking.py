@@ -13,7 +13,9 @@ One MLflow run per pushtrain run, in the experiment `MLFLOW_EXPERIMENT_NAME` (de
 - artifacts: `report.md`, `curves.png`, `manifest.json`, and the weights under `model/`
   (`model.pt`, `model.torchscript.pt`);
 - a version of the registered model `<model_name>` made from `model/`, with the `champion` alias
-  moved to it when the gate promoted it (MLflow's own vocabulary for "the one to serve").
+  moved to it when the gate promoted it (MLflow's own vocabulary for "the one to serve"); a
+  `models promote` or `models rollback` by hand moves the alias too (`move_champion_alias`), so
+  MLflow and the store name the same champion.
 
 Best effort like the notification: an unreachable server or a refused call is logged and never
 changes the run's outcome. Logging again for a version already in MLflow (a resumed bookkeeping
@@ -135,3 +137,38 @@ def _register(client: Any, model_name: str, version: str, source: str, run_id: s
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, registered.version)
         log.info("MLflow: %s version %s is now @%s", model_name, registered.version, CHAMPION_ALIAS)
+
+
+def move_champion_alias(model_name: str, version: str, environ: Mapping[str, str] | None = None) -> bool:
+    """After a champion change by hand: point `champion` at the MLflow version of pushtrain `version`.
+
+    Best effort, like logging: off without MLFLOW_TRACKING_URI; a version that was never logged to MLflow
+    (tracking was off when it ran) or an unreachable server leaves the alias where it was and says so.
+    True when the alias was moved.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get("MLFLOW_TRACKING_URI"):
+        return False
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        log.warning("MLFLOW_TRACKING_URI is set but mlflow is not installed: the MLflow champion alias was not moved")
+        return False
+    try:
+        client = MlflowClient()
+        # model names and version ids are validated ([A-Za-z0-9._-]): no quote can end the filter early
+        found = client.search_model_versions(f"name = '{model_name}' and tags.`pushtrain.version` = '{version}'")
+        if not found:
+            log.warning("MLflow has no version of %s for %s: its @%s alias stays where it was", model_name, version,
+                        CHAMPION_ALIAS)  # fmt: skip
+            return False
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, found[0].version)
+    except Exception as exc:  # noqa: BLE001 -- best effort: the store's champion has changed either way
+        log.warning(
+            "could not move the MLflow @%s alias to %s: %s: %s", CHAMPION_ALIAS, version, type(exc).__name__, exc
+        )
+        return False
+    log.info("MLflow: %s version %s is now @%s", model_name, found[0].version, CHAMPION_ALIAS)
+    return True
