@@ -387,3 +387,32 @@ def test_reconcile_asks_batch_about_a_multi_node_runs_job(
     assert (repaired.outcome if repaired else None) == outcome
     assert aws.record(run_id)["state"] == state
     assert aws.tasks() == []
+
+
+@pytest.mark.parametrize("nodes", ["many", 1, 17, True, None, 2.0])
+def test_reconcile_names_a_broken_node_count_and_starts_nothing(
+    batch_aws: tuple[Emulated, Config, Stubber], nodes: object
+) -> None:
+    from trigger.errors import RecordConflictError
+    from trigger.flows import repair_run
+
+    aws, config, _stub = batch_aws
+    run_id = run_id_for(config)
+    # GIVEN a lost multi-node start whose record's node count was damaged
+    plant_claim(aws, run_id, claimed_at=clock() - timedelta(hours=1))
+    record = aws.record(run_id) | {"nodes": nodes}
+    aws.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(record).encode())
+    # WHEN reconcile repairs it THEN one error names the field (reconcile reports it and goes on); no Batch call
+    with pytest.raises(RecordConflictError, match="nodes="):
+        repair_run(aws.clients, config, run_id, now=clock(), dry_run=False, sleep=no_sleep)
+
+
+@pytest.mark.parametrize(("field", "value"), [("attempt", "1"), ("attempt", 0), ("attempt", True), ("image_digest", 7)])
+def test_a_damaged_record_names_its_field_instead_of_crashing(field: str, value: object) -> None:
+    from trigger.errors import RecordConflictError
+    from trigger.records import spec_of
+
+    spec = RunSpec(run_id="push-0123456789abcdef0123", attempt=1, digest=DIGEST, git_sha=GIT_SHA, params={})
+    record = new_record(spec, "push", clock()) | {field: value}
+    with pytest.raises(RecordConflictError, match=f"{field}="):
+        spec_of(record)

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 from trigger.aws import Clients
+from trigger.compute import MAX_NODES
 from trigger.config import Config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError, RecordConflictError, StartInFlightError, TriggerError
@@ -175,6 +176,16 @@ def find_job(batch: Any, config: Config, name: str) -> str | None:
             return None
 
 
+def record_nodes(record: Record) -> int:
+    """The node count a multi-node run record holds; RecordConflictError naming it when it is not one."""
+    nodes = record.get("nodes")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 2 <= nodes <= MAX_NODES:
+        raise RecordConflictError(
+            f"run record {record.get('run_id')!r}: nodes={nodes!r:.40} is not a node count from 2 to {MAX_NODES}"
+        )
+    return nodes
+
+
 def start_batch_run(
     clients: Clients,
     config: Config,
@@ -206,7 +217,7 @@ def start_batch_run(
             fresh = read_record(clients.s3, config.bucket, spec.run_id)
             return duplicate_outcome("start", fresh[0] if fresh else existing[0])
         outcome = "retried-start"
-    spec, nodes = spec_of(claimed[0]), int(claimed[0].get("nodes") or nodes)
+    spec, nodes = spec_of(claimed[0]), record_nodes(claimed[0])
     definition, registered = None, None
     try:
         if outcome == "retried-start":  # a lost SubmitJob answer may have started the job: adopt it
@@ -412,7 +423,11 @@ def _repair_batch_start(
     if not config.batch_job_queue:
         reason = "a multi-node run, but this stack no longer deploys Batch (var.batch.enabled)"
         return Outcome("repair", "skipped", run_id=run_id, reason=reason)
-    nodes, source = int(record.get("nodes") or 2), str(record.get("source") or "retrain")
+    nodes, source = record.get("nodes"), str(record.get("source") or "retrain")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 2 <= nodes <= MAX_NODES:
+        raise RecordConflictError(
+            f"run record {run_id!r}: nodes={nodes!r:.40} is not a node count from 2 to {MAX_NODES}"
+        )
     try:
         started = start_batch_run(clients, config, spec_of(record), nodes, source, clock=lambda: now, sleep=sleep)
     except StartInFlightError:

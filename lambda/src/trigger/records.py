@@ -101,11 +101,22 @@ def start_state(record: Record, now: datetime, claim: timedelta) -> str:
 
 
 def spec_of(record: Record) -> RunSpec:
-    """The run as the record describes it (a retried start repeats exactly the first request)."""
+    """The run as the record describes it (a retried start repeats exactly the first request).
+
+    A record whose attempt or digest is missing or of the wrong type raises RecordConflictError
+    naming the field (reconcile reports that run and goes on with the others).
+    """
+    attempt, digest = record.get("attempt"), record.get("image_digest")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise RecordConflictError(
+            f"run record {record.get('run_id')!r}: attempt={attempt!r:.40} is not a positive integer"
+        )
+    if not isinstance(digest, str):
+        raise RecordConflictError(f"run record {record.get('run_id')!r}: image_digest={digest!r:.80} is not a string")
     return RunSpec(
         run_id=record["run_id"],
-        attempt=int(record["attempt"]),
-        digest=record["image_digest"],
+        attempt=attempt,
+        digest=digest,
         git_sha=record.get("git_sha"),
         params=dict(record.get("params") or {}),
         # a record written before GPU runs existed is a Fargate run
