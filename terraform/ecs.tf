@@ -16,8 +16,7 @@ resource "aws_ecs_cluster_capacity_providers" "this" {
   cluster_name = aws_ecs_cluster.this.name
   capacity_providers = concat(
     ["FARGATE", "FARGATE_SPOT"],
-    aws_ecs_capacity_provider.gpu[*].name,
-    aws_ecs_capacity_provider.gpu_on_demand[*].name,
+    [for provider in aws_ecs_capacity_provider.gpu : provider.name],
   )
 
   # The trigger always passes its own strategy (Spot first, on-demand on a capacity failure);

@@ -67,23 +67,42 @@ resource "aws_launch_template" "gpu" {
   }
 }
 
-resource "aws_autoscaling_group" "gpu" {
-  count = local.gpu_enabled ? 1 : 0
+# Two groups of the same launch template, each with its capacity provider: "main" (Spot over several
+# GPU types with var.gpu.spot, else on demand) and, with var.gpu.spot, "on_demand" for the fallback.
+# An EC2 capacity provider never refuses RunTask for lack of instances: the task waits in PROVISIONING
+# while managed scaling asks the group for one. So the fallback cannot be a second RunTask, as for
+# Fargate; it is the on-demand provider, which the trigger names for the next attempt of a GPU run whose
+# Spot task was interrupted or never placed (trigger.stops). Minimum 0: it costs nothing until then.
+locals {
+  # Every group's name starts with this (the CI apply role may manage "<name>-gpu-*" groups only).
+  gpu_group_prefix = "${local.name}-gpu-"
+  gpu_groups = merge(
+    local.gpu_enabled ? {
+      main = { provider = local.gpu_provider_name, name_prefix = local.gpu_group_prefix, spot = var.gpu.spot }
+    } : {},
+    local.gpu_on_demand ? {
+      on_demand = { provider = local.gpu_on_demand_name, name_prefix = "${local.gpu_group_prefix}od-", spot = false }
+    } : {},
+  )
+}
 
-  name_prefix         = "${local.name}-gpu-"
+resource "aws_autoscaling_group" "gpu" {
+  for_each = local.gpu_groups
+
+  name_prefix         = each.value.name_prefix
   min_size            = 0
   max_size            = var.gpu.max_instances
   vpc_zone_identifier = [for subnet in aws_subnet.this : subnet.id]
   # ECS managed termination protection: the capacity provider decides which instance may go.
   protect_from_scale_in = true
-  capacity_rebalance    = var.gpu.spot
+  capacity_rebalance    = each.value.spot
 
   mixed_instances_policy {
-    # Spot first over several GPU types (price-capacity-optimized picks the deepest pools); with
-    # spot = false every instance is on demand. Tasks wait in PROVISIONING while no capacity exists.
+    # Spot over several GPU types (price-capacity-optimized picks the deepest pools), or every instance
+    # on demand. Tasks wait in PROVISIONING while no capacity exists.
     instances_distribution {
       on_demand_base_capacity                  = 0
-      on_demand_percentage_above_base_capacity = var.gpu.spot ? 0 : 100
+      on_demand_percentage_above_base_capacity = each.value.spot ? 0 : 100
       spot_allocation_strategy                 = "price-capacity-optimized"
     }
 
@@ -120,12 +139,12 @@ resource "aws_autoscaling_group" "gpu" {
 }
 
 resource "aws_ecs_capacity_provider" "gpu" {
-  count = local.gpu_enabled ? 1 : 0
+  for_each = local.gpu_groups
 
-  name = local.gpu_provider_name
+  name = each.value.provider
 
   auto_scaling_group_provider {
-    auto_scaling_group_arn         = aws_autoscaling_group.gpu[0].arn
+    auto_scaling_group_arn         = aws_autoscaling_group.gpu[each.key].arn
     managed_termination_protection = "ENABLED"
     managed_draining               = "ENABLED"
 
@@ -139,77 +158,24 @@ resource "aws_ecs_capacity_provider" "gpu" {
   }
 }
 
-# --- on-demand fallback (var.gpu.spot) -------------------------------------------------------------
-# An EC2 capacity provider never refuses RunTask for lack of instances: the task waits in PROVISIONING
-# while managed scaling asks the group for one. So the fallback cannot be a second RunTask, as for
-# Fargate; it is a second provider on an on-demand group of the same launch template, which the trigger
-# names for the next attempt of a GPU run whose Spot task was interrupted or never placed (trigger.stops).
-# Minimum 0: it costs nothing until such a resume.
-
-resource "aws_autoscaling_group" "gpu_on_demand" {
-  count = local.gpu_on_demand ? 1 : 0
-
-  name_prefix           = "${local.name}-gpu-od-"
-  min_size              = 0
-  max_size              = var.gpu.max_instances
-  vpc_zone_identifier   = [for subnet in aws_subnet.this : subnet.id]
-  protect_from_scale_in = true
-
-  mixed_instances_policy {
-    instances_distribution {
-      on_demand_base_capacity                  = 0
-      on_demand_percentage_above_base_capacity = 100
-    }
-
-    launch_template {
-      launch_template_specification {
-        launch_template_id = aws_launch_template.gpu[0].id
-        version            = aws_launch_template.gpu[0].latest_version
-      }
-
-      dynamic "override" {
-        for_each = var.gpu.instance_types
-        content {
-          instance_type = override.value
-        }
-      }
-    }
-  }
-
-  tag {
-    key                 = "AmazonECSManaged"
-    value               = "true"
-    propagate_at_launch = true
-  }
-
-  lifecycle {
-    ignore_changes = [desired_capacity]
-
-    precondition {
-      condition     = local.private_network
-      error_message = "gpu.enabled needs network_mode = \"private\": GPU instances reach ECS, ECR and S3 through the VPC endpoints."
-    }
-  }
+moved {
+  from = aws_autoscaling_group.gpu[0]
+  to   = aws_autoscaling_group.gpu["main"]
 }
 
-resource "aws_ecs_capacity_provider" "gpu_on_demand" {
-  count = local.gpu_on_demand ? 1 : 0
+moved {
+  from = aws_ecs_capacity_provider.gpu[0]
+  to   = aws_ecs_capacity_provider.gpu["main"]
+}
 
-  name = local.gpu_on_demand_name
+moved {
+  from = aws_autoscaling_group.gpu_on_demand[0]
+  to   = aws_autoscaling_group.gpu["on_demand"]
+}
 
-  auto_scaling_group_provider {
-    auto_scaling_group_arn         = aws_autoscaling_group.gpu_on_demand[0].arn
-    managed_termination_protection = "ENABLED"
-    managed_draining               = "ENABLED"
-
-    managed_scaling {
-      status                    = "ENABLED"
-      target_capacity           = 100
-      minimum_scaling_step_size = 1
-      maximum_scaling_step_size = var.gpu.max_instances
-      instance_warmup_period    = 300
-    }
-  }
+moved {
+  from = aws_ecs_capacity_provider.gpu_on_demand[0]
+  to   = aws_ecs_capacity_provider.gpu["on_demand"]
 }
 
 resource "aws_ecs_task_definition" "gpu" {

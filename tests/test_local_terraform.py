@@ -233,10 +233,9 @@ def test_gpu_settings_reach_the_stop_rules_and_the_trigger(
     assert env["PUSHTRAIN_GPU_CAPACITY_PROVIDER"] == ("pushtrain-gpu" if gpu["enabled"] else "")
     assert env["PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER"] == on_demand
     assert env["PUSHTRAIN_DEFAULT_COMPUTE"] == variables["default_compute"]
-    # AND the on-demand GPU group and provider exist exactly when the GPU group is Spot
-    od = [key for key in stack.resources if key[1] == "gpu_on_demand"]
-    assert sorted(od) == (
-        [("aws_autoscaling_group", "gpu_on_demand"), ("aws_ecs_capacity_provider", "gpu_on_demand")]
-        if on_demand
-        else []
-    )
+    # AND a GPU group and provider exist with the GPU capacity, and an on-demand pair exactly when it is Spot
+    scope = stack.scope({})
+    for rtype in ("aws_autoscaling_group", "aws_ecs_capacity_provider"):
+        body = stack.resources.get((rtype, "gpu"))
+        groups = sorted(stack.instances_of(body, f"{rtype}.gpu", scope)) if body else []
+        assert groups == (["main", "on_demand"] if on_demand else ["main"] if gpu["enabled"] else [])

@@ -41,7 +41,9 @@ def stack_names() -> dict[str, str]:
         for key in ("gpu_task_family", "gpu_provider_name", "batch_job_family", "batch_queue_name", "batch_environment")
     }
     names["container_instance"] = resolve(stack, local["container_instance_t"], facts)
-    names["gpu_group_prefix"] = resolve(stack, block(stack, "resource", "aws_autoscaling_group", "gpu")["name_prefix"])
+    # every GPU group (gpu.tf, one per local.gpu_groups entry) is named from local.gpu_group_prefix
+    assert block(stack, "resource", "aws_autoscaling_group", "gpu")["name_prefix"] == "${each.value.name_prefix}"
+    names["gpu_group_prefix"] = resolve(stack, "${local.gpu_group_prefix}")
     names["cluster"] = resolve(stack, local["cluster_name"], facts)
     names["ami_parameter"] = resolve(stack, block(stack, "data", "aws_ssm_parameter", "ecs_gpu_ami")["name"])
     names["path"] = unquote(local["iam_path"]).replace("${local.name}", NAME)

@@ -116,7 +116,8 @@ class TerraformModule:
         return module.with_variables({})
 
     def with_variables(self, variables: Mapping[str, Any]) -> TerraformModule:
-        """This module with `variables` over its defaults, and only the resources whose `count` is not 0 then."""
+        """This module with `variables` over its defaults, and only the resources with instances then (a
+        `count` or `for_each` that is not 0 or empty)."""
         merged = {**self.variables, **variables}
         scope = Scope(merged, self.locals, self.declared, self.path)
         resources = {key: body for key, body in self.declared.items() if _count(body, scope) != 0}
@@ -300,13 +301,17 @@ def rule_targets(module: TerraformModule) -> dict[str, set[str]]:
 
 
 def _count(body: Mapping[str, Any], scope: Scope) -> int | None:
-    """A resource's `count` under the variables' defaults, or None when it has none or it needs an apply."""
-    if "count" not in body:
+    """A resource's number of instances under the variables: its `count`, or the size of its `for_each`;
+    None when it has neither or the number needs an apply."""
+    key = "count" if "count" in body else "for_each" if "for_each" in body else None
+    if key is None:
         return None
     try:
-        value = evaluate_value(body["count"], scope)
+        value = evaluate_value(body[key], scope)
     except HclError:
         return None
+    if key == "for_each":
+        return len(value) if isinstance(value, dict | list) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
