@@ -140,12 +140,8 @@ def run_id_for(config: Config) -> str:
     return retrain_run_id(REQUEST["request_id"], DIGEST, REQUEST["params"])
 
 
-def test_a_multi_node_request_pins_the_digest_and_submits_one_job_then_a_duplicate_submits_none(
-    batch_aws: tuple[Emulated, Config, Stubber],
-) -> None:
-    aws, config, stub = batch_aws
-    run_id = run_id_for(config)
-    # GIVEN only Terraform's base revision of the job definition family
+def expect_pinning(stub: Stubber) -> None:
+    """DescribeJobDefinitions finds Terraform's base only, so the digest's revision is registered."""
     stub.add_response(
         "describe_job_definitions",
         {"jobDefinitions": [base_definition()]},
@@ -159,6 +155,15 @@ def test_a_multi_node_request_pins_the_digest_and_submits_one_job_then_a_duplica
         {"jobDefinitionName": FAMILY, "jobDefinitionArn": PINNED_ARN, "revision": 2},
         register,
     )
+
+
+def test_a_multi_node_request_pins_the_digest_and_submits_one_job_then_a_duplicate_submits_none(
+    batch_aws: tuple[Emulated, Config, Stubber],
+) -> None:
+    aws, config, stub = batch_aws
+    run_id = run_id_for(config)
+    # GIVEN only Terraform's base revision of the job definition family
+    expect_pinning(stub)
     stub.add_response(
         "submit_job", {"jobArn": JOB_ARN, "jobName": f"{run_id}-a1", "jobId": "4c7599ae"}, expected_submit(run_id)
     )
@@ -302,23 +307,6 @@ def test_a_batch_event_from_another_queue_is_rejected(aws: Emulated) -> None:
 
 
 # --- reconcile: a multi-node run whose start or end was lost is repaired through Batch, never ECS ---------
-
-
-def expect_pinning(stub: Stubber) -> None:
-    """DescribeJobDefinitions finds Terraform's base only, so the digest's revision is registered."""
-    stub.add_response(
-        "describe_job_definitions",
-        {"jobDefinitions": [base_definition()]},
-        {"jobDefinitionName": FAMILY, "status": "ACTIVE"},
-    )
-    pinned = base_definition(image=f"{REPO}@{DIGEST}")
-    register = {k: pinned[k] for k in ("jobDefinitionName", "type", "nodeProperties", "retryStrategy", "timeout")}
-    register |= {"propagateTags": True, "platformCapabilities": ["EC2"], "tags": {"pushtrain:image-digest": DIGEST}}
-    stub.add_response(
-        "register_job_definition",
-        {"jobDefinitionName": FAMILY, "jobDefinitionArn": PINNED_ARN, "revision": 2},
-        register,
-    )
 
 
 def test_reconcile_submits_a_lost_batch_start_to_batch_not_to_ecs(batch_aws: tuple[Emulated, Config, Stubber]) -> None:

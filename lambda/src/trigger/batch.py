@@ -447,16 +447,16 @@ def _repair_batch_job(
 ) -> Outcome | None:
     run_id = str(existing[0]["run_id"])
     described = clients.batch.describe_jobs(jobs=[job_arn]).get("jobs") or []
-    job = described[0] if described else None
-    if job is not None and job.get("status") != "FAILED":
-        return None  # alive, or succeeded (the trainer wrote that)
-    raw_reason = job.get("statusReason") if job is not None else None
-    reason = raw_reason if isinstance(raw_reason, str) else None
-    if job is None:
+    if not described:
         reason = f"Batch job {job_arn} no longer exists and its end was never seen (record {existing[0].get('state')})"
+        if dry_run:
+            return Outcome("repair", "would-fail", run_id=run_id, task_arn=job_arn, reason=reason)
+        return fail_vanished(clients, config, existing, job_arn, reason, now=now, sleep=sleep)
+    if described[0].get("status") != "FAILED":
+        return None  # alive, or succeeded (the trainer wrote that)
+    status_reason = described[0].get("statusReason")
+    reason = status_reason if isinstance(status_reason, str) else None
     if dry_run:
         return Outcome("repair", "would-fail", run_id=run_id, task_arn=job_arn, reason=reason)
-    if job is None:
-        return fail_vanished(clients, config, existing, job_arn, str(reason), now=now, sleep=sleep)
     event = BatchJobEvent("reconcile", job_arn=job_arn, status="FAILED", status_reason=reason, run_id=run_id)
     return replace(handle_batch_job_event(clients, config, event, clock=lambda: now), decision="repair")
