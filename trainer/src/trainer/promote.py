@@ -36,6 +36,7 @@ from trainer.cli_common import EXIT_FAILED, EXIT_OK, explain
 from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion
 from trainer.registry import verify_files
 from trainer.store import NotFound, PreconditionFailed, Store, StoreError, open_store
+from trainer.tracking import move_champion_alias
 from trainer.versions import read_manifest
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,8 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"trainer models {args.command}: {explain(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    if change.changed and os.environ.get("MLFLOW_TRACKING_URI"):
-        from trainer.tracking import move_champion_alias  # here: mlflow loads only when tracking is on
-
-        move_champion_alias(args.model_name, change.version)
+    if change.changed:
+        move_champion_alias(args.model_name, change.version)  # nothing without MLFLOW_TRACKING_URI
     if args.json:
         print(json.dumps(change.__dict__, indent=2, sort_keys=True))
     elif change.changed:

@@ -49,21 +49,28 @@ def _params(config: Mapping[str, Any]) -> dict[str, str]:
     return {name: "" if value is None else str(value) for name, value in sorted(config.items())}
 
 
+def _mlflow() -> Any:
+    """The mlflow module with our client defaults set, or None (logged) when it is not installed."""
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    try:
+        import mlflow
+    except ImportError:
+        log.warning("MLFLOW_TRACKING_URI is set but mlflow is not installed: pip install 'pushtrain-trainer[mlflow]'")
+        return None
+    return mlflow
+
+
 def log_version(
     store: Store, manifest: Mapping[str, Any], *, report: str, promoted: bool, environ: Mapping[str, str] | None = None
 ) -> str | None:
     """Log the version to MLflow; the MLflow run id, or None when skipped or failed (logged)."""
     environ = os.environ if environ is None else environ
-    for name, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    try:
-        import mlflow
-        from mlflow import MlflowClient
-    except ImportError:
-        log.warning("MLFLOW_TRACKING_URI is set but mlflow is not installed: pip install 'pushtrain-trainer[mlflow]'")
+    mlflow = _mlflow()
+    if mlflow is None:
         return None
     try:
-        return _log(mlflow, MlflowClient(), store, manifest, report=report, promoted=promoted, environ=environ)
+        return _log(mlflow, mlflow.MlflowClient(), store, manifest, report=report, promoted=promoted, environ=environ)
     except Exception as exc:  # noqa: BLE001 -- best effort: MLflow must never fail a finished run
         log.warning("could not log %s to MLflow: %s: %s", manifest.get("version"), type(exc).__name__, exc)
         return None
@@ -149,15 +156,11 @@ def move_champion_alias(model_name: str, version: str, environ: Mapping[str, str
     environ = os.environ if environ is None else environ
     if not environ.get("MLFLOW_TRACKING_URI"):
         return False
-    for name, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    try:
-        from mlflow import MlflowClient
-    except ImportError:
-        log.warning("MLFLOW_TRACKING_URI is set but mlflow is not installed: the MLflow champion alias was not moved")
+    mlflow = _mlflow()
+    if mlflow is None:
         return False
     try:
-        client = MlflowClient()
+        client = mlflow.MlflowClient()
         # model names and version ids are validated ([A-Za-z0-9._-]): no quote can end the filter early
         found = client.search_model_versions(f"name = '{model_name}' and tags.`pushtrain.version` = '{version}'")
         if not found:
