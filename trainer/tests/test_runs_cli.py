@@ -209,3 +209,15 @@ def test_read_only_commands_never_load_torch(store_uri: str, argv: list[str]) ->
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     # THEN torch was never imported: these commands answer in a fraction of a second
     assert done.stderr.strip().endswith("NO-TORCH"), done.stderr
+
+
+def test_every_expected_failure_names_an_exception_class_that_exists() -> None:
+    import importlib
+
+    from trainer.cli_common import EXPECTED_FAILURES
+
+    # GIVEN the expected failures listed by module and class name (so that asking imports nothing)
+    # THEN each resolves to an exception class: a rename cannot silently turn one-line errors into tracebacks
+    for module_name, class_name in EXPECTED_FAILURES:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+        assert isinstance(found, type) and issubclass(found, Exception), f"{module_name}.{class_name}"
