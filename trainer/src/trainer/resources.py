@@ -5,13 +5,21 @@ through a CFS quota: under cgroup v2 in `/sys/fs/cgroup/cpu.max` ("<quota> <peri
 or "max <period>" for none), under cgroup v1 in `/sys/fs/cgroup/cpu/cpu.cfs_quota_us` (-1 for none) and
 `cpu.cfs_period_us`. Running more torch threads than the quota allows makes them wait for each other at
 every barrier, so the thread count follows the quota.
+
+Memory: a CPU training step frees and reallocates the same few gigabytes of activations. glibc gives
+blocks over 32 MiB back to the kernel on free (mmap/munmap) and trims the heap's top, so every step
+faulted 50,000-190,000 fresh zeroed pages in again (measured with `getrusage`); `retain_freed_memory`
+keeps them, and the heap settles after the first steps (resident peak 2,107 MB over 36 steps, against
+2,132 MB with the defaults).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -92,6 +100,28 @@ def apply_threads(requested: int) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc malloc keep freed memory in the process for the next allocation; True if it now does.
+
+    `M_MMAP_MAX` 0 serves large blocks from the heap instead of fresh mmaps, and a trim threshold of
+    SIZE_MAX (-1 as mallopt's int) never hands the heap's top back. The process's resident memory then
+    stays at its peak (the training step's own, about 2.1 GB for the default model at batch 1024,
+    unchanged) and the step stops paying a page fault per 4 KiB it touches: training ran 5-8 % faster
+    here (trainer/README.md, "Speed"). Process-wide and irreversible in practice; a no-op returning
+    False where the C library is not glibc (macOS, musl).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, -1) == 1)
 
 
 def resolve_device(requested: str) -> torch.device:
