@@ -20,6 +20,20 @@ def testpadding_waste_flops_of_a_3x3_convolution_on_a_3x3_image() -> None:
     assert waste == 32 * 2 * 2
 
 
+def test_evaluation_wastes_one_pass_on_padding() -> None:
+    # the same conv in a forward pass without autograd (evaluation): 32 wasted multiply-adds x 2 FLOPs
+    with torch.no_grad():
+        assert padding_waste_flops(nn.Conv2d(1, 1, 3, padding=1, bias=False), torch.rand(1, 1, 3, 3)) == 32 * 2
+
+
+def test_evaluation_flops_without_padding_are_fewer_but_most() -> None:
+    from trainer.bench import eval_flops_per_image
+
+    total, no_padding = eval_flops_per_image(build_model("airbench"))
+    assert 0.2e9 < total < 0.3e9  # 0.24 GFLOP forward
+    assert 0.10 * total < total - no_padding < 0.18 * total
+
+
 def test_unpadded_convolution_wastes_nothing() -> None:
     assert padding_waste_flops(nn.Conv2d(3, 4, 2, padding=0), torch.rand(2, 3, 8, 8)) == 0
 
@@ -137,11 +151,20 @@ def test_floor_is_every_flop_of_the_recipe_at_the_peak() -> None:
     from trainer.bench import floor, tta_views
 
     assert [tta_views(level) for level in (0, 1, 2)] == [1, 2, 6]
-    row = {"recipe_train_gflop": 300_000.0, "epoch_eval_images": 2000, "eval_gflop_per_image": 0.25}
+    row = {
+        "recipe_train_gflop": 300_000.0,
+        "recipe_train_gflop_no_padding": 260_000.0,
+        "epoch_eval_images": 2000,
+        "eval_gflop_per_image": 0.25,
+        "eval_gflop_per_image_no_padding": 0.2,
+    }
     f = floor(row, epochs=9.9, peak_gflops=400.0)
     # 10 progress evaluations of 2,000 images and 6 views of the 10,000 test images at the end
     assert f["eval_gflop"] == pytest.approx((10 * 2000 + 6 * 10_000) * 0.25)
     assert f["seconds"] == pytest.approx((300_000 + f["eval_gflop"]) / 400)
+    # the least time of any exact implementation: only the multiply-adds on real pixels, at the peak
+    assert f["gflop_no_padding"] == pytest.approx(260_000 + (10 * 2000 + 6 * 10_000) * 0.2)
+    assert f["seconds_no_padding"] == pytest.approx(f["gflop_no_padding"] / 400)
 
 
 def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
@@ -158,7 +181,16 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     text = bench.report(results)
     # THEN the report has the phases, the whole-recipe ratio, the estimate, the floor and the parity table
     gpu = "ESTIMATE to the recipe's end" if torch.cuda.is_available() else "GPU: no CUDA device here"
-    for expected in ("from epoch 0", "from epoch 3", "over the whole recipe", "ESTIMATE", "FLOOR:", gpu, "parity"):
+    for expected in (
+        "from epoch 0",
+        "from epoch 3",
+        "over the whole recipe",
+        "ESTIMATE",
+        "FLOOR:",
+        "real pixels (",
+        gpu,
+        "parity",
+    ):
         assert expected in text
     assert results["floor"]["seconds"] > 0
     # AND the peak is the best of the sizes measured
