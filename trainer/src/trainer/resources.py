@@ -113,9 +113,9 @@ def retain_freed_memory() -> bool:
     `M_MMAP_MAX` 0 serves large blocks from the heap instead of fresh mmaps, and a trim threshold of
     SIZE_MAX (-1 as mallopt's int) never hands the heap's top back. The process's resident memory then
     stays at its peak (the training step's own, about 2.1 GB for the default model at batch 1024,
-    unchanged) and the step stops paying a page fault per 4 KiB it touches: training ran 5-8 % faster
-    here (trainer/README.md, "Speed"). Process-wide and irreversible in practice; a no-op returning
-    False where the C library is not glibc (macOS, musl).
+    unchanged) and the step stops paying a page fault per 4 KiB it touches: two full bf16 epochs ran
+    7 % faster here (trainer/README.md, *Efficiency*). Process-wide and irreversible in practice; a
+    no-op returning False where the C library is not glibc (macOS, musl).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
