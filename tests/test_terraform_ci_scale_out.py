@@ -15,13 +15,13 @@ request fails its condition.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
+from iam_eval import matching_sids
 from test_terraform_contracts import ACCOUNT, FACTS, REGION, STACK, block, load_root, locals_of, rendered, resolve
 from tf_docs import unquote
 
@@ -239,36 +239,9 @@ def declared_types() -> set[str]:
     return found
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
-    actual = context.get(key)
-    if actual is None:
-        return False  # IAM: a condition on a key the request does not carry fails
-    values = [str(v) for v in _list(expected)]
-    if operator in {"StringEquals", "ArnEquals", "Bool"}:
-        return actual in values
-    if operator == "ArnLike":
-        return any(fnmatch.fnmatchcase(actual, v) for v in values)
-    raise AssertionError(f"the evaluator does not know {operator}; add it before using it in a CI policy")
-
-
 def allowing(policy: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> list[str]:
     """The Sids of the Allow statements that let `action` on `resource` with this request context through."""
-    sids = []
-    for statement in policy["Statement"]:
-        if statement["Effect"] != "Allow":
-            continue
-        if not any(fnmatch.fnmatchcase(action, a) for a in _list(statement["Action"])):
-            continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in _list(statement["Resource"])):
-            continue
-        conditions = statement.get("Condition", {})
-        if all(_condition_holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items()):
-            sids.append(statement.get("Sid", "?"))
-    return sids
+    return matching_sids((s for s in policy["Statement"] if s["Effect"] == "Allow"), action, resource, context)
 
 
 def request_context(extra: dict[str, str]) -> dict[str, str]:

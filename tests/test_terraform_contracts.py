@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from iam_eval import as_list, matching_sids
 from tf_docs import load_root, unquote
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,19 +184,14 @@ def statements(root: dict[str, list[Any]], document: str) -> list[Statement]:
                 sid=unquote(raw.get("sid", '""')),
                 effect=unquote(raw.get("effect", '"Allow"')),
                 actions=tuple(actions),
-                resources=tuple(str(unquote(r)) for r in _as_list(raw.get("resources", []))),
+                resources=tuple(str(unquote(r)) for r in as_list(raw.get("resources", []))),
                 conditions=tuple(
-                    (unquote(c["test"]), unquote(c["variable"]), tuple(unquote(v) for v in _as_list(c["values"])))
+                    (unquote(c["test"]), unquote(c["variable"]), tuple(unquote(v) for v in as_list(c["values"])))
                     for c in raw.get("condition", [])
                 ),
             )
         )
     return result
-
-
-def _as_list(raw: Any) -> list[Any]:
-    """A list as written, or a single expression (`values = each.value`) as a one-item list."""
-    return raw if isinstance(raw, list) else [raw]
 
 
 def allowed_actions(root: dict[str, list[Any]], document: str) -> set[str]:
@@ -959,22 +955,6 @@ def rendered(root: str, network_mode: str = "public") -> dict[str, Any]:
     )
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
-    """The IAM condition operators the bucket policy uses, with IAM's rules for a missing key."""
-    values, actual = _as_list(expected), context.get(key)
-    if operator == "Null":
-        return (actual is None) == (values[0] == "true")
-    if operator == "Bool":
-        return actual is not None and actual == values[0]
-    if operator == "ArnNotEquals":
-        return actual is None or actual not in values
-    raise AssertionError(f"the evaluator does not know {operator}; add it before using it in a policy")
-
-
 def denied(
     policy: dict[str, Any], principal: str, action: str, key: str | None, headers: set[str] = frozenset()
 ) -> list[str]:
@@ -983,22 +963,8 @@ def denied(
     resource = bucket if key is None else f"{bucket}/{key}"
     context = {"aws:PrincipalArn": principal, "aws:SecureTransport": "true"}
     context.update({f"s3:{header}": "*" for header in headers})
-    sids = []
-    for statement in policy["Statement"]:
-        if statement["Effect"] != "Deny" or statement.get("Principal") != "*":
-            continue
-        if not any(fnmatch.fnmatchcase(action, a) for a in _as_list(statement["Action"])):
-            continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in _as_list(statement["Resource"])):
-            continue
-        conditions = statement.get("Condition", {})
-        if all(
-            _condition_holds(operator, k, v, context)
-            for operator, block in conditions.items()
-            for k, v in block.items()
-        ):
-            sids.append(statement["Sid"])
-    return sids
+    statements = (s for s in policy["Statement"] if s["Effect"] == "Deny" and s.get("Principal") == "*")
+    return matching_sids(statements, action, resource, context)
 
 
 def role_arn(root: str, name: str) -> str:
@@ -1018,8 +984,8 @@ def object_grants(policy: dict[str, Any]) -> list[tuple[str, str]]:
         (action, resource)
         for statement in policy["Statement"]
         if statement["Effect"] == "Allow"
-        for action in _as_list(statement["Action"])
-        for resource in _as_list(statement["Resource"])
+        for action in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
         if action in {"s3:GetObject", "s3:PutObject"} and ":s3:::pushtrain-artifacts-" in resource and "/" in resource
     ]
 
@@ -1126,9 +1092,9 @@ def test_register_task_definition_is_scoped_to_the_trainer_family_in_the_referen
     # GIVEN the statement that allows RegisterTaskDefinition (the IAM service authorization reference
     # gives it the resource type task-definition; a scope in the wrong format fails every run)
     (statement,) = [
-        s for s in rendered(root)[document]["Statement"] if "ecs:RegisterTaskDefinition" in _as_list(s["Action"])
+        s for s in rendered(root)[document]["Statement"] if "ecs:RegisterTaskDefinition" in as_list(s["Action"])
     ]
-    resources = _as_list(statement["Resource"])
+    resources = as_list(statement["Resource"])
     # THEN it is the trainer family (and only the families named), any revision, in the reference's ARN format
     assert resources == sorted(f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:*" for family in families)
     for resource in resources:
@@ -1147,12 +1113,12 @@ def test_apply_role_network_writes_need_the_stack_tag() -> None:
     # GIVEN every statement of the apply role that writes to EC2
     apply = rendered("terraform/bootstrap")["apply"]["Statement"]
     writes = [
-        s for s in apply if any(a.startswith("ec2:") and not EC2_READS.fullmatch(a) for a in _as_list(s["Action"]))
+        s for s in apply if any(a.startswith("ec2:") and not EC2_READS.fullmatch(a) for a in as_list(s["Action"]))
     ]
     assert writes
     tag_keys = {"aws:RequestTag/Project", "aws:ResourceTag/Project", "ec2:CreateAction"}
     for statement in writes:
-        resources = _as_list(statement["Resource"])
+        resources = as_list(statement["Resource"])
         # THEN none is on "*", and each needs the stack's tag (or is part of a tagged create), except the
         # rule statement, whose calls are also authorized against the rule's tagged security group
         assert "*" not in resources, statement["Sid"]
@@ -1172,7 +1138,7 @@ def test_apply_role_network_writes_need_the_stack_tag() -> None:
     # the request's tags
     for statement in writes:
         if statement["Sid"].startswith("NetworkCreate"):
-            assert len(_as_list(statement["Resource"])) == 1
+            assert len(as_list(statement["Resource"])) == 1
 
 
 def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
@@ -1192,7 +1158,7 @@ def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
         "iam:PassRole",
         "iam:DeleteRole",
     ):
-        resources = {r for s in apply if action in _as_list(s["Action"]) for r in _as_list(s["Resource"])}
+        resources = {r for s in apply if action in as_list(s["Action"]) for r in as_list(s["Resource"])}
         # THEN each role-changing call names exactly those roles, no path wildcard
         assert resources == stack_roles, action
 
@@ -1208,7 +1174,7 @@ def test_the_stack_key_is_managed_through_its_key_policy_not_by_tag() -> None:
         "kms:UpdateKeyDescription",
     }
     # THEN no IAM statement of the apply role administers a key (so tagging some key gains nothing) ...
-    assert not administration & {a for s in apply for a in _as_list(s["Action"])}
+    assert not administration & {a for s in apply for a in as_list(s["Action"])}
     assert not [
         s
         for s in apply
