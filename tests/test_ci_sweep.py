@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from ci.retrain import RetrainError, build_request
+from ci.github import CIError
+from ci.retrain import build_request
 from ci.sweep import parse_values, ranking_table, start_all, sweep_request, wait_finished
 
 BASE = build_request(request_id="4242", image="0123abc", git_sha=None, epochs=10, lr=None, model="airbench")
@@ -30,7 +31,7 @@ def test_lrs_and_seeds_become_a_grid_over_the_base_parameters() -> None:
     ],
 )
 def test_a_bad_sweep_input_fails_with_one_line(lrs: str, seeds: str, message: str) -> None:
-    with pytest.raises(RetrainError, match=message):
+    with pytest.raises(CIError, match=message):
         sweep_request(BASE, parse_values(lrs, "lrs", float), parse_values(seeds, "seeds", int))
 
 
@@ -83,5 +84,5 @@ def test_waiting_past_the_timeout_fails_and_says_the_runs_go_on() -> None:
     def sleep(seconds: float) -> None:
         now["t"] += seconds
 
-    with pytest.raises(RetrainError, match="did not finish within 5 minutes; its runs go on"):
+    with pytest.raises(CIError, match="did not finish within 5 minutes; its runs go on"):
         wait_finished(trigger, request, timeout_s=300, poll_s=60, sleep=sleep, clock=lambda: now["t"])

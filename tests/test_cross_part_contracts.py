@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 import yaml
 from ci import retrain as ci_retrain
+from ci import runs as ci_runs
 from ci import sweep as ci_sweep
+from ci.github import CIError
 from tf_docs import load_root, unquote
 from trigger import config as trigger_config
 from trigger import events as trigger_events
@@ -136,9 +138,9 @@ def test_the_longest_request_id_still_makes_a_run_id_ecs_accepts() -> None:
 
 def test_run_states_are_the_same_in_trigger_trainer_and_retrain_client() -> None:
     assert tuple(trigger_records.STATES) == tuple(trainer_runstate.STATES)
-    assert set(trigger_records.STATES) == ci_retrain.TERMINAL_STATES | ci_retrain.WAITING_STATES
-    assert trigger_stops.FINAL_STATES == ci_retrain.TERMINAL_STATES
-    assert trigger_stops.RESUMABLE_STATES == ci_retrain.WAITING_STATES
+    assert set(trigger_records.STATES) == ci_runs.TERMINAL_STATES | ci_runs.WAITING_STATES
+    assert trigger_stops.FINAL_STATES == ci_runs.TERMINAL_STATES
+    assert trigger_stops.RESUMABLE_STATES == ci_runs.WAITING_STATES
 
 
 def test_the_record_schema_version_is_the_same_on_both_writers() -> None:
@@ -220,7 +222,7 @@ def test_the_moving_tag_latest_is_refused_by_the_trigger_and_by_its_client() -> 
     request = {"action": "retrain", "request_id": "1", "image": "latest", "params": {}}
     with pytest.raises(trigger_events.InvalidEventError, match="'latest' is refused"):
         trigger_events.parse_retrain_request(request)
-    with pytest.raises(ci_retrain.RetrainError, match="'latest' is refused"):
+    with pytest.raises(CIError, match="'latest' is refused"):
         ci_retrain.build_request(request_id="1", image="latest", git_sha=None, epochs=0, lr=0.0, model="")
 
 

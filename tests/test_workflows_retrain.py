@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ci.retrain import GITHUB_COMMENT_LIMIT, RetrainError, build_request, render, report_key
+from ci.github import CIError
+from ci.retrain import build_request
+from ci.runs import GITHUB_COMMENT_LIMIT, render, report_key
 from fakebin import FakeBin
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +164,7 @@ def test_zero_epochs_and_lr_mean_the_recipe_and_are_not_sent() -> None:
 def test_bad_request_input_is_refused_naming_the_value(changes: dict[str, Any], message: str) -> None:
     # GIVEN one wrong workflow input  WHEN the request is built  THEN it is refused before any AWS call
     values: dict[str, Any] = {"request_id": "1", "image": SHA, "git_sha": None, "epochs": 0, "lr": 0.0, "model": None}
-    with pytest.raises(RetrainError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(CIError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_request(**{**values, **changes})
 
 
@@ -358,7 +360,7 @@ def test_comment_refuses_bad_input_before_calling_github(
 
 def test_a_version_that_would_escape_the_model_folder_is_refused() -> None:
     # GIVEN a run record whose version is a path  WHEN the report key is built  THEN it is refused
-    with pytest.raises(RetrainError, match="is not a version name"):
+    with pytest.raises(CIError, match="is not a version name"):
         report_key("cifar10", "../../secrets")
     assert report_key("cifar10", "v0007") == "models/cifar10/v0007/report.md"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-from ci.retrain import RetrainError, run_tool
+from ci.github import CIError, run_tool
 
 BOT = "github-actions[bot]"
 MARKER = re.compile(r"<!-- pushtrain:[a-z0-9:._-]{1,80} -->")
@@ -25,7 +25,7 @@ _GIT_SHA = re.compile(r"[0-9a-f]{40}")
 def with_marker(marker: str, body: str) -> str:
     """The body with the marker as its first line (added once)."""
     if not MARKER.fullmatch(marker):
-        raise RetrainError(f"marker {marker!r} must match {MARKER.pattern}")
+        raise CIError(f"marker {marker!r} must match {MARKER.pattern}")
     return body if body.startswith(marker + "\n") else f"{marker}\n{body}"
 
 
@@ -35,7 +35,7 @@ def find_comment(list_path: str, marker: str) -> int | None:
     out = run_tool(["gh", "api", "--paginate", list_path, "--jq", query])
     ids = [line.strip() for line in out.splitlines() if line.strip()]
     if ids and not ids[0].isdecimal():
-        raise RetrainError(f"gh answered a comment id that is not a number: {ids[0]!r}")
+        raise CIError(f"gh answered a comment id that is not a number: {ids[0]!r}")
     return int(ids[0]) if ids else None
 
 
@@ -52,14 +52,14 @@ def _upsert(list_path: str, edit_path: str, marker: str, body: str) -> str:
 
 def _check_repository(repository: str) -> None:
     if not _REPOSITORY.fullmatch(repository):
-        raise RetrainError(f"repository {repository!r} is not owner/name")
+        raise CIError(f"repository {repository!r} is not owner/name")
 
 
 def upsert_comment(repository: str, issue: int, marker: str, body: str) -> str:
     """Create or update the sticky comment on a pull request (or issue); "created" or "updated"."""
     _check_repository(repository)
     if issue < 1:
-        raise RetrainError(f"pull request number {issue} is not a number GitHub gives")
+        raise CIError(f"pull request number {issue} is not a number GitHub gives")
     return _upsert(
         f"repos/{repository}/issues/{issue}/comments", f"repos/{repository}/issues/comments/{{id}}", marker, body
     )
@@ -69,7 +69,7 @@ def upsert_commit_comment(repository: str, commit: str, marker: str, body: str) 
     """The same on a commit (a re-run workflow edits its comment instead of adding a second)."""
     _check_repository(repository)
     if not _GIT_SHA.fullmatch(commit):
-        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+        raise CIError(f"commit {commit!r} is not 40 hex characters")
     return _upsert(f"repos/{repository}/commits/{commit}/comments", f"repos/{repository}/comments/{{id}}", marker, body)
 
 
@@ -80,5 +80,5 @@ def pull_requests_of_commit(repository: str, commit: str) -> list[int]:
     numbers = [line.strip() for line in out.splitlines() if line.strip()]
     bad = [n for n in numbers if not n.isdecimal()]
     if bad:
-        raise RetrainError(f"gh answered pull request numbers that are not numbers: {bad}")
+        raise CIError(f"gh answered pull request numbers that are not numbers: {bad}")
     return [int(n) for n in numbers]

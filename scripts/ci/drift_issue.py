@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from ci.github import CIError, annotate_error, run_tool
 
 LABEL = "drift"
 TITLE = "Infrastructure drift: AWS differs from terraform/"
@@ -30,16 +31,13 @@ FAILED_TITLE = "Drift check failing: cannot tell whether AWS matches terraform/"
 BODY_LIMIT = 60_000  # characters of plan text; GitHub caps an issue body at 65,536
 
 
-class DriftIssueError(Exception):
+class DriftIssueError(CIError):
     """The drift issue cannot be updated; the message names the value or command that failed."""
 
 
 def gh(args: Sequence[str], stdin: str | None = None) -> str:
-    """Run `gh`; its stdout, or DriftIssueError carrying its stderr."""
-    result = subprocess.run(["gh", *args], input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DriftIssueError(f"`gh {' '.join(args[:2])}` failed (exit {result.returncode}): {result.stderr.strip()}")
-    return result.stdout
+    """Run `gh`; its stdout, or CIError carrying its stderr."""
+    return run_tool(["gh", *args], stdin)
 
 
 def open_drift_issues(repository: str) -> list[int]:
@@ -175,9 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan_text = _read_plan_text(args.plan_text) if exit_code == 2 else ""
         outcome = reconcile(exit_code, plan_text, args.repository, args.run_url)
-    except DriftIssueError as error:
-        print(f"::error title=drift::{error}")
-        return 1
+    except CIError as error:
+        return annotate_error("drift", error)
     print(outcome)
     return 0
 

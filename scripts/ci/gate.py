@@ -21,19 +21,17 @@ crosses `/`), else `changed=false`; with no `--pull-request` (a push) everything
 | yes               | this repository   | anything else (failure, cancelled, skipped) | fail |
 | yes               | a fork            | (skipped: no OIDC token) | fail, telling a maintainer what to do |
 
-Only the standard library; GitHub through `gh`.
+Only the standard library; GitHub through `gh` (ci.github).
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from ci.github import CIError, annotate_error, json_value, run_tool, write_output
 
 # GitHub lists at most 3,000 files of a pull request; a longer list cannot prove that nothing changed.
 FILES_LIMIT = 3000
@@ -47,20 +45,12 @@ FORK_MESSAGE = (
 )
 
 
-class GateError(Exception):
+class GateError(CIError):
     """The gate cannot decide; the message says why."""
 
 
 def gh_json(args: Sequence[str]) -> object:
-    result = subprocess.run(["gh", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise GateError(f"`gh {' '.join(args[:2])}` failed (exit {result.returncode}): {result.stderr.strip()}")
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError as error:
-        raise GateError(
-            f"`gh {' '.join(args[:2])}` answered something that is not JSON: {result.stdout[:200]!r}"
-        ) from error
+    return json_value(run_tool(["gh", *args]), f"the answer of `gh {' '.join(args[:2])}`")
 
 
 def pull_request_files(repository: str, number: int) -> list[str]:
@@ -107,13 +97,6 @@ def verdict(*, check: str, changes_result: str, changed_output: str, fork: bool,
     return f"{check}: the plan succeeded; review it in the pull request's plan comment"
 
 
-def write_output(name: str, value: str) -> None:
-    path = os.environ.get("GITHUB_OUTPUT")
-    if path:
-        with Path(path).open("a", encoding="utf-8") as fh:
-            fh.write(f"{name}={value}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m ci.gate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,9 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 number=args.pull_request,
             )
         )
-    except GateError as error:
-        print(f"::error title=gate::{error}")
-        return 1
+    except CIError as error:
+        return annotate_error("gate", error)
     return 0
 
 

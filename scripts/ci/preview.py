@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ci.comments import upsert_comment
-from ci.retrain import RetrainError, write_output
+from ci.github import CIError, annotate_error, json_object, write_output
+from ci.runs import read_text
 
 MARKER = "<!-- pushtrain:preview -->"
 # Fixed, so the PR and its base train exactly the same thing; small, so both fit a few minutes.
@@ -55,7 +56,7 @@ def summarize(store: Path) -> dict[str, Any]:
     """Headline numbers of the one version the preview run published."""
     manifests = sorted(store.glob("models/*/*/manifest.json"))
     if len(manifests) != 1:
-        raise RetrainError(f"expected one published version under {store}, found {len(manifests)}")
+        raise CIError(f"expected one published version under {store}, found {len(manifests)}")
     manifest = json.loads(manifests[0].read_text())
     metrics = json.loads((manifests[0].parent / "metrics.json").read_text())
     return {
@@ -193,23 +194,15 @@ def _result(text: str | None, what: str) -> dict[str, Any] | None:
     """A result (or champion) passed as JSON text between jobs; None when empty."""
     if not text or not text.strip():
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RetrainError(f"{what} is not JSON ({error}): {text[:200]!r}") from error
-    if not isinstance(value, dict):
-        raise RetrainError(f"{what} is not a JSON object: {text[:200]!r}")
-    return value
+    return json_object(text, what)
 
 
 def read_champion(bucket: str, model_name: str) -> dict[str, Any] | None:
     """{version, accuracy} of the deployed champion, or None when it cannot be read (no stack, no access)."""
-    from ci.report import read_text
-
     try:
         text = read_text(bucket, f"models/{model_name}/champion.json")
         record = _result(text, "champion.json")
-    except RetrainError as error:
+    except CIError as error:
         print(f"champion not readable: {error}")
         return None
     if record is None or "version" not in record or "accuracy" not in record:
@@ -259,9 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not pr.get("ok"):
             print("::error title=preview::the pull request's preview training failed (see the comment)")
             return 1
-    except RetrainError as error:
-        print(f"::error title=preview::{error}")
-        return 1
+    except CIError as error:
+        return annotate_error("preview", error)
     return 0
 
 

@@ -25,23 +25,21 @@ import argparse
 import hashlib
 import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ci.comments import pull_requests_of_commit, upsert_comment, upsert_commit_comment
-from ci.retrain import (
-    RetrainError,
+from ci.github import (
+    CIError,
+    annotate_error,
     append_summary,
-    render,
-    report_key,
     run_tool,
-    wait_for_run,
     write_multiline_output,
     write_output,
 )
+from ci.runs import read_report, render, wait_for_run
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _GIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -52,7 +50,7 @@ _ECR_REPOSITORY = re.compile(r"[a-z0-9][a-z0-9._/-]{1,255}")
 def push_run_id(digest: str) -> str:
     """The run id the trigger gives a push of this digest (default parameters: `{}`)."""
     if not _DIGEST.fullmatch(digest):
-        raise RetrainError(f"image digest {digest!r} is not sha256:<64 hex>")
+        raise CIError(f"image digest {digest!r} is not sha256:<64 hex>")
     return "push-" + hashlib.sha256((digest + "{}").encode()).hexdigest()[:20]
 
 
@@ -63,9 +61,9 @@ def marker(run_id: str) -> str:
 def image_digest(repository_name: str, commit: str) -> str:
     """The digest of the image tagged with the commit's sha in the ECR repository."""
     if not _ECR_REPOSITORY.fullmatch(repository_name):
-        raise RetrainError(f"ECR repository {repository_name!r} is not a repository name")
+        raise CIError(f"ECR repository {repository_name!r} is not a repository name")
     if not _GIT_SHA.fullmatch(commit):
-        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+        raise CIError(f"commit {commit!r} is not 40 hex characters")
     out = run_tool(
         [
             "aws", "ecr", "describe-images", "--repository-name", repository_name,
@@ -74,32 +72,8 @@ def image_digest(repository_name: str, commit: str) -> str:
     )  # fmt: skip
     digest = out.strip()
     if not _DIGEST.fullmatch(digest):
-        raise RetrainError(f"ECR has no image {repository_name}:{commit} (describe-images answered {digest!r})")
+        raise CIError(f"ECR has no image {repository_name}:{commit} (describe-images answered {digest!r})")
     return digest
-
-
-def read_text(bucket: str, key: str) -> str | None:
-    """An object's text, or None when it does not exist."""
-    result = subprocess.run(
-        ["aws", "s3", "cp", f"s3://{bucket}/{key}", "-"], capture_output=True, text=True, check=False
-    )
-    if result.returncode == 0:
-        return result.stdout
-    if "404" in result.stderr or "NoSuchKey" in result.stderr or "Not Found" in result.stderr:
-        return None
-    raise RetrainError(f"cannot read s3://{bucket}/{key} (exit {result.returncode}): {result.stderr.strip()}")
-
-
-def read_report(bucket: str, status: Mapping[str, Any], model_name: str) -> str | None:
-    """The run's final report (runs/<run_id>/report.md, with the gate's decision), else the version's."""
-    run_id = str(status.get("run_id", ""))
-    if status.get("state") != "succeeded" or not status.get("version"):
-        return None
-    if _RUN_ID.fullmatch(run_id):
-        text = read_text(bucket, f"runs/{run_id}/report.md")
-        if text is not None:
-            return text
-    return read_text(bucket, report_key(model_name, str(status["version"])))
 
 
 def wait_and_report(
@@ -133,9 +107,9 @@ def with_footer(body: str, run_id: str, bucket: str) -> str:
 def post(repository: str, commit: str, run_id: str, body: str) -> list[str]:
     """Post (or update) the report on the commit and its merged pull requests; what was done, in words."""
     if not body.strip():
-        raise RetrainError("the comment body is empty: the wait step produced nothing")
+        raise CIError("the comment body is empty: the wait step produced nothing")
     if not _RUN_ID.fullmatch(run_id):
-        raise RetrainError(f"run id {run_id!r} is not a pushtrain run id")
+        raise CIError(f"run id {run_id!r} is not a pushtrain run id")
     done = [f"commit {commit[:12]}: {upsert_commit_comment(repository, commit, marker(run_id), body)}"]
     for number in pull_requests_of_commit(repository, commit):
         done.append(f"pull request #{number}: {upsert_comment(repository, number, marker(run_id), body)}")
@@ -179,9 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for line in post(args.repository, args.commit, args.run_id, os.environ.get("REPORT_BODY", "")):
                 print(line)
-    except RetrainError as error:
-        print(f"::error title=report::{error}")
-        return 1
+    except CIError as error:
+        return annotate_error("report", error)
     return 0
 
 

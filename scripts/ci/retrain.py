@@ -19,7 +19,8 @@ text (`comment-body`) and the commit the image was built from (`comment-commit`:
 `contents: write` token it needs never shares a job with AWS credentials or third-party actions.
 
 Only the standard library: the runner's own python3 runs this before anything is installed.
-AWS and GitHub are reached through the `aws` and `gh` command-line tools.
+AWS and GitHub are reached through the `aws` and `gh` command-line tools (ci.github's runner);
+the run record is read and waited on by ci.runs, shared with ci.report.
 """
 
 from __future__ import annotations
@@ -29,62 +30,30 @@ import json
 import math
 import os
 import re
-import secrets
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-TERMINAL_STATES = frozenset({"succeeded", "failed"})
-WAITING_STATES = frozenset({"queued", "running", "interrupted"})  # interrupted: the trigger resumes it
-GITHUB_COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
+from ci.github import (
+    CIError,
+    annotate_error,
+    append_summary,
+    json_object,
+    run_tool,
+    write_multiline_output,
+    write_output,
+)
+from ci.runs import read_report, read_status, render, wait_for_run
+
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,19}$")  # the trigger's limit (it becomes part of the run id)
 _MODEL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _STATUS_KEY = re.compile(r"^runs/[A-Za-z0-9_-]+/status\.json$")
-
-
-class RetrainError(Exception):
-    """A retrain step cannot go on; the message says why and names the value."""
-
-
-# --- the GitHub Actions side ----------------------------------------------------------------------
-
-
-def write_output(name: str, value: str) -> None:
-    """Append `name=value` to $GITHUB_OUTPUT (single-line values only)."""
-    if "\n" in value:
-        raise RetrainError(f"output {name} must be one line, got {value!r}")
-    with Path(os.environ["GITHUB_OUTPUT"]).open("a") as fh:
-        fh.write(f"{name}={value}\n")
-
-
-def write_multiline_output(name: str, value: str) -> None:
-    """Append a multi-line value to $GITHUB_OUTPUT, fenced by a random delimiter it cannot contain."""
-    delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
-    with Path(os.environ["GITHUB_OUTPUT"]).open("a") as fh:
-        fh.write(f"{name}<<{delimiter}\n{value.rstrip(chr(10))}\n{delimiter}\n")
-
-
-def append_summary(markdown: str) -> None:
-    """Append markdown to $GITHUB_STEP_SUMMARY."""
-    with Path(os.environ["GITHUB_STEP_SUMMARY"]).open("a") as fh:
-        fh.write(markdown.rstrip("\n") + "\n")
-
-
-def run_tool(args: Sequence[str], stdin: str | None = None) -> str:
-    """Run `aws` or `gh`; its stdout, or RetrainError carrying its stderr."""
-    result = subprocess.run(list(args), input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RetrainError(f"`{' '.join(args[:3])} …` failed (exit {result.returncode}): {result.stderr.strip()}")
-    return result.stdout
 
 
 # --- invoke ---------------------------------------------------------------------------------------
@@ -101,25 +70,25 @@ def build_request(
 ) -> dict[str, Any]:
     """The retrain request of docs/contracts.md. A zero or empty parameter means the model's recipe."""
     if not _REQUEST_ID.match(request_id):
-        raise RetrainError(f"request id {request_id!r} must match {_REQUEST_ID.pattern}")
+        raise CIError(f"request id {request_id!r} must match {_REQUEST_ID.pattern}")
     if not (_TAG.match(image) or _DIGEST.match(image)):
-        raise RetrainError(f"image {image!r} is neither an image tag nor a sha256:<64 hex> digest")
+        raise CIError(f"image {image!r} is neither an image tag nor a sha256:<64 hex> digest")
     if image == "latest":
-        raise RetrainError("image 'latest' is refused: give the git sha the image was built from, or its digest")
+        raise CIError("image 'latest' is refused: give the git sha the image was built from, or its digest")
     if git_sha and not _GIT_SHA.match(git_sha):
-        raise RetrainError(f"git sha {git_sha!r} is not 40 hex characters")
+        raise CIError(f"git sha {git_sha!r} is not 40 hex characters")
     params: dict[str, Any] = {}
     if epochs is not None and epochs != 0:
         if epochs < 0:
-            raise RetrainError(f"epochs must be positive (0: the recipe's), got {epochs}")
+            raise CIError(f"epochs must be positive (0: the recipe's), got {epochs}")
         params["epochs"] = epochs
     if lr is not None and lr != 0:
         if not math.isfinite(lr) or lr < 0:
-            raise RetrainError(f"learning rate must be a positive number (0: the recipe's), got {lr}")
+            raise CIError(f"learning rate must be a positive number (0: the recipe's), got {lr}")
         params["lr"] = lr
     if model:
         if not _MODEL.match(model):
-            raise RetrainError(f"model {model!r} must match {_MODEL.pattern}")
+            raise CIError(f"model {model!r} must match {_MODEL.pattern}")
         params["model"] = model
     request: dict[str, Any] = {"action": "retrain", "request_id": request_id, "image": image, "params": params}
     if git_sha:
@@ -128,13 +97,13 @@ def build_request(
 
 
 def invoke(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
-    """Invoke the trigger synchronously with the request; its answer, or RetrainError with the function's error."""
+    """Invoke the trigger synchronously with the request; its answer, or CIError with the function's error."""
     answer = call_trigger(function, request, workdir)
     missing = sorted({"run_id", "status_key", "image_digest"} - set(answer))
     if missing:
-        raise RetrainError(f"the answer of {function!r} lacks {missing}: {json.dumps(answer)}")
+        raise CIError(f"the answer of {function!r} lacks {missing}: {json.dumps(answer)}")
     if not _STATUS_KEY.match(str(answer["status_key"])):
-        raise RetrainError(f"the answer's status_key {answer['status_key']!r} is not runs/<run_id>/status.json")
+        raise CIError(f"the answer's status_key {answer['status_key']!r} is not runs/<run_id>/status.json")
     return answer
 
 
@@ -161,99 +130,14 @@ def call_trigger(function: str, request: Mapping[str, Any], workdir: Path) -> di
             str(answer_file),
         ]
     )
-    meta = _json_object(meta_text, "the invoke metadata")
+    meta = json_object(meta_text, "the invoke metadata")
     body = answer_file.read_text() if answer_file.exists() else ""
     if meta.get("FunctionError"):
-        raise RetrainError(f"the trigger {function!r} rejected the request ({meta['FunctionError']}): {body.strip()}")
-    return _json_object(body, f"the answer of {function!r}")
-
-
-# --- wait -----------------------------------------------------------------------------------------
-
-
-def read_status(bucket: str, status_key: str) -> dict[str, Any] | None:
-    """The run record, or None while it does not exist yet."""
-    result = subprocess.run(
-        ["aws", "s3", "cp", f"s3://{bucket}/{status_key}", "-"], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        if "404" in result.stderr or "NoSuchKey" in result.stderr or "Not Found" in result.stderr:
-            return None
-        raise RetrainError(
-            f"cannot read s3://{bucket}/{status_key} (exit {result.returncode}): {result.stderr.strip()}"
-        )
-    return _json_object(result.stdout, f"s3://{bucket}/{status_key}")
-
-
-def wait_for_run(
-    bucket: str,
-    status_key: str,
-    *,
-    timeout_s: float,
-    poll_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
-    """Poll the run record until the run succeeds or fails; RetrainError on timeout or an unknown state."""
-    deadline = clock() + timeout_s
-    last_state = None
-    while True:
-        status = read_status(bucket, status_key)
-        state = None if status is None else status.get("state")
-        if state != last_state:
-            attempt = "" if status is None else f" (attempt {status.get('attempt')})"
-            print(f"run record {status_key}: {state or 'not written yet'}{attempt}", flush=True)
-            last_state = state
-        if status is not None and state in TERMINAL_STATES:
-            return status
-        if status is not None and state not in WAITING_STATES:
-            raise RetrainError(f"{status_key} has an unknown state {state!r}")
-        if clock() >= deadline:
-            raise RetrainError(
-                f"{status_key} is still {state or 'missing'} after {timeout_s / 60:.0f} minutes; the run goes on "
-                "in ECS: read the record later, or re-run this workflow to wait again "
-                "(the same request starts nothing new)"
-            )
-        sleep(poll_s)
+        raise CIError(f"the trigger {function!r} rejected the request ({meta['FunctionError']}): {body.strip()}")
+    return json_object(body, f"the answer of {function!r}")
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def report_key(model_name: str, version: str) -> str:
-    """Where the trainer publishes a version's report (docs/contracts.md artifact layout)."""
-    if not _MODEL_NAME.match(model_name):
-        raise RetrainError(f"model name {model_name!r} must match {_MODEL_NAME.pattern}")
-    if not version or "/" in version or version in {".", ".."}:
-        raise RetrainError(f"version {version!r} from the run record is not a version name")
-    return f"models/{model_name}/{version}/report.md"
-
-
-def render(status: Mapping[str, Any], report: str | None, status_uri: str, *, title: str = "Retrain") -> str:
-    """The markdown for the job summary and the commit comment."""
-    run_id = status.get("run_id", "?")
-    state = status.get("state", "?")
-    lines = [f"## {title} `{run_id}`: {state}", ""]
-    params = status.get("params") or {}
-    shown = ", ".join(f"`{k}={v}`" for k, v in sorted(params.items())) or "the model's recipe"
-    lines += [
-        f"- image: `{status.get('image_digest', '?')}`",
-        f"- parameters: {shown}",
-        f"- attempts: {status.get('attempt', '?')}",
-        f"- run record: `{status_uri}`",
-    ]
-    if state == "succeeded":
-        lines.append(f"- published version: `{status.get('version')}`")
-    elif status.get("reason"):
-        lines.append(f"- reason: {status['reason']}")
-    lines.append("")
-    if report:
-        lines += [report.strip(), ""]
-    text = "\n".join(lines)
-    if len(text) > GITHUB_COMMENT_LIMIT:
-        cut = "\n\n… (truncated: the full report is in the artifacts bucket)\n"
-        text = text[: GITHUB_COMMENT_LIMIT - len(cut)] + cut
-    return text
 
 
 def publish_report(bucket: str, status_key: str, model_name: str, fallback_commit: str) -> tuple[str, str]:
@@ -263,12 +147,10 @@ def publish_report(bucket: str, status_key: str, model_name: str, fallback_commi
     record knows it, else `fallback_commit`.
     """
     if not _GIT_SHA.match(fallback_commit):
-        raise RetrainError(f"commit {fallback_commit!r} is not 40 hex characters")
+        raise CIError(f"commit {fallback_commit!r} is not 40 hex characters")
     status = read_status(bucket, status_key)
     if status is None:
-        raise RetrainError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
-    from ci.report import read_report  # the run's final report (with the gate's decision) first
-
+        raise CIError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
     report = read_report(bucket, status, model_name)
     text = render(status, report, f"s3://{bucket}/{status_key}")
     append_summary(text)
@@ -280,11 +162,11 @@ def publish_report(bucket: str, status_key: str, model_name: str, fallback_commi
 def post_comment(repository: str, commit: str, body: str) -> None:
     """Post `body` as a comment on `commit` (`gh api`; the token needs `contents: write`)."""
     if not _REPOSITORY.match(repository):
-        raise RetrainError(f"repository {repository!r} is not owner/name")
+        raise CIError(f"repository {repository!r} is not owner/name")
     if not _GIT_SHA.match(commit):
-        raise RetrainError(f"commit {commit!r} is not 40 hex characters")
+        raise CIError(f"commit {commit!r} is not 40 hex characters")
     if not body.strip():
-        raise RetrainError("the comment body is empty: the report step produced nothing")
+        raise CIError("the comment body is empty: the report step produced nothing")
     run_tool(
         ["gh", "api", "--method", "POST", f"repos/{repository}/commits/{commit}/comments", "--input", "-"],
         stdin=json.dumps({"body": body}),
@@ -292,16 +174,6 @@ def post_comment(repository: str, commit: str, body: str) -> None:
 
 
 # --- command line ---------------------------------------------------------------------------------
-
-
-def _json_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RetrainError(f"{what} is not JSON ({error}): {text[:200]!r}") from error
-    if not isinstance(value, dict):
-        raise RetrainError(f"{what} is not a JSON object: {text[:200]!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -375,9 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_output("comment-commit", commit)
         else:
             post_comment(args.repository, args.commit, os.environ.get("REPORT_BODY", ""))
-    except RetrainError as error:
-        print(f"::error title=retrain::{error}")
-        return 1
+    except CIError as error:
+        return annotate_error("retrain", error)
     return 0
 
 

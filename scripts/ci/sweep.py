@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ci.retrain import RetrainError, append_summary, build_request, call_trigger, write_output
+from ci.github import CIError, append_summary, write_output
+from ci.retrain import build_request, call_trigger
 
 MAX_RUNS = 32  # the trigger's limit per sweep
 MAX_START_INVOCATIONS = 16  # 32 runs at 4 per invocation need 8; more means the trigger is not progressing
@@ -35,7 +36,7 @@ Invoke = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def parse_values(text: str, name: str, kind: type) -> list[Any]:
-    """ "0.5, 1.0" -> [0.5, 1.0]; empty -> [] (the recipe's value). Bad or repeated values raise RetrainError."""
+    """ "0.5, 1.0" -> [0.5, 1.0]; empty -> [] (the recipe's value). Bad or repeated values raise CIError."""
     values: list[Any] = []
     for raw in (part.strip() for part in text.split(",")):
         if not raw:
@@ -43,11 +44,11 @@ def parse_values(text: str, name: str, kind: type) -> list[Any]:
         try:
             value = kind(raw)
         except ValueError:
-            raise RetrainError(f"{name}: {raw!r} is not a {kind.__name__}") from None
+            raise CIError(f"{name}: {raw!r} is not a {kind.__name__}") from None
         if (kind is float and (not math.isfinite(value) or value <= 0)) or (kind is int and value < 0):
-            raise RetrainError(f"{name}: {raw!r} is out of range")
+            raise CIError(f"{name}: {raw!r} is out of range")
         if value in values:
-            raise RetrainError(f"{name}: {raw!r} is given twice")
+            raise CIError(f"{name}: {raw!r} is given twice")
         values.append(value)
     return values
 
@@ -59,10 +60,10 @@ def sweep_request(base: Mapping[str, Any], lrs: Sequence[float], seeds: Sequence
     if seeds:
         grid["seed"] = list(seeds)
     if not grid:
-        raise RetrainError("a sweep needs learning rates or seeds (comma-separated)")
+        raise CIError("a sweep needs learning rates or seeds (comma-separated)")
     runs = math.prod(len(values) for values in grid.values())
     if runs > MAX_RUNS:
-        raise RetrainError(f"the sweep makes {runs} runs; the trigger allows {MAX_RUNS}")
+        raise CIError(f"the sweep makes {runs} runs; the trigger allows {MAX_RUNS}")
     params = {name: value for name, value in base["params"].items() if name not in grid}
     return {**base, "params": params, "sweep": {"grid": grid}}
 
@@ -72,11 +73,11 @@ def start_all(invoke: Invoke, request: Mapping[str, Any]) -> dict[str, Any]:
     for _ in range(MAX_START_INVOCATIONS):
         answer = invoke(request)
         if "remaining" not in answer or "runs" not in answer:
-            raise RetrainError(f"the trigger's answer is not a sweep answer: {json.dumps(answer)[:300]}")
+            raise CIError(f"the trigger's answer is not a sweep answer: {json.dumps(answer)[:300]}")
         print(f"sweep {answer.get('request_id')}: {answer['remaining']} run(s) not started yet", flush=True)
         if answer["remaining"] == 0:
             return answer
-    raise RetrainError(f"runs still not started after {MAX_START_INVOCATIONS} invocations: {json.dumps(answer)[:300]}")
+    raise CIError(f"runs still not started after {MAX_START_INVOCATIONS} invocations: {json.dumps(answer)[:300]}")
 
 
 def wait_finished(
@@ -96,7 +97,7 @@ def wait_finished(
             return answer
         print(f"sweep runs: {json.dumps(answer.get('states', {}))}", flush=True)
         if clock() + poll_s > deadline:
-            raise RetrainError(f"the sweep did not finish within {timeout_s / 60:.0f} minutes; its runs go on")
+            raise CIError(f"the sweep did not finish within {timeout_s / 60:.0f} minutes; its runs go on")
         sleep(poll_s)
 
 
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(row.get("state") == "succeeded" for row in finished.get("ranking", [])):
             print("::error title=sweep::no run of the sweep succeeded")
             return 1
-    except RetrainError as error:
+    except CIError as error:
         print(f"::error title=sweep::{error}")
         return 1
     return 0
