@@ -71,6 +71,7 @@ RUN_FIELDS = (
     "data_uri",
     "limit_train",
     "limit_test",
+    "val_images",
     "model_name",
 )
 
@@ -113,6 +114,8 @@ class TrainConfig:
     model_name: str = DEFAULT_MODEL_NAME  # models/<model_name>/<version>/ in the store
     limit_train: int = 0  # use only the first N training images (0: all); for quick runs
     limit_test: int = 0  # use only the first N test images (0: all)
+    val_images: int = 0  # hold out N training images as a validation set (0: off); the same N for every
+    #                      seed (trainer.data.split_validation); sweep runs select on it, never on the test set
 
     # 4. run identity and provenance (set by the trigger)
     run_id: str = ""  # "": derive a local run id from the configuration
@@ -120,13 +123,17 @@ class TrainConfig:
     image_digest: str = ""  # sha256:... of the container image that runs this
     git_sha: str = ""  # commit the image was built from, when known
 
-    # 5. the quality gate
+    # 5. sweeps (set by the trigger for the runs of a sweep; docs/contracts.md)
+    sweep_id: str = ""  # this run belongs to sweep <id>: its version is published, never promoted, and its
+    #                     validation counts at each rung go to sweeps/<id>/rungs/ in the store
+
+    # 6. the quality gate
     accuracy_floor: float = 0.5  # promote to champion only at or above this test accuracy (0..1)
     champion_margin: float = 0.0  # ... and only when at least (champion accuracy + margin)
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
 
-    # 6. telling people
+    # 7. telling people
     notify_topic_arn: str = ""  # SNS topic for a short message when a run succeeds ("": none); set by Terraform
 
     def __post_init__(self) -> None:
@@ -277,6 +284,7 @@ MAX_THREADS = 1024
 MAX_IMAGES = 10_000_000  # limit_train / limit_test
 MAX_ATTEMPT = 10_000
 MAX_COST_PER_HOUR = 1000.0  # USD
+_SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one key segment: sweeps/<sweep_id>/...
 
 
 def is_valid_run_id(run_id: str) -> bool:
@@ -369,6 +377,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     )
     _bounded("limit_train", c.limit_train, 0, MAX_IMAGES)
     _bounded("limit_test", c.limit_test, 0, MAX_IMAGES)
+    _bounded("val_images", c.val_images, 0, MAX_IMAGES)
+    _require(
+        c.sweep_id == "" or (bool(_SWEEP_ID.fullmatch(c.sweep_id)) and ".." not in c.sweep_id),
+        "sweep_id",
+        f"expected [A-Za-z0-9._-] (no '..', at most 64), got {c.sweep_id!r}",
+    )
     _require(
         c.run_id == "" or is_valid_run_id(c.run_id), "run_id", f"expected [A-Za-z0-9._-] (no '..'), got {c.run_id!r}"
     )

@@ -14,6 +14,7 @@ md5s to expect. Either way the pixels go through torchvision's own reading code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
 
-from trainer.config import TrainConfig, local_path, parse_s3_uri
+from trainer.config import ConfigError, TrainConfig, local_path, parse_s3_uri
 from trainer.recipe import alternating_flip
 from trainer.synth import BATCH_FOLDER, GENERATOR, MANIFEST
 
@@ -62,6 +63,8 @@ class Cifar10Data:
     checksum: str  # "md5:<archive md5>" when read from an archive, else "sha256:<hash of the six batch files>"
     source: str  # the data_uri it came from, and the folder it was read from
     generated: bool  # True for trainer.synth data
+    val_images: torch.Tensor | None = None  # the held-out validation set (split_validation), else None
+    val_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -76,6 +79,7 @@ class Cifar10Data:
             "train_images": len(self.train_labels),
             "test_images": len(self.test_labels),
             "classes": list(self.classes),
+            "validation_images": 0 if self.val_labels is None else len(self.val_labels),
         }
 
 
@@ -264,24 +268,57 @@ def load_dataset(config: TrainConfig) -> Cifar10Data:
     else:
         batches, md5 = _local_batches(Path(local_path(uri)), cache)
         data = read_folder(batches, source=uri, archive_md5=md5)
-    return limit(data, config.limit_train, config.limit_test)
+    return split_validation(limit(data, config.limit_train, config.limit_test), config.val_images)
 
 
 def limit(data: Cifar10Data, n_train: int, n_test: int) -> Cifar10Data:
-    """The first n_train / n_test images (0: all)."""
+    """The first n_train / n_test images (0: all); before split_validation, which holds out of these."""
     if not n_train and not n_test:
         return data
     tr = slice(0, n_train or None)
     te = slice(0, n_test or None)
-    return Cifar10Data(
-        data.train_images[tr],
-        data.train_labels[tr],
-        data.test_images[te],
-        data.test_labels[te],
-        classes=data.classes,
-        checksum=data.checksum,
-        source=data.source,
-        generated=data.generated,
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[tr],
+        train_labels=data.train_labels[tr],
+        test_images=data.test_images[te],
+        test_labels=data.test_labels[te],
+    )
+
+
+VALIDATION_STREAM = 0x5EED_0A11  # the fixed seed of the held-out subset: the same images whatever the run's seed
+
+
+def validation_indices(n_train: int, n_val: int) -> torch.Tensor:
+    """The training-set indices held out for validation: `n_val` of `n_train`, sorted.
+
+    A function of (n_train, n_val) alone, never of the run's seed: every run of a sweep is measured on
+    the same images, so their validation counts compare. A larger n_val holds out a superset.
+    """
+    generator = torch.Generator().manual_seed(VALIDATION_STREAM)
+    return torch.randperm(n_train, generator=generator)[:n_val].sort().values
+
+
+def split_validation(data: Cifar10Data, n_val: int) -> Cifar10Data:
+    """Hold out `n_val` training images (validation_indices) as the validation set; 0: the data unchanged.
+
+    The training set keeps the rest in their original order. The test set is untouched: selection on the
+    validation set leaves the test set for one unbiased measurement of the chosen model.
+    """
+    if not n_val:
+        return data
+    n_train = len(data.train_labels)
+    if n_val >= n_train:
+        raise ConfigError("val_images", f"{n_val} leaves no training images of the {n_train} there are")
+    held = validation_indices(n_train, n_val)
+    keep = torch.ones(n_train, dtype=torch.bool)
+    keep[held] = False
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[keep],
+        train_labels=data.train_labels[keep],
+        val_images=data.train_images[held],
+        val_labels=data.train_labels[held],
     )
 
 

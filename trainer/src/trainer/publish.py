@@ -81,6 +81,7 @@ class TrainingOutcome:
     hardware: dict[str, Any]
     wall_seconds: float  # all attempts, from start to the end of evaluation
     precision: str
+    validation: dict[str, int] | None = None  # {"correct", "total"} on the held-out set (val_images > 0)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def metrics_document(outcome: TrainingOutcome) -> dict[str, Any]:
         "per_class_accuracy": evaluation.per_class_accuracy,
         "confusion_matrix": {"classes": list(outcome.classes), "rows_true_columns_predicted": evaluation.confusion},
         "epochs": [r.to_dict() for r in outcome.history],
+        **({} if outcome.validation is None else {"validation": dict(outcome.validation)}),
     }
 
 
@@ -181,7 +183,11 @@ def build_manifest(
         "wall_seconds": round(outcome.wall_seconds, 3),
         "throughput": {"training_seconds": round(training_seconds, 3), "images_per_s": round(images_per_s, 1)},
         "estimated_cost": estimated_cost(config, outcome.wall_seconds),
-        "metrics": {"accuracy": outcome.evaluation.accuracy, "loss": outcome.evaluation.loss},
+        "metrics": {
+            "accuracy": outcome.evaluation.accuracy,
+            "loss": outcome.evaluation.loss,
+            **({} if outcome.validation is None else {"validation": dict(outcome.validation)}),
+        },
     }
 
 

@@ -20,6 +20,10 @@ What a run does:
    run ends `succeeded`, exit 0: the gate's outcome is recorded with it, `pending` when the gate
    could not run (retried by the next start or `python -m trainer models gate`).
 
+A run of a sweep (`sweep_id`) trains on the training set less its held-out validation images
+(`val_images`), writes its validation counts under `sweeps/<sweep_id>/` and is published for comparison,
+never promoted (only the sweep's refit is gated).
+
 An error before the version is visible marks the run `failed` with the reason and exits 1 (a
 non-finite loss included); nothing is published after an error and the champion is only touched
 by a successful gate. Exit codes: docs/contracts.md.
@@ -71,6 +75,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an error
     """Training stopped on a signal; the checkpoint holds the exact position."""
+
+
+def final_key(sweep_id: str, run_id: str) -> str:
+    """Where a sweep run's validation counts after its last epoch go (the trigger selects on them)."""
+    return f"sweeps/{sweep_id}/final/{run_id}.json"
 
 
 def local_run_id(config: TrainConfig) -> str:
@@ -140,9 +149,14 @@ class Run:
         )
 
     def set_state(
-        self, state: str, reason: str | None = None, version: str | None = None, gate: dict[str, Any] | None = None
+        self,
+        state: str,
+        reason: str | None = None,
+        version: str | None = None,
+        gate: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        extra: dict[str, Any] = {} if gate is None else {"gate": gate}
+        extra: dict[str, Any] = {**(fields or {}), **({} if gate is None else {"gate": gate})}
         if state != "running" and not self.holds_lease:
             extra["lease"] = None  # finishing a published run's bookkeeping: whoever held the run is done
         record = runstate.set_state(
@@ -250,6 +264,10 @@ class Run:
             )
 
         evaluation = session.evaluate()
+        validation = session.validate() if self.config.val_images else None
+        if validation is not None and self.config.sweep_id:
+            final = {"run_id": self.run_id, "epochs": session.epochs_done, **validation}
+            self.store.put(final_key(self.config.sweep_id, self.run_id), json.dumps(final, sort_keys=True).encode())
         model_config = session.model_config()
         return TrainingOutcome(
             model=session.model,
@@ -261,10 +279,22 @@ class Run:
             hardware=hardware_summary(session.device),
             wall_seconds=wall_before + time.monotonic() - self.started,
             precision=session.precision,
+            validation=validation,
         )
 
     def gate(self, version: str, accuracy: float) -> dict[str, Any]:
-        """The gate's outcome for this run's published version, as the record's `gate` field (see run_gate)."""
+        """The gate's outcome for this run's published version, as the record's `gate` field (see run_gate).
+
+        A sweep run is never promoted: its version is there for comparison; the sweep's refit is gated.
+        """
+        if self.config.sweep_id:
+            return {
+                "outcome": "kept",
+                "reason": f"a run of sweep {self.config.sweep_id}: published for comparison, never promoted "
+                "(the sweep's refit of its best set is gated)",
+                "champion_version": None,
+                "at": runstate.utc_now(),
+            }
         return run_gate(
             self.store,
             self.config.model_name,

@@ -326,6 +326,18 @@ class TrainingSession:
         logits = self.predict_logits(self.data.test_images)
         return evaluate_logits(logits, self.data.test_labels, self.data.classes)
 
+    def validate(self) -> dict[str, int]:
+        """Exact counts on the held-out validation set (config.val_images): {"correct": c, "total": n}.
+
+        Without test-time augmentation, the same at every rung and at the end: a ranking signal that
+        compares between the runs of a sweep. A session without a validation set raises ValueError.
+        """
+        if self.data.val_images is None or self.data.val_labels is None:
+            raise ValueError("this run holds out no validation set (val_images is 0)")
+        logits = self.predict_logits(self.data.val_images, tta_level=0)
+        correct = int((logits.argmax(dim=1).cpu() == self.data.val_labels).sum().item())
+        return {"correct": correct, "total": len(self.data.val_labels)}
+
     # --- checkpoint state ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
