@@ -16,7 +16,8 @@ import pytest
 from pushtrain_local import events
 from pushtrain_local.terraform import TerraformModule, rule_targets
 from trigger.config import Config, load_config
-from trigger.events import PushEvent, TaskStopEvent, parse_event
+from trigger.events import PushEvent, TaskStopEvent
+from trigger.handler import parse as parse_event
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "lambda" / "tests" / "events"

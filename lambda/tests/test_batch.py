@@ -310,7 +310,7 @@ def test_a_batch_event_from_another_queue_is_rejected(aws: Emulated) -> None:
 
 
 def test_reconcile_submits_a_lost_batch_start_to_batch_not_to_ecs(batch_aws: tuple[Emulated, Config, Stubber]) -> None:
-    from trigger.flows import repair_run
+    from trigger.reconcile import repair_run
 
     aws, config, stub = batch_aws
     run_id = run_id_for(config)
@@ -335,7 +335,7 @@ def test_reconcile_submits_a_lost_batch_start_to_batch_not_to_ecs(batch_aws: tup
 
 
 def test_reconcile_dry_run_of_a_lost_batch_start_calls_nothing(batch_aws: tuple[Emulated, Config, Stubber]) -> None:
-    from trigger.flows import repair_run
+    from trigger.reconcile import repair_run
 
     aws, config, _stub = batch_aws
     run_id = run_id_for(config)
@@ -359,7 +359,7 @@ def test_reconcile_asks_batch_about_a_multi_node_runs_job(
     outcome: str | None,
     state: str,
 ) -> None:
-    from trigger.flows import repair_run
+    from trigger.reconcile import repair_run
 
     aws, config, stub, event, run_id = failed_job
     # GIVEN a running multi-node run whose record names its job
@@ -382,7 +382,7 @@ def test_reconcile_names_a_broken_node_count_and_starts_nothing(
     batch_aws: tuple[Emulated, Config, Stubber], nodes: object
 ) -> None:
     from trigger.errors import RecordConflictError
-    from trigger.flows import repair_run
+    from trigger.reconcile import repair_run
 
     aws, config, _stub = batch_aws
     run_id = run_id_for(config)

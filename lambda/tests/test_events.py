@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trigger.config import Config, load_config
 from trigger.errors import InvalidEventError
-from trigger.events import PushEvent, RetrainRequest, ScheduledEvent, SkippedEvent, TaskStopEvent, parse_event
+from trigger.events import PushEvent, RetrainRequest, ScheduledEvent, SkippedEvent, TaskStopEvent
 from trigger.handler import handle
+from trigger.handler import parse as parse_event
 from trigger_testkit import DIGEST, ENVIRONMENT, GIT_SHA, Stubbed, clock, load_event, no_sleep
 
 PUSH = load_event("ecr_image_push.json")

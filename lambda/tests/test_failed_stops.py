@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from trigger.errors import AttemptsExhaustedError
-from trigger.events import TaskStopEvent, parse_event
+from trigger.events import TaskStopEvent
 from trigger.handler import handle
+from trigger.handler import parse as parse_event
 from trigger_testkit import PUSH_RUN_ID, Emulated, clock, no_sleep, stop_event_for
 
 PULL_ERROR = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"

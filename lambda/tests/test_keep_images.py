@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from trigger import flows
+from trigger import reconcile as reconciling
 from trigger.errors import RecordConflictError
-from trigger.flows import reconcile
 from trigger.handler import handle
 from trigger.images import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from trigger.keep import keep_image, keep_tag
+from trigger.reconcile import reconcile
 from trigger_testkit import DIGEST, PUSH_RUN_ID, Emulated, Stubbed, clock, load_event, no_sleep, stop_event_for
 
 REPOSITORY = "pushtrain-trainer"
@@ -300,7 +300,7 @@ def test_reconcile_keeps_a_bounded_number_per_invocation(pushed: Emulated, monke
     assert len(run_ids) == 2
     for run_id in run_ids:
         pushed.put_record(run_id, state="succeeded", version=f"v-{run_id}")
-    monkeypatch.setattr(flows, "MAX_KEEPS_PER_RECONCILE", 1)
+    monkeypatch.setattr(reconciling, "MAX_KEEPS_PER_RECONCILE", 1)
 
     first = reconcile(pushed.clients, pushed.config, since=timedelta(days=7), clock=clock, sleep=no_sleep)
     second = reconcile(pushed.clients, pushed.config, since=timedelta(days=7), clock=clock, sleep=no_sleep)

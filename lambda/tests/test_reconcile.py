@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from trigger import aws as trigger_aws
-from trigger.flows import reconcile
 from trigger.handler import handle
-from trigger.reconcile import main
+from trigger.reconcile import main, reconcile
 from trigger.runs import push_run_id
 from trigger_testkit import (
     DIGEST,

@@ -8,6 +8,7 @@ part of the Lambda runtime, never of our zip.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ from trigger.errors import ConfigError
 #   event after about 1 and 3 minutes, so its second retry may take the start over, and the scheduled
 #   reconcile repairs anything later.
 RETRIES = {"mode": "adaptive", "max_attempts": 4}
+# The launch calls are not idempotent to the trigger: SubmitJob takes no client token, and a resent
+# RunTask is deduplicated only by ECS's token (which emulators ignore). They make one attempt; after any
+# error the start protocol looks for the launch by name before it gives up (trigger.starts).
+NO_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 TIMEOUTS = {"connect_timeout": 5, "read_timeout": 20}  # seconds, per attempt
 
 
@@ -35,6 +40,14 @@ class Clients:
     s3: Any
     ecr: Any
     batch: Any = None  # multi-node runs (trigger.batch); only called when PUSHTRAIN_BATCH_JOB_QUEUE is set
+    # The launch calls (RunTask, SubmitJob) on clients that make one attempt (NO_RETRIES); None: the
+    # service's client above (tests that stub one client).
+    ecs_launch: Any = None
+    batch_launch: Any = None
+
+    def launch_client(self, service: str) -> Any:
+        """The client a launch call goes through: one that never resends it by itself."""
+        return getattr(self, f"{service}_launch") or getattr(self, service)
 
 
 CONDITIONAL_WRITE_MEMBERS = ("IfMatch", "IfNoneMatch")
@@ -60,14 +73,23 @@ def default_clients() -> Clients:
     """The container's clients, built once (credentials and region from the Lambda environment)."""
     import boto3
     import botocore
+
+    return build_clients(lambda service, config: boto3.client(service, config=config), botocore.__version__)
+
+
+def build_clients(make: Callable[[str, Any], Any], botocore_version: str) -> Clients:
+    """The trigger's clients, each with its retry configuration: `make(service, botocore Config)` makes one."""
     from botocore.config import Config as BotoConfig
 
     config = BotoConfig(retries=RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
-    s3 = boto3.client("s3", config=config)
-    require_conditional_writes(s3, botocore.__version__)
+    once = BotoConfig(retries=NO_RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
+    s3 = make("s3", config)
+    require_conditional_writes(s3, botocore_version)
     return Clients(
-        ecs=boto3.client("ecs", config=config),
+        ecs=make("ecs", config),
         s3=s3,
-        ecr=boto3.client("ecr", config=config),
-        batch=boto3.client("batch", config=config),
+        ecr=make("ecr", config),
+        batch=make("batch", config),
+        ecs_launch=make("ecs", once),
+        batch_launch=make("batch", once),
     )

@@ -22,6 +22,7 @@ from trigger.errors import InvalidEventError
 from trigger.events import RetrainRequest, parse_retrain_request
 
 CPU, GPU = COMPUTES
+BATCH_COMPUTE = "batch"  # a run record's `compute` for an AWS Batch multi-node run (trigger.batch)
 MAX_NODES = 16  # var.batch.max_nodes allows at most this many
 SCALE_KEYS = ("compute", "nodes")
 

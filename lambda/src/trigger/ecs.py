@@ -17,15 +17,18 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from trigger.compute import GPU
+from trigger.compute import GPU, task_family
 from trigger.config import Config
 from trigger.errors import RunTaskFailedError
+from trigger.launcher import Launched
 from trigger.runs import RunSpec, client_token, container_environment, resource_tags, started_by
 from trigger.s3json import error_code
+from trigger.taskdef import ensure_pinned_revision
 
 SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
 # The reason ECS gives when Fargate (Spot) cannot place a task: "Capacity is unavailable at this time.
@@ -185,3 +188,29 @@ def find_task(ecs: Any, config: Config, spec: RunSpec) -> str | None:
         if task_environment(task, config.container_name).get("TRAINER_ATTEMPT") == str(spec.attempt):
             return arn
     return None
+
+
+# --- the launcher seam (trigger.launcher) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EcsLauncher:
+    """Runs on ECS: Fargate (compute "cpu") or the GPU capacity providers on EC2 (compute "gpu")."""
+
+    ecs: Any
+    run_task_client: Any  # RunTask's own client (trigger.aws.Clients.launch_client: no automatic retries)
+    s3: Any
+    config: Config
+    now: datetime
+    sleep: Sleep
+
+    def find_existing(self, spec: RunSpec) -> str | None:
+        return find_task(self.ecs, self.config, spec)
+
+    def launch(self, spec: RunSpec) -> Launched:
+        family = task_family(self.config, spec.compute)
+        definition, registered = ensure_pinned_revision(
+            self.ecs, self.s3, self.config, spec.digest, self.now, family=family, sleep=self.sleep
+        )
+        started = start_task(self.run_task_client, spec, self.config, definition, self.sleep)
+        return Launched(started.task_arn, started.capacity_provider, definition, registered)

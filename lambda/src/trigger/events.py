@@ -43,6 +43,11 @@ _TASK_DEFINITION_ARN = re.compile(
     r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:task-definition/(?P<family>[A-Za-z0-9_-]{1,255}):[0-9]{1,9}", re.ASCII
 )
 _CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/(?P<name>[A-Za-z0-9_-]{1,255})", re.ASCII)
+_JOB_QUEUE_ARN = re.compile(
+    r"arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/(?P<name>[A-Za-z0-9_-]{1,128})", re.ASCII
+)
+_JOB_ARN = re.compile(r"arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job/[A-Za-z0-9:_-]+", re.ASCII)
+RUN_ID_TAG = "pushtrain:run-id"  # trigger.runs.TAG_PREFIX + "run-id", on every job the trigger submits
 _TASK_ARN = re.compile(r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:task/[A-Za-z0-9_/-]+", re.ASCII)
 
 # Parameters a retrain request may set, and their JSON types (docs/contracts.md). The trainer checks
@@ -158,23 +163,43 @@ def shown(value: object, limit: int = ECHO_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}…({len(text)} characters)"
 
 
-def parse_event(event: object, config: Config) -> Event:
-    """Classify and validate an invocation payload; raise InvalidEventError naming the problem."""
+# --- what each input looks like: the front door (trigger.handler.INPUTS) matches on these ---------------
+
+
+def is_retrain_request(event: Mapping[str, Any]) -> bool:
+    """Anything with an `action` is a request (parse_retrain_request refuses an unknown action)."""
+    return "action" in event
+
+
+def is_push_event(event: Mapping[str, Any]) -> bool:
+    return event.get("source") == "aws.ecr" and event.get("detail-type") == "ECR Image Action"
+
+
+def is_task_state_change(event: Mapping[str, Any]) -> bool:
+    return event.get("source") == "aws.ecs" and event.get("detail-type") == "ECS Task State Change"
+
+
+def is_batch_event(event: Mapping[str, Any]) -> bool:
+    return event.get("source") == "aws.batch" and event.get("detail-type") == "Batch Job State Change"
+
+
+def is_scheduled_event(event: Mapping[str, Any]) -> bool:
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+
+
+def parse_scheduled_event(event: Mapping[str, Any], config: Config) -> ScheduledEvent:
+    return ScheduledEvent(event_id=_event_id(event))
+
+
+def unsupported(event: object) -> InvalidEventError:
+    """The one refusal of an input no kind matches (trigger.handler)."""
     if not isinstance(event, Mapping):
-        raise InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
-    if "action" in event:
-        return parse_retrain_request(event)
+        return InvalidEventError(f"event must be a JSON object, got {type(event).__name__}")
     source, detail_type = event.get("source"), event.get("detail-type")
-    if source == "aws.ecr" and detail_type == "ECR Image Action":
-        return parse_push_event(event, config)
-    if source == "aws.ecs" and detail_type == "ECS Task State Change":
-        return parse_task_stop_event(event, config)
-    if source == "aws.events" and detail_type == "Scheduled Event":
-        return ScheduledEvent(event_id=_event_id(event))
-    raise InvalidEventError(
+    return InvalidEventError(
         f"unsupported event: source={shown(source)} detail-type={shown(detail_type)} "
-        f"(keys {shown(sorted(map(str, event))[:10])}); "
-        "expected an ECR push, an ECS task state change, a scheduled event or a retrain request"
+        f"(keys {shown(sorted(map(str, event))[:10])}); expected an ECR push, an ECS task state change, "
+        "a Batch job state change, a scheduled event or a retrain request"
     )
 
 
@@ -397,3 +422,48 @@ def _describe(value: object) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {shown(value, 80)}"
+
+
+# --- AWS Batch job state changes (multi-node runs, trigger.batch) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchJobEvent:
+    """A "Batch Job State Change" of a job in our queue."""
+
+    event_id: str
+    job_arn: str
+    status: str
+    status_reason: str | None
+    run_id: str | None
+
+
+def parse_batch_job_event(event: Mapping[str, Any], config: Config) -> BatchJobEvent:
+    """Validate the event: our queue, a job ARN, a status; the run id from the job's tags."""
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+        raise InvalidEventError(f"event id={event_id!r:.80} must match {_EVENT_ID.pattern}")
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        raise InvalidEventError(f"event.detail must be an object, got {type(detail).__name__}")
+    queue = detail.get("jobQueue")
+    matched = _JOB_QUEUE_ARN.fullmatch(queue) if isinstance(queue, str) else None
+    if not matched or not config.batch_job_queue or matched.group("name") != config.batch_job_queue:
+        raise InvalidEventError(f"detail.jobQueue={queue!r:.120} is not our queue {config.batch_job_queue!r}")
+    job_arn, status = detail.get("jobArn"), detail.get("status")
+    if not isinstance(job_arn, str) or not _JOB_ARN.fullmatch(job_arn):
+        raise InvalidEventError(f"detail.jobArn={job_arn!r:.120} is not a Batch job ARN")
+    if not isinstance(status, str) or not status:
+        raise InvalidEventError(f"detail.status={status!r:.40} must be a non-empty string")
+    tags = detail.get("tags") or {}
+    if not isinstance(tags, Mapping):
+        raise InvalidEventError(f"detail.tags must be an object, got {type(tags).__name__}")
+    run_id = tags.get(RUN_ID_TAG)
+    reason = detail.get("statusReason")
+    return BatchJobEvent(
+        event_id=event_id,
+        job_arn=job_arn,
+        status=status,
+        status_reason=reason if isinstance(reason, str) else None,
+        run_id=run_id if isinstance(run_id, str) and run_id else None,
+    )

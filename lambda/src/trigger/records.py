@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from trigger.compute import BATCH_COMPUTE, MAX_NODES
 from trigger.errors import RecordConflictError
 from trigger.runs import RunSpec
 from trigger.s3json import Sleep, get_json, put_json, update_json
@@ -42,7 +43,8 @@ def new_record(spec: RunSpec, source: str, now: datetime) -> Record:
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     at = timestamp(now)
-    return {
+    nodes = {"nodes": spec.nodes} if spec.compute == BATCH_COMPUTE else {}
+    return nodes | {
         "schema": SCHEMA,
         "run_id": spec.run_id,
         "state": "queued",
@@ -113,16 +115,27 @@ def spec_of(record: Record) -> RunSpec:
         )
     if not isinstance(digest, str):
         raise RecordConflictError(f"run record {record.get('run_id')!r}: image_digest={digest!r:.80} is not a string")
+    compute = str(record.get("compute") or "cpu")  # a record written before GPU runs existed is a Fargate run
     return RunSpec(
         run_id=record["run_id"],
         attempt=attempt,
         digest=digest,
         git_sha=record.get("git_sha"),
         params=dict(record.get("params") or {}),
-        # a record written before GPU runs existed is a Fargate run
-        compute=str(record.get("compute") or "cpu"),
+        compute=compute,
         on_demand=record.get("on_demand") is True,
+        nodes=record_nodes(record) if compute == BATCH_COMPUTE else 1,
     )
+
+
+def record_nodes(record: Record) -> int:
+    """The node count a multi-node run record holds; RecordConflictError naming it when it is not one."""
+    nodes = record.get("nodes")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 2 <= nodes <= MAX_NODES:
+        raise RecordConflictError(
+            f"run record {record.get('run_id')!r}: nodes={nodes!r:.40} is not a node count from 2 to {MAX_NODES}"
+        )
+    return nodes
 
 
 def create_record(s3: Any, bucket: str, record: Record, *, sleep: Sleep = time.sleep) -> str | None:

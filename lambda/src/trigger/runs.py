@@ -36,6 +36,7 @@ class RunSpec:
     # or a GPU start that found no capacity). Neither changes the run id: a GPU run trains another digest.
     compute: str = "cpu"
     on_demand: bool = False
+    nodes: int = 1  # machines of a multi-node run (compute "batch", trigger.batch); 1 otherwise
 
 
 def canonical_json(params: Params) -> str:

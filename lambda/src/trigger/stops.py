@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trigger.ecs import task_environment
-from trigger.events import DIGEST, TaskStopEvent, shown
+from trigger.events import DIGEST, BatchJobEvent, TaskStopEvent, shown
 from trigger.records import Record, is_started, record_key
-from trigger.runs import RUN_ID
+from trigger.runs import RUN_ID, TAG_PREFIX
 
 IGNORE, NO_OP, DUPLICATE = "ignore", "no-op", "duplicate"
 RESUME, RETRY_RESUME, FAIL, EXHAUSTED = "resume", "retry-resume", "fail", "exhausted"
@@ -48,6 +48,7 @@ FINAL_STATES = frozenset({"succeeded", "failed"})
 # record), 75 it was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a
 # person stopped it, and a retrain request trains it again). docs/contracts.md, trainer exit codes.
 NOT_FAILURE_EXIT_CODES = frozenset({0, 73, 75})
+DUPLICATE_TRAINER_EXIT = 73
 # A task that never started because no instance came for it. ECS stops such a task with stopCode
 # TaskFailedToStart (ECS API Task.stopCode; "Amazon ECS stopped tasks error messages",
 # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-error-codes.html) and a
@@ -262,3 +263,31 @@ def unverified(stop: TaskStopEvent, task: Mapping[str, Any] | None, container_na
         claims.append(("exitCode", stop.exit_code, exit_codes[0]))
     wrong = [f"{name}: event {said!r}, ECS {known!r}" for name, said, known in claims if said != known]
     return f"ECS contradicts the event about task {stop.task_arn}: {'; '.join(wrong)}" if wrong else None
+
+
+# --- AWS Batch: a multi-node job Batch gave up on ------------------------------------------------------
+
+
+def unverified_job_failure(event: BatchJobEvent, job: Mapping[str, Any] | None) -> str | None:
+    """Why Batch's description of the job does not back a failure the event claims, or None when it does. Pure.
+
+    As for ECS stops (trigger.stops.unverified): anyone allowed to invoke the function could send the
+    event, so before a run is marked failed DescribeJobs must show that job FAILED with the event's run
+    id. A job whose trainer exited 73 (a duplicate trainer stood down, docs/contracts.md) is no failure
+    of the run: the live trainer carries it on.
+    """
+    if job is None:
+        return f"Batch does not know job {event.job_arn} (finished jobs fade after about a day); reconcile repairs it"
+    tags = job.get("tags") or {}
+    claims = [
+        ("status", event.status, job.get("status")),
+        (f"{TAG_PREFIX}run-id", event.run_id, tags.get(f"{TAG_PREFIX}run-id")),
+    ]
+    wrong = [f"{name}: event {said!r}, Batch {known!r}" for name, said, known in claims if said != known]
+    if wrong:
+        return f"Batch contradicts the event about job {event.job_arn}: {'; '.join(wrong)}"
+    attempts = job.get("attempts") or []
+    exit_code = (attempts[-1].get("container") or {}).get("exitCode") if attempts else None
+    if exit_code == DUPLICATE_TRAINER_EXIT:
+        return f"job {event.job_arn} exited {exit_code}: a duplicate trainer stood down; the run is another's to finish"
+    return None

@@ -4,7 +4,7 @@ Every invocation with the same request continues where the last one stopped:
 
 1. Resolve the image; create `sweeps/<request_id>.json` (If-None-Match) or read it. A request id reused
    with another image or other parameter sets is refused (InvalidEventError): a sweep is immutable.
-2. Start at most STARTS_PER_INVOCATION runs not yet marked started, each through `flows.start_run` (the
+2. Start at most STARTS_PER_INVOCATION runs not yet marked started, each through `starts.start_run` (the
    run record makes a start exactly-once, so a retry after a crash between RunTask and step 3 answers
    "duplicate" and starts nothing), and mark each started in the sweep record by compare-and-swap.
 3. The answer says how many runs are `remaining`; the caller (the retrain workflow) invokes again until
@@ -25,10 +25,11 @@ from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep
 from trigger.errors import InvalidEventError, RecordConflictError
-from trigger.flows import Outcome, git_sha_of, resolve_image, start_run
+from trigger.flows import git_sha_of, resolve_image
 from trigger.records import Clock, read_record, record_key, timestamp, utc_now
 from trigger.runs import RunSpec
 from trigger.s3json import Found, get_json, put_json, update_json
+from trigger.starts import Outcome, start_run
 from trigger.sweeps import (
     RunResult,
     SweepRequest,

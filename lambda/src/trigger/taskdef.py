@@ -19,6 +19,7 @@ concurrent starts for one digest register one revision between them: no orphan r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -129,24 +130,54 @@ def ensure_pinned_revision(
 
     The index holds the fingerprint of the base the pinned copy was made from; when Terraform
     registers a new base (memory, environment, roles), the next start registers a new copy and
-    replaces the index.
-    Registering is claimed first in the index (a `pending` entry written with a condition), so a
-    burst of starts for one digest registers one revision and leaves no orphan: the others wait for
-    the claimant's ARN, or take the claim over when it is older than PUSHTRAIN_CLAIM_SECONDS.
+    replaces the index. Registering is claimed in the index (`register_once`).
     """
     image = pinned_image(config.repository_uri, digest)
     family = family or config.task_family
-    key = index_key(family, digest)
     base = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
     request = pinned_copy(base, config.container_name, image, digest, accepted_fields(ecs))
-    base_print = fingerprint(request, config.container_name)
+    return register_once(
+        s3,
+        config,
+        index_key(family, digest),
+        digest=digest,
+        base_print=fingerprint(request, config.container_name),
+        base_arn=str(base.get("taskDefinitionArn")),
+        register=lambda: str(ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"]),
+        usable=lambda arn: _usable(ecs, arn, image, config.container_name),
+        now=now,
+        sleep=sleep,
+    )
+
+
+def register_once(
+    s3: Any,
+    config: Config,
+    key: str,
+    *,
+    digest: str,
+    base_print: str,
+    base_arn: str,
+    register: Callable[[], str],
+    usable: Callable[[str], bool],
+    now: datetime,
+    sleep: Callable[[float], None],
+) -> tuple[str, bool]:
+    """Register a digest's pinned revision once for every launcher (ECS task definitions, Batch job definitions).
+
+    The registration is claimed first in the index at `key` (a `pending` entry written with a condition),
+    so a burst of starts for one digest registers one revision and leaves no orphan: the others wait for
+    the claimant's ARN, or take the claim over when it is older than PUSHTRAIN_CLAIM_SECONDS. A
+    registration that raises releases its claim (`claimed_at` null) before the error goes on, so Lambda's
+    first retry registers at once instead of waiting for the claim to expire.
+    """
     claim = timedelta(seconds=config.claim_seconds)
     for _ in range(INDEX_ROUNDS):
         found = _read_index(s3, config.bucket, key)
         index, etag = found if found else ({}, None)
         same_base = index.get("base_fingerprint") == base_print
         if same_base and index.get("task_definition_arn") is not None:
-            if _usable(ecs, index["task_definition_arn"], image, config.container_name):
+            if usable(index["task_definition_arn"]):
                 return str(index["task_definition_arn"]), False
         elif same_base and not _claim_expired(index.get("claimed_at"), now, claim):
             sleep(INDEX_POLL_S)  # another invocation is registering this very copy: wait for its ARN
@@ -154,13 +185,18 @@ def ensure_pinned_revision(
         pending = {
             "image_digest": digest,
             "base_fingerprint": base_print,
-            "base_task_definition_arn": str(base.get("taskDefinitionArn")),
+            "base_task_definition_arn": base_arn,
             "task_definition_arn": None,
         }
         claimed = put_json(s3, config.bucket, key, {**pending, "claimed_at": timestamp(now)}, etag=etag, sleep=sleep)
         if claimed is None:
             continue  # another invocation claimed (or finished) first: look again
-        arn = str(ecs.register_task_definition(**request)["taskDefinition"]["taskDefinitionArn"])
+        try:
+            arn = register()
+        except Exception:
+            with contextlib.suppress(Exception):  # the registration's error is the one to raise
+                put_json(s3, config.bucket, key, {**pending, "claimed_at": None}, etag=claimed, sleep=sleep)
+            raise
         done = {**pending, "task_definition_arn": arn, "claimed_at": None, "registered_at": timestamp(now)}
         put_json(s3, config.bucket, key, done, etag=claimed, sleep=sleep)
         return arn, True
@@ -173,3 +209,90 @@ def ensure_pinned_revision(
 def _claim_expired(claimed_at: object, now: datetime, claim: timedelta) -> bool:
     claimed = parse_timestamp(claimed_at)
     return claimed is None or now - claimed >= claim
+
+
+# --- AWS Batch: one multi-node job definition revision per digest -------------------------------------
+
+BATCH_BASE_TAG = ":base-revision-not-run"  # the image of the revision Terraform manages (never run)
+
+
+def node_images(definition: Mapping[str, Any]) -> set[str]:
+    ranges = (definition.get("nodeProperties") or {}).get("nodeRangeProperties") or []
+    return {str(r.get("container", {}).get("image")) for r in ranges}
+
+
+def pinned_job_definition(base: Mapping[str, Any], image: str, digest: str) -> dict[str, Any]:
+    """The RegisterJobDefinition request: `base` (a DescribeJobDefinitions entry) with every node's image pinned."""
+    node_properties = json.loads(json.dumps(base["nodeProperties"]))
+    for node_range in node_properties["nodeRangeProperties"]:
+        node_range["container"]["image"] = image
+    request: dict[str, Any] = {
+        "jobDefinitionName": base["jobDefinitionName"],
+        "type": "multinode",
+        "nodeProperties": node_properties,
+        "tags": {f"{TAG_PREFIX}image-digest": digest},
+    }
+    for key in ("parameters", "retryStrategy", "timeout", "propagateTags", "platformCapabilities"):
+        if key in base:
+            request[key] = json.loads(json.dumps(base[key]))
+    return request
+
+
+def _active_job_definitions(batch: Any, name: str) -> list[dict[str, Any]]:
+    definitions: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = batch.describe_job_definitions(
+            jobDefinitionName=name, status="ACTIVE", **({"nextToken": token} if token else {})
+        )
+        definitions += page.get("jobDefinitions") or []
+        token = page.get("nextToken")
+        if not token:
+            return definitions
+
+
+def _usable_job_definition(batch: Any, arn: str, image: str) -> bool:
+    described = batch.describe_job_definitions(jobDefinitions=[arn]).get("jobDefinitions") or []
+    return any(d.get("status") == "ACTIVE" and node_images(d) == {image} for d in described)
+
+
+def ensure_job_definition(
+    batch: Any, s3: Any, config: Config, digest: str, now: datetime, *, sleep: Callable[[float], None] = time.sleep
+) -> tuple[str, bool]:
+    """The ARN of the Batch job definition revision that runs `digest`, registered once (`register_once`).
+
+    An ACTIVE revision already pinned to the image is used as it is; otherwise the newest revision whose
+    every node runs `…:base-revision-not-run` (terraform/batch.tf) is copied with the image pinned.
+    """
+    image = pinned_image(config.repository_uri, digest)
+    name = config.batch_job_definition
+    definitions = sorted(_active_job_definitions(batch, name), key=lambda d: int(d.get("revision", 0)))
+    for definition in definitions:
+        if node_images(definition) == {image}:
+            return str(definition["jobDefinitionArn"]), False
+    bases = [d for d in definitions if node_images(d) and all(i.endswith(BATCH_BASE_TAG) for i in node_images(d))]
+    if not bases:
+        raise TaskDefinitionError(
+            f"job definition {name!r} has no active base revision (image …{BATCH_BASE_TAG}); "
+            "terraform/batch.tf creates it"
+        )
+    request = pinned_job_definition(bases[-1], image, digest)
+    base_print = hashlib.sha256(
+        json.dumps(
+            {k: v for k, v in request.items() if k != "tags"} | {"nodeProperties": bases[-1]["nodeProperties"]},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+    ).hexdigest()
+    return register_once(
+        s3,
+        config,
+        index_key(name, digest),
+        digest=digest,
+        base_print=base_print,
+        base_arn=str(bases[-1]["jobDefinitionArn"]),
+        register=lambda: str(batch.register_job_definition(**request)["jobDefinitionArn"]),
+        usable=lambda arn: _usable_job_definition(batch, arn, image),
+        now=now,
+        sleep=sleep,
+    )
