@@ -3,7 +3,18 @@
 The reference (`airbench/lib_airbench94.py`, `airbench/utils.py`; a test-only dependency) is run on the
 CPU in fp32: its CUDA timing events and synchronization are replaced by no-ops, its test loader by a
 stand-in, and its network is built from its own classes with `.half()`/`.cuda()` turned into no-ops.
-Its training loop (`airbench.utils.train`) runs unchanged on batches we hand it.
+Its training loop (`airbench.utils.train`) and its training loader (`CifarLoader`: normalize, flip once,
+reflect-pad, `batch_crop` every epoch, mirror everything every other epoch, shuffle, drop the partial
+batch) run unchanged; only the loader's random draws are replaced by ours (`OurDraws`), so the two
+pipelines see the same randomness and must produce the same batches.
+
+What these tests prove, and what not: equality within 1e-5 (relative to each tensor's scale; 1e-4 for
+weights after training) in fp32 on the CPU, for the recipe's hyperparameters, every step's learning
+rates, weight decays and lookahead of a full-size `TrainingSession` (50,000 images, 476 steps), the
+whitening stem fitted on the reference's 5,000 images, the augmented batches epoch by epoch, the
+network's logits and gradients, the trainer's own TTA evaluation, and the weights after training a few
+epochs end to end. Not bit-for-bit, not the bf16/fp16 paths that train in production, and not the
+94.01 % accuracy, which is the reference's published figure (no CIFAR-10 here).
 """
 
 from __future__ import annotations
@@ -11,17 +22,24 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
-from trainer.nets import CIFAR10_MEAN, CIFAR10_STD
+from trainer.config import TrainConfig
+from trainer.data import Cifar10Data, plan_epoch
+from trainer.nets import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from trainer.train import TrainingSession, fit
 
+from trainer import data as datamod
 from trainer import recipe
 
 ab_utils = pytest.importorskip("airbench.utils")
 ab94 = pytest.importorskip("airbench.lib_airbench94")
+RealCifarLoader = ab_utils.CifarLoader  # `reference_on_cpu` swaps the module's name for the test loader's stand-in
+CIFAR10_TRAIN = 50_000
 
 
 # --- the reference on the CPU -----------------------------------------------------------------------
@@ -64,8 +82,7 @@ class ReferenceLoader:
             yield self.normalize(images), labels
 
 
-@pytest.fixture
-def reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def _put_reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "Event", _NoEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *_, **__: None)
     monkeypatch.setattr(ab_utils, "CifarLoader", _NoLoader)
@@ -73,19 +90,40 @@ def reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nn.Module, "half", lambda self: self)
 
 
+@pytest.fixture
+def reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    _put_reference_on_cpu(monkeypatch)
+
+
+GroupSettings = list[tuple[float, float, float, bool]]  # per parameter group: (lr, weight_decay, momentum, nesterov)
+
+
+def group_settings(optimizer: torch.optim.Optimizer) -> GroupSettings:
+    return [(float(g["lr"]), float(g["weight_decay"]), g["momentum"], g["nesterov"]) for g in optimizer.param_groups]
+
+
 class Recorder:
     """Records, for every optimizer step of the reference, each group's (lr, weight_decay, momentum,
-    nesterov), and after which step each lookahead update ran with which decay."""
+    nesterov) and whether the whitening bias trains, after which step each lookahead update ran with
+    which decay, and the parameters of each group (as ids) when the optimizer was built."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.steps: list[list[tuple[float, float, float, bool]]] = []
+        self.steps: list[GroupSettings] = []
+        self.whiten_bias_trains: list[bool] = []
         self.lookahead: list[tuple[int, float]] = []
+        self.groups: list[list[int]] = []
+        self.net: nn.Module | None = None
         recorder = self
 
         class RecordingSGD(torch.optim.SGD):
+            def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+                super().__init__(params, *args, **kwargs)
+                recorder.groups = [[id(p) for p in g["params"]] for g in self.param_groups]
+
             def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-                groups = [(float(g["lr"]), g["weight_decay"], g["momentum"], g["nesterov"]) for g in self.param_groups]
-                recorder.steps.append(groups)
+                recorder.steps.append(group_settings(self))
+                assert recorder.net is not None
+                recorder.whiten_bias_trains.append(recorder.net[0].bias.requires_grad)
                 return super().step(closure)
 
         original_update = ab_utils.LookaheadState.update
@@ -96,6 +134,106 @@ class Recorder:
 
         monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
         monkeypatch.setattr(ab_utils.LookaheadState, "update", update)
+
+    def make(self, make_net: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        """`make_net`, keeping the net it built (the reference's loop builds it inside)."""
+
+        def build() -> nn.Module:
+            self.net = make_net()
+            return self.net
+
+        return build
+
+
+class OurDraws:
+    """Stands in for the `torch` module inside airbench.utils: every name passes through to torch, except
+    the training loader's three random draws, which return the trainer's (`trainer.data.plan_epoch`)
+    for the epoch the loader is in. The draws correspond one to one (a bijection of equally likely
+    values, so the distributions are the same too):
+    - `batch_flip_lr`'s coin per image (epoch 0 only: the reference mirrors the images once, before
+      padding, then mirrors all of them every other epoch) <- our mirror state in epoch 0;
+    - `batch_crop`'s (dy, dx) in [-2, 2] <- our crop offsets (shift_y, shift_x) in [0, 4] minus 2, with dx
+      mirrored for an image the reference pre-flipped (cropping a mirror image at dx is mirroring the
+      crop of the original at -dx);
+    - `randperm`'s order <- our order.
+    Whatever the trainer does with its draws (crop, mirror, alternate, batch, drop) must then give the
+    reference loader's batches.
+    """
+
+    def __init__(self, loader: Any, seed: int, pad: int) -> None:
+        self.loader, self.seed, self.pad = loader, seed, pad
+        self.n = len(loader.images)
+        self.first_flip = self._plan(0).flip
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    def _plan(self, epoch: int) -> Any:
+        return plan_epoch(self.n, self.seed, epoch, self.pad)
+
+    def rand(self, n: int, device: Any = None) -> torch.Tensor:
+        assert (n, self.loader.epoch) == (self.n, 0), "the reference draws its flips once, in epoch 0"
+        return torch.where(self.first_flip, 0.25, 0.75)  # flipped where < 0.5
+
+    def randint(self, low: int, high: int, size: tuple[int, ...], device: Any = None) -> torch.Tensor:
+        assert (low, high, tuple(size)) == (-self.pad, self.pad + 1, (self.n, 2))
+        plan = self._plan(self.loader.epoch)
+        dx = torch.where(self.first_flip, self.pad - plan.shift_x, plan.shift_x - self.pad)
+        return torch.stack((plan.shift_y - self.pad, dx), dim=1)
+
+    def randperm(self, n: int, device: Any = None) -> torch.Tensor:
+        assert n == self.n
+        return self._plan(self.loader.epoch - 1).order  # the loader counts the epoch before it shuffles
+
+
+def reference_loader(folder: Path, data: Cifar10Data, batch_size: int) -> Any:
+    """The reference's own training loader over `data`'s training images, as `train94` builds it
+    (hyp["aug"]: flip and translate 2, alternating flips), with the images kept in fp32 (it makes
+    them fp16 for the GPU)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nhwc = data.train_images.permute(0, 2, 3, 1).contiguous()
+    torch.save({"images": nhwc, "labels": data.train_labels, "classes": list(data.classes)}, folder / "train.pt")
+    loader = RealCifarLoader(
+        str(folder), train=True, batch_size=batch_size, aug=ab94.hyp["aug"], altflip=True, gpu="cpu"
+    )
+    loader.images = (data.train_images.float() / 255).to(memory_format=torch.channels_last)
+    return loader
+
+
+def fake_data(n_train: int, n_test: int, seed: int = 0, distinct: int | None = None) -> Cifar10Data:
+    """Smooth random uint8 images in memory (their 2x2 patches have distinct covariance eigenvalues, so
+    whitening filters are well defined) with random labels; only the first `distinct` training images
+    are drawn, the rest repeat them (a full-size set without the memory of drawing it)."""
+    distinct = min(n_train, distinct or n_train)
+    train = (_correlated_images(distinct, seed) * 255).round().to(torch.uint8)
+    if distinct < n_train:
+        train = train.repeat(math.ceil(n_train / distinct), 1, 1, 1)[:n_train]
+    test = (_correlated_images(n_test, seed + 1) * 255).round().to(torch.uint8)
+    gen = torch.Generator().manual_seed(seed)
+    return Cifar10Data(
+        train, torch.randint(0, 10, (n_train,), generator=gen),
+        test, torch.randint(0, 10, (n_test,), generator=gen),
+        classes=tuple(f"c{i}" for i in range(10)), checksum="sha256:fake", source="memory", generated=True,
+    )  # fmt: skip
+
+
+def cpu_config(**changes: Any) -> TrainConfig:
+    """The default recipe in fp32 on one CPU thread."""
+    return TrainConfig(precision="fp32", threads=1, device="cpu", progress="none").replace(**changes)
+
+
+def stand_in_network(session: TrainingSession, seen: list[torch.Tensor] | None = None) -> None:
+    """Replace the session's forward pass by one that costs nothing: zero logits that still depend on a
+    weight (so backward and the optimizer run), recording the training batches it is given. Everything
+    else (batches, schedule, optimizer, lookahead, evaluation) stays the trainer's."""
+    head = session.model.head.weight
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if seen is not None and session.model.training:
+            seen.append(x.detach().clone())
+        return torch.zeros(len(x), head.shape[0]) + 0 * head.sum()
+
+    session.model.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
 
 
 def run_reference(
@@ -156,19 +294,81 @@ def test_hyperparameters_are_the_references() -> None:
     assert bn.eps == recipe.BN_EPS
 
 
+@pytest.fixture(scope="module")
+def reference_full_run() -> Recorder:
+    """The reference's training loop over full-size epochs (48 batches of 1024) for 9.9 epochs, training a
+    tiny stand-in network (only the arithmetic of the schedule is recorded)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _put_reference_on_cpu(monkeypatch)
+        torch.manual_seed(0)
+        steps_per_epoch = CIFAR10_TRAIN // recipe.BATCH_SIZE
+        tiny_batch = [(torch.rand(2, 3, 2, 2), torch.randint(0, 10, (2,)))] * steps_per_epoch
+        loader = ReferenceLoader([tiny_batch], torch.rand(8, 3, 2, 2), recipe.BATCH_SIZE)
+        recorded = Recorder(monkeypatch)
+        run_reference(loader, recorded.make(_tiny_net))
+    return recorded
+
+
+@pytest.fixture(scope="module")
+def full_session() -> dict[str, Any]:
+    """A TrainingSession of the default recipe on 50,000 fake training images (100 test images), run to the
+    end with its network replaced by a stand-in (`stand_in_network`: no forward/backward work) and the
+    crops skipped, and what it did at every step: each group's settings, whether the whitening bias
+    trained, the lookahead updates, and the TTA level of each evaluation."""
+    data = fake_data(CIFAR10_TRAIN, 100, distinct=6000)
+    steps: list[GroupSettings] = []
+    whiten_bias_trains: list[bool] = []
+    lookahead: list[tuple[int, float]] = []
+    levels: list[int] = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        tta_logits = recipe.tta_logits
+
+        def tta(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, level: int) -> torch.Tensor:
+            levels.append(level)
+            return tta_logits(model, images, level)
+
+        monkeypatch.setattr(recipe, "tta_logits", tta)
+        # the crops are compared with the reference's in the loader test; here they would only cost time
+        monkeypatch.setattr(datamod, "augment", lambda images, *_: images)
+        session = TrainingSession(cpu_config(), data)
+        names = {id(p): reference_name(n) for n, p in session.model.named_parameters()}
+        groups = [[names[id(p)] for p in g["params"]] for g in session.optimizer.param_groups]
+        whitening = session.model.whiten.weight.detach().clone()
+        optimizer_step, lookahead_update = session.optimizer.step, session.lookahead.update
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            steps.append(group_settings(session.optimizer))
+            whiten_bias_trains.append(session.model.whiten.bias.requires_grad)
+            return optimizer_step(*args, **kwargs)
+
+        def update(model: nn.Module, decay: float) -> None:
+            lookahead.append((len(steps), float(decay)))
+            lookahead_update(model, decay)
+
+        monkeypatch.setattr(session.optimizer, "step", step)
+        monkeypatch.setattr(session.lookahead, "update", update)
+        stand_in_network(session)
+        assert fit(session)
+    return {
+        "data": data,
+        "batch_size": session.batch_size,
+        "epochs": session.epochs,
+        "groups": groups,
+        "whitening": whitening,
+        "steps": steps,
+        "whiten_bias_trains": whiten_bias_trains,
+        "lookahead": lookahead,
+        "levels": levels,
+    }
+
+
 def test_every_step_of_a_full_run_has_the_references_lr_momentum_weight_decay_and_lookahead(
-    reference_on_cpu: None, monkeypatch: pytest.MonkeyPatch
+    reference_full_run: Recorder,
 ) -> None:
-    # GIVEN the reference's training loop over a full-size epoch (48 batches of 1024) for 9.9 epochs,
-    # training a tiny stand-in network (only the arithmetic of the schedule is compared)
-    torch.manual_seed(0)
-    steps_per_epoch, batch = 50_000 // recipe.BATCH_SIZE, recipe.BATCH_SIZE
-    tiny_batch = [(torch.rand(2, 3, 2, 2), torch.randint(0, 10, (2,)))] * steps_per_epoch
-    loader = ReferenceLoader([tiny_batch], torch.rand(8, 3, 2, 2), batch)
-    recorded = Recorder(monkeypatch)
-    # WHEN it runs
-    run_reference(loader, _tiny_net)
-    # THEN it took as many steps as ours does
+    # GIVEN the reference's loop recorded over a full run (48 steps per epoch, 9.9 epochs)
+    recorded = reference_full_run
+    steps_per_epoch, batch = CIFAR10_TRAIN // recipe.BATCH_SIZE, recipe.BATCH_SIZE
+    # THEN it took as many steps as the recipe's functions say
     total = recipe.total_steps(steps_per_epoch, recipe.TRAIN_EPOCHS)
     assert len(recorded.steps) == total == 476
     # AND every step used our per-example lr (mean-loss lr / batch), the same decay per step, momentum
@@ -187,6 +387,56 @@ def test_every_step_of_a_full_run_has_the_references_lr_momentum_weight_decay_an
     assert [s for s, _ in recorded.lookahead] == [s for s, _ in ours_lookahead]
     for (_, theirs), (step, mine) in zip(recorded.lookahead, ours_lookahead, strict=True):
         assert theirs == pytest.approx(mine, rel=1e-6, abs=1e-12), step
+
+
+def test_a_full_size_session_steps_with_the_references_settings_at_every_step(
+    full_session: dict[str, Any], reference_full_run: Recorder
+) -> None:
+    # GIVEN our TrainingSession run to the end on 50,000 images and the reference's loop on full-size epochs
+    ours, theirs = full_session["steps"], reference_full_run.steps
+    batch = full_session["batch_size"]
+    # THEN both took 476 optimizer steps (9.9 x 48, rounded up) in 10 passes, with batch 1024
+    assert (len(ours), len(theirs), full_session["epochs"], batch) == (476, 476, 10, 1024)
+    for step, (our_groups, their_groups) in enumerate(zip(ours, theirs, strict=True)):
+        assert len(our_groups) == len(their_groups) == 2, step
+        for (lr, wd, momentum, nesterov), (t_lr, t_wd, t_momentum, t_nesterov) in zip(
+            our_groups, their_groups, strict=True
+        ):
+            # a mean loss: our gradients are the summed loss's / batch, so our lr is theirs x batch ...
+            assert lr == pytest.approx(t_lr * batch, rel=1e-6), step
+            # ... and every parameter decays by the same amount per step
+            assert lr * wd == pytest.approx(t_lr * t_wd, rel=1e-6), step
+            assert (momentum, nesterov) == (t_momentum, t_nesterov), step
+        # the BatchNorm biases' group at 64x the lr of the others, in both
+        assert our_groups[0][0] / our_groups[1][0] == pytest.approx(their_groups[0][0] / their_groups[1][0], rel=1e-9)
+    # AND the whitening bias trained in the same steps (the first 3 epochs)
+    assert full_session["whiten_bias_trains"] == reference_full_run.whiten_bias_trains
+    assert sum(full_session["whiten_bias_trains"]) == 3 * 48
+    # AND the lookahead updated after the same steps with the same decays (the last one resets to the average)
+    assert [s for s, _ in full_session["lookahead"]] == [s for s, _ in reference_full_run.lookahead]
+    for (step, mine), (_, t) in zip(full_session["lookahead"], reference_full_run.lookahead, strict=True):
+        assert mine == pytest.approx(t, rel=1e-6, abs=1e-12), step
+    # AND the session evaluated each epoch but the last without TTA, the last at the reference's TTA level
+    epochs = full_session["epochs"]
+    assert full_session["levels"] == [0] * (epochs - 1) + [ab94.hyp["net"]["tta_level"]]
+
+
+def test_a_full_size_session_whitens_on_the_references_5000_images_and_groups_parameters_as_it_does(
+    full_session: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the reference's loop building its own network (fp32 on the CPU) over the same training images
+    # (it takes its whitening sample from them itself), with no batches to train
+    _put_reference_on_cpu(monkeypatch)
+    data = full_session["data"]
+    loader = ReferenceLoader([[]], data.train_images[:6000].float() / 255, recipe.BATCH_SIZE)
+    recorded = Recorder(monkeypatch)
+    theirs = run_reference(loader, recorded.make(lambda: ab94.make_net94().float()))
+    # THEN our session's whitening stem (fitted on 50,000 offered images) equals the reference's
+    assert_close_to_scale(full_session["whitening"], theirs[0].weight.detach(), "whitening filters")
+    # AND the optimizer's groups hold the same parameters: BatchNorm biases, then all the other trainable ones
+    names = {id(p): n for n, p in theirs.named_parameters()}
+    their_groups = [sorted(names[i] for i in group) for group in recorded.groups]
+    assert [sorted(group) for group in full_session["groups"]] == their_groups
 
 
 def test_schedule_runs_from_a_fifth_of_the_peak_to_the_peak_at_23_percent_and_ends_at_7_percent() -> None:
@@ -372,17 +622,53 @@ def test_same_weights_and_batch_give_the_references_logits_loss_and_gradients(re
             torch.testing.assert_close(value, theirs.state_dict()[reference_name(name)], rtol=1e-5, atol=1e-6)
 
 
-# --- training: our session and the reference's loop on the same batches ------------------------------
+def test_the_references_loader_gives_our_sessions_batches_epoch_by_epoch_for_the_same_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 520 images: batch 1024 shrinks to 32, 16 steps per epoch, the last 8 images of each epoch dropped
+    data = fake_data(520, 8, seed=5)
+    session = TrainingSession(cpu_config(epochs=3.0), data)
+    assert (session.batch_size, session.steps_per_epoch) == (32, 16)
+    # AND the reference's own loader over the same images, drawing what our epoch plans draw
+    loader = reference_loader(tmp_path, data, session.batch_size)
+    monkeypatch.setattr(ab_utils, "torch", OurDraws(loader, session.config.seed, session.augment_pad))
+    # WHEN our session trains three epochs (mirror states drawn, all inverted, back) on a stand-in network
+    # that records the batches it is given, and the criterion records their labels
+    seen: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    stand_in_network(session, seen)
+    criterion = session.criterion
+    session.criterion = lambda logits, y: labels.append(y.clone()) or criterion(logits, y)  # type: ignore[assignment]
+    assert fit(session)
+    # THEN the reference's loader yields the same batches, epoch by epoch: the same images in the same
+    # order, cropped and mirrored the same way (ours normalize inside the network: normalized here)
+    normalize = Normalize()
+    for epoch in range(3):
+        theirs = list(loader)
+        assert len(theirs) == 16
+        for i, (their_images, their_labels) in enumerate(theirs):
+            step = epoch * 16 + i
+            assert torch.equal(labels[step], their_labels), (epoch, i)
+            torch.testing.assert_close(
+                normalize(seen[step]),
+                their_images,
+                rtol=0,
+                atol=1e-6,
+                msg=lambda m, e=epoch, b=i: f"epoch {e} batch {b}: {m}",
+            )
+    assert len(seen) == 3 * 16
+
+
+# --- training: our session and the reference's loop, each with its own loader -------------------------
 
 SMALL_WIDTHS = (16, 32, 32)  # the recipe does not depend on the widths; small ones keep the test fast
 
 
-def test_our_session_trains_to_the_references_weights_on_the_same_batches(
-    reference_on_cpu: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+def test_our_session_trains_to_the_references_weights_and_tta_logits_from_the_same_draws(
+    reference_on_cpu: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from trainer.config import load_config
-    from trainer.data import load_dataset, plan_epoch
-    from trainer.train import TrainingSession, fit
+    from trainer.data import load_dataset
 
     from trainer import nets, synth
 
@@ -391,32 +677,27 @@ def test_our_session_trains_to_the_references_weights_on_the_same_batches(
             super().__init__(widths=SMALL_WIDTHS, num_classes=num_classes)
 
     monkeypatch.setitem(nets.MODELS, "airbench", nets.ModelEntry(SmallAirbench, nets.AIRBENCH_RECIPE))
-    # GIVEN the default recipe on 128 generated images: batch 1024 shrinks to 8 (16 steps per epoch),
-    # 3.5 epochs (the whitening bias freezes after 3, the last pass stops halfway), fp32 on one thread
-    synth.write_folder(tmp_path, n_train=128, n_test=16, seed=3)
+    # GIVEN the default recipe on 132 generated images: batch 1024 shrinks to 8 (16 steps per epoch, the
+    # last 4 images dropped), 3.5 epochs (the whitening bias freezes after 3, the last pass stops
+    # halfway), fp32 on one thread, TTA on (the default)
+    synth.write_folder(tmp_path / "data", n_train=132, n_test=16, seed=3)
     config = load_config(
         [
-            *("--data-uri", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--epochs", "3.5"),
-            *("--precision", "fp32", "--threads", "1", "--progress", "none", "--tta", "false"),
+            *("--data-uri", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--epochs", "3.5"),
+            *("--precision", "fp32", "--threads", "1", "--progress", "none"),
         ],
         {},
     )
     data = load_dataset(config)
     session = TrainingSession(config, data)
-    assert (session.batch_size, session.steps_per_epoch) == (8, 16)
-    # the batches our session will train on, epoch by epoch (the augmentation plan is a pure function)
-    epochs = []
-    for epoch in range(session.epochs):
-        plan = plan_epoch(len(data.train_labels), config.seed, epoch, session.augment_pad)
-        session.epochs_done = epoch  # for the number of steps in this pass (the last is cut short)
-        epochs.append([(images.clone(), labels.clone()) for _, images, labels in session._batches(plan)])
-    session.epochs_done = 0
-    assert [len(e) for e in epochs] == [16, 16, 16, 8]
+    assert (session.batch_size, session.steps_per_epoch, session.total_steps) == (8, 16, 56)
     # the reference starts from our initial weights (whitened: it re-fits the stem on the same images)
     start = reference_copy(session.model, torch.channels_last)
-    loader = ReferenceLoader(epochs, data.train_images[: recipe.WHITEN_IMAGES].float() / 255, session.batch_size)
+    # AND its own training loader (augmentation, flips, batches) over the same images, with our draws
+    loader = reference_loader(tmp_path / "reference", data, session.batch_size)
+    monkeypatch.setattr(ab_utils, "torch", OurDraws(loader, config.seed, session.augment_pad))
 
-    # WHEN both train: our session to the end, the reference's own training loop on those batches
+    # WHEN both train: our session to the end, the reference's own training loop with its own loader
     assert fit(session)
     theirs = run_reference(loader, lambda: start, epochs=config.epochs)
 
@@ -428,3 +709,10 @@ def test_our_session_trains_to_the_references_weights_on_the_same_batches(
         assert_close_to_scale(value, their_state[reference_name(name)], name, tolerance=1e-4)
     # AND the whitening bias stopped training after epoch 3: it moved, then stayed (checked in ours)
     assert torch.count_nonzero(session.model.whiten.bias) > 0
+    # AND our session's own final evaluation (its TTA level, its evaluation path) gives the loss of the
+    # reference's TTA logits at the reference's level
+    test_loader = ReferenceLoader([[]], data.test_images.float() / 255, len(data.test_images))
+    their_logits = ab_utils.infer(theirs, test_loader, tta_level=ab94.hyp["net"]["tta_level"])
+    assert_close_to_scale(session.predict_logits(data.test_images), their_logits, "TTA logits", tolerance=1e-4)
+    their_loss = nn.functional.cross_entropy(their_logits, data.test_labels).item()
+    assert session.evaluate().loss == pytest.approx(their_loss, rel=1e-4)
