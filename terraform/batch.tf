@@ -53,31 +53,6 @@ resource "aws_vpc_security_group_egress_rule" "batch_nodes" {
   referenced_security_group_id = aws_security_group.batch_nodes[0].id
 }
 
-resource "aws_launch_template" "batch" {
-  count = local.batch_enabled ? 1 : 0
-
-  name_prefix            = "${local.name}-mnp-"
-  description            = "AWS Batch multi-node container instances: IMDSv2 only, encrypted root volume"
-  update_default_version = true
-
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvda"
-
-    ebs {
-      volume_size           = 60
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-}
-
 resource "aws_batch_compute_environment" "mnp" {
   count = local.batch_enabled ? 1 : 0
 
@@ -102,8 +77,8 @@ resource "aws_batch_compute_environment" "mnp" {
     }
 
     launch_template {
-      launch_template_id = aws_launch_template.batch[0].id
-      version            = aws_launch_template.batch[0].latest_version
+      launch_template_id = aws_launch_template.container_instance["mnp"].id
+      version            = aws_launch_template.container_instance["mnp"].latest_version
     }
   }
 
@@ -172,31 +147,7 @@ resource "aws_batch_job_definition" "mnp" {
     nodeRangeProperties = [
       {
         targetNodes = "0:"
-        container = {
-          # Never run: the trigger registers a revision with the pushed image digest for every run.
-          image                = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
-          command              = ["torchrun"]
-          jobRoleArn           = aws_iam_role.task.arn
-          executionRoleArn     = aws_iam_role.execution.arn
-          resourceRequirements = local.batch_resources
-          environment = [
-            for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }
-          ]
-          readonlyRootFilesystem = true
-          # The one writable place, in memory: world-writable with the sticky bit, so the image's
-          # non-root user can write whatever uid Batch's host gives the mount.
-          linuxParameters = {
-            tmpfs = [{ containerPath = local.scratch_path, size = 4096, mountOptions = ["rw", "mode=1777"] }]
-          }
-          logConfiguration = {
-            logDriver = "awslogs"
-            options = {
-              awslogs-group         = aws_cloudwatch_log_group.trainer.name
-              awslogs-region        = var.region
-              awslogs-stream-prefix = "${local.container_name}-mnp"
-            }
-          }
-        }
+        container   = local.trainer_containers.mnp
       },
     ]
   })

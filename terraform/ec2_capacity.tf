@@ -25,6 +25,103 @@ locals {
   container_instance_t = "${local.name}-container-instance"
 }
 
+# The EC2 container instances' launch templates, one per feature: the hardening both share is written
+# once; each variant adds what differs. Batch picks the AMI (its ec2_configuration) and passes the
+# instance profile and security groups itself, so its template sets neither.
+locals {
+  hardened_launch_template = {
+    # IMDSv2 only, one hop: containers (awsvpc, a hop further) cannot reach the instance's credentials.
+    metadata_options = { http_endpoint = "enabled", http_tokens = "required", http_put_response_hop_limit = 1 }
+    # The CUDA image is ~6 GB compressed; 60 GiB holds two of them and Docker's scratch. Encrypted.
+    root_volume = { device_name = "/dev/xvda", volume_size = 60, volume_type = "gp3", encrypted = true, delete_on_termination = true }
+  }
+
+  launch_templates = merge(
+    local.gpu_enabled ? {
+      gpu = {
+        name_prefix            = "${local.name}-gpu-"
+        description            = "ECS GPU container instances of ${local.cluster_name}"
+        image_id               = data.aws_ssm_parameter.ecs_gpu_ami[0].insecure_value
+        vpc_security_group_ids = [aws_security_group.tasks.id]
+        instance_profile_arn   = aws_iam_instance_profile.container_instance[0].arn
+        user_data = base64encode(<<-EOT
+          #!/bin/bash
+          cat >> /etc/ecs/ecs.config <<'CONFIG'
+          ECS_CLUSTER=${aws_ecs_cluster.this.name}
+          ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
+          CONFIG
+        EOT
+        )
+        instance_tags = merge(local.tags, { Name = "${local.name}-gpu" })
+      }
+    } : {},
+    local.batch_enabled ? {
+      mnp = {
+        name_prefix            = "${local.name}-mnp-"
+        description            = "AWS Batch multi-node container instances: IMDSv2 only, encrypted root volume"
+        image_id               = null
+        vpc_security_group_ids = null
+        instance_profile_arn   = null
+        user_data              = null
+        instance_tags          = null
+      }
+    } : {},
+  )
+}
+
+resource "aws_launch_template" "container_instance" {
+  for_each = local.launch_templates
+
+  name_prefix            = each.value.name_prefix
+  description            = each.value.description
+  image_id               = each.value.image_id
+  update_default_version = true
+  vpc_security_group_ids = each.value.vpc_security_group_ids
+  user_data              = each.value.user_data
+
+  dynamic "iam_instance_profile" {
+    for_each = each.value.instance_profile_arn == null ? [] : [each.value.instance_profile_arn]
+    content {
+      arn = iam_instance_profile.value
+    }
+  }
+
+  metadata_options {
+    http_endpoint               = local.hardened_launch_template.metadata_options.http_endpoint
+    http_tokens                 = local.hardened_launch_template.metadata_options.http_tokens
+    http_put_response_hop_limit = local.hardened_launch_template.metadata_options.http_put_response_hop_limit
+  }
+
+  block_device_mappings {
+    device_name = local.hardened_launch_template.root_volume.device_name
+
+    ebs {
+      volume_size           = local.hardened_launch_template.root_volume.volume_size
+      volume_type           = local.hardened_launch_template.root_volume.volume_type
+      encrypted             = local.hardened_launch_template.root_volume.encrypted
+      delete_on_termination = local.hardened_launch_template.root_volume.delete_on_termination
+    }
+  }
+
+  dynamic "tag_specifications" {
+    for_each = each.value.instance_tags == null ? [] : [each.value.instance_tags]
+    content {
+      resource_type = "instance"
+      tags          = tag_specifications.value
+    }
+  }
+}
+
+moved {
+  from = aws_launch_template.gpu[0]
+  to   = aws_launch_template.container_instance["gpu"]
+}
+
+moved {
+  from = aws_launch_template.batch[0]
+  to   = aws_launch_template.container_instance["mnp"]
+}
+
 data "aws_iam_policy_document" "container_instance_trust" {
   # iam-lint:skip=MALFORMED: a trust policy names no Resource (the role it is attached to is the resource); parliament reads every document as an identity policy.
   count = local.ec2_capacity ? 1 : 0

@@ -59,31 +59,68 @@ resource "aws_ecs_task_definition" "this" {
     name = "scratch"
   }
 
-  container_definitions = jsonencode([
-    {
-      name      = local.container_name
-      essential = true
-      # Never run: the trigger registers a revision with the pushed digest for every run.
-      image = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
+  container_definitions = jsonencode([local.trainer_containers.fargate])
+}
 
-      environment = [for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }]
+# The trainer's container, written once: what every variant shares, then per variant (Fargate, ECS on GPU
+# instances, a Batch multi-node job) only what differs. Batch's container properties are not an ECS
+# container definition (no name, essential, stopTimeout or task volumes; the roles sit in the container).
+locals {
+  trainer_container_common = {
+    # Never run: the trigger registers a revision with the pushed image digest for every run.
+    image       = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
+    environment = [for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }]
 
-      readonlyRootFilesystem = true
-      # Fargate Spot gives two minutes' warning: the trainer's SIGTERM handler writes a checkpoint.
-      stopTimeout = 120
+    readonlyRootFilesystem = true
+  }
 
-      mountPoints = [
-        { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
-      ]
+  # An ECS task's container (Fargate and GPU): the scratch volume is the task's (see each task definition).
+  trainer_container_ecs = merge(local.trainer_container_common, {
+    name      = local.container_name
+    essential = true
+    # Fargate Spot gives two minutes' warning (an EC2 Spot instance too): the trainer's SIGTERM handler
+    # writes a checkpoint.
+    stopTimeout = 120
+    mountPoints = [
+      { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
+    ]
+  })
 
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.trainer.name
-          awslogs-region        = var.region
-          awslogs-stream-prefix = local.container_name
-        }
+  trainer_log_stream_prefixes = {
+    fargate = local.container_name
+    gpu     = "${local.container_name}-gpu"
+    mnp     = "${local.container_name}-mnp"
+  }
+  trainer_log_configurations = {
+    for variant, prefix in local.trainer_log_stream_prefixes : variant => {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.trainer.name
+        awslogs-region        = var.region
+        awslogs-stream-prefix = prefix
       }
-    },
-  ])
+    }
+  }
+
+  trainer_containers = {
+    fargate = merge(local.trainer_container_ecs, {
+      logConfiguration = local.trainer_log_configurations.fargate
+    })
+    gpu = merge(local.trainer_container_ecs, {
+      resourceRequirements = [{ type = "GPU", value = "1" }]
+      logConfiguration     = local.trainer_log_configurations.gpu
+    })
+    mnp = merge(local.trainer_container_common, {
+      command              = ["torchrun"]
+      jobRoleArn           = aws_iam_role.task.arn
+      executionRoleArn     = aws_iam_role.execution.arn
+      resourceRequirements = local.batch_resources
+      # The one writable place, in memory: world-writable with the sticky bit, so the image's
+      # non-root user can write whatever uid Batch's host gives the mount.
+      linuxParameters = {
+        tmpfs = [{ containerPath = local.scratch_path, size = 4096, mountOptions = ["rw", "mode=1777"] }]
+      }
+      logConfiguration = local.trainer_log_configurations.mnp
+    })
+  }
 }

@@ -20,53 +20,6 @@ data "aws_ssm_parameter" "ecs_gpu_ami" {
   name = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 }
 
-resource "aws_launch_template" "gpu" {
-  count = local.gpu_enabled ? 1 : 0
-
-  name_prefix            = "${local.name}-gpu-"
-  description            = "ECS GPU container instances of ${local.cluster_name}"
-  image_id               = data.aws_ssm_parameter.ecs_gpu_ami[0].insecure_value
-  update_default_version = true
-  vpc_security_group_ids = [aws_security_group.tasks.id]
-
-  iam_instance_profile {
-    arn = aws_iam_instance_profile.container_instance[0].arn
-  }
-
-  # IMDSv2 only, one hop: containers (awsvpc, a hop further) cannot reach the instance's credentials.
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvda"
-
-    ebs {
-      # The CUDA image is ~6 GB compressed; 60 GiB holds two of them and Docker's scratch.
-      volume_size           = 60
-      volume_type           = "gp3"
-      encrypted             = true
-      delete_on_termination = true
-    }
-  }
-
-  user_data = base64encode(<<-EOT
-    #!/bin/bash
-    cat >> /etc/ecs/ecs.config <<'CONFIG'
-    ECS_CLUSTER=${aws_ecs_cluster.this.name}
-    ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
-    CONFIG
-  EOT
-  )
-
-  tag_specifications {
-    resource_type = "instance"
-    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
-  }
-}
-
 # Two groups of the same launch template, each with its capacity provider: "main" (Spot over several
 # GPU types with var.gpu.spot, else on demand) and, with var.gpu.spot, "on_demand" for the fallback.
 # An EC2 capacity provider never refuses RunTask for lack of instances: the task waits in PROVISIONING
@@ -108,8 +61,8 @@ resource "aws_autoscaling_group" "gpu" {
 
     launch_template {
       launch_template_specification {
-        launch_template_id = aws_launch_template.gpu[0].id
-        version            = aws_launch_template.gpu[0].latest_version
+        launch_template_id = aws_launch_template.container_instance["gpu"].id
+        version            = aws_launch_template.container_instance["gpu"].latest_version
       }
 
       dynamic "override" {
@@ -200,33 +153,5 @@ resource "aws_ecs_task_definition" "gpu" {
     }
   }
 
-  container_definitions = jsonencode([
-    {
-      name      = local.container_name
-      essential = true
-      # Never run: the trigger registers a revision with the pushed (CUDA) image digest for every run.
-      image = "${aws_ecr_repository.this.repository_url}:base-revision-not-run"
-
-      environment = [
-        for key in sort(keys(local.trainer_environment)) : { name = key, value = local.trainer_environment[key] }
-      ]
-      resourceRequirements = [{ type = "GPU", value = "1" }]
-
-      readonlyRootFilesystem = true
-      stopTimeout            = 120
-
-      mountPoints = [
-        { sourceVolume = "scratch", containerPath = local.scratch_path, readOnly = false },
-      ]
-
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.trainer.name
-          awslogs-region        = var.region
-          awslogs-stream-prefix = "${local.container_name}-gpu"
-        }
-      }
-    },
-  ])
+  container_definitions = jsonencode([local.trainer_containers.gpu])
 }

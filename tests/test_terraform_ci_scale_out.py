@@ -361,3 +361,64 @@ def test_the_table_covers_the_files_that_exist() -> None:
     assert all((STACK / name).is_file() for name in SCALE_OUT_FILES), [
         name for name in SCALE_OUT_FILES if not Path(STACK / name).is_file()
     ]
+
+
+# --- one trainer container and one hardened launch template, shared by every variant -------------------
+
+
+def _scale_out_module() -> Any:
+    from pushtrain_local.terraform import TerraformModule
+
+    module = TerraformModule.load(STACK)
+    on = {name: {**module.variables[name], "enabled": True} for name in ("gpu", "batch")}
+    return module.with_variables({"network_mode": "private", **on})
+
+
+def test_every_trainer_variant_runs_the_one_container_definition() -> None:
+    from pushtrain_local.hcl import evaluate_value
+
+    # GIVEN the three places a trainer container is defined (Fargate, GPU tasks, Batch multi-node jobs)
+    module = _scale_out_module()
+    uses = {
+        "ecs.tf": "jsonencode([local.trainer_containers.fargate])",
+        "gpu.tf": "jsonencode([local.trainer_containers.gpu])",
+        "batch.tf": "container   = local.trainer_containers.mnp",
+    }
+    # THEN each names its variant of the one local, and writes no container field of its own
+    for file, use in uses.items():
+        text = (STACK / file).read_text(encoding="utf-8")
+        assert use in text, f"{file} does not use the shared trainer container ({use})"
+        assert "readonlyRootFilesystem" not in text.replace(use, "") or file == "ecs.tf"
+    # AND every variant carries the same image, environment and read-only root filesystem
+    containers = evaluate_value(module.locals["trainer_containers"], module.scope({}))
+    common = evaluate_value(module.locals["trainer_container_common"], module.scope({}))
+    assert set(containers) == {"fargate", "gpu", "mnp"}
+    for variant, container in containers.items():
+        for key, value in common.items():
+            assert repr(container[key]) == repr(value), f"{variant} differs from the common container in {key}"
+        assert container["readonlyRootFilesystem"] is True
+        assert container["logConfiguration"]["options"]["awslogs-stream-prefix"].startswith("trainer")
+
+
+def test_every_launch_template_is_hardened_once() -> None:
+    from pushtrain_local.hcl import evaluate_value
+
+    # GIVEN the stack's launch templates
+    declared = [
+        (file.name, name)
+        for file in sorted(STACK.glob("*.tf"))
+        for block in hcl2.loads(file.read_text(encoding="utf-8")).get("resource", [])
+        for rtype, named in block.items()
+        if unquote(rtype) == "aws_launch_template"
+        for name in map(unquote, named)
+    ]
+    # THEN there is one, for every variant, and it takes IMDSv2-only and the encrypted volume from the local
+    assert declared == [("ec2_capacity.tf", "container_instance")]
+    module = _scale_out_module()
+    hardened = evaluate_value(module.locals["hardened_launch_template"], module.scope({}))
+    assert hardened["metadata_options"]["http_tokens"] == "required"
+    assert hardened["metadata_options"]["http_put_response_hop_limit"] == 1
+    assert hardened["root_volume"]["encrypted"] is True
+    # AND the GPU groups and the Batch environment launch from their variant of it
+    assert 'aws_launch_template.container_instance["gpu"].id' in (STACK / "gpu.tf").read_text(encoding="utf-8")
+    assert 'aws_launch_template.container_instance["mnp"].id' in (STACK / "batch.tf").read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ Anything outside the subset raises `HclError` naming the expression, so a name i
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ _TOKEN = re.compile(
     r"""\s*(?:
       (?P<string>"(?:[^"\\$]|\\.|\$(?!\{)|\$\{(?:[^{}"]|"[^"]*"|\{[^{}]*\})*\})*")
     | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
-    | (?P<op>=>|==|!=|&&|\|\||\.\.\.|\[\*\]|[()\[\]{},.?:=!])
+    | (?P<op>=>|==|!=|>=|<=|&&|\|\||\.\.\.|\[\*\]|[()\[\]{},.?:=!<>])
     | (?P<name>[A-Za-z_][A-Za-z0-9_-]*)
     )""",
     re.VERBOSE,
@@ -287,16 +288,29 @@ class _Parser:
         return left
 
     def equality(self) -> Any:
-        left = self.unary()
+        left = self.comparison()
         while self.peek()[1] in {"==", "!="}:
             op = self.take()[1]
-            right = self.unary()
+            right = self.comparison()
             for side in (left, right):
                 if isinstance(side, Unknown):
                     left = side
                     break
             else:
                 left = (left == right) if op == "==" else (left != right)
+        return left
+
+    def comparison(self) -> Any:
+        left = self.unary()
+        while self.peek()[1] in _COMPARE:
+            op = self.take()[1]
+            right = self.unary()
+            if self.skip or isinstance(left, Unknown) or isinstance(right, Unknown):
+                left = left if isinstance(left, Unknown) else right if isinstance(right, Unknown) else None
+                continue
+            if not all(isinstance(side, (int, float)) and not isinstance(side, bool) for side in (left, right)):
+                raise HclError(f"{op} compares numbers, not {left!r} and {right!r}, in expression {self.text!r}")
+            left = _COMPARE[op](left, right)
         return left
 
     def unary(self) -> Any:
@@ -513,6 +527,14 @@ def _member(value: Any, key: str, dotted: str) -> Any:
     if not isinstance(value, dict) or key not in value:
         raise HclError(f"{dotted}: no attribute {key!r} in {value!r}")
     return value[key]
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt,
+    "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
 
 
 def _logic(left: Any, right: Any, combine: Callable[[list[bool]], bool]) -> Any:

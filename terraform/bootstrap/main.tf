@@ -91,7 +91,7 @@ locals {
     ecs_ami_parameters = "arn:${local.partition}:ssm:${var.region}::parameter/aws/service/ecs/*"
     instances          = "arn:${local.partition}:ec2:${local.region_account}:instance/*"
     volumes            = "arn:${local.partition}:ec2:${local.region_account}:volume/*"
-    # Everything a launch from aws_launch_template.gpu touches, for EC2 Auto Scaling's launch check.
+    # Everything a launch from aws_launch_template.container_instance["gpu"] touches, for EC2 Auto Scaling's launch check.
     launch_resources = [
       "arn:${local.partition}:ec2:${var.region}::image/*",
       "arn:${local.partition}:ec2:${local.region_account}:instance/*",
