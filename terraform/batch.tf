@@ -131,6 +131,14 @@ resource "aws_batch_job_definition" "mnp" {
       action           = "RETRY"
     }
 
+    # The trainer stopped gracefully (SIGTERM: checkpointed, exit 75, which `python -m trainer torchrun`
+    # passes through from rank 0): the next attempt resumes. A job the trigger terminates is never retried
+    # (docs.aws.amazon.com/batch/latest/userguide/job_retries.html: terminated jobs are not retried).
+    evaluate_on_exit {
+      on_exit_code = "75"
+      action       = "RETRY"
+    }
+
     evaluate_on_exit {
       on_reason = "*"
       action    = "EXIT"

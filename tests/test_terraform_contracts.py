@@ -1205,3 +1205,41 @@ def test_interface_endpoints_admit_only_the_account_and_the_tasks_calls() -> Non
         for statement in documents[f"interface_endpoint[{service}]"]["Statement"]:
             assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}
             assert "*" not in json.dumps(statement["Action"])
+
+
+# --- AWS Batch retries (terraform/batch.tf) ----------------------------------------------------------
+
+
+def batch_retry_action(entries: list[dict[str, Any]], exit_code: int | None, reason: str, status_reason: str) -> str:
+    """What Batch does with a failed attempt: the first evaluateOnExit entry whose every condition matches
+    (glob patterns), RETRY when none does (docs.aws.amazon.com/batch/latest/APIReference/API_EvaluateOnExit.html,
+    docs.aws.amazon.com/batch/latest/userguide/job_retries.html)."""
+    for entry in entries:
+        conditions = {
+            "on_exit_code": "" if exit_code is None else str(exit_code),
+            "on_reason": reason,
+            "on_status_reason": status_reason,
+        }
+        if all(fnmatch.fnmatchcase(value, unquote(entry[key])) for key, value in conditions.items() if key in entry):
+            return str(unquote(entry["action"]))
+    return "RETRY"
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "status_reason", "action"),
+    [
+        (None, "Host EC2 (instance i-0123456789abcdef0) terminated.", "RETRY"),  # a lost host: resume
+        (75, "Essential container in task exited", "RETRY"),  # stopped gracefully, checkpointed: resume
+        (1, "Essential container in task exited", "EXIT"),  # the trainer failed: trying again changes nothing
+        (73, "Essential container in task exited", "EXIT"),  # another trainer holds the run
+        (2, "Essential container in task exited", "EXIT"),  # invalid settings
+        (175, "Essential container in task exited", "EXIT"),  # not 75 by prefix
+    ],
+)
+def test_batch_retries_a_lost_host_and_a_graceful_stop_and_nothing_else(
+    stack: dict[str, list[Any]], exit_code: int | None, status_reason: str, action: str
+) -> None:
+    require_file(STACK / "batch.tf")
+    retry = block(stack, "resource", "aws_batch_job_definition", "mnp")["retry_strategy"][0]
+    assert len(retry["evaluate_on_exit"]) <= 5  # Batch's limit
+    assert batch_retry_action(retry["evaluate_on_exit"], exit_code, "", status_reason) == action

@@ -33,11 +33,11 @@ from trainer.distributed import (
     DistributedRun,
     FollowerStore,
     World,
-    torchrun_arguments,
     world_from_env,
 )
 from trainer.store import LocalStore
 from trainer.synth import write_folder
+from trainer.torchrun import BatchEnvironmentError, procs_per_node, torchrun_arguments
 
 from trainer import runstate
 
@@ -101,9 +101,21 @@ def test_batch_child_nodes_reach_the_main_node_whatever_its_index() -> None:
     assert ranks == {0: "--node-rank=1", 2: "--node-rank=2"}
     assert "--master-addr=10.0.1.7" in torchrun_arguments(base | address | {"AWS_BATCH_JOB_NODE_INDEX": "0"}, 4)
     # WHEN a child node has no main-node address THEN it is refused, naming the variable
-    with pytest.raises(DistributedError) as caught:
+    with pytest.raises(BatchEnvironmentError) as caught:
         torchrun_arguments(base | {"AWS_BATCH_JOB_NODE_INDEX": "2"}, 4)
     assert caught.value.setting == "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"
+
+
+def test_a_node_runs_one_process_per_gpu_device_it_sees(tmp_path: Path) -> None:
+    # GIVEN the device files a container with two GPUs sees (plus the control devices every GPU host has)
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"):
+        (tmp_path / name).touch()
+    assert procs_per_node({}, tmp_path) == 2
+    assert procs_per_node({}, tmp_path / "none") == 1  # no GPU: one process
+    assert procs_per_node({"PUSHTRAIN_PROCS_PER_NODE": "3"}, tmp_path) == 3
+    with pytest.raises(BatchEnvironmentError) as caught:
+        procs_per_node({"PUSHTRAIN_PROCS_PER_NODE": "0"}, tmp_path)
+    assert caught.value.setting == "PUSHTRAIN_PROCS_PER_NODE"
 
 
 def test_a_follower_reads_the_leaders_objects_and_writes_none(tmp_path: Path) -> None:
@@ -284,10 +296,12 @@ def test_two_ranks_of_a_run_another_live_trainer_holds_exit_73_and_change_nothin
     run_id = "ddp-duplicate"
     store = LocalStore(workspace.store)
     before = held_elsewhere(store, run_id)
-    # WHEN two ranks start it THEN the leader finds the lease held and every rank exits 73 (a duplicate
-    # trainer); the record is untouched and nothing was trained or stored
-    ranks = start_ranks(workspace, run_id, tmp_path)
-    assert wait_all(ranks, tmp_path) == [73, 73]
+    # WHEN a Batch node starts it with two ranks under real torchrun THEN the leader finds the lease held, every
+    # rank exits 73 (a duplicate trainer) and so does the node, although torchrun itself exits 1; the record
+    # is untouched and nothing was trained or stored
+    node = start_node(workspace, run_id, 1, tmp_path / "node.log")
+    assert node.wait(timeout=TIMEOUT_S) == 73, (tmp_path / "node.log").read_text()
+    assert "torchrun exited 1; rank 0 exited 73" in (tmp_path / "node.log").read_text()
     assert status(workspace, run_id) == before
     assert store.list(f"runs/{run_id}/") == [runstate.status_key(run_id)]
 
@@ -330,3 +344,98 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one_process_to_the_same_result(
     ours = metrics(workspace, run_id)
     assert abs(ours["loss"] - single_process["loss"]) <= LOSS_TOLERANCE
     assert abs(ours["accuracy"] - single_process["accuracy"]) <= ACCURACY_TOLERANCE
+
+
+# --- an AWS Batch node under real torchrun (`python -m trainer torchrun`) ---------------------------
+
+JOB_ID = "4c1c2b6e-0d7f-4f4e-9a55-batchjob0001"
+
+
+def batch_node_env(attempt: int, port: int) -> dict[str, str]:
+    """One node's environment as AWS Batch gives it to every attempt of the same job (only the attempt
+    number changes), two processes on it (PUSHTRAIN_PROCS_PER_NODE, a CPU node), its own rendezvous port."""
+    return base_env() | {
+        "AWS_BATCH_JOB_ID": f"{JOB_ID}#0", "AWS_BATCH_JOB_ATTEMPT": str(attempt),
+        "AWS_BATCH_JOB_NUM_NODES": "1", "AWS_BATCH_JOB_NODE_INDEX": "0", "AWS_BATCH_JOB_MAIN_NODE_INDEX": "0",
+        "PUSHTRAIN_PROCS_PER_NODE": "2", "PUSHTRAIN_RENDEZVOUS_PORT": str(port), "TRAINER_ATTEMPT": "1",
+    }  # fmt: skip
+
+
+def start_node(ws: Workspace, run_id: str, attempt: int, log: Path) -> subprocess.Popen[str]:
+    cmd = command(ws, run_id, "work-node", ["--epochs", "4"])
+    cmd[cmd.index("train")] = "torchrun"
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, env=batch_node_env(attempt, free_port()), stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def wait_for(condition: Any, node: subprocess.Popen[str], log: Path, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        assert node.poll() is None, f"node exited {node.returncode} before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {what}:\n{log.read_text()}"
+        time.sleep(0.005)
+
+
+def lease_owner(ws: Workspace, run_id: str) -> str:
+    try:
+        return str((status(ws, run_id).get("lease") or {}).get("owner"))
+    except (OSError, ValueError):
+        return ""
+
+
+@pytest.mark.slow
+def test_a_batch_job_whose_host_was_lost_resumes_on_its_retry_and_exits_with_rank_0s_codes(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    run_id = "batch-host-lost"
+    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
+    # GIVEN attempt 1 of a Batch job, two ranks under torchrun, killed with its host after the first checkpoint
+    log1 = tmp_path / "attempt1.log"
+    node = start_node(workspace, run_id, 1, log1)
+    wait_for(checkpoint.exists, node, log1, "checkpoint of epoch 1")
+    for pid in process_tree(node.pid):
+        os.kill(pid, signal.SIGKILL)
+    node.wait(timeout=TIMEOUT_S)
+    # ... on another host: its lease (renewed a moment ago) names a host that is not this one
+    record = status(workspace, run_id)
+    assert record["state"] == "running" and f"batch-job={JOB_ID}/1" in record["lease"]["owner"]
+    record["lease"]["owner"] = "ip-10-0-1-23" + record["lease"]["owner"][record["lease"]["owner"].index(":") :]
+    (workspace.store / "runs" / run_id / "status.json").write_text(json.dumps(record))
+
+    # WHEN Batch retries the job (same overrides, attempt 2) THEN it takes over its own dead attempt's lease;
+    # a SIGTERM to the container (ECS stopping it) then ends it as rank 0 did: 75, the run interrupted
+    log2 = tmp_path / "attempt2.log"
+    node = start_node(workspace, run_id, 2, log2)
+    wait_for(lambda: f"batch-job={JOB_ID}/2" in lease_owner(workspace, run_id), node, log2, "lease of attempt 2")
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(timeout=TIMEOUT_S) == 75, log2.read_text()
+    assert status(workspace, run_id)["state"] == "interrupted"
+
+    # WHEN Batch retries on exit 75 (attempt 3) THEN the run resumes and succeeds with exactly one version
+    log3 = tmp_path / "attempt3.log"
+    node = start_node(workspace, run_id, 3, log3)
+    assert node.wait(timeout=TIMEOUT_S) == 0, log3.read_text()
+    assert "resuming at epoch" in log3.read_text()
+    record = status(workspace, run_id)
+    assert record["state"] == "succeeded"
+    assert [h["state"] for h in record["history"]] == ["running", "running", "interrupted", "running", "succeeded"]
+    assert len(list((workspace.store / "models" / "cifar10").glob(f"*-{run_id}"))) == 1

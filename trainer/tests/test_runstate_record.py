@@ -5,11 +5,23 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer.runstate import RunStateError, new_record, read_status, set_state, status_key, update_status
+from trainer.runstate import (
+    LeaseHeldError,
+    RunStateError,
+    check_lease,
+    lease_owner,
+    new_record,
+    read_status,
+    set_state,
+    status_key,
+    update_status,
+    utc_now,
+)
 from trainer.store import LocalStore, Store
 
 RUN = "push-0123456789abcdef0123"
@@ -81,3 +93,48 @@ def test_malformed_record_is_reported_not_overwritten(store: Store) -> None:
 def test_unknown_state_is_rejected(store: Store) -> None:
     with pytest.raises(ValueError, match="'done'"):
         set_state(store, RUN, "done", attempt=1, create=create)
+
+
+# --- the lease across AWS Batch attempts ------------------------------------------------------------
+
+JOB = "4c1c2b6e-0d7f-4f4e-9a55-000000000001"
+
+
+def batch_owner(job: str, attempt: str | None, host: str = "ip-10-0-1-23") -> str:
+    """A Batch trainer's lease owner as runstate.lease_owner builds it, on another host."""
+    environ = {"AWS_BATCH_JOB_ID": f"{job}#0"} | ({"AWS_BATCH_JOB_ATTEMPT": attempt} if attempt else {})
+    return host + lease_owner(environ)[lease_owner(environ).index(":") :]
+
+
+@pytest.mark.parametrize(
+    ("holder", "starter", "takes_over"),
+    [
+        (("job", "1"), ("job", "2"), True),  # Batch retried the job after a lost host
+        (("job", None), ("job", None), True),  # no attempt numbers: the same job id is an earlier attempt
+        (("job", "2"), ("job", "2"), False),  # the same attempt: never two trainers of it
+        (("job", "3"), ("job", "2"), False),  # a later attempt holds it
+        (("job", "1"), ("other", "2"), False),  # another job of the same run: the TTL decides
+        (None, ("job", "2"), False),  # a Fargate trainer holds it
+    ],
+)
+def test_a_later_attempt_of_the_same_batch_job_takes_over_a_fresh_lease_and_nothing_else_does(
+    holder: tuple[str, str | None] | None, starter: tuple[str, str | None], takes_over: bool
+) -> None:
+    # GIVEN a lease renewed just now by a trainer on another host
+    owner = "ip-10-0-9-9:1:0badcafe" if holder is None else batch_owner(JOB if holder[0] == "job" else "x", holder[1])
+    record = create() | {"lease": {"owner": owner, "attempt": 1, "heartbeat_at": utc_now()}}
+    mine = lease_owner(
+        {"AWS_BATCH_JOB_ID": f"{JOB if starter[0] == 'job' else 'y'}#0", "AWS_BATCH_JOB_ATTEMPT": starter[1] or ""}
+    )
+    # WHEN a trainer with the trigger's same attempt number starts THEN only a retry of the holder's own job takes over
+    if takes_over:
+        check_lease(record, mine, 1, datetime.now(UTC))
+    else:
+        with pytest.raises(LeaseHeldError):
+            check_lease(record, mine, 1, datetime.now(UTC))
+
+
+def test_a_batch_owner_names_the_job_without_its_node_and_the_attempt() -> None:
+    owner = lease_owner({"AWS_BATCH_JOB_ID": f"{JOB}#3", "AWS_BATCH_JOB_ATTEMPT": "2"})
+    assert owner.endswith(f":batch-job={JOB}/2")
+    assert ":batch-job=" not in lease_owner({})

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from trainer.cli_common import quiet_pipe  # no torch: the signal handlers come first
+from trainer.cli_common import quiet_pipe, report_rank0_exit_code  # no torch: the signal handlers come first
 
 if TYPE_CHECKING:
     from trainer.config import ConfigError, TrainConfig
@@ -177,7 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "train":
-        return train(rest)
+        code = train(rest)
+        report_rank0_exit_code(code)  # under `python -m trainer torchrun`: the job's exit code
+        return code
+    if command == "torchrun":
+        from trainer.torchrun import launch
+
+        return launch(rest, os.environ)
     if command in SUBCOMMANDS:
         return int(importlib.import_module(SUBCOMMANDS[command]).main(rest))
     if command == "settings":

@@ -1,8 +1,7 @@
 """Data-parallel training over several processes and machines (PyTorch DDP semantics, torchrun's environment).
 
     torchrun --standalone --nproc-per-node 2 -m trainer train --model cnn ...   # two processes, one machine
-    python -m trainer torchrun [--setting value ...]   # an AWS Batch multi-node job: Batch's node variables
-                                                       # become torchrun's rendezvous, then torchrun runs `train`
+    python -m trainer torchrun [--setting value ...]   # an AWS Batch node: trainer.torchrun starts torchrun
 
 `trainer.run.main` hands over to `main` here whenever WORLD_SIZE is set and not 1 (torchrun sets RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for every process it starts). Backends: gloo on CPU,
@@ -41,9 +40,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
-import socket
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,18 +57,12 @@ from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
 from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, stop_on_signals
 from trainer.store import Store, StoreError, open_store
+from trainer.torchrun import BatchEnvironmentError, int_variable
 from trainer.train import TrainingSession
 
 log = logging.getLogger(__name__)
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-# AWS Batch multi-node parallel jobs (docs.aws.amazon.com/batch/latest/userguide/mnp-env-vars.html);
-# the main node's address is set on child nodes only.
-BATCH_NUM_NODES = "AWS_BATCH_JOB_NUM_NODES"
-BATCH_NODE_INDEX = "AWS_BATCH_JOB_NODE_INDEX"
-BATCH_MAIN_NODE_INDEX = "AWS_BATCH_JOB_MAIN_NODE_INDEX"
-BATCH_MAIN_NODE_ADDRESS = "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"
-RENDEZVOUS_PORT = 29500  # torchrun's default; the Batch security group allows it between the nodes
 # A collective that waits longer than this means a peer is gone (torchrun also tears the group down
 # when any process dies); one epoch of airbench on a CPU takes ~80 s, evaluation included.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
@@ -103,10 +93,10 @@ class World:
 
 
 def _int_variable(environ: Mapping[str, str], name: str, minimum: int) -> int:
-    raw = environ.get(name, "")
-    if not (raw.isascii() and raw.isdecimal()) or int(raw) < minimum:
-        raise DistributedError(name, f"expected an integer >= {minimum}, got {raw!r}")
-    return int(raw)
+    try:
+        return int_variable(environ, name, minimum)
+    except BatchEnvironmentError as err:
+        raise DistributedError(name, err.detail) from None
 
 
 def world_from_env(environ: Mapping[str, str]) -> World:
@@ -124,48 +114,6 @@ def world_from_env(environ: Mapping[str, str]) -> World:
     if not environ["MASTER_ADDR"].strip():
         raise DistributedError("MASTER_ADDR", "must not be empty")
     return World(rank, world_size, _int_variable(environ, "LOCAL_RANK", 0), environ["MASTER_ADDR"], port)
-
-
-def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[str]:
-    """torchrun's rendezvous flags for this node of an AWS Batch multi-node parallel job.
-
-    Node indices become node ranks with the main node as rank 0 (Batch lets any index be the main node);
-    child nodes reach the main node at the address Batch gives them, the main node listens on its own.
-    """
-    nodes = _int_variable(environ, BATCH_NUM_NODES, 1)
-    node = _int_variable(environ, BATCH_NODE_INDEX, 0)
-    main_node = _int_variable(environ, BATCH_MAIN_NODE_INDEX, 0)
-    if node >= nodes or main_node >= nodes:
-        raise DistributedError(BATCH_NODE_INDEX, f"node {node} / main node {main_node} outside {nodes} nodes")
-    node_rank = 0 if node == main_node else (node + 1 if node < main_node else node)
-    if node == main_node:
-        address = socket.gethostbyname(socket.gethostname())
-    else:
-        address = environ.get(BATCH_MAIN_NODE_ADDRESS, "")
-        if not address:
-            raise DistributedError(BATCH_MAIN_NODE_ADDRESS, "a child node needs the main node's address")
-    return [
-        f"--nnodes={nodes}",
-        f"--node-rank={node_rank}",
-        f"--nproc-per-node={procs_per_node}",
-        f"--master-addr={address}",
-        f"--master-port={RENDEZVOUS_PORT}",
-        "--max-restarts=0",  # a lost node fails the job; AWS Batch's retry strategy starts it again
-    ]
-
-
-def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """`python -m trainer torchrun ...`: exec torchrun for this Batch node with `-m trainer train ...`."""
-    try:
-        procs = torch.cuda.device_count() or 1
-        flags = torchrun_arguments(environ, procs)
-    except ConfigError as err:
-        print(f"trainer: {err}", file=sys.stderr)
-        return EXIT_INVALID_CONFIG
-    command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
-    log.info("starting %s", " ".join(command))
-    os.execv(sys.executable, command)  # noqa: S606 -- our own interpreter running torchrun, no shell
-    return EXIT_FAILED  # not reached
 
 
 # --- the process group -----------------------------------------------------------------------------
@@ -410,6 +358,9 @@ def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event 
     device = _device_for(config, world)
     if not world.leader:
         config = config.replace(progress="none")  # one progress report per run: the leader's
+    # The processes of one node share its work dir (a Batch node's /scratch): each gets its own folder, so
+    # two ranks never download a dataset or a checkpoint into the same file at once.
+    config = config.replace(work_dir=str(Path(config.work_dir) / f"rank{world.local_rank}"))
     group = Group(world, device)
     log.info("rank %d of %d joined (%s, %s)", world.rank, world.world_size, dist.get_backend(), device)
     try:
@@ -439,8 +390,6 @@ __all__ = [
     "FollowerStore",
     "Group",
     "World",
-    "launch",
     "main",
-    "torchrun_arguments",
     "world_from_env",
 ]

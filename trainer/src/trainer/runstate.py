@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -35,7 +35,17 @@ class RunStateError(Exception):
 # refuses. A lease whose heartbeat is older than LEASE_TTL_S belongs to a trainer that died without
 # letting go (SIGKILL); and a higher attempt from the trigger supersedes any lease, because the
 # trigger starts attempt n + 1 only after it saw attempt n's task stop.
+#
+# AWS Batch retries a job (a lost host, exit 75) with the same overrides, so every retry carries the
+# trigger's attempt number again. A Batch trainer's owner names its job and Batch's attempt
+# (AWS_BATCH_JOB_ID without the `#<node>` suffix of a multi-node job, AWS_BATCH_JOB_ATTEMPT, 1 first):
+# Batch runs the attempts of one job one after another (a new attempt starts only after the previous
+# one ended, docs.aws.amazon.com/batch/latest/userguide/job_retries.html), so a later attempt of the
+# same job takes over the lease of an earlier one at once instead of waiting out LEASE_TTL_S.
 LEASE_TTL_S = 20 * 60
+BATCH_JOB_ID = "AWS_BATCH_JOB_ID"
+BATCH_JOB_ATTEMPT = "AWS_BATCH_JOB_ATTEMPT"
+BATCH_OWNER_MARK = ":batch-job="
 
 
 class LeaseHeldError(RunStateError):
@@ -46,9 +56,41 @@ class LeaseLostError(RunStateError):
     """This trainer's lease was taken over (it was presumed dead); it must stop without writing."""
 
 
-def lease_owner() -> str:
-    """Who this trainer is: host, process and a random part (two containers can both be pid 1)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def lease_owner(environ: Mapping[str, str] | None = None) -> str:
+    """Who this trainer is: host, process and a random part (two containers can both be pid 1).
+
+    Under AWS Batch, `:batch-job=<job id>/<attempt>` follows (the attempt empty when Batch gave none).
+    """
+    environ = os.environ if environ is None else environ
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    job = environ.get(BATCH_JOB_ID, "").partition("#")[0]
+    if not job:
+        return owner
+    attempt = environ.get(BATCH_JOB_ATTEMPT, "")
+    return f"{owner}{BATCH_OWNER_MARK}{job}/{attempt if attempt.isascii() and attempt.isdecimal() else ''}"
+
+
+def _batch_attempt(owner: str) -> tuple[str, int | None] | None:
+    """(job id, Batch attempt or None) of a Batch trainer's owner; None for any other owner."""
+    _, mark, job = owner.partition(BATCH_OWNER_MARK)
+    if not mark:
+        return None
+    job_id, _, attempt = job.rpartition("/")
+    return (job_id, int(attempt)) if attempt.isdecimal() else (job_id or job, None)
+
+
+def _earlier_attempt_of_our_job(holder: str, owner: str) -> bool:
+    """Whether `holder` is an earlier attempt of the Batch job `owner` belongs to (so it has ended).
+
+    Without Batch's attempt numbers, the same job id is enough: one attempt of a job runs at a time,
+    and within an attempt only the main node's rank 0 takes the lease.
+    """
+    theirs, mine = _batch_attempt(holder), _batch_attempt(owner)
+    if theirs is None or mine is None or theirs[0] != mine[0] or not mine[0]:
+        return False
+    if theirs[1] is None or mine[1] is None:
+        return True
+    return mine[1] > theirs[1]
 
 
 def _dead_here(owner: str) -> bool:
@@ -79,6 +121,8 @@ def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime)
         return  # the trigger started a newer attempt: the holder's task has stopped
     if _dead_here(str(lease.get("owner"))):
         return  # the holder ran on this host and its process is gone (killed; restarted by hand)
+    if _earlier_attempt_of_our_job(str(lease.get("owner")), owner):
+        return  # AWS Batch retried our job (a lost host): the earlier attempt has ended
     try:
         age = (now - _parse_time(str(lease.get("heartbeat_at")))).total_seconds()
     except ValueError:
