@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pushtrain_local.pipeline import TaskRun
 from pushtrain_local.scenarios import Outcome
-from pushtrain_local.summary import Verdict, closing, failed, judge
+from pushtrain_local.summary import Verdict, closing, failed, judge, pushtrain_command
 
 
 class Records:
@@ -46,8 +47,21 @@ def test_the_closing_summary_names_the_result_the_notifications_and_the_kept_sto
         [Verdict("push", True, "trained"), failed("spot", RuntimeError("no second attempt"))],
         ["pushtrain: cifar10 99.60% promoted to champion"],
         ".pushtrain/demo/store",
+        command=".venv/bin/pushtrain",
     )
     assert "=== summary: FAIL" in text
     assert "  FAIL  spot       RuntimeError: no second attempt" in text
     assert "success notifications on the topic: 1 (pushtrain: cifar10 99.60% promoted to champion)" in text
-    assert "python -m trainer runs list --store .pushtrain/demo/store" in text
+    assert "    .venv/bin/pushtrain runs list --store .pushtrain/demo/store" in text
+    assert "source .venv/bin/activate" in text
+
+
+def test_the_commands_to_paste_name_the_venv_script_or_its_python(tmp_path: Path) -> None:
+    # GIVEN a venv under the repository, before and after its `pushtrain` script is installed
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    python = str(tmp_path / ".venv" / "bin" / "python")
+    # THEN the command works pasted here: never a bare `python` (the system one has no trainer)
+    assert pushtrain_command(python, cwd=tmp_path) == ".venv/bin/python -m trainer"
+    (tmp_path / ".venv" / "bin" / "pushtrain").write_text("#!/bin/sh\n")
+    assert pushtrain_command(python, cwd=tmp_path) == ".venv/bin/pushtrain"
+    assert pushtrain_command(python, cwd=tmp_path / "elsewhere") == str(tmp_path / ".venv" / "bin" / "pushtrain")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from pushtrain_local import events, runner
 from pushtrain_local.emulator import (
     Emulator,
@@ -524,9 +526,17 @@ class Pipeline:
         champion = self.champion() or {}
         self.say.info(f"champion {champion.get('version')} (models/{self.model_name}/champion.json)")
         folder = self.copy_out(version)
-        for name in ("report.md", "curves.png"):
-            path = folder / name
-            self.say.info(f"{name:<10} {_relative(path)}" + ("" if path.is_file() else "  (missing!)"))
+        # runs/<run_id>/report.md is written after the gate and carries its decision; the version's own
+        # report.md (create-only, checksummed) was rendered before the gate ran.
+        report = self.settings.workdir / "runs" / run.run_id / "report.md"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.s3.download_file(self.stack.names.bucket, f"runs/{run.run_id}/report.md", str(report))
+        except ClientError:
+            report.unlink(missing_ok=True)
+        shown = {"report.md": (report, " (with the gate's decision)"), "curves.png": (folder / "curves.png", "")}
+        for name, (path, note) in shown.items():
+            self.say.info(f"{name:<10} {_relative(path)}" + (note if path.is_file() else "  (missing!)"))
         return version
 
 

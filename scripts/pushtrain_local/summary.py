@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pushtrain_local.pipeline import Pipeline
@@ -52,16 +54,31 @@ def failed(name: str, error: BaseException) -> Verdict:
     return Verdict(name, False, f"{type(error).__name__}: {error}")
 
 
-def closing(verdicts: list[Verdict], notified: list[str], store: str | None) -> str:
+def pushtrain_command(executable: str = sys.executable, cwd: Path | None = None) -> str:
+    """The trainer's CLI as a command that works when pasted here: the venv's `pushtrain` entry point
+    (relative to cwd when inside it), else that venv's python with `-m trainer` (the system python has
+    no trainer package)."""
+    bin_dir = Path(executable).parent
+    script = bin_dir / "pushtrain"
+    target, suffix = (script, "") if script.is_file() else (Path(executable), " -m trainer")
+    here = cwd or Path.cwd()
+    absolute = target if target.is_absolute() else here / target  # not resolve(): .venv may be a symlink
+    shown = absolute.relative_to(here).as_posix() if absolute.is_relative_to(here) else str(absolute)
+    return shown + suffix
+
+
+def closing(verdicts: list[Verdict], notified: list[str], store: str | None, *, command: str | None = None) -> str:
     """The closing summary: a line per scenario, the notifications seen, and the commands for the kept store."""
     passed = all(v.passed for v in verdicts)
     lines = ["", f"=== summary: {'PASS' if passed else 'FAIL'} " + "=" * 50, *(v.line() for v in verdicts)]
     lines.append(f"  success notifications on the topic: {len(notified)}" + (f" ({notified[-1]})" if notified else ""))
     if store:
+        cli = command or pushtrain_command()
         lines += [
-            f"  the store (runs and models) is kept in {store}; look at it with:",
-            f"    python -m trainer runs list --store {store}",
-            f"    python -m trainer models list --store {store}",
-            f"    python -m trainer models rollback --store {store} --reason 'try it'",
+            f"  the store (runs and models) is kept in {store}; look at it with (after `source .venv/bin/activate`,"
+            " `pushtrain` alone):",
+            f"    {cli} runs list --store {store}",
+            f"    {cli} models list --store {store}",
+            f"    {cli} models rollback --store {store} --reason 'try it'",
         ]
     return "\n".join(lines)

@@ -95,7 +95,8 @@ def test_missing_version_or_champion_exits_1_saying_what_is_missing(
     code, _, err = cli(capsys, "show", "20990101T000000Z-nope", "--store", store_uri)
     assert code == 1
     assert "no published version '20990101T000000Z-nope'" in err
-    code, _, err = cli(capsys, "champion", "--store", str(tmp_path / "empty"))
+    (tmp_path / "fresh" / "runs").mkdir(parents=True)  # a store whose first run has not published yet
+    code, _, err = cli(capsys, "champion", "--store", str(tmp_path / "fresh"))
     assert code == 1
     assert "no champion" in err
 

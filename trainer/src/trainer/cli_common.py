@@ -9,7 +9,10 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from trainer.store import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, unreadable, refused, or the store could not be reached
@@ -43,6 +46,37 @@ def store_options() -> argparse.ArgumentParser:
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return common
+
+
+class StoreMissing(Exception):  # noqa: N818 -- a usage error, named for what the user got wrong
+    """The --store names nothing that holds runs or models (a typo, a missing folder, one level too deep)."""
+
+
+STORE_ROOTS = ("runs/", "models/")
+
+
+def require_store(store: Store) -> None:
+    """StoreMissing, naming the store and the fix, unless it exists and holds `runs/` or `models/`.
+
+    A wrong --store used to print "no runs in …" and exit 0, which reads as "nothing happened yet".
+    """
+    from trainer.store import LocalStore
+
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise StoreMissing(f"store {store.uri} does not exist (--store or TRAINER_STORE_URI: a folder or s3://bucket)")
+    if any(store.has_any(prefix) for prefix in STORE_ROOTS):
+        return
+    nearby = _nearby_store(store.root) if isinstance(store, LocalStore) else None
+    hint = f"; did you mean --store {nearby}?" if nearby else ""
+    raise StoreMissing(f"store {store.uri} has neither runs/ nor models/: not a pushtrain store{hint}")
+
+
+def _nearby_store(root: Path) -> Path | None:
+    """A folder one or two levels up, or one down, that holds runs/ or models/: where a store probably is."""
+    candidates = [root.parent, root.parent.parent]
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir() if p.is_dir())
+    return next((c for c in candidates if any((c / name).is_dir() for name in ("runs", "models"))), None)
 
 
 def explain(exc: BaseException) -> str:

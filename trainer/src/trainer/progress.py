@@ -1,4 +1,8 @@
-"""Progress reporting: a tqdm bar on a terminal, one JSON line per epoch otherwise (CloudWatch Logs).
+"""Progress reporting: a tqdm bar on a terminal, JSON lines otherwise (CloudWatch Logs).
+
+In JSON mode a line per finished epoch, and between them a `progress` line (step, steps, loss, seconds
+into the epoch) at least every PROGRESS_EVERY_S: a CPU epoch can take minutes, and a log with no line
+for that long looks like a hung task.
 
 progress = make_progress(config.progress, epochs=config.epochs)
 fit(session, should_stop, on_epoch=progress.epoch_done, on_batch=progress.batch_done)
@@ -9,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from trainer.metrics import EpochResult
@@ -25,19 +31,45 @@ def event_line(event: str, **fields: Any) -> str:
     return json.dumps({"event": event, **fields}, sort_keys=False, default=str)
 
 
-class JsonLines:
-    """One JSON line per finished epoch on `stream` (stdout by default): what a log pipeline can parse."""
+PROGRESS_EVERY_S = 30.0  # the longest a JSON-mode log stays silent while batches are running
 
-    def __init__(self, epochs: int, stream: IO[str] | None = None) -> None:
+
+class JsonLines:
+    """JSON lines on `stream` (stdout by default): one per finished epoch, and a `progress` line at least
+    every PROGRESS_EVERY_S seconds of batches in between; what a log pipeline can parse."""
+
+    def __init__(
+        self,
+        epochs: int,
+        stream: IO[str] | None = None,
+        *,
+        start_epoch: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.epochs = epochs
         self.stream = stream if stream is not None else sys.stdout
+        self.epoch = start_epoch
+        self.clock = clock
+        self._epoch_started = self._last_line = self._last_batch = clock()
 
     def batch_done(self, step: int, steps: int, loss: float) -> None:
-        return None
+        now = self.clock()
+        batch_seconds, self._last_batch = now - self._last_batch, now
+        # speak now if waiting for the next batch (as long as this one) would leave PROGRESS_EVERY_S silent
+        if now - self._last_line + batch_seconds < PROGRESS_EVERY_S:
+            return
+        self._last_line = now
+        line = event_line(
+            "progress", epoch=self.epoch, epochs=self.epochs, step=step, steps=steps,
+            loss=round(loss, 5), seconds=round(now - self._epoch_started, 1),
+        )  # fmt: skip
+        print(line, file=self.stream, flush=True)
 
     def epoch_done(self, result: EpochResult) -> None:
         fields = {k: round(v, 5) if isinstance(v, float) else v for k, v in result.to_dict().items()}
         print(event_line("epoch", epochs=self.epochs, **fields), file=self.stream, flush=True)
+        self.epoch = result.epoch + 1
+        self._epoch_started = self._last_line = self._last_batch = self.clock()
 
     def close(self) -> None:
         return None
@@ -96,7 +128,7 @@ def make_progress(mode: str, epochs: int, stream: IO[str] | None = None, start_e
         bar.epoch = start_epoch
         return bar
     if mode == "json":
-        return JsonLines(epochs, stream)
+        return JsonLines(epochs, stream, start_epoch=start_epoch)
     if mode == "none":
         return Silent()
     raise ValueError(f"unknown progress mode {mode!r} (auto, bar, json, none)")

@@ -12,7 +12,8 @@ name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0
 `show`, every file matches the manifest's sha256; for `gate`, the gate ran), 1 not found, damaged,
 unreadable or refused (`promote` of a version whose files fail their sha256; a `gate` still pending),
 in one line `trainer models <command>: …` naming the file and what is wrong, never a traceback; 2 bad
-usage. A closed pipe (`| head`) ends it quietly.
+usage, or a --store that does not exist or holds neither runs/ nor models/. A closed pipe (`| head`)
+ends it quietly.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trainer import promote
-from trainer.cli_common import store_options
+from trainer.cli_common import StoreMissing, explain, require_store, store_options
 from trainer.gate import GateError
 from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
 from trainer.store import NotFound, Store, StoreError, open_store
@@ -192,17 +193,28 @@ def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _store_problem(command: str, store_uri: str) -> int | None:
+    """The exit code of a --store that names no store or cannot be reached (said in one line), else None."""
+    try:
+        require_store(open_store(store_uri))
+    except (ValueError, StoreMissing) as exc:  # not a store URI, or it names no store
+        print(f"trainer models {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:  # unreachable, no credentials, access denied
+        print(f"trainer models {command}: {explain(exc)}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    return None
+
+
 def main(argv: Sequence[str]) -> int:
     """Run one `models` command; return the exit code."""
     try:
         args = _parser().parse_args(list(argv))
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help
         return int(exc.code or 0)
-    try:
-        open_store(args.store)
-    except ValueError as exc:
-        print(f"trainer models {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    problem = _store_problem(args.command, args.store)
+    if problem is not None:
+        return problem
     commands = {
         "list": lambda: _list(args.store, args.model_name, args.json),
         "show": lambda: _show(args.store, args.model_name, args.version, args.json),

@@ -11,7 +11,7 @@ A push's run id is a hash of the image digest (docs/contracts.md), so `--git-sha
 how to find it. The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's local default.
 A record that cannot be read is listed as one line saying why; nothing prints a traceback.
 Exit codes: 0 shown (an empty list included), 1 no such run / unreadable record / store unreachable,
-2 bad usage.
+2 bad usage, or a --store that does not exist or holds neither runs/ nor models/.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from datetime import datetime
 from typing import Any
 
 from trainer import runstate
-from trainer.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, explain, quiet_pipe, store_options
+from trainer.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    StoreMissing,
+    explain,
+    quiet_pipe,
+    require_store,
+    store_options,
+)
 from trainer.store import NotFound, Store, StoreError, open_store
 
 _STATUS = re.compile(r"runs/(?P<run_id>[A-Za-z0-9._-]+)/status\.json")
@@ -108,6 +117,7 @@ def _duration(seconds: float | None) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    require_store(store)
     rows = [r for r in read_runs(store) if matches(r, state=args.state, git_sha=args.git_sha, digest=args.digest)]
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, sort_keys=True))
@@ -135,6 +145,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    require_store(store)
     try:
         record = runstate.read_status(store, args.run_id)
     except runstate.RunStateError as exc:
@@ -214,7 +225,7 @@ def main(argv: Sequence[str]) -> int:
         return _list(args) if args.command == "list" else _show(args)
     except BrokenPipeError:
         raise  # quiet_pipe ends it quietly
-    except ValueError as exc:  # a store URI that is not one
+    except (ValueError, StoreMissing) as exc:  # a store URI that is not one, or names no store
         print(f"trainer runs: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StoreError, NotFound, OSError) as exc:

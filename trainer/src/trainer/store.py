@@ -133,6 +133,10 @@ class Store(ABC):
         """The object's bytes; NotFound if absent."""
         return self.get_with_etag(key)[0]
 
+    def has_any(self, prefix: str) -> bool:
+        """Whether at least one key starts with prefix (a store's root holds `runs/` and `models/`)."""
+        return bool(self.list(prefix))
+
     def update_json(
         self,
         key: str,
@@ -288,6 +292,10 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def has_any(self, prefix: str) -> bool:
+        """A folder counts even when empty: a store made by hand before its first run is still one."""
+        return (self.root / prefix).is_dir() or super().has_any(prefix)
+
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
             return []
@@ -406,6 +414,17 @@ class S3Store(Store):
                 return False
             raise error from exc
         return True
+
+    def has_any(self, prefix: str) -> bool:
+        """One ListObjectsV2 call of at most one key, not a listing of every run."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full_prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot list {self.uri_of(prefix)}: {exc}") from exc
+        return bool(page.get("Contents"))
 
     def list(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

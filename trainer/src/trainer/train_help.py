@@ -55,6 +55,22 @@ def _default(field: dataclasses.Field[object]) -> str:
     return repr(field.default)
 
 
+EPILOG = """\
+exit codes (docs/contracts.md):
+  0   succeeded (published; the gate's decision is in the run record and runs/<run_id>/report.md)
+  1   failed (the reason is in the run record)
+  2   invalid configuration (the setting and what is wrong, in one line)
+  73  another trainer holds this run's lease (a duplicate start; nothing was changed)
+  75  interrupted by SIGTERM/SIGINT (checkpoint saved: rerun the same command to resume)
+
+other environment variables:
+  MLFLOW_TRACKING_URI     log the run to this MLflow server while it trains (off when unset;
+                          pip install 'pushtrain-trainer[mlflow]')
+  MLFLOW_EXPERIMENT_NAME  the MLflow experiment (default pushtrain-<model_name>)
+  PUSHTRAIN_LOG_LEVEL     DEBUG, INFO (default), WARNING or ERROR
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     """The `train` help as an argparse parser (used for --help only)."""
     comments, sections = field_comments()
@@ -62,8 +78,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m trainer train",
         description="Train, publish and gate one model. Every setting is also the environment variable "
         f"{ENV_PREFIX}<SETTING>; a flag wins over the variable, which wins over the default.",
-        epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid configuration, 75 interrupted (rerun to resume). "
-        "See docs/contracts.md.",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
