@@ -11,7 +11,7 @@ CHECKOV_VENV := .venv-checkov
 # pip reads these; quiet installs keep a second run's overhead readable.
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: help setup demo test lint fmt bench lock package pin-tools clean
+.PHONY: help setup chromium browser-tools demo test lint fmt bench lock package pin-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,11 +35,31 @@ $(CHECKOV_VENV)/bin/.stamp: requirements/checkov.txt
 
 setup: $(BIN)/.stamp $(CHECKOV_VENV)/bin/.stamp ## create or refresh both virtualenvs
 
+# The report's browser test (tests/test_report_browser.py) renders report.md as GitHub does: Debian's
+# chromium, and marked + mermaid pinned in tests/browser/package-lock.json. Both steps are idempotent
+# (chromium is installed only when /usr/bin/chromium is missing; `npm ci` only when the lock changed)
+# and stop `make test` with the reason when they cannot run; the test never skips on CI.
+BROWSER := tests/browser
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(BROWSER)/node_modules/.stamp: $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm is missing (the report's browser test needs it): apt-get install -y npm" >&2; exit 1; }
+	cd $(BROWSER) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  { $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; } \
+	  || { echo "make: cannot install chromium; as root: apt-get install -y chromium" >&2; exit 1; }; }
+
+browser-tools: chromium $(BROWSER)/node_modules/.stamp ## chromium and the pinned marked/mermaid for the report's browser test
+
 # --- the two commands ------------------------------------------------------------------------
 demo: $(BIN)/.stamp ## run the whole pipeline locally, offline (AWS emulated with moto)
 	$(BIN)/python scripts/local_pipeline.py $(ARGS)
 
-test: setup ## every check CI runs: lint, then the whole test suite
+test: setup browser-tools ## every check CI runs: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -70,4 +90,4 @@ lock: ## re-resolve requirements/*.txt from requirements/*.in (needs the network
 	rm -rf .venv-lock
 
 clean: ## remove virtualenvs, caches and local pipeline output
-	rm -rf $(VENV) $(CHECKOV_VENV) .venv-lock .pytest_cache .ruff_cache .pushtrain
+	rm -rf $(VENV) $(CHECKOV_VENV) .venv-lock .pytest_cache .ruff_cache .pushtrain $(BROWSER)/node_modules

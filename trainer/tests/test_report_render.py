@@ -94,7 +94,7 @@ def test_report_chart_is_a_valid_xychart_with_a_band_per_epoch_and_the_floor_lin
     # THEN it follows the grammar, has integer epochs 1..3 and a flat line at the floor
     assert mermaid_xychart_errors(block) == []
     assert 'x-axis "epoch" ["1", "2", "3"]' in block
-    assert "line [50.00, 50.00, 50.00]" in block
+    assert 'line "gate floor" [50.00, 50.00, 50.00]' in block
     assert "title \"cifar10 'v1'\"" in block
 
 
