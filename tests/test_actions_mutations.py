@@ -6,7 +6,10 @@ WHEN tests/test_actions_terraform.py runs against that copy (PUSHTRAIN_TERRAFORM
 fails; and against an unmutated copy it passes, so each failure is the mutation's doing.
 
 Likewise for trainer-image.yml (WORKFLOW_MUTATIONS): a copy with one mistake, pointed at by
-PUSHTRAIN_TRAINER_IMAGE_WORKFLOW, must fail tests/test_actions_docker_build_push.py.
+PUSHTRAIN_TRAINER_IMAGE_WORKFLOW, must fail tests/test_actions_docker_build_push.py; and for the
+reviewed plan (REVIEWED_PLAN_MUTATIONS, in terraform-apply.yml or scripts/ci/reviewed_plan.py,
+pointed at by PUSHTRAIN_APPLY_WORKFLOW and PUSHTRAIN_CI_SCRIPTS), which must fail the guarding tests
+of tests/test_workflows_reviewed_plan.py.
 
 A mutation that no longer applies (its text is gone from the script) fails here too: rewrite it
 along with the script, so the check cannot silently stop checking.
@@ -151,4 +154,82 @@ def test_each_workflow_mutation_fails_the_image_tests(tmp_path: Path, name: str)
     workflow.write_text(source.replace(text, replacement))
     # WHEN the image tests run against it  THEN they fail (a test failed, not a crash of the run)
     result = run_suite(workflow, IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
+    assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"
+
+
+REVIEWED_SUITE = REPO / "tests" / "test_workflows_reviewed_plan.py"
+APPLY_WORKFLOW = REPO / ".github" / "workflows" / "terraform-apply.yml"
+COMPARE_STEP = "      - name: Compare with the plan the merge queue required\n"
+# name -> (file, text, replacement): each text must occur exactly once in its file.
+REVIEWED_PLAN_MUTATIONS: dict[str, tuple[str, str, str]] = {
+    "continue-on-error on the compare step": (
+        "terraform-apply.yml", COMPARE_STEP, COMPARE_STEP + "        continue-on-error: true\n"
+    ),
+    "the compare always run with --event workflow_dispatch": (
+        "terraform-apply.yml", '--event "$EVENT"', "--event workflow_dispatch"
+    ),
+    "non-push events skipping the comparison": (
+        "terraform-apply.yml", COMPARE_STEP, COMPARE_STEP + "        if: github.event_name == 'push'\n"
+    ),
+    "expired artifacts not filtered": (
+        "reviewed_plan.py", 'live = [a for a in listed if not a.get("expired")]', "live = listed"
+    ),
+    "a run started by hand skips the head check": (
+        "reviewed_plan.py",
+        '    require_head(github, repository, commit)\n    if event == "workflow_dispatch":',
+        '    if event == "workflow_dispatch":',
+    ),
+    "any event may apply": ("reviewed_plan.py", 'if event not in {"push", "workflow_dispatch"}:', "if False:"),
+    "runs of any event accepted": ("reviewed_plan.py", 'and run.get("event") == "merge_group"', ""),
+    "runs of any repository accepted": (
+        "reviewed_plan.py", 'and (run.get("head_repository") or {}).get("full_name") == repository', ""
+    ),
+    "values not compared, only actions": (
+        "plan_changes.py",
+        '"after": known(change.get("after"), change.get("after_unknown"), change.get("after_sensitive")),',
+        "",
+    ),
+}  # fmt: skip
+# The tests that guard these mistakes (the whole file runs in the suite; here only what each needs).
+GUARDS = "uploads_nothing or expired or fork or other_event or unconditional or two_merges or run_started_by_hand"
+
+
+def run_reviewed_suite(workflow: Path, scripts: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PUSHTRAIN_APPLY_WORKFLOW": str(workflow), "PUSHTRAIN_CI_SCRIPTS": str(scripts)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(REVIEWED_SUITE), "-x", "-q", "-k", GUARDS, "-p", "no:cacheprovider"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def copy_reviewed(tmp_path: Path) -> tuple[Path, Path]:
+    workflow = tmp_path / "terraform-apply.yml"
+    shutil.copyfile(APPLY_WORKFLOW, workflow)
+    shutil.copytree(REPO / "scripts" / "ci", tmp_path / "scripts" / "ci")
+    return workflow, tmp_path / "scripts"
+
+
+@pytest.mark.slow
+def test_the_unmutated_reviewed_plan_copy_passes(tmp_path: Path) -> None:
+    result = run_reviewed_suite(*copy_reviewed(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REVIEWED_PLAN_MUTATIONS))
+def test_each_reviewed_plan_mutation_fails_its_tests(tmp_path: Path, name: str) -> None:
+    # GIVEN a copy of terraform-apply.yml and scripts/ci with one mistake planted
+    workflow, scripts = copy_reviewed(tmp_path)
+    target, text, replacement = REVIEWED_PLAN_MUTATIONS[name]
+    path = workflow if target.endswith(".yml") else scripts / "ci" / target
+    source = path.read_text()
+    assert source.count(text) == 1, f"mutation {name!r} no longer applies to {target}: rewrite it"
+    path.write_text(source.replace(text, replacement))
+    # WHEN the reviewed-plan tests run against it  THEN they fail (a test failed, not a crash of the run)
+    result = run_reviewed_suite(workflow, scripts)
     assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"

@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -52,9 +53,13 @@ def read_outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
 
+LOCK = 'provider "registry.terraform.io/hashicorp/aws" {\n  version = "6.1.0"\n}\n'
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "work" / "terraform").mkdir(parents=True)
+    (tmp_path / "work" / "terraform" / ".terraform.lock.hcl").write_text(LOCK)  # a committed lock file
     return tmp_path
 
 
@@ -160,14 +165,14 @@ def test_plan_with_changes_leaves_text_changes_and_hash_and_shows_the_plan(works
     fakes = fakes_with_plan_exit(workspace, 2)
     # WHEN the action plans
     result = run_action(workspace, fakes)
-    # THEN exit 2 is success, the text and the sorted resource changes (no-ops left out) lie beside the plan
+    # THEN exit 2 is success; the text, the JSON and the lock file init used lie beside the plan
     assert result.returncode == 0, result.stdout + result.stderr
     outputs = read_outputs(workspace / "github_output")
     assert (outputs["exit-code"], outputs["has-changes"]) == ("2", "true")
     assert (workspace / "tfplan-abc123.txt").read_text() == "# aws_s3_bucket.this will be created\n"
-    assert (workspace / "tfplan-abc123.changes").read_text() == (
-        "create aws_s3_bucket.this\ndelete+create aws_iam_role.old\n"
-    )
+    assert json.loads((workspace / "tfplan-abc123.json").read_text()) == json.loads(SHOW_JSON)
+    assert (workspace / "tfplan-abc123.lock.hcl").read_text() == LOCK
+    assert "no .terraform.lock.hcl is committed" not in result.stdout
     summary = (workspace / "step_summary").read_text()
     assert "changes to apply" in summary
     assert "# aws_s3_bucket.this will be created" in summary  # what the production reviewers read
@@ -259,7 +264,11 @@ def saved_plan(workspace: Path, content: bytes = PLAN_BYTES) -> tuple[Path, str]
     path = workspace / "reviewed-plan" / "tfplan-abc123"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(content)
+    path.with_name(path.name + ".lock.hcl").write_text(PLANNED_LOCK)
     return path, hashlib.sha256(content).hexdigest()
+
+
+PLANNED_LOCK = LOCK.replace("6.1.0", "6.0.0")  # the plan's providers, older than the committed file
 
 
 def apply(workspace: Path, fakes: FakeBin, plan: Path, sha: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -599,3 +608,116 @@ def test_the_repository_pins_the_terraform_the_action_installs_by_default() -> N
     key = f"terraform/{version}/terraform_{version}_linux_amd64.zip"
     line = next(line for line in pins.splitlines() if line.endswith(f"  {key}"))
     assert len(line.split()[0]) == 64
+
+
+# --- the providers the plan was made with --------------------------------------------------------------
+
+
+def test_apply_initialises_with_exactly_the_plans_lock_file_read_only(workspace: Path) -> None:
+    # GIVEN the plan's lock file (6.0.0) beside the downloaded plan, and a committed one (6.1.0)
+    plan, sha = saved_plan(workspace)
+    fakes = FakeBin(workspace)
+    fakes.add("terraform", ["init"], copies={".terraform.lock.hcl": str(workspace / "lock-at-init")})
+    fakes.add("tfcmt", run_after_dashdash=True)
+    # WHEN the action applies
+    result = apply(workspace, fakes, plan, sha)
+    # THEN init saw the plan's lock file and was told not to change it
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (workspace / "lock-at-init").read_text() == PLANNED_LOCK
+    assert "-lockfile=readonly" in fakes.calls("terraform")[0]
+
+
+def test_apply_without_the_plans_lock_file_is_refused_before_terraform_runs(workspace: Path) -> None:
+    plan, sha = saved_plan(workspace)
+    plan.with_name(plan.name + ".lock.hcl").unlink()
+    fakes = FakeBin(workspace)
+    result = apply(workspace, fakes, plan, sha)
+    assert result.returncode == 1
+    assert "the plan artifact holds no lock file (tfplan-abc123.lock.hcl)" in result.stdout
+    assert fakes.calls("terraform") == []
+
+
+def test_a_plan_without_a_committed_lock_file_says_how_to_commit_one(workspace: Path) -> None:
+    # GIVEN no committed lock file: init resolves the providers and writes one
+    (workspace / "work" / "terraform" / ".terraform.lock.hcl").unlink()
+    fakes = fakes_with_plan_exit(workspace, 2)
+    fakes.rules["terraform"].insert(0, {**fakes.rules["terraform"][0], "args": ["init"], "exit": 0, "stderr": "",
+                                        "writes": {".terraform.lock.hcl": LOCK}})  # fmt: skip
+    fakes._save()
+    # WHEN the action plans
+    result = run_action(workspace, fakes)
+    # THEN it plans, records the lock file init wrote, and says how to get one committed
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (workspace / "tfplan-abc123.lock.hcl").read_text() == LOCK
+    assert "::warning title=terraform init::no .terraform.lock.hcl is committed in terraform" in result.stdout
+    assert "providers lock -platform=linux_amd64 -platform=linux_arm64 -platform=darwin_arm64" in result.stdout
+
+
+# A terraform that resolves providers like the real one: init without a lock file takes the newest
+# release of the registry (a file the test edits) and writes the lock; with one it installs the
+# locked version, and with -lockfile=readonly it may not change it; apply refuses a plan made with
+# other providers than those installed ("Inconsistent dependency lock file").
+PROVIDER_TERRAFORM = """\
+#!{python}
+import json, pathlib, sys
+args = sys.argv[1:]
+registry = pathlib.Path({registry!r})
+lock = pathlib.Path(".terraform.lock.hcl")
+installed = pathlib.Path(".terraform/installed")
+if args[0] == "init":
+    if lock.exists():
+        version = lock.read_text().split('"')[3]
+    elif "-lockfile=readonly" in args:
+        print("Error: the lock file is missing and -lockfile=readonly forbids creating it", file=sys.stderr)
+        sys.exit(1)
+    else:
+        version = registry.read_text().strip()
+        lock.write_text('provider "registry.terraform.io/hashicorp/aws" {{\\n  version = "' + version + '"\\n}}\\n')
+    installed.parent.mkdir(exist_ok=True)
+    installed.write_text(version)
+elif args[0] == "plan":
+    out = next(a for a in args if a.startswith("-out="))[5:]
+    pathlib.Path(out).write_text("planned with aws " + installed.read_text())
+    sys.exit(2)
+elif args[0] == "show":
+    print(json.dumps({{"resource_changes": []}}) if "-json" in args else "plan text")
+elif args[0] == "apply":
+    planned = pathlib.Path(args[-1]).read_text().rsplit(" ", 1)[1]
+    if planned != installed.read_text():
+        print("Error: Inconsistent dependency lock file: the plan was made with aws " + planned, file=sys.stderr)
+        sys.exit(1)
+    print("Apply complete! with aws " + planned)
+"""
+
+
+def test_a_provider_released_between_plan_and_apply_is_not_used(workspace: Path) -> None:
+    # GIVEN no committed lock file, and the registry's newest hashicorp/aws is 6.1.0 when the plan runs
+    work = workspace / "work"
+    (work / "terraform" / ".terraform.lock.hcl").unlink()
+    registry = workspace / "registry"
+    registry.write_text("6.1.0")
+    fakes = FakeBin(workspace)
+    fakes.install("terraform")
+    (fakes.bin_dir / "terraform").write_text(PROVIDER_TERRAFORM.format(python=sys.executable, registry=str(registry)))
+    planned = run_action(workspace, fakes, TF_COMMENT="false")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    sha = read_outputs(workspace / "github_output")["plan-sha256"]
+    # WHEN 6.2.0 is released while the apply waits for approval, and the apply job starts afresh
+    registry.write_text("6.2.0")
+    shutil.rmtree(work / "terraform" / ".terraform")
+    (work / "terraform" / ".terraform.lock.hcl").unlink()
+    applied = apply(workspace, fakes, workspace / "tfplan-abc123", sha, TF_COMMENT="false")
+    # THEN the apply installs 6.1.0 from the plan's lock file and applies
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "Apply complete! with aws 6.1.0" in applied.stdout
+
+
+def test_providers_that_cannot_be_installed_as_locked_fail_with_a_clear_message(workspace: Path) -> None:
+    plan, sha = saved_plan(workspace)
+    fakes = FakeBin(workspace)
+    fakes.add("terraform", ["init"], exit=1, stderr="Error: Failed to install provider: checksum mismatch\n")
+    result = apply(workspace, fakes, plan, sha)
+    assert result.returncode == 1
+    assert "could not install exactly the providers the plan was made with" in result.stdout
+    assert "nothing applied" in result.stdout
+    assert subcommands(fakes) == ["init"]

@@ -5,8 +5,8 @@ terraform, tfcmt and gh, THEN:
 - the plan job (plan role, no environment) plans and uploads the plan file with its sha256, and the
   apply job (production environment) downloads exactly that artifact and applies that file byte for
   byte with the recorded hash, never planning; a changed or missing plan fails with a message;
-- on a push, the merged plan's resource changes must equal those of the plan reviewed on the merged
-  pull request (ci.reviewed_plan), or nothing is applied and the pull request is told why;
+- the plan file is uploaded only after ci.reviewed_plan passed (its attacks:
+  tests/test_workflows_reviewed_plan.py), with the lock file its providers came from;
 - GitHub's concurrency rules (one pending run per group, a newer one replaces it) can drop no
   destroy for an apply or an apply for a destroy: a dropped run is always replaced by a later run of
   the same workflow, whose plan of a later main contains its changes.
@@ -15,7 +15,6 @@ terraform, tfcmt and gh, THEN:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -57,58 +56,64 @@ def resolve(value: str, context: dict[str, str]) -> str:
 def test_the_apply_job_applies_the_plan_jobs_artifact_with_its_recorded_hash(workflow: str, apply_job: str) -> None:
     jobs = load(workflow)["jobs"]
     plan, apply = jobs["plan"], jobs[apply_job]
-    # GIVEN the plan job: no environment (no approval wait, the plan role), uploading the plan file itself
+    # GIVEN the plan job: no environment (no approval wait, the plan role); it uploads the plan file,
+    # its hash and its lock file only after ci.reviewed_plan checked the plan
     assert "environment" not in plan
     plan_step = terraform_step(plan)
-    assert (plan_step["with"]["command"], plan_step["with"]["upload"]) == ("plan", "plan")
+    assert plan_step["with"]["command"] == "plan"
     assert plan["outputs"]["plan-sha256"] == "${{ steps.plan.outputs.plan-sha256 }}"
-    assert plan["outputs"]["artifact-name"] == "${{ steps.plan.outputs.artifact-name }}"
-    assert plan_step["id"] == "plan"
+    steps = plan["steps"]
+    check = next(s for s in steps if "ci.reviewed_plan check" in str(s.get("run", "")))
+    (upload,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    assert steps.index(plan_step) < steps.index(check) < steps.index(upload)
+    assert upload["with"]["path"].splitlines() == [
+        "${{ steps.plan.outputs.plan-file }}",
+        "${{ steps.plan.outputs.plan-file }}.sha256",
+        "${{ steps.plan.outputs.plan-file }}.lock.hcl",
+    ]
+    assert upload["with"]["name"] == "tfplan-${{ github.sha }}-${{ github.run_attempt }}"
+    assert upload["with"]["retention-days"] == 1
+    assert plan["outputs"]["artifact-name"] == (
+        "${{ steps.upload.outputs.artifact-id && format('tfplan-{0}-{1}', github.sha, github.run_attempt) || '' }}"
+    )
     # THEN the apply job waits for the production reviewers, after the plan job
     assert apply["environment"] == "production"
     assert apply["needs"] == "plan"
     # AND downloads exactly that artifact
     (download,) = [s for s in apply["steps"] if str(s.get("uses", "")).startswith("actions/download-artifact@")]
     assert download["with"]["name"] == "${{ needs.plan.outputs.artifact-name }}"
-    # AND applies the downloaded file, checked against the recorded hash
+    # AND applies the downloaded file (named by the action: tfplan-<sha>), checked against the recorded hash
     apply_step = terraform_step(apply)
     assert apply_step["with"]["command"] == "apply"
-    assert apply_step["with"]["plan-file"] == (download["with"]["path"] + "/${{ needs.plan.outputs.artifact-name }}")
+    assert apply_step["with"]["plan-file"] == download["with"]["path"] + "/tfplan-${{ github.sha }}"
     assert apply_step["with"]["plan-sha256"] == "${{ needs.plan.outputs.plan-sha256 }}"
     # AND nothing in the apply job plans
     assert "-destroy" not in str(apply_step["with"].get("extra-args", ""))
     assert not any("terraform plan" in str(s.get("run", "")) for s in apply["steps"])
 
 
-def test_the_action_names_the_plan_file_and_its_artifact_alike() -> None:
-    # GIVEN the terraform action: the plan file is <runner.temp>/tfplan-<head-sha>, its artifact tfplan-<head-sha>
+def test_the_action_names_the_plan_file_by_commit_and_uploads_nothing_itself() -> None:
     action = yaml.safe_load((REPO / ".github" / "actions" / "terraform" / "action.yml").read_text())
     steps = {s.get("id"): s for s in action["runs"]["steps"]}
     assert "format('{0}/tfplan-{1}', runner.temp, inputs.head-sha)" in steps["run"]["env"]["TF_PLAN_FILE"]
-    assert steps["upload-plan"]["with"]["name"] == "tfplan-${{ inputs.head-sha }}"
-    assert action["outputs"]["artifact-name"]["value"].endswith("&& format('tfplan-{0}', inputs.head-sha) || '' }}")
-    # THEN the downloaded folder holds a file named like the artifact (what the apply job passes as plan-file)
-    assert steps["upload-plan"]["with"]["path"] == "${{ steps.run.outputs.plan-file }}*"
-    # AND a pull request never uploads the plan file (anyone can download a public repository's artifacts)
-    assert steps["upload-text"]["with"]["path"].splitlines() == [
-        "${{ steps.run.outputs.plan-file }}.txt",
-        "${{ steps.run.outputs.plan-file }}.changes",
+    # THEN uploading is each workflow's step, after its checks
+    assert not any("upload-artifact" in str(s.get("uses", "")) for s in action["runs"]["steps"])
+    # AND a pull request or merge group uploads only the plan's text and change set, never the plan
+    # file or its JSON (anyone who can read the repository can download an artifact)
+    (upload,) = [
+        s for s in load("terraform-plan.yml")["jobs"]["plan"]["steps"] if "upload-artifact" in str(s.get("uses", ""))
     ]
-    assert steps["upload-plan"]["with"]["retention-days"] == 1
+    assert upload["with"]["path"].splitlines() == [
+        "${{ steps.plan.outputs.plan-file }}.txt",
+        "${{ steps.plan.outputs.plan-file }}.changes",
+    ]
+    assert upload["with"]["name"] == "tfplan-${{ github.event.pull_request.head.sha || github.sha }}"
 
 
-def test_the_plan_of_main_is_compared_with_the_reviewed_plan_before_anything_is_uploaded_for_apply() -> None:
+def test_the_plan_of_main_is_posted_beside_the_pull_requests_and_applied_only_with_changes() -> None:
     plan = load("terraform-apply.yml")["jobs"]["plan"]
-    names = [s.get("id") or s.get("name") for s in plan["steps"]]
-    # GIVEN the plan job  THEN the comparison runs after the plan, on the plan's .changes, in the same job
-    compare = next(s for s in plan["steps"] if "ci.reviewed_plan" in str(s.get("run", "")))
-    assert names.index("plan") < plan["steps"].index(compare)
-    assert compare["env"]["PLAN_FILE"] == "${{ steps.plan.outputs.plan-file }}"
-    assert '--changes "$PLAN_FILE.changes"' in compare["run"]
     assert plan["permissions"]["actions"] == "read"
-    # AND the plan of the merged commit is a new comment, beside the pull request's own
     assert terraform_step(plan)["with"]["patch"] == "false"
-    # AND the apply job only runs when there is something to apply
     assert load("terraform-apply.yml")["jobs"]["apply"]["if"] == "needs.plan.outputs.has-changes == 'true'"
 
 
@@ -122,6 +127,7 @@ def test_plan_then_apply_through_the_workflows_wiring_applies_the_same_bytes(tmp
     runner_temp.mkdir()
     plan_path = runner_temp / f"tfplan-{SHA}"
     plan_bytes = "\x00 plan of main \xff"
+    (tmp_path / "work" / "terraform" / ".terraform.lock.hcl").write_text("# the committed lock file\n")
     fakes = FakeBin(tmp_path)
     fakes.add("terraform", ["plan"], exit=2, writes={str(plan_path): plan_bytes})
     fakes.add("terraform", ["show", "-json"], stdout='{"resource_changes": []}')
@@ -149,7 +155,7 @@ def test_plan_then_apply_through_the_workflows_wiring_applies_the_same_bytes(tmp
     for produced in runner_temp.glob(f"tfplan-{SHA}*"):
         (download / produced.name).write_bytes(produced.read_bytes())
     context = {
-        "needs.plan.outputs.artifact-name": f"tfplan-{SHA}",
+        "github.sha": SHA,
         "needs.plan.outputs.plan-sha256": step_outputs["plan-sha256"],
         "runner.temp": str(runner_temp),
     }
@@ -215,107 +221,6 @@ def test_the_apply_job_applies_only_with_the_trigger_zip_the_plan_was_made_with(
     assert (result.returncode == 0) is passes
     if not passes:
         assert f"the plan was made with {expected}: nothing applied" in result.stdout
-
-
-# --- ci.reviewed_plan: the plan of main against the plan reviewed on the pull request ----------------------
-
-
-def reviewed(tmp_path: Path, fakes: FakeBin, merged: str, event: str = "push") -> subprocess.CompletedProcess[str]:
-    changes = tmp_path / f"tfplan-{SHA}.changes"
-    changes.write_text(merged)
-    (tmp_path / "summary").write_text("")
-    args = ["--repository", "octo/pushtrain", "--commit", SHA, "--event", event, "--changes", str(changes)]
-    return subprocess.run(
-        [sys.executable, "-m", "ci.reviewed_plan", *args],
-        env=fakes.env(PYTHONPATH=str(REPO / "scripts"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary")),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def gh_with_pull_request(tmp_path: Path, reviewed_changes: str | None, *, merged: bool = True) -> FakeBin:
-    fakes = FakeBin(tmp_path)
-    pull = {"number": 7, "merged_at": "2026-11-30T10:00:00Z" if merged else None, "head": {"sha": HEAD}}
-    fakes.add("gh", ["api", f"repos/octo/pushtrain/commits/{SHA}/pulls"], stdout=json.dumps([pull]))
-    artifacts = (
-        []
-        if reviewed_changes is None
-        else [
-            {
-                "id": 1,
-                "name": f"tfplan-{HEAD}",
-                "expired": False,
-                "created_at": "2026-11-30",
-                "workflow_run": {"id": 99},
-            }
-        ]
-    )
-    fakes.add("gh", ["api"], stdout=json.dumps({"artifacts": artifacts}))
-    writes = {} if reviewed_changes is None else {f"{{last}}/tfplan-{HEAD}.changes": reviewed_changes}
-    fakes.add("gh", ["run", "download"], writes=writes)
-    return fakes
-
-
-CHANGES = "create aws_s3_bucket.this\nupdate aws_lambda_function.trigger\n"
-
-
-def test_a_merged_plan_with_the_reviewed_changes_goes_on(tmp_path: Path) -> None:
-    # GIVEN the pull request's last plan made the same changes (listed in another order)
-    fakes = gh_with_pull_request(tmp_path, "update aws_lambda_function.trigger\ncreate aws_s3_bucket.this\n")
-    # WHEN compared
-    result = reviewed(tmp_path, fakes, CHANGES)
-    # THEN the job goes on, having downloaded the artifact of the pull request's head commit
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "the same 2 resource changes as the plan reviewed on #7" in result.stdout
-    download = next(c for c in fakes.calls("gh") if c[:2] == ["run", "download"])
-    assert download[2] == "99"
-    assert download[download.index("--name") + 1] == f"tfplan-{HEAD}"
-    assert not any(c[:2] == ["pr", "comment"] for c in fakes.calls("gh"))
-
-
-def test_a_merged_plan_with_other_changes_is_refused_and_the_pull_request_told(tmp_path: Path) -> None:
-    # GIVEN the reviewed plan created a bucket, but the plan of main also destroys a role
-    fakes = gh_with_pull_request(tmp_path, "create aws_s3_bucket.this\n")
-    # WHEN compared
-    result = reviewed(tmp_path, fakes, "create aws_s3_bucket.this\ndelete aws_iam_role.task\n")
-    # THEN it fails naming the difference and what to do, and comments that on the pull request
-    assert result.returncode == 1
-    assert "only in the plan of main: delete aws_iam_role.task" in result.stdout
-    assert "Nothing will be applied" in result.stdout
-    comment = next(c for c in fakes.all_calls() if c["name"] == "gh" and c["args"][:2] == ["pr", "comment"])
-    assert comment["args"][2] == "7"
-    assert "delete aws_iam_role.task" in comment["stdin"]
-    assert "Run workflow on main" in comment["stdin"]
-    assert "refused" in (tmp_path / "summary").read_text()
-
-
-def test_a_missing_reviewed_plan_is_refused(tmp_path: Path) -> None:
-    # GIVEN the pull request's plan artifact is gone (expired, or the plan never ran)
-    fakes = gh_with_pull_request(tmp_path, None)
-    # WHEN compared  THEN nothing is applied, and the pull request is told why
-    result = reviewed(tmp_path, fakes, CHANGES)
-    assert result.returncode == 1
-    assert f"the pull request's plan artifact tfplan-{HEAD} is missing or expired" in result.stdout
-    assert any(c[:3] == ["pr", "comment", "7"] for c in fakes.calls("gh"))
-
-
-def test_a_commit_without_a_merged_pull_request_is_refused(tmp_path: Path) -> None:
-    # GIVEN a commit pushed to main directly (its only pull request was never merged)
-    fakes = gh_with_pull_request(tmp_path, CHANGES, merged=False)
-    # WHEN compared  THEN nothing is applied: nobody reviewed a plan of it
-    result = reviewed(tmp_path, fakes, CHANGES)
-    assert result.returncode == 1
-    assert "reached main without a merged pull request" in result.stdout
-
-
-def test_a_run_started_by_hand_compares_nothing_and_leaves_approval_to_the_reviewers(tmp_path: Path) -> None:
-    # GIVEN workflow_dispatch  WHEN compared  THEN it goes on without asking GitHub anything
-    fakes = FakeBin(tmp_path)
-    result = reviewed(tmp_path, fakes, CHANGES, event="workflow_dispatch")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "the production reviewers approve the plan shown here" in result.stdout
-    assert fakes.calls("gh") == []
 
 
 # --- concurrency: nothing pending is silently dropped ---------------------------------------------------------

@@ -24,8 +24,8 @@ def confirm_script() -> str:
     return str(step["run"])
 
 
-def run_confirm(typed: str, ref: str = "refs/heads/main") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONFIRM": typed, "EXPECTED": "octo/pushtrain", "REF": ref}
+def run_confirm(typed: str, ref: str = "refs/heads/main", attempt: str = "1") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONFIRM": typed, "EXPECTED": "octo/pushtrain", "REF": ref, "ATTEMPT": attempt}
     # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
     return subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", confirm_script()],
@@ -56,3 +56,14 @@ def test_the_right_name_on_another_branch_refuses() -> None:
     # THEN the gate stays shut: only main's plan is trusted by the plan role and admitted to production
     assert result.returncode == 1
     assert "run from refs/heads/feature, but only main may destroy" in result.stdout
+
+
+@pytest.mark.parametrize("attempt", ["2", "3"])
+def test_a_re_run_asks_for_the_confirmation_again(attempt: str) -> None:
+    # GIVEN a re-run: GitHub hands it the inputs typed for the first attempt
+    (step,) = [s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["confirm"]["steps"] if "run" in s]
+    assert step["env"]["ATTEMPT"] == "${{ github.run_attempt }}"
+    # WHEN the gate checks the exact name on main  THEN it refuses: the name must be typed for this run
+    result = run_confirm("octo/pushtrain", attempt=attempt)
+    assert result.returncode == 1
+    assert f"this is attempt {attempt} of the run, and a re-run reuses the confirmation" in result.stdout

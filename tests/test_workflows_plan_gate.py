@@ -53,16 +53,21 @@ def test_the_plan_workflow_runs_on_every_pull_request_and_its_result_job_always_
     # GIVEN terraform-plan.yml
     workflow = load("terraform-plan.yml")
     # THEN no paths filter can keep the check from reporting, and the result job runs whatever the others did
-    assert workflow["on"] == {"pull_request": {}}
+    assert workflow["on"] == {"pull_request": {}, "merge_group": {}}
     result = workflow["jobs"]["result"]
     assert result["if"] == "always()"
-    assert result["needs"] == ["changes", "plan"]
+    assert result["needs"] == ["changes", "plan", "queue-plan"]
     assert result["name"] == "terraform-plan result"
     env = step_running(result, "ci.gate verdict")["env"]
     assert env["CHANGES_RESULT"] == "${{ needs.changes.result }}"
     assert env["CHANGED"] == "${{ needs.changes.outputs.changed }}"
-    assert env["PLAN_RESULT"] == "${{ needs.plan.result }}"
-    assert env["FORK"] == "${{ github.event.pull_request.head.repo.full_name != github.repository }}"
+    assert (
+        env["PLAN_RESULT"]
+        == "${{ github.event_name == 'merge_group' && needs.queue-plan.result || needs.plan.result }}"
+    )
+    fork = "github.event.pull_request.head.repo.full_name != github.repository"
+    assert env["FORK"] == f"${{{{ github.event_name == 'pull_request' && {fork} }}}}"
+    assert env["DEPENDABOT"] == "${{ github.event_name == 'pull_request' && github.actor == 'dependabot[bot]' }}"
     # AND the plan runs only when something changed and the pull request is not from a fork
     plan_if = workflow["jobs"]["plan"]["if"]
     assert "needs.changes.outputs.changed == 'true'" in plan_if
@@ -70,25 +75,25 @@ def test_the_plan_workflow_runs_on_every_pull_request_and_its_result_job_always_
 
 
 TRUTH_TABLE = [
-    # (changes job, changed, fork, plan job) -> passes, message
-    ("success", "false", "false", "skipped", True, "nothing the stack is built from changed"),
-    ("success", "false", "true", "skipped", True, "nothing the stack is built from changed"),
-    ("success", "true", "false", "success", True, "the plan succeeded"),
-    ("success", "true", "false", "failure", False, "the plan did not succeed (the plan job ended 'failure')"),
-    ("success", "true", "false", "cancelled", False, "the plan job ended 'cancelled'"),
-    ("success", "true", "true", "skipped", False, "A maintainer: review the diff, then push the same commits"),
-    ("failure", "", "false", "skipped", False, "could not tell whether this pull request changes terraform/"),
+    # (changes job, changed, fork, dependabot, plan job) -> passes, message
+    ("success", "false", "false", "false", "skipped", True, "nothing the stack is built from changed"),
+    ("success", "false", "true", "false", "skipped", True, "nothing the stack is built from changed"),
+    ("success", "true", "false", "false", "success", True, "the plan succeeded"),
+    ("success", "true", "false", "false", "failure", False, "the plan did not succeed (the plan job ended 'failure')"),
+    ("success", "true", "false", "false", "cancelled", False, "the plan job ended 'cancelled'"),
+    ("success", "true", "true", "false", "skipped", False, "A maintainer: review the diff, then push the same commits"),
+    ("success", "true", "false", "true", "skipped", False, "as if they came from a fork (read-only token, no OIDC"),
+    ("failure", "", "false", "false", "skipped", False, "could not tell whether this pull request changes terraform/"),
 ]
 
 
-@pytest.mark.parametrize("row", TRUTH_TABLE, ids=lambda row: "-".join(map(str, row[:5])))
-def test_the_result_check_follows_the_truth_table(row: tuple[str, str, str, str, bool, str]) -> None:
-    changes, changed, fork, plan, passes, message = row
+@pytest.mark.parametrize("row", TRUTH_TABLE, ids=lambda row: "-".join(map(str, row[:6])))
+def test_the_result_check_follows_the_truth_table(row: tuple[str, str, str, str, str, bool, str]) -> None:
+    changes, changed, fork, dependabot, plan, passes, message = row
     # GIVEN the jobs ended like this  WHEN the result job's script runs
     step = step_running(load("terraform-plan.yml")["jobs"]["result"], "ci.gate verdict")
-    result = run_step(
-        step, {"CHANGES_RESULT": changes, "CHANGED": changed, "FORK": fork, "PLAN_RESULT": plan, "NUMBER": "12"}
-    )
+    env = {"CHANGES_RESULT": changes, "CHANGED": changed, "FORK": fork, "PLAN_RESULT": plan, "NUMBER": "12"}
+    result = run_step(step, {**env, "DEPENDABOT": dependabot})
     # THEN the check passes or fails as the table says, with one line saying why
     assert (result.returncode == 0) is passes, result.stdout + result.stderr
     assert message in result.stdout
@@ -253,9 +258,22 @@ def test_the_readme_ruleset_requires_only_checks_that_always_report() -> None:
     assert required <= reported_checks(), required - reported_checks()
     assert {"make test", "terraform-plan result", "tflint"} <= required
     assert all(c["integration_id"] == 15368 for c in checks["required_status_checks"])
-    # AND merging needs a branch up to date with main (so the pull request's plan is of what main becomes)
-    assert checks["strict_required_status_checks_policy"] is True
+    # AND merging goes through the merge queue, one group at a time (its plan is of what main becomes),
+    # with code owners' review
+    (queue,) = [r["parameters"] for r in ruleset["rules"] if r["type"] == "merge_queue"]
+    assert queue["max_entries_to_build"] == queue["max_entries_to_merge"] == 1
+    (review,) = [r["parameters"] for r in ruleset["rules"] if r["type"] == "pull_request"]
+    assert review["require_code_owner_review"] is True
     assert ruleset["bypass_actors"] == []
+    # AND the queue waits longer than the merge group's plan waits for pending applies
+    settle = next(s for s in load("terraform-plan.yml")["jobs"]["plan"]["steps"] if "settled" in str(s.get("run", "")))
+    assert queue["check_response_timeout_minutes"] > int(settle["run"].split("--timeout-minutes ")[1])
+
+
+def test_codeowners_cover_what_runs_with_production_credentials() -> None:
+    owners = {line.split()[0] for line in (REPO / ".github" / "CODEOWNERS").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}  # fmt: skip
+    assert owners == {"/.github/", "/scripts/ci/", "/terraform/"}
 
 
 def test_the_readme_gives_every_oidc_environment_a_main_only_branch_policy() -> None:
@@ -266,7 +284,10 @@ def test_the_readme_gives_every_oidc_environment_a_main_only_branch_policy() -> 
         for job in yaml.safe_load(path.read_text())["jobs"].values():
             if job.get("environment"):
                 environments.add(job["environment"])
-    assert environments == {"production", "ecr-push", "drift", "retrain", "report"}
+    assert environments == {"production", "ecr-push", "drift", "retrain", "report", "merge-queue"}
     loop = next(line for line in readme.splitlines() if line.startswith("for env in production"))
-    assert set(loop.removeprefix("for env in ").removesuffix("; do").split()) == environments
+    assert set(loop.removeprefix("for env in ").removesuffix("; do").split()) == environments - {"merge-queue"}
     assert 'deployment-branch-policies" -f name=main -f type=branch' in readme
+    # AND the merge queue's plan environment admits only the queue's branches; production no self-review
+    assert "merge-queue/deployment-branch-policies\" \\\n  -f name='gh-readonly-queue/main/*'" in readme
+    assert '"prevent_self_review": true' in readme

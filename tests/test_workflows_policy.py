@@ -33,6 +33,7 @@ LOCAL = ("./", "$/")
 ROLE_BY_ENVIRONMENT: dict[str | None, str] = {
     "production": "AWS_APPLY_ROLE_ARN",
     "drift": "AWS_PLAN_ROLE_ARN",
+    "merge-queue": "AWS_PLAN_ROLE_ARN",
     "ecr-push": "AWS_IMAGE_ROLE_ARN",
     "retrain": "AWS_RETRAIN_ROLE_ARN",
     "report": "AWS_REPORT_ROLE_ARN",
@@ -132,6 +133,7 @@ def persisted_checkout_credentials(document: dict[str, Any]) -> list[str]:
 
 
 MAIN_ONLY = "github.ref == 'refs/heads/main'"
+PULL_REQUEST_ONLY = "github.event_name == 'pull_request'"
 
 
 def oidc_role_mismatches(document: dict[str, Any]) -> list[str]:
@@ -167,7 +169,7 @@ def oidc_role_mismatches(document: dict[str, Any]) -> list[str]:
 
 def no_environment_problems(job_id: str, job: dict[str, Any], triggers: dict[str, Any]) -> list[str]:
     other = set(triggers) - {"pull_request"}
-    if not other:
+    if not other or PULL_REQUEST_ONLY in str(job.get("if", "")):
         return []
     push = triggers.get("push") or {}
     if other - {"push", "workflow_dispatch"} or ("push" in other and push.get("branches") != ["main"]):

@@ -42,11 +42,14 @@ locals {
   # The `sub` claims each CI role trusts (docs/contracts.md). A job that names an environment
   # gets "repo:<owner>/<repo>:environment:<env>"; a pull request job gets ":pull_request"; a job
   # on main without an environment (the plan jobs of terraform-apply and destroy) ":ref:refs/heads/main".
+  # A merge group's ref (gh-readonly-queue/main/pr-<n>-<sha>) differs every time, so its plan job
+  # names the environment merge-queue, whose branch policy admits only gh-readonly-queue/main/*.
   role_subjects = {
     plan = [
       "repo:${var.github_repository}:pull_request",
       "repo:${var.github_repository}:ref:refs/heads/main",
       "repo:${var.github_repository}:environment:drift",
+      "repo:${var.github_repository}:environment:merge-queue",
     ]
     apply   = ["repo:${var.github_repository}:environment:production"]
     image   = ["repo:${var.github_repository}:environment:ecr-push"]

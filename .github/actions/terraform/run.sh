@@ -3,12 +3,14 @@
 #
 # plan: `terraform plan -detailed-exitcode -out=<plan file>` (through `tfcmt plan` when commenting),
 #   exit code handled explicitly: 0 no changes, 2 changes (both succeed), anything else fails. A plan
-#   that succeeds leaves <plan file>.txt (its text), <plan file>.changes (one "<actions> <address>"
-#   line per resource it changes, sorted: what the apply workflow compares with the pull request's
-#   plan) and <plan file>.sha256; outputs exit-code, has-changes, plan-file, plan-sha256.
+#   that succeeds leaves <plan file>.txt (its text), <plan file>.json (`terraform show -json`: the
+#   workflows derive the change set they compare and the policy checks from it; never uploaded),
+#   <plan file>.lock.hcl (the dependency lock file init used: the providers the plan was made with)
+#   and <plan file>.sha256; outputs exit-code, has-changes, plan-file, plan-sha256.
 # apply: applies exactly the saved plan TF_PLAN_FILE, after checking its sha256 is TF_PLAN_SHA256 (what
-#   the plan job recorded). It never plans: a missing, changed or stale plan fails with a message and
-#   nothing is applied. Outputs exit-code.
+#   the plan job recorded), with exactly the providers of <plan file>.lock.hcl (`init -lockfile=readonly`).
+#   It never plans: a missing, changed or stale plan, or providers other than the planned ones, fail
+#   with a message and nothing is applied. Outputs exit-code.
 # A line per run in GITHUB_STEP_SUMMARY.
 #
 # env: TF_COMMAND (plan|apply), TF_WORKING_DIR, TF_EXTRA_ARGS and TF_BACKEND_CONFIG (one item a line),
@@ -51,7 +53,7 @@ if [[ "$command" == "apply" ]]; then
   expected="${TF_PLAN_SHA256:-}"
   if [[ ! -f "$plan_file" ]]; then
     echo "### terraform apply \`$workdir\`: no plan file, nothing applied" >>"$summary"
-    echo "::error title=terraform apply::no saved plan at $plan_file (the plan job's artifact is missing): nothing applied; re-run the workflow to plan again"
+    echo "::error title=terraform apply::no saved plan at $plan_file: the plan job's artifact is missing or expired (it is kept 1 day, so an approval after that finds nothing): nothing applied; start the workflow again on main to plan afresh and approve within the day"
     exit 1
   fi
   if [[ ! "$expected" =~ ^[0-9a-f]{64}$ ]]; then
@@ -62,6 +64,10 @@ if [[ "$command" == "apply" ]]; then
   if [[ "$actual" != "$expected" ]]; then
     echo "### terraform apply \`$workdir\`: the plan file changed after it was planned, nothing applied" >>"$summary"
     echo "::error title=terraform apply::the plan file's sha256 is $actual, but the plan job recorded $expected: it is not the plan that was reviewed; nothing applied"
+    exit 1
+  fi
+  if [[ ! -f "$plan_file.lock.hcl" ]]; then
+    echo "::error title=terraform apply::the plan artifact holds no lock file ($(basename "$plan_file").lock.hcl), so the providers the plan was made with are unknown: nothing applied; start the workflow again to plan afresh"
     exit 1
   fi
 fi
@@ -76,15 +82,40 @@ while read -r line; do
   if [[ -n "$line" ]]; then init_args+=("-backend-config=$line"); fi
 done <<<"${TF_BACKEND_CONFIG:-}"
 
+if [[ "$command" == "apply" ]]; then
+  # The providers the plan was made with, not whatever is newest now (the plan file records their
+  # versions; a newer one makes `terraform apply` refuse with "Inconsistent dependency lock file").
+  cp "$plan_file.lock.hcl" "$workdir/.terraform.lock.hcl"
+  init_args+=(-lockfile=readonly)
+fi
+
 cd "$workdir"
+lock_committed=false
+if [[ -f .terraform.lock.hcl ]]; then lock_committed=true; fi
 
 # Plans (pull requests, main, drift, destroy) and applies take the same S3 state lock from different
 # concurrency groups: wait for the other one instead of failing at once on "Error acquiring the state lock".
 lock_timeout="10m"
 
 echo "::group::terraform init ($workdir)"
-terraform init -input=false -no-color "${init_args[@]}"
+if ! terraform init -input=false -no-color "${init_args[@]}"; then
+  echo "::endgroup::"
+  if [[ "$command" == "apply" ]]; then
+    echo "### terraform apply \`$workdir\`: could not install the planned providers, nothing applied" >>"$summary"
+    echo "::error title=terraform init::could not install exactly the providers the plan was made with (its .terraform.lock.hcl, -lockfile=readonly): nothing applied; read the init log above, then start the workflow again to plan afresh"
+  else
+    echo "::error title=terraform init::init failed in $workdir"
+  fi
+  exit 1
+fi
 echo "::endgroup::"
+if [[ ! -f .terraform.lock.hcl ]]; then
+  echo "::error title=terraform init::init left no .terraform.lock.hcl in $workdir, so the providers cannot be recorded"
+  exit 1
+fi
+if [[ "$lock_committed" == "false" ]]; then
+  echo "::warning title=terraform init::no .terraform.lock.hcl is committed in $workdir: init chose the newest providers the version constraints allow, and only this plan's artifact records which. Commit one: run the providers-lock workflow (Actions → providers-lock), or locally 'terraform -chdir=$workdir providers lock -platform=linux_amd64 -platform=linux_arm64 -platform=darwin_arm64', and commit the file"
+fi
 
 if ! terraform fmt -check -diff -recursive -no-color; then
   echo "::error title=terraform fmt::files in $workdir are not formatted: run 'make fmt' and commit the result"
@@ -119,9 +150,8 @@ if [[ "$command" == "plan" ]]; then
   case "$code" in
     0 | 2)
       terraform show -no-color "$plan_file" >"$plan_file.txt"
-      terraform show -json "$plan_file" |
-        jq -r '.resource_changes[]? | select(.change.actions != ["no-op"]) | "\(.change.actions | join("+")) \(.address)"' |
-        LC_ALL=C sort >"$plan_file.changes"
+      terraform show -json "$plan_file" >"$plan_file.json"
+      cp .terraform.lock.hcl "$plan_file.lock.hcl"
       sha="$(sha256sum "$plan_file" | cut -d ' ' -f 1)"
       echo "$sha  $(basename "$plan_file")" >"$plan_file.sha256"
       if [[ "$code" -eq 0 ]]; then has_changes=false; else has_changes=true; fi
