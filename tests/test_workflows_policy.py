@@ -227,6 +227,7 @@ def test_the_workflows_and_actions_exist() -> None:
         "destroy",
         "report",
         "preview",
+        "providers-lock",
     }
     assert {p.parent.name for p in ACTIONS} == {"aws-login", "terraform", "docker-build-push"}
 
