@@ -31,6 +31,34 @@ def test_a_gate_fail_that_moved_the_champion_fails_with_both_versions() -> None:
     assert verdict == Verdict("gate-fail", False, "the weak model replaced the champion good with weak")
 
 
+KEPT = {"outcome": "kept", "reason": "accuracy 98/1000 (9.80 %) is below the floor 0.5"}
+
+
+def test_a_gate_fail_kept_for_its_accuracy_passes() -> None:
+    outcome = Outcome("gate-fail", runs=[run("r", 0)], champion_before={"version": "good"},
+                      champion_after={"version": "good"})  # fmt: skip
+    verdict = judge(Records(r={"state": "succeeded", "version": "weak", "gate": KEPT}), outcome)  # type: ignore[arg-type]
+    assert verdict.passed, verdict.detail
+
+
+def test_a_gate_fail_without_any_champion_fails_instead_of_passing_on_nothing() -> None:
+    # GIVEN the first push never became champion (the float32 gate refused 0.9 at a 0.9 floor): before = after = None
+    outcome = Outcome("gate-fail", runs=[run("r", 0)])
+    verdict = judge(Records(r={"state": "succeeded", "version": "weak", "gate": KEPT}), outcome)  # type: ignore[arg-type]
+    assert verdict == Verdict(
+        "gate-fail", False, "there was no champion to keep: the first model never passed the gate"
+    )
+
+
+def test_a_gate_fail_whose_gate_did_not_judge_the_accuracy_fails_naming_the_reason() -> None:
+    outcome = Outcome("gate-fail", runs=[run("r", 0)], champion_before={"version": "good"},
+                      champion_after={"version": "good"})  # fmt: skip
+    pending = {"outcome": "pending", "reason": "the gate could not run: GateError: damaged"}
+    verdict = judge(Records(r={"state": "succeeded", "version": "weak", "gate": pending}), outcome)  # type: ignore[arg-type]
+    assert not verdict.passed
+    assert "'pending' (the gate could not run: GateError: damaged)" in verdict.detail
+
+
 def test_a_spot_scenario_that_never_resumed_fails() -> None:
     outcome = Outcome("spot", runs=[run("r", 0)])
     verdict = judge(Records(r={"state": "succeeded", "attempt": 1, "version": "v"}), outcome)  # type: ignore[arg-type]

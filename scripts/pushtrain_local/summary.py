@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,24 @@ def _version(champion: dict[str, Any] | None) -> str | None:
     return champion.get("version") if champion else None
 
 
+# What the weak run's gate must say: it was judged and kept for its accuracy (trainer.gate.judge's words),
+# not pending, and not kept for some other reason (an unreadable champion, "already judged").
+GATE_FAIL_REASON = re.compile(r"accuracy \d+/\d+ \([0-9.]+ %\) is below (the floor|champion) ")
+
+
+def _gate_fail_problem(before: str | None, after: str | None, record: dict[str, Any]) -> str | None:
+    """Why a gate-fail scenario did not show what it should, or None when it did."""
+    if before is None:
+        return "there was no champion to keep: the first model never passed the gate"
+    if before != after:
+        return f"the weak model replaced the champion {before} with {after}"
+    gate = record.get("gate") if isinstance(record.get("gate"), dict) else {}
+    reason = str(gate.get("reason", ""))
+    if gate.get("outcome") != "kept" or not GATE_FAIL_REASON.match(reason):
+        return f"the weak run's gate was {gate.get('outcome')!r} ({reason or 'no reason'}), not kept for its accuracy"
+    return None
+
+
 def judge(pipeline: Pipeline, outcome: Outcome) -> Verdict:
     """PASS when the scenario's last run succeeded and the champion moved (or, for gate-fail, stayed)."""
     if not outcome.runs:
@@ -43,8 +62,10 @@ def judge(pipeline: Pipeline, outcome: Outcome) -> Verdict:
     if last.exit_code != 0 or record.get("state") != "succeeded":
         return Verdict(outcome.name, False, f"run {last.run_id} ended {record.get('state')} (exit {last.exit_code})")
     before, after = _version(outcome.champion_before), _version(outcome.champion_after)
-    if outcome.name == "gate-fail" and before != after:
-        return Verdict(outcome.name, False, f"the weak model replaced the champion {before} with {after}")
+    if outcome.name == "gate-fail":
+        problem = _gate_fail_problem(before, after, record)
+        if problem:
+            return Verdict(outcome.name, False, problem)
     if outcome.name == "spot" and int(record.get("attempt") or 0) < 2:
         return Verdict(outcome.name, False, f"run {last.run_id} finished in attempt {record.get('attempt')}")
     return Verdict(outcome.name, True, f"{PROVES.get(outcome.name, 'ran')} (version {record.get('version')})")

@@ -101,3 +101,17 @@ def test_config_is_frozen() -> None:
     config = load_config([], {})
     with pytest.raises(AttributeError):
         config.epochs = 3  # type: ignore[misc]
+
+
+def test_gate_thresholds_are_kept_as_the_decimal_text_given() -> None:
+    # GIVEN thresholds from the environment (how ECS passes them); WHEN loaded; THEN kept exactly as written
+    config = load_config([], {"TRAINER_ACCURACY_FLOOR": "0.9", "TRAINER_CHAMPION_MARGIN": "0.005"})
+    assert (config.accuracy_floor, config.champion_margin) == ("0.9", "0.005")
+    # a Python caller's float becomes its shortest decimal text, never its binary expansion
+    assert TrainConfig(model="cnn", accuracy_floor=0.9).accuracy_floor == "0.9"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["1e-3", "-0.1", "0.9 x", "1.5", "nan", ""])
+def test_a_threshold_that_is_not_a_plain_decimal_in_0_1_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="accuracy_floor"):
+        load_config([], {"TRAINER_ACCURACY_FLOOR": value})

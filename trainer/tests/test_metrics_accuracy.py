@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 import torch
+from trainer.counts import Counts
 from trainer.metrics import accuracy, confusion_matrix, evaluate_logits
 
 
@@ -44,3 +47,27 @@ def test_evaluate_logits_reports_loss_accuracy_and_per_class_accuracy() -> None:
     assert result.confusion == [[1, 0], [2, 1]]
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
     assert result.n == 4
+
+
+@pytest.mark.parametrize(("correct", "total"), [(90, 100), (450, 500), (9000, 10000)])
+def test_evaluation_counts_correct_samples_exactly_where_a_float32_mean_falls_below_nine_tenths(
+    correct: int, total: int
+) -> None:
+    # GIVEN logits right on exactly 9 of every 10 samples
+    labels = torch.zeros(total, dtype=torch.long)
+    logits = torch.zeros(total, 2)
+    logits[:correct, 0] = 1.0
+    logits[correct:, 1] = 1.0
+    # WHEN evaluated
+    result = evaluate_logits(logits, labels, ("a", "b"))
+    # THEN the counts are exact and their fraction is 9/10, which the float32 mean is not
+    assert (result.correct, result.total) == (correct, total)
+    assert result.counts.fraction == Fraction(9, 10)
+    assert result.accuracy == 0.9
+    assert (logits.argmax(dim=1) == labels).float().mean().item() < 0.9  # what the gate used to compare
+
+
+def test_counts_refuse_impossible_values() -> None:
+    for correct, total in ((11, 10), (-1, 10), (0, 0), (True, 1), (1.0, 2)):
+        with pytest.raises(ValueError, match=r"correct|total|counts"):
+            Counts(correct, total)  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ RUN = "push-cccccccccccccccccccc"
 def outcome() -> TrainingOutcome:
     epoch = EpochResult(epoch=1, train_loss=1.0, train_accuracy=0.5, test_loss=1.0, test_accuracy=0.8,
                         images_per_s=500.0, seconds=4.0, eval_seconds=0.2, lr=0.1)  # fmt: skip
-    evaluation = EvalResult(loss=0.9, accuracy=0.8, n=10, per_class_accuracy=dict.fromkeys(CLASSES, 0.8),
+    evaluation = EvalResult(loss=0.9, correct=8, total=10, per_class_accuracy=dict.fromkeys(CLASSES, 0.8),
                             confusion=[[1 if i == j else 0 for j in range(10)] for i in range(10)])  # fmt: skip
     return TrainingOutcome(
         model=build_model("cnn", 10), model_config={"name": "cnn", "num_classes": 10}, classes=CLASSES,

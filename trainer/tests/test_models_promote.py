@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from trainer.__main__ import main as trainer_main
 from trainer.config import TrainConfig
+from trainer.counts import Counts
 from trainer.gate import promote_if_better, read_champion
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
@@ -22,7 +23,7 @@ A, B, C = (new_version_id(f"push-{c * 20}", datetime(2026, 11, 24 + i, 9, tzinfo
 
 def outcome(accuracy: float) -> TrainingOutcome:
     epoch = EpochResult(1, 1.0, 0.5, 1.0, accuracy, 500.0, 4.0, 0.2, 0.1)
-    evaluation = EvalResult(0.9, accuracy, 10, {"a": accuracy, "b": accuracy}, [[5, 0], [0, 5]])
+    evaluation = EvalResult(0.9, round(accuracy * 10), 10, {"a": accuracy, "b": accuracy}, [[5, 0], [0, 5]])
     return TrainingOutcome(
         model=build_model("cnn", 2), model_config={"name": "cnn", "num_classes": 2}, classes=("a", "b"),
         evaluation=evaluation, history=[epoch], dataset={"checksum": "sha256:" + "0" * 64, "train_images": 20},
@@ -39,7 +40,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_id = version.split("-", 1)[1]
         config = TrainConfig(model="cnn", work_dir=str(root / "work")).replace(epochs=1, run_id=run_id)
         publish_version(store, config, run_id=run_id, version=version, outcome=outcome(accuracy), now=datetime.now(UTC))
-        promote_if_better(store, "cifar10", version, accuracy, floor=0.5, margin=0.0, run_id=run_id)
+        promote_if_better(
+            store, "cifar10", version, Counts(round(accuracy * 10), 10), floor="0.5", margin="0", run_id=run_id
+        )
     return store.root
 
 
@@ -72,7 +75,8 @@ def test_promote_makes_the_version_champion_and_records_who_and_why(
     assert code == 0 and f"{C} is now the champion of cifar10 (was {B})" in out
     assert (record["version"], record["accuracy"], record["previous"]["version"]) == (C, 0.60, B)
     assert record["history"][-1] | {"promoted_at": None} == {
-        "version": C, "accuracy": 0.60, "run_id": "push-" + "c" * 20, "promoted_at": None, "action": "promote",
+        "version": C, "accuracy": 0.60, "correct": 6, "total": 10, "run_id": "push-" + "c" * 20, "promoted_at": None,
+        "action": "promote",
         "by": "alice", "reason": "better on the holdout set", "replaced": B,
     }  # fmt: skip
 
@@ -150,7 +154,7 @@ def test_a_concurrent_change_is_decided_again_on_the_fresh_champion(store: Local
     def racing_put(key: str, data: bytes, **kwargs: object) -> str:
         if key.endswith("champion.json") and not raced:
             raced.append(key)
-            promote_if_better(store, "cifar10", C, 0.99, floor=0.5, margin=0.0, run_id="push-" + "c" * 20)
+            promote_if_better(store, "cifar10", C, Counts(99, 100), floor="0.5", margin="0", run_id="push-" + "c" * 20)
             raise PreconditionFailed(store.uri_of(key), "If-Match")
         return real_put(key, data, **kwargs)  # type: ignore[arg-type]
 

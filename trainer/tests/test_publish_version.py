@@ -32,7 +32,7 @@ def make_outcome(accuracy: float = 0.8) -> TrainingOutcome:
         for e in (1, 2, 3)
     ]  # fmt: skip
     evaluation = EvalResult(
-        loss=0.6, accuracy=accuracy, n=100, per_class_accuracy=dict.fromkeys(CLASSES, accuracy),
+        loss=0.6, correct=round(accuracy * 100), total=100, per_class_accuracy=dict.fromkeys(CLASSES, accuracy),
         confusion=[[10 if i == j else 0 for j in range(10)] for i in range(10)],
     )  # fmt: skip
     return TrainingOutcome(
@@ -84,7 +84,7 @@ def test_published_version_has_every_file_and_a_manifest_with_provenance(store: 
     assert manifest["wall_seconds"] == 9.5
     assert manifest["throughput"]["images_per_s"] == 1000.0  # 3 epochs x 2000 images in 6 s
     assert manifest["estimated_cost"]["usd"] == round(9.5 / 3600 * config.cost_per_hour, 4)
-    assert manifest["metrics"] == {"accuracy": 0.8, "loss": 0.6}
+    assert manifest["metrics"] == {"accuracy": 0.8, "correct": 80, "total": 100, "loss": 0.6}
     # every file is pinned by its hash, so a reader can check what it downloaded
     for name in VERSION_FILES:
         assert manifest["files"][name]["bytes"] == len(store.get(prefix + name))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from trainer.__main__ import main as trainer_main
 from trainer.config import TrainConfig
+from trainer.counts import Counts
 from trainer.gate import promote_if_better
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
@@ -26,7 +27,8 @@ def outcome(accuracy: float) -> TrainingOutcome:
     torch.manual_seed(0)
     epoch = EpochResult(epoch=1, train_loss=1.0, train_accuracy=0.5, test_loss=1.0, test_accuracy=accuracy,
                         images_per_s=500.0, seconds=4.0, eval_seconds=0.2, lr=0.1)  # fmt: skip
-    evaluation = EvalResult(loss=0.9, accuracy=accuracy, n=10, per_class_accuracy=dict.fromkeys(CLASSES, accuracy),
+    evaluation = EvalResult(loss=0.9, correct=round(accuracy * 100), total=100,
+                            per_class_accuracy=dict.fromkeys(CLASSES, accuracy),
                             confusion=[[1 if i == j else 0 for j in range(10)] for i in range(10)])  # fmt: skip
     return TrainingOutcome(
         model=build_model("cnn", 10), model_config={"name": "cnn", "num_classes": 10}, classes=CLASSES,
@@ -44,7 +46,9 @@ def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
         run_id = version.split("-", 1)[1]
         config = TrainConfig(model="cnn").replace(epochs=1, run_id=run_id, work_dir=str(root / "work"))
         publish_version(store, config, run_id=run_id, version=version, outcome=outcome(accuracy), now=datetime.now(UTC))
-        promote_if_better(store, "cifar10", version, accuracy, floor=0.5, margin=0.0, run_id=run_id)
+        promote_if_better(
+            store, "cifar10", version, Counts(round(accuracy * 100), 100), floor="0.5", margin="0", run_id=run_id
+        )
     store.put(f"models/cifar10/{NEW[:-1]}x/model.pt", b"an unfinished publish: no manifest")
     return str(store.root)
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 from trainer.config import TrainConfig
+from trainer.counts import Counts
 from trainer.finish import after_success, run_report_key
+from trainer.gate import Compared, GateOutcome
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
 from trainer.publish import TrainingOutcome, publish_version
-from trainer.report import SPOT, GateView, curves_figure, gate_view, mermaid_curves, render_report
+from trainer.report import SPOT, curves_figure, mermaid_curves, render_report
 from trainer.run import run_gate
 from trainer.store import LocalStore
 from trainer.versions import new_version_id
@@ -39,20 +41,22 @@ def manifest() -> dict[str, Any]:
         "attempt": 2,
         "git_sha": "0123456789abcdef0123456789abcdef01234567",
         "image_digest": "sha256:" + "ab" * 32,
-        "config": {"model": "airbench", "epochs": 3, "batch_size": 512, "lr": 1.5, "accuracy_floor": 0.5,
-                   "champion_margin": 0.01},
+        "config": {"model": "airbench", "epochs": 3, "batch_size": 512, "lr": 1.5, "accuracy_floor": "0.5",
+                   "champion_margin": "0.01"},
         "dataset": {"checksum": "sha256:" + "d" * 64},
         "precision": "bf16",
         "wall_seconds": 412.0,
         "throughput": {"images_per_s": 1234.5},
         "estimated_cost": {"usd": 0.0113},
-        "metrics": {"accuracy": 0.8125, "loss": 0.61},
+        "metrics": {"accuracy": 0.8125, "correct": 8125, "total": 10000, "loss": 0.61},
     }  # fmt: skip
 
 
 def metrics() -> dict[str, Any]:
     return {
         "accuracy": 0.8125,
+        "correct": 8125,
+        "total": 10000,
         "loss": 0.61,
         "test_images": 10000,
         "per_class_accuracy": {"airplane": 0.85, "automobile": 0.9},
@@ -64,13 +68,17 @@ def metrics() -> dict[str, Any]:
     }  # fmt: skip
 
 
-PROMOTED = GateView(
-    promoted=True,
-    reason="accuracy 0.8125 is at least champion 20261124T090000Z-push-aaaaaaaaaaaaaaaaaaaa (0.7800) + margin 0.0100",
-    floor=0.5,
-    margin=0.01,
-    champion_version="20261124T090000Z-push-aaaaaaaaaaaaaaaaaaaa",
-    champion_accuracy=0.78,
+CHAMPION = "20261124T090000Z-push-aaaaaaaaaaaaaaaaaaaa"
+PROMOTED = GateOutcome(
+    outcome="promoted",
+    reason=f"accuracy 8125/10000 (81.25 %) is above champion {CHAMPION} (7800/10000 (78.00 %)) + margin 0.01",
+    version=VERSION,
+    counts=Counts(8125, 10000),
+    floor="0.5",
+    margin="0.01",
+    compared=Compared(CHAMPION, Counts(7800, 10000)),
+    champion_version=VERSION,
+    at="2026-11-25T19:10:00.000000Z",
 )
 
 
@@ -111,19 +119,30 @@ def test_final_report_matches_the_golden_file() -> None:
 def test_report_states_the_gate_decision_and_the_numbers_behind_it() -> None:
     text = render_report(manifest(), metrics(), "curves.png", gate=PROMOTED, capacity=SPOT)
     assert "**Gate: promoted to champion**" in text
-    assert "| floor | 50.00 % (met) |" in text
+    assert "| floor | 0.5 = 50.00 % (met) |" in text
     assert "| delta vs champion | +3.25 pp |" in text
-    assert "| margin | 1.00 pp |" in text
+    assert "| margin | 0.01 = 1.00 pp |" in text
     assert "~$0.0034 on Fargate Spot (on-demand would have been $0.0113)" in text
     assert f"`{'sha256:' + 'ab' * 32}`" in text and "`0123456789abcdef0123456789abcdef01234567`" in text
 
 
 def test_report_without_a_champion_or_capacity_says_so_instead_of_guessing() -> None:
-    first = GateView(True, "meets the floor and there is no champion yet", 0.5, 0.0, None, None)
+    first = GateOutcome("promoted", "meets the floor and there is no champion yet", VERSION, Counts(8125, 10000),
+                        "0.5", "0", None, VERSION, "")  # fmt: skip
     text = render_report(manifest(), metrics(), "curves.png", gate=first, capacity=None)
-    assert "| champion compared | none yet |" in text
-    assert "n/a (no champion)" in text
+    assert "| champion compared | none |" in text
+    assert "n/a (no champion compared)" in text
     assert "capacity not recorded" in text
+
+
+def test_report_shows_the_counts_and_the_exact_floor_it_was_judged_against() -> None:
+    # GIVEN 9000/10000 against a floor of 0.9 (float32 would have made it 0.89999998, "below 0.9000")
+    exact = {**metrics(), "accuracy": 0.9, "correct": 9000, "total": 10000}
+    gate = GateOutcome("promoted", "meets", VERSION, Counts(9000, 10000), "0.9", "0", None, VERSION, "")
+    text = render_report(manifest(), exact, "curves.png", gate=gate, capacity=None)
+    assert "| test accuracy | 9000/10000 (90.00 %) |" in text
+    assert "| floor | 0.9 = 90.00 % (met) |" in text
+    assert "(9000 of 10000 images)" in text
 
 
 def test_version_report_written_before_the_gate_states_the_rule_and_where_the_decision_is() -> None:
@@ -132,18 +151,20 @@ def test_version_report_written_before_the_gate_states_the_rule_and_where_the_de
     assert "promoted to champion" not in text and "not promoted" not in text
 
 
-def test_gate_view_compares_with_the_champion_it_replaced_or_the_one_it_did_not_beat() -> None:
-    promoted = {"version": VERSION, "accuracy": 0.81, "previous": {"version": "old", "accuracy": 0.7}}
-    view = gate_view("promoted", "beat it", promoted, VERSION, floor=0.5, margin=0.0)
-    assert (view.champion_version, view.champion_accuracy) == ("old", 0.7)
-    kept = {"version": "better", "accuracy": 0.9, "previous": None}
-    view = gate_view("kept", "below", kept, VERSION, floor=0.5, margin=0.0)
-    assert (view.champion_version, view.champion_accuracy, view.delta(0.8)) == ("better", 0.9, pytest.approx(-0.1))
+def test_the_report_reads_the_champion_compared_from_the_gate_record_alone() -> None:
+    # GIVEN the run record's gate field (the one shape: GateOutcome.to_record)
+    record = PROMOTED.to_record()
+    # WHEN it is read back for the report, THEN it is the same outcome, delta exact
+    gate = GateOutcome.from_record(record, version=VERSION, floor="ignored", margin="ignored")
+    assert gate == PROMOTED
+    text = render_report(manifest(), metrics(), "curves.png", gate=gate)
+    assert f"| champion compared | `{CHAMPION}` 7800/10000 (78.00 %) |" in text
+    assert "| delta vs champion | +3.25 pp |" in text
 
 
 def trained(accuracy: float) -> TrainingOutcome:
     """A tiny untrained CNN dressed as a finished run (publishing only needs its shape)."""
-    evaluation = EvalResult(0.6, accuracy, 10, {"a": accuracy, "b": accuracy}, [[5, 0], [0, 5]])
+    evaluation = EvalResult(0.6, round(accuracy * 10), 10, {"a": accuracy, "b": accuracy}, [[5, 0], [0, 5]])
     return TrainingOutcome(
         model=build_model("cnn", 2), model_config={"name": "cnn", "num_classes": 2}, classes=("a", "b"),
         evaluation=evaluation, history=history(3), dataset={"checksum": "sha256:" + "d" * 64, "train_images": 20},
@@ -179,7 +200,7 @@ def test_a_succeeded_run_leaves_its_final_report_in_the_run_folder(tmp_path: Pat
     config = TrainConfig(model="cnn", work_dir=str(tmp_path / "work")).replace(epochs=3, run_id=run_id)
     version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
     publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
-    decision = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    decision = run_gate(store, "cifar10", version, None, floor="0.5", margin="0", run_id=run_id)
     # WHEN the run finishes
     after_success(store, config, run_id, version, decision, environ={})
     # THEN runs/<run_id>/report.md holds the decision, and the version's own report is unchanged
@@ -194,7 +215,9 @@ def test_a_succeeded_run_leaves_its_final_report_in_the_run_folder(tmp_path: Pat
 def test_a_pending_gate_is_reported_as_pending_with_its_reason_and_how_it_is_retried() -> None:
     # GIVEN a gate that could not run (the run record's gate outcome "pending")
     reason = "the gate could not run: GateError: champion.json is not a champion record"
-    view = gate_view("pending", reason, {"version": "other", "accuracy": 0.9}, VERSION, floor=0.5, margin=0.01)
+    view = GateOutcome.from_record(
+        {"outcome": "pending", "reason": reason}, version=VERSION, floor="0.5", margin="0.01"
+    )
     # WHEN the report is rendered
     text = render_report(manifest(), metrics(), "curves.png", gate=view, capacity=SPOT)
     # THEN it says pending and why, compares with no champion, and names the command that retries it
@@ -212,7 +235,7 @@ def test_a_run_whose_gate_is_pending_still_gets_its_report_saying_so(tmp_path: P
     version = new_version_id(run_id, datetime(2026, 11, 25, 19, tzinfo=UTC))
     publish_version(store, config, run_id=run_id, version=version, outcome=trained(0.8), now=datetime.now(UTC))
     store.put("models/cifar10/champion.json", b"{not json")
-    gate = run_gate(store, "cifar10", version, 0.8, floor=0.5, margin=0.0, run_id=run_id)
+    gate = run_gate(store, "cifar10", version, None, floor="0.5", margin="0", run_id=run_id)
     # WHEN the run finishes
     after_success(store, config, run_id, version, gate, environ={})
     # THEN the gate is pending and the run's report says so

@@ -181,7 +181,7 @@ def test_a_model_with_non_finite_weights_is_never_published(tmp_path: Path) -> N
         next(model.parameters()).view(-1)[:256] = float("inf")
     outcome = TrainingOutcome(
         model=model, model_config={"name": "cnn", "num_classes": 10}, classes=tuple(str(i) for i in range(10)),
-        evaluation=EvalResult(loss=1.0, accuracy=0.5, n=1, per_class_accuracy={}, confusion=[]), history=[],
+        evaluation=EvalResult(loss=1.0, correct=1, total=2, per_class_accuracy={}, confusion=[]), history=[],
         dataset={"checksum": "x", "train_images": 1}, hardware={}, wall_seconds=1.0, precision="fp32",
     )  # fmt: skip
     store = LocalStore(tmp_path / "store")

@@ -80,7 +80,8 @@ def published(
     history = [EpochResult(e, 2.0 / e, 0.2 * e, 1.9 / e, 0.25 * e, 500.0 + e, 3.0, 0.2, 0.1) for e in (1, 2, 3)]
     outcome = TrainingOutcome(
         model=build_model("cnn", 2), model_config={"name": "cnn", "num_classes": 2}, classes=("a", "b"),
-        evaluation=EvalResult(0.4, accuracy, 8, {"a": accuracy, "b": accuracy}, [[3, 1], [1, 3]]), history=history,
+        evaluation=EvalResult(0.4, round(accuracy * 8), 8, {"a": accuracy, "b": accuracy}, [[3, 1], [1, 3]]),
+        history=history,
         dataset={"checksum": "sha256:" + "e" * 64, "train_images": 16}, hardware={"device": "cpu"},
         wall_seconds=9.0, precision="fp32",
     )  # fmt: skip
@@ -94,7 +95,7 @@ def test_a_promoted_run_is_in_mlflow_with_metrics_artifacts_and_the_champion_ali
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     store, config, version = published(tmp_path)
-    decision = run_gate(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
+    decision = run_gate(store, "cifar10", version, None, floor="0.5", margin="0", run_id=RUN_ID)
     # WHEN the run finishes (twice: a resumed bookkeeping step must not log a second run)
     after_success(store, config, RUN_ID, version, decision)
     after_success(store, config, RUN_ID, version, decision)
@@ -128,7 +129,7 @@ def test_promote_and_rollback_by_hand_move_the_mlflow_champion_alias(
     versions = []
     for run_id, accuracy, hour in (("push-1111111111aaaaaaaaaa", 0.75, 20), ("push-2222222222bbbbbbbbbb", 0.875, 21)):
         store, config, version = published(tmp_path, run_id, accuracy, hour)
-        decision = run_gate(store, "cifar10", version, accuracy, floor=0.5, margin=0.0, run_id=run_id)
+        decision = run_gate(store, "cifar10", version, None, floor="0.5", margin="0", run_id=run_id)
         after_success(store, config, run_id, version, decision)
         versions.append(version)
     client = mlflow.MlflowClient(tracking_uri)
@@ -162,7 +163,7 @@ def test_an_unreachable_server_is_logged_and_changes_nothing(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     store, config, version = published(tmp_path)
-    decision = run_gate(store, "cifar10", version, 0.75, floor=0.5, margin=0.0, run_id=RUN_ID)
+    decision = run_gate(store, "cifar10", version, None, floor="0.5", margin="0", run_id=RUN_ID)
     # WHEN the run finishes; THEN it says why MLflow got nothing, and the run's report is still written
     after_success(store, config, RUN_ID, version, decision)
     assert any("could not log" in r.getMessage() for r in caplog.records)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from trainer import nets
+from trainer.counts import decimal_text, parse_decimal
 from trainer.notify import TOPIC_ARN
 from trainer.store import DEFAULT_STORE_URI
 from trainer.versions import DEFAULT_MODEL_NAME
@@ -74,6 +75,10 @@ RUN_FIELDS = (
     "val_images",
     "model_name",
 )
+
+
+# The gate's thresholds: decimal strings, parsed exactly (trainer.counts.parse_decimal), never as floats.
+EXACT_FIELDS = ("accuracy_floor", "champion_margin")
 
 
 class ConfigError(ValueError):
@@ -128,8 +133,10 @@ class TrainConfig:
     #                     validation counts at each rung go to sweeps/<id>/rungs/ in the store
 
     # 6. the quality gate
-    accuracy_floor: float = 0.5  # promote to champion only at or above this test accuracy (0..1)
-    champion_margin: float = 0.0  # ... and only when at least (champion accuracy + margin)
+    # Decimal strings, compared exactly with the version's correct/total counts (trainer.counts): "0.9" is
+    # 9/10, never the binary float 0.9000000000000000222.
+    accuracy_floor: str = "0.5"  # promote to champion only at or above this test accuracy (0..1)
+    champion_margin: str = "0"  # ... and only when at least (champion accuracy + margin)
     cost_per_hour: float = 0.0987  # USD per task-hour for cost estimates: Fargate on-demand, 2 vCPU + 4 GiB,
     #                                us-east-1 (0.04048 per vCPU-hour, 0.004445 per GB-hour), Nov 2025
 
@@ -144,6 +151,13 @@ class TrainConfig:
         for name in RECIPE_FIELDS:
             if getattr(self, name) is FROM_RECIPE:
                 object.__setattr__(self, name, getattr(entry.recipe, name))  # frozen: only while being built
+        for name in EXACT_FIELDS:  # a number from a Python caller or an older saved configuration: its decimal text
+            value = getattr(self, name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                try:
+                    object.__setattr__(self, name, decimal_text(value, name))
+                except ValueError as exc:
+                    raise ConfigError(name, str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every setting (the resolved configuration saved with the model)."""
@@ -209,6 +223,8 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
 def _check_type(name: str, value: Any, kind: Any) -> Any:
     if value is None and name in RECIPE_FIELDS:
         return FROM_RECIPE  # a saved configuration from before recipes were always applied
+    if name in EXACT_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
+        return value  # saved before thresholds were decimal strings: __post_init__ takes its decimal text
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
@@ -393,8 +409,12 @@ def validate(config: TrainConfig) -> TrainConfig:
         f"expected sha256:<64 hex>, got {c.image_digest!r}",
     )
     _require(c.git_sha == "" or bool(_GIT_SHA.fullmatch(c.git_sha)), "git_sha", f"expected 7-40 hex, got {c.git_sha!r}")
-    _bounded("accuracy_floor", c.accuracy_floor, 0, 1)
-    _bounded("champion_margin", c.champion_margin, 0, 1)
+    for name in EXACT_FIELDS:
+        try:
+            exact = parse_decimal(getattr(c, name), name)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+        _require(0 <= exact <= 1, name, f"must be in [0, 1], got {getattr(c, name)!r}")
     _bounded("cost_per_hour", c.cost_per_hour, 0, MAX_COST_PER_HOUR)
     _require(
         c.notify_topic_arn == "" or bool(TOPIC_ARN.fullmatch(c.notify_topic_arn)),

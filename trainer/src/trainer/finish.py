@@ -26,8 +26,8 @@ from typing import Any
 
 from trainer import runstate
 from trainer.config import TrainConfig
-from trainer.gate import read_champion
-from trainer.report import GateView, cost_line, gate_view, render_report
+from trainer.gate import GateOutcome
+from trainer.report import cost_line, render_report
 from trainer.store import Store
 from trainer.versions import CURVES_FILE, METRICS_FILE, read_manifest, version_prefix
 
@@ -47,21 +47,18 @@ def write_run_report(
     version: str,
     gate: Mapping[str, Any],
     *,
-    floor: float,
-    margin: float,
-) -> tuple[str, dict[str, Any], GateView, str | None]:
+    floor: str,
+    margin: str,
+) -> tuple[str, dict[str, Any], GateOutcome, str | None]:
     """Render the final report, store it at runs/<run_id>/report.md; (text, manifest, gate, capacity).
 
-    gate: the run record's `gate` field (trainer.run.run_gate): outcome promoted, kept or pending.
+    gate: the run record's `gate` field (trainer.gate.GateOutcome.to_record): promoted, kept or pending, with
+    the counts and the champion compared; floor and margin fill in a record written before they were in it.
     """
     prefix = version_prefix(model_name, version)
     manifest = read_manifest(store, model_name, version)
     metrics = json.loads(store.get(prefix + METRICS_FILE))
-    outcome = str(gate.get("outcome", "pending"))
-    champion = None
-    if outcome != "pending":
-        champion, _ = read_champion(store, model_name)
-    view = gate_view(outcome, str(gate.get("reason", "")), champion, version, floor=floor, margin=margin)
+    view = GateOutcome.from_record(gate, version=version, floor=floor, margin=margin)
     record = runstate.read_status(store, run_id) or {}
     capacity = record.get("capacity_provider")  # written by the trigger when it knows (docs/contracts.md)
     capacity = capacity if isinstance(capacity, str) else None

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from trainer.counts import Counts
+
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
     """The predicted class of each sample: argmax over the class axis of NxC logits."""
@@ -20,11 +22,19 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of samples whose predicted class equals their label."""
+def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> Counts:
+    """How many samples' predicted class equals their label, out of how many (exact integers)."""
     if len(logits) != len(labels):
         raise ValueError(f"{len(logits)} predictions for {len(labels)} labels")
-    return (predictions(logits) == labels).float().mean().item()
+    return Counts(int((predictions(logits) == labels).sum().item()), len(labels))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of samples whose predicted class equals their label (correct / total of int counts).
+
+    Never `(pred == labels).float().mean()`: float32 makes 9000/10000 0.89999998 (trainer.counts).
+    """
+    return count_correct(logits, labels).accuracy
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -38,13 +48,30 @@ class EvalResult:
     """Evaluation of a model on a labelled set."""
 
     loss: float  # mean cross-entropy (no label smoothing)
-    accuracy: float  # fraction correct, per sample
-    n: int  # samples evaluated
+    correct: int  # samples whose predicted class is their label
+    total: int  # samples evaluated
     per_class_accuracy: dict[str, float]  # class name -> recall of that class
     confusion: list[list[int]]  # rows: true class, columns: predicted class
 
+    def __post_init__(self) -> None:
+        Counts(self.correct, self.total)  # raises on counts that cannot be
+
+    @property
+    def counts(self) -> Counts:
+        """The exact accuracy: what the gate decides on."""
+        return Counts(self.correct, self.total)
+
+    @property
+    def accuracy(self) -> float:
+        """correct / total, correctly rounded: for display and charts."""
+        return self.counts.accuracy
+
+    @property
+    def n(self) -> int:
+        return self.total
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "accuracy": self.accuracy}
 
 
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> EvalResult:
@@ -53,6 +80,7 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Sequenc
     labels = labels.to(logits.device)
     preds = predictions(logits)
     confusion = confusion_matrix(preds, labels, len(classes))
+    counts = count_correct(logits, labels)
     per_class_total = confusion.sum(dim=1)
     per_class = {
         name: (confusion[i, i] / per_class_total[i]).item() if per_class_total[i] else float("nan")
@@ -60,8 +88,8 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Sequenc
     }
     return EvalResult(
         loss=torch.nn.functional.cross_entropy(logits, labels).item(),
-        accuracy=accuracy(logits, labels),
-        n=len(labels),
+        correct=counts.correct,
+        total=counts.total,
         per_class_accuracy=per_class,
         confusion=confusion.tolist(),
     )

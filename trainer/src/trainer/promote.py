@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.cli_common import EXIT_FAILED, EXIT_OK, explain
-from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion
+from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion, version_counts
 from trainer.registry import verify_files
 from trainer.store import NotFound, PreconditionFailed, Store, StoreError, open_store
 from trainer.tracking import move_champion_alias
@@ -127,18 +127,23 @@ def change_champion(
         if target == current:
             return ChampionChange(action, target, current, changed=False)
         manifest = verify_version(store, model_name, target)
-        accuracy = float(manifest["metrics"]["accuracy"])
-        entry = {"version": target, "accuracy": accuracy, "run_id": manifest.get("run_id"), "promoted_at": now,
-                 "action": action, "by": by, "reason": reason, "replaced": current}  # fmt: skip
+        try:
+            counts = version_counts(store, model_name, target)
+        except (NotFound, ValueError) as exc:
+            raise ChampionChangeError(f"refusing {target}: {exc}") from exc
+        accuracy = counts.accuracy
+        entry = {"version": target, "accuracy": accuracy, **counts.to_dict(), "run_id": manifest.get("run_id"),
+                 "promoted_at": now, "action": action, "by": by, "reason": reason, "replaced": current}  # fmt: skip
         history = [*(champion.get("history", []) if champion else []), entry][-CHAMPION_HISTORY_LIMIT:]
         record = {
             "schema": CHAMPION_SCHEMA,
             "model_name": model_name,
             "version": target,
             "accuracy": accuracy,
+            **counts.to_dict(),
             "run_id": manifest.get("run_id"),
             "promoted_at": now,
-            "previous": {"version": current, "accuracy": champion["accuracy"]} if champion else None,
+            "previous": {"version": current, "accuracy": champion.get("accuracy")} if champion else None,
             "reason": f"{action} by {by}: {reason}",
             "history": history,
         }

@@ -129,7 +129,9 @@ def write_torchscript(model: nn.Module, path: Path) -> None:
 def metrics_document(outcome: TrainingOutcome) -> dict[str, Any]:
     evaluation = outcome.evaluation
     return {
-        "accuracy": evaluation.accuracy,
+        "accuracy": evaluation.accuracy,  # correct / total, for people; the gate decides on the counts
+        "correct": evaluation.correct,
+        "total": evaluation.total,
         "loss": evaluation.loss,
         "test_images": evaluation.n,
         "per_class_accuracy": evaluation.per_class_accuracy,
@@ -185,6 +187,7 @@ def build_manifest(
         "estimated_cost": estimated_cost(config, outcome.wall_seconds),
         "metrics": {
             "accuracy": outcome.evaluation.accuracy,
+            **outcome.evaluation.counts.to_dict(),
             "loss": outcome.evaluation.loss,
             **({} if outcome.validation is None else {"validation": dict(outcome.validation)}),
         },
@@ -257,9 +260,8 @@ def publish_version(
     write_torchscript(outcome.model, folder / TORCHSCRIPT_FILE)
     metrics = metrics_document(outcome)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(
-        outcome.history, folder / CURVES_FILE, title=f"{config.model_name} {version}", floor=config.accuracy_floor
-    )
+    title = f"{config.model_name} {version}"
+    plot_curves(outcome.history, folder / CURVES_FILE, title=title, floor=float(config.accuracy_floor))
     manifest = build_manifest(config, run_id, version, outcome, now)
     (folder / REPORT_FILE).write_text(render_report(manifest, metrics, store.uri_of(prefix + CURVES_FILE)))
     manifest["files"] = {
@@ -282,5 +284,5 @@ def publish_version(
         store.put(prefix + MANIFEST, body, if_none_match=True)
     except PreconditionFailed as exc:
         _accept_if_identical(store, prefix + MANIFEST, hashlib.sha256(body).hexdigest(), exc)
-    log.info("published %s (accuracy %.4f)", store.uri_of(prefix), outcome.evaluation.accuracy)
+    log.info("published %s (accuracy %s)", store.uri_of(prefix), outcome.evaluation.counts)
     return PublishedVersion(config.model_name, version, store.uri_of(prefix), manifest)

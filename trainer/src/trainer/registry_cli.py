@@ -26,6 +26,7 @@ from typing import Any
 
 from trainer import promote
 from trainer.cli_common import StoreMissing, explain, require_store, store_options
+from trainer.counts import decimal_text
 from trainer.gate import GateError
 from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
 from trainer.store import NotFound, Store, StoreError, open_store
@@ -138,9 +139,9 @@ def _gate(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
         store,
         model_name,
         version,
-        float(manifest["metrics"]["accuracy"]),
-        floor=float(config["accuracy_floor"]),
-        margin=float(config["champion_margin"]),
+        None,  # read from the version's checked metrics.json
+        floor=decimal_text(config["accuracy_floor"], "accuracy_floor"),
+        margin=decimal_text(config["champion_margin"], "champion_margin"),
         run_id=run_id,
     )
     runstate.set_state(
@@ -170,8 +171,8 @@ def _rewrite_report(
             run_id,
             version,
             gate,
-            floor=float(config["accuracy_floor"]),
-            margin=float(config["champion_margin"]),
+            floor=decimal_text(config["accuracy_floor"], "accuracy_floor"),
+            margin=decimal_text(config["champion_margin"], "champion_margin"),
         )
     except Exception as exc:  # noqa: BLE001 -- best effort: the gate's outcome is recorded already
         print(f"trainer models gate: the run's report was not rewritten: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -189,7 +190,8 @@ def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     print(f"{champion['version']}  accuracy {100 * float(champion['accuracy']):.2f} %  since {champion['promoted_at']}")
     previous = champion.get("previous")
     if previous:
-        print(f"  replaced {previous['version']} ({100 * float(previous['accuracy']):.2f} %)")
+        shown = f" ({100 * float(previous['accuracy']):.2f} %)" if previous.get("accuracy") is not None else ""
+        print(f"  replaced {previous['version']}{shown}")
     return EXIT_OK
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.counts import Counts, parse_decimal, percent
+from trainer.gate import GateOutcome
 from trainer.metrics import EpochResult
 
 if TYPE_CHECKING:
@@ -34,69 +36,6 @@ SPOT, ON_DEMAND = "FARGATE_SPOT", "FARGATE"
 MAX_EPOCH_TICKS = 15  # up to this many epochs, one tick each; beyond, integer ticks matplotlib spaces
 
 
-@dataclass(frozen=True)
-class GateView:
-    """What the quality gate decided for a version, with the numbers that explain it."""
-
-    promoted: bool
-    reason: str  # GateDecision.reason, in words
-    floor: float
-    margin: float
-    champion_version: str | None  # the champion the version was compared with (None: there was none)
-    champion_accuracy: float | None
-    pending: bool = False  # the gate could not run yet (run record `gate.outcome` "pending"); retried later
-
-    @property
-    def outcome(self) -> str:
-        """The run record's `gate.outcome` word: promoted, kept or pending."""
-        return "pending" if self.pending else "promoted" if self.promoted else "kept"
-
-    def delta(self, accuracy: float) -> float | None:
-        """Accuracy minus the compared champion's (None without a champion)."""
-        return None if self.champion_accuracy is None else accuracy - self.champion_accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome,
-            "promoted": self.promoted,
-            "reason": self.reason,
-            "floor": self.floor,
-            "margin": self.margin,
-            "champion_version": self.champion_version,
-            "champion_accuracy": self.champion_accuracy,
-        }
-
-
-def gate_view(
-    outcome: str,
-    reason: str,
-    champion: Mapping[str, Any] | None,
-    version: str,
-    *,
-    floor: float,
-    margin: float,
-) -> GateView:
-    """The GateView of the gate's outcome (promoted, kept, pending), from the champion read right after it.
-
-    After a promotion the record is this version and its `previous` is the champion it beat; when
-    the version was not promoted the record is the champion it was compared with. A pending gate
-    compared with nothing yet.
-    """
-    pending = outcome == "pending"
-    compared: Mapping[str, Any] | None = None if pending else champion
-    if compared is not None and compared.get("version") == version:
-        compared = compared.get("previous") or None
-    return GateView(
-        promoted=outcome == "promoted",
-        reason=reason,
-        floor=floor,
-        margin=margin,
-        champion_version=str(compared["version"]) if compared else None,
-        champion_accuracy=float(compared["accuracy"]) if compared else None,
-        pending=pending,
-    )
-
-
 # --- numbers in words ----------------------------------------------------------------------------
 
 
@@ -104,8 +43,25 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:+.2f} pp"
+def _points(value: float | Fraction) -> str:
+    return f"{float(100 * value):+.2f} pp"
+
+
+def _counts_of(metrics: Mapping[str, Any]) -> Counts | None:
+    """The version's counts when its metrics carry them (a version published before counts: None)."""
+    if "correct" not in metrics:
+        return None
+    return Counts.from_mapping(metrics, "metrics.json")
+
+
+def _accuracy_cell(accuracy: float, counts: Counts | None) -> str:
+    return str(counts) if counts is not None else _pct(accuracy)
+
+
+def _floor_cell(floor: str, counts: Counts | None, accuracy: float) -> str:
+    exact = parse_decimal(floor, "accuracy_floor")
+    met = (counts.fraction if counts is not None else Fraction(accuracy)) >= exact
+    return f"{floor} = {percent(exact)} ({'met' if met else 'not met'})"
 
 
 def _duration(seconds: float) -> str:
@@ -229,16 +185,26 @@ def mermaid_curves(epochs: Sequence[Mapping[str, Any]], *, title: str, floor: fl
 # --- report.md -----------------------------------------------------------------------------------
 
 
-def _gate_section(
-    accuracy: float, gate: GateView | None, config: Mapping[str, Any], run_id: str, version: str
+def _margin_cell(margin: str) -> str:
+    return f"{margin} = {_points(parse_decimal(margin, 'champion_margin')).lstrip('+')}"
+
+
+def _gate_section(  # noqa: PLR0917 -- private, one call site
+    accuracy: float,
+    counts: Counts | None,
+    gate: GateOutcome | None,
+    config: Mapping[str, Any],
+    run_id: str,
+    version: str,
 ) -> list[str]:
-    floor, margin = float(config["accuracy_floor"]), float(config["champion_margin"])
     if gate is None:
+        floor, margin = str(config["accuracy_floor"]), str(config["champion_margin"])
         return [
-            f"**Gate:** promotes at or above the floor {_pct(floor)} and at least the champion's accuracy + "
-            f"{_points(margin).lstrip('+')}; it runs after publishing: the decision is in `runs/{run_id}/report.md` "
-            f"(`python -m trainer runs show {run_id}`).",
+            f"**Gate:** promotes at or above the floor {floor} and at least the champion's accuracy + {margin} "
+            f"(compared exactly as correct/total; a tie promotes); it runs after publishing: the decision is in "
+            f"`runs/{run_id}/report.md` (`python -m trainer runs show {run_id}`).",
         ]
+    counts = gate.counts or counts
     if gate.pending:
         return [
             f"**Gate: pending** — {gate.reason}. The version is published and the run succeeded; the gate is "
@@ -247,27 +213,23 @@ def _gate_section(
             "",
             "| gate | value |",
             "| --- | --- |",
-            f"| test accuracy | {_pct(accuracy)} |",
-            f"| floor | {_pct(gate.floor)} ({'met' if accuracy >= gate.floor else 'not met'}) |",
-            f"| margin | {_points(gate.margin).lstrip('+')} |",
+            f"| test accuracy | {_accuracy_cell(accuracy, counts)} |",
+            f"| floor | {_floor_cell(gate.floor, counts, accuracy)} |",
+            f"| margin | {_margin_cell(gate.margin)} |",
         ]
-    delta = gate.delta(accuracy)
+    delta = gate.delta()
     verdict = "promoted to champion" if gate.promoted else "not promoted"
-    champion = (
-        f"`{gate.champion_version}` {_pct(gate.champion_accuracy)}"
-        if gate.champion_version is not None and gate.champion_accuracy is not None
-        else "none yet"
-    )
+    champion = f"`{gate.compared.version}` {gate.compared.counts}" if gate.compared is not None else "none"
     return [
         f"**Gate: {verdict}** — {gate.reason}.",
         "",
         "| gate | value |",
         "| --- | --- |",
-        f"| test accuracy | {_pct(accuracy)} |",
-        f"| floor | {_pct(gate.floor)} ({'met' if accuracy >= gate.floor else 'not met'}) |",
+        f"| test accuracy | {_accuracy_cell(accuracy, counts)} |",
+        f"| floor | {_floor_cell(gate.floor, counts, accuracy)} |",
         f"| champion compared | {champion} |",
-        f"| margin | {_points(gate.margin).lstrip('+')} |",
-        f"| delta vs champion | {_points(delta) if delta is not None else 'n/a (no champion)'} |",
+        f"| margin | {_margin_cell(gate.margin)} |",
+        f"| delta vs champion | {_points(delta) if delta is not None else 'n/a (no champion compared)'} |",
     ]
 
 
@@ -276,22 +238,25 @@ def render_report(
     metrics: Mapping[str, Any],
     curves_uri: str,
     *,
-    gate: GateView | None = None,
+    gate: GateOutcome | None = None,
     capacity: str | None = None,
 ) -> str:
     """Markdown for a GitHub comment: the gate and why, provenance, cost, the curves, per epoch and class."""
     config = manifest["config"]
     epochs = metrics["epochs"]
     accuracy = float(metrics["accuracy"])
+    counts = _counts_of(metrics)
     title = f"{manifest['model_name']} {manifest['version']}"
     lines = [
         f"### {manifest['model_name']} `{manifest['version']}`: {_pct(accuracy)}",
         "",
-        *_gate_section(accuracy, gate, config, str(manifest["run_id"]), str(manifest["version"])),
+        *_gate_section(accuracy, counts, gate, config, str(manifest["run_id"]), str(manifest["version"])),
         "",
         "| run | value |",
         "| --- | --- |",
-        f"| test accuracy | **{_pct(accuracy)}** ({metrics['test_images']} images), loss {metrics['loss']:.4f} |",
+        f"| test accuracy | **{_pct(accuracy)}** "
+        f"({f'{counts.correct} of {counts.total}' if counts else metrics['test_images']} images), "
+        f"loss {metrics['loss']:.4f} |",
         f"| model | `{config['model']}`, {config['epochs']} epochs, batch {config['batch_size']}, lr {config['lr']} |",
         f"| image | `{manifest['image_digest'] or 'local'}` |",
         f"| git sha | `{manifest['git_sha'] or 'unknown'}` |",

@@ -49,13 +49,14 @@ from trainer import runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
 from trainer.cli_common import explain, log_failure
 from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
+from trainer.counts import Counts
 from trainer.finish import after_success
-from trainer.gate import GateError, promote_if_better
+from trainer.gate import GateError, GateOutcome, pending, promote_if_better, version_counts
 from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, publish_version
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
-from trainer.versions import new_version_id, read_manifest
+from trainer.versions import new_version_id
 
 if TYPE_CHECKING:
     from trainer.data import Cifar10Data
@@ -282,24 +283,25 @@ class Run:
             validation=validation,
         )
 
-    def gate(self, version: str, accuracy: float) -> dict[str, Any]:
+    def gate(self, version: str, counts: Counts | None) -> dict[str, Any]:
         """The gate's outcome for this run's published version, as the record's `gate` field (see run_gate).
 
         A sweep run is never promoted: its version is there for comparison; the sweep's refit is gated.
         """
         if self.config.sweep_id:
-            return {
-                "outcome": "kept",
-                "reason": f"a run of sweep {self.config.sweep_id}: published for comparison, never promoted "
-                "(the sweep's refit of its best set is gated)",
-                "champion_version": None,
-                "at": runstate.utc_now(),
-            }
+            reason = (
+                f"a run of sweep {self.config.sweep_id}: published for comparison, never promoted "
+                "(the sweep's refit of its best set is gated)"
+            )
+            floor, margin = self.config.accuracy_floor, self.config.champion_margin
+            return GateOutcome(
+                "kept", reason, version, counts, floor, margin, None, None, runstate.utc_now()
+            ).to_record()
         return run_gate(
             self.store,
             self.config.model_name,
             version,
-            accuracy,
+            counts,
             floor=self.config.accuracy_floor,
             margin=self.config.champion_margin,
             run_id=self.run_id,
@@ -315,7 +317,7 @@ class Run:
             created = datetime(1970, 1, 1, tzinfo=UTC)
         return new_version_id(self.run_id, created.astimezone(UTC))
 
-    def finish(self, version: str, accuracy: float | None = None) -> int:
+    def finish(self, version: str, counts: Counts | None = None) -> int:
         """The version is visible: apply the gate, record `succeeded` with the gate's outcome, exit 0.
 
         A gate that cannot run (a damaged or unreachable champion) is recorded as pending and retried
@@ -323,9 +325,7 @@ class Run:
         Then, best effort and never changing the exit code: the run's report (with the gate's outcome,
         pending included), the success notification and MLflow (trainer.finish).
         """
-        if accuracy is None:
-            accuracy = float(read_manifest(self.store, self.config.model_name, version)["metrics"]["accuracy"])
-        gate = self.gate(version, accuracy)
+        gate = self.gate(version, counts)
         self.record_success(version, gate)
         try:
             after_success(self.store, self.config, self.run_id, version, gate)
@@ -394,26 +394,34 @@ class Run:
             log_failure(log, self.run_id, exc)  # one line for missing data, credentials, S3; a traceback for bugs
             self.set_state("failed", reason=f"{type(exc).__name__}: {exc}")
             return EXIT_FAILED
-        return self.finish(version, outcome.evaluation.accuracy)
+        return self.finish(version, outcome.evaluation.counts)
 
 
 def run_gate(
-    store: Store, model_name: str, version: str, accuracy: float, *, floor: float, margin: float, run_id: str | None
+    store: Store,
+    model_name: str,
+    version: str,
+    counts: Counts | None,
+    *,
+    floor: str,
+    margin: str,
+    run_id: str | None,
 ) -> dict[str, Any]:
-    """Apply the quality gate to a published version; its outcome as the run record's `gate` field.
+    """Apply the quality gate to a published version; its outcome (trainer.gate.GateOutcome) as the run record's `gate`.
 
-    A gate that cannot run (a damaged or unreachable champion) is returned as `pending` with the
-    reason, for a later retry; it is never raised.
+    counts: the version's test counts as just evaluated, or None to read them from its published (checked)
+    metrics. A gate that cannot run (a damaged or unreachable champion, unreadable metrics) is returned as
+    `pending` with the reason, for a later retry; it is never raised.
     """
-    now = runstate.utc_now()
     try:
-        decision = promote_if_better(store, model_name, version, accuracy, floor=floor, margin=margin, run_id=run_id)
+        if counts is None:
+            counts = version_counts(store, model_name, version)
+        decision = promote_if_better(store, model_name, version, counts, floor=floor, margin=margin, run_id=run_id)
     except (GateError, StoreError, ValueError, KeyError, TypeError) as exc:
         reason = f"the gate could not run: {type(exc).__name__}: {exc}"
         log.error("gate for %s is pending: %s", version, reason)  # noqa: TRY400 -- the cause is the message
-        return {"outcome": GATE_PENDING, "reason": reason, "champion_version": None, "at": now}
-    outcome = "promoted" if decision.promoted else "kept"
-    return {"outcome": outcome, "reason": decision.reason, "champion_version": decision.champion_version, "at": now}
+        return pending(version, counts, reason, floor=floor, margin=margin).to_record()
+    return decision.to_record()
 
 
 def main(config: TrainConfig, stop: threading.Event | None = None) -> int:
