@@ -212,7 +212,8 @@ def run_plan_job(workflow: Path, tmp_path: Path, github: Github, event: str, pla
         elif uses.startswith("actions/upload-artifact@"):
             uploaded.append(resolve(step["with"]["name"], context))
             context[f"steps.{step.get('id')}.outputs.artifact-id"] = "1"
-        elif "python3 -m ci." in str(step.get("run", "")):  # ours; the rest (checkout, zip, login) succeed
+        elif re.search(r"python3 -m ci\.(reviewed_plan|plan_changes)\b", str(step.get("run", ""))):
+            # the steps under test; the rest (checkout, zip, login, policies: tests/test_plan_policies.py) succeed
             env = {k: resolve(v, context) for k, v in (step.get("env") or {}).items()}
             result = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", str(step["run"])],
