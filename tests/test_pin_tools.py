@@ -68,7 +68,7 @@ def test_a_release_without_the_asset_fails_and_writes_nothing(tmp_path: Path) ->
 
 def test_the_repository_pins_match_the_key_format_of_the_versions_in_use() -> None:
     # GIVEN the committed pins  THEN every line is `<64 hex>  <tool>/<version>/<asset>` of a version in use
-    # (tfcmt may still be missing: README, "Pinned tools", says how to add it)
+    # (each tool in use is pinned: tfcmt too, since 4.14.13, README "Pinned tools")
     keys = {tool.key for tool in versions_in_use()}
     lines = (REPO / ".github/actions/terraform/tool-checksums.txt").read_text().splitlines()
     pins = [line.split() for line in lines if not line.startswith("#")]
@@ -77,3 +77,4 @@ def test_the_repository_pins_match_the_key_format_of_the_versions_in_use() -> No
         assert len(digest) == 64
         assert set(digest) <= set("0123456789abcdef")
         assert key in keys, f"{key} is pinned but no workflow installs it"
+    assert {key for _, key in pins} == keys, "a tool the workflows install has no pin"
