@@ -320,6 +320,8 @@ def test_a_missing_plan_is_refused_and_nothing_is_planned_instead(workspace: Pat
     # THEN it fails saying so, and terraform is never called (no fallback to a fresh plan)
     assert result.returncode == 1
     assert "no saved plan at" in result.stdout
+    # (an approval after the artifact's day: download-artifact may fail, this message is the job's answer)
+    assert "the plan job's artifact is missing or expired (it is kept 1 day" in result.stdout
     assert fakes.calls("terraform") == []
 
 

@@ -128,3 +128,13 @@ def test_train_with_a_base_that_lacks_a_command_exports_the_failure_instead_of_f
     # WHEN the train step runs; THEN the result says which command failed, how, and with what message
     failed = preview.train(str(python), tmp_path / "base" / "trainer" / "src", timeout_s=60)
     assert failed == {"ok": False, "error": "`trainer synth` exited 2:\ntrainer: unknown command 'synth'\n"}
+
+
+def test_the_comment_job_is_not_started_for_a_fork_or_dependabot() -> None:
+    # A fork's (or Dependabot's) run gets a read-only token: the comment could never be posted
+    import yaml
+
+    job = yaml.safe_load((REPO / ".github" / "workflows" / "preview.yml").read_text())["jobs"]["comment"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in job["if"]
+    assert "github.actor != 'dependabot[bot]'" in job["if"]
+    assert job["permissions"]["pull-requests"] == "write"
