@@ -6,6 +6,7 @@
     python -m trainer models gate 20261125T190312Z-push-…  # run a pending gate, record it in the run
     python -m trainer models list --store s3://bucket --model-name cifar10
     python -m trainer models promote VERSION --reason "…"  # by hand; and `models rollback` (see trainer.promote)
+    python -m trainer models predict [VERSION|champion] cat.png batch.npy [--top-k 3]  # see trainer.predict
 
 The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's default local store; the model
 name is `--model-name`, else `TRAINER_MODEL_NAME`, else `cifar10`. Exit codes: 0 found (and, for
@@ -19,6 +20,7 @@ ends it quietly.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -52,8 +54,41 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("champion", parents=[common], help="the current champion")
     gate = commands.add_parser("gate", parents=[common], help="apply the quality gate to a published version")
     gate.add_argument("version", help="the version id (see `list`)")
+    predict = commands.add_parser(
+        "predict", parents=[common], help="classify images with a version (default: the champion)",
+        description="Classify 32x32 PNG/JPEG images or .npy batches with a published version, after checking "
+        "its files' sha256; one JSON line per image (see trainer.predict).",
+    )  # fmt: skip
+    predict.add_argument("inputs", nargs="+", metavar="[VERSION|champion] FILE", help="the version, then the files")
+    predict.add_argument("--top-k", type=_positive, default=1, help="also list the K likeliest classes")
     promote.add_parsers(commands, common)
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def _predict(store_uri: str, model_name: str, inputs: list[str], top_k: int) -> int:
+    """Check the inputs, then the version, load it once and print a line per image (trainer.predict)."""
+    from trainer import predict
+
+    target, files = predict.split_target(inputs)
+    try:
+        batch = predict.read_inputs(files)
+    except predict.InputError as exc:
+        print(f"trainer models predict: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        predictor = predict.load_predictor(open_store(store_uri), model_name, target)
+    except predict.ModelError as exc:
+        print(f"trainer models predict: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    for line in predictor.predict(batch, top_k):
+        print(json.dumps({"version": predictor.version, **line}))
+    return EXIT_OK
 
 
 def _list(store_uri: str, model_name: str, as_json: bool) -> int:
@@ -222,6 +257,7 @@ def main(argv: Sequence[str]) -> int:
         "show": lambda: _show(args.store, args.model_name, args.version, args.json),
         "champion": lambda: _champion(args.store, args.model_name, args.json),
         "gate": lambda: _gate(args.store, args.model_name, args.version, args.json),
+        "predict": lambda: _predict(args.store, args.model_name, args.inputs, args.top_k),
     }
     if args.command in promote.COMMANDS:  # promote, rollback: their own one-line errors (trainer.promote)
         return promote.run(args)
