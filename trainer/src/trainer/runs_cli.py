@@ -6,6 +6,7 @@
     python -m trainer runs list --digest sha256:…             # the run(s) of an image
     python -m trainer runs show push-0123456789abcdef0123     # one run: its history, reason, version, report
     python -m trainer runs list --store s3://pushtrain-artifacts-…
+    python -m trainer runs compare RUN_A RUN_B [--png c.png] [--markdown]  # side by side (trainer.compare)
 
 A push's run id is a hash of the image digest (docs/contracts.md), so `--git-sha` or `--digest` is
 how to find it. The store is `--store`, else `TRAINER_STORE_URI`, else the trainer's local default.
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from trainer import runstate
@@ -211,7 +213,35 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--digest", type=_digest, help="only runs of this image digest")
     show = commands.add_parser("show", parents=[common], help="one run's record, timings and history")
     show.add_argument("run_id", help="the run id (see `list`)")
+    compare = commands.add_parser(
+        "compare", parents=[common], help="runs side by side: settings that differ, metrics, cost, curves"
+    )
+    compare.add_argument("run_ids", nargs="+", metavar="RUN", help="two or more run ids (see `list`)")
+    compare.add_argument("--png", type=Path, help="also write the test-accuracy curves, overlaid, to this PNG")
+    compare.add_argument("--markdown", action="store_true", help="a Markdown table and the Mermaid chart")
     return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from trainer import compare
+
+    if len(args.run_ids) < 2 or len(set(args.run_ids)) != len(args.run_ids):
+        print("trainer runs compare: give two or more different run ids", file=sys.stderr)
+        return EXIT_USAGE
+    store = open_store(args.store)
+    require_store(store)
+    try:
+        sides = [compare.load_side(store, args.model_name, run_id) for run_id in args.run_ids]
+    except (compare.CompareError, runstate.RunStateError) as exc:
+        print(f"trainer runs compare: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(compare.to_json(sides), indent=2, sort_keys=True))
+    else:
+        print(compare.markdown(sides) if args.markdown else compare.text_table(sides))
+    if args.png is not None:
+        print(f"curves: {compare.plot(sides, args.png)}", file=sys.stderr)
+    return EXIT_OK
 
 
 @quiet_pipe
@@ -222,7 +252,7 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help
         return int(exc.code or 0)
     try:
-        return _list(args) if args.command == "list" else _show(args)
+        return {"list": _list, "show": _show, "compare": _compare}[args.command](args)
     except BrokenPipeError:
         raise  # quiet_pipe ends it quietly
     except (ValueError, StoreMissing) as exc:  # a store URI that is not one, or names no store
