@@ -131,6 +131,7 @@ class TrainConfig:
     # 5. sweeps (set by the trigger for the runs of a sweep; docs/contracts.md)
     sweep_id: str = ""  # this run belongs to sweep <id>: its version is published, never promoted, and its
     #                     validation counts at each rung go to sweeps/<id>/rungs/ in the store
+    early_stop_eta: int = 0  # ASHA: 0 off, else keep training past a rung only in the top 1/eta (trainer.asha)
 
     # 6. the quality gate
     # Decimal strings, compared exactly with the version's correct/total counts (trainer.counts): "0.9" is
@@ -300,6 +301,7 @@ MAX_THREADS = 1024
 MAX_IMAGES = 10_000_000  # limit_train / limit_test
 MAX_ATTEMPT = 10_000
 MAX_COST_PER_HOUR = 1000.0  # USD
+MAX_ETA = 16  # ASHA's reduction factor: 2-4 in the literature (Li et al. 2020 use 4; Ray Tune's default 4)
 _SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one key segment: sweeps/<sweep_id>/...
 
 
@@ -398,6 +400,16 @@ def validate(config: TrainConfig) -> TrainConfig:
         c.sweep_id == "" or (bool(_SWEEP_ID.fullmatch(c.sweep_id)) and ".." not in c.sweep_id),
         "sweep_id",
         f"expected [A-Za-z0-9._-] (no '..', at most 64), got {c.sweep_id!r}",
+    )
+    _require(
+        c.early_stop_eta == 0 or 2 <= c.early_stop_eta <= MAX_ETA,
+        "early_stop_eta",
+        f"must be 0 (off) or 2 to {MAX_ETA}, got {c.early_stop_eta!r}",
+    )
+    _require(
+        c.early_stop_eta == 0 or (bool(c.sweep_id) and c.val_images > 0),
+        "early_stop_eta",
+        "early stopping needs sweep_id (where the rung results go) and val_images > 0 (what they measure)",
     )
     _require(
         c.run_id == "" or is_valid_run_id(c.run_id), "run_id", f"expected [A-Za-z0-9._-] (no '..'), got {c.run_id!r}"

@@ -22,7 +22,9 @@ What a run does:
 
 A run of a sweep (`sweep_id`) trains on the training set less its held-out validation images
 (`val_images`), writes its validation counts under `sweeps/<sweep_id>/` and is published for comparison,
-never promoted (only the sweep's refit is gated).
+never promoted (only the sweep's refit is gated). With `early_stop_eta`, at each rung (trainer.asha) it
+goes on only in the top 1/eta of the runs there so far; otherwise it checkpoints and ends
+`stopped-early`, exit 0, publishing nothing: a final state, like succeeded and failed.
 
 An error before the version is visible marks the run `failed` with the reason and exits 1 (a
 non-finite loss included); nothing is published after an error and the champion is only touched
@@ -45,7 +47,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from trainer import runstate
+from trainer import asha, runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
 from trainer.cli_common import explain, log_failure
 from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
@@ -68,6 +70,8 @@ EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_DUPLICATE = 73  # EX_CANTCREAT: another live trainer holds this run's lease; this one did nothing
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later, from the checkpoint
+EXIT_STOPPED_EARLY = 0  # the sweep's early stopping ended the run as designed: nothing to retry
+STOPPED_EARLY = "stopped-early"  # the run record's final state for it (runstate.STATES)
 GATE_PENDING = "pending"  # the run record's gate outcome when the gate could not run yet
 STATUS_RETRIES = 4  # writes of the final status after publishing, with backoff: 0.5 + 1 + 2 s between them
 STATUS_RETRY_BASE_S = 0.5
@@ -76,6 +80,14 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Interrupted(Exception):  # noqa: N818 -- a control-flow outcome, not an error
     """Training stopped on a signal; the checkpoint holds the exact position."""
+
+
+class StoppedEarly(Exception):  # noqa: N818 -- a control-flow outcome, not an error
+    """The sweep's early stopping (trainer.asha) ended the run at a rung; the checkpoint holds the position."""
+
+    def __init__(self, message: str, rung: int) -> None:
+        super().__init__(message)
+        self.rung = rung
 
 
 def final_key(sweep_id: str, run_id: str) -> str:
@@ -183,6 +195,9 @@ class Run:
     def already_finished(self, record: dict[str, Any] | None) -> int | None:
         """The exit code when this run's version is already published (after finishing its bookkeeping)."""
         name = self.config.model_name
+        if record is not None and record.get("state") == STOPPED_EARLY:
+            log.info("run %s was stopped early by its sweep (%s); nothing to do", self.run_id, record.get("reason"))
+            return EXIT_STOPPED_EARLY
         version = record.get("version") if record and record.get("state") == "succeeded" else None
         if version and self.store.exists(f"models/{name}/{version}/manifest.json"):
             gate = (record or {}).get("gate")
@@ -240,6 +255,8 @@ class Run:
             )  # fmt: skip
 
         saved_step = session.global_step if payload is not None else -1
+        rungs = asha.rung_epochs(self.config.epochs, self.config.early_stop_eta) if self.config.early_stop_eta else ()
+        stopped_early: list[StoppedEarly] = []
 
         def checkpoint() -> None:
             nonlocal saved_step
@@ -248,14 +265,25 @@ class Run:
 
         def epoch_done(result: EpochResult) -> None:
             progress.epoch_done(result)
+            if result.epoch in rungs:  # measured and reported before the checkpoint: a crash between re-measures
+                stop = self.rung(session, result.epoch)
+                if stop is not None:
+                    stopped_early.append(stop)
             checkpoint()
             self.heartbeat()
 
         progress = make_progress(self.config.progress, self.config.epochs, start_epoch=session.epochs_done + 1)
         try:
-            finished = fit(session, self.stop.is_set, on_epoch=epoch_done, on_batch=progress.batch_done)
+            finished = fit(
+                session,
+                lambda: self.stop.is_set() or bool(stopped_early),
+                on_epoch=epoch_done,
+                on_batch=progress.batch_done,
+            )
         finally:
             progress.close()
+        if stopped_early:
+            raise stopped_early[0]
         if not finished:
             if saved_step != session.global_step:
                 checkpoint()
@@ -281,6 +309,25 @@ class Run:
             wall_seconds=wall_before + time.monotonic() - self.started,
             precision=session.precision,
             validation=validation,
+        )
+
+    def rung(self, session: TrainingSession, epoch: int) -> StoppedEarly | None:
+        """Report the validation counts at rung `epoch` (trainer.asha); a StoppedEarly when the run must end."""
+        counts = session.validate()
+        decision, reached = asha.report(
+            self.store, self.config.sweep_id, epoch=epoch, run_id=self.run_id, counts=counts,
+            eta=self.config.early_stop_eta,
+        )  # fmt: skip
+        log.info(
+            "run %s: rung at epoch %d, validation %d/%d, %d run(s) there so far: %s",
+            self.run_id, epoch, counts["correct"], counts["total"], reached, decision,
+        )  # fmt: skip
+        if decision == asha.CONTINUE:
+            return None
+        return StoppedEarly(
+            f"stopped early at the rung after epoch {epoch}: validation {counts['correct']}/{counts['total']} is not "
+            f"in the top 1/{self.config.early_stop_eta} of the {reached} run(s) of sweep {self.config.sweep_id} there",
+            rung=epoch,
         )
 
     def gate(self, version: str, counts: Counts | None) -> dict[str, Any]:
@@ -354,6 +401,14 @@ class Run:
             else:
                 return
 
+    def stopped(self, stopped: Interrupted | StoppedEarly) -> int:
+        """Record a run that stopped before publishing (a checkpoint holds its position); its exit code."""
+        if isinstance(stopped, StoppedEarly):
+            self.set_state(STOPPED_EARLY, reason=str(stopped), fields={"stopped_at_epoch": stopped.rung})
+            return EXIT_STOPPED_EARLY
+        self.set_state("interrupted", reason=str(stopped))
+        return EXIT_INTERRUPTED
+
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
         try:
@@ -379,9 +434,8 @@ class Run:
                 now=datetime.now(UTC),
                 replace_leftovers=True,
             )
-        except Interrupted as stopped:
-            self.set_state("interrupted", reason=str(stopped))
-            return EXIT_INTERRUPTED
+        except (Interrupted, StoppedEarly) as stopped:
+            return self.stopped(stopped)
         except (runstate.LeaseLostError, runstate.LeaseHeldError):
             raise
         except ConfigError as exc:

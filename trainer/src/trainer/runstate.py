@@ -20,7 +20,7 @@ from typing import Any, cast
 from trainer.store import NotFound, Store
 
 SCHEMA = 1
-STATES = ("queued", "running", "interrupted", "succeeded", "failed")
+STATES = ("queued", "running", "interrupted", "succeeded", "failed", "stopped-early")
 MAX_UPDATE_ATTEMPTS = 16
 # A reason is for people reading the record or the console; a traceback belongs in the logs.
 MAX_REASON_CHARS = 2000
