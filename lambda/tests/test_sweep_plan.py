@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from mermaid_grammar import mermaid_xychart_errors
 from trigger.errors import InvalidEventError
 from trigger.sweeps import (
     EPOCH_COST_USD,
@@ -190,3 +191,21 @@ def test_a_sweep_without_a_succeeded_run_finishes_without_a_refit() -> None:
     step(record, {run["run_id"]: Observed("failed") for run in record["runs"]})
     assert (record["state"], record["refit"]) == ("finished", None)
     assert "nothing to refit" in record["outcome"]
+
+
+def test_the_summary_charts_validation_accuracy_against_each_swept_parameter() -> None:
+    request = parse_sweep_request({**BASE, "sweep": {"grid": {"lr": [0.5, 0.1], "seed": [0, 1]}}})
+    record = new_sweep_record(request, DIGEST, None, "2026-12-07T00:00:00Z")
+    step(record, {})
+    seen = {run["run_id"]: Observed("succeeded", validation=(60 + run["index"], 100)) for run in record["runs"]}
+    seen[record["runs"][3]["run_id"]] = Observed("stopped-early", stopped_at_epoch=1, validation=(1, 3))
+    step(record, seen)
+    summary = record["summary_markdown"]
+    blocks = [f"```mermaid{part.split('```')[0]}```" for part in summary.split("```mermaid")[1:]]
+    assert len(blocks) == 2  # lr and seed vary; epochs does not
+    assert all(mermaid_xychart_errors(block) == [] for block in blocks)
+    lr_chart = blocks[0]
+    # the grid's sets: 0 (0.5, 0), 1 (0.5, 1), 2 (0.1, 0), 3 (0.1, 1); sorted by lr, then by set
+    assert '["0.1 #2", "0.1 #3 @e1", "0.5 #0", "0.5 #1"]' in lr_chart and "bar [62.00, 33.33, 60.00, 61.00]" in lr_chart
+    assert "| 1 | 2 |" in summary and "stopped-early at epoch 1 | 1/3 (33.33 %)" in summary
+    assert "Refit of set 2 on the whole training set" in summary

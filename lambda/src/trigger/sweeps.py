@@ -382,6 +382,7 @@ def step(record: dict[str, Any], observed: Mapping[str, Observed]) -> list[dict[
         gate = refit.get("gate") or {}
         record["outcome"] = f"refit {refit['ended']}; gate: {gate.get('outcome', 'none')}"
     record["ranking"] = ranking(record["runs"])
+    record["summary_markdown"] = markdown_table(record)  # what the workflow and `trainer sweeps show` print
     todo = [run for run in record["runs"] if run["started"] and not run.get("ended") and not run.get("task_arn")]
     if refit and not refit.get("ended") and not refit.get("task_arn"):
         todo.append(refit)
@@ -476,4 +477,44 @@ def markdown_table(record: Mapping[str, Any]) -> str:
         lines += ["", f"Cost cap: {record['budget']}"]
     if record.get("outcome"):
         lines += ["", f"Outcome: {record['outcome']}"]
-    return "\n".join(lines)
+    return "\n".join([*lines, *(f"\n{chart}" for chart in charts(record))])
+
+
+def charts(record: Mapping[str, Any]) -> list[str]:
+    """One Mermaid xychart per swept parameter (one whose value differs between sets): each measured run's
+    validation accuracy (%), the runs sorted by that parameter. A stopped-early run's bar is its rung's
+    accuracy, labelled with the epoch (`@e1`). GitHub renders these blocks in the step summary."""
+    rows = [row for row in record.get("ranking", []) if row.get("validation")]
+    names = sorted({name for row in record.get("ranking", []) for name in row["params"]})
+    swept = [name for name in names if len({canonical_json(r["params"].get(name)) for r in record["ranking"]}) > 1]
+    blocks = []
+    for name in swept:
+        ordered = sorted(rows, key=lambda row: (_sortable(row["params"].get(name)), row["index"]))
+        if not ordered:
+            continue
+        bands = ", ".join(
+            f'"{row["params"].get(name)} #{row["index"]}'
+            + (f' @e{row["stopped_at_epoch"]}"' if row.get("stopped_at_epoch") else '"')
+            for row in ordered
+        )
+        values = ", ".join(f"{100 * row['validation'][0] / row['validation'][1]:.2f}" for row in ordered)
+        blocks.append(
+            "\n".join(
+                [
+                    "```mermaid",
+                    "xychart-beta",
+                    f'title "Validation accuracy by {name}"',
+                    f'x-axis "{name} #set" [{bands}]',
+                    'y-axis "validation accuracy (%)" 0 --> 100',
+                    f"bar [{values}]",
+                    "```",
+                ]
+            )
+        )
+    return blocks
+
+
+def _sortable(value: object) -> tuple[int, float, str]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
