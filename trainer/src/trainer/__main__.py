@@ -4,6 +4,7 @@
     python -m trainer models list|show|champion|gate ...        # published models; retry a pending gate
     python -m trainer models promote VERSION | rollback         # move the champion by hand (who/why recorded)
     python -m trainer runs list|show ...                        # runs: state, attempts, timings, version, reason
+    python -m trainer sweeps show ID                            # a sweep: ranking by validation, refit, gate
     python -m trainer torchrun [--setting value ...]            # one node of an AWS Batch multi-node job
     python -m trainer synth --out DIR                           # write a small generated dataset
     python -m trainer settings                                  # every setting, its variable and default
@@ -165,7 +166,12 @@ def _run(config: TrainConfig) -> int:
 
 
 # Commands that live in their own module (imported only when used): name -> module with main(argv).
-SUBCOMMANDS = {"models": "trainer.registry_cli", "runs": "trainer.runs_cli", "synth": "trainer.synth"}
+SUBCOMMANDS = {
+    "models": "trainer.registry_cli",
+    "runs": "trainer.runs_cli",
+    "sweeps": "trainer.sweeps_cli",
+    "synth": "trainer.synth",
+}
 # `torchrun`: one node of an AWS Batch multi-node job (torchrun, then `train` per process); it takes the environment.
 
 
