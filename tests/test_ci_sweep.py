@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from ci.github import CIError
 from ci.retrain import build_request
-from ci.sweep import parse_values, ranking_table, start_all, sweep_request, wait_finished
+from ci.sweep import parse_values, ranking_table, start_all, sweep_request, verdict, wait_finished
 
 BASE = build_request(request_id="4242", image="0123abc", git_sha=None, epochs=10, lr=None, model="airbench")
 
@@ -36,10 +36,11 @@ def test_a_bad_sweep_input_fails_with_one_line(lrs: str, seeds: str, message: st
 
 
 class FakeTrigger:
-    """Answers as the trigger does: 4 starts per invocation, then states, then the ranking."""
+    """Answers as trigger.sweep_flow does: 4 starts per invocation, then the states, then the summary."""
 
-    def __init__(self, runs: int, polls_until_finished: int) -> None:
+    def __init__(self, runs: int, polls_until_finished: int, refit_ended: str = "succeeded") -> None:
         self.runs, self.started, self.polls, self.calls = runs, 0, polls_until_finished, 0
+        self.refit_ended = refit_ended
 
     def __call__(self, request: Mapping[str, Any]) -> dict[str, Any]:
         self.calls += 1
@@ -47,23 +48,24 @@ class FakeTrigger:
             {"run_id": f"retrain-4242-{i:08x}", "params": {"lr": i}, "started": i < self.started}
             for i in range(self.runs)
         ]
+        ranking = [{"rank": i + 1, "index": i, "state": "running"} for i in range(self.runs)]
         answer: dict[str, Any] = {"request_id": "4242", "sweep_key": "sweeps/4242.json", "runs": runs}
         if self.started < self.runs:
             self.started = min(self.runs, self.started + 4)
-            return answer | {"remaining": self.runs - self.started, "state": "starting"}
+            return answer | {"remaining": self.runs - self.started, "state": "running", "ranking": ranking}
         if self.polls:
             self.polls -= 1
-            return answer | {"remaining": 0, "state": "running", "states": {r["run_id"]: "running" for r in runs}}
-        ranking = [
-            {"rank": 1, "run_id": runs[1]["run_id"], "params": {"lr": 1}, "state": "succeeded", "accuracy": 0.93},
-            {"rank": 2, "run_id": runs[0]["run_id"], "params": {"lr": 0}, "state": "failed", "accuracy": None},
-        ]
-        return answer | {"remaining": 0, "state": "finished", "ranking": ranking, "champion": runs[1]["run_id"]}
+            return answer | {"remaining": 0, "state": "running", "ranking": ranking}
+        refit = {"index": 1, "run_id": "retrain-4242-ffffffff", "ended": self.refit_ended}
+        summary = "| rank | set | run |\n|---:|---:|---|\n| 1 | 1 | `retrain-4242-00000001` |"
+        return answer | {"remaining": 0, "state": "finished", "refit": refit, "summary_markdown": summary}
 
 
-def test_the_step_invokes_until_every_run_started_then_waits_for_the_ranking() -> None:
+def test_the_step_invokes_until_every_run_started_then_waits_for_the_refit() -> None:
     trigger = FakeTrigger(runs=10, polls_until_finished=2)
-    request = sweep_request(BASE, [0.5, 1.0], [0, 1, 2, 3, 4])
+    request = sweep_request(BASE, [0.5, 1.0], [0, 1, 2, 3, 4], max_parallel=3, early_stop_eta=2)
+    assert request["sweep"] == {"grid": {"lr": [0.5, 1.0], "seed": [0, 1, 2, 3, 4]}, "max_parallel": 3,
+                                "early_stop": {"eta": 2}}  # fmt: skip
     started = start_all(trigger, request)
     assert (started["remaining"], trigger.calls) == (0, 3)  # 4 + 4 + 2 runs
     slept: list[float] = []
@@ -71,8 +73,11 @@ def test_the_step_invokes_until_every_run_started_then_waits_for_the_ranking() -
     assert finished["state"] == "finished"
     assert slept == [60, 60]
     table = ranking_table(finished)
-    assert "| 1 | `retrain-4242-00000001` (champion) |" in table
-    assert '| 2 | `retrain-4242-00000000` | `{"lr":0}` | failed | - |' in table
+    assert table.startswith("### Sweep 4242: 0 sets on")
+    assert finished["summary_markdown"] in table
+    assert verdict(finished) is None
+    assert "ended failed" in str(verdict({**finished, "refit": {"run_id": "r", "ended": "failed"}}))
+    assert verdict({"state": "finished", "refit": None, "outcome": "nothing to refit"}) == "nothing to refit"
 
 
 def test_waiting_past_the_timeout_fails_and_says_the_runs_go_on() -> None:

@@ -161,13 +161,30 @@ def test_the_trigger_index_folder_can_never_be_a_trainer_run() -> None:
     assert trigger_taskdef.index_key("pushtrain-trainer", DIGEST).startswith("runs/_taskdefs/")
 
 
+def test_the_sweep_keys_and_limits_of_the_trigger_are_the_trainers() -> None:
+    from trainer import asha as trainer_asha
+    from trainer import run as trainer_run
+    from trainer import sweeps_cli as trainer_sweeps_cli
+
+    run_id = SAMPLE_RUN_IDS[2]
+    assert trigger_sweeps.rung_key("1234", 3, run_id) == trainer_asha.rung_key("1234", 3, run_id)
+    assert trigger_sweeps.final_key("1234", run_id) == trainer_run.final_key("1234", run_id)
+    assert trigger_sweeps.sweep_key("1234") == trainer_sweeps_cli.sweep_key("1234")
+    assert trigger_sweeps.MAX_ETA == trainer_config.MAX_ETA
+    assert trigger_sweeps.MAX_VAL_IMAGES <= trainer_config.MAX_IMAGES
+    # every request id the trigger accepts (one of its characters, at its length) is a sweep id the trainer accepts
+    for request_id in ("-", "_", "a_b-C", "9" * 19, "-_" * 9 + "Z"):
+        assert trigger_events.REQUEST_ID.fullmatch(request_id)
+        assert trainer_config.TrainConfig(model="cnn").replace(sweep_id=request_id).sweep_id == request_id
+
+
 # --- retrain parameters ---------------------------------------------------------------------------------
 
 
 def test_every_retrain_parameter_is_a_trainer_setting_of_the_same_type() -> None:
     config_class = trainer_config_class()
     hints = typing.get_type_hints(config_class)
-    for name, expected in trigger_events.PARAM_TYPES.items():
+    for name, expected in (trigger_events.PARAM_TYPES | trigger_events.SWEEP_PARAM_TYPES).items():
         assert name in hints, f"retrain parameter {name} is not a field of {config_class.__name__}"
         trainer_type = base_type(hints[name])
         # The trigger passes each parameter as TRAINER_<NAME> text: an int it accepted is also a valid

@@ -1,4 +1,4 @@
-"""Sweeps: one retrain request, N runs, started a few per invocation exactly once, then ranked.
+"""Sweeps: one retrain request, N runs, started a few per invocation exactly once, ranked by validation, refit.
 
 Pure expansion and ranking first; then the handler against moto (behaviour across invocations matters:
 the sweep record and the run records carry the progress from one invocation to the next)."""
@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from trigger.errors import InvalidEventError, StartInFlightError
+from trigger.errors import InvalidEventError
 from trigger.handler import handle
 from trigger.records import new_record, record_key
 from trigger.runs import RunSpec
 from trigger.sweep_flow import STARTS_PER_INVOCATION
-from trigger.sweeps import MAX_SETS, RunResult, expand, markdown_table, parse_sweep_request, rank, run_ids
-from trigger_testkit import BUCKET, DIGEST, GIT_SHA, Emulated, clock, env_of, no_sleep
+from trigger.sweeps import MAX_SETS, expand, parse_sweep_request, run_ids
+from trigger_testkit import BUCKET, DIGEST, GIT_SHA, Emulated, clock, env_of, load_event, no_sleep, stop_event_for
 
 REQUEST: dict[str, Any] = {
     "action": "retrain",
@@ -51,7 +51,7 @@ def test_a_list_gives_exactly_its_sets_in_order() -> None:
         ({"grid": {"optimizer": ["adam"]}}, "params.optimizer is not a parameter"),
         ({"list": [{"lr": 0.1}, {"lr": 0.1}]}, "sweep sets 0 and 1 are the same parameters"),
         ({"grid": {"lr": [0.1]}, "list": [{}]}, "sweep must be"),
-        ({"random": {"lr": [0.1]}}, "sweep must be"),
+        ({"random": {"lr": [0.1]}}, "sweep.random must be"),
         ({"grid": {"lr": 0.1}}, "sweep.grid.lr must be a list"),
     ],
 )
@@ -65,21 +65,6 @@ def test_a_grid_too_large_is_refused_before_it_is_built() -> None:
     huge = {name: list(range(32)) for name in ("lr", "seed", "epochs", "batch_size", "weight_decay")}
     with pytest.raises(InvalidEventError, match=f"makes {32**5} parameter sets; a sweep has 1 to {MAX_SETS}"):
         expand({"grid": huge}, {})
-
-
-def test_ranking_puts_the_best_first_runs_without_accuracy_last_and_names_the_champion() -> None:
-    results = [
-        RunResult("r-a", {"lr": 0.5}, "succeeded", "v-a", 0.91),
-        RunResult("r-b", {"lr": 1.0}, "failed", None, None),
-        RunResult("r-c", {"lr": 1.5}, "succeeded", "v-c", 0.93),
-    ]
-    summary = rank(results, champion_version="v-c")
-    assert [row["run_id"] for row in summary["ranking"]] == ["r-c", "r-a", "r-b"]
-    assert [row["rank"] for row in summary["ranking"]] == [1, 2, 3]
-    assert (summary["champion"], summary["champion_version"]) == ("r-c", "v-c")
-    assert "| 1 | `r-c` (champion) |" in markdown_table(summary)
-    # an earlier champion that no sweep run beat is not a sweep run
-    assert rank(results, champion_version="v-older")["champion"] is None
 
 
 # --- the handler, across invocations (moto) --------------------------------------------------------
@@ -99,11 +84,11 @@ def invoke(aws: Emulated, request: dict[str, Any] | None = None) -> dict[str, An
 
 
 def test_a_sweep_starts_a_bounded_number_of_runs_per_invocation_until_all_are_started(pushed: Emulated) -> None:
-    # WHEN the retrain workflow invokes a six-run sweep
+    # WHEN the retrain workflow invokes a six-run sweep (max_parallel: all of them)
     first = invoke(pushed)
     # THEN the first invocation starts STARTS_PER_INVOCATION runs and says how many remain
     assert STARTS_PER_INVOCATION == 4
-    assert (first["remaining"], first["state"], len(pushed.tasks())) == (2, "starting", 4)
+    assert (first["remaining"], first["waiting"], first["state"], len(pushed.tasks())) == (2, 0, "running", 4)
     # WHEN it invokes again THEN the rest start, each its own retrain run with its own parameters
     second = invoke(pushed)
     assert (second["remaining"], second["state"]) == (0, "running")
@@ -117,17 +102,18 @@ def test_a_sweep_starts_a_bounded_number_of_runs_per_invocation_until_all_are_st
     assert {(env["TRAINER_LR"], env["TRAINER_SEED"]) for env in envs} == {
         (lr, seed) for lr in ("0.5", "1.0", "1.5") for seed in ("0", "1")
     }
+    # every sweep run holds out the validation set and is one of the sweep's (never promoted)
+    assert {(env["TRAINER_SWEEP_ID"], env["TRAINER_VAL_IMAGES"]) for env in envs} == {("5550001", "5000")}
+    assert not any("TRAINER_EARLY_STOP_ETA" in env for env in envs)
     for run in second["runs"]:
-        assert pushed.record(run["run_id"])["params"] == run["params"]
-    # WHEN it invokes once more THEN nothing more starts; the answer reports the runs' states
+        assert pushed.record(run["run_id"])["params"]["sweep_id"] == "5550001"
+    # WHEN it invokes once more THEN nothing more starts; the answer reports the runs
     third = invoke(pushed)
     assert len(pushed.tasks()) == 6
-    assert set(third["states"].values()) == {"queued"}
+    assert {row["state"] for row in third["ranking"]} == {"running"}
 
 
-def test_a_sweep_run_whose_start_another_invocation_claimed_raises_in_flight_and_starts_nothing(
-    pushed: Emulated,
-) -> None:
+def test_a_sweep_run_whose_start_another_invocation_claimed_starts_nothing_and_remains(pushed: Emulated) -> None:
     # GIVEN the first run of the sweep has a fresh start claim in its run record (another invocation is
     # starting it right now: the ordinary exactly-once claim, not the sweep record, guards the start)
     request = REQUEST | {"request_id": "5550002", "sweep": {"list": [{"lr": 0.5}]}}
@@ -136,22 +122,21 @@ def test_a_sweep_run_whose_start_another_invocation_claimed_raises_in_flight_and
     spec = RunSpec(run_id=run_id, attempt=1, digest=DIGEST, git_sha=GIT_SHA, params=dict(planned.sets[0]))
     claimed = new_record(spec, "retrain", clock() - timedelta(seconds=5))
     pushed.s3.put_object(Bucket=BUCKET, Key=record_key(run_id), Body=json.dumps(claimed).encode())
-    # WHEN the workflow invokes the sweep THEN the claim's StartInFlightError surfaces (Lambda retries),
-    # no task starts, and the sweep record does not mark the run started
-    with pytest.raises(StartInFlightError, match="is in flight"):
-        invoke(pushed, request)
+    # WHEN the workflow invokes the sweep THEN no task starts, and the answer says one start remains
+    answer = invoke(pushed, request)
     assert pushed.tasks() == []
+    assert answer["remaining"] == 1
     stored = json.loads(pushed.s3.get_object(Bucket=BUCKET, Key="sweeps/5550002.json")["Body"].read())
-    assert [run["started"] for run in stored["runs"]] == [False]
+    assert [run.get("task_arn") for run in stored["runs"]] == [None]
 
 
-def test_a_start_whose_mark_was_lost_is_not_started_twice(pushed: Emulated) -> None:
+def test_a_start_whose_task_was_not_recorded_is_not_started_twice(pushed: Emulated) -> None:
     # GIVEN an invocation started four runs, then (as if it died before its compare-and-swap) one of them
-    # is not marked started in the sweep record
+    # has no task in the sweep record
     invoke(pushed)
     record = sweep_record(pushed)
     lost = record["runs"][0]
-    lost["started"] = False
+    del lost["task_arn"]
     pushed.s3.put_object(Bucket=BUCKET, Key="sweeps/5550001.json", Body=json.dumps(record).encode())
     # WHEN the workflow invokes again
     answer = invoke(pushed)
@@ -159,51 +144,93 @@ def test_a_start_whose_mark_was_lost_is_not_started_twice(pushed: Emulated) -> N
     assert len(pushed.tasks()) == 6
     assert [env_of(t)["TRAINER_RUN_ID"] for t in pushed.tasks()].count(lost["run_id"]) == 1
     assert answer["remaining"] == 0
-    assert all(run["started"] for run in sweep_record(pushed)["runs"])
+    assert all(run.get("task_arn") for run in sweep_record(pushed)["runs"])
 
 
 def test_a_request_id_reused_for_other_parameter_sets_is_refused(pushed: Emulated) -> None:
     invoke(pushed)
-    other = {**REQUEST, "sweep": {"grid": {"lr": [0.5, 2.0]}}}
-    with pytest.raises(InvalidEventError, match="already names another sweep"):
-        invoke(pushed, other)
+    for other in (
+        {**REQUEST, "sweep": {"grid": {"lr": [0.5, 2.0]}}},
+        {**REQUEST, "sweep": {**REQUEST["sweep"], "max_parallel": 2}},
+    ):
+        with pytest.raises(InvalidEventError, match="already names another sweep"):
+            invoke(pushed, other)
     assert len(pushed.tasks()) == 4
 
 
-def finish_run(aws: Emulated, run_id: str, accuracy: float | None) -> None:
-    """What the trainer writes when a run ends (RUNS.md): its record, and for a success the version's metrics."""
+def finish_run(aws: Emulated, run_id: str, state: str, correct: int | None = None, test_accuracy: float = 0.5) -> None:
+    """What the trainer writes when a sweep run ends: its record, its final validation counts (a success),
+    and the version's test metrics, which the sweep must never read."""
     record = aws.record(run_id)
-    version = f"20261125T190000Z-{run_id}" if accuracy is not None else None
-    record.update(state="succeeded" if version else "failed", version=version)
+    version = f"20261125T190000Z-{run_id}" if state == "succeeded" else None
+    record.update(state=state, version=version)
+    if state == "stopped-early":
+        record["stopped_at_epoch"] = 1
     aws.s3.put_object(Bucket=BUCKET, Key=f"runs/{run_id}/status.json", Body=json.dumps(record).encode())
+    if correct is not None:
+        final = {"run_id": run_id, "epochs": 10, "correct": correct, "total": 5000}
+        key = f"sweeps/5550001/final/{run_id}.json" if state == "succeeded" else f"sweeps/5550001/rungs/1/{run_id}.json"
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(final).encode())
     if version:
-        metrics = {"accuracy": accuracy, "loss": 0.5}
+        metrics = {"accuracy": test_accuracy, "loss": 0.5}
         aws.s3.put_object(
             Bucket=BUCKET, Key=f"models/cifar10/{version}/metrics.json", Body=json.dumps(metrics).encode()
         )
 
 
-def test_when_every_run_ended_the_sweep_record_ranks_them_and_names_the_champion(pushed: Emulated) -> None:
-    # GIVEN all six runs started, five succeeded with different accuracies, one failed, and the best one
-    # is the champion
+def test_the_best_run_by_validation_is_refit_once_and_only_its_gate_finishes_the_sweep(pushed: Emulated) -> None:
+    # GIVEN all six runs started and ended: validation counts rank them one way, test accuracy the other
     invoke(pushed)
     runs = invoke(pushed)["runs"]
-    accuracies = [0.90, 0.93, None, 0.91, 0.94, 0.92]
-    for run, accuracy in zip(runs, accuracies, strict=True):
-        finish_run(pushed, run["run_id"], accuracy)
-    best = runs[4]["run_id"]
-    champion = {"version": f"20261125T190000Z-{best}", "accuracy": 0.94}
-    pushed.s3.put_object(Bucket=BUCKET, Key="models/cifar10/champion.json", Body=json.dumps(champion).encode())
-    # WHEN the workflow invokes the sweep once more
+    endings = [("succeeded", 4000), ("succeeded", 4400), ("failed", None), ("stopped-early", 1000),
+               ("succeeded", 4400), ("succeeded", 4100)]  # fmt: skip
+    for n, (run, (state, correct)) in enumerate(zip(runs, endings, strict=True)):
+        finish_run(pushed, run["run_id"], state, correct, test_accuracy=0.99 - n / 100)
+    read: list[str] = []
+    hook = lambda params, **_: read.append(params["Key"])  # noqa: E731
+    pushed.s3.meta.events.register("before-parameter-build.s3.GetObject", hook)
+    # WHEN the workflow invokes the sweep again
     answer = invoke(pushed)
-    # THEN the answer and the sweep record rank the runs by test accuracy and name the champion
-    expected = [runs[i]["run_id"] for i in (4, 1, 5, 3, 0, 2)]
-    assert [row["run_id"] for row in answer["ranking"]] == expected
-    assert (answer["state"], answer["champion"]) == ("finished", best)
-    stored = sweep_record(pushed)
-    assert (stored["state"], stored["champion"]) == ("finished", best)
-    assert [row["run_id"] for row in stored["ranking"]] == expected
-    assert stored["ranking"][-1]["state"] == "failed"
-    # AND asking again answers the stored summary without starting anything
-    assert invoke(pushed)["ranking"] == answer["ranking"]
-    assert len(pushed.tasks()) == 6
+    pushed.s3.meta.events.unregister("before-parameter-build.s3.GetObject", hook)
+    # THEN set 1 (4400/5000, tied with set 4: the lower index) is refit on the whole training set, and
+    # nothing under models/ (no test metric) was read to choose it
+    assert not [key for key in read if key.startswith("models/")], read
+    refit = answer["refit"]
+    assert (answer["state"], refit["index"]) == ("refitting", 1)
+    assert [row["index"] for row in answer["ranking"]] == [1, 4, 5, 0, 3, 2]
+    (task,) = [t for t in pushed.tasks() if env_of(t)["TRAINER_RUN_ID"] == refit["run_id"]]
+    env = env_of(task)
+    assert (
+        (env["TRAINER_LR"], env["TRAINER_SEED"])
+        == ("0.5", "1")
+        == tuple(str(runs[1]["params"][name]) for name in ("lr", "seed"))
+    )
+    assert not {"TRAINER_SWEEP_ID", "TRAINER_VAL_IMAGES"} & set(env)  # gated, on all the training images
+    # AND asking again starts no second refit
+    invoke(pushed)
+    assert len(pushed.tasks()) == 7
+    # WHEN the refit's trainer records its gate THEN the sweep finishes with it
+    pushed.put_record(
+        refit["run_id"], state="succeeded", version="v-refit", gate={"outcome": "promoted", "reason": "r"}
+    )
+    done = invoke(pushed)
+    assert (done["state"], done["refit"]["gate"]["outcome"]) == ("finished", "promoted")
+    assert "gate: **promoted**" in done["summary_markdown"]
+    assert sweep_record(pushed)["state"] == "finished" and len(pushed.tasks()) == 7
+
+
+def test_a_sweep_runs_stop_event_starts_the_next_set_within_max_parallel(pushed: Emulated) -> None:
+    # GIVEN a six-run sweep that runs two at a time
+    request = {**REQUEST, "sweep": {**REQUEST["sweep"], "max_parallel": 2}}
+    answer = invoke(pushed, request)
+    assert (len(pushed.tasks()), answer["waiting"]) == (2, 4)
+    first = answer["runs"][0]["run_id"]
+    # WHEN its first run succeeds and its task's stop event arrives
+    finish_run(pushed, first, "succeeded", 4000)
+    sample = load_event("ecs_task_stopped_spot.json")
+    task_arn = pushed.record(first)["task_arn"]
+    handle(stop_event_for(pushed, sample, task_arn, "EssentialContainerExited", 0), pushed.config, pushed.clients,
+           clock=clock, sleep=no_sleep)  # fmt: skip
+    # THEN the third set starts: two run at once again
+    assert len(pushed.tasks()) == 3
+    assert [run["started"] for run in sweep_record(pushed)["runs"]] == [True, True, True, False, False, False]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ci.github import CIError, json_object
 
-TERMINAL_STATES = frozenset({"succeeded", "failed"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "stopped-early"})
 WAITING_STATES = frozenset({"queued", "running", "interrupted"})  # interrupted: the trigger resumes it
 GITHUB_COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

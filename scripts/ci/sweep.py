@@ -6,9 +6,12 @@
 1. Build the retrain request of docs/contracts.md with `"sweep": {"grid": {"lr": [...], "seed": [...]}}`
    (an empty list leaves that parameter to the model's recipe) and invoke the trigger until its answer
    says no run `remaining` (it starts at most a few runs per invocation).
+   With `--max-parallel N` the rest start as runs end (on their stop events), not from here.
 2. With `--wait true`, invoke it again every `--poll-seconds` (it answers the runs' states, reading their
-   records) until it answers `finished`, then write the ranking by test accuracy, champion marked, to
-   $GITHUB_STEP_SUMMARY. Exit 1 when the time runs out (the runs go on) or when no run succeeded.
+   records) until it answers `finished`: every run ended, the best set by validation accuracy refit on the
+   whole training set and gated. Then write the trigger's summary (the ranking by validation accuracy, the
+   stopped-early runs, the refit and the gate's decision, a chart per swept parameter) to
+   $GITHUB_STEP_SUMMARY. Exit 1 when the time runs out (the runs go on) or when the refit did not succeed.
 
 Only the standard library, like ci.retrain: the runner's own python3 runs this.
 """
@@ -53,7 +56,14 @@ def parse_values(text: str, name: str, kind: type) -> list[Any]:
     return values
 
 
-def sweep_request(base: Mapping[str, Any], lrs: Sequence[float], seeds: Sequence[int]) -> dict[str, Any]:
+def sweep_request(
+    base: Mapping[str, Any],
+    lrs: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    max_parallel: int = 0,
+    early_stop_eta: int = 0,
+) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     if lrs:
         grid["lr"] = list(lrs)
@@ -65,7 +75,12 @@ def sweep_request(base: Mapping[str, Any], lrs: Sequence[float], seeds: Sequence
     if runs > MAX_RUNS:
         raise CIError(f"the sweep makes {runs} runs; the trigger allows {MAX_RUNS}")
     params = {name: value for name, value in base["params"].items() if name not in grid}
-    return {**base, "params": params, "sweep": {"grid": grid}}
+    sweep: dict[str, Any] = {"grid": grid}
+    if max_parallel:
+        sweep["max_parallel"] = max_parallel
+    if early_stop_eta:
+        sweep["early_stop"] = {"eta": early_stop_eta}
+    return {**base, "params": params, "sweep": sweep}
 
 
 def start_all(invoke: Invoke, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,35 +104,35 @@ def wait_finished(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Invoke every `poll_s` until the trigger answers `finished` (every run ended and ranked)."""
+    """Invoke every `poll_s` until the trigger answers `finished` (every run ended, the refit ended)."""
     deadline = clock() + timeout_s
     while True:
         answer = invoke(request)
         if answer.get("state") == "finished":
             return answer
-        print(f"sweep runs: {json.dumps(answer.get('states', {}))}", flush=True)
+        states = {row.get("index"): row.get("state") for row in answer.get("ranking", [])}
+        refit = answer.get("refit") or {}
+        print(f"sweep {answer.get('state')}: sets {json.dumps(states)}; refit {refit.get('ended', '-')}", flush=True)
         if clock() + poll_s > deadline:
             raise CIError(f"the sweep did not finish within {timeout_s / 60:.0f} minutes; its runs go on")
         sleep(poll_s)
 
 
 def ranking_table(answer: Mapping[str, Any]) -> str:
-    """The trigger's ranking as Markdown (the same columns as trigger.sweeps.markdown_table)."""
+    """The trigger's summary (trigger.sweeps.markdown_table, rendered once into the sweep record) under a title."""
     runs = len(answer.get("ranking", []))
-    lines = [
-        f"### Sweep {answer.get('request_id')}: {runs} runs on `{answer.get('image_digest')}`",
-        "",
-        "| rank | run | parameters | state | test accuracy |",
-        "|---:|---|---|---|---:|",
-    ]
-    for row in answer.get("ranking", []):
-        accuracy = f"{row['accuracy']:.4f}" if row.get("accuracy") is not None else "-"
-        crown = " (champion)" if row.get("run_id") == answer.get("champion") else ""
-        params = json.dumps(row.get("params", {}), sort_keys=True, separators=(",", ":"))
-        lines.append(f"| {row['rank']} | `{row['run_id']}`{crown} | `{params}` | {row['state']} | {accuracy} |")
-    if not answer.get("champion"):
-        lines += ["", "No run of this sweep became champion (the gate kept the previous one)."]
-    return "\n".join(lines)
+    title = f"### Sweep {answer.get('request_id')}: {runs} sets on `{answer.get('image_digest')}`"
+    return f"{title}\n\n{answer.get('summary_markdown') or '(no summary)'}"
+
+
+def verdict(answer: Mapping[str, Any]) -> str | None:
+    """Why the finished sweep failed (no refit, or a refit that did not succeed), or None."""
+    refit = answer.get("refit")
+    if not refit:
+        return answer.get("outcome") or "no run of the sweep succeeded"
+    if refit.get("ended") != "succeeded":
+        return f"the refit {refit.get('run_id')} ended {refit.get('ended')}"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=0)
     parser.add_argument("--lrs", default="", help="comma-separated learning rates")
     parser.add_argument("--seeds", default="", help="comma-separated seeds")
+    parser.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: all)")
+    parser.add_argument("--early-stop-eta", type=int, default=0, help="ASHA's eta (0: no early stopping)")
     parser.add_argument("--wait", choices=("true", "false"), default="false", help="wait for the ranking")
     parser.add_argument("--timeout-minutes", type=float, default=105)
     parser.add_argument("--poll-seconds", type=float, default=60)
@@ -147,7 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             lr=None,
             model=args.model or None,
         )
-        request = sweep_request(base, parse_values(args.lrs, "lrs", float), parse_values(args.seeds, "seeds", int))
+        request = sweep_request(
+            base,
+            parse_values(args.lrs, "lrs", float),
+            parse_values(args.seeds, "seeds", int),
+            max_parallel=args.max_parallel,
+            early_stop_eta=args.early_stop_eta,
+        )
         print(f"sweep request: {json.dumps(request)}", flush=True)
         with tempfile.TemporaryDirectory(dir=os.environ.get("RUNNER_TEMP")) as workdir:
 
@@ -161,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             finished = wait_finished(invoke, request, timeout_s=args.timeout_minutes * 60, poll_s=args.poll_seconds)
         append_summary(ranking_table(finished))
-        if not any(row.get("state") == "succeeded" for row in finished.get("ranking", [])):
-            print("::error title=sweep::no run of the sweep succeeded")
+        failed = verdict(finished)
+        if failed:
+            print(f"::error title=sweep::{failed}")
             return 1
     except CIError as error:
         print(f"::error title=sweep::{error}")

@@ -7,8 +7,8 @@ Each returns an `Outcome` the end-to-end tests assert on (the same code path the
 - `spot`: a Spot interruption mid-training; the ECS stop event makes the trigger start attempt 2, which resumes;
 - `retrain`: a retrain request with parameters trains the pushed image again;
 - `gate-fail`: a push whose model falls below the gate is published but not promoted;
-- `sweep`: a retrain request with a sweep starts one run per parameter set, a few per invocation; the runs
-  train one at a time (2 cores) and the trigger ranks them.
+- `sweep`: a retrain request with a sweep of six sets, two at a time: each run's stop event starts the next,
+  ASHA stops weak runs at a rung, the best set by validation accuracy is refit and only the refit is gated.
 """
 
 from __future__ import annotations
@@ -181,39 +181,60 @@ def gate_fail(pipeline: Pipeline) -> Outcome:
     return outcome
 
 
-# Five runs: more than one invocation starts (trigger.sweep_flow.STARTS_PER_INVOCATION is 4); the largest
-# learning rates overshoot, so the ranking has something to rank.
-SWEEP = {"grid": {"lr": [0.2, 0.5, 1.5, 6.0, 20.0]}}
+# Six sets that differ (learning rates from too small to diverging, listed so that early stopping has
+# something to stop), two at a time, ASHA with eta 2 (rungs after epochs 1 and 2 of 4), 400 of the 2,000
+# generated training images held out for validation.
+SWEEP: dict[str, Any] = {
+    "list": [{"lr": lr} for lr in (0.5, 1.5, 0.05, 0.2, 30.0, 0.01)],
+    "max_parallel": 2,
+    "early_stop": {"eta": 2},
+    "val_images": 400,
+}
+SWEEP_PARAMS = {"epochs": 4}
 
 
 def sweep(pipeline: Pipeline) -> Outcome:
-    """A sweep: the workflow invokes until every run started, the tasks train one at a time, then the ranking."""
-    from trigger.sweeps import markdown_table  # the trigger's own table (imported late: the handler is loaded fresh)
-
+    """A sweep that tunes: runs start as others end (their stop events), ASHA stops the weak ones at a rung,
+    the best set by validation accuracy is refit on every training image, and only the refit meets the gate."""
     outcome = Outcome("sweep", champion_before=pipeline.champion())
     pushed = pipeline.push_image()
     outcome.digest = pushed.digest
-    request = {"action": "retrain", "request_id": "7070", "image": pushed.tag, "params": {"epochs": 2}, "sweep": SWEEP}
-    before = set(pipeline.task_arns())
-    pipeline.say.step("The retrain workflow invokes the trigger with a sweep; it invokes again until none remain")
+    request = {"action": "retrain", "request_id": "7070", "image": pushed.tag, "params": SWEEP_PARAMS, "sweep": SWEEP}
+    pipeline.say.step("The retrain workflow invokes the trigger with a sweep: it starts the first max_parallel sets")
     pipeline.say.info("request " + json.dumps(request))
     answer = pipeline.invoke(request)
     outcome.answers.append(answer)
-    while answer["remaining"]:
-        pipeline.say.info(f"{answer['remaining']} run(s) not started yet: invoking again")
-        answer = pipeline.invoke(request)
-        outcome.answers.append(answer)
-    started = [arn for arn in pipeline.task_arns() if arn not in before]
-    pipeline.say.step(f"The {len(started)} tasks train, one at a time")
-    for task_arn in started:
+    pipeline.say.info(f"{len(answer['runs'])} sets, {answer['waiting']} waiting for a free slot")
+    done: set[str] = set()
+    while pending := [arn for arn in pipeline.task_arns() if arn not in done]:
+        task_arn = pending[0]
         _show_task(pipeline, task_arn)
-        outcome.runs.append(pipeline.run_task(task_arn))
-    pipeline.say.step("Every run ended: the workflow asks once more and the trigger ranks them in sweeps/7070.json")
+        run = pipeline.run_task(task_arn)
+        outcome.runs.append(run)
+        done.add(task_arn)
+        record = pipeline.status(run.run_id) or {}
+        ending = record.get("state")
+        if ending == "stopped-early":
+            ending += f" after epoch {record.get('stopped_at_epoch')}: {record.get('reason')}"
+        pipeline.say.info(f"run {run.run_id}: {ending}")
+        pipeline.say.step("ECS emits the task's STOPPED event: the trigger starts the next set (or the refit)")
+        stopped = pipeline.describe(task_arn)
+        event = events.ecs_task_stopped_event(
+            stopped,
+            account_id=pipeline.emulator.account_id,
+            region=pipeline.emulator.region,
+            stop_code="EssentialContainerExited",
+            stopped_reason=f"Essential container in task exited ({run.exit_code})",
+            exit_code=run.exit_code,
+            sample=_optional_sample(pipeline),
+        )
+        outcome.answers.append(pipeline.deliver(event))
+    pipeline.say.step("The refit ended: the workflow asks once more and the trigger finishes sweeps/7070.json")
     answer = pipeline.invoke(request)
     outcome.answers.append(answer)
     if answer.get("state") != "finished":
-        raise PipelineError(f"the sweep did not finish: {answer}")
-    for line in markdown_table(answer).splitlines():
+        raise PipelineError(f"the sweep did not finish: {json.dumps(answer)[:600]}")
+    for line in answer["summary_markdown"].splitlines():
         pipeline.say.info(line)
     outcome.champion_after = pipeline.champion()
     return outcome

@@ -61,6 +61,9 @@ PARAM_TYPES: dict[str, type] = {
     "label_smoothing": float,
     "weight_decay": float,
 }
+# Parameters only a sweep sets on its runs (trigger.sweeps.trainer_params), never a request: a run of sweep
+# <id> holding out val_images training images, with ASHA's eta (docs/contracts.md, "Sweeps").
+SWEEP_PARAM_TYPES: dict[str, type] = {"sweep_id": str, "val_images": int, "early_stop_eta": int}
 MAX_STR_PARAM = 64  # characters
 MAX_INT_PARAM = 2**31 - 1
 _STATUS = re.compile(r"[A-Z_]{1,32}", re.ASCII)  # PROVISIONING, RUNNING, STOPPED, …

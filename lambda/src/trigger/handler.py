@@ -31,7 +31,7 @@ from trigger.flows import handle_batch_job_event, handle_push, handle_retrain, h
 from trigger.log import log_decision
 from trigger.reconcile import reconcile
 from trigger.records import Clock, utc_now
-from trigger.sweep_flow import handle_sweep
+from trigger.sweep_flow import handle_sweep, sweep_run_stopped
 from trigger.sweeps import SweepRequest, is_sweep_request, parse_sweep_request
 
 Flow = Callable[[Any, Config, Clients, Clock, Sleep], dict[str, Any]]
@@ -54,7 +54,12 @@ def _push(event: PushEvent, config: Config, clients: Clients, clock: Clock, slee
 
 def _task_stop(event: TaskStopEvent, config: Config, clients: Clients, clock: Clock, sleep: Sleep) -> dict[str, Any]:
     outcome = handle_task_stop(clients, config, event, clock=clock, sleep=sleep)
-    return log_decision(event_id=event.event_id, **outcome.fields())
+    answer = log_decision(event_id=event.event_id, **outcome.fields())
+    sweep_id = event.environment.get("TRAINER_SWEEP_ID")
+    if sweep_id:  # a sweep run stopped: the next sets start as runs end, and the last one's end claims the refit
+        for each in sweep_run_stopped(clients, config, sweep_id, clock=clock, sleep=sleep):
+            log_decision(event_id=event.event_id, **each.fields())
+    return answer
 
 
 def _batch_job(event: BatchJobEvent, config: Config, clients: Clients, clock: Clock, sleep: Sleep) -> dict[str, Any]:
@@ -78,7 +83,9 @@ def _sweep(request: SweepRequest, config: Config, clients: Clients, clock: Clock
     started, answer = handle_sweep(clients, config, request, clock=clock, sleep=sleep)  # a few starts per call
     for each in started:
         log_decision(event_id=request.event_id, **each.fields())
-    log_decision("sweep", answer["state"], event_id=request.event_id, remaining=answer["remaining"])
+    log_decision(
+        "sweep", answer["state"], event_id=request.event_id, remaining=answer["remaining"], waiting=answer["waiting"]
+    )
     return answer
 
 

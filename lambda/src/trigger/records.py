@@ -19,7 +19,7 @@ from trigger.runs import RunSpec
 from trigger.s3json import Sleep, get_json, put_json, update_json
 
 SCHEMA = 1
-STATES = ("queued", "running", "interrupted", "succeeded", "failed")
+STATES = ("queued", "running", "interrupted", "succeeded", "failed", "stopped-early")
 SOURCES = ("push", "retrain", "spot-resume", "reconcile")
 
 Record = dict[str, Any]

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from trigger.events import PARAM_TYPES, Params
+from trigger.events import PARAM_TYPES, SWEEP_PARAM_TYPES, Params
 
 # Every run id the trigger makes (a stop event's TRAINER_RUN_ID is checked against it before any read).
 RUN_ID = re.compile(r"push-[0-9a-f]{20}|retrain-[A-Za-z0-9_-]{1,19}-[0-9a-f]{8}", re.ASCII)
@@ -79,8 +79,8 @@ def container_environment(spec: RunSpec) -> list[dict[str, str]]:
     if spec.git_sha:
         env["TRAINER_GIT_SHA"] = spec.git_sha
     for name, value in spec.params.items():
-        if name not in PARAM_TYPES:
-            raise ValueError(f"parameter {name!r} is not one of {sorted(PARAM_TYPES)}")
+        if name not in PARAM_TYPES and name not in SWEEP_PARAM_TYPES:
+            raise ValueError(f"parameter {name!r} is not one of {sorted(PARAM_TYPES | SWEEP_PARAM_TYPES)}")
         env[f"TRAINER_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return [{"name": name, "value": env[name]} for name in sorted(env)]
 

@@ -1,17 +1,19 @@
-"""What the trigger does for a sweep request: start its runs a few per invocation, then rank them.
+"""What the trigger does for a sweep: start its runs as slots free, refit the best, finish. One function,
+`advance`, does it for every caller, so the decisions are made in one place:
 
-Every invocation with the same request continues where the last one stopped:
+- the retrain workflow's invocations with the sweep request (`handle_sweep`): the first creates
+  `sweeps/<request_id>.json` (If-None-Match); a request id reused with another image or other sets is
+  refused (InvalidEventError): a sweep is immutable. Each later one answers the state and the summary;
+- each sweep run's stop event (trigger.handler: a stopped task whose overrides carry TRAINER_SWEEP_ID).
 
-1. Resolve the image; create `sweeps/<request_id>.json` (If-None-Match) or read it. A request id reused
-   with another image or other parameter sets is refused (InvalidEventError): a sweep is immutable.
-2. Start at most STARTS_PER_INVOCATION runs not yet marked started, each through `starts.start_run` (the
-   run record makes a start exactly-once, so a retry after a crash between RunTask and step 3 answers
-   "duplicate" and starts nothing), and mark each started in the sweep record by compare-and-swap.
-3. The answer says how many runs are `remaining`; the caller (the retrain workflow) invokes again until
-   none are. A 60 s function therefore never starts 32 tasks in one go and never starts one twice.
-4. Once every run is started, an invocation reads the run records; when all have ended it ranks them by
-   test accuracy (`models/<model>/<version>/metrics.json`), names the one the champion pointer names,
-   and writes that summary into the sweep record (`state: finished`). Until then it answers the states.
+`advance` reads the records of the runs that have not ended (and, for a run that succeeded, its final
+validation counts, sweeps/<id>/final/<run_id>.json; for one stopped early, its rung's counts: never a
+test metric), then applies trigger.sweeps.step to the sweep record by compare-and-swap: whoever writes
+first claims the free slots, the budget and the refit; a concurrent caller's write fails, it reads
+the winner's record and applies `step` again, claiming nothing twice. Then it starts what is claimed
+and not launched yet, at most STARTS_PER_INVOCATION per call, each through trigger.starts.start_run
+(exactly once per run id, so a start repeated after a crash or by a concurrent caller is a duplicate
+or in flight, never a second task), and records each task on the sweep record.
 """
 
 from __future__ import annotations
@@ -24,20 +26,24 @@ from typing import Any
 from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import Sleep
-from trigger.errors import InvalidEventError, RecordConflictError
+from trigger.errors import InvalidEventError, RecordConflictError, StartInFlightError
+from trigger.events import REQUEST_ID
 from trigger.flows import git_sha_of, resolve_image
 from trigger.records import Clock, read_record, record_key, timestamp, utc_now
 from trigger.runs import RunSpec
 from trigger.s3json import Found, get_json, put_json, update_json
 from trigger.starts import Outcome, start_run
 from trigger.sweeps import (
-    RunResult,
+    FINAL_STATES,
+    Observed,
     SweepRequest,
-    all_ended,
+    final_key,
     new_sweep_record,
-    rank,
+    rung_key,
     same_sweep,
+    step,
     sweep_key,
+    trainer_params,
 )
 
 # Each start is a RunTask (with, on a Spot capacity failure, an on-demand retry after a backoff), a record
@@ -87,102 +93,173 @@ def _update(
     return written
 
 
-def _mark_started(run_id: str, task_arn: str | None) -> Callable[[SweepRecord], None]:
+def _counts(s3: Any, bucket: str, key: str, run_id: str) -> tuple[int, int] | None:
+    """(correct, total) from a trainer's validation file, or None when it is missing or not counts."""
+    found = get_json(s3, bucket, key)
+    if found is None:
+        return None
+    doc = found[0]
+    correct, total = doc.get("correct"), doc.get("total")
+    if doc.get("run_id") != run_id or type(correct) is not int or type(total) is not int or not 0 <= correct <= total:
+        return None
+    return (correct, total) if total > 0 else None
+
+
+def observe(clients: Clients, config: Config, record: SweepRecord) -> dict[str, Observed]:
+    """What the records of the started, not yet ended runs (and the refit) say now."""
+    tracked = [*record["runs"], *([record["refit"]] if record.get("refit") else [])]
+    observed: dict[str, Observed] = {}
+    for run in tracked:
+        if not run["started"] or run.get("ended"):
+            continue
+        found = read_record(clients.s3, config.bucket, run["run_id"])
+        current = found[0] if found else {}
+        state = current.get("state")
+        if state not in FINAL_STATES:
+            observed[run["run_id"]] = Observed(state)
+            continue
+        epoch = current.get("stopped_at_epoch") if state == "stopped-early" else None
+        validation = None
+        if run is not record.get("refit"):  # the refit holds out nothing: it is judged by the gate alone
+            if state == "succeeded":
+                validation = _counts(
+                    clients.s3, config.bucket, final_key(record["request_id"], run["run_id"]), run["run_id"]
+                )
+            elif state == "stopped-early" and isinstance(epoch, int):
+                key = rung_key(record["request_id"], epoch, run["run_id"])
+                validation = _counts(clients.s3, config.bucket, key, run["run_id"])
+        gate = current.get("gate") if isinstance(current.get("gate"), dict) else None
+        observed[run["run_id"]] = Observed(
+            state,
+            version=current.get("version"),
+            stopped_at_epoch=epoch if isinstance(epoch, int) else None,
+            validation=validation,
+            gate=gate,
+        )
+    return observed
+
+
+def _mark_launched(run_id: str, task_arn: str | None) -> Callable[[SweepRecord], None]:
     def change(record: SweepRecord) -> None:
-        for run in record["runs"]:
+        for run in [*record["runs"], *([record["refit"]] if record.get("refit") else [])]:
             if run["run_id"] == run_id:
-                run["started"] = True
                 run["task_arn"] = run.get("task_arn") or task_arn
-        if all(run["started"] for run in record["runs"]) and record["state"] == "starting":
-            record["state"] = "running"
 
     return change
 
 
-def _result(clients: Clients, config: Config, run: dict[str, Any]) -> RunResult:
-    found = read_record(clients.s3, config.bucket, run["run_id"])
-    state = found[0].get("state") if found else None
-    version = found[0].get("version") if found else None
-    accuracy = None
-    if state == "succeeded" and isinstance(version, str):
-        metrics = get_json(clients.s3, config.bucket, f"models/{config.model_name}/{version}/metrics.json")
-        if metrics is not None and isinstance(metrics[0].get("accuracy"), int | float):
-            accuracy = float(metrics[0]["accuracy"])
-    return RunResult(run["run_id"], run["params"], state, version, accuracy)
+def advance(
+    clients: Clients,
+    config: Config,
+    request_id: str,
+    *,
+    known: Found | None = None,
+    clock: Clock = utc_now,
+    sleep: Sleep = time.sleep,
+) -> tuple[list[Outcome], SweepRecord, int]:
+    """Apply trigger.sweeps.step to the sweep record and start what it claimed: (starts, record, left).
+
+    `left`: claimed runs not launched yet (beyond this call's STARTS_PER_INVOCATION, or in flight elsewhere).
+    """
+    key = sweep_key(request_id)
+    now = timestamp(clock())
+    if known is None:
+        known = get_json(clients.s3, config.bucket, key)
+        if known is None:
+            raise InvalidEventError(f"no sweep {request_id}: s3://{config.bucket}/{key} does not exist")
+    observed = observe(clients, config, known[0])
+    todo: list[dict[str, Any]] = []
+
+    def change(record: SweepRecord) -> None:
+        todo[:] = step(record, observed)
+
+    known = _update(clients.s3, config.bucket, key, change, known=known, now=now, sleep=sleep)
+    record = known[0]
+    outcomes: list[Outcome] = []
+    left = 0
+    for run in todo:
+        if len(outcomes) == STARTS_PER_INVOCATION:
+            left += 1
+            continue
+        is_refit = run is record.get("refit") or run["run_id"] == (record.get("refit") or {}).get("run_id")
+        params = dict(run["params"]) if is_refit else trainer_params(record, run)
+        spec = RunSpec(
+            run_id=run["run_id"],
+            attempt=1,
+            digest=record["image_digest"],
+            git_sha=record.get("git_sha"),
+            params=params,
+            compute=config.default_compute,
+        )
+        try:
+            outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
+        except StartInFlightError:
+            left += 1  # a concurrent caller is starting it; its record says how that went
+            continue
+        outcomes.append(replace(outcome, decision="refit" if is_refit else "sweep"))
+        if outcome.task_arn:
+            known = _update(
+                clients.s3, config.bucket, key, _mark_launched(run["run_id"], outcome.task_arn),
+                known=known, now=now, sleep=sleep,
+            )  # fmt: skip
+    return outcomes, known[0], left
+
+
+def sweep_run_stopped(
+    clients: Clients, config: Config, sweep_id: str, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
+) -> list[Outcome]:
+    """A sweep run's task stopped (trigger.handler): `advance` its sweep, so the next sets start as runs end.
+
+    A sweep id that names no sweep record (the override is not ours to trust) starts nothing.
+    """
+    if not REQUEST_ID.fullmatch(sweep_id):
+        return []
+    known = get_json(clients.s3, config.bucket, sweep_key(sweep_id))
+    if known is None:
+        return []
+    outcomes, _, _ = advance(clients, config, sweep_id, known=known, clock=clock, sleep=sleep)
+    return outcomes
 
 
 def handle_sweep(
     clients: Clients, config: Config, request: SweepRequest, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
 ) -> tuple[list[Outcome], dict[str, Any]]:
-    """Start the next runs of a sweep (or rank them when all ended); see the module docstring."""
+    """The workflow's invocation: create (or check) the sweep record, `advance` it, answer its state."""
     # A sweep runs on the default compute (PUSHTRAIN_DEFAULT_COMPUTE): on GPU, the CUDA variant.
-    compute = config.default_compute
-    facts = resolve_image(clients, config, request.base.image, compute)
+    facts = resolve_image(clients, config, request.base.image, config.default_compute)
     digest, git_sha = facts.digest, git_sha_of(request.base, facts)
-    now = clock()
     key = sweep_key(request.request_id)
     known = _create_or_read(
-        clients.s3, config.bucket, new_sweep_record(request, digest, git_sha, timestamp(now)), sleep=sleep
+        clients.s3, config.bucket, new_sweep_record(request, digest, git_sha, timestamp(clock())), sleep=sleep
     )
     if not same_sweep(known[0], request, digest):
         raise InvalidEventError(
             f"request_id {request.request_id!r} already names another sweep (s3://{config.bucket}/{key}); "
             "a new sweep needs a new request id"
         )
-    git_sha = known[0].get("git_sha")  # a retry repeats the first invocation's provenance exactly
-
-    outcomes: list[Outcome] = []
-    for run in [run for run in known[0]["runs"] if not run["started"]][:STARTS_PER_INVOCATION]:
-        spec = RunSpec(
-            run_id=run["run_id"], attempt=1, digest=digest, git_sha=git_sha, params=run["params"], compute=compute
-        )
-        outcome = start_run(clients, config, spec, "retrain", clock=clock, sleep=sleep)
-        outcomes.append(replace(outcome, decision="sweep"))
-        known = _update(
-            clients.s3,
-            config.bucket,
-            key,
-            _mark_started(run["run_id"], outcome.task_arn),
-            known=known,
-            now=timestamp(now),
-            sleep=sleep,
-        )
-
-    record = known[0]
-    remaining = sum(1 for run in record["runs"] if not run["started"])
-    summary: dict[str, Any] = {}
-    if remaining == 0 and not outcomes:  # a later invocation: how did the runs end?
-        if record["state"] == "finished":
-            summary = {name: record[name] for name in ("ranking", "champion", "champion_version")}
-        else:
-            results = [_result(clients, config, run) for run in record["runs"]]
-            if all_ended(results):
-                champion = get_json(clients.s3, config.bucket, f"models/{config.model_name}/champion.json")
-                summary = rank(results, champion[0].get("version") if champion else None)
-
-                def finish(current: SweepRecord) -> None:
-                    current.update(summary, state="finished")
-
-                record, _ = _update(
-                    clients.s3, config.bucket, key, finish, known=known, now=timestamp(now), sleep=sleep
-                )
-            else:
-                summary = {"states": {result.run_id: result.state for result in results}}
+    outcomes, record, left = advance(clients, config, request.request_id, known=known, clock=clock, sleep=sleep)
+    refit = record.get("refit")
     answer = {
         "request_id": request.request_id,
         "sweep_key": key,
         "image_digest": digest,
         "state": record["state"],
-        "remaining": remaining,
+        "remaining": left,  # claimed, not launched yet: invoke again
+        "waiting": sum(1 for run in record["runs"] if not run["started"]),  # start as runs end
         "runs": [
             {
                 "run_id": run["run_id"],
                 "params": run["params"],
                 "status_key": record_key(run["run_id"]),
                 "started": run["started"],
+                "ended": run.get("ended"),
             }
             for run in record["runs"]
         ],
-        **summary,
+        "ranking": record["ranking"],
+        "refit": refit,
+        "budget": record.get("budget"),
+        "outcome": record.get("outcome"),
+        "summary_markdown": record.get("summary_markdown", ""),
     }
     return outcomes, answer

@@ -302,7 +302,7 @@ MAX_IMAGES = 10_000_000  # limit_train / limit_test
 MAX_ATTEMPT = 10_000
 MAX_COST_PER_HOUR = 1000.0  # USD
 MAX_ETA = 16  # ASHA's reduction factor: 2-4 in the literature (Li et al. 2020 use 4; Ray Tune's default 4)
-_SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one key segment: sweeps/<sweep_id>/...
+_SWEEP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # one key segment: sweeps/<sweep_id>/...
 
 
 def is_valid_run_id(run_id: str) -> bool:

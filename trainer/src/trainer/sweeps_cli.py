@@ -23,7 +23,7 @@ from typing import Any
 from trainer.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, explain, quiet_pipe, store_options
 from trainer.store import NotFound, Store, StoreError, open_store
 
-_SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # trainer.config's sweep_id
+_SWEEP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # trainer.config's sweep_id
 STATES = ("running", "refitting", "finished")
 
 
