@@ -18,6 +18,7 @@ or in flight, never a second task), and records each task on the sweep record.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -79,18 +80,28 @@ def _update(
 ) -> Found:
     """Compare-and-swap `change` onto the sweep record (trigger.s3json.update_json), stamping `updated_at`.
 
-    The sweep record holds only the fan-out's progress; each run's start is claimed in its run record.
+    A change that changes nothing writes nothing (the record as last read is returned): concurrent stop
+    events that find nothing to claim do not contend for the record.
     """
 
-    def stamped(record: SweepRecord) -> SweepRecord:
+    def stamped(record: SweepRecord) -> SweepRecord | None:
+        before = json.dumps(record, sort_keys=True)
         change(record)
+        if json.dumps(record, sort_keys=True) == before:
+            return None
         record["updated_at"] = now
         return record
 
-    written = update_json(s3, bucket, key, stamped, read=lambda: get_json(s3, bucket, key), known=known, sleep=sleep)
-    if written is None:  # not reached: `stamped` always returns the record
-        raise RecordConflictError(f"s3://{bucket}/{key} was not updated")
-    return written
+    def read() -> Found | None:
+        return get_json(s3, bucket, key)
+
+    written = update_json(s3, bucket, key, stamped, read=read, known=known, sleep=sleep)
+    if written is not None:
+        return written
+    fresh = read()  # unchanged: the record as it is now, with its ETag for the next compare-and-swap
+    if fresh is None:
+        raise RecordConflictError(f"s3://{bucket}/{key} disappeared while being updated")
+    return fresh
 
 
 def _counts(s3: Any, bucket: str, key: str, run_id: str) -> tuple[int, int] | None:
