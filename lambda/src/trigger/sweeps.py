@@ -48,7 +48,8 @@ DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 _DRAWS_PER_RUN = 64  # random draws per requested run before a small space is refused as too small
 _SIGNIFICANT = 6  # sampled floats keep 6 significant digits: readable, and the same JSON on every replay
 # What one epoch of a run costs, for the sweep's cost cap: the CPU task's price (trainer.config cost_per_hour:
-# Fargate on-demand 2 vCPU + 4 GiB, us-east-1) for airbench's measured ~90 s per epoch on it (trainer/README.md).
+# Fargate on-demand 2 vCPU + 4 GiB, us-east-1) for airbench's ~90 s per epoch on it (trainer/README.md, the bench's
+# estimate: 15.0 min for 9.9 epochs in bf16 on 2 threads).
 EPOCH_COST_USD = 0.0987 * 90 / 3600
 
 
