@@ -301,21 +301,12 @@ data "aws_iam_policy_document" "trigger" {
   }
 
   statement {
-    # A sweep's progress and ranking (trigger.sweep_flow): sweeps/<request_id>.json.
+    # A sweep's record (trigger.sweep_flow): sweeps/<request_id>.json, and the trainers' validation counts
+    # beside it (sweeps/<request_id>/final|rungs/...). Nothing under models/: a sweep selects on validation
+    # counts, and the role cannot read a test metric (docs/contracts.md, Sweeps).
     sid       = "SweepRecords"
     actions   = ["s3:GetObject", "s3:PutObject"]
     resources = ["${aws_s3_bucket.this.arn}/sweeps/*"]
-  }
-
-  statement {
-    # Ranking a finished sweep reads each version's test accuracy and the champion pointer; nothing else
-    # under models/ (not the weights), and never a write there.
-    sid     = "ReadSweepResults"
-    actions = ["s3:GetObject"]
-    resources = [
-      "${aws_s3_bucket.this.arn}/models/*/metrics.json",
-      "${aws_s3_bucket.this.arn}/models/*/champion.json",
-    ]
   }
 
   statement {

@@ -542,15 +542,10 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     ]
     prefix = "${aws_s3_bucket.this.arn}/"
     assert all(r.startswith(prefix) for r in s3_resources)
-    # THEN every key is inside them (and the role reaches nothing outside runs/ and sweeps/, and of
-    # models/ only the metrics and champion pointer that rank a sweep)
+    # THEN every key is inside them, and the role reaches nothing outside runs/ and sweeps/: nothing under
+    # models/, so a sweep cannot select on a test metric
     assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
-    assert s3_resources == [
-        prefix + "runs/*",
-        prefix + "sweeps/*",
-        prefix + "models/*/metrics.json",
-        prefix + "models/*/champion.json",
-    ]
+    assert s3_resources == [prefix + "runs/*", prefix + "sweeps/*"]
 
 
 def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) -> None:
@@ -560,17 +555,20 @@ def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) ->
 
     model = "cifar10"
 
+    from trigger.sweeps import final_key, rung_key
+
     writes = [sweep_key("1234567")]
-    reads = [*writes, f"models/{model}/20261125T190000Z-r/metrics.json", f"models/{model}/champion.json"]
+    reads = [*writes, final_key("1234567", "retrain-1234567-0a1b2c3d"), rung_key("1234567", 3, "retrain-1234567-0a")]
     prefix = "${aws_s3_bucket.this.arn}/"
 
     def allowed(action: str) -> list[str]:
         return [r[len(prefix) :] for s in statements(stack, "trigger") if action in s.actions for r in s.resources]
 
-    # THEN the role may read and write exactly those, and write nothing under models/
+    # THEN the role may read and write exactly those, and read or write nothing under models/
     assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:GetObject")) for key in reads), reads
     assert all(any(fnmatch.fnmatchcase(key, r) for r in allowed("s3:PutObject")) for key in writes), writes
-    assert not any(r.startswith("models/") for r in allowed("s3:PutObject"))
+    assert not any(r.startswith("models/") for r in allowed("s3:PutObject") + allowed("s3:GetObject"))
+    assert not any(fnmatch.fnmatchcase(f"models/{model}/v/metrics.json", r) for r in allowed("s3:GetObject"))
 
 
 def test_trigger_batch_policy_allows_exactly_the_batch_calls_the_trigger_makes(stack: dict[str, list[Any]]) -> None:
