@@ -19,6 +19,7 @@ import torch
 from trainer.asha import CONTINUE, STOP, RungResult, keeps_going, read_rung, report, rung_epochs, rung_key
 from trainer.checkpoint import checkpoint_key
 from trainer.config import ConfigError, TrainConfig
+from trainer.counts import Counts
 from trainer.data import load_dataset, validation_indices
 from trainer.gate import champion_key
 from trainer.registry import published_versions
@@ -127,20 +128,20 @@ def test_asha_decisions(table: dict[str, tuple[int, int]], run_id: str, eta: int
 
 def test_a_resumed_run_keeps_its_first_rung_result_and_decision(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    assert report(store, SWEEP, epoch=1, run_id="b", counts={"correct": 5, "total": 10}, eta=2) == (CONTINUE, 1)
-    report(store, SWEEP, epoch=1, run_id="a", counts={"correct": 9, "total": 10}, eta=2)
+    assert report(store, SWEEP, epoch=1, run_id="b", counts=Counts(5, 10), eta=2) == (CONTINUE, 1)
+    report(store, SWEEP, epoch=1, run_id="a", counts=Counts(9, 10), eta=2)
     # resumed: measures again (other counts) and finds a better peer now, but keeps what it reported first
-    assert report(store, SWEEP, epoch=1, run_id="b", counts={"correct": 1, "total": 10}, eta=2) == (CONTINUE, 2)
+    assert report(store, SWEEP, epoch=1, run_id="b", counts=Counts(1, 10), eta=2) == (CONTINUE, 2)
     stored = json.loads(store.get(rung_key(SWEEP, 1, "b")))
     assert (stored["correct"], stored["total"], stored["decision"]) == (5, 10, CONTINUE)
 
 
 def test_a_result_stored_without_its_decision_is_decided_on_its_first_counts(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    report(store, SWEEP, epoch=2, run_id="a", counts={"correct": 9, "total": 10}, eta=2)
+    report(store, SWEEP, epoch=2, run_id="a", counts=Counts(9, 10), eta=2)
     undecided = {"run_id": "b", "epoch": 2, "correct": 8, "total": 10, "decision": None}  # crashed before deciding
     store.put(rung_key(SWEEP, 2, "b"), json.dumps(undecided).encode())
-    assert report(store, SWEEP, epoch=2, run_id="b", counts={"correct": 10, "total": 10}, eta=2) == (STOP, 2)
+    assert report(store, SWEEP, epoch=2, run_id="b", counts=Counts(10, 10), eta=2) == (STOP, 2)
     assert json.loads(store.get(rung_key(SWEEP, 2, "b")))["correct"] == 8
 
 
@@ -164,7 +165,7 @@ def test_a_damaged_peer_result_is_left_out_and_named(
     store = LocalStore(tmp_path)
     store.put(rung_key(SWEEP, 1, "x"), damage)
     with caplog.at_level(logging.WARNING, logger="trainer.asha"):
-        assert report(store, SWEEP, epoch=1, run_id="b", counts={"correct": 1, "total": 10}, eta=2) == (CONTINUE, 1)
+        assert report(store, SWEEP, epoch=1, run_id="b", counts=Counts(1, 10), eta=2) == (CONTINUE, 1)
     assert "x.json" in caplog.text
     assert [r.run_id for r in read_rung(store, SWEEP, 1)] == ["b"]
 

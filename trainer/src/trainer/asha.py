@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from trainer.counts import Counts
 from trainer.store import NotFound, PreconditionFailed, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,16 @@ def parse_result(raw: bytes, run_id: str, where: str) -> tuple[RungResult, str |
         raise RungError(f"{where}: not JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise RungError(f"{where}: not a JSON object")
-    correct, total, decision = doc.get("correct"), doc.get("total"), doc.get("decision")
+    decision = doc.get("decision")
     if doc.get("run_id") != run_id:
         raise RungError(f"{where}: names run {doc.get('run_id')!r}, its key says {run_id!r}")
-    if not all(type(v) is int for v in (correct, total)) or not 0 <= correct <= total or total == 0:
-        raise RungError(f"{where}: correct {correct!r} of total {total!r} are not counts, 0 <= correct <= total > 0")
+    try:
+        counts = Counts.from_mapping(doc, where)
+    except ValueError as exc:
+        raise RungError(str(exc)) from None
     if decision not in (None, CONTINUE, STOP):
         raise RungError(f"{where}: decision {decision!r} is not {CONTINUE!r} or {STOP!r}")
-    return RungResult(run_id, correct, total), decision
+    return RungResult(run_id, counts.correct, counts.total), decision
 
 
 def ranking(results: list[RungResult]) -> list[RungResult]:
@@ -130,16 +133,14 @@ def _document(result: RungResult, epoch: int, decision: str | None) -> bytes:
     return json.dumps(doc, sort_keys=True).encode()
 
 
-def report(
-    store: Store, sweep_id: str, *, epoch: int, run_id: str, counts: dict[str, int], eta: int
-) -> tuple[str, int]:
+def report(store: Store, sweep_id: str, *, epoch: int, run_id: str, counts: Counts, eta: int) -> tuple[str, int]:
     """Record this run's counts at rung `epoch` (once) and decide: (CONTINUE or STOP, runs at the rung).
 
     A run that already reported this rung (a resumed attempt) keeps its first counts and its decision.
     """
     key = rung_key(sweep_id, epoch, run_id)
     where = store.uri_of(key)
-    mine = RungResult(run_id, int(counts["correct"]), int(counts["total"]))
+    mine = RungResult(run_id, counts.correct, counts.total)
     try:
         etag = store.put(key, _document(mine, epoch, None), if_none_match=True)
     except PreconditionFailed:

@@ -42,6 +42,7 @@ from torch import nn
 
 from trainer.checkpoint import non_finite_tensors
 from trainer.config import TrainConfig
+from trainer.counts import Counts
 from trainer.metrics import EpochResult, EvalResult
 from trainer.report import plot_curves, render_report
 from trainer.store import NotFound, PreconditionFailed, Store, sha256_file
@@ -81,7 +82,7 @@ class TrainingOutcome:
     hardware: dict[str, Any]
     wall_seconds: float  # all attempts, from start to the end of evaluation
     precision: str
-    validation: dict[str, int] | None = None  # {"correct", "total"} on the held-out set (val_images > 0)
+    validation: Counts | None = None  # on the held-out validation set (val_images > 0)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def metrics_document(outcome: TrainingOutcome) -> dict[str, Any]:
         "per_class_accuracy": evaluation.per_class_accuracy,
         "confusion_matrix": {"classes": list(outcome.classes), "rows_true_columns_predicted": evaluation.confusion},
         "epochs": [r.to_dict() for r in outcome.history],
-        **({} if outcome.validation is None else {"validation": dict(outcome.validation)}),
+        **({} if outcome.validation is None else {"validation": outcome.validation.to_dict()}),
     }
 
 
@@ -189,7 +190,7 @@ def build_manifest(
             "accuracy": outcome.evaluation.accuracy,
             **outcome.evaluation.counts.to_dict(),
             "loss": outcome.evaluation.loss,
-            **({} if outcome.validation is None else {"validation": dict(outcome.validation)}),
+            **({} if outcome.validation is None else {"validation": outcome.validation.to_dict()}),
         },
     }
 

@@ -295,7 +295,7 @@ class Run:
         evaluation = session.evaluate()
         validation = session.validate() if self.config.val_images else None
         if validation is not None and self.config.sweep_id:
-            final = {"run_id": self.run_id, "epochs": session.epochs_done, **validation}
+            final = {"run_id": self.run_id, "epochs": session.epochs_done, **validation.to_dict()}
             self.store.put(final_key(self.config.sweep_id, self.run_id), json.dumps(final, sort_keys=True).encode())
         model_config = session.model_config()
         return TrainingOutcome(
@@ -319,13 +319,13 @@ class Run:
             eta=self.config.early_stop_eta,
         )  # fmt: skip
         log.info(
-            "run %s: rung at epoch %d, validation %d/%d, %d run(s) there so far: %s",
-            self.run_id, epoch, counts["correct"], counts["total"], reached, decision,
+            "run %s: rung at epoch %d, validation %s, %d run(s) there so far: %s",
+            self.run_id, epoch, counts, reached, decision,
         )  # fmt: skip
         if decision == asha.CONTINUE:
             return None
         return StoppedEarly(
-            f"stopped early at the rung after epoch {epoch}: validation {counts['correct']}/{counts['total']} is not "
+            f"stopped early at the rung after epoch {epoch}: validation {counts.correct}/{counts.total} is not "
             f"in the top 1/{self.config.early_stop_eta} of the {reached} run(s) of sweep {self.config.sweep_id} there",
             rung=epoch,
         )

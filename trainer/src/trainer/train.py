@@ -45,6 +45,7 @@ from torch import nn
 from trainer import data as datamod
 from trainer import nets, recipe
 from trainer.config import ConfigError, TrainConfig, check_against_dataset
+from trainer.counts import Counts
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult, EvalResult, evaluate_logits
 from trainer.resources import apply_threads, resolve_device, resolve_precision, retain_freed_memory
@@ -326,8 +327,8 @@ class TrainingSession:
         logits = self.predict_logits(self.data.test_images)
         return evaluate_logits(logits, self.data.test_labels, self.data.classes)
 
-    def validate(self) -> dict[str, int]:
-        """Exact counts on the held-out validation set (config.val_images): {"correct": c, "total": n}.
+    def validate(self) -> Counts:
+        """Exact counts on the held-out validation set (config.val_images).
 
         Without test-time augmentation, the same at every rung and at the end: a ranking signal that
         compares between the runs of a sweep. A session without a validation set raises ValueError.
@@ -336,7 +337,7 @@ class TrainingSession:
             raise ValueError("this run holds out no validation set (val_images is 0)")
         logits = self.predict_logits(self.data.val_images, tta_level=0)
         correct = int((logits.argmax(dim=1).cpu() == self.data.val_labels).sum().item())
-        return {"correct": correct, "total": len(self.data.val_labels)}
+        return Counts(correct, len(self.data.val_labels))
 
     # --- checkpoint state ------------------------------------------------------------------------
 
