@@ -14,7 +14,7 @@ The steps (with `PYTHONPATH=scripts`):
     python3 -m ci.reviewed_plan settled --repository owner/repo --timeout-minutes 120
     # terraform-apply.yml, plan job, after planning main (every event: push or workflow_dispatch):
     python3 -m ci.reviewed_plan check --repository owner/repo --commit <sha> --event push \\
-        --run-attempt 1 --changes "$RUNNER_TEMP/tfplan-<sha>.changes"
+        --changes "$RUNNER_TEMP/tfplan-<sha>.changes"
     # terraform-apply.yml, apply job, after the approval and before applying:
     python3 -m ci.reviewed_plan head --repository owner/repo --commit <sha>
 
