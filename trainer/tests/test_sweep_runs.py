@@ -210,3 +210,28 @@ def test_a_sweep_run_that_goes_on_publishes_validation_counts_and_is_never_promo
     final = json.loads(store.get(run.final_key(SWEEP, RUN)))
     assert (final["correct"], final["total"], final["epochs"]) == (validation["correct"], 64, 2)
     assert json.loads(store.get(rung_key(SWEEP, 1, RUN)))["decision"] == CONTINUE
+
+
+@pytest.mark.slow
+def test_a_sweep_run_restarted_after_a_crash_keeps_its_rung_result_and_decision(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a sweep run that reported its rung (and was told to go on), then died before its checkpoint
+    config = make_config(data_dir, tmp_path, sweep_id=SWEEP, val_images=64, early_stop_eta=2)
+    store = LocalStore(tmp_path / "store")
+
+    def crash(*_: Any, **__: Any) -> None:
+        raise RuntimeError("killed before the checkpoint")
+
+    monkeypatch.setattr(run.Run, "save_checkpoint", crash)
+    assert run.main(config) == run.EXIT_FAILED
+    first = json.loads(store.get(rung_key(SWEEP, 1, RUN)))
+    assert first["decision"] == CONTINUE
+    monkeypatch.undo()
+    # AND meanwhile a better run reached the rung: deciding again now would stop this one
+    better = {"run_id": "a-better-run", "epoch": 1, "correct": 64, "total": 64, "decision": CONTINUE}
+    store.put(rung_key(SWEEP, 1, "a-better-run"), json.dumps(better).encode())
+    # WHEN the run starts again THEN it keeps its first result and decision at the rung, and trains on
+    assert run.main(config) == run.EXIT_SUCCEEDED
+    assert json.loads(store.get(rung_key(SWEEP, 1, RUN))) == first
+    assert read_status(store, RUN)["state"] == "succeeded"  # type: ignore[index]
