@@ -152,9 +152,11 @@ def test_spot_stop_event_reaches_the_trigger_with_run_id_and_exit_code(
     assert parsed.last_status == "STOPPED"
 
 
-def test_a_task_that_simply_finished_reaches_no_trigger_rule(
+def test_a_task_that_simply_finished_reaches_only_the_success_rule(
     patterns: dict[str, dict[str, Any]], trigger_rules: set[str]
 ) -> None:
+    # the trainer exited 0: the success rule delivers it (keep the image; a sweep starts its next set),
+    # neither the Spot rule (resume) nor the failure rule
     event = events.ecs_task_stopped_event(
         _described_task(),
         account_id=ACCOUNT,
@@ -164,7 +166,17 @@ def test_a_task_that_simply_finished_reaches_no_trigger_rule(
         exit_code=0,
     )
 
-    assert not _matching(patterns, event) & trigger_rules
+    assert _matching(patterns, event) & trigger_rules == {"training_succeeded"}
+
+
+def test_a_pattern_object_matches_one_element_of_an_array_of_objects_whole() -> None:
+    # EventBridge (aws/event-ruler's array consistency): every field from the same element
+    pattern = {"detail": {"containers": {"name": ["trainer"], "exitCode": [0]}}}
+    trainer_ok = {"detail": {"containers": [{"name": "sidecar", "exitCode": 1}, {"name": "trainer", "exitCode": 0}]}}
+    crossed = {"detail": {"containers": [{"name": "sidecar", "exitCode": 0}, {"name": "trainer", "exitCode": 1}]}}
+    assert events.matches(pattern, trainer_ok)
+    assert not events.matches(pattern, crossed)
+    assert not events.matches(pattern, {"detail": {"containers": []}})
 
 
 def test_a_task_of_another_cluster_reaches_no_rule(patterns: dict[str, dict[str, Any]]) -> None:

@@ -157,5 +157,34 @@ def _iso(value: Any) -> str | None:
 
 
 def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-    """Whether EventBridge (as moto implements it) would deliver `event` to a rule with `pattern`."""
-    return bool(EventPattern.load(json.dumps(pattern)).matches_event(dict(event)))
+    """Whether EventBridge would deliver `event` to a rule with `pattern` (moto's matcher, plus arrays).
+
+    EventBridge matches a pattern object against an array of objects when any one element matches all of
+    it (aws/event-ruler's array consistency: `detail.containers[]`, the trainer container among the task's
+    containers); moto's matcher does not look inside arrays of objects, so each choice of one element per
+    such array is tried on its own.
+    """
+    compiled = EventPattern.load(json.dumps(pattern))
+    return any(compiled.matches_event(choice) for choice in _element_choices(pattern, dict(event)))
+
+
+def _element_choices(pattern: Any, event: Any) -> list[Any]:
+    """`event` with every array of objects that `pattern` matches with an object replaced by one element."""
+    if not isinstance(pattern, Mapping) or not isinstance(event, Mapping):
+        return [event]
+    choices: list[dict[str, Any]] = [dict(event)]
+    for key, sub in pattern.items():
+        value = event.get(key)
+        if (
+            isinstance(sub, Mapping)
+            and isinstance(value, list)
+            and value
+            and all(isinstance(v, Mapping) for v in value)
+        ):
+            options = [option for element in value for option in _element_choices(sub, element)]
+        elif isinstance(sub, Mapping) and isinstance(value, Mapping):
+            options = _element_choices(sub, value)
+        else:
+            continue
+        choices = [{**choice, key: option} for choice in choices for option in options]
+    return choices
