@@ -12,13 +12,16 @@ import io
 from typing import Any
 
 import boto3
+import botocore
 from botocore.config import Config as BotoConfig
-from trigger.aws import Clients
+from trigger.aws import Clients, build_clients
 from trigger.config import load_config
 from trigger.errors import StartInFlightError
 from trigger.handler import handle
+from trigger.runs import RunSpec
+from trigger.starts import start_run
 
-SERVICES = ("ecs", "s3", "ecr")
+SERVICES = ("ecs", "s3", "ecr", "batch")
 SESSION = boto3.session.Session(
     region_name="us-east-1",
     aws_access_key_id="testing",
@@ -32,6 +35,32 @@ def clients_at(endpoint: str) -> Clients:
     config = BotoConfig(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 8})
     made = {service: SESSION.client(service, endpoint_url=endpoint, config=config) for service in SERVICES}
     return Clients(**made)
+
+
+def trigger_clients_at(endpoint: str) -> Clients:
+    """The clients as the trigger makes them (trigger.aws.build_clients: its retry and timeout settings,
+    and launch calls that are never resent), pointed at the emulator."""
+    path_style = BotoConfig(s3={"addressing_style": "path"})
+
+    def make(service: str, config: BotoConfig) -> Any:
+        return SESSION.client(service, endpoint_url=endpoint, config=config.merge(path_style))
+
+    return build_clients(make, botocore.__version__)
+
+
+def start(endpoint: str, environment: dict[str, str], spec: RunSpec, barrier: Any, results: Any) -> None:
+    """Wait for every other start at the barrier, then run the start protocol once; report how it went."""
+    config = load_config(environment)
+    clients = trigger_clients_at(endpoint)
+    barrier.wait()
+    try:
+        outcome = start_run(clients, config, spec, "retrain")
+    except StartInFlightError:
+        results.put({"outcome": "in-flight"})  # Lambda would retry it
+    except Exception as error:  # noqa: BLE001 (reported to the test, which fails on it)
+        results.put({"outcome": "error", "error": f"{type(error).__name__}: {error}"})
+    else:
+        results.put({"outcome": outcome.outcome, "task_arn": outcome.task_arn})
 
 
 def deliver(endpoint: str, environment: dict[str, str], event: dict[str, Any], barrier: Any, results: Any) -> None:

@@ -14,7 +14,6 @@ import copy
 import functools
 import json
 import multiprocessing
-import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -22,36 +21,14 @@ from typing import Any
 
 import delivery_worker
 import pytest
-from moto.s3.responses import S3Response
-from moto.server import ThreadedMotoServer
 from trigger.handler import handle
 from trigger_testkit import DIGEST, PUSH_RUN_ID, Emulated, load_event
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """One emulated AWS on 127.0.0.1 for the module; S3's conditional writes made atomic, as S3's are.
-
-    moto 5.2 checks If-None-Match / If-Match and then writes, without a lock: two requests in two
-    server threads can both pass the check. S3 itself decides a conditional write atomically, which
-    is what the trigger relies on, so the emulated S3 holds a lock around PutObject.
-    """
-    lock = threading.Lock()
-    put_object = S3Response.put_object
-
-    def atomic_put_object(self: S3Response) -> Any:
-        with lock:
-            return put_object(self)
-
-    S3Response.put_object = atomic_put_object  # type: ignore[method-assign]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        S3Response.put_object = put_object  # type: ignore[method-assign]
+@pytest.fixture
+def endpoint(moto_endpoint: str) -> str:
+    """The session's emulated AWS (conftest.moto_endpoint: S3's conditional writes made atomic)."""
+    return moto_endpoint
 
 
 @pytest.fixture

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto.moto_api import state_manager
 from trigger.aws import Clients
 from trigger.config import load_config
+from trigger.records import parse_timestamp
 
 EVENTS = Path(__file__).parent / "events"
 REGION = "us-east-1"
@@ -141,6 +145,7 @@ class Emulated:
         # What ECS says about stopped tasks beyond moto's StopTask (stop code, exit code), by task ARN.
         self.stopped: dict[str, dict[str, Any]] = {}
         self.ecs.meta.events.register("after-call.ecs.DescribeTasks", self._describe_as_ecs)
+        self.s3.meta.events.register("after-call.s3.GetObject", s3_clock_is_the_test_clock)
         self.push_image(DIGEST, GIT_SHA)  # the image of the push sample event
 
     def environment(self) -> dict[str, str]:
@@ -153,6 +158,7 @@ class Emulated:
 
     def close(self) -> None:
         self.ecs.meta.events.unregister("after-call.ecs.DescribeTasks", self._describe_as_ecs)
+        self.s3.meta.events.unregister("after-call.s3.GetObject", s3_clock_is_the_test_clock)
         state_manager.unset_transition(model_name="ecs::task")
 
     def push_image(self, digest: str, tag: str, manifest: dict[str, Any] | None = None) -> None:
@@ -223,6 +229,32 @@ class Emulated:
     def record(self, run_id: str) -> dict[str, Any]:
         body = self.s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/status.json")["Body"].read()
         return json.loads(body)
+
+
+def s3_clock_is_the_test_clock(parsed: dict[str, Any], **_: Any) -> None:
+    """S3's clock, as the trigger reads a claim's age (trigger.s3json.Found.age), made the tests' clock.
+
+    moto stamps LastModified and Date with the real time; the tests plant records "claimed 10 s ago" or
+    "an hour ago" at NOW. So a run record's LastModified is taken to be when its claim says it was written
+    (`claimed_at`, else `updated_at`), and S3's Date is NOW. The conformance suite
+    (test_launcher_conformance.py) uses S3's real clock instead.
+    """
+    body = parsed.get("Body")
+    if body is None:
+        return
+    data = body.read()
+    parsed["Body"] = StreamingBody(io.BytesIO(data), len(data))
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return
+    written = (
+        parse_timestamp(record.get("claimed_at") or record.get("updated_at")) if isinstance(record, dict) else None
+    )
+    if written is not None and "run_id" in record:
+        parsed["LastModified"] = written
+        headers = parsed.setdefault("ResponseMetadata", {}).setdefault("HTTPHeaders", {})
+        headers["date"] = format_datetime(NOW, usegmt=True)
 
 
 def stop_event_for(  # noqa: PLR0917 (the stop event's own fields, in its order)

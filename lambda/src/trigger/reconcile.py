@@ -49,7 +49,7 @@ from trigger.records import (
     update_record,
     utc_now,
 )
-from trigger.starts import Outcome, claim_start, start_claimed, start_run
+from trigger.starts import Outcome, claim_start, existing_age, start_claimed, start_run
 
 # Images kept (tagged in ECR) by one reconcile at most: each costs a few ECR calls of the function's
 # 60 s; the rest are kept by the next schedule (logged `keep-deferred`).
@@ -125,7 +125,7 @@ def repair_run(
         return _repair_keep(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep, keep=keep)
     if existing[0].get("compute") == BATCH_COMPUTE:  # a multi-node job: Batch's calls, never ECS's
         return repair_batch_run(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
-    state = start_state(existing[0], now, timedelta(seconds=config.claim_seconds))
+    state = start_state(existing[0], now, timedelta(seconds=config.claim_seconds), age=existing_age(existing))
     if state == CLAIMABLE:
         return _repair_start(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
     task_arn = existing[0].get("task_arn")
@@ -318,7 +318,7 @@ def repair_batch_run(
     another invocation is starting it.
     """
     record = existing[0]
-    state = start_state(record, now, timedelta(seconds=config.claim_seconds))
+    state = start_state(record, now, timedelta(seconds=config.claim_seconds), age=existing_age(existing))
     if state == CLAIMABLE:
         return _repair_batch_start(clients, config, existing, now=now, dry_run=dry_run, sleep=sleep)
     job_arn = record.get("task_arn")

@@ -83,7 +83,7 @@ def parse_timestamp(text: object) -> datetime | None:
         return None
 
 
-def start_state(record: Record, now: datetime, claim: timedelta) -> str:
+def start_state(record: Record, now: datetime, claim: timedelta, *, age: timedelta | None = None) -> str:
     """Where the start of the record's attempt stands. Pure.
 
     - `started`: it has a task, or the trainer moved it past `queued`: nothing more to start;
@@ -93,9 +93,16 @@ def start_state(record: Record, now: datetime, claim: timedelta) -> str:
       `claim` (its invocation died): whoever wins the compare-and-swap on the record may start it.
 
     A record written before claims existed has no `claimed_at`; its `updated_at` stands in.
+    `age`: how long ago S3 says the record was last written (trigger.s3json.Found.age). The claim is the
+    last write of a queued record without a task, so this is the claim's age by S3's clock, the same for
+    every reader; only without it (a stubbed S3) is `now` minus `claimed_at` used.
     """
     if is_started(record):
         return STARTED
+    if "claimed_at" in record and record["claimed_at"] is None:
+        return CLAIMABLE  # released after a failed start
+    if age is not None:
+        return IN_FLIGHT if age < claim else CLAIMABLE
     claimed = parse_timestamp(record["claimed_at"] if "claimed_at" in record else record.get("updated_at"))
     if claimed is not None and now - claimed < claim:
         return IN_FLIGHT
@@ -144,16 +151,16 @@ def create_record(s3: Any, bucket: str, record: Record, *, sleep: Sleep = time.s
 
 
 def read_record(s3: Any, bucket: str, run_id: str) -> tuple[Record, str] | None:
-    """The record and its ETag, or None when there is none."""
+    """The record and its ETag (a trigger.s3json.Found: with S3's `age` of it), or None when there is none."""
     found = get_json(s3, bucket, record_key(run_id))
     if found is None:
         return None
-    record, etag = found
+    record = found[0]
     if not isinstance(record, dict) or record.get("run_id") != run_id:
         raise RecordConflictError(
             f"s3://{bucket}/{record_key(run_id)} is not a run record for {run_id!r}: {record!r:.200}"
         )
-    return record, etag
+    return found
 
 
 def update_record(

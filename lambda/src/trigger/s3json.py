@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -31,7 +33,30 @@ CONFLICT_BACKOFF_S = 0.2  # seconds, doubled per try: 0.2 + 0.4 + 0.8 at most
 
 Sleep = Callable[[float], None]
 Document = dict[str, Any]
-Found = tuple[Any, str]  # (parsed JSON, ETag)
+
+
+class Found(tuple[Any, str]):
+    """(parsed JSON, ETag) of an object as read, and its age by S3's own clock (`age`).
+
+    The age is the response's `Date` minus the object's `LastModified`, both S3's: a claim's age judged
+    by them is the same for every reader, whatever its own clock says (a reconcile run by hand on a fast
+    laptop must not take over a live claim). None when S3 gave no dates (a stubbed response).
+    """
+
+    age: timedelta | None = None
+
+
+def s3_age(response: dict[str, Any]) -> timedelta | None:
+    """Date - LastModified of a GetObject response, never negative; None without both."""
+    modified = response.get("LastModified")
+    date = (response.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+    if not isinstance(modified, datetime) or not isinstance(date, str):
+        return None
+    try:
+        said = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    return max(said - modified, timedelta(0))
 
 
 def error_code(error: ClientError) -> str:
@@ -61,7 +86,9 @@ def get_json(s3: Any, bucket: str, key: str) -> Found | None:
                 "to a role that also has s3:ListBucket on the bucket (with no s3:prefix condition)"
             ) from error
         raise
-    return json.loads(response["Body"].read()), str(response["ETag"])
+    found = Found((json.loads(response["Body"].read()), str(response["ETag"])))
+    found.age = s3_age(response)
+    return found
 
 
 def put_json(

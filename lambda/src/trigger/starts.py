@@ -118,9 +118,12 @@ def claim_start(
     StartInFlightError when another invocation holds a fresh claim (Lambda retries the event later).
     """
     claim = timedelta(seconds=config.claim_seconds)
+    known_age = getattr(known, "age", None)
 
     def take(current: Record) -> Record | None:
-        state = start_state(current, now, claim)
+        # the record as read (its S3 age known), or written since by another invocation: a fresh write
+        age = known_age if current == known[0] else timedelta(0)
+        state = start_state(current, now, claim, age=age)
         if state == STARTED:
             return None
         if state == IN_FLIGHT:
@@ -147,6 +150,11 @@ def release_claim(clients: Clients, config: Config, spec: RunSpec, *, now: datet
 
     with contextlib.suppress(TriggerError, ClientError):  # the original error is the one to raise
         update_record(clients.s3, config.bucket, spec.run_id, clear, now=now, sleep=sleep)
+
+
+def existing_age(found: tuple[Record, str]) -> timedelta | None:
+    """S3's age of a record as read (trigger.s3json.Found), None for one made here."""
+    return getattr(found, "age", None)
 
 
 def _adopt(launcher: Launcher, spec: RunSpec) -> str | None:
@@ -232,7 +240,7 @@ def start_run(
     existing = read_record(clients.s3, config.bucket, spec.run_id)
     if existing is None:
         raise RecordConflictError(f"s3://{config.bucket}/{record_key(spec.run_id)} exists for writes, not for reads")
-    if start_state(existing[0], now, timedelta(seconds=config.claim_seconds)) == STARTED:
+    if start_state(existing[0], now, timedelta(seconds=config.claim_seconds), age=existing_age(existing)) == STARTED:
         return duplicate_outcome("start", existing[0])
     claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
     if claimed is None:
