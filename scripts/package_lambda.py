@@ -3,8 +3,9 @@
     python scripts/package_lambda.py                     # -> build/trigger.zip, prints its sha256
     python scripts/package_lambda.py --output dist/x.zip
 
-The zip holds the `trigger` package alone (boto3 comes with the Lambda runtime): only `.py` files,
-in sorted order, each with a fixed timestamp (1980-01-01, the zip epoch) and mode 0644, so neither
+The zip holds the `trigger` package alone (boto3 comes with the Lambda runtime): its `.py` files and the
+parameter schema it reads (`params.schema.json`, generated from the trainer's configuration), in sorted
+order, each with a fixed timestamp (1980-01-01, the zip epoch) and mode 0644, so neither
 checkout times nor umasks reach the bytes. Terraform can then compare hashes and redeploy only on a
 real change. Standard library only: it runs before any virtualenv exists.
 """
@@ -22,11 +23,13 @@ SOURCE = REPO / "lambda" / "src" / "trigger"
 OUTPUT = REPO / "build" / "trigger.zip"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 FILE_MODE = 0o100644  # regular file, rw-r--r--
+DATA = ("params.schema.json",)  # read by trigger.events at import
 
 
 def sources(package: Path) -> list[Path]:
-    """The package's Python files, sorted by their path inside the zip (no caches, no tests)."""
+    """The package's Python files and its data files (DATA), sorted by their path inside the zip (no caches)."""
     files = [p for p in package.rglob("*.py") if "__pycache__" not in p.parts]
+    files += [package / name for name in DATA if (package / name).is_file()]
     if not (package / "__init__.py").is_file():
         raise SystemExit(f"{package} is not a Python package (no __init__.py)")
     return sorted(files, key=lambda p: p.relative_to(package.parent).as_posix())

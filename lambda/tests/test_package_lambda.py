@@ -15,6 +15,9 @@ import package_lambda  # scripts/ is on pytest's pythonpath
 REPO = Path(__file__).resolve().parents[2]
 
 
+DATA_FILES = ("trigger/params.schema.json",)
+
+
 def copy_package(tmp_path: Path) -> Path:
     target = tmp_path / "src" / "trigger"
     shutil.copytree(package_lambda.SOURCE, target, ignore=shutil.ignore_patterns("__pycache__"))
@@ -49,7 +52,8 @@ def test_zip_holds_only_the_package_sources_sorted_with_fixed_metadata(tmp_path:
     names = [info.filename for info in infos]
     assert names == sorted(names)
     assert "trigger/handler.py" in names
-    assert all(name.startswith("trigger/") and name.endswith(".py") for name in names)
+    assert all(name.startswith("trigger/") and name.endswith(".py") for name in names if name not in DATA_FILES)
+    assert set(DATA_FILES) <= set(names)  # the parameter schema trigger.events reads at import
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {info.external_attr >> 16 for info in infos} == {0o100644}
 

@@ -52,6 +52,10 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,19}$")  # the trigger's limit (it becomes part of the run id)
 _MODEL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# The parameters the trainer accepts (types, intervals, choices), generated from its configuration
+# (scripts/gen_param_schema.py); the trigger reads the same file, so a value refused here is one the
+# trigger would refuse too, said before anything is invoked.
+PARAM_SCHEMA = Path(__file__).resolve().parents[2] / "lambda" / "src" / "trigger" / "params.schema.json"
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _STATUS_KEY = re.compile(r"^runs/[A-Za-z0-9_-]+/status\.json$")
 
@@ -90,10 +94,29 @@ def build_request(
         if not _MODEL.match(model):
             raise CIError(f"model {model!r} must match {_MODEL.pattern}")
         params["model"] = model
+    check_params(params)
     request: dict[str, Any] = {"action": "retrain", "request_id": request_id, "image": image, "params": params}
     if git_sha:
         request["git_sha"] = git_sha
     return request
+
+
+def check_params(params: Mapping[str, Any], schema_path: Path = PARAM_SCHEMA) -> None:
+    """CIError naming the first parameter the trainer would refuse (lambda/src/trigger/params.schema.json)."""
+    schema = json.loads(schema_path.read_text())["params"]
+    for name, value in params.items():
+        entry = schema.get(name)
+        if entry is None:
+            raise CIError(f"{name} is not a retrain parameter (one of {sorted(schema)})")
+        if "enum" in entry and value not in entry["enum"]:
+            raise CIError(f"{name} {value!r} is not one the trainer knows (one of {entry['enum']})")
+        low = entry.get("minimum", entry.get("exclusiveMinimum"))
+        high = entry.get("maximum", entry.get("exclusiveMaximum"))
+        below = low is not None and (value <= low if "exclusiveMinimum" in entry else value < low)
+        above = high is not None and (value >= high if "exclusiveMaximum" in entry else value > high)
+        if below or above:
+            left, right = "(" if "exclusiveMinimum" in entry else "[", ")" if "exclusiveMaximum" in entry else "]"
+            raise CIError(f"{name} {value!r} is outside what the trainer accepts: {left}{low}, {high}{right}")
 
 
 def invoke(function: str, request: Mapping[str, Any], workdir: Path) -> dict[str, Any]:

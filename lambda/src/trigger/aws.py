@@ -16,15 +16,21 @@ from trigger.errors import ConfigError
 
 # Adaptive retry mode: botocore backs off on throttling (and rate-limits itself client-side); RunTask
 # adds its own bounded retry on top (trigger.ecs), since a start must not be lost to a busy account.
+# Attempts, counted as botocore counts them (boto3 guide "Retries",
+# https://docs.aws.amazon.com/boto3/latest/guide/retries.html): left unset, standard and adaptive mode
+# make 3 attempts and legacy mode 5, the first request included. `total_max_attempts` counts the first
+# request too; a client Config's `max_attempts` counts only the retries (4 there made 5 attempts, measured
+# with botocore 1.44: a 500 answered five times). So total_max_attempts = 4: one request, three retries.
 # Time budget against the function's 60 s timeout:
-# - throttling (fast answers): 4 botocore attempts back off at most 1 + 2 + 4 = 7 s; RunTask's 3 tries
-#   add at most 1 + 2 = 3 s of our own, so one RunTask request waits at most 3 x 7 + 3 = 24 s;
+# - throttling (fast answers): standard/adaptive back off at most 1, 2, 4 s before the three retries
+#   (random x 2^(retry-1), capped at 20 s), 7 s in all; RunTask's 3 tries add at most 1 + 2 = 3 s of our
+#   own, so one RunTask request waits at most 3 x 7 + 3 = 24 s;
 # - a hung endpoint: one attempt may take 5 s to connect and 20 s to read, so two hung attempts of any
 #   call reach the timeout. Lambda then ends the invocation without our `except` running: the start's
 #   claim is not released and expires after PUSHTRAIN_CLAIM_SECONDS (180 s); Lambda retries an async
 #   event after about 1 and 3 minutes, so its second retry may take the start over, and the scheduled
 #   reconcile repairs anything later.
-RETRIES = {"mode": "adaptive", "max_attempts": 4}
+RETRIES = {"mode": "adaptive", "total_max_attempts": 4}
 # The launch calls are not idempotent to the trigger: SubmitJob takes no client token, and a resent
 # RunTask is deduplicated only by ECS's token (which emulators ignore). They make one attempt; after any
 # error the start protocol looks for the launch by name before it gives up (trigger.starts).
@@ -81,8 +87,8 @@ def build_clients(make: Callable[[str, Any], Any], botocore_version: str) -> Cli
     """The trigger's clients, each with its retry configuration: `make(service, botocore Config)` makes one."""
     from botocore.config import Config as BotoConfig
 
-    config = BotoConfig(retries=RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
-    once = BotoConfig(retries=NO_RETRIES, **TIMEOUTS)  # type: ignore[arg-type]
+    config = BotoConfig(retries=dict(RETRIES), **TIMEOUTS)  # type: ignore[arg-type] (botocore edits the dict)
+    once = BotoConfig(retries=dict(NO_RETRIES), **TIMEOUTS)  # type: ignore[arg-type]
     s3 = make("s3", config)
     require_conditional_writes(s3, botocore_version)
     return Clients(

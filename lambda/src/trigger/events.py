@@ -13,10 +13,12 @@ Anything else raises InvalidEventError naming the first thing that is wrong.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from trigger.config import Config
@@ -50,17 +52,14 @@ _JOB_ARN = re.compile(r"arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job/[A-Za-z0-9:_-
 RUN_ID_TAG = "pushtrain:run-id"  # trigger.runs.TAG_PREFIX + "run-id", on every job the trigger submits
 _TASK_ARN = re.compile(r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:task/[A-Za-z0-9_/-]+", re.ASCII)
 
-# Parameters a retrain request may set, and their JSON types (docs/contracts.md). The trainer checks
-# the values; the trigger checks names, types and sizes so nothing odd reaches a paid task.
-PARAM_TYPES: dict[str, type] = {
-    "model": str,
-    "epochs": int,
-    "lr": float,
-    "batch_size": int,
-    "seed": int,
-    "label_smoothing": float,
-    "weight_decay": float,
-}
+# Parameters a retrain request may set: their JSON types and the intervals (or choices) the trainer
+# accepts, from the parameter schema generated from the trainer's own field metadata (params.schema.json,
+# `python scripts/gen_param_schema.py`; docs/contracts.md). The trigger refuses what the trainer would
+# refuse before anything is written or started: a paid task must not exit 2 on its first line.
+SCHEMA_FILE = Path(__file__).with_name("params.schema.json")
+PARAM_SCHEMA: dict[str, dict[str, Any]] = json.loads(SCHEMA_FILE.read_text())["params"]
+_JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float}
+PARAM_TYPES: dict[str, type] = {name: _JSON_TYPES[entry["type"]] for name, entry in PARAM_SCHEMA.items()}
 # Parameters only a sweep sets on its runs (trigger.sweeps.trainer_params), never a request: a run of sweep
 # <id> holding out val_images training images, with ASHA's eta (docs/contracts.md, "Sweeps").
 SWEEP_PARAM_TYPES: dict[str, type] = {"sweep_id": str, "val_images": int, "early_stop_eta": int}
@@ -370,17 +369,33 @@ def _check_param(name: str, value: object, expected: type) -> str | int | float:
     accepted = (int, float) if expected is float else (expected,)
     if not isinstance(value, accepted):
         raise InvalidEventError(f"params.{name}={shown(value)} must be {expected.__name__}, got {type(value).__name__}")
-    if isinstance(value, str):
-        if not 1 <= len(value) <= MAX_STR_PARAM or not _STR_PARAM.fullmatch(value):
-            raise InvalidEventError(
-                f"params.{name}={shown(value)} must be 1-{MAX_STR_PARAM} characters of {_STR_PARAM.pattern}"
-            )
-        return value
+    if isinstance(value, str) and (not 1 <= len(value) <= MAX_STR_PARAM or not _STR_PARAM.fullmatch(value)):
+        raise InvalidEventError(
+            f"params.{name}={shown(value)} must be 1-{MAX_STR_PARAM} characters of {_STR_PARAM.pattern}"
+        )
     if isinstance(value, int) and abs(value) > MAX_INT_PARAM:
         raise InvalidEventError(f"params.{name}={shown(value)} is outside ±{MAX_INT_PARAM}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidEventError(f"params.{name}={value!r} must be a finite number")
+    refusal = _outside(PARAM_SCHEMA.get(name, {}), value)  # after the type: a string's choices, a number's interval
+    if refusal:
+        raise InvalidEventError(f"params.{name}={shown(value)} is outside what the trainer accepts: {refusal}")
     return float(value) if expected is float else value
+
+
+def _outside(entry: Mapping[str, Any], value: str | int | float) -> str | None:
+    """Why `value` breaks its schema entry (choices, interval), or None. Pure."""
+    if "enum" in entry and value not in entry["enum"]:
+        return f"one of {entry['enum']}"
+    if isinstance(value, str):
+        return None
+    low, high = entry.get("minimum", entry.get("exclusiveMinimum")), entry.get("maximum", entry.get("exclusiveMaximum"))
+    too_low = low is not None and (value <= low if "exclusiveMinimum" in entry else value < low)
+    too_high = high is not None and (value >= high if "exclusiveMaximum" in entry else value > high)
+    if too_low or too_high:
+        left, right = ("(" if "exclusiveMinimum" in entry else "["), (")" if "exclusiveMaximum" in entry else "]")
+        return f"{left}{low}, {high}{right}"
+    return None
 
 
 # --- small typed accessors: each names the field and the value that is wrong -----------------------

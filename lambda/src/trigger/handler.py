@@ -14,6 +14,7 @@ trigger.events (or a module of its own), and a flow.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -123,7 +124,20 @@ def classify(event: object) -> Input:
 
 def parse(event: object, config: Config) -> Any:
     """The validated input (or a SkippedEvent: well-formed, not for us); InvalidEventError names the problem."""
-    return classify(event).parse(event, config)  # type: ignore[arg-type] (classify checked it is a Mapping)
+    return _read(event, config)[1]
+
+
+def _read(event: object, config: Config) -> tuple[Input, Any]:
+    """The input kind and the parsed input. A document nested deeper than Python can walk (Lambda hands
+    over any JSON; `repr` or a parser would raise RecursionError) is refused like any malformed input."""
+    try:
+        kind = classify(event)
+        return kind, kind.parse(event, config)  # type: ignore[arg-type] (classify checked it is a Mapping)
+    except RecursionError:
+        raise InvalidEventError(
+            f"event is nested deeper than the parser's limit (Python recursion limit {sys.getrecursionlimit()}); "
+            "no input of the trigger nests more than a few levels"
+        ) from None
 
 
 @functools.cache
@@ -144,8 +158,7 @@ def handle(
     raw_id = event.get("id") if isinstance(event, Mapping) else None
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
-        kind = classify(event)
-        parsed = kind.parse(event, config)  # type: ignore[arg-type] (classify checked it is a Mapping)
+        kind, parsed = _read(event, config)
     except InvalidEventError as error:
         log_decision("reject", "invalid-event", event_id=event_id, error=str(error))
         raise

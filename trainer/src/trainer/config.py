@@ -25,7 +25,7 @@ import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trainer import nets
@@ -80,6 +80,30 @@ RUN_FIELDS = (
 # The gate's thresholds: decimal strings, parsed exactly (trainer.counts.parse_decimal), never as floats.
 EXACT_FIELDS = ("accuracy_floor", "champion_margin")
 
+# Bounds: every number is finite and within what a run can use; a value outside them is a typo or an
+# attack on the bill, refused (exit 2) before anything is downloaded.
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+MAX_LR = 100.0  # mean-loss SGD; the recipes use 0.05-1.5
+MAX_WEIGHT_DECAY = 1.0
+MAX_SEED = 2**31 - 1  # the trigger accepts integer parameters within ±(2**31 - 1) (trigger.events.MAX_INT_PARAM)
+MAX_THREADS = 1024
+MAX_IMAGES = 10_000_000  # limit_train / limit_test
+MAX_ATTEMPT = 10_000
+MAX_COST_PER_HOUR = 1000.0  # USD
+MAX_ETA = 16  # ASHA's reduction factor: 2-4 in the literature (Li et al. 2020 use 4; Ray Tune's default 4)
+
+
+def bounds(
+    low: float, high: float, *, low_open: bool = False, high_open: bool = False, request: str | None = None
+) -> dict[str, Any]:
+    """A field's metadata: the interval `validate` enforces, and (`request`: "integer", "number") the JSON
+    type a retrain request may set it as. The trigger's parameter schema is generated from these
+    (`python scripts/gen_param_schema.py` -> lambda/src/trigger/params.schema.json), so the trigger
+    refuses, before anything is written or started, every value the trainer would refuse."""
+    metadata: dict[str, Any] = {"range": (low, high, low_open, high_open)}
+    return metadata | ({"request": request} if request else {})
+
 
 class ConfigError(ValueError):
     """An invalid setting. `setting` is the field name; the message names the setting and the value."""
@@ -93,16 +117,25 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every setting of the trainer, with its default. See the module docstring for how they are set."""
 
-    # 1. what to train
-    model: str = "airbench"  # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
-    epochs: float = FROM_RECIPE  # passes over the training set, a fraction stops the last early; recipe: 9.9 / 10
-    batch_size: int = FROM_RECIPE  # training batch; default: recipe (airbench 1024, cnn 256)
-    lr: float = FROM_RECIPE  # peak SGD learning rate for a mean loss; default: recipe (airbench 1.5, cnn 0.05)
-    momentum: float = FROM_RECIPE  # Nesterov momentum; default: recipe (airbench 0.85, cnn 0.9)
-    weight_decay: float = FROM_RECIPE  # SGD weight decay (airbench: all trainable; cnn: weights only); recipe
-    label_smoothing: float = FROM_RECIPE  # cross-entropy label smoothing; default: recipe (0.2 / 0.1)
-    warmup: float = FROM_RECIPE  # fraction of all steps warming up, then linear decay (airbench: to 0.07 x peak)
-    seed: int = 0  # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
+    # 1. what to train (`bounds`: the interval validate() enforces, and what a retrain request may set)
+    # "airbench" (default, ~2 M parameters) or "cnn" (the seed's small CNN)
+    model: str = field(default="airbench", metadata={"request": "string", "choices": MODELS})
+    # passes over the training set, a fraction stops the last early; recipe: 9.9 / 10
+    epochs: float = field(default=FROM_RECIPE, metadata=bounds(0, MAX_EPOCHS, low_open=True, request="integer"))
+    # training batch; default: recipe (airbench 1024, cnn 256)
+    batch_size: int = field(default=FROM_RECIPE, metadata=bounds(1, MAX_BATCH_SIZE, request="integer"))
+    # peak SGD learning rate for a mean loss; default: recipe (airbench 1.5, cnn 0.05)
+    lr: float = field(default=FROM_RECIPE, metadata=bounds(0, MAX_LR, low_open=True, request="number"))
+    # Nesterov momentum; default: recipe (airbench 0.85, cnn 0.9)
+    momentum: float = field(default=FROM_RECIPE, metadata=bounds(0, 1, high_open=True))
+    # SGD weight decay (airbench: all trainable; cnn: weights only); recipe
+    weight_decay: float = field(default=FROM_RECIPE, metadata=bounds(0, MAX_WEIGHT_DECAY, request="number"))
+    # cross-entropy label smoothing; default: recipe (0.2 / 0.1)
+    label_smoothing: float = field(default=FROM_RECIPE, metadata=bounds(0, 1, high_open=True, request="number"))
+    # fraction of all steps warming up, then linear decay (airbench: to 0.07 x peak)
+    warmup: float = field(default=FROM_RECIPE, metadata=bounds(0, 1, high_open=True))
+    # seeds weights, data order and augmentation (each epoch's order is a function of seed, epoch)
+    seed: int = field(default=0, metadata=bounds(-MAX_SEED, MAX_SEED, request="integer"))
     tta: bool = True  # final evaluation with test-time augmentation (airbench: mirror + translate; cnn: mirror)
 
     # 2. where it runs
@@ -290,18 +323,6 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _GIT_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
 _URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # any "scheme:" prefix, with or without "//"
 
-# Bounds: every number is finite and within what a run can use; a value outside them is a typo or an
-# attack on the bill, refused (exit 2) before anything is downloaded.
-MAX_EPOCHS = 1000
-MAX_BATCH_SIZE = 65536
-MAX_LR = 100.0  # mean-loss SGD; the recipes use 0.05-1.5
-MAX_WEIGHT_DECAY = 1.0
-MAX_SEED = 2**31 - 1  # the trigger accepts integer parameters within ±(2**31 - 1) (trigger.events.MAX_INT_PARAM)
-MAX_THREADS = 1024
-MAX_IMAGES = 10_000_000  # limit_train / limit_test
-MAX_ATTEMPT = 10_000
-MAX_COST_PER_HOUR = 1000.0  # USD
-MAX_ETA = 16  # ASHA's reduction factor: 2-4 in the literature (Li et al. 2020 use 4; Ray Tune's default 4)
 _SWEEP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # one key segment: sweeps/<sweep_id>/...
 
 
@@ -369,14 +390,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
     _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
-    _bounded("epochs", c.epochs, 0, MAX_EPOCHS, low_open=True)
-    _bounded("batch_size", c.batch_size, 1, MAX_BATCH_SIZE)
-    _bounded("lr", c.lr, 0, MAX_LR, low_open=True)
-    _bounded("momentum", c.momentum, 0, 1, high_open=True)
-    _bounded("weight_decay", c.weight_decay, 0, MAX_WEIGHT_DECAY)
-    _bounded("label_smoothing", c.label_smoothing, 0, 1, high_open=True)
-    _bounded("warmup", c.warmup, 0, 1, high_open=True)
-    _bounded("seed", c.seed, -MAX_SEED, MAX_SEED)
+    for f in fields(c):  # the recipe and the seed: the intervals their field metadata holds (`bounds`)
+        if "range" in f.metadata:
+            low, high, low_open, high_open = f.metadata["range"]
+            _bounded(f.name, getattr(c, f.name), low, high, low_open=low_open, high_open=high_open)
     _require(c.precision in PRECISIONS, "precision", f"unknown precision {c.precision!r} (one of {PRECISIONS})")
     _bounded("threads", c.threads, 0, MAX_THREADS)
     _require(c.device in DEVICES, "device", f"unknown device {c.device!r} (one of {DEVICES})")
@@ -440,6 +457,30 @@ def check_against_dataset(config: TrainConfig, n_train: int) -> None:
     """Checks that need the dataset's size (known only once it is loaded): the batch must fit in it."""
     if config.batch_size > n_train:
         raise ConfigError("batch_size", f"{config.batch_size} is larger than the training set ({n_train} images)")
+
+
+def request_schema() -> dict[str, Any]:
+    """The parameters a retrain request may set, with the types and intervals the trainer accepts: the
+    trigger's parameter schema (docs/contracts.md), generated from the field metadata (`bounds`)."""
+    params: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        kind = f.metadata.get("request")
+        if kind is None:
+            continue
+        entry: dict[str, Any] = {"type": kind}
+        if "choices" in f.metadata:
+            entry["enum"] = list(f.metadata["choices"])
+        if "range" in f.metadata:
+            low, high, low_open, high_open = f.metadata["range"]
+            entry["exclusiveMinimum" if low_open else "minimum"] = low
+            entry["exclusiveMaximum" if high_open else "maximum"] = high
+        params[f.name] = entry
+    return {
+        "$comment": "generated from trainer/src/trainer/config.py (TrainConfig field metadata) by "
+        "`python scripts/gen_param_schema.py`; do not edit",
+        "schema": 1,
+        "params": params,
+    }
 
 
 def settings_help() -> str:
