@@ -301,6 +301,14 @@ data "aws_iam_policy_document" "trigger" {
   }
 
   statement {
+    # Which digests a push has trained (trigger.trained): digests/<digest>.json, kept beyond runs/ (no
+    # lifecycle rule expires it), so a re-tag of an image trained before its run record expired trains nothing.
+    sid       = "TrainedDigests"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/digests/*"]
+  }
+
+  statement {
     # A sweep's record (trigger.sweep_flow): sweeps/<request_id>.json, and the trainers' validation counts
     # beside it (sweeps/<request_id>/final|rungs/...). Nothing under models/: a sweep selects on validation
     # counts, and the role cannot read a test metric (docs/contracts.md, Sweeps).

@@ -532,7 +532,13 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     from trigger.records import record_key
     from trigger.taskdef import index_key
 
-    keys = [record_key("push-0123456789abcdef0123"), index_key("pushtrain-trainer-gpu", "sha256:" + "0" * 64)]
+    from trigger.trained import digest_key
+
+    keys = [
+        record_key("push-0123456789abcdef0123"),
+        index_key("pushtrain-trainer-gpu", "sha256:" + "0" * 64),
+        digest_key("sha256:" + "0" * 64),
+    ]
     # WHEN the trigger's S3 statements are read
     s3_resources = [
         r
@@ -542,10 +548,10 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     ]
     prefix = "${aws_s3_bucket.this.arn}/"
     assert all(r.startswith(prefix) for r in s3_resources)
-    # THEN every key is inside them, and the role reaches nothing outside runs/ and sweeps/: nothing under
+    # THEN every key is inside them, and the role reaches nothing outside runs/, digests/ and sweeps/: nothing under
     # models/, so a sweep cannot select on a test metric
     assert all(any(fnmatch.fnmatchcase(key, r[len(prefix) :]) for r in s3_resources) for key in keys), keys
-    assert s3_resources == [prefix + "runs/*", prefix + "sweeps/*"]
+    assert s3_resources == [prefix + "runs/*", prefix + "digests/*", prefix + "sweeps/*"]
 
 
 def test_trigger_s3_access_covers_the_sweep_keys(stack: dict[str, list[Any]]) -> None:

@@ -37,15 +37,21 @@ def clients_at(endpoint: str) -> Clients:
     return Clients(**made)
 
 
+class _AtEndpoint:
+    """A session whose clients reach the emulator (path-style S3), with the caller's botocore Config."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def client(self, service: str, config: BotoConfig) -> Any:
+        path_style = BotoConfig(s3={"addressing_style": "path"})
+        return SESSION.client(service, endpoint_url=self.endpoint, config=config.merge(path_style))
+
+
 def trigger_clients_at(endpoint: str) -> Clients:
     """The clients as the trigger makes them (trigger.aws.build_clients: its retry and timeout settings,
     and launch calls that are never resent), pointed at the emulator."""
-    path_style = BotoConfig(s3={"addressing_style": "path"})
-
-    def make(service: str, config: BotoConfig) -> Any:
-        return SESSION.client(service, endpoint_url=endpoint, config=config.merge(path_style))
-
-    return build_clients(make, botocore.__version__)
+    return build_clients(_AtEndpoint(endpoint), botocore.__version__)
 
 
 def start(endpoint: str, environment: dict[str, str], spec: RunSpec, barrier: Any, results: Any) -> None:

@@ -164,11 +164,23 @@ def expect_image_checked(stubbed: Stubbed) -> None:
 
 def expect_record_created(stubbed: Stubbed) -> None:
     expect_image_checked(stubbed)
+    # a digest no push has trained (trigger.trained): looked up, then remembered before its record is created
+    stubbed.s3.add_client_error(
+        "get_object", "NoSuchKey", http_status_code=404, expected_params={"Bucket": BUCKET, "Key": DIGEST_KEY}
+    )
+    stubbed.s3.add_response(
+        "put_object",
+        {"ETag": '"digest-v1"'},
+        {"Bucket": BUCKET, "Key": DIGEST_KEY, "Body": ANY, "ContentType": "application/json", "IfNoneMatch": "*"},
+    )
     stubbed.s3.add_response(
         "put_object",
         {"ETag": '"record-v1"'},
         {"Bucket": BUCKET, "Key": RECORD_KEY, "Body": ANY, "ContentType": "application/json", "IfNoneMatch": "*"},
     )
+
+
+DIGEST_KEY = f"digests/{DIGEST}.json"
 
 
 def expect_task_arn_recorded(stubbed: Stubbed) -> None:

@@ -35,7 +35,7 @@ def attempts(client: Any, call: str, **request: Any) -> int:
 
 def clients() -> Any:
     session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")  # noqa: S106
-    return build_clients(lambda service, config: session.client(service, config=config), botocore.__version__)
+    return build_clients(session, botocore.__version__)
 
 
 def test_idempotent_calls_make_four_attempts_and_launch_calls_one() -> None:

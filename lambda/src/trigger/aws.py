@@ -8,7 +8,6 @@ part of the Lambda runtime, never of our zip.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,22 +79,23 @@ def default_clients() -> Clients:
     import boto3
     import botocore
 
-    return build_clients(lambda service, config: boto3.client(service, config=config), botocore.__version__)
+    return build_clients(boto3, botocore.__version__)
 
 
-def build_clients(make: Callable[[str, Any], Any], botocore_version: str) -> Clients:
-    """The trigger's clients, each with its retry configuration: `make(service, botocore Config)` makes one."""
+def build_clients(session: Any, botocore_version: str) -> Clients:
+    """The trigger's clients, each with its retry configuration. `session` has boto3's `client(service,
+    config=...)`: the boto3 module itself in Lambda, or a session pointed at an emulator in tests."""
     from botocore.config import Config as BotoConfig
 
     config = BotoConfig(retries=dict(RETRIES), **TIMEOUTS)  # type: ignore[arg-type] (botocore edits the dict)
     once = BotoConfig(retries=dict(NO_RETRIES), **TIMEOUTS)  # type: ignore[arg-type]
-    s3 = make("s3", config)
+    s3 = session.client("s3", config=config)
     require_conditional_writes(s3, botocore_version)
     return Clients(
-        ecs=make("ecs", config),
+        ecs=session.client("ecs", config=config),
         s3=s3,
-        ecr=make("ecr", config),
-        batch=make("batch", config),
-        ecs_launch=make("ecs", once),
-        batch_launch=make("batch", once),
+        ecr=session.client("ecr", config=config),
+        batch=session.client("batch", config=config),
+        ecs_launch=session.client("ecs", config=once),
+        batch_launch=session.client("batch", config=once),
     )
