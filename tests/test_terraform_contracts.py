@@ -531,7 +531,6 @@ def test_trigger_s3_access_covers_exactly_the_keys_the_trigger_writes(stack: dic
     require_file(TRIGGER_SRC / "records.py")
     from trigger.records import record_key
     from trigger.taskdef import index_key
-
     from trigger.trained import digest_key
 
     keys = [

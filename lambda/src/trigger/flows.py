@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from trigger import stops
+from trigger import stops, trained
 from trigger.aws import Clients
 from trigger.compute import BATCH_COMPUTE, CPU, GPU, task_family
 from trigger.config import Config
@@ -85,7 +85,22 @@ def handle_push(
         return Outcome("skip", "not-an-image", digest=event.digest, reason=refusal)
     # parse_push_event skipped a tag of the other variant: this push is one for the default compute
     spec = push_spec(event.digest, event.git_sha, config.default_compute)
-    return start_run(clients, config, spec, "push", clock=clock, sleep=sleep)
+    return start_push_run(clients, config, spec, "push", clock=clock, sleep=sleep)
+
+
+def start_push_run(
+    clients: Clients, config: Config, spec: RunSpec, source: str, *, clock: Clock, sleep: Sleep
+) -> Outcome:
+    """Start a pushed digest's run (a push, or reconcile for a push never seen), unless the per-digest index
+    (trigger.trained) says it was trained by a run whose record has since expired."""
+    earlier = trained.remembered(clients.s3, config.bucket, spec.digest)
+    if earlier is not None and read_record(clients.s3, config.bucket, earlier) is None:
+        index = trained.digest_key(spec.digest)
+        reason = f"digest {spec.digest} was trained by run {earlier} ({index}); its run record expired"
+        return Outcome("skip", "already-trained", run_id=earlier, digest=spec.digest, reason=reason)
+    if earlier is None:
+        trained.remember(clients.s3, config.bucket, spec, clock(), sleep=sleep)
+    return start_run(clients, config, spec, source, clock=clock, sleep=sleep)
 
 
 # --- stopped tasks: resume after a Spot interruption, record a failure ------------------------------
@@ -137,7 +152,9 @@ def carry_out(
         assert existing is not None  # noqa: S101 (decide_stop resumes or fails only a run with a record)
         decision, written = _write_stop_decision(clients, config, stop, decision, existing, now=now, sleep=sleep)
         if decision.action == stops.RESUME and written is not None:
-            return start_claimed(clients, config, "resume", "started", written, now=now, sleep=sleep, look_first=False)
+            return start_claimed(
+                clients, config, "resume", "started", written, now=now, sleep=sleep, look_first=False, check_image=True
+            )
         if decision.action == stops.EXHAUSTED:
             raise AttemptsExhaustedError(decision.reason)
     elif decision.action == stops.RETRY_RESUME:
@@ -145,7 +162,15 @@ def carry_out(
         claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
         if claimed is not None:
             return start_claimed(
-                clients, config, "resume", "retried-start", claimed, now=now, sleep=sleep, look_first=True
+                clients,
+                config,
+                "resume",
+                "retried-start",
+                claimed,
+                now=now,
+                sleep=sleep,
+                look_first=True,
+                check_image=True,
             )
         fresh = read_record(clients.s3, config.bucket, existing[0]["run_id"])
         decision = decide(config, fresh[0] if fresh else None, stop)

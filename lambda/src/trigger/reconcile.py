@@ -49,7 +49,7 @@ from trigger.records import (
     update_record,
     utc_now,
 )
-from trigger.starts import Outcome, claim_start, existing_age, start_claimed, start_run
+from trigger.starts import Outcome, claim_start, existing_age, start_claimed
 
 # Images kept (tagged in ECR) by one reconcile at most: each costs a few ECR calls of the function's
 # 60 s; the rest are kept by the next schedule (logged `keep-deferred`).
@@ -165,7 +165,9 @@ def _repair_start(
         return None
     if claimed is None:
         return None
-    return start_claimed(clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
+    return start_claimed(
+        clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True, check_image=True
+    )
 
 
 def _repair_stop(
@@ -244,7 +246,8 @@ def _start_unseen(
     if dry_run:
         return Outcome("reconcile", "would-start", run_id=spec.run_id, digest=spec.digest)
     try:
-        return replace(start_run(clients, config, spec, "reconcile", clock=clock, sleep=sleep), decision="reconcile")
+        started = flows.start_push_run(clients, config, spec, "reconcile", clock=clock, sleep=sleep)
+        return None if started.outcome == "already-trained" else replace(started, decision="reconcile")
     except StartInFlightError:
         return None  # a push event is starting it right now
 
@@ -344,7 +347,9 @@ def _repair_batch_start(
         return None
     if claimed is None:
         return None
-    return start_claimed(clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True)
+    return start_claimed(
+        clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True, check_image=True
+    )
 
 
 def _repair_batch_job(

@@ -35,13 +35,15 @@ from trigger.batch import BatchLauncher
 from trigger.compute import BATCH_COMPUTE
 from trigger.config import Config
 from trigger.ecs import EcsLauncher
-from trigger.errors import RecordConflictError, StartInFlightError, TriggerError
+from trigger.errors import ImageNotFoundError, RecordConflictError, StartInFlightError, TriggerError
+from trigger.images import describe_image
 from trigger.launcher import Launched, Launcher
 from trigger.records import (
     IN_FLIGHT,
     STARTED,
     Clock,
     Record,
+    append_history,
     create_record,
     new_record,
     read_record,
@@ -174,13 +176,22 @@ def start_claimed(
     now: datetime,
     sleep: Sleep,
     look_first: bool,
+    check_image: bool = False,
 ) -> Outcome:
-    """Start the attempt the claimed record holds: (find an existing launch,) launch, record it."""
+    """Start the attempt the claimed record holds: (find an existing launch,) launch, record it.
+
+    `check_image`: a start long after the image was checked (a Spot resume, a reconcile repair) first asks
+    ECR whether the digest is still there; when it is gone, the run is recorded failed with that reason
+    and nothing is launched (on AWS the pull would fail and the run be marked failed much later).
+    """
     spec = spec_of(claimed[0])  # a retry repeats the first request exactly (same names, same overrides)
     launcher = launcher_for(clients, config, spec, now=now, sleep=sleep)
     launched: Launched | None = None
     try:
         found = launcher.find_existing(spec) if look_first else None
+        gone = image_gone(clients, config, spec) if found is None and check_image else None
+        if gone is not None:
+            return fail_start(clients, config, decision, claimed, gone, now=now, sleep=sleep)
         if found is None:
             launched = launcher.launch(spec)
     except Exception:
@@ -206,6 +217,43 @@ def start_claimed(
         task_definition_arn=launched.definition_arn if launched else None,
         registered_task_definition=launched.registered if launched else None,
         reason=claimed[0].get("reason") if launched else "a start whose answer was lost had launched this",
+    )
+
+
+def image_gone(clients: Clients, config: Config, spec: RunSpec) -> str | None:
+    """Why the run's image cannot be launched any more (its digest left the repository), or None."""
+    try:
+        describe_image(clients.ecr, config.repository_name, spec.digest, by_digest=True)
+    except ImageNotFoundError as error:
+        return f"image {spec.digest} is no longer in repository {config.repository_name!r} ({error}); nothing launched"
+    return None
+
+
+def fail_start(
+    clients: Clients,
+    config: Config,
+    decision: str,
+    claimed: tuple[Record, str],
+    reason: str,
+    *,
+    now: datetime,
+    sleep: Sleep,
+) -> Outcome:
+    """Record the claimed attempt `failed` with `reason` (nothing was launched), by compare-and-swap."""
+    spec = spec_of(claimed[0])
+
+    def failed(current: Record) -> Record | None:
+        if current.get("attempt") != spec.attempt or current.get("task_arn") is not None:
+            return None  # moved on, or launched by another invocation meanwhile
+        if current.get("state") != "queued":
+            return None
+        current.update(state="failed", reason=reason, claimed_at=None)
+        append_history(current, now, reason)
+        return current
+
+    update_record(clients.s3, config.bucket, spec.run_id, failed, now=now, known=claimed, sleep=sleep)
+    return Outcome(
+        decision, "marked-failed", run_id=spec.run_id, digest=spec.digest, attempt=spec.attempt, reason=reason
     )
 
 
