@@ -106,4 +106,8 @@ def after_success(
     if environ.get("MLFLOW_TRACKING_URI"):
         from trainer import tracking
 
-        tracking.log_version(store, manifest, report=text, promoted=gate.promoted)
+        record = runstate.read_status(store, run_id) or {}
+        live = record.get("mlflow_run_id")  # the MLflow run training logged into (trainer.tracking)
+        tracking.log_version(
+            store, manifest, report=text, promoted=gate.promoted, mlflow_run_id=live if isinstance(live, str) else None
+        )

@@ -62,6 +62,9 @@ from trainer.versions import new_version_id
 
 if TYPE_CHECKING:
     from trainer.data import Cifar10Data
+    from trainer.metrics import EpochResult
+    from trainer.progress import Progress
+    from trainer.tracking import LiveRun
     from trainer.train import TrainingSession
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,7 @@ class Run:
         self.started_attempt = config.attempt  # as the trigger numbered it, before a manual restart counts one more
         self.created_at: str | None = None  # the record's creation time: it names the run's one version
         self.holds_lease = False  # set once this trainer took the run's lease (`running`)
+        self.tracker: LiveRun | None = None  # the MLflow run while training, with MLFLOW_TRACKING_URI
 
     # --- status ---------------------------------------------------------------------------
 
@@ -230,7 +234,6 @@ class Run:
 
     def train(self) -> TrainingOutcome:
         from trainer.data import load_dataset
-        from trainer.metrics import EpochResult
         from trainer.resources import hardware_summary
         from trainer.train import fit
 
@@ -264,7 +267,7 @@ class Run:
             saved_step = session.global_step
 
         def epoch_done(result: EpochResult) -> None:
-            progress.epoch_done(result)
+            self.report_epoch(progress, result)
             if result.epoch in rungs:  # measured and reported before the checkpoint: a crash between re-measures
                 stop = self.rung(session, result.epoch)
                 if stop is not None:
@@ -405,9 +408,39 @@ class Run:
         """Record a run that stopped before publishing (a checkpoint holds its position); its exit code."""
         if isinstance(stopped, StoppedEarly):
             self.set_state(STOPPED_EARLY, reason=str(stopped), fields={"stopped_at_epoch": stopped.rung})
+            self.end_tracking("FINISHED")  # ASHA's decision: the run is over, with the epochs it has
             return EXIT_STOPPED_EARLY
         self.set_state("interrupted", reason=str(stopped))
+        self.end_tracking("KILLED")  # the attempt that resumes continues the same MLflow run
         return EXIT_INTERRUPTED
+
+    def start_tracking(self, record: dict[str, Any] | None) -> None:
+        """With MLFLOW_TRACKING_URI: the MLflow run this attempt logs into, its id kept in the run record.
+
+        A resumed attempt finds the id in the record and continues that MLflow run (trainer.tracking).
+        """
+        from trainer import tracking
+
+        existing = (record or {}).get("mlflow_run_id")
+        self.tracker = tracking.start_live_run(
+            self.run_id, self.config.to_dict(), existing if isinstance(existing, str) else None
+        )
+        if self.tracker is None or self.tracker.run_id == existing:
+            return
+        mlflow_run_id = self.tracker.run_id
+        runstate.update_status(
+            self.store, self.run_id, lambda r: r.update(mlflow_run_id=mlflow_run_id), create=self._new_record
+        )
+
+    def report_epoch(self, progress: Progress, result: EpochResult) -> None:
+        """An epoch ended: the progress line, and MLflow when tracking (trainer.tracking.LiveRun)."""
+        progress.epoch_done(result)
+        if self.tracker is not None:
+            self.tracker.log_epoch(result)
+
+    def end_tracking(self, status: str) -> None:
+        if self.tracker is not None:
+            self.tracker.end(status)
 
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
@@ -421,6 +454,7 @@ class Run:
             return finished
         self.config = self.config.replace(attempt=_attempt_for(self.config, record))
         self.created_at = str(self.set_state("running")["created_at"])
+        self.start_tracking(record)
         version = self.version_id()
         try:
             outcome = self.train()
@@ -447,6 +481,7 @@ class Run:
                 return self.finish(version)  # visible: the run succeeded, whatever broke after the commit point
             log_failure(log, self.run_id, exc)  # one line for missing data, credentials, S3; a traceback for bugs
             self.set_state("failed", reason=f"{type(exc).__name__}: {exc}")
+            self.end_tracking("FAILED")
             return EXIT_FAILED
         return self.finish(version, outcome.evaluation.counts)
 
