@@ -101,7 +101,7 @@ def test_push_trains_on_the_pinned_digest_and_promotes_then_a_weak_push_leaves_t
     assert (copied / "report.md").is_file()
     assert (copied / "curves.png").is_file()
     # ... and the report it points to is the one with the gate's decision (the version's own predates the gate)
-    gated_report = pipeline.settings.workdir / "runs" / run.run_id / "report.md"
+    gated_report = pipeline.settings.workdir / "reports" / f"{run.run_id}.md"
     assert "**Gate: promoted to champion**" in gated_report.read_text()
     # ... the trainer's success message reached the notifications topic, and the demo's verdict is PASS
     (subject,) = pipeline.notifications()

@@ -528,7 +528,8 @@ class Pipeline:
         folder = self.copy_out(version)
         # runs/<run_id>/report.md is written after the gate and carries its decision; the version's own
         # report.md (create-only, checksummed) was rendered before the gate ran.
-        report = self.settings.workdir / "runs" / run.run_id / "report.md"
+        # (not under <workdir>/runs/: that would make the demo folder itself look like a store)
+        report = self.settings.workdir / "reports" / f"{run.run_id}.md"
         report.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.s3.download_file(self.stack.names.bucket, f"runs/{run.run_id}/report.md", str(report))
