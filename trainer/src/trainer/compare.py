@@ -102,7 +102,7 @@ def rows(sides: Sequence[RunSide]) -> list[tuple[str, list[str]]]:
     from trainer.runs_cli import timings
 
     def cell(value: Any) -> str:
-        return "-" if value is None else str(value)
+        return "-" if value is None or value == "" else str(value)
 
     table: list[tuple[str, list[str]]] = [
         ("state", [cell(s.record.get("state")) for s in sides]),

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,5 +181,7 @@ def load_predictor(store: Store, model_name: str, target: str) -> Predictor:
         raise ModelError(f"{version}: {TORCHSCRIPT_FILE} changed while it was read; try again")
     metrics = json.loads(store.get(prefix + METRICS_FILE))
     classes = [str(c) for c in metrics["confusion_matrix"]["classes"]]
-    model = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    with warnings.catch_warnings():  # TorchScript is the format a version carries; torch 2.x warns it is legacy
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     return Predictor(version, classes, model)
