@@ -22,7 +22,19 @@ from typing import Any
 import hcl2
 import pytest
 from iam_eval import matching_sids
-from test_terraform_contracts import ACCOUNT, FACTS, REGION, STACK, block, load_root, locals_of, rendered, resolve
+from test_terraform_contracts import (
+    ACCOUNT,
+    APPLY_ROLE,
+    FACTS,
+    REGION,
+    STACK,
+    block,
+    load_root,
+    locals_of,
+    rendered,
+    resolve,
+    role_grants,
+)
 from tf_docs import unquote
 
 SCALE_OUT_FILES = ("gpu.tf", "batch.tf", "ec2_capacity.tf")
@@ -270,7 +282,7 @@ def test_every_scale_out_type_has_its_calls_in_the_table() -> None:
 @pytest.mark.parametrize("resource_type", sorted(MANAGE))
 def test_the_apply_role_can_create_change_and_delete_each_scale_out_type(resource_type: str) -> None:
     # GIVEN the apply role's rendered policy and the calls the provider makes for the type
-    apply = rendered("terraform/bootstrap")["apply"]
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)
     resolved = arns()
     # WHEN each call is made on the stack's resource (its ARN from the stack's names)
     refused = [
@@ -331,7 +343,7 @@ def test_the_plan_role_can_refresh_each_scale_out_type(resource_type: str) -> No
 def test_the_apply_role_is_refused_what_the_scale_out_does_not_need(
     action: str, resource: str, extra: dict[str, str], why: str
 ) -> None:
-    apply = rendered("terraform/bootstrap")["apply"]
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)
     resolved = arns()
     context = request_context({})
     for key, value in extra.items():

@@ -198,6 +198,22 @@ def allowed_actions(root: dict[str, list[Any]], document: str) -> set[str]:
     return {a for s in statements(root, document) if s.effect == "Allow" for a in s.actions}
 
 
+def apply_documents(root: dict[str, list[Any]]) -> list[str]:
+    """The documents of the apply role's managed policies, one per concern (bootstrap's local.apply_policies)."""
+    policies = locals_of(root)["apply_policies"]
+    found = [
+        re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", p["document"]) for p in policies.values()
+    ]
+    assert all(found), policies
+    return [m.group(1) for m in found if m]
+
+
+def ci_role_statements(root: dict[str, list[Any]], use: str) -> list[Statement]:
+    """A CI role's statements as written: the apply role's over its managed policies, the others' inline."""
+    documents = apply_documents(root) if use == "apply" else [use]
+    return [s for document in documents for s in statements(root, document)]
+
+
 # --- reading docs/contracts.md -------------------------------------------------------------------
 
 
@@ -834,14 +850,14 @@ def test_the_boundary_allows_every_action_the_stack_roles_are_granted(
 
 def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap: dict[str, list[Any]]) -> None:
     widening = {"iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:PutRolePermissionsBoundary"}
-    statements_ = [s for s in statements(bootstrap, "apply") if set(s.actions) & widening]
+    statements_ = [s for s in ci_role_statements(bootstrap, "apply") if set(s.actions) & widening]
     # THEN one statement holds them all, with the boundary as its condition; nothing may detach it
     assert len(statements_) == 1
     assert set(statements_[0].actions) == widening
     assert statements_[0].conditions == (
         ("ArnEquals", "iam:PermissionsBoundary", ("${aws_iam_policy.stack_boundary.arn}",)),
     )
-    all_apply_actions = allowed_actions(bootstrap, "apply")
+    all_apply_actions = {a for s in ci_role_statements(bootstrap, "apply") for a in s.actions}
     assert (
         not {"iam:DeleteRolePermissionsBoundary", "iam:AttachRolePolicy", "iam:CreatePolicyVersion"} & all_apply_actions
     )
@@ -850,7 +866,7 @@ def test_apply_role_creates_and_widens_roles_only_within_the_boundary(bootstrap:
 @pytest.mark.parametrize("document", ["plan", "apply", "image", "retrain"])
 def test_ci_roles_name_every_action(bootstrap: dict[str, list[Any]], document: str) -> None:
     # No service-wide or prefix wildcards ("ecr:*", "s3:Get*"): every action a CI role may take is named.
-    actions = allowed_actions(bootstrap, document)
+    actions = {a for s in ci_role_statements(bootstrap, document) if s.effect == "Allow" for a in s.actions}
     assert actions
     assert [a for a in actions if "*" in a] == []
 
@@ -866,7 +882,7 @@ def test_plan_role_can_refresh_the_artifacts_bucket(bootstrap: dict[str, list[An
 
 def test_route53_association_is_not_conditioned_on_the_stack_region(bootstrap: dict[str, list[Any]]) -> None:
     # Route 53 is global: a region condition on its calls would deny private DNS outside us-east-1
-    for s in statements(bootstrap, "apply"):
+    for s in ci_role_statements(bootstrap, "apply"):
         if "route53:AssociateVPCWithHostedZone" in s.actions:
             assert all(variable != "aws:RequestedRegion" for _, variable, _ in s.conditions), s.sid
 
@@ -956,6 +972,23 @@ def rendered(root: str, network_mode: str = "public") -> dict[str, Any]:
     return policy_documents(
         module, ACCOUNT, REGION, variables={"network_mode": network_mode} if root == "terraform" else {}
     )
+
+
+APPLY_ROLE = "pushtrain-github-apply"
+
+
+@functools.cache
+def role_grants(root: str, role: str, network_mode: str = "public") -> dict[str, Any]:
+    """Every statement IAM evaluates for `role` (by name): its inline and attached managed policies together,
+    as the renderer finds them through the root's attachments."""
+    from pushtrain_local.policies import role_policies
+    from pushtrain_local.terraform import TerraformModule
+
+    module = TerraformModule.load(REPO / root)
+    variables = {"network_mode": network_mode} if root == "terraform" else {}
+    held = role_policies(module, ACCOUNT, REGION, variables=variables)[role]
+    documents = [*held.inline.values(), *(d for d in held.managed.values() if d is not None)]
+    return {"Version": "2012-10-17", "Statement": [s for d in documents for s in d["Statement"]]}
 
 
 def denied(
@@ -1112,9 +1145,27 @@ def test_register_task_definition_is_scoped_to_the_trainer_family_in_the_referen
 EC2_READS = re.compile(r"ec2:(Describe|Get|List)[A-Za-z]*")
 
 
+def test_the_apply_role_holds_its_permissions_as_one_managed_policy_per_concern(
+    bootstrap: dict[str, list[Any]],
+) -> None:
+    from pushtrain_local.policies import role_policies
+    from pushtrain_local.terraform import TerraformModule
+
+    # GIVEN what IAM would hold for the apply role, found through bootstrap's attachments
+    held = role_policies(TerraformModule.load(BOOTSTRAP), ACCOUNT, REGION)[APPLY_ROLE]
+    documents = rendered("terraform/bootstrap")
+    # THEN no inline policy (the whole set is over IAM's 10,240-character inline quota), and each
+    # attached policy is one of the apply_* documents, rendered from its own concern
+    assert held.inline == {}
+    assert sorted(map(json.dumps, held.managed.values())) == sorted(
+        json.dumps(documents[name]) for name in apply_documents(bootstrap)
+    )
+    assert all(arn.startswith(f"arn:aws:iam::{ACCOUNT}:policy/pushtrain-github-apply-") for arn in held.managed)
+
+
 def test_apply_role_network_writes_need_the_stack_tag() -> None:
     # GIVEN every statement of the apply role that writes to EC2
-    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)["Statement"]
     writes = [
         s for s in apply if any(a.startswith("ec2:") and not EC2_READS.fullmatch(a) for a in as_list(s["Action"]))
     ]
@@ -1153,7 +1204,7 @@ def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
     stack_roles = {role_arn("terraform", name) for name in ("execution", "task", "trigger")} | {
         f"arn:aws:iam::{ACCOUNT}:role/pushtrain/{container_instance}"
     }
-    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)["Statement"]
     for action in (
         "iam:CreateRole",
         "iam:PutRolePolicy",
@@ -1168,7 +1219,7 @@ def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
 
 def test_the_stack_key_is_managed_through_its_key_policy_not_by_tag() -> None:
     # GIVEN the apply role's IAM policy and the notifications key's policy
-    apply = rendered("terraform/bootstrap")["apply"]["Statement"]
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)["Statement"]
     key_policy = rendered("terraform")["notifications_key"]["Statement"]
     administration = {
         "kms:PutKeyPolicy",

@@ -377,11 +377,21 @@ class _Parser:
             return _members(self.scope.local(parts[1]), parts[2:], dotted)
         if root == "path" and parts[1:] == ["module"]:
             return str(self.scope.module_path)
-        if root == "data" and len(parts) >= 4:
-            return self.scope.known.get((f"data.{parts[1]}", parts[3]), Unknown(dotted))
+        if root == "data" and len(parts) >= 3:
+            return self._data_attribute(parts, dotted)
         if len(parts) >= 2:
             return self._resource_attribute(parts, splat, dotted)
         raise HclError(f"unsupported reference {dotted!r} in expression {self.text!r}")
+
+    def _data_attribute(self, parts: list[str], dotted: str) -> Any:
+        """A data source's attribute: known for this source (`data.type.name`), else for its type, else
+        Unknown; `data.type.name[key]` is the collection of a count/for_each one, known from the caller."""
+        source = f"data.{parts[1]}.{parts[2]}"
+        if len(parts) == 3:
+            return self.scope.known.get((source, "*"), Unknown(dotted))
+        if (source, parts[3]) in self.scope.known:
+            return _members(self.scope.known[(source, parts[3])], parts[4:], dotted)
+        return self.scope.known.get((f"data.{parts[1]}", parts[3]), Unknown(dotted))
 
     def _resource_attribute(self, parts: list[str], splat: bool, dotted: str) -> Any:
         """`type.name.attribute`: known from the caller, else the argument in the .tf file, else Unknown."""

@@ -15,12 +15,14 @@ knows is an error naming it: a policy is never linted half-rendered.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import hcl2
 
-from pushtrain_local.hcl import HclError, Scope, Unknown, evaluate_value, require
+from pushtrain_local.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value, require
 from pushtrain_local.terraform import TerraformError, TerraformModule, _facts
 
 KMS_KEY_ID = "00000000-0000-4000-8000-000000000000"  # AWS generates key ids; any id has this form
@@ -66,12 +68,16 @@ def known_arns(module: TerraformModule, scope: Scope) -> dict[tuple[str, str], A
             if isinstance(value, Unknown) or isinstance(path, Unknown):
                 continue
             instances[key] = {"arn": arn(partition, region, account, str(value), {"path": path}), "name": value}
+            if rtype == "aws_iam_role":
+                instances[key]["id"] = value  # a role's id in Terraform is its name
         if "for_each" in body:
             known[(f"{rtype}.{name}", "*")] = instances
         elif "count" in body:
             known[(f"{rtype}.{name}", "*")] = list(instances.values())
         elif name in instances:
             known[(f"{rtype}.{name}", "arn")] = instances[name]["arn"]
+            if rtype == "aws_iam_role":
+                known[(f"{rtype}.{name}", "id")] = instances[name]["id"]
     return known
 
 
@@ -184,3 +190,134 @@ def policy_documents(
                 raise TerraformError(f"{where} in {module.path}: {exc}") from exc
             documents[label] = {"Version": "2012-10-17", "Statement": statements}
     return documents
+
+
+@dataclass(frozen=True)
+class RolePolicies:
+    """What IAM holds for one role: its trust policy, its inline policies and its attached managed ones."""
+
+    role: str  # "aws_iam_role.<name>" or "aws_iam_role.<name>[<key>]"
+    name: str
+    trust: dict[str, Any] | None
+    inline: dict[str, dict[str, Any]] = field(default_factory=dict)  # policy name -> document
+    # attached policy ARN -> document; None for a policy the root does not define (an AWS managed one)
+    managed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def _document(value: Any, where: str) -> dict[str, Any] | None:
+    """A `policy`-like argument's value as JSON: a rendered document's text or a jsonencode()d object."""
+    if isinstance(value, JsonEncoded):
+        value = value.value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise TerraformError(f"{where} is not JSON: {exc}") from exc
+    if value is None or isinstance(value, Unknown):
+        return None
+    if not isinstance(value, dict):
+        raise TerraformError(f"{where} is not a policy document: {value!r}")
+    return value
+
+
+def document_scope(
+    module: TerraformModule,
+    account_id: str,
+    region: str,
+    known: Mapping[tuple[str, str], Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> tuple[TerraformModule, Scope]:
+    """The module under the variables, and a scope where every rendered `aws_iam_policy_document`'s
+    `.json` and every ARN `known_arns` builds are known: a resource's `policy = data....json` evaluates."""
+    documents = policy_documents(module, account_id, region, known, variables)
+    module = module.with_variables({**example_variables(module), **(variables or {})})
+    facts = _facts(account_id, region, known)
+    rendered: dict[tuple[str, str], Any] = {}
+    for label, document in documents.items():
+        name, _, key = label.partition("[")
+        source = f"data.aws_iam_policy_document.{name}"
+        text = json.dumps(document)
+        if key:
+            rendered.setdefault((source, "*"), {})[key.removesuffix("]")] = {"json": text}
+        else:
+            rendered[(source, "json")] = text
+    for (source, attribute), value in list(rendered.items()):
+        if attribute == "*" and "count" in module.data.get(("aws_iam_policy_document", source.rsplit(".", 1)[1]), {}):
+            rendered[(source, "*")] = [value[k] for k in sorted(value, key=int)]
+    scope = module.scope({**facts, **rendered})
+    return module, module.scope({**facts, **rendered, **known_arns(module, scope)})
+
+
+def resource_values(module: TerraformModule, scope: Scope, rtype: str, argument: str) -> dict[str, Any]:
+    """`argument` of every instance of every `rtype` resource: "<type>.<name>[<key>]" -> value (Unknown when
+    only an apply knows it, None when unset)."""
+    values: dict[str, Any] = {}
+    for (kind, name), body in sorted(module.resources.items()):
+        if kind != rtype:
+            continue
+        for key, instance_scope in module.instances_of(body, f"{kind}.{name}", scope).items():
+            label = f"{kind}.{name}" if key is None else f"{kind}.{name}[{key}]"
+            try:
+                values[label] = evaluate_value(body[argument], instance_scope) if argument in body else None
+            except HclError as exc:
+                raise TerraformError(f"{label}.{argument} in {module.path}: {exc}") from exc
+    return values
+
+
+def role_policies(
+    module: TerraformModule,
+    account_id: str,
+    region: str,
+    known: Mapping[tuple[str, str], Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> dict[str, RolePolicies]:
+    """Every `aws_iam_role` of the root (by its name) with the policies IAM would hold for it: its
+    `assume_role_policy`, the `aws_iam_role_policy` resources naming it, and the managed policies that
+    `aws_iam_role_policy_attachment` (or `managed_policy_arns`) attach to it."""
+    module, scope = document_scope(module, account_id, region, known, variables)
+    names = resource_values(module, scope, "aws_iam_role", "name")
+    trusts = resource_values(module, scope, "aws_iam_role", "assume_role_policy")
+    roles: dict[str, RolePolicies] = {}
+    for label, name in names.items():
+        if not isinstance(name, str):
+            raise TerraformError(f"{label}.name in {module.path} is not known before apply: {name!r}")
+        roles[name] = RolePolicies(label, name, _document(trusts[label], f"{label}.assume_role_policy"))
+    managed_documents = {
+        arn: _document(policy, f"{label}.policy")
+        for label, policy in resource_values(module, scope, "aws_iam_policy", "policy").items()
+        for arn in [_managed_arn(module, scope, label)]
+    }
+    inline_roles = resource_values(module, scope, "aws_iam_role_policy", "role")
+    inline_names = resource_values(module, scope, "aws_iam_role_policy", "name")
+    inline_policies = resource_values(module, scope, "aws_iam_role_policy", "policy")
+    for label, role in inline_roles.items():
+        holder = _role(roles, role, f"{label}.role")
+        holder.inline[str(inline_names[label] or label)] = _document(inline_policies[label], f"{label}.policy") or {}
+    attached_roles = resource_values(module, scope, "aws_iam_role_policy_attachment", "role")
+    attached_arns = resource_values(module, scope, "aws_iam_role_policy_attachment", "policy_arn")
+    for label, role in attached_roles.items():
+        arn = attached_arns[label]
+        if not isinstance(arn, str):
+            raise TerraformError(f"{label}.policy_arn in {module.path} is not known before apply: {arn!r}")
+        _role(roles, role, f"{label}.role").managed[arn] = managed_documents.get(arn)
+    for label, arns in resource_values(module, scope, "aws_iam_role", "managed_policy_arns").items():
+        for arn in arns or []:
+            roles[names[label]].managed[str(arn)] = managed_documents.get(str(arn))
+    return roles
+
+
+def _managed_arn(module: TerraformModule, scope: Scope, label: str) -> str:
+    resource, _, key = label.partition("[")
+    value = scope.known.get((resource, "*"), {}) if key else scope.known.get((resource, "arn"))
+    if key:
+        value = value.get(key.removesuffix("]"), {}).get("arn") if isinstance(value, dict) else None
+    if not isinstance(value, str):
+        raise TerraformError(f"{label} in {module.path}: its ARN is not known before apply")
+    return value
+
+
+def _role(roles: Mapping[str, RolePolicies], reference: Any, where: str) -> RolePolicies:
+    """The role a `role` argument (its name, or its id, which is the name) names."""
+    if not isinstance(reference, str) or reference not in roles:
+        raise TerraformError(f"{where} names no role of this root: {reference!r}")
+    return roles[reference]

@@ -47,10 +47,14 @@ resource "aws_iam_role" "github" {
   max_session_duration = 3600
 }
 
+# Each role's permissions as one inline policy, except the apply role's: IAM allows 10,240 characters
+# of inline policy per role (all its inline policies together), and the apply role's need about twice
+# that. Its permissions are customer-managed policies by concern (below), each within the 6,144
+# characters of one managed policy and 10 attached per role ("IAM and AWS STS quotas"); `make lint`
+# (scripts/lint.py --only limits) checks all three on the rendered documents.
 resource "aws_iam_role_policy" "github" {
   for_each = {
     plan    = data.aws_iam_policy_document.plan.json
-    apply   = data.aws_iam_policy_document.apply.json
     image   = data.aws_iam_policy_document.image.json
     retrain = data.aws_iam_policy_document.retrain.json
     report  = data.aws_iam_policy_document.report.json
@@ -137,13 +141,11 @@ data "aws_iam_policy_document" "plan" {
 
 # --- apply: manage the stack ------------------------------------------------------------------
 
-data "aws_iam_policy_document" "apply" {
-  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: deploying the stack is writing its resource policies and roles (bucket policy, Lambda permissions, topic and queue policies, roles within the boundary); terraform/README.md lists them as what the production environment's reviewers guard.
-  # iam-lint:skip=RESOURCE_POLICY_PRIVILEGE_ESCALATION: s3:PutBucketPolicy on the artifacts bucket could grant the role object access it lacks; inherent to managing the bucket policy, guarded by the production environment's reviewers (terraform/README.md).
-  # iam-lint:skip=PRIVILEGE_ESCALATION: lambda:UpdateFunctionCode runs new code as the trigger role; deploying the trigger is that call, guarded by the production environment's reviewers (terraform/README.md).
+# The network: create only with the stack's tag, change only what carries it.
+data "aws_iam_policy_document" "apply_network" {
   # iam-lint:skip=RESOURCE_MISMATCH: parliament reads one statement at a time; a create call's parent (CreateSubnet's VPC) and a rule's security group are granted by StackNetwork, on their tag, on purpose not in the same statement.
-  # checkov:skip=CKV_AWS_356: only calls without a resource type are on "*" (Describe/List reads, ecs:DeregisterTaskDefinition, kms:CreateKey, the SNS subscription calls), each statement naming its actions, with a region or tag condition where the call carries one.
-  # checkov:skip=CKV_AWS_111: the "*" writes are those without a resource type: ecs:DeregisterTaskDefinition (region-conditioned), kms:CreateKey (only with the stack's tag), sns:SetSubscriptionAttributes/Unsubscribe (region-conditioned) and Route 53's private-DNS association (only through EC2).
+  # checkov:skip=CKV_AWS_356: the one "*" is Route 53's private-DNS association, which has no ARN the account can know (an AWS-owned hosted zone) and is allowed only through EC2 (aws:ViaAWSService).
+  # checkov:skip=CKV_AWS_111: the one unconstrained write is that association, only through EC2 (aws:ViaAWSService).
 
   # --- network: create only with the stack's tag, change only what carries it -------------------
   # One statement per create call, because a create call is also authorized against its parents
@@ -215,6 +217,12 @@ data "aws_iam_policy_document" "apply" {
       values   = ["true"]
     }
   }
+}
+
+# The reads of a refresh (before every apply): what a plan reads.
+data "aws_iam_policy_document" "apply_refresh" {
+  # iam-lint:skip=RESOURCE_MISMATCH: the ECS GPU AMI parameter is AWS's public one (arn:aws:ssm:<region>::parameter/aws/service/...), which has no account; parliament expects one.
+  # checkov:skip=CKV_AWS_356: only reads without a resource type (Describe/List calls, sns:GetSubscriptionAttributes) are on "*", each statement naming its actions.
 
   statement {
     sid       = "DescribeStack"
@@ -228,6 +236,40 @@ data "aws_iam_policy_document" "apply" {
     actions   = ["cloudwatch:DescribeAlarms", "ec2:DescribeVpcAttribute"]
     resources = [local.stack_resources_by_service.cloudwatch_alarms, "arn:${local.partition}:ec2:${local.region_account}:vpc/*"]
   }
+
+  statement {
+    # A refresh before every apply reads what a plan reads.
+    sid       = "ReadStackResources"
+    actions   = local.stack_read_actions
+    resources = local.stack_resources
+  }
+
+  statement {
+    sid       = "ReadSubscriptions"
+    actions   = ["sns:GetSubscriptionAttributes"]
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    # A refresh of the optional scale-out capacity reads what a plan reads (above, plan).
+    for_each = local.scale_out_reads
+
+    content {
+      sid       = statement.key
+      actions   = statement.value.actions
+      resources = statement.value.resources
+    }
+  }
+}
+
+# The stack's services (ECR, ECS, Lambda, EventBridge, SNS, SQS, logs, alarms), the artifacts
+# bucket's configuration, the notifications key, and the state.
+data "aws_iam_policy_document" "apply_services" {
+  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: deploying the stack is writing its resource policies (bucket policy, Lambda permissions, topic and queue policies) and creating its key; terraform/README.md lists them as what the production environment's reviewers guard.
+  # iam-lint:skip=RESOURCE_POLICY_PRIVILEGE_ESCALATION: s3:PutBucketPolicy and s3:PutLifecycleConfiguration on the artifacts bucket could reach objects the role cannot; inherent to managing the bucket, guarded by the production environment's reviewers (terraform/README.md).
+  # iam-lint:skip=PRIVILEGE_ESCALATION: lambda:UpdateFunctionCode runs new code as the trigger role; deploying the trigger is that call, guarded by the production environment's reviewers (terraform/README.md).
+  # checkov:skip=CKV_AWS_356: only calls without a resource type are on "*" (ecs:DeregisterTaskDefinition, kms:CreateKey, the SNS subscription calls), with a region or tag condition.
+  # checkov:skip=CKV_AWS_111: the "*" writes are those without a resource type: ecs:DeregisterTaskDefinition (region-conditioned), kms:CreateKey (only with the stack's tag), sns:SetSubscriptionAttributes/Unsubscribe (region-conditioned).
 
   statement {
     # DeregisterTaskDefinition has no resource type; RegisterTaskDefinition has (task-definition) and
@@ -254,30 +296,6 @@ data "aws_iam_policy_document" "apply" {
       test     = "StringEquals"
       variable = "aws:RequestedRegion"
       values   = [var.region]
-    }
-  }
-
-  statement {
-    # A refresh before every apply reads what a plan reads.
-    sid       = "ReadStackResources"
-    actions   = local.stack_read_actions
-    resources = local.stack_resources
-  }
-
-  statement {
-    sid       = "ReadSubscriptions"
-    actions   = ["sns:GetSubscriptionAttributes"]
-    resources = ["*"]
-  }
-
-  dynamic "statement" {
-    # A refresh of the optional scale-out capacity reads what a plan reads (above, plan).
-    for_each = local.scale_out_reads
-
-    content {
-      sid       = statement.key
-      actions   = statement.value.actions
-      resources = statement.value.resources
     }
   }
 
@@ -310,6 +328,67 @@ data "aws_iam_policy_document" "apply" {
     ]
     resources = [local.arn.artifacts]
   }
+
+  statement {
+    # Creating the notifications key: CreateKey has no resource type; its tags need kms:TagResource,
+    # both only with the stack's tag in the request. Nothing grants anything by a key's tag (KMS
+    # applies a tag change to authorization up to five minutes late, "ABAC for AWS KMS"), so tagging
+    # some other key Project=<name> gains the role nothing.
+    sid       = "CreateStackKey"
+    actions   = ["kms:CreateKey"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    sid       = "TagStackKeyOnCreate"
+    actions   = ["kms:TagResource"]
+    resources = [local.stack_resources_by_service.kms_keys]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [local.name]
+    }
+  }
+
+  statement {
+    # Managing the key after CreateKey (rotation, alias, policy, deletion) is granted by the key's own
+    # policy, which names this role (../monitoring.tf): in force from the moment the key exists, with
+    # no tag to wait for. An alias call is authorized on the alias (here, by its name) and on the key
+    # (by the key policy).
+    sid       = "StackKeyAlias"
+    actions   = ["kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias"]
+    resources = ["arn:${local.partition}:kms:${local.region_account}:alias/${local.name}-*", local.stack_resources_by_service.kms_keys]
+  }
+
+  statement {
+    sid       = "StackState"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = [local.arn.stack_state]
+  }
+
+  statement {
+    sid       = "ListStateBucket"
+    actions   = ["s3:ListBucket"]
+    resources = [local.arn.state_bucket]
+  }
+
+  statement {
+    sid       = "StateLock"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.arn.stack_lockfile]
+  }
+}
+
+# The stack's roles: created and widened only within the boundary, passed only to their services.
+data "aws_iam_policy_document" "apply_roles" {
+  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: the stack's three roles, created and widened only with the stack boundary attached, and passed only to their services; terraform/README.md lists them as what the production environment's reviewers guard.
 
   statement {
     # Every write that could widen a stack role requires the role to carry the stack boundary: a
@@ -389,6 +468,13 @@ data "aws_iam_policy_document" "apply" {
       values   = ["lambda.amazonaws.com"]
     }
   }
+}
+
+# The optional scale-out capacity (../gpu.tf, ../batch.tf, ../ec2_capacity.tf; off by default).
+data "aws_iam_policy_document" "apply_scale_out" {
+  # iam-lint:skip=PERMISSIONS_MANAGEMENT_ACTIONS: the container instance profile of the stack's one container-instance role (within the boundary), passing that role to EC2 and Batch, and the Auto Scaling and Batch service-linked roles, each by its fixed name.
+  # iam-lint:skip=PRIVILEGE_ESCALATION: ec2:RunInstances (the launch check of EC2 Auto Scaling, only from the stack's tagged launch templates) with iam:PassRole of the container-instance role: an instance gets only that role, which the boundary bounds.
+  # iam-lint:skip=RESOURCE_MISMATCH: parliament reads one statement at a time; a launch's other resources are granted only through a launch template (GpuGroupLaunchCheckResources), the template itself by its tag (GpuGroupLaunchCheckTemplate).
 
   # --- optional scale-out capacity (../gpu.tf, ../batch.tf, ../ec2_capacity.tf; off by default) ------
   # Each statement names the resource that needs it. Nothing here is used while var.gpu.enabled and
@@ -464,7 +550,7 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    # aws_launch_template.gpu and aws_launch_template.batch: created only with the stack's tag (the
+    # aws_launch_template.container_instance (gpu, mnp): created only with the stack's tag (the
     # provider's default_tags, sent as the template's TagSpecifications).
     sid       = "CreateLaunchTemplates"
     actions   = ["ec2:CreateLaunchTemplate"]
@@ -478,7 +564,7 @@ data "aws_iam_policy_document" "apply" {
   }
 
   statement {
-    # aws_launch_template.gpu and .batch after the create: a new version on each change (made the
+    # aws_launch_template.container_instance after the create: a new version on each change (made the
     # default, update_default_version), tag changes, and the delete, only while they carry the tag.
     sid = "StackLaunchTemplates"
     actions = [
@@ -525,7 +611,7 @@ data "aws_iam_policy_document" "apply" {
 
   statement {
     # Tags set by a create call: the launch templates' and the placement group's (default_tags), and
-    # the instance tags of aws_launch_template.gpu, which EC2 Auto Scaling checks the caller may set
+    # the instance tags of aws_launch_template.container_instance["gpu"], which EC2 Auto Scaling checks the caller may set
     # when aws_autoscaling_group.gpu is created or updated from the template.
     sid       = "ScaleOutTagOnCreate"
     actions   = ["ec2:CreateTags"]
@@ -634,62 +720,33 @@ data "aws_iam_policy_document" "apply" {
       values   = ["batch.amazonaws.com"]
     }
   }
+}
 
-  statement {
-    # Creating the notifications key: CreateKey has no resource type; its tags need kms:TagResource,
-    # both only with the stack's tag in the request. Nothing grants anything by a key's tag (KMS
-    # applies a tag change to authorization up to five minutes late, "ABAC for AWS KMS"), so tagging
-    # some other key Project=<name> gains the role nothing.
-    sid       = "CreateStackKey"
-    actions   = ["kms:CreateKey"]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/Project"
-      values   = [local.name]
-    }
+# The apply role's policies, one per concern: what may the apply role do to the network, to the
+# stack's services, to its roles, to the optional scale-out capacity, and what it reads on a refresh.
+locals {
+  apply_policies = {
+    network   = { document = data.aws_iam_policy_document.apply_network.json, what = "the stack's network (create with its tag, change what carries it)" }
+    refresh   = { document = data.aws_iam_policy_document.apply_refresh.json, what = "the reads of a refresh" }
+    services  = { document = data.aws_iam_policy_document.apply_services.json, what = "the stack's services, artifacts bucket configuration, key and state" }
+    roles     = { document = data.aws_iam_policy_document.apply_roles.json, what = "the stack's roles, within the boundary, and passing them" }
+    scale_out = { document = data.aws_iam_policy_document.apply_scale_out.json, what = "the optional GPU and Batch capacity" }
   }
+}
 
-  statement {
-    sid       = "TagStackKeyOnCreate"
-    actions   = ["kms:TagResource"]
-    resources = [local.stack_resources_by_service.kms_keys]
+resource "aws_iam_policy" "apply" {
+  for_each = local.apply_policies
 
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/Project"
-      values   = [local.name]
-    }
-  }
+  name        = "${local.name}-github-apply-${replace(each.key, "_", "-")}"
+  description = "pushtrain CI apply role: ${each.value.what}"
+  policy      = each.value.document
+}
 
-  statement {
-    # Managing the key after CreateKey (rotation, alias, policy, deletion) is granted by the key's own
-    # policy, which names this role (../monitoring.tf): in force from the moment the key exists, with
-    # no tag to wait for. An alias call is authorized on the alias (here, by its name) and on the key
-    # (by the key policy).
-    sid       = "StackKeyAlias"
-    actions   = ["kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias"]
-    resources = ["arn:${local.partition}:kms:${local.region_account}:alias/${local.name}-*", local.stack_resources_by_service.kms_keys]
-  }
+resource "aws_iam_role_policy_attachment" "apply" {
+  for_each = local.apply_policies
 
-  statement {
-    sid       = "StackState"
-    actions   = ["s3:GetObject", "s3:PutObject"]
-    resources = [local.arn.stack_state]
-  }
-
-  statement {
-    sid       = "ListStateBucket"
-    actions   = ["s3:ListBucket"]
-    resources = [local.arn.state_bucket]
-  }
-
-  statement {
-    sid       = "StateLock"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = [local.arn.stack_lockfile]
-  }
+  role       = aws_iam_role.github["apply"].name
+  policy_arn = aws_iam_policy.apply[each.key].arn
 }
 
 # --- image: push to the trainer repository ----------------------------------------------------
