@@ -344,6 +344,25 @@ def lint_iam(tree: Tree, fix: bool) -> int:
     return status
 
 
+def lint_limits(tree: Tree, fix: bool) -> int:
+    """AWS quotas (policy sizes, attachments, names, Lambda environment, tags) on every rendered root and
+    variant: what content linters never measure and only an apply would refuse (scripts/aws_limits.py)."""
+    del fix
+    import aws_limits
+    from pushtrain_local.terraform import TerraformModule
+
+    status = 0
+    for root in terraform_roots(tree):
+        rel = root.relative_to(tree.root).as_posix()
+        module = TerraformModule.load(root)
+        for label, variables in aws_limits.VARIANTS.get(rel, [("default", {})]):
+            print(f"$ aws limits {rel} ({label})", flush=True)
+            for finding in aws_limits.check_module(module, variables, label):
+                print(finding)
+                status = 1
+    return status
+
+
 LINTERS: dict[str, Callable[[Tree, bool], int]] = {
     "ruff": lint_ruff,
     "terraform-fmt": lint_terraform_fmt,
@@ -353,6 +372,7 @@ LINTERS: dict[str, Callable[[Tree, bool], int]] = {
     "hadolint": lint_hadolint,
     "shellcheck": lint_shellcheck,
     "iam": lint_iam,
+    "limits": lint_limits,
 }
 FIXERS = ("ruff", "terraform-fmt")
 

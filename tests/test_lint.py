@@ -51,6 +51,8 @@ PLANTED: dict[str, tuple[str, str]] = {
     ),
     "hadolint": ("Dockerfile", "FROM python:latest\nRUN apt-get update && apt-get install -y curl\n"),
     "shellcheck": ("run.sh", "#!/usr/bin/env bash\necho $1\nrm -rf $DIR/\n"),
+    # an AWS quota (scripts/aws_limits.py): a queue name of 81 characters, one over SQS's 80
+    "limits": ("terraform/queue.tf", 'resource "aws_sqs_queue" "this" {\n  name = "' + "q" * 81 + '"\n}\n'),
 }
 
 

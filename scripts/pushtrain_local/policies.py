@@ -274,7 +274,11 @@ def role_policies(
     """Every `aws_iam_role` of the root (by its name) with the policies IAM would hold for it: its
     `assume_role_policy`, the `aws_iam_role_policy` resources naming it, and the managed policies that
     `aws_iam_role_policy_attachment` (or `managed_policy_arns`) attach to it."""
-    module, scope = document_scope(module, account_id, region, known, variables)
+    return roles_in(*document_scope(module, account_id, region, known, variables))
+
+
+def roles_in(module: TerraformModule, scope: Scope) -> dict[str, RolePolicies]:
+    """`role_policies` for a module and scope `document_scope` made (so a caller renders once)."""
     names = resource_values(module, scope, "aws_iam_role", "name")
     trusts = resource_values(module, scope, "aws_iam_role", "assume_role_policy")
     roles: dict[str, RolePolicies] = {}
