@@ -41,6 +41,13 @@ resource "aws_ecr_repository" "this" {
 # and the children of a published version carry their own keep- tag. No rule counts images: a count
 # over "any" would count manifests (three per push) rather than pushes, and a count cannot promise
 # that the digest of a live run record survives a burst of pushes.
+#
+# The limit of "forever": a lifecycle rule can only expire (there is no "retain" action), so rule 1 is
+# a count, and a count has an end. It keeps the 9,999 youngest keep- images; a published version holds
+# three (its index and two manifests), so the 3,334th published version makes the oldest version's
+# images expire. Before a model registry reaches 3,333 versions, raise countNumber (the repository holds
+# at most 100,000 images by default, ECR's "Images per repository" quota) or copy old versions' images
+# to another repository. tests/test_terraform_ecr_lifecycle.py simulates that edge.
 resource "aws_ecr_lifecycle_policy" "this" {
   repository = aws_ecr_repository.this.name
 

@@ -1208,7 +1208,6 @@ def test_apply_role_creates_and_passes_only_the_stack_roles() -> None:
     for action in (
         "iam:CreateRole",
         "iam:PutRolePolicy",
-        "iam:UpdateAssumeRolePolicy",
         "iam:PassRole",
         "iam:DeleteRole",
     ):

@@ -200,3 +200,32 @@ def test_no_rule_counts_manifests_and_untagged_never_outlive_nor_precede_their_i
     assert age["tagStatus"] == "any" and selections[-1] == age
     assert age["countNumber"] == module.variables["ecr_image_retention_days"]
     assert module.variables["ecr_image_retention_days"] >= module.variables["checkpoint_expiration_days"]
+
+
+def test_the_keep_guard_is_a_count_and_its_stated_limit_is_its_count(module: TerraformModule) -> None:
+    # GIVEN the keep-* guard (a lifecycle rule can only expire, so "never" is a count with an end)
+    policy = rendered_policy(module)
+    (guard,) = [r["selection"] for r in policy["rules"] if r["selection"]["countType"] == "imageCountMoreThan"]
+    limit = guard["countNumber"]
+    per_version = 3  # a published version's index and its two manifests, each tagged keep-
+
+    def published(versions: int) -> list[Image]:
+        images = []
+        for v in range(versions):
+            index, children = _digest("index", v), (_digest("child", v, 0), _digest("child", v, 1))
+            age = 10_000 - v  # the first version is the oldest
+            images.append(Image(index, age, frozenset({keep_tag(f"run-{v}")}), children))
+            images += [Image(c, age, frozenset({keep_tag(f"run-{v}", n)})) for n, c in enumerate(children)]
+        return images
+
+    # WHEN as many published versions exist as the guard holds, nothing expires; one more, and the
+    # oldest version's images are the first to go (as ecr.tf and the README say)
+    fits = limit // per_version
+    assert expire(policy, published(fits), honors_index_references=False) == set()
+    over = published(fits + 1)
+    expired = expire(policy, over, honors_index_references=False)
+    assert expired and expired <= {image.digest for image in over[:per_version]}
+    # THEN the numbers the docs state are the policy's
+    for doc in (REPO / "terraform" / "ecr.tf", REPO / "terraform" / "README.md"):
+        text = doc.read_text(encoding="utf-8")
+        assert f"{limit:,}" in text and f"{fits:,}" in text, doc

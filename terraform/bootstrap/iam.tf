@@ -412,6 +412,9 @@ data "aws_iam_policy_document" "apply_roles" {
   }
 
   statement {
+    # No iam:UpdateAssumeRolePolicy: a stack role's trust is fixed at its creation (CreateRole, within
+    # the boundary). Changing it would let this role make any stack role assumable by a principal of
+    # its choosing; a change of trust is an administrator's apply (README, "Upgrading").
     sid = "StackRoles"
     actions = [
       "iam:DeleteRole",
@@ -422,7 +425,6 @@ data "aws_iam_policy_document" "apply_roles" {
       "iam:ListRolePolicies",
       "iam:TagRole",
       "iam:UntagRole",
-      "iam:UpdateAssumeRolePolicy",
       "iam:UpdateRole",
       "iam:UpdateRoleDescription",
     ]
@@ -949,8 +951,10 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
-    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent,
-    # on this account's clusters and container instances (the stack's role policy narrows them further).
+    # GPU and AWS Batch container instances (terraform/ec2_capacity.tf, off by default): the ECS agent
+    # registers, polls and reports only on the stack's cluster and the cluster AWS Batch makes for the
+    # stack's compute environment ("<environment>_Batch_<id>"), and their container instances. A role
+    # the apply role writes cannot join or drive any other cluster's instances.
     sid = "EcsAgent"
     actions = [
       "ecs:DeregisterContainerInstance",
@@ -962,10 +966,7 @@ data "aws_iam_policy_document" "stack_boundary" {
       "ecs:SubmitContainerStateChange",
       "ecs:SubmitTaskStateChange",
     ]
-    resources = [
-      "arn:${local.partition}:ecs:*:${local.account_id}:cluster/*",
-      "arn:${local.partition}:ecs:*:${local.account_id}:container-instance/*",
-    ]
+    resources = concat(local.stack_agent_clusters, [for cluster in local.stack_agent_clusters : "${replace(cluster, ":cluster/", ":container-instance/")}/*"])
   }
 
   statement {
@@ -976,14 +977,18 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
-    # Multi-node runs (terraform/batch.tf, off by default): the trigger pins and submits jobs; its role
-    # policy narrows them to the stack's queue and job definition family.
-    sid     = "MultiNodeJobs"
-    actions = ["batch:RegisterJobDefinition", "batch:SubmitJob", "batch:TagResource"]
-    resources = [
-      "arn:${local.partition}:batch:*:${local.account_id}:job-definition/*",
-      "arn:${local.partition}:batch:*:${local.account_id}:job-queue/*",
-      "arn:${local.partition}:batch:*:${local.account_id}:job/*",
-    ]
+    # Multi-node runs (terraform/batch.tf, off by default): the trigger pins revisions of the stack's job
+    # definition family ...
+    sid       = "MultiNodeJobDefinitions"
+    actions   = ["batch:RegisterJobDefinition", "batch:TagResource"]
+    resources = ["${local.scale_out_arn.job_definition}*"]
+  }
+
+  statement {
+    # ... and submits them to the stack's queue only (SubmitJob is authorized on the queue and on the job
+    # definition; the job it creates is tagged).
+    sid       = "MultiNodeJobs"
+    actions   = ["batch:SubmitJob", "batch:TagResource"]
+    resources = [local.scale_out_arn.job_queue, local.scale_out_arn.job_definitions, local.scale_out_arn.jobs]
   }
 }

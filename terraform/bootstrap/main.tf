@@ -88,6 +88,7 @@ locals {
     job_queue             = "arn:${local.partition}:batch:${local.region_account}:job-queue/${local.batch_queue_name}"
     job_definition        = "arn:${local.partition}:batch:${local.region_account}:job-definition/${local.batch_job_family}"
     job_definitions       = "arn:${local.partition}:batch:${local.region_account}:job-definition/${local.batch_job_family}:*"
+    jobs                  = "arn:${local.partition}:batch:${local.region_account}:job/*"
     instance_profile      = "arn:${local.partition}:iam::${local.account_id}:instance-profile${local.stack_iam_path}${local.container_instance_t}"
     container_instance    = "arn:${local.partition}:iam::${local.account_id}:role${local.stack_iam_path}${local.container_instance_t}"
     # AWS's public parameters of the ECS-optimized AMIs (no account in their ARN).
@@ -151,6 +152,13 @@ locals {
     iam_stack_roles      = local.arn.stack_roles
     kms_keys             = "arn:${local.partition}:kms:${local.region_account}:key/*"
   }
+
+  # The clusters whose container instances the ECS agent of the stack's GPU and Batch capacity may run
+  # on: the stack's cluster, and the one AWS Batch creates for the stack's compute environment.
+  stack_agent_clusters = [
+    local.stack_resources_by_service.ecs_cluster,
+    "arn:${local.partition}:ecs:${local.region_account}:cluster/${local.batch_environment}_Batch_*",
+  ]
   stack_resources = values(local.stack_resources_by_service)
 
   # Read calls on the stack's own resources, what a refresh makes (plan and apply alike).
