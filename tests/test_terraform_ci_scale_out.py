@@ -434,3 +434,295 @@ def test_every_launch_template_is_hardened_once() -> None:
     # AND the GPU groups and the Batch environment launch from their variant of it
     assert 'aws_launch_template.container_instance["gpu"].id' in (STACK / "gpu.tf").read_text(encoding="utf-8")
     assert 'aws_launch_template.container_instance["mnp"].id' in (STACK / "batch.tf").read_text(encoding="utf-8")
+
+
+# --- every other file of the stack: the same check for the base resources ---------------------------------
+# The scale-out table above, extended to every type the stack declares (network.tf, ecr.tf, ecs.tf, s3.tf,
+# lambda.tf, eventbridge.tf, iam.tf, monitoring.tf, main.tf): the provider's create, update, tag and delete
+# calls (MANAGE) and its refresh reads (READS), each on the resource the stack names. A type added to any
+# file without its calls here, or its calls without a grant in terraform/bootstrap, fails.
+
+ARTIFACTS = f"arn:aws:s3:::{NAME}-artifacts-{ACCOUNT}-{REGION}"
+
+
+@functools.cache
+def base_arns() -> dict[str, str]:
+    ra = f"{REGION}:{ACCOUNT}"
+    role = f"arn:aws:iam::{ACCOUNT}:role{stack_names()['path']}"
+    return {
+        "vpc": f"arn:aws:ec2:{ra}:vpc/vpc-0123456789abcdef0",
+        "subnet": f"arn:aws:ec2:{ra}:subnet/subnet-0123456789abcdef0",
+        "rtb": f"arn:aws:ec2:{ra}:route-table/rtb-0123456789abcdef0",
+        "igw": f"arn:aws:ec2:{ra}:internet-gateway/igw-0123456789abcdef0",
+        "vpce": f"arn:aws:ec2:{ra}:vpc-endpoint/vpce-0123456789abcdef0",
+        "repo": f"arn:aws:ecr:{ra}:repository/{NAME}-trainer",
+        "family": f"arn:aws:ecs:{ra}:task-definition/{NAME}-trainer:7",
+        "log_trainer": f"arn:aws:logs:{ra}:log-group:/ecs/{NAME}-trainer",
+        "log_trigger": f"arn:aws:logs:{ra}:log-group:/aws/lambda/{NAME}-trigger",
+        "bucket": ARTIFACTS,
+        "function": f"arn:aws:lambda:{ra}:function:{NAME}-trigger",
+        "rule": f"arn:aws:events:{ra}:rule/{NAME}-ecr-push",
+        "topic": f"arn:aws:sns:{ra}:{NAME}-notifications",
+        "queue": f"arn:aws:sqs:{ra}:{NAME}-events-dlq",
+        "alarm": f"arn:aws:cloudwatch:{ra}:alarm:{NAME}-trigger-errors",
+        "key": f"arn:aws:kms:{ra}:key/00000000-0000-4000-8000-000000000000",
+        "alias": f"arn:aws:kms:{ra}:alias/{NAME}-notifications",
+        "execution_role": f"{role}{NAME}-trainer-execution",
+        "slr_ecs": f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS",
+        "*": "*",
+    }
+
+
+def _calls(*actions: str, on: str, **extra: str) -> list[Request]:
+    return [(action, on, dict(extra)) for action in actions]
+
+
+BASE_MANAGE: dict[str, list[Request]] = {
+    "aws_vpc": [
+        ("ec2:CreateVpc", "vpc", {}),
+        ("ec2:CreateTags", "vpc", {"ec2:CreateAction": "CreateVpc"}),
+        *_calls("ec2:ModifyVpcAttribute", "ec2:DeleteVpc", on="vpc"),
+    ],
+    "aws_subnet": [
+        *_calls("ec2:CreateSubnet", on="subnet"),
+        *_calls("ec2:CreateSubnet", on="vpc"),
+        ("ec2:CreateTags", "subnet", {"ec2:CreateAction": "CreateSubnet"}),
+        *_calls("ec2:ModifySubnetAttribute", "ec2:DeleteSubnet", on="subnet"),
+    ],
+    "aws_route_table": [
+        *_calls("ec2:CreateRouteTable", "ec2:DeleteRouteTable", on="rtb"),
+        *_calls("ec2:CreateRouteTable", on="vpc"),
+        ("ec2:CreateTags", "rtb", {"ec2:CreateAction": "CreateRouteTable"}),
+    ],
+    "aws_route": _calls("ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute", on="rtb"),
+    "aws_route_table_association": [
+        *_calls("ec2:AssociateRouteTable", "ec2:DisassociateRouteTable", on="rtb"),
+        *_calls("ec2:AssociateRouteTable", on="subnet"),
+    ],
+    "aws_internet_gateway": [
+        *_calls("ec2:CreateInternetGateway", on="igw"),
+        ("ec2:CreateTags", "igw", {"ec2:CreateAction": "CreateInternetGateway"}),
+        *_calls("ec2:AttachInternetGateway", "ec2:DetachInternetGateway", on="igw"),
+        *_calls("ec2:AttachInternetGateway", "ec2:DetachInternetGateway", on="vpc"),
+        *_calls("ec2:DeleteInternetGateway", on="igw"),
+    ],
+    "aws_vpc_endpoint": [
+        *_calls("ec2:CreateVpcEndpoint", on="vpce"),
+        *_calls("ec2:CreateVpcEndpoint", on="vpc"),
+        *_calls("ec2:CreateVpcEndpoint", on="subnet"),
+        *_calls("ec2:CreateVpcEndpoint", on="sg"),
+        *_calls("ec2:CreateVpcEndpoint", on="rtb"),
+        ("ec2:CreateTags", "vpce", {"ec2:CreateAction": "CreateVpcEndpoint"}),
+        *_calls("ec2:ModifyVpcEndpoint", "ec2:DeleteVpcEndpoints", on="vpce"),
+        ("route53:AssociateVPCWithHostedZone", "*", {"aws:ViaAWSService": "true"}),
+    ],
+    "aws_security_group": [
+        *_calls("ec2:CreateSecurityGroup", on="vpc"),
+        ("ec2:CreateTags", "sg", {"ec2:CreateAction": "CreateSecurityGroup"}),
+        *_calls("ec2:RevokeSecurityGroupEgress", on="sg"),  # the provider removes the default egress rule
+    ],
+    "aws_vpc_security_group_ingress_rule": [],
+    "aws_vpc_security_group_egress_rule": [],
+    "aws_ecr_repository": _calls(
+        "ecr:CreateRepository",
+        "ecr:TagResource",
+        "ecr:UntagResource",
+        "ecr:PutImageScanningConfiguration",
+        "ecr:PutImageTagMutability",
+        "ecr:ListImages",
+        "ecr:BatchDeleteImage",
+        "ecr:DeleteRepository",
+        on="repo",
+    ),
+    "aws_ecr_lifecycle_policy": _calls("ecr:PutLifecyclePolicy", "ecr:DeleteLifecyclePolicy", on="repo"),
+    "aws_ecs_cluster": [
+        *_calls("ecs:CreateCluster", "ecs:TagResource", "ecs:UpdateCluster", "ecs:UpdateClusterSettings", on="cluster"),
+        *_calls("ecs:DeleteCluster", on="cluster"),
+        ("iam:CreateServiceLinkedRole", "slr_ecs", {"iam:AWSServiceName": "ecs.amazonaws.com"}),
+    ],
+    "aws_ecs_cluster_capacity_providers": _calls("ecs:PutClusterCapacityProviders", on="cluster"),
+    "aws_ecs_task_definition": [
+        *_calls("ecs:RegisterTaskDefinition", "ecs:TagResource", on="family"),
+        ("ecs:DeregisterTaskDefinition", "family", {"aws:RequestedRegion": REGION}),
+        ("iam:PassRole", "execution_role", {"iam:PassedToService": "ecs-tasks.amazonaws.com"}),
+    ],
+    "aws_cloudwatch_log_group": [
+        *_calls(
+            "logs:CreateLogGroup",
+            "logs:TagResource",
+            "logs:PutRetentionPolicy",
+            "logs:DeleteLogGroup",
+            on="log_trainer",
+        ),
+        *_calls("logs:CreateLogGroup", "logs:PutRetentionPolicy", on="log_trigger"),
+    ],
+    "aws_s3_bucket": _calls("s3:CreateBucket", "s3:TagResource", "s3:PutBucketTagging", "s3:DeleteBucket", on="bucket"),
+    "aws_s3_bucket_versioning": _calls("s3:PutBucketVersioning", on="bucket"),
+    "aws_s3_bucket_server_side_encryption_configuration": _calls("s3:PutEncryptionConfiguration", on="bucket"),
+    "aws_s3_bucket_public_access_block": _calls("s3:PutBucketPublicAccessBlock", on="bucket"),
+    "aws_s3_bucket_ownership_controls": _calls("s3:PutBucketOwnershipControls", on="bucket"),
+    "aws_s3_bucket_policy": _calls("s3:PutBucketPolicy", "s3:DeleteBucketPolicy", on="bucket"),
+    "aws_s3_bucket_lifecycle_configuration": _calls("s3:PutLifecycleConfiguration", on="bucket"),
+    "aws_lambda_function": [
+        *_calls(
+            "lambda:CreateFunction",
+            "lambda:TagResource",
+            "lambda:UpdateFunctionCode",
+            "lambda:UpdateFunctionConfiguration",
+            "lambda:PutFunctionConcurrency",
+            "lambda:DeleteFunctionConcurrency",
+            "lambda:DeleteFunction",
+            on="function",
+        ),
+        ("iam:PassRole", "trigger_role", {"iam:PassedToService": "lambda.amazonaws.com"}),
+    ],
+    "aws_lambda_function_event_invoke_config": _calls(
+        "lambda:PutFunctionEventInvokeConfig",
+        "lambda:UpdateFunctionEventInvokeConfig",
+        "lambda:DeleteFunctionEventInvokeConfig",
+        on="function",
+    ),
+    "aws_lambda_permission": _calls("lambda:AddPermission", "lambda:RemovePermission", on="function"),
+    "aws_cloudwatch_event_rule": _calls("events:PutRule", "events:TagResource", "events:DeleteRule", on="rule"),
+    "aws_cloudwatch_event_target": _calls("events:PutTargets", "events:RemoveTargets", on="rule"),
+    "aws_sns_topic": _calls(
+        "sns:CreateTopic", "sns:TagResource", "sns:SetTopicAttributes", "sns:DeleteTopic", on="topic"
+    ),
+    "aws_sns_topic_policy": _calls("sns:SetTopicAttributes", on="topic"),
+    "aws_sns_topic_subscription": [
+        *_calls("sns:Subscribe", on="topic"),
+        *_calls("sns:SetSubscriptionAttributes", "sns:Unsubscribe", on="*"),
+    ],
+    "aws_sqs_queue": _calls(
+        "sqs:CreateQueue", "sqs:TagQueue", "sqs:SetQueueAttributes", "sqs:GetQueueUrl", "sqs:DeleteQueue", on="queue"
+    ),
+    "aws_sqs_queue_policy": _calls("sqs:SetQueueAttributes", on="queue"),
+    "aws_cloudwatch_metric_alarm": _calls(
+        "cloudwatch:PutMetricAlarm", "cloudwatch:TagResource", "cloudwatch:DeleteAlarms", on="alarm"
+    ),
+    # Managing the key after CreateKey is granted by its key policy (monitoring.tf), not by IAM.
+    "aws_kms_key": [("kms:CreateKey", "*", {}), ("kms:TagResource", "key", {})],
+    "aws_kms_alias": [
+        *_calls("kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias", on="alias"),
+        *_calls("kms:CreateAlias", on="key"),
+    ],
+    "aws_iam_role": [
+        ("iam:CreateRole", "task_role", {"iam:PermissionsBoundary": "boundary"}),
+        ("iam:CreateRole", "execution_role", {"iam:PermissionsBoundary": "boundary"}),
+        ("iam:CreateRole", "trigger_role", {"iam:PermissionsBoundary": "boundary"}),
+        *_calls("iam:TagRole", "iam:UpdateRole", "iam:DeleteRole", on="trigger_role"),
+    ],
+    "aws_iam_role_policy": [
+        ("iam:PutRolePolicy", "task_role", {"iam:PermissionsBoundary": "boundary"}),
+        ("iam:DeleteRolePolicy", "execution_role", {"iam:PermissionsBoundary": "boundary"}),
+    ],
+    "data.aws_availability_zones": [],
+    "data.aws_caller_identity": [],  # sts:GetCallerIdentity needs no permission
+    "data.aws_partition": [],  # answered by the provider itself
+    "data.aws_iam_policy_document": [],
+    "data.aws_ssm_parameter": [],
+}
+
+BASE_READS: dict[str, list[Request]] = {
+    "aws_vpc": _calls("ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", on="vpc"),
+    "aws_subnet": _calls("ec2:DescribeSubnets", on="*"),
+    "aws_route_table": _calls("ec2:DescribeRouteTables", on="*"),
+    "aws_route": _calls("ec2:DescribeRouteTables", on="*"),
+    "aws_route_table_association": _calls("ec2:DescribeRouteTables", on="*"),
+    "aws_internet_gateway": _calls("ec2:DescribeInternetGateways", on="*"),
+    "aws_vpc_endpoint": _calls("ec2:DescribeVpcEndpoints", "ec2:DescribePrefixLists", on="*"),
+    "aws_security_group": _calls("ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", on="*"),
+    "aws_vpc_security_group_ingress_rule": [],
+    "aws_vpc_security_group_egress_rule": [],
+    "aws_ecr_repository": _calls("ecr:DescribeRepositories", "ecr:ListTagsForResource", on="repo"),
+    "aws_ecr_lifecycle_policy": _calls("ecr:GetLifecyclePolicy", on="repo"),
+    "aws_ecs_cluster": _calls("ecs:DescribeClusters", "ecs:ListTagsForResource", on="cluster"),
+    "aws_ecs_cluster_capacity_providers": _calls("ecs:DescribeClusters", on="cluster"),
+    "aws_ecs_task_definition": [("ecs:DescribeTaskDefinition", "*", {}), ("ecs:ListTagsForResource", "family", {})],
+    "aws_cloudwatch_log_group": [("logs:DescribeLogGroups", "*", {}), ("logs:ListTagsForResource", "log_trainer", {})],
+    "aws_s3_bucket": _calls(
+        "s3:ListBucket", "s3:GetBucketTagging", "s3:GetBucketAcl", "s3:GetBucketPolicy", "s3:GetBucketCORS", on="bucket"
+    ),
+    "aws_s3_bucket_versioning": _calls("s3:GetBucketVersioning", on="bucket"),
+    "aws_s3_bucket_server_side_encryption_configuration": _calls("s3:GetEncryptionConfiguration", on="bucket"),
+    "aws_s3_bucket_public_access_block": _calls("s3:GetBucketPublicAccessBlock", on="bucket"),
+    "aws_s3_bucket_ownership_controls": _calls("s3:GetBucketOwnershipControls", on="bucket"),
+    "aws_s3_bucket_policy": _calls("s3:GetBucketPolicy", on="bucket"),
+    "aws_s3_bucket_lifecycle_configuration": _calls("s3:GetLifecycleConfiguration", on="bucket"),
+    "aws_lambda_function": _calls(
+        "lambda:GetFunction", "lambda:ListVersionsByFunction", "lambda:GetFunctionCodeSigningConfig", on="function"
+    ),
+    "aws_lambda_function_event_invoke_config": _calls("lambda:GetFunctionEventInvokeConfig", on="function"),
+    "aws_lambda_permission": _calls("lambda:GetPolicy", on="function"),
+    "aws_cloudwatch_event_rule": _calls("events:DescribeRule", "events:ListTagsForResource", on="rule"),
+    "aws_cloudwatch_event_target": _calls("events:ListTargetsByRule", on="rule"),
+    "aws_sns_topic": _calls("sns:GetTopicAttributes", "sns:ListTagsForResource", on="topic"),
+    "aws_sns_topic_policy": _calls("sns:GetTopicAttributes", on="topic"),
+    "aws_sns_topic_subscription": _calls("sns:GetSubscriptionAttributes", on="*"),
+    "aws_sqs_queue": _calls("sqs:GetQueueAttributes", "sqs:ListQueueTags", on="queue"),
+    "aws_sqs_queue_policy": _calls("sqs:GetQueueAttributes", on="queue"),
+    "aws_cloudwatch_metric_alarm": _calls("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource", on="alarm"),
+    "aws_kms_key": _calls("kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", on="key"),
+    "aws_kms_alias": _calls("kms:ListAliases", on="*"),
+    "aws_iam_role": _calls("iam:GetRole", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies", on="trigger_role"),
+    "aws_iam_role_policy": _calls("iam:GetRolePolicy", on="task_role"),
+    "data.aws_availability_zones": _calls("ec2:DescribeAvailabilityZones", on="*"),
+    "data.aws_caller_identity": [],
+    "data.aws_partition": [],
+    "data.aws_iam_policy_document": [],
+    "data.aws_ssm_parameter": [],
+}
+
+
+def stack_declared_types() -> set[str]:
+    """Resource types and data sources every file of the stack declares."""
+    found: set[str] = set()
+    for path in sorted(STACK.glob("*.tf")):
+        with path.open(encoding="utf-8") as handle:
+            parsed = hcl2.load(handle)
+        for kind, prefix in (("resource", ""), ("data", "data.")):
+            for entry in parsed.get(kind, []):
+                found.update(prefix + unquote(type_name) for type_name in entry)
+    return found
+
+
+def stack_requests(table: dict[str, list[Request]], base: dict[str, list[Request]], rtype: str) -> list[Request]:
+    return table.get(rtype, []) + base.get(rtype, [])
+
+
+def test_every_type_of_every_stack_file_has_its_calls_in_the_tables() -> None:
+    declared = stack_declared_types()
+    assert {"aws_vpc", "aws_lambda_function", "aws_s3_bucket_policy", "aws_kms_alias"} <= declared
+    missing = declared - set(BASE_MANAGE) - set(MANAGE)
+    assert missing == set(), f"{sorted(missing)}: add the provider's calls to BASE_MANAGE and BASE_READS"
+    assert set(BASE_MANAGE) == set(BASE_READS)
+    assert set(BASE_MANAGE) | set(MANAGE) == declared
+
+
+def _resolve_all() -> dict[str, str]:
+    return {**arns(), **base_arns()}
+
+
+@pytest.mark.parametrize("resource_type", sorted(BASE_MANAGE))
+def test_the_apply_role_can_create_change_and_delete_each_stack_type(resource_type: str) -> None:
+    apply = role_grants("terraform/bootstrap", APPLY_ROLE)
+    resolved = _resolve_all()
+    refused = [
+        (action, resolved[key])
+        for action, key, extra in stack_requests(MANAGE, BASE_MANAGE, resource_type)
+        + stack_requests(READS, BASE_READS, resource_type)
+        if not allowing(apply, action, resolved[key], request_context(extra))
+    ]
+    assert refused == [], f"the apply role cannot manage {resource_type}"
+
+
+@pytest.mark.parametrize("resource_type", sorted(BASE_READS))
+def test_the_plan_role_can_refresh_each_stack_type(resource_type: str) -> None:
+    plan = rendered("terraform/bootstrap")["plan"]
+    resolved = _resolve_all()
+    refused = [
+        (action, resolved[key])
+        for action, key, extra in stack_requests(READS, BASE_READS, resource_type)
+        if not allowing(plan, action, resolved[key], request_context(extra))
+    ]
+    assert refused == [], f"the plan role cannot refresh {resource_type}"
