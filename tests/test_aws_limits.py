@@ -77,8 +77,8 @@ def sized(limit: int, measure: Callable[[dict], int], make: Callable[[int], dict
 
 
 def rendered_document(path: Path, name: str) -> dict:
-    from pushtrain_local.policies import policy_documents
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import policy_documents
+    from tfread.terraform import TerraformModule
 
     return policy_documents(TerraformModule.load(path), "123456789012", "us-east-1")[name]
 
@@ -238,8 +238,8 @@ def test_the_apply_role_held_inline_as_before_the_split_fails(tmp_path: Path) ->
 def test_bootstrap_as_committed_is_within_every_quota() -> None:
     assert aws_limits.check_root(REPO / "terraform" / "bootstrap", {}) == []
     # AND the apply role's largest managed policy keeps room for growth (IAM's 6,144 is per policy)
-    from pushtrain_local.policies import role_policies
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import role_policies
+    from tfread.terraform import TerraformModule
 
     held = role_policies(TerraformModule.load(REPO / "terraform" / "bootstrap"), "123456789012", "us-east-1")
     apply = held["pushtrain-github-apply"]

@@ -18,7 +18,7 @@ import pytest
 from pushtrain_local import scenarios, summary
 from pushtrain_local.emulator import Emulator, running
 from pushtrain_local.pipeline import EXIT_INTERRUPTED, DemoSettings, Pipeline, Reporter, open_pipeline
-from pushtrain_local.terraform import TerraformModule
+from tfread.terraform import TerraformModule
 from trainer.gate import read_champion
 from trainer.runs_cli import read_runs
 from trainer.store import LocalStore

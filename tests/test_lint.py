@@ -208,3 +208,22 @@ def test_an_iam_suppression_limited_to_actions_covers_only_findings_about_those_
     assert not skip.covers([])
     assert not skip.covers({"action": "ssm:GetParameter"})  # not a list: never silently covered
     assert IamSkip("the whole issue", None).covers({"anything": 1})
+
+
+def test_the_linter_and_the_terraform_reader_do_not_import_the_local_pipeline() -> None:
+    import ast
+
+    # GIVEN the linter, its AWS-limits check and the Terraform reader both it and the emulator use
+    scripts = LINT.parent
+    files = [LINT, scripts / "aws_limits.py", *sorted((scripts / "tfread").glob("*.py"))]
+    # THEN none imports pushtrain_local (the emulator): the reader is its own package, imported by both
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module or "")
+        assert not {name for name in imported if name.split(".")[0] == "pushtrain_local"}, path
+    assert any((scripts / "tfread").glob("*.py"))

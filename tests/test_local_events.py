@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from pushtrain_local import events
-from pushtrain_local.terraform import TerraformModule, rule_targets
+from tfread.terraform import TerraformModule, rule_targets
 from trigger.config import Config, load_config
 from trigger.events import PushEvent, TaskStopEvent
 from trigger.handler import parse as parse_event

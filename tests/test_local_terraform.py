@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pushtrain_local.hcl import HclError, Scope, Unknown, evaluate
-from pushtrain_local.terraform import TerraformError, TerraformModule, rule_targets
+from tfread.hcl import HclError, Scope, Unknown, evaluate
+from tfread.terraform import TerraformError, TerraformModule, rule_targets
 
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION = "123456789012", "us-east-1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pushtrain_local.terraform import TerraformModule
+from tfread.terraform import TerraformModule
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -379,7 +379,7 @@ def test_the_table_covers_the_files_that_exist() -> None:
 
 
 def _scale_out_module() -> Any:
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.terraform import TerraformModule
 
     module = TerraformModule.load(STACK)
     on = {name: {**module.variables[name], "enabled": True} for name in ("gpu", "batch")}
@@ -387,7 +387,7 @@ def _scale_out_module() -> Any:
 
 
 def test_every_trainer_variant_runs_the_one_container_definition() -> None:
-    from pushtrain_local.hcl import evaluate_value
+    from tfread.hcl import evaluate_value
 
     # GIVEN the three places a trainer container is defined (Fargate, GPU tasks, Batch multi-node jobs)
     module = _scale_out_module()
@@ -413,7 +413,7 @@ def test_every_trainer_variant_runs_the_one_container_definition() -> None:
 
 
 def test_every_launch_template_is_hardened_once() -> None:
-    from pushtrain_local.hcl import evaluate_value
+    from tfread.hcl import evaluate_value
 
     # GIVEN the stack's launch templates
     declared = [

@@ -896,8 +896,8 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
 
 def event_rules(*, batch_enabled: bool) -> dict[str, Any]:
     """local.event_rules evaluated (the local pipeline's evaluator) with var.batch.enabled set as given."""
-    from pushtrain_local.hcl import Scope
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.hcl import Scope
+    from tfread.terraform import TerraformModule
 
     module = TerraformModule.load(STACK)
     variables = dict(module.variables) | {"batch": dict(module.variables["batch"]) | {"enabled": batch_enabled}}
@@ -957,7 +957,7 @@ def test_reserved_concurrency_default_applies_in_a_new_account(stack: dict[str, 
 
 
 # --- rendered policies: what AWS would evaluate ------------------------------------------------------------
-# The documents as Terraform renders them (pushtrain_local.policies, the local pipeline's HCL reader), for
+# The documents as Terraform renders them (tfread.policies, the local pipeline's HCL reader), for
 # one account and region, evaluated the way IAM evaluates an explicit Deny.
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -965,8 +965,8 @@ ACCOUNT, REGION = "123456789012", "us-east-1"
 
 @functools.cache
 def rendered(root: str, network_mode: str = "public") -> dict[str, Any]:
-    from pushtrain_local.policies import policy_documents
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import policy_documents
+    from tfread.terraform import TerraformModule
 
     module = TerraformModule.load(REPO / root)
     return policy_documents(
@@ -981,8 +981,8 @@ APPLY_ROLE = "pushtrain-github-apply"
 def role_grants(root: str, role: str, network_mode: str = "public") -> dict[str, Any]:
     """Every statement IAM evaluates for `role` (by name): its inline and attached managed policies together,
     as the renderer finds them through the root's attachments."""
-    from pushtrain_local.policies import role_policies
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import role_policies
+    from tfread.terraform import TerraformModule
 
     module = TerraformModule.load(REPO / root)
     variables = {"network_mode": network_mode} if root == "terraform" else {}
@@ -1004,8 +1004,8 @@ def denied(
 
 
 def role_arn(root: str, name: str) -> str:
-    from pushtrain_local.policies import known_arns
-    from pushtrain_local.terraform import TerraformModule, _facts
+    from tfread.policies import known_arns
+    from tfread.terraform import TerraformModule, _facts
 
     module = TerraformModule.load(REPO / root)
     known = known_arns(module, module.scope(_facts(ACCOUNT, REGION, None)))
@@ -1148,8 +1148,8 @@ EC2_READS = re.compile(r"ec2:(Describe|Get|List)[A-Za-z]*")
 def test_the_apply_role_holds_its_permissions_as_one_managed_policy_per_concern(
     bootstrap: dict[str, list[Any]],
 ) -> None:
-    from pushtrain_local.policies import role_policies
-    from pushtrain_local.terraform import TerraformModule
+    from tfread.policies import role_policies
+    from tfread.terraform import TerraformModule
 
     # GIVEN what IAM would hold for the apply role, found through bootstrap's attachments
     held = role_policies(TerraformModule.load(BOOTSTRAP), ACCOUNT, REGION)[APPLY_ROLE]

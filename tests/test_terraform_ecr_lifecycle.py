@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pushtrain_local.terraform import TerraformModule
+from tfread.terraform import TerraformModule
 from trigger.keep import keep_tag
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,8 +16,7 @@ from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
-
-from pushtrain_local.terraform import Stack
+from tfread.terraform import Stack
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 MOTO_ACCOUNT_ID = "123456789012"  # moto's default account

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+from tfread.hcl import Unknown
+from tfread.terraform import Stack, TerraformModule, rule_targets
 
 from pushtrain_local import events, runner
 from pushtrain_local.emulator import (
@@ -35,8 +37,6 @@ from pushtrain_local.emulator import (
     report_stop,
     running,
 )
-from pushtrain_local.hcl import Unknown
-from pushtrain_local.terraform import Stack, TerraformModule, rule_targets
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET_KEY = "datasets/cifar-10-python.tar.gz"

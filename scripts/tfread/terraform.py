@@ -23,7 +23,7 @@ from typing import Any
 import hcl2
 from hcl2 import SerializationOptions
 
-from pushtrain_local.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value, require
+from tfread.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value, require
 
 _OPTIONS = SerializationOptions(with_comments=False, explicit_blocks=False, preserve_heredocs=False)
 

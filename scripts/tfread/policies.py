@@ -1,7 +1,7 @@
 """Every IAM policy document of a Terraform root, rendered to the JSON `terraform apply` would send.
 
 The roots write their policies as `data "aws_iam_policy_document"` blocks. This module evaluates them
-with the local pipeline's HCL reader (`pushtrain_local.hcl`) for one account and region, so a linter
+with the local pipeline's HCL reader (`tfread.hcl`) for one account and region, so a linter
 (`scripts/lint.py --only iam`) and the contract tests read the same JSON:
 
     >>> documents = policy_documents(TerraformModule.load(Path("terraform")), "123456789012", "us-east-1")
@@ -22,8 +22,8 @@ from typing import Any
 
 import hcl2
 
-from pushtrain_local.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value, require
-from pushtrain_local.terraform import TerraformError, TerraformModule, _facts
+from tfread.hcl import HclError, JsonEncoded, Scope, Unknown, evaluate_value, require
+from tfread.terraform import TerraformError, TerraformModule, _facts
 
 KMS_KEY_ID = "00000000-0000-4000-8000-000000000000"  # AWS generates key ids; any id has this form
 
