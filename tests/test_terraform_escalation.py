@@ -35,6 +35,12 @@ APPLY_ROLE_ATTEMPTS: list[tuple[str, str, str, dict[str, str]]] = [
     ("attach AdministratorAccess to a stack role", "iam:AttachRolePolicy", STACK_ROLE, {}),
     ("attach AdministratorAccess to itself", "iam:AttachRolePolicy", f"{ROLE}/{NAME}-github-apply", {}),
     ("remove a stack role's boundary", "iam:DeleteRolePermissionsBoundary", STACK_ROLE, {}),
+    (
+        "swap a stack role's boundary for a wider policy",
+        "iam:PutRolePermissionsBoundary",
+        STACK_ROLE,
+        {"iam:PermissionsBoundary": f"arn:aws:iam::{ACCOUNT}:policy/wide"},
+    ),
     ("widen the boundary itself", "iam:CreatePolicyVersion", BOUNDARY, {}),
     (
         "widen its own managed policies",
@@ -42,7 +48,7 @@ APPLY_ROLE_ATTEMPTS: list[tuple[str, str, str, dict[str, str]]] = [
         f"arn:aws:iam::{ACCOUNT}:policy/{NAME}-github-apply-roles",
         {},
     ),
-    ("detach its own managed policies' limits by replacing them", "iam:SetDefaultPolicyVersion", BOUNDARY, {}),
+    ("make an older, wider version of the boundary the default", "iam:SetDefaultPolicyVersion", BOUNDARY, {}),
     (
         "pass itself to a Lambda function",
         "iam:PassRole",
