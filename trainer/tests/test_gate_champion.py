@@ -308,3 +308,15 @@ def test_any_sequence_of_versions_keeps_the_gate_invariants(
                 champion = accuracy
         record, _ = read_champion(store, MODEL)
         assert (Fraction(record["correct"], record["total"]) if record else None) == champion
+
+
+def test_a_version_whose_files_differ_from_its_manifest_is_never_promoted(store: Store) -> None:
+    # GIVEN a published version whose metrics.json was replaced after publishing
+    publish_counts(store, MODEL, "v1", 900, 1000)
+    store.put(f"models/{MODEL}/v1/metrics.json", b'{"correct": 1000, "total": 1000}')
+    # WHEN it goes through the gate
+    decision = promote_if_better(store, MODEL, "v1", Counts(900, 1000), floor=FLOOR, margin="0")
+    # THEN it is kept, saying which file differs, and no champion is written
+    assert decision.outcome == "kept"
+    assert decision.reason.startswith("its files do not match its manifest (metrics.json has sha256")
+    assert not store.exists(champion_key(MODEL))

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -150,10 +151,10 @@ class FailingStore(LocalStore):
             raise StoreError(f"injected write error for {key}")
         return super().put(key, data, if_none_match=if_none_match, if_match=if_match)
 
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+    def upload_file(self, path: Path, key: str, **kwargs: Any) -> str:
         if key.endswith(self.fail_on):
             raise StoreError(f"injected write error for {key}")
-        return super().upload_file(path, key, if_none_match=if_none_match)
+        return super().upload_file(path, key, **kwargs)
 
 
 @pytest.mark.parametrize("fail_on", ["metrics.json", MANIFEST])
@@ -182,8 +183,8 @@ class LostResponseStore(LocalStore):
             raise PreconditionFailed(self.uri_of(key), "If-None-Match: * (retry after a lost response)")
         return self._etag(data)
 
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
-        etag = super().upload_file(path, key, if_none_match=if_none_match)
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False, **kwargs: Any) -> str:
+        etag = super().upload_file(path, key, if_none_match=if_none_match, **kwargs)
         if if_none_match:
             raise PreconditionFailed(self.uri_of(key), "If-None-Match: * (retry after a lost response)")
         return etag

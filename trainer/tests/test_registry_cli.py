@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from published import publish_counts
 from trainer.__main__ import main as trainer_main
 from trainer.config import TrainConfig
 from trainer.counts import Counts
@@ -120,3 +121,18 @@ def test_store_and_model_name_come_from_the_environment(
 def test_bad_usage_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = cli(capsys, *args)
     assert code == 2
+
+
+def test_champion_whose_files_differ_from_its_manifest_exits_1_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a champion whose metrics.json was altered after it was promoted
+    store = LocalStore(tmp_path / "store")
+    publish_counts(store, "cifar10", OLD, 8, 10)
+    promote_if_better(store, "cifar10", OLD, Counts(8, 10), floor="0.5", margin="0")
+    store.put(f"models/cifar10/{OLD}/metrics.json", b"{}")
+    # WHEN `models champion` is asked, THEN it exits 1 in one line naming the file
+    code, out, err = cli(capsys, "champion", "--store", str(store.root))
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert f"names {OLD}: metrics.json has sha256" in err

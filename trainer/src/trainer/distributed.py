@@ -276,9 +276,12 @@ class FollowerStore(Store):
         log.debug("follower: not writing %s (rank 0 writes it)", key)
         return ""
 
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False, sha256: str | None = None) -> str:
         log.debug("follower: not writing %s (rank 0 writes it)", key)
         return ""
+
+    def sha256_of(self, key: str) -> str:
+        return self.inner.sha256_of(key)
 
 
 class DistributedRun(Run):

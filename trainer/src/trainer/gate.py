@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -41,7 +41,7 @@ from typing import Any, cast
 
 from trainer.counts import Counts, parse_decimal
 from trainer.store import NotFound, Store
-from trainer.versions import METRICS_FILE, read_manifest, version_prefix
+from trainer.versions import METRICS_FILE, read_manifest, verify_files, version_prefix
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,10 @@ def read_champion(store: Store, model_name: str) -> tuple[dict[str, Any] | None,
         data, etag = store.get_with_etag(champion_key(model_name))
     except NotFound:
         return None, None
-    return _parse_champion(store, model_name, data), etag
+    return parse_champion(store, model_name, data), etag
 
 
-def _parse_champion(store: Store, model_name: str, data: bytes) -> dict[str, Any]:
+def parse_champion(store: Store, model_name: str, data: bytes) -> dict[str, Any]:
     """champion.json as a dict; only its `version` is trusted to mean anything (the accuracy is re-read)."""
     try:
         record = json.loads(data)
@@ -243,7 +243,7 @@ def judge(
     return True, f"accuracy {counts} is above {rule}"
 
 
-def _previous(current: str | None, compared: Compared | None) -> dict[str, Any] | None:
+def previous_entry(current: str | None, compared: Compared | None) -> dict[str, Any] | None:
     """champion.json's `previous`: the champion replaced, with its counts when it had valid ones."""
     if current is None:
         return None
@@ -270,13 +270,23 @@ def promote_if_better(
     floor: str,
     margin: str,
     run_id: str | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> GateOutcome:
     """Apply the gate to a published version and move the champion pointer if it passes.
 
     floor and margin are decimal strings ("0.9"), parsed exactly; a malformed or negative one raises ValueError.
+    fence: the run's fencing check, called immediately before each write of champion.json (it raises when the
+    trainer lost its lease, and then the pointer is not written).
     """
     floor_exact, margin_exact = parse_decimal(floor, "accuracy_floor"), parse_decimal(margin, "champion_margin")
     decision: GateOutcome | None = None
+    # The version's own files first: one whose bytes in the store are not what its manifest lists is never
+    # promoted (S3's stored SHA-256s, no download: trainer.versions.verify_files).
+    problems = verify_files(store, model_name, version, read_manifest(store, model_name, version))
+    if problems:
+        reason = f"its files do not match its manifest ({'; '.join(problems)})"
+        log.warning("gate: %s is not promoted: %s", version, reason)
+        return GateOutcome("kept", reason, version, counts, floor, margin, None, None, _now())
 
     def outcome(promoted: bool, reason: str, compared: Compared | None, champion_after: str | None) -> GateOutcome:
         word = "promoted" if promoted else "kept"
@@ -314,6 +324,8 @@ def promote_if_better(
         history.append({"version": version, "accuracy": counts.accuracy, **counts.to_dict(), "run_id": run_id,
                         "promoted_at": promoted_at})  # fmt: skip
         decision = outcome(True, reason, compared, version)
+        if fence is not None:
+            fence()
         return {
             "schema": CHAMPION_SCHEMA,
             "model_name": model_name,
@@ -322,13 +334,13 @@ def promote_if_better(
             **counts.to_dict(),
             "run_id": run_id,
             "promoted_at": promoted_at,
-            "previous": _previous(current, compared),
+            "previous": previous_entry(current, compared),
             "reason": reason,
             "history": history[-CHAMPION_HISTORY_LIMIT:],
         }
 
     promoted = store.update_json(
-        champion_key(model_name), decide, decode=lambda data: _parse_champion(store, model_name, data)
+        champion_key(model_name), decide, decode=lambda data: parse_champion(store, model_name, data)
     )
     if promoted is not None:
         log.info("gate: promoted %s to champion of %s: %s", version, model_name, promoted["reason"])

@@ -30,7 +30,7 @@ import json
 import logging
 import platform
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -240,12 +240,18 @@ def publish_version(
     outcome: TrainingOutcome,
     now: datetime,
     replace_leftovers: bool = False,
+    fence: Callable[[str], None] | None = None,
 ) -> PublishedVersion:
     """Write every file of the version, then its manifest; refuse if the version already exists.
 
-    replace_leftovers: the caller holds the run's lease, so files already in this unpublished version
-    (no manifest) can only be an interrupted earlier attempt's: they are replaced, not refused. The
-    manifest is create-only either way: a second publish of the same version always collides there.
+    replace_leftovers: the caller holds the run's lease and the attempt that held it before has provably
+    ended (trainer.runstate.TAKEOVER_ENDED), so files already in this unpublished version (no manifest) are
+    that attempt's leftovers: they are replaced, not refused. Without that proof a differing file is
+    refused (VersionExistsError). The manifest is create-only either way.
+
+    fence(step): the run's fencing check (trainer.runstate.heartbeat), called immediately before each
+    replaced file and before the manifest PUT; it raises when this trainer lost its lease, and then nothing
+    more is written.
     """
     prefix = version_prefix(config.model_name, version)
     if store.exists(prefix + MANIFEST):
@@ -272,15 +278,21 @@ def publish_version(
     # 2. upload them create-only, then the manifest: the version becomes visible in one write
     for name in VERSION_FILES:
         try:
-            store.upload_file(folder / name, prefix + name, if_none_match=True)
+            store.upload_file(
+                folder / name, prefix + name, if_none_match=True, sha256=manifest["files"][name]["sha256"]
+            )
         except PreconditionFailed as exc:
             try:
                 _accept_if_identical(store, prefix + name, manifest["files"][name]["sha256"], exc)
             except VersionExistsError:
                 if not replace_leftovers or store.exists(prefix + MANIFEST):
                     raise
+                if fence is not None:
+                    fence(f"replacing {name}")
                 _replace_leftover(store, prefix + name, folder / name, exc)
     body = json.dumps(manifest, indent=2).encode() + b"\n"
+    if fence is not None:
+        fence("the manifest PUT")  # the commit point: only the lease holder makes the version visible
     try:
         store.put(prefix + MANIFEST, body, if_none_match=True)
     except PreconditionFailed as exc:

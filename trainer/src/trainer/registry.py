@@ -6,14 +6,13 @@ looks for manifests only; files of an interrupted publish stay invisible.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from trainer.gate import read_champion
-from trainer.store import NotFound, Store
-from trainer.versions import MANIFEST, read_manifest, run_id_of_version
+from trainer.store import Store
+from trainer.versions import MANIFEST, read_manifest, run_id_of_version, verify_files
 
 
 @dataclass(frozen=True)
@@ -120,23 +119,8 @@ def champion_record(store: Store, model_name: str) -> dict[str, Any] | None:
     return champion
 
 
-def verify_files(store: Store, model_name: str, version: str, manifest: dict[str, Any]) -> list[str]:
-    """One line per file of the version that is missing or differs from the manifest's sha256 (none: intact)."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return ["the manifest lists no files"]
-    problems = []
-    for name, expected in sorted(files.items()):
-        try:
-            actual = hashlib.sha256(store.get(f"models/{model_name}/{version}/{name}")).hexdigest()
-        except NotFound:
-            problems.append(f"{name} is missing")
-            continue
-        want = expected.get("sha256") if isinstance(expected, dict) else expected
-        if actual != want:
-            problems.append(f"{name} has sha256 {actual}, the manifest says {want}")
-    return problems
-
-
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+__all__ = ["verify_files"]  # re-exported: the models commands and the gate share the one check

@@ -32,6 +32,7 @@ from trainer.counts import decimal_text
 from trainer.gate import GateError
 from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
 from trainer.store import NotFound, Store, StoreError, open_store
+from trainer.versions import read_manifest
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -218,6 +219,16 @@ def _champion(store_uri: str, model_name: str, as_json: bool) -> int:
     champion = champion_record(store, model_name)
     if champion is None:
         print(f"trainer models champion: no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    # The champion is served: check its files against its manifest (S3's stored SHA-256s, no download).
+    version = str(champion["version"])
+    try:
+        problems = verify_files(store, model_name, version, read_manifest(store, model_name, version))
+    except NotFound:
+        problems = ["it is not a published version"]
+    if problems:
+        where = store.uri_of(f"models/{model_name}/champion.json")
+        print(f"trainer models champion: {where} names {version}: {'; '.join(problems)}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if as_json:
         print(to_json(champion))

@@ -41,7 +41,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
@@ -58,7 +58,7 @@ from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, publish_version
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
-from trainer.versions import new_version_id
+from trainer.versions import VersionExistsError, new_version_id
 
 if TYPE_CHECKING:
     from trainer.data import Cifar10Data
@@ -150,6 +150,7 @@ class Run:
         self.created_at: str | None = None  # the record's creation time: it names the run's one version
         self.holds_lease = False  # set once this trainer took the run's lease (`running`)
         self.tracker: LiveRun | None = None  # the MLflow run while training, with MLFLOW_TRACKING_URI
+        self.predecessor_ended = False  # the lease's previous holder provably stopped (runstate.TAKEOVER_ENDED)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -333,6 +334,17 @@ class Run:
             rung=epoch,
         )
 
+    def fence(self, step: str) -> None:
+        """The fencing check before an irreversible step: a conditional write on the run record that holds only
+        while the lease is still this trainer's (owner and attempt); LeaseLostError (exit 73) otherwise.
+
+        A trainer finishing the bookkeeping of an already published run holds no lease and has nothing to fence.
+        """
+        if self.holds_lease:
+            runstate.heartbeat(
+                self.store, self.run_id, self.owner, create=self._new_record, attempt=self.started_attempt, step=step
+            )
+
     def gate(self, version: str, counts: Counts | None) -> dict[str, Any]:
         """The gate's outcome for this run's published version, as the record's `gate` field (see run_gate).
 
@@ -347,6 +359,7 @@ class Run:
             return GateOutcome(
                 "kept", reason, version, counts, floor, margin, None, None, runstate.utc_now()
             ).to_record()
+        self.fence("the gate")
         return run_gate(
             self.store,
             self.config.model_name,
@@ -355,6 +368,7 @@ class Run:
             floor=self.config.accuracy_floor,
             margin=self.config.champion_margin,
             run_id=self.run_id,
+            fence=lambda: self.fence("the champion move"),
         )
 
     def version_id(self) -> str:
@@ -442,6 +456,26 @@ class Run:
         if self.tracker is not None:
             self.tracker.end(status)
 
+    def publish(self, version: str, outcome: TrainingOutcome) -> None:
+        """Publish the run's version, fenced (see fence); leftovers are replaced only after a proven end."""
+        try:
+            publish_version(
+                self.store,
+                self.config,
+                run_id=self.run_id,
+                version=version,
+                outcome=outcome,
+                now=datetime.now(UTC),
+                replace_leftovers=self.predecessor_ended,
+                fence=self.fence,
+            )
+        except VersionExistsError as exc:
+            if self.predecessor_ended or self.store.exists(f"models/{self.config.model_name}/{version}/manifest.json"):
+                raise
+            # Files of the trainer this one took over from by an aged lease: it may be stalled, not gone, so they
+            # are not replaced; the next attempt of the run (whose start proves both stopped) replaces them.
+            raise Interrupted(f"not replacing files of the trainer whose aged lease this one took over: {exc}") from exc
+
     def execute(self) -> int:
         record = runstate.read_status(self.store, self.run_id)
         try:
@@ -453,21 +487,15 @@ class Run:
         if finished is not None:
             return finished
         self.config = self.config.replace(attempt=_attempt_for(self.config, record))
-        self.created_at = str(self.set_state("running")["created_at"])
+        running = self.set_state("running")
+        self.created_at = str(running["created_at"])
+        lease = running.get("lease") if isinstance(running.get("lease"), dict) else {}
+        self.predecessor_ended = lease.get("took_over", "free") in runstate.TAKEOVER_ENDED
         self.start_tracking(record)
         version = self.version_id()
         try:
             outcome = self.train()
-            self.heartbeat()  # still ours: a trainer that lost its lease must not publish
-            publish_version(
-                self.store,
-                self.config,
-                run_id=self.run_id,
-                version=version,
-                outcome=outcome,
-                now=datetime.now(UTC),
-                replace_leftovers=True,
-            )
+            self.publish(version, outcome)
         except (Interrupted, StoppedEarly) as stopped:
             return self.stopped(stopped)
         except (runstate.LeaseLostError, runstate.LeaseHeldError):
@@ -495,6 +523,7 @@ def run_gate(
     floor: str,
     margin: str,
     run_id: str | None,
+    fence: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Apply the quality gate to a published version; its outcome (trainer.gate.GateOutcome) as the run record's `gate`.
 
@@ -505,7 +534,9 @@ def run_gate(
     try:
         if counts is None:
             counts = version_counts(store, model_name, version)
-        decision = promote_if_better(store, model_name, version, counts, floor=floor, margin=margin, run_id=run_id)
+        decision = promote_if_better(
+            store, model_name, version, counts, floor=floor, margin=margin, run_id=run_id, fence=fence
+        )
     except (GateError, StoreError, ValueError, KeyError, TypeError) as exc:
         reason = f"the gate could not run: {type(exc).__name__}: {exc}"
         log.error("gate for %s is pending: %s", version, reason)  # noqa: TRY400 -- the cause is the message

@@ -112,17 +112,30 @@ def _parse_time(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime) -> None:
-    """Raise LeaseHeldError unless `owner` (starting `attempt`) may take the record's lease."""
+# How a trainer came to hold the lease (check_lease). Only the first four prove that the previous holder
+# has stopped, so only then may the new holder replace files that holder left (trainer.publish).
+TAKEOVER_ENDED = ("free", "own", "superseded", "dead")
+TAKEOVER_AGED = "aged"  # the holder stopped renewing: presumed dead, not proven (it may be stalled, not gone)
+
+
+def _token(lease: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The previous holder's fencing token (owner, attempt, last heartbeat), for the record's `lease.from`."""
+    return {key: lease.get(key) for key in ("owner", "attempt", "heartbeat_at")} if lease else None
+
+
+def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime) -> str:
+    """How `owner` (starting `attempt`) may take the record's lease (TAKEOVER_*); LeaseHeldError when it may not."""
     lease = record.get("lease")
-    if not isinstance(lease, dict) or lease.get("owner") in (None, owner):
-        return
+    if not isinstance(lease, dict) or lease.get("owner") is None:
+        return "free"  # nobody holds it: the last holder let go when it stopped
+    if lease.get("owner") == owner:
+        return "own"
     if attempt > int(lease.get("attempt") or 0):
-        return  # the trigger started a newer attempt: the holder's task has stopped
+        return "superseded"  # the trigger started a newer attempt: the holder's task has stopped
     if _dead_here(str(lease.get("owner"))):
-        return  # the holder ran on this host and its process is gone (killed; restarted by hand)
+        return "dead"  # the holder ran on this host and its process is gone (killed; restarted by hand)
     if _earlier_attempt_of_our_job(str(lease.get("owner")), owner):
-        return  # AWS Batch retried our job (a lost host): the earlier attempt has ended
+        return "superseded"  # AWS Batch retried our job (a lost host): the earlier attempt has ended
     try:
         age = (now - _parse_time(str(lease.get("heartbeat_at")))).total_seconds()
     except ValueError:
@@ -132,6 +145,7 @@ def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime)
             f"run {record.get('run_id')} is being trained by {lease['owner']} (attempt {lease.get('attempt')}, "
             f"heartbeat {age:.0f} s ago); not starting a second trainer"
         )
+    return TAKEOVER_AGED
 
 
 def status_key(run_id: str) -> str:
@@ -243,16 +257,21 @@ def set_state(
         if lease is not None:
             owner, started_attempt = lease
             held = record.get("lease") if isinstance(record.get("lease"), dict) else None
+            takeover = None
             if state == "running" and (held is None or held.get("owner") != owner):
-                check_lease(record, owner, started_attempt, datetime.now(UTC))
+                takeover = check_lease(record, owner, started_attempt, datetime.now(UTC))
             elif state != "running" and held is not None and held.get("owner") != owner:
                 raise LeaseLostError(
                     f"run {run_id} was taken over by {held.get('owner')} (attempt {held.get('attempt')}); "
                     f"this trainer stops without recording {state!r}"
                 )
-            record["lease"] = (
-                {"owner": owner, "attempt": started_attempt, "heartbeat_at": now} if state == "running" else None
-            )
+            if state != "running":
+                record["lease"] = None
+            elif takeover is not None:  # taken now: say how, and over whom (publish reads it before replacing files)
+                record["lease"] = {"owner": owner, "attempt": started_attempt, "heartbeat_at": now,
+                                   "took_over": takeover, "from": _token(held)}  # fmt: skip
+            else:
+                record["lease"] = {**(held or {}), "owner": owner, "attempt": started_attempt, "heartbeat_at": now}
         number = attempt if attempt is not None else int(record.get("attempt") or 1)
         record["state"] = state
         record["attempt"] = number
@@ -268,14 +287,33 @@ def set_state(
     return update_status(store, run_id, change, create=create)
 
 
-def heartbeat(store: Store, run_id: str, owner: str, *, create: Callable[[], dict[str, Any]]) -> None:
-    """Renew this trainer's lease (each epoch); LeaseLostError when another trainer has taken the run over."""
+def heartbeat(
+    store: Store,
+    run_id: str,
+    owner: str,
+    *,
+    create: Callable[[], dict[str, Any]],
+    attempt: int | None = None,
+    step: str | None = None,
+) -> dict[str, Any]:
+    """Renew this trainer's lease; LeaseLostError (nothing written) when another trainer has taken the run over.
+
+    The fence: a conditional write (`If-Match`) on the record that succeeds only while the lease still holds
+    this trainer's token, its `owner` (a random id per process) and the `attempt` it started as. Called each
+    epoch and, with `step`, immediately before every irreversible step (the manifest PUT, the gate, the
+    champion move): a trainer whose lease was taken over learns it there and writes nothing more.
+    """
 
     def change(record: dict[str, Any]) -> None:
         held = record.get("lease") if isinstance(record.get("lease"), dict) else None
-        if held is None or held.get("owner") != owner:
-            holder = held.get("owner") if held else "nobody"
-            raise LeaseLostError(f"run {run_id}: lease now held by {holder}; this trainer stops without publishing")
+        if held is None or held.get("owner") != owner or (attempt is not None and held.get("attempt") != attempt):
+            holder = f"{held.get('owner')} (attempt {held.get('attempt')})" if held else "nobody"
+            doing = f"before {step}" if step else "renewing its lease"
+            raise LeaseLostError(
+                f"run {run_id}: lease now held by {holder}; this trainer stops {doing} and writes nothing more"
+            )
         held["heartbeat_at"] = utc_now()
+        if step is not None:
+            held["step"] = step
 
-    update_status(store, run_id, change, create=create)
+    return update_status(store, run_id, change, create=create)

@@ -18,6 +18,7 @@ A failed precondition raises `PreconditionFailed`; the caller re-reads and decid
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -78,6 +79,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_b64(hex_digest: str) -> str:
+    """S3's form of a SHA-256 (`ChecksumSHA256`: base64 of the 32 bytes) from its hex form."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
 def validate_key(key: str) -> str:
     """Return key if it is a clean relative store key; raise ValueError naming it otherwise."""
     parts = key.split("/")
@@ -122,8 +128,17 @@ class Store(ABC):
         """Every key starting with prefix, sorted."""
 
     @abstractmethod
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
-        """Upload a local file (atomically, optionally create-only) and return its ETag."""
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False, sha256: str | None = None) -> str:
+        """Upload a local file (atomically, optionally create-only) and return its ETag.
+
+        sha256 (hex): the file's SHA-256 as the caller computed it; S3 checks the bytes it received against
+        it and stores it with the object (`ChecksumSHA256`), for `sha256_of` to answer without a download.
+        """
+
+    @abstractmethod
+    def sha256_of(self, key: str) -> str:
+        """The object's SHA-256 (hex) as the store holds it, without downloading it where the store keeps one
+        (S3: the checksum stored at upload, HeadObject with ChecksumMode); NotFound if absent."""
 
     @abstractmethod
     def download_file(self, key: str, path: Path) -> None:
@@ -263,15 +278,27 @@ class LocalStore(Store):
             raise StoreError(f"cannot write {self.uri_of(key)}: {exc}") from exc
         return self._etag(data)
 
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False, sha256: str | None = None) -> str:
         target = self._path(key)
         try:
             tmp = self._write_tmp(target, None, path)
             etag = self._etag(tmp.read_bytes())
+            if sha256 is not None and etag != sha256:  # the ETag is the content's SHA-256: S3's BadDigest
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"cannot upload {path} to {self.uri_of(key)}: its SHA-256 is {etag}, not {sha256}")
             self._commit(key, tmp, if_none_match, None)
         except OSError as exc:
             raise StoreError(f"cannot upload {path} to {self.uri_of(key)}: {exc}") from exc
         return etag
+
+    def sha256_of(self, key: str) -> str:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(self.uri_of(key))
+        try:
+            return sha256_file(path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.uri_of(key)}: {exc}") from exc
 
     def download_file(self, key: str, path: Path) -> None:
         source = self._path(key)
@@ -364,11 +391,18 @@ class S3Store(Store):
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, key, "read") from exc
 
-    def _put(self, key: str, body: Any, if_none_match: bool, if_match: str | None) -> str:
+    def _put(self, key: str, body: Any, if_none_match: bool, if_match: str | None, sha256: str | None = None) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         condition = _describe_condition(if_none_match, if_match) if (if_none_match or if_match) else ""
+        # Every object is stored with its SHA-256: S3 checks it on arrival and keeps it, and HeadObject with
+        # ChecksumMode=ENABLED returns it: docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+        # Given our own hash, S3 refuses bytes that differ from what we hashed (BadDigest); else botocore hashes
+        # the body. moto 5.2.5 keeps a given checksum without checking it (trainer/tests/test_store_backends.py).
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": body}
+        kwargs["ChecksumAlgorithm"] = "SHA256"  # with ChecksumSHA256 too: moto 5.2.5 keeps the value only then
+        if sha256 is not None:
+            kwargs["ChecksumSHA256"] = sha256_b64(sha256)
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -385,11 +419,25 @@ class S3Store(Store):
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         return self._put(key, data, if_none_match, if_match)
 
-    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False) -> str:
-        # One PutObject (up to 5 GB) keeps the create-only condition; our largest file is a
-        # checkpoint of tens of MB.
+    def upload_file(self, path: Path, key: str, *, if_none_match: bool = False, sha256: str | None = None) -> str:
+        # One PutObject (up to 5 GB) keeps the create-only condition and gives a full-object SHA-256
+        # (a multipart upload's would be a checksum of checksums); our largest file is tens of MB.
         with path.open("rb") as body:
-            return self._put(key, body, if_none_match, None)
+            return self._put(key, body, if_none_match, None, sha256)
+
+    def sha256_of(self, key: str) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, key, "check") from exc
+        stored = head.get("ChecksumSHA256")
+        if isinstance(stored, str) and "-" not in stored:  # "-<parts>": a multipart checksum of checksums
+            return base64.b64decode(stored).hex()
+        # Uploaded without a checksum (before the trainer sent them): hash the bytes, as the store holds them.
+        log.info("%s has no stored SHA-256; hashing its bytes", self.uri_of(key))
+        return hashlib.sha256(self.get(key)).hexdigest()
 
     def download_file(self, key: str, path: Path) -> None:
         data = self.get(key)

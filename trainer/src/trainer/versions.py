@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from trainer.store import Store
+from trainer.store import NotFound, Store
 
 DEFAULT_MODEL_NAME = "cifar10"  # TrainConfig.model_name: models/<model_name>/<version>/
 MODEL_FORMAT = "pushtrain-model"
@@ -67,3 +67,27 @@ def read_manifest(store: Store, model_name: str, version: str) -> dict[str, Any]
     if not isinstance(manifest, dict):
         raise ValueError(f"{store.uri_of(key)} is not a manifest (a JSON {type(manifest).__name__})")  # noqa: TRY004 -- damaged data, reported like unparsable JSON
     return manifest
+
+
+def verify_files(store: Store, model_name: str, version: str, manifest: dict[str, Any]) -> list[str]:
+    """One line per file of the version that is missing or differs from the manifest's sha256 (none: intact).
+
+    Each file's SHA-256 comes from the store without downloading it (S3: the checksum S3 verified and
+    stored at upload, HeadObject with ChecksumMode; the local store hashes the file), so checking a version
+    of tens of MB costs one request per file. Used by `models show|champion`, `models promote|rollback`
+    and the gate: one check.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return ["the manifest lists no files"]
+    problems = []
+    for name, expected in sorted(files.items()):
+        try:
+            actual = store.sha256_of(version_prefix(model_name, version) + name)
+        except NotFound:
+            problems.append(f"{name} is missing")
+            continue
+        want = expected.get("sha256") if isinstance(expected, dict) else expected
+        if actual != want:
+            problems.append(f"{name} has sha256 {actual}, the manifest says {want}")
+    return problems
