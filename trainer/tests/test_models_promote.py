@@ -13,7 +13,7 @@ from trainer.counts import Counts
 from trainer.gate import promote_if_better, read_champion
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
-from trainer.promote import champion_stack, change_champion
+from trainer.promote import ChampionChangeError, champion_stack, change_champion
 from trainer.publish import TrainingOutcome, publish_version
 from trainer.store import LocalStore, PreconditionFailed, Store
 from trainer.versions import new_version_id
@@ -67,17 +67,28 @@ def champion(store: Store) -> dict:
     return record
 
 
+def test_promoting_a_less_accurate_version_is_refused_without_force_saying_by_how_much(
+    store: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = store.get("models/cifar10/champion.json")
+    code, _, err = models(capsys, store, "promote", C, "--reason", "better on the holdout set")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"refusing {C}: it is 20.00 percentage points less accurate (6/10 (60.00 %) against 8/10 (80.00 %))" in err
+    assert "--force" in err
+    assert store.get("models/cifar10/champion.json") == before
+
+
 def test_promote_makes_the_version_champion_and_records_who_and_why(
     store: LocalStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = models(capsys, store, "promote", C, "--reason", "better on the holdout set")
+    code, out, _ = models(capsys, store, "promote", C, "--force", "--reason", "better on the holdout set")
     record = champion(store)
     assert code == 0 and f"{C} is now the champion of cifar10 (was {B})" in out
+    assert "note: " in out and "20.00 percentage points less accurate" in out
     assert (record["version"], record["accuracy"], record["previous"]["version"]) == (C, 0.60, B)
     assert record["history"][-1] | {"promoted_at": None} == {
         "version": C, "accuracy": 0.60, "correct": 6, "total": 10, "run_id": "push-" + "c" * 20, "promoted_at": None,
-        "action": "promote",
-        "by": "alice", "reason": "better on the holdout set", "replaced": B,
+        "action": "promote", "by": "alice", "reason": "better on the holdout set", "replaced": B, "forced": True,
     }  # fmt: skip
 
 
@@ -94,7 +105,7 @@ def test_rollback_returns_to_the_previous_champion_and_a_second_goes_one_further
     store: LocalStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN A, then B by the gate, then C by hand
-    models(capsys, store, "promote", C, "--reason", "try it")
+    models(capsys, store, "promote", C, "--force", "--reason", "try it")
     # WHEN rolling back twice
     assert models(capsys, store, "rollback", "--reason", "C misclassifies trucks")[0] == 0
     assert champion(store)["version"] == B
@@ -124,7 +135,7 @@ def test_a_version_whose_files_fail_the_manifest_checksum_is_refused_with_exit_1
     else:
         (store.root / key).unlink()
     before = store.get("models/cifar10/champion.json")
-    code, out, err = models(capsys, store, "promote", C, "--reason", "x")
+    code, out, err = models(capsys, store, "promote", C, "--force", "--reason", "x")
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"trainer models promote: refusing {C}:")
     assert "model.pt" in err and "do not match its manifest" in err and "Traceback" not in out + err
@@ -145,11 +156,10 @@ def test_bad_requests_end_with_one_line_and_their_exit_code(
     assert got == code and message in err
 
 
-def test_a_concurrent_change_is_decided_again_on_the_fresh_champion(store: LocalStore) -> None:
-    # GIVEN a store whose first conditional write of champion.json loses to another writer (the gate
-    # promoting C in between)
+def racing(store: LocalStore) -> list[str]:
+    """Make the first conditional write of champion.json lose to the gate promoting C in between."""
     real_put = store.put
-    raced = []
+    raced: list[str] = []
 
     def racing_put(key: str, data: bytes, **kwargs: object) -> str:
         if key.endswith("champion.json") and not raced:
@@ -159,7 +169,30 @@ def test_a_concurrent_change_is_decided_again_on_the_fresh_champion(store: Local
         return real_put(key, data, **kwargs)  # type: ignore[arg-type]
 
     store.put = racing_put  # type: ignore[method-assignment]
-    # WHEN a rollback runs; THEN it rolls back from the fresh champion C to B, not from B to A
-    change = change_champion(store, "cifar10", "rollback", None, by="bob", reason="r", now="2026-11-30T00:00:00Z")
-    assert raced and (change.previous, change.version) == (C, B)
-    assert json.loads(store.get("models/cifar10/champion.json"))["version"] == B
+    return raced
+
+
+def test_a_rollback_racing_a_gate_is_refused_naming_the_new_champion(store: LocalStore) -> None:
+    # GIVEN the operator saw B as champion, and the gate promotes C while the rollback is being written
+    raced = racing(store)
+    # WHEN the rollback's compare-and-swap fails and it reads again
+    with pytest.raises(ChampionChangeError) as refused:
+        change_champion(store, "cifar10", "rollback", None, by="bob", reason="r", now="2026-11-30T00:00:00Z")
+    # THEN it does not step back from C (reinstating B, the version the operator wanted gone): it refuses
+    assert raced
+    assert str(refused.value) == (
+        f"the champion is {C}, not {B} (it changed while rolling back): nothing rolled back; "
+        f"to roll back {C}, run again with --from {C}"
+    )
+    assert json.loads(store.get("models/cifar10/champion.json"))["version"] == C
+
+
+def test_rollback_from_a_version_that_is_not_the_champion_is_refused(
+    store: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = store.get("models/cifar10/champion.json")
+    code, _, err = models(capsys, store, "rollback", "--from", A, "--reason", "A is bad")
+    assert code == 1 and f"the champion is {B}, not {A}: nothing rolled back" in err
+    assert store.get("models/cifar10/champion.json") == before
+    code, out, _ = models(capsys, store, "rollback", "--from", B, "--reason", "B is bad")
+    assert code == 0 and f"{A} is now the champion of cifar10 (was {B})" in out

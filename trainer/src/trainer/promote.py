@@ -33,16 +33,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.cli_common import EXIT_FAILED, EXIT_OK, explain
-from trainer.gate import CHAMPION_HISTORY_LIMIT, CHAMPION_SCHEMA, GateError, champion_key, read_champion, version_counts
+from trainer.counts import Counts
+from trainer.gate import (
+    CHAMPION_HISTORY_LIMIT,
+    CHAMPION_SCHEMA,
+    Compared,
+    GateError,
+    champion_key,
+    parse_champion,
+    previous_entry,
+    version_counts,
+)
 from trainer.registry import verify_files
-from trainer.store import NotFound, PreconditionFailed, Store, StoreError, open_store
+from trainer.store import NotFound, Store, StoreError, open_store
 from trainer.tracking import move_champion_alias
 from trainer.versions import read_manifest
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("promote", "rollback")
-MAX_CAS_ATTEMPTS = 16  # each lost race is another writer's success; the bound guards against a broken store
 
 
 class ChampionChangeError(Exception):
@@ -55,6 +64,7 @@ class ChampionChange:
     version: str
     previous: str | None
     changed: bool  # False: the version was already champion
+    note: str = ""  # how much less accurate the new champion is than the one it replaced ("" when it is not)
 
 
 def verify_version(store: Store, model_name: str, version: str) -> dict[str, Any]:
@@ -91,33 +101,65 @@ def champion_stack(record: Mapping[str, Any] | None) -> list[str]:
     return stack
 
 
-def _write(store: Store, key: str, record: dict[str, Any], etag: str | None) -> bool:
-    body = json.dumps(record, indent=2, sort_keys=True).encode()
+def _counts_or_none(store: Store, model_name: str, version: str | None) -> Counts | None:
+    """A version's checked counts, or None when it has none to compare (not published, damaged)."""
+    if version is None:
+        return None
     try:
-        if etag is None:
-            store.put(key, body, if_none_match=True)
-        else:
-            store.put(key, body, if_match=etag)
-    except PreconditionFailed:
-        return False
-    return True
+        return version_counts(store, model_name, version)
+    except (NotFound, ValueError):
+        return None
+
+
+def _less_accurate(target: Counts, current: Counts | None) -> str | None:
+    """How much less accurate the target is than the champion, in words; None when it is not."""
+    if current is None or target.fraction >= current.fraction:
+        return None
+    gap = float(100 * (current.fraction - target.fraction))
+    return f"{gap:.2f} percentage points less accurate ({target} against {current})"
 
 
 def change_champion(
-    store: Store, model_name: str, action: str, version: str | None, *, by: str, reason: str, now: str
+    store: Store,
+    model_name: str,
+    action: str,
+    version: str | None,
+    *,
+    by: str,
+    reason: str,
+    now: str,
+    expected: str | None = None,
+    force: bool = False,
 ) -> ChampionChange:
-    """Promote `version` (action "promote") or go back one champion ("rollback", version None)."""
+    """Promote `version` (action "promote") or take the champion back one step ("rollback", version None).
+
+    One compare-and-swap loop, the store's (`Store.update_json`), as the gate's.
+
+    rollback removes the champion the operator saw: `expected` (`--from VERSION`), or the champion read
+    when the command started. When the champion is another version by the time the write happens (a gate
+    or another person moved it), the rollback is refused naming both, never applied to the new champion.
+
+    promote refuses a version less accurate than the champion unless `force`, saying by how much.
+    """
     key = champion_key(model_name)
-    for _ in range(MAX_CAS_ATTEMPTS):
-        try:
-            champion, etag = read_champion(store, model_name)
-        except GateError as exc:
-            raise ChampionChangeError(str(exc)) from exc
+    result: ChampionChange | None = None
+    seen: list[str | None] = []  # the champion of the first read: what the operator saw when the command started
+
+    def decide(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+        nonlocal result
         current = champion["version"] if champion else None
+        if not seen:
+            seen.append(expected if expected is not None else current)
         if action == "rollback":
-            stack = champion_stack(champion)
             if champion is None:
                 raise ChampionChangeError(f"no champion for {model_name!r} in {store.uri}: nothing to roll back")
+            if current != seen[0]:
+                raise ChampionChangeError(
+                    f"the champion is {current}, not {seen[0]}"
+                    + (" (it changed while rolling back)" if expected is None else "")
+                    + f": nothing rolled back; to roll back {current}, run again with --from {current}"
+                )
+            stack = champion_stack(champion)
             if len(stack) < 2:
                 raise ChampionChangeError(f"{current} is the first champion in the history: nothing to roll back to")
             target = stack[-2]
@@ -125,35 +167,48 @@ def change_champion(
             assert version is not None  # noqa: S101 -- the parser requires it for promote
             target = version
         if target == current:
-            return ChampionChange(action, target, current, changed=False)
+            result = ChampionChange(action, target, current, changed=False)
+            return None
         manifest = verify_version(store, model_name, target)
         try:
             counts = version_counts(store, model_name, target)
         except (NotFound, ValueError) as exc:
             raise ChampionChangeError(f"refusing {target}: {exc}") from exc
-        accuracy = counts.accuracy
-        entry = {"version": target, "accuracy": accuracy, **counts.to_dict(), "run_id": manifest.get("run_id"),
+        current_counts = _counts_or_none(store, model_name, current)
+        worse = _less_accurate(counts, current_counts)
+        if worse and action == "promote" and not force:
+            raise ChampionChangeError(
+                f"refusing {target}: it is {worse}, the champion {current}; pass --force to promote it anyway"
+            )
+        result = ChampionChange(action, target, current, changed=True, note=f"{target} is {worse}" if worse else "")
+        entry = {"version": target, "accuracy": counts.accuracy, **counts.to_dict(), "run_id": manifest.get("run_id"),
                  "promoted_at": now, "action": action, "by": by, "reason": reason, "replaced": current}  # fmt: skip
+        if force and worse:
+            entry["forced"] = True
         history = [*(champion.get("history", []) if champion else []), entry][-CHAMPION_HISTORY_LIMIT:]
-        record = {
+        compared = Compared(current, current_counts) if current is not None and current_counts else None
+        previous = previous_entry(current, compared)
+        return {
             "schema": CHAMPION_SCHEMA,
             "model_name": model_name,
             "version": target,
-            "accuracy": accuracy,
+            "accuracy": counts.accuracy,
             **counts.to_dict(),
             "run_id": manifest.get("run_id"),
             "promoted_at": now,
-            "previous": {"version": current, "accuracy": champion.get("accuracy")} if champion else None,
+            "previous": previous,
             "reason": f"{action} by {by}: {reason}",
             "history": history,
         }
-        if _write(store, key, record, etag):
-            log.info("%s: %s is champion of %s (was %s)", action, target, model_name, current)
-            return ChampionChange(action, target, current, changed=True)
-        log.info("champion of %s changed during the %s; deciding again", model_name, action)
-    raise ChampionChangeError(
-        f"could not update {store.uri_of(key)} after {MAX_CAS_ATTEMPTS} compare-and-swap attempts"
-    )
+
+    try:
+        written = store.update_json(key, decide, decode=lambda data: parse_champion(store, model_name, data))
+    except GateError as exc:
+        raise ChampionChangeError(str(exc)) from exc
+    assert result is not None  # noqa: S101 -- decide() ran at least once; every branch that returns sets it
+    if written is not None:
+        log.info("%s: %s is champion of %s (was %s)", action, result.version, model_name, result.previous)
+    return result
 
 
 # --- the `models promote|rollback` subcommands ---------------------------------------------------------
@@ -176,7 +231,20 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     who.add_argument("--reason", required=True, help="why (recorded in the champion's history)")
     promote = commands.add_parser("promote", parents=[common, who], help="make a published version the champion")
     promote.add_argument("version", help="the version id (see `list`)")
-    commands.add_parser("rollback", parents=[common, who], help="return to the champion before the current one")
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when it is less accurate than the champion (says by how much)",
+    )
+    rollback = commands.add_parser(
+        "rollback", parents=[common, who], help="return to the champion before the current one"
+    )
+    rollback.add_argument(
+        "--from",
+        dest="expected",
+        metavar="VERSION",
+        help="the champion to remove; refused when the champion is another version (default: the one read at start)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
             by=args.by,
             reason=args.reason,
             now=utc_now(),
+            expected=getattr(args, "expected", None),
+            force=bool(getattr(args, "force", False)),
         )
     except ChampionChangeError as exc:
         print(f"trainer models {args.command}: {exc}", file=sys.stderr)
@@ -206,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(change.__dict__, indent=2, sort_keys=True))
     elif change.changed:
         print(f"{change.version} is now the champion of {args.model_name} (was {change.previous or 'none'})")
+        if change.note:
+            print(f"note: {change.note}")
     else:
         print(f"{change.version} is already the champion of {args.model_name}; nothing changed")
     return EXIT_OK
