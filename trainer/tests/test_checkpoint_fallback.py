@@ -3,9 +3,11 @@ falls back to the one before it, saying so; when none is usable the run is told 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 from trainer.checkpoint import (
     CheckpointError,
     Checkpoints,
+    DiskFullError,
     checkpoint_key,
     load_checkpoint,
     save_checkpoint,
@@ -150,3 +153,41 @@ def test_a_checkpoint_of_another_run_is_refused_not_skipped(store: RecordingStor
     save_checkpoint(store, RUN, state(config, 1), config, CHECKSUM)
     with pytest.raises(CheckpointError, match="different run"):
         load_checkpoint(store, RUN, config.replace(seed=5), CHECKSUM)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        # what torch's zip writer raises for the same full disk (the free space left decides)
+        RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed"
+        ),
+    ],
+)
+def test_a_full_disk_at_the_checkpoint_write_says_so_and_where(
+    config: TrainConfig, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    # GIVEN a work_dir whose file system is full when the checkpoint is written
+    def full(*_: object, **__: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))  # type: ignore[attr-defined]
+    store = LocalStore(Path(config.store_uri))
+    # WHEN a checkpoint is saved, THEN the error says "no space left on device", where, and what to do
+    with pytest.raises(
+        DiskFullError, match=r"no space left on device writing the checkpoint at .*work.*TRAINER_WORK_DIR"
+    ):
+        save_checkpoint(store, RUN, state(config, 1), config, CHECKSUM)
+    assert store.list("runs/") == []  # nothing stored
+
+
+def test_another_failed_write_is_not_called_a_full_disk(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", broken)  # plenty of space left: it is not ENOSPC
+    with pytest.raises(RuntimeError, match="file write failed"):
+        save_checkpoint(LocalStore(Path(config.store_uri)), RUN, state(config, 1), config, CHECKSUM)

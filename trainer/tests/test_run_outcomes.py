@@ -19,7 +19,7 @@ from trainer.checkpoint import checkpoint_key
 from trainer.config import ConfigError, TrainConfig
 from trainer.gate import champion_key
 from trainer.registry import published_versions
-from trainer.runstate import read_status, status_key
+from trainer.runstate import new_record, read_status, status_key
 from trainer.store import LocalStore, S3Store, Store, open_store
 from trainer.synth import write_folder
 from trainer.train import TrainingSession
@@ -85,6 +85,12 @@ def test_successful_run_on_s3_publishes_promotes_and_records_the_version(
     champion = json.loads(s3_store.get(champion_key("cifar10")))
     assert champion["version"] == versions[0]
     assert s3_store.exists(checkpoint_key(RUN))
+    # AND the record, the manifest and the report say what ran: 512 images make the small-data rule halve the
+    # batch (an epoch needs 16 steps) and the lr with it, and both configured values are kept beside them
+    ran = {"batch_size": 32, "lr": 0.01, "configured_batch_size": 64, "configured_lr": 0.02}
+    assert record["effective"] == ran
+    assert json.loads(s3_store.get(f"models/cifar10/{versions[0]}/manifest.json"))["effective"] == ran
+    assert "batch 32, lr 0.01 (configured 64 and 0.02" in s3_store.get(f"runs/{RUN}/report.md").decode()
 
 
 def test_injected_s3_write_error_while_publishing_fails_the_run_cleanly(
@@ -217,3 +223,22 @@ def test_unreadable_champion_while_finishing_a_published_run_records_the_gate_pe
     assert record is not None
     assert (record["state"], record["version"], record["gate"]["outcome"]) == ("succeeded", versions[0], "pending")
     assert store.get(champion_key("cifar10")) == b"{damaged"
+
+
+@pytest.mark.parametrize("created_at", ["2099-01-01T00:00:00Z", "garbage", "2026-11-25T19:00:00", 17])
+def test_a_record_whose_created_at_cannot_name_the_version_fails_the_run_naming_it(
+    data_dir: Path, tmp_path: Path, created_at: object
+) -> None:
+    # GIVEN a record (the trigger's) whose created_at is in the future, not a time, not UTC, or not a string
+    store = LocalStore(tmp_path / "store")
+    queued = new_record(RUN, now="2026-11-25T19:00:00Z", source="push")
+    store.put(status_key(RUN), json.dumps({**queued, "created_at": created_at}).encode())
+    # WHEN the trainer runs it
+    code = run.main(make_config(data_dir, tmp_path, str(store.root)))
+    # THEN it fails before training, naming the field, and publishes nothing (no version 2099… or 1970…)
+    record = read_status(store, RUN)
+    assert code == run.EXIT_FAILED
+    assert record is not None and record["state"] == "failed"
+    assert f"created_at {created_at!r}" in record["reason"]
+    assert store.list("models/") == []
+    assert not store.exists(checkpoint_key(RUN))

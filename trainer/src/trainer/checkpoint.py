@@ -15,10 +15,13 @@ and where the file is; the run then fails with that reason instead of silently s
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import pickle
+import shutil
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,36 @@ FORMAT = "pushtrain-checkpoint"
 FORMAT_VERSION = 1
 SLOTS = ("checkpoint.pt", "checkpoint.b.pt")  # written alternately: the newest and the one before it
 SIDECAR_SUFFIX = ".sha256"
+DISK_NEARLY_FULL_BYTES = 1 << 20  # a failed write with less than this free is a full disk
+
+
+class DiskFullError(Exception):
+    """A local write failed because the file system is full (the message says where and what to do)."""
+
+
+def write_local(write: Callable[[], None], path: Path, what: str) -> None:
+    """Run `write` (which writes `path`); a full disk becomes one clear line naming the place and the fix.
+
+    torch.save reports ENOSPC from its zip writer as an opaque "PytorchStreamWriter failed writing file
+    ...: file write failed"; Python's own writes raise OSError(ENOSPC). Either way the free space left on
+    the file system decides the message.
+    """
+    try:
+        write()
+    except (OSError, RuntimeError) as exc:
+        full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+        if not full and isinstance(exc, RuntimeError) and "write failed" in str(exc):
+            try:
+                full = shutil.disk_usage(path.parent).free < DISK_NEARLY_FULL_BYTES
+            except OSError:
+                full = False
+        if not full:
+            raise
+        path.unlink(missing_ok=True)
+        raise DiskFullError(
+            f"no space left on device writing {what} at {path} (the work_dir volume): free space there or give "
+            "TRAINER_WORK_DIR a larger volume"
+        ) from exc
 
 
 class CheckpointError(Exception):
@@ -103,7 +136,7 @@ class Checkpoints:
             "wall_seconds": wall_seconds,
             "state": state,
         }
-        torch.save(payload, path)
+        write_local(lambda: torch.save(payload, path), path, "the checkpoint")
         sidecar = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "sequence": sequence}
         sidecar["saved_at"] = saved_at
         key = checkpoint_key(self.run_id, slot)

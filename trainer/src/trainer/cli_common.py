@@ -93,6 +93,8 @@ def explain(exc: BaseException) -> str:
 EXPECTED_FAILURES = (
     ("trainer.data", "DatasetError"),
     ("trainer.checkpoint", "CheckpointError"),
+    ("trainer.checkpoint", "DiskFullError"),
+    ("trainer.runstate", "RecordFieldError"),
     ("trainer.versions", "PublishError"),
     ("trainer.gate", "GateError"),
     ("trainer.store", "StoreError"),

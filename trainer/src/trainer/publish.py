@@ -40,7 +40,7 @@ import torch
 import torchvision
 from torch import nn
 
-from trainer.checkpoint import non_finite_tensors
+from trainer.checkpoint import non_finite_tensors, write_local
 from trainer.config import TrainConfig
 from trainer.counts import Counts
 from trainer.metrics import EpochResult, EvalResult
@@ -83,6 +83,7 @@ class TrainingOutcome:
     wall_seconds: float  # all attempts, from start to the end of evaluation
     precision: str
     validation: Counts | None = None  # on the held-out validation set (val_images > 0)
+    effective: dict[str, Any] | None = None  # what trained: {"batch_size", "lr"} after the small-data rule
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,13 @@ def build_manifest(
         "precision": outcome.precision,
         "wall_seconds": round(outcome.wall_seconds, 3),
         "throughput": {"training_seconds": round(training_seconds, 3), "images_per_s": round(images_per_s, 1)},
+        # What ran: the small-data rule (trainer.recipe.fit_batch) may shrink the batch and scale the lr with it.
+        "effective": {
+            "batch_size": (outcome.effective or {}).get("batch_size", config.batch_size),
+            "lr": (outcome.effective or {}).get("lr", config.lr),
+            "configured_batch_size": config.batch_size,
+            "configured_lr": config.lr,
+        },
         "estimated_cost": estimated_cost(config, outcome.wall_seconds),
         "metrics": {
             "accuracy": outcome.evaluation.accuracy,
@@ -263,8 +271,16 @@ def publish_version(
         raise PublishError(f"the model has non-finite weights ({', '.join(bad[:3])}); not publishing it")
     folder = Path(config.work_dir) / "publish" / config.model_name / version
     folder.mkdir(parents=True, exist_ok=True)
-    write_model(outcome.model, outcome.model_config, outcome.classes, folder / MODEL_FILE)
-    write_torchscript(outcome.model, folder / TORCHSCRIPT_FILE)
+    write_local(
+        lambda: write_model(outcome.model, outcome.model_config, outcome.classes, folder / MODEL_FILE),
+        folder / MODEL_FILE,
+        "the model file",
+    )
+    write_local(
+        lambda: write_torchscript(outcome.model, folder / TORCHSCRIPT_FILE),
+        folder / TORCHSCRIPT_FILE,
+        "the TorchScript file",
+    )
     metrics = metrics_document(outcome)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     title = f"{config.model_name} {version}"

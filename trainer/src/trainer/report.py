@@ -185,6 +185,18 @@ def mermaid_curves(epochs: Sequence[Mapping[str, Any]], *, title: str, floor: fl
 # --- report.md -----------------------------------------------------------------------------------
 
 
+def _recipe_as_run(manifest: Mapping[str, Any]) -> str:
+    """Batch and lr as they trained: after the small-data rule, with the configured values when it changed them."""
+    config, effective = manifest["config"], manifest.get("effective") or {}
+    batch, lr = effective.get("batch_size", config["batch_size"]), effective.get("lr", config["lr"])
+    if (batch, lr) == (config["batch_size"], config["lr"]):
+        return f"batch {batch}, lr {lr}"
+    return (
+        f"batch {batch}, lr {lr:.6g} (configured {config['batch_size']} and {config['lr']}: the small-data rule "
+        "shrank the batch and scaled the lr with it)"
+    )
+
+
 def _margin_cell(margin: str) -> str:
     return f"{margin} = {_points(parse_decimal(margin, 'champion_margin')).lstrip('+')}"
 
@@ -257,7 +269,7 @@ def render_report(
         f"| test accuracy | **{_pct(accuracy)}** "
         f"({f'{counts.correct} of {counts.total}' if counts else metrics['test_images']} images), "
         f"loss {metrics['loss']:.4f} |",
-        f"| model | `{config['model']}`, {config['epochs']} epochs, batch {config['batch_size']}, lr {config['lr']} |",
+        f"| model | `{config['model']}`, {config['epochs']} epochs, {_recipe_as_run(manifest)} |",
         f"| image | `{manifest['image_digest'] or 'local'}` |",
         f"| git sha | `{manifest['git_sha'] or 'unknown'}` |",
         f"| run | `{manifest['run_id']}`, {manifest['attempt']} attempt(s), {_duration(manifest['wall_seconds'])} |",

@@ -58,7 +58,7 @@ from trainer.progress import make_progress
 from trainer.publish import TrainingOutcome, publish_version
 from trainer.registry import versions_of_run
 from trainer.store import Store, StoreError, open_store
-from trainer.versions import VersionExistsError, new_version_id
+from trainer.versions import VersionExistsError, new_version_id, read_manifest
 
 if TYPE_CHECKING:
     from trainer.data import Cifar10Data
@@ -147,7 +147,7 @@ class Run:
         self.started = time.monotonic()
         self.owner = runstate.lease_owner()
         self.started_attempt = config.attempt  # as the trigger numbered it, before a manual restart counts one more
-        self.created_at: str | None = None  # the record's creation time: it names the run's one version
+        self.created_at: object = None  # the record's creation time: it names the run's one version
         self.holds_lease = False  # set once this trainer took the run's lease (`running`)
         self.tracker: LiveRun | None = None  # the MLflow run while training, with MLFLOW_TRACKING_URI
         self.predecessor_ended = False  # the lease's previous holder provably stopped (runstate.TAKEOVER_ENDED)
@@ -313,6 +313,7 @@ class Run:
             wall_seconds=wall_before + time.monotonic() - self.started,
             precision=session.precision,
             validation=validation,
+            effective={"batch_size": session.batch_size, "lr": session.lr},
         )
 
     def rung(self, session: TrainingSession, epoch: int) -> StoppedEarly | None:
@@ -372,14 +373,13 @@ class Run:
         )
 
     def version_id(self) -> str:
-        """The run's one version: named by the record's creation time, the same in every attempt."""
-        try:
-            created = datetime.fromisoformat(self.created_at or "")
-        except ValueError:
-            # still one name for every attempt, just not a meaningful time
-            log.warning("run %s: created_at %r is not a time; its version is dated 1970", self.run_id, self.created_at)
-            created = datetime(1970, 1, 1, tzinfo=UTC)
-        return new_version_id(self.run_id, created.astimezone(UTC))
+        """The run's one version: named by the record's creation time, the same in every attempt.
+
+        The time must be a UTC time the run can have been created at (runstate.parse_created_at): a damaged
+        record fails the run naming the field, instead of naming a version 1970… or 2099….
+        """
+        created = runstate.parse_created_at(self.created_at, where=self.store.uri_of(runstate.status_key(self.run_id)))
+        return new_version_id(self.run_id, created)
 
     def finish(self, version: str, counts: Counts | None = None) -> int:
         """The version is visible: apply the gate, record `succeeded` with the gate's outcome, exit 0.
@@ -398,10 +398,22 @@ class Run:
         return EXIT_SUCCEEDED
 
     def record_success(self, version: str, gate: dict[str, Any]) -> None:
-        """Record `succeeded` with the gate's outcome, retrying; a record that still fails is logged, not raised."""
+        """Record `succeeded` with the gate's outcome, retrying; a record that still fails is logged, not raised.
+
+        The record also says what ran (`effective`: batch size and lr after the small-data rule, and the
+        configured ones), from the version's manifest: the trainer never changes the trigger's `params`.
+        """
+        fields: dict[str, Any] = {}
+        try:
+            effective = read_manifest(self.store, self.config.model_name, version).get("effective")
+        except (StoreError, ValueError) as exc:
+            log.warning("run %s: cannot read what ran from the manifest of %s: %s", self.run_id, version, exc)
+        else:
+            if isinstance(effective, dict):
+                fields["effective"] = effective
         for attempt in range(1, STATUS_RETRIES + 1):
             try:
-                self.set_state("succeeded", version=version, gate=gate)
+                self.set_state("succeeded", version=version, gate=gate, fields=fields)
             except (runstate.LeaseLostError, runstate.LeaseHeldError):
                 raise
             except (runstate.RunStateError, StoreError, OSError) as exc:
@@ -488,12 +500,13 @@ class Run:
             return finished
         self.config = self.config.replace(attempt=_attempt_for(self.config, record))
         running = self.set_state("running")
-        self.created_at = str(running["created_at"])
+        self.created_at = running.get("created_at")  # as written: version_id checks it
         lease = running.get("lease") if isinstance(running.get("lease"), dict) else {}
         self.predecessor_ended = lease.get("took_over", "free") in runstate.TAKEOVER_ENDED
         self.start_tracking(record)
-        version = self.version_id()
+        version = None
         try:
+            version = self.version_id()  # a damaged created_at fails the run below, before any training
             outcome = self.train()
             self.publish(version, outcome)
         except (Interrupted, StoppedEarly) as stopped:
@@ -504,7 +517,7 @@ class Run:
             self.set_state("failed", reason=str(exc))
             raise  # the CLI turns it into exit code 2
         except Exception as exc:  # noqa: BLE001 -- every failure ends as a failed status, then exit 1 (log_failure keeps a bug's traceback)
-            if self.store.exists(f"models/{self.config.model_name}/{version}/manifest.json"):
+            if version and self.store.exists(f"models/{self.config.model_name}/{version}/manifest.json"):
                 log.warning("run %s: %s after its version %s became visible", self.run_id, exc, version)
                 return self.finish(version)  # visible: the run succeeded, whatever broke after the commit point
             log_failure(log, self.run_id, exc)  # one line for missing data, credentials, S3; a traceback for bugs

@@ -14,7 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from trainer.store import NotFound, Store
@@ -146,6 +146,34 @@ def check_lease(record: dict[str, Any], owner: str, attempt: int, now: datetime)
             f"heartbeat {age:.0f} s ago); not starting a second trainer"
         )
     return TAKEOVER_AGED
+
+
+# A record's created_at names the run's version; a time after now (plus this much clock skew between the
+# trigger and the trainer) or before the project existed is a damaged record, not a time to name it by.
+CREATED_AT_SKEW_S = 5 * 60
+EARLIEST_CREATED_AT = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+class RecordFieldError(ValueError):
+    """A field of the run record cannot mean what it must (the message names the record and the field)."""
+
+
+def parse_created_at(value: object, *, where: str, now: datetime | None = None) -> datetime:
+    """The record's `created_at` as a UTC time; RecordFieldError naming `where` when it cannot be one."""
+    text = value if isinstance(value, str) else ""
+    try:
+        created = datetime.fromisoformat(text)
+    except ValueError:
+        raise RecordFieldError(f"{where}: created_at {value!r} is not a time like 2026-11-25T19:00:00Z") from None
+    if created.tzinfo is None or created.utcoffset() != timedelta(0):
+        raise RecordFieldError(f"{where}: created_at {value!r} is not in UTC (want a trailing Z)")
+    now = now or datetime.now(UTC)
+    if not EARLIEST_CREATED_AT <= created <= now + timedelta(seconds=CREATED_AT_SKEW_S):
+        raise RecordFieldError(
+            f"{where}: created_at {value!r} is not a time this run can have been created at "
+            f"(now {now:%Y-%m-%dT%H:%M:%SZ})"
+        )
+    return created.astimezone(UTC)
 
 
 def status_key(run_id: str) -> str:

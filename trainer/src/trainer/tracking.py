@@ -147,6 +147,10 @@ def _log(
             mlflow.log_params(_params(manifest["config"]))
             for epoch in metrics["epochs"]:
                 mlflow.log_metrics({k: float(epoch[k]) for k in EPOCH_METRICS if k in epoch}, step=int(epoch["epoch"]))
+        effective = manifest.get("effective") or {}  # what ran, after the small-data rule (trainer.publish)
+        ran = {f"effective_{k}": str(effective[k]) for k in ("batch_size", "lr") if k in effective}
+        if ran:
+            mlflow.log_params(ran)
         mlflow.log_metrics({"accuracy": float(metrics["accuracy"]), "loss": float(metrics["loss"])})
         mlflow.log_text(report, "report.md")
         for name in (CURVES_FILE, MANIFEST):
