@@ -3,12 +3,19 @@
 The processes get torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) exactly as
 torchrun sets them, one thread each, the small `cnn` model (no BatchNorm) on a small generated dataset.
 
+The setting learns (chance is 10 %): one process reaches 79 of 128 test images (61.7 %) after 8 epochs
+(256 steps); the parity checks demand at least half, so a model stuck at chance cannot pass them.
+
 Tolerance: rank r trains shard r of the same global batch and the gradients are averaged, which is the
-single-process gradient of the global batch up to floating-point summation order (two means of 16 then a
-mean of two, against one mean of 32). In fp32 that is ~1e-7 relative per step; over the 48 steps here it
-stays far below the 1e-4 we allow on losses (the same bound as the resume tests) and 1 test image on the
-accuracy. bf16 is excluded: oneDNN picks different blockings for batches of 16 and 32, which moves the
-rounding, not the algorithm.
+single-process gradient of the global batch up to floating-point summation order (two means of 8 then a
+mean of two, against one mean of 16). That difference is ~1e-7 relative per step: after epoch 1 (32 steps,
+still on the initial plateau) the losses agreed to 3.6e-7 (measured), so epoch 1 is held to 1e-5, where a
+wrong shard (unequal halves, an image trained twice) shows at once. A network leaving its plateau amplifies
+any perturbation (the steep phase, epochs 3-5 here): measured, the epoch losses then differed by up to
+0.017 and mid-run test accuracies by up to 2 of 128 images, converging again by the end (final accuracy
+equal, final loss within 0.0026). Later epochs are held to 0.05 on the losses and 4 images on the
+accuracy (about twice the measured spread), the final accuracy to 2 images. bf16 is excluded: oneDNN picks
+different blockings for batches of 8 and 16, which moves the rounding, not the algorithm.
 """
 
 from __future__ import annotations
@@ -26,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from trainer.checkpoint import Checkpoints
-from trainer.config import load_config
+from trainer.config import ConfigError, load_config
+from trainer.data import Cifar10Data
 from trainer.distributed import (
     DistributedError,
     DistributedRun,
+    DistributedSession,
     FollowerStore,
     World,
     world_from_env,
@@ -43,11 +53,14 @@ from trainer import runstate
 
 N_TRAIN, N_TEST = 512, 128
 SETTINGS = [
-    "--model", "cnn", "--epochs", "3", "--batch-size", "32", "--lr", "0.05", "--seed", "3",
+    "--model", "cnn", "--epochs", "8", "--batch-size", "16", "--lr", "0.03", "--seed", "3",
     "--precision", "fp32", "--threads", "1", "--progress", "none",
 ]  # fmt: skip
-LOSS_TOLERANCE = 1e-4
-ACCURACY_TOLERANCE = 1 / N_TEST
+FIRST_EPOCH_LOSS_TOLERANCE = 1e-5  # summation order only (see the module docstring)
+LOSS_TOLERANCE = 0.05  # after the plateau escape
+EPOCH_IMAGES_TOLERANCE = 4  # test images, any epoch
+FINAL_IMAGES_TOLERANCE = 2  # test images, the published version
+LEARNED_IMAGES = N_TEST // 2  # the single process must reach at least this many (chance: 1 in 10)
 TIMEOUT_S = 300  # two processes importing torch and training on a loaded 2-core machine
 
 
@@ -161,6 +174,49 @@ def test_a_follower_never_renews_the_lease_nor_stores_a_checkpoint(tmp_path: Pat
     assert store.list("runs/r/") == [runstate.status_key("r")]
 
 
+class ShardGroup:
+    """What DistributedSession needs of its group to build and shard: its place, the CPU, a no-op broadcast."""
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.world = World(rank, world_size, rank, "127.0.0.1", 29500)
+        self.device = torch.device("cpu")
+
+    def broadcast_module(self, module: object) -> None:
+        pass
+
+
+def small_set(n_train: int) -> Cifar10Data:
+    images = torch.zeros((n_train, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(n_train) % 10
+    classes = tuple(f"c{i}" for i in range(10))
+    return Cifar10Data(images, labels, images[:20], labels[:20], classes, "sha256:x", "memory", generated=True)
+
+
+@pytest.mark.parametrize("batch_size", [64, 512])
+def test_two_ranks_split_the_batch_a_small_set_actually_trains_into_equal_halves(batch_size: int) -> None:
+    # GIVEN 640 training images, on which a batch of 64 or 512 trains as 40 (16 steps per epoch)
+    data = small_set(640)
+    config = load_config(["--model", "cnn", "--batch-size", str(batch_size), "--threads", "1"], {})
+    sessions = [DistributedSession(config, data, ShardGroup(rank, 2), threading.Event(), threading.Event())  # type: ignore[arg-type]
+                for rank in (0, 1)]  # fmt: skip
+    assert {s.batch_size for s in sessions} == {40}
+    # WHEN each rank cuts its shard of a global batch THEN the shards are equal halves that make up the batch
+    batch = torch.randperm(640)[:40]
+    shards = [s._shard(batch) for s in sessions]
+    assert [len(shard) for shard in shards] == [20, 20]
+    assert torch.equal(torch.cat(shards), batch)
+
+
+def test_a_shrunk_batch_that_does_not_split_evenly_is_refused_naming_batch_size() -> None:
+    # GIVEN 640 images (a batch of 63 trains as 40) and three ranks
+    config = load_config(["--model", "cnn", "--batch-size", "63", "--threads", "1"], {})
+    # WHEN a rank builds its session THEN it refuses, naming the batch it would train
+    with pytest.raises(
+        ConfigError, match=r"63 \(shrunk to 40 for 640 training images\) is not a multiple of WORLD_SIZE 3"
+    ):
+        DistributedSession(config, small_set(640), ShardGroup(0, 3), threading.Event(), threading.Event())  # type: ignore[arg-type]
+
+
 # --- two real processes ----------------------------------------------------------------------------
 
 
@@ -196,18 +252,20 @@ def base_env() -> dict[str, str]:
     return keep | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def start_ranks(ws: Workspace, run_id: str, logs: Path, extra: list[str] | None = None) -> list[subprocess.Popen[str]]:
+def start_ranks(
+    ws: Workspace, run_id: str, logs: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> list[subprocess.Popen[str]]:
     """Two ranks, started as torchrun starts them (its variables, one process each)."""
     port = str(free_port())
     processes = []
     for rank in (0, 1):
-        env = base_env() | {
+        rank_env = base_env() | (env or {}) | {
             "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
         }  # fmt: skip
         with (logs / f"rank{rank}.log").open("w") as out:
             cmd = command(ws, run_id, f"work{rank}", extra)
-            processes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+            processes.append(subprocess.Popen(cmd, env=rank_env, stdout=out, stderr=subprocess.STDOUT, text=True))
     return processes
 
 
@@ -227,6 +285,25 @@ def status(ws: Workspace, run_id: str) -> dict[str, Any]:
 def metrics(ws: Workspace, run_id: str) -> dict[str, Any]:
     version = status(ws, run_id)["version"]
     return dict(json.loads((ws.store / "models" / "cifar10" / version / "metrics.json").read_text()))
+
+
+def images(accuracy: float) -> int:
+    """Correct test images behind an accuracy over the N_TEST images."""
+    return round(accuracy * N_TEST)
+
+
+def assert_single_process_result(ours: dict[str, Any], single: dict[str, Any]) -> None:
+    """The tolerances of the module docstring: tight where only summation order differs, counts after."""
+    assert images(single["accuracy"]) >= LEARNED_IMAGES, "the setting must learn, or parity proves nothing"
+    assert abs(images(ours["accuracy"]) - images(single["accuracy"])) <= FINAL_IMAGES_TOLERANCE
+    assert abs(ours["loss"] - single["loss"]) <= LOSS_TOLERANCE
+    first, *later = zip(ours["epochs"], single["epochs"], strict=True)
+    assert abs(first[0]["train_loss"] - first[1]["train_loss"]) <= FIRST_EPOCH_LOSS_TOLERANCE
+    assert abs(first[0]["test_loss"] - first[1]["test_loss"]) <= FIRST_EPOCH_LOSS_TOLERANCE
+    for mine, theirs in later:
+        assert abs(mine["train_loss"] - theirs["train_loss"]) <= LOSS_TOLERANCE
+        assert abs(mine["test_loss"] - theirs["test_loss"]) <= LOSS_TOLERANCE
+        assert abs(images(mine["test_accuracy"]) - images(theirs["test_accuracy"])) <= EPOCH_IMAGES_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -281,11 +358,7 @@ def test_two_ranks_interrupted_on_one_rank_resume_and_publish_the_single_process
     assert (record["state"], record["attempt"]) == ("succeeded", 2)
     assert len(list((workspace.store / "models" / "cifar10").glob(f"*-{run_id}"))) == 1
     ours = metrics(workspace, run_id)
-    assert abs(ours["loss"] - single_process["loss"]) <= LOSS_TOLERANCE
-    assert abs(ours["accuracy"] - single_process["accuracy"]) <= ACCURACY_TOLERANCE
-    for mine, theirs in zip(ours["epochs"], single_process["epochs"], strict=True):
-        assert abs(mine["train_loss"] - theirs["train_loss"]) <= LOSS_TOLERANCE
-        assert abs(mine["test_loss"] - theirs["test_loss"]) <= LOSS_TOLERANCE
+    assert_single_process_result(ours, single_process)
 
 
 @pytest.mark.slow
@@ -317,6 +390,33 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused_by_every_rank(
         assert "'batch_size': 33 is not a multiple of WORLD_SIZE 2" in (tmp_path / f"rank{rank}.log").read_text()
 
 
+# What the GPU task family and a GPU Batch job set (terraform/ecs.tf), in a container where torch sees no GPU.
+NO_USABLE_GPU = {"TRAINER_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [1, 2], ids=["one-process", "two-ranks"])
+def test_a_gpu_container_without_a_usable_gpu_exits_2_naming_the_device(
+    workspace: Workspace, tmp_path: Path, ranks: int
+) -> None:
+    # GIVEN TRAINER_DEVICE=cuda and no GPU torch can use WHEN the trainer starts (alone or as two ranks)
+    if ranks == 1:
+        done = subprocess.run(
+            command(workspace, "no-gpu-1", "work-no-gpu"), env=base_env() | NO_USABLE_GPU, capture_output=True,
+            text=True, timeout=TIMEOUT_S, check=False,
+        )  # fmt: skip
+        codes, outputs = [done.returncode], [done.stderr]
+    else:
+        processes = start_ranks(workspace, "no-gpu-2", tmp_path, env=NO_USABLE_GPU)
+        codes = wait_all(processes, tmp_path)
+        outputs = [(tmp_path / f"rank{rank}.log").read_text() for rank in (0, 1)]
+    # THEN every process exits 2 naming the setting, and none trained on the CPU
+    assert codes == [2] * ranks, outputs
+    for output in outputs:
+        assert "invalid setting 'device': 'cuda' requested, but torch sees no CUDA device here" in output
+        assert "epoch 1/" not in output
+
+
 @pytest.mark.slow
 def test_a_checkpoint_of_two_ranks_resumes_on_one_process_to_the_same_result(
     workspace: Workspace, single_process: dict[str, Any], tmp_path: Path
@@ -341,9 +441,7 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one_process_to_the_same_result(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch" in resumed.stderr
-    ours = metrics(workspace, run_id)
-    assert abs(ours["loss"] - single_process["loss"]) <= LOSS_TOLERANCE
-    assert abs(ours["accuracy"] - single_process["accuracy"]) <= ACCURACY_TOLERANCE
+    assert_single_process_result(metrics(workspace, run_id), single_process)
 
 
 # --- an AWS Batch node under real torchrun (`python -m trainer torchrun`) ---------------------------
@@ -362,7 +460,7 @@ def batch_node_env(attempt: int, port: int) -> dict[str, str]:
 
 
 def start_node(ws: Workspace, run_id: str, attempt: int, log: Path) -> subprocess.Popen[str]:
-    cmd = command(ws, run_id, "work-node", ["--epochs", "4"])
+    cmd = command(ws, run_id, "work-node", ["--epochs", "3"])
     cmd[cmd.index("train")] = "torchrun"
     with log.open("w") as out:
         return subprocess.Popen(

@@ -11,7 +11,9 @@ Why the result is the single-process result with the same `batch_size` (the glob
 
 1. Every process loads the whole dataset and draws the same epoch plan (`trainer.data.plan_epoch` is a
    function of seed and epoch). Global batch i is cut into WORLD_SIZE equal contiguous shards and rank r
-   trains shard r, so `batch_size` must be a multiple of WORLD_SIZE (checked: exit 2 naming it).
+   trains shard r, so `batch_size` must be a multiple of WORLD_SIZE (checked: exit 2 naming it). On a
+   small training set the global batch is the one TrainingSession actually trains (`recipe.fit_batch`
+   shrinks it to keep 16 steps per epoch), and that one is sharded and checked.
 2. Before every optimizer step the gradients are averaged over the processes in one all-reduce. Each rank's
    loss is the mean over its shard, so the average is the gradient of the mean over the global batch: the
    single-process gradient up to floating-point summation order. Parameters start equal (rank 0's are
@@ -50,11 +52,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer import runstate
+from trainer import recipe, runstate
 from trainer.checkpoint import Checkpoints
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
+from trainer.resources import resolve_device
 from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, stop_on_signals
 from trainer.store import Store, StoreError, open_store
 from trainer.torchrun import BatchEnvironmentError, int_variable
@@ -185,13 +188,22 @@ class DistributedSession(TrainingSession):
     ) -> None:
         world = group.world.world_size
         assert config.batch_size is not None  # noqa: S101 -- resolved by load_config
-        if config.batch_size % world:
-            raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world}")
+        # The batch actually trained: on a small set TrainingSession shrinks it (recipe.fit_batch), and the
+        # shards must split that one, else rank 0 trains a full shard and the last ranks a short or empty one.
+        trained = recipe.fit_batch(config.batch_size, len(data.train_labels))
+        if trained % world:
+            shrunk = (
+                f" (shrunk to {trained} for {len(data.train_labels)} training images)"
+                if trained != config.batch_size
+                else ""
+            )
+            raise ConfigError("batch_size", f"{config.batch_size}{shrunk} is not a multiple of WORLD_SIZE {world}")
         super().__init__(config, data, device=group.device)
+        assert self.batch_size == trained  # noqa: S101 -- the same rule as TrainingSession's
         self.group = group
         self.raw_stop = raw_stop
         self.agreed = agreed
-        self.shard_size = config.batch_size // world
+        self.shard_size = self.batch_size // world
         group.broadcast_module(self.model)
         self.optimizer.register_step_pre_hook(self._average_gradients)
         self._norm_buffers = [
@@ -380,8 +392,11 @@ def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event 
 
 
 def _device_for(config: TrainConfig, world: World) -> torch.device:
-    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
+    """This process's device: cuda:LOCAL_RANK, or the CPU; `device` cuda without a usable GPU raises
+    ConfigError naming it (exit 2 on every rank, before any of them waits for another)."""
+    device = resolve_device(config.device)
+    if device.type != "cuda":
+        return device
     torch.cuda.set_device(world.local_rank)
     return torch.device("cuda", world.local_rank)
 
