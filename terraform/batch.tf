@@ -101,6 +101,25 @@ resource "aws_batch_job_queue" "mnp" {
     order               = 1
     compute_environment = aws_batch_compute_environment.mnp[0].arn
   }
+
+  # A job that can never start would wait RUNNABLE forever (and hold the queue's head): Batch cancels it
+  # after the time below for the reason it gives (docs.aws.amazon.com/batch/latest/userguide/
+  # job_stuck_in_runnable_time_limit_actions.html; 600 s is the least it allows). The cancelled job's
+  # FAILED event marks the run failed (the batch_job_failed rule). More nodes than the environment holds
+  # are refused by the trigger before submitting (BATCH_MAX_NODES); these catch what remains.
+  dynamic "job_state_time_limit_action" {
+    for_each = {
+      "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE" = 600
+      "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"         = 600
+      "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"           = 4 * 3600 # the on-demand pool may come back
+    }
+    content {
+      action           = "CANCEL"
+      state            = "RUNNABLE"
+      reason           = job_state_time_limit_action.key
+      max_time_seconds = job_state_time_limit_action.value
+    }
+  }
 }
 
 locals {

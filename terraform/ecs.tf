@@ -102,15 +102,23 @@ locals {
     }
   }
 
+  # A variant on GPU instances says so (TRAINER_DEVICE=cuda): a container in which torch sees no usable GPU
+  # (a driver or toolkit mismatch, a CPU-only image) then exits 2 naming the setting, instead of training on
+  # the CPU at GPU prices. A Batch environment without GPUs (var.batch.gpus_per_node = 0) trains on the CPU.
+  trainer_gpu_environment = merge(local.trainer_environment, { TRAINER_DEVICE = "cuda" })
+  trainer_mnp_environment = var.batch.gpus_per_node > 0 ? local.trainer_gpu_environment : local.trainer_environment
+
   trainer_containers = {
     fargate = merge(local.trainer_container_ecs, {
       logConfiguration = local.trainer_log_configurations.fargate
     })
     gpu = merge(local.trainer_container_ecs, {
+      environment          = [for key in sort(keys(local.trainer_gpu_environment)) : { name = key, value = local.trainer_gpu_environment[key] }]
       resourceRequirements = [{ type = "GPU", value = "1" }]
       logConfiguration     = local.trainer_log_configurations.gpu
     })
     mnp = merge(local.trainer_container_common, {
+      environment          = [for key in sort(keys(local.trainer_mnp_environment)) : { name = key, value = local.trainer_mnp_environment[key] }]
       command              = ["torchrun"]
       jobRoleArn           = aws_iam_role.task.arn
       executionRoleArn     = aws_iam_role.execution.arn

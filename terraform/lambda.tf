@@ -66,6 +66,8 @@ resource "aws_lambda_function" "this" {
       PUSHTRAIN_DEFAULT_COMPUTE                 = var.default_compute
       PUSHTRAIN_BATCH_JOB_QUEUE                 = local.batch_enabled ? local.batch_queue_name : ""
       PUSHTRAIN_BATCH_JOB_DEFINITION            = local.batch_enabled ? local.batch_job_family : ""
+      # More nodes than the compute environment holds would wait RUNNABLE: the trigger refuses them.
+      PUSHTRAIN_BATCH_MAX_NODES = local.batch_enabled ? tostring(var.batch.max_nodes) : ""
       # A start claimed longer ago than this died with its invocation: 3 x the 60 s timeout above.
       PUSHTRAIN_CLAIM_SECONDS = "180"
       # Reconcile's look-back; runs/ expires later (checkpoint_expiration_days is at least 8).

@@ -407,7 +407,11 @@ def test_every_trainer_variant_runs_the_one_container_definition() -> None:
     assert set(containers) == {"fargate", "gpu", "mnp"}
     for variant, container in containers.items():
         for key, value in common.items():
-            assert repr(container[key]) == repr(value), f"{variant} differs from the common container in {key}"
+            # the GPU variants add TRAINER_DEVICE=cuda to the environment, nothing else
+            expected = value
+            if key == "environment" and variant != "fargate":
+                expected = sorted([*value, {"name": "TRAINER_DEVICE", "value": "cuda"}], key=lambda item: item["name"])
+            assert repr(container[key]) == repr(expected), f"{variant} differs from the common container in {key}"
         assert container["readonlyRootFilesystem"] is True
         assert container["logConfiguration"]["options"]["awslogs-stream-prefix"].startswith("trainer")
 

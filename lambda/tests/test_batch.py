@@ -9,6 +9,7 @@ against the Batch API model: the exact SubmitJob and RegisterJobDefinition reque
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from trigger.aws import Clients
 from trigger.batch import job_name
 from trigger.compute import parse_scaled_request
 from trigger.config import Config, load_config
-from trigger.errors import InvalidEventError, StartInFlightError
+from trigger.errors import ConfigError, InvalidEventError, StartInFlightError
 from trigger.handler import handle
 from trigger.records import new_record, record_key
 from trigger.runs import RunSpec
@@ -28,7 +29,9 @@ from trigger_testkit import BUCKET, DIGEST, ENVIRONMENT, GIT_SHA, REGION, Emulat
 ACCOUNT = "123456789012"
 QUEUE = "pushtrain-mnp"
 FAMILY = "pushtrain-trainer-mnp"
-BATCH_ENVIRONMENT = ENVIRONMENT | {"PUSHTRAIN_BATCH_JOB_QUEUE": QUEUE, "PUSHTRAIN_BATCH_JOB_DEFINITION": FAMILY}
+BATCH_ENVIRONMENT = ENVIRONMENT | {
+    "PUSHTRAIN_BATCH_JOB_QUEUE": QUEUE, "PUSHTRAIN_BATCH_JOB_DEFINITION": FAMILY, "PUSHTRAIN_BATCH_MAX_NODES": "4",
+}  # fmt: skip
 REPO = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/pushtrain-trainer"
 BASE_ARN = f"arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/{FAMILY}:1"
 PINNED_ARN = f"arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/{FAMILY}:2"
@@ -404,3 +407,29 @@ def test_a_damaged_record_names_its_field_instead_of_crashing(field: str, value:
     record = new_record(spec, "push", clock()) | {field: value}
     with pytest.raises(RecordConflictError, match=f"{field}="):
         spec_of(record)
+
+
+@pytest.mark.parametrize("nodes", [5, 16])
+def test_more_nodes_than_the_compute_environment_holds_are_refused_before_anything_is_written(
+    batch_aws: tuple[Emulated, Config, Stubber], nodes: int
+) -> None:
+    # GIVEN a stack whose Batch compute environment holds 4 nodes (var.batch.max_nodes; the stub answers no call)
+    aws, config, _stub = batch_aws
+    assert config.batch_max_nodes == 4
+    # WHEN a request asks for more THEN it is refused, naming the limit, and no record, claim or job exists
+    with pytest.raises(InvalidEventError, match=rf"nodes={nodes} is more than the 4 nodes .*var\.batch\.max_nodes"):
+        handle(REQUEST | {"nodes": nodes}, config, aws.clients, clock=clock, sleep=no_sleep)
+    assert aws.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"PUSHTRAIN_BATCH_MAX_NODES": ""}, "PUSHTRAIN_BATCH_MAX_NODES=''"),
+        ({"PUSHTRAIN_BATCH_MAX_NODES": "17"}, "PUSHTRAIN_BATCH_MAX_NODES='17'"),
+        ({"PUSHTRAIN_BATCH_JOB_QUEUE": "", "PUSHTRAIN_BATCH_JOB_DEFINITION": ""}, "PUSHTRAIN_BATCH_MAX_NODES is set"),
+    ],
+)
+def test_the_node_limit_comes_with_the_queue(change: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(BATCH_ENVIRONMENT | change)

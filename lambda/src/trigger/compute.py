@@ -64,6 +64,11 @@ def parse_scaled_request(event: Mapping[str, Any], config: Config) -> ScaledRequ
             f"nodes={nodes} needs multi-node capacity, which this stack has not deployed "
             "(Terraform var.batch.enabled = true, terraform/batch.tf)"
         )
+    if nodes > 1 and nodes > config.batch_max_nodes:
+        raise InvalidEventError(
+            f"nodes={nodes} is more than the {config.batch_max_nodes} nodes the Batch compute environment holds "
+            "(Terraform var.batch.max_nodes); such a job would never start"
+        )
     if compute == GPU and nodes == 1 and not config.gpu_task_family:
         raise InvalidEventError(
             "compute='gpu' needs GPU capacity, which this stack has not deployed "

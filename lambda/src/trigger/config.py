@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from trigger.errors import ConfigError
 
@@ -26,6 +27,7 @@ MIN_CLAIM_SECONDS, MAX_CLAIM_SECONDS = 60, 3600
 # objects must live longer (terraform/variables.tf checkpoint_expiration_days), or an expired record
 # would make an old image look never trained.
 MAX_LOOKBACK_DAYS = 365
+MAX_BATCH_NODES = 16  # terraform/variables.tf allows var.batch.max_nodes from 2 to 16
 # Where a run trains (docs/contracts.md): "cpu" on Fargate, "gpu" on the GPU capacity provider.
 COMPUTES = ("cpu", "gpu")
 _DECIMAL = re.compile(r"[0-9]{1,9}", re.ASCII)
@@ -65,6 +67,9 @@ class Config:
     default_compute: str = "cpu"
     batch_job_queue: str = ""
     batch_job_definition: str = ""
+    # The most nodes the Batch compute environment holds (var.batch.max_nodes): a job asking for more
+    # would wait RUNNABLE until the queue's time limit cancels it, so the trigger refuses it. 0: no Batch.
+    batch_max_nodes: int = 0
     model_name: str = "cifar10"
 
 
@@ -142,7 +147,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     """The optional scale-out variables (empty: not deployed), appending what is wrong to `problems`."""
 
     def optional(name: str, pattern: re.Pattern[str]) -> str:
@@ -163,6 +168,17 @@ def _scale_out(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
     for first, second in (("gpu_task_family", "gpu_capacity_provider"), ("batch_job_queue", "batch_job_definition")):
         if bool(values[first]) != bool(values[second]):
             problems.append(f"PUSHTRAIN_{first.upper()} and PUSHTRAIN_{second.upper()} must both be set or both empty")
+    raw_max_nodes = env.get("PUSHTRAIN_BATCH_MAX_NODES", "")
+    if values["batch_job_queue"]:
+        if _DECIMAL.fullmatch(raw_max_nodes) and 2 <= int(raw_max_nodes) <= MAX_BATCH_NODES:
+            values["batch_max_nodes"] = int(raw_max_nodes)
+        else:
+            problems.append(
+                f"PUSHTRAIN_BATCH_MAX_NODES={raw_max_nodes[:40]!r} must be a whole number from 2 to {MAX_BATCH_NODES} "
+                "when PUSHTRAIN_BATCH_JOB_QUEUE is set (Terraform var.batch.max_nodes)"
+            )
+    elif raw_max_nodes:
+        problems.append("PUSHTRAIN_BATCH_MAX_NODES is set but PUSHTRAIN_BATCH_JOB_QUEUE is empty")
     if values["gpu_on_demand_capacity_provider"] and not values["gpu_capacity_provider"]:
         problems.append("PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER is set but PUSHTRAIN_GPU_CAPACITY_PROVIDER is empty")
     if values["default_compute"] not in COMPUTES:
