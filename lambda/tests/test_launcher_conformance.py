@@ -64,7 +64,10 @@ class Account:
             environment |= {"PUSHTRAIN_GPU_TASK_FAMILY": GPU_FAMILY, "PUSHTRAIN_GPU_CAPACITY_PROVIDER": GPU_PROVIDER}
             self._deploy_gpu(session)
         if kind == "batch":
-            environment |= {"PUSHTRAIN_BATCH_JOB_QUEUE": QUEUE, "PUSHTRAIN_BATCH_JOB_DEFINITION": JOB_DEFINITION}
+            environment |= {
+                "PUSHTRAIN_BATCH_JOB_QUEUE": QUEUE, "PUSHTRAIN_BATCH_JOB_DEFINITION": JOB_DEFINITION,
+                "PUSHTRAIN_BATCH_MAX_NODES": "4",
+            }  # fmt: skip
             self._deploy_batch(made["iam"])
         self.environment = environment
         self.config: Config = load_config(environment)
