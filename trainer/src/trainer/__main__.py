@@ -159,6 +159,10 @@ def _run(config: TrainConfig) -> int:
     from trainer.config import ConfigError
 
     try:
+        if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes under torchrun: validated there
+            from trainer import distributed
+
+            return distributed.main(config, os.environ, stop=STOP)
         return run.main(config, stop=STOP)
     except ConfigError as err:  # settings that can only be checked against the data (batch_size vs. its size)
         print(f"trainer: {err}", file=sys.stderr)

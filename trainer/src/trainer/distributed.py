@@ -3,7 +3,8 @@
     torchrun --standalone --nproc-per-node 2 -m trainer train --model cnn ...   # two processes, one machine
     python -m trainer torchrun [--setting value ...]   # an AWS Batch node: trainer.torchrun starts torchrun
 
-`trainer.run.main` hands over to `main` here whenever WORLD_SIZE is set and not 1 (torchrun sets RANK,
+`python -m trainer train` (trainer.__main__) calls `main` here instead of `trainer.run.main` whenever
+WORLD_SIZE is set and not 1 (torchrun sets RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for every process it starts). Backends: gloo on CPU,
 NCCL on CUDA (one GPU per process, cuda:LOCAL_RANK).
 
@@ -58,7 +59,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
 from trainer.resources import resolve_device
-from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, stop_on_signals
+from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, local_run_id, stop_on_signals
 from trainer.store import Store, StoreError, open_store
 from trainer.torchrun import BatchEnvironmentError, int_variable
 from trainer.train import TrainingSession
@@ -367,6 +368,8 @@ def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event 
     stop: the event the CLI's signal handlers (installed first thing) set; without one, handlers are
     installed for the duration of the run.
     """
+    if not config.run_id:
+        config = config.replace(run_id=local_run_id(config))  # as trainer.run.main: every rank names the same run
     world = world_from_env(environ)
     if (config.batch_size or 0) % world.world_size:  # refused by every rank before any of them waits for another
         raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world.world_size}")

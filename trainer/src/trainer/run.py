@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -565,10 +564,6 @@ def main(config: TrainConfig, stop: threading.Event | None = None) -> int:
     """
     if not config.run_id:
         config = config.replace(run_id=local_run_id(config))
-    if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes (torchrun); validated there
-        from trainer import distributed
-
-        return distributed.main(config, os.environ, stop)
     store = open_store(config.store_uri)
     with contextlib.ExitStack() as stack:
         if stop is None:
