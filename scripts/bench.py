@@ -3,7 +3,7 @@
 Each benchmark measures its own baseline in the same run and prints a ratio
 against it; nothing here asserts on time. Pass names to run a subset:
 `make bench ARGS="trainer"`, `make bench ARGS="trainer-speed"` (no parity table),
-`make bench ARGS="trainer-parity"`.
+`make bench ARGS="trainer-parity"`, `make bench ARGS=gpu`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 BENCHES: dict[str, list[str]] = {
     "trigger": ["scripts/bench_trigger.py"],  # cold start, handler CPU per event, zip size
     # seed loop vs ours (cnn, airbench; fp32, bf16), matmul peak, full-recipe estimate, bf16 parity (~6-8 min)
-    "trainer": ["-m", "trainer.bench"],
-    "trainer-speed": ["-m", "trainer.bench", "--skip", "parity"],  # the same without the parity table (~4 min)
-    "trainer-parity": ["-m", "trainer.bench", "--only", "parity"],  # only the bf16-vs-fp32 accuracy table
+    "trainer": ["scripts/bench_trainer.py"],
+    "trainer-speed": ["scripts/bench_trainer.py", "--skip", "parity"],  # the same without the parity table (~4 min)
+    "trainer-parity": ["scripts/bench_trainer.py", "--only", "parity"],  # only the bf16-vs-fp32 accuracy table
+    # the reference airbench94 and our trainer on the same GPU, warm, with accuracy (skips without CUDA)
+    "gpu": ["scripts/bench_gpu.py"],
 }
 DEFAULT = ("trigger", "trainer")  # what a bare `make bench` runs (the subsets are parts of "trainer")
 

@@ -121,13 +121,6 @@ def _expected_md5(batches: Path) -> tuple[dict[str, str], bool]:
     return {name: md5[name] for name in DATA_FILES}, True
 
 
-def torchvision_dataset(batches: Path, *, train: bool) -> CIFAR10:
-    """torchvision's CIFAR10 dataset object over a verified batches folder (per-image PIL access, as the seed used)."""
-    verify_folder(batches)
-    expected, _ = _expected_md5(batches)
-    return _VerifiedCIFAR10(batches.parent, train=train, expected_md5=expected)
-
-
 def verify_folder(batches: Path) -> bool:
     """Check every file of `cifar-10-batches-py/` against its expected md5; return whether it is generated."""
     expected, generated = _expected_md5(batches)

@@ -23,8 +23,8 @@ training set of fewer than MIN_STEPS_PER_EPOCH images is a configuration error.
     fit(session, should_stop=lambda: False)
     print(session.history[-1])
 
-Expect (airbench, default recipe) the reference's 94.01 % mean test accuracy on CIFAR-10 after 9.9 epochs
-(inherited through the equality proof; see trainer.nets AIRBENCH_RECIPE); for the wall time on 2 cores in
+Expect (airbench, default recipe) about the reference's published 94.01 % mean test accuracy on CIFAR-10
+after 9.9 epochs (not measured here; see trainer.nets AIRBENCH_RECIPE); for the wall time on 2 cores in
 fp32 and bf16, see the estimate of `make bench ARGS=trainer-speed` (trainer/README.md).
 """
 
