@@ -659,6 +659,24 @@ def test_the_references_loader_gives_our_sessions_batches_epoch_by_epoch_for_the
     assert len(seen) == 3 * 16
 
 
+def test_our_epoch_plans_draw_uniformly_over_the_references_ranges() -> None:
+    # The loader test maps our draws onto the reference's, so it cannot see a skewed draw: count them.
+    # GIVEN a full-size epoch plan, and the reference's ranges: crops by randint(-2, 3) per axis, a
+    # flip where rand < 0.5, a permutation
+    n, pad = CIFAR10_TRAIN, recipe.TRANSLATE
+    for epoch in (0, 1):
+        plan = plan_epoch(n, seed=0, epoch=epoch, pad=pad)
+        # THEN each of the 5 offsets per axis is drawn n/5 times, within 5 standard deviations
+        for shifts in (plan.shift_y, plan.shift_x):
+            counts = torch.bincount(shifts, minlength=2 * pad + 1).tolist()
+            assert len(counts) == 2 * pad + 1, counts
+            sd = math.sqrt(n * (1 / 5) * (4 / 5))
+            assert all(abs(c - n / 5) < 5 * sd for c in counts), counts
+        # AND half the images are mirrored, and the order is a permutation
+        assert abs(int(plan.flip.sum()) - n / 2) < 5 * math.sqrt(n / 4)
+        assert torch.equal(plan.order.sort().values, torch.arange(n))
+
+
 # --- training: our session and the reference's loop, each with its own loader -------------------------
 
 SMALL_WIDTHS = (16, 32, 32)  # the recipe does not depend on the widths; small ones keep the test fast
