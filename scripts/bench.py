@@ -21,6 +21,8 @@ BENCHES: dict[str, list[str]] = {
     "trainer": ["scripts/bench_trainer.py"],
     "trainer-speed": ["scripts/bench_trainer.py", "--skip", "parity"],  # the same without the parity table (~4 min)
     "trainer-parity": ["scripts/bench_trainer.py", "--only", "parity"],  # only the bf16-vs-fp32 accuracy table
+    # the default model's step on 1 vs 2 threads and the time/cost table for 2/4/8 vCPU it implies (~2 min)
+    "threads": ["scripts/bench_trainer.py", "--only", "threads"],
     # the reference airbench94 and our trainer on the same GPU, warm, with accuracy (skips without CUDA)
     "gpu": ["scripts/bench_gpu.py"],
 }

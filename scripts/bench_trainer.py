@@ -92,7 +92,7 @@ SMOKE = Sizes(
     airbench_steps=(1, 2, 1),
     gpu_steps=(1, 2, 2),
 )
-SECTIONS = ("machine", "seed", "throughput", "estimate", "gpu", "parity")
+SECTIONS = ("machine", "seed", "throughput", "estimate", "threads", "gpu", "parity")
 DATA_CACHE = Path(".pushtrain/bench")  # generated data is a pure function of its arguments: reused across runs
 
 
@@ -465,6 +465,78 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
         results[model] = row
 
 
+# --- task size: thread scaling and the Fargate table ----------------------------------------------------
+
+# Fargate Linux/x86 on demand, us-east-1 (the source of TrainConfig.cost_per_hour): billed per vCPU-hour
+# and per GB-hour, each task size with the least memory Fargate pairs with its vCPUs.
+FARGATE_VCPU_HOUR = 0.04048
+FARGATE_GB_HOUR = 0.004445
+TASK_SIZES = ((2, 4), (4, 8), (8, 16))  # (vCPU, memory GB)
+
+
+def parallel_fraction(step_1: float, step_2: float) -> float:
+    """Amdahl's parallel share p of a step from its time on 1 and on 2 threads: step_2 = step_1 (1 - p + p / 2)."""
+    return min(1.0, max(0.0, 2 * (1 - step_2 / step_1)))
+
+
+def task_size_table(step_1: float, step_2: float, seconds_at_2: float) -> list[dict[str, float]]:
+    """Time and cost of a run on each task size in TASK_SIZES, from the run's time on 2 threads scaled by
+    Amdahl's law fitted to 1 vs 2 threads. An optimistic bound: it assumes n vCPUs scale like the first
+    two (no memory-bandwidth limit, and a vCPU is a hyperthread: two may share one core's FMA units)."""
+    p = parallel_fraction(step_1, step_2)
+    rows = []
+    for vcpu, memory_gb in TASK_SIZES:
+        seconds = seconds_at_2 * (1 - p + p / vcpu) / (1 - p + p / 2)
+        per_hour = vcpu * FARGATE_VCPU_HOUR + memory_gb * FARGATE_GB_HOUR
+        rows.append(
+            {
+                "vcpu": vcpu,
+                "memory_gb": memory_gb,
+                "seconds": seconds,
+                "per_hour": per_hour,
+                "cost": seconds / 3600 * per_hour,
+            }
+        )
+    return rows
+
+
+def measure_threads(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
+    """The default model's bf16 step (after epoch 3, most of the recipe) on 1 and on 2 threads, and the
+    task-size table it implies for the recipe's training steps."""
+    steps: dict[int, float] = {}
+    for threads in (1, 2):
+        with _step(f"airbench bf16 on {threads} thread(s)", results):
+            config = _config(root, work, "--precision", "bf16", "--device", "cpu", "--threads", str(threads))
+            session = _phase_session(config, data, recipe.WHITEN_BIAS_EPOCHS)
+            record = _window_record(training_windows(session, *sizes.airbench_steps))
+            steps[threads] = session.batch_size / record["per_s"]
+    apply_threads(0)
+    total_steps = TrainingSession(_config(root, work), data).total_steps
+    results["threads"] = {
+        "step_1": steps[1],
+        "step_2": steps[2],
+        "total_steps": total_steps,
+        "parallel_fraction": parallel_fraction(steps[1], steps[2]),
+        "table": task_size_table(steps[1], steps[2], total_steps * steps[2]),
+    }
+
+
+def _threads_lines(t: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"THREADS: airbench bf16 step {t['step_1']:.2f} s on 1 thread, {t['step_2']:.2f} s on 2 "
+        f"({t['step_1'] / t['step_2']:.2f}x; Amdahl's parallel share {t['parallel_fraction']:.2f})",
+        f"  the recipe's {t['total_steps']} training steps by Fargate task size (Amdahl from 1 vs 2 threads, "
+        "an optimistic bound beyond 2; on-demand us-east-1):",
+    ]
+    for row in t["table"]:
+        lines.append(
+            f"  {row['vcpu']} vCPU / {row['memory_gb']} GB: {row['seconds'] / 60:5.1f} min  "
+            f"${row['per_hour']:.4f}/h  ${row['cost']:.4f} per run"
+        )
+    return lines
+
+
 def measure_gpu(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
     """The default recipe on the CUDA device, when there is one: images/s (windows end on a synchronize,
     so they time the device's work, not the launches) and the estimated time to the recipe's end."""
@@ -692,7 +764,7 @@ def run(
                     results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes)
                 text = cpuinfo.read_text(encoding="ascii", errors="replace") if cpuinfo.exists() else ""
                 results["hardware_bf16"] = hardware_peak(threads, text, os.sched_getaffinity(0), flop_per_cycle)
-        if {"seed", "throughput", "estimate", "gpu"} & set(sections):
+        if {"seed", "throughput", "estimate", "threads", "gpu"} & set(sections):
             with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
                 root = _cached_synth(sizes.train, sizes.test, synth.EASY)
                 data = load_dataset(_config(root, work))
@@ -710,6 +782,8 @@ def run(
                     peak, bf16 = results["matmul_bf16"]["per_s"], results["airbench"]["bf16"]
                     results["floor"] = floor(bf16, epochs, peak, epoch_eval=epoch_eval)
                     results["goals"] = goals(bf16, peak, results["estimate"]["bf16"]["total_s"], results["floor"])
+            if "threads" in sections:
+                measure_threads(root, work, data, results, sizes)
             if "gpu" in sections:
                 measure_gpu(root, work, data, results, sizes)
         if "parity" in sections:
@@ -891,6 +965,8 @@ def report(results: dict[str, Any]) -> str:
         lines += _throughput_lines(results, peak, seed)
     if "estimate" in results:
         lines += _estimate_lines(results)
+    if "threads" in results:
+        lines += _threads_lines(results["threads"])
     if "gpu" in results:
         lines += ["", *_gpu_lines(results["gpu"])]
     if "parity" in results:

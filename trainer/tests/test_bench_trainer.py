@@ -235,6 +235,27 @@ def test_goals_compare_real_pixel_work_with_the_matmul_peak_and_the_estimate_wit
     assert (edge["real_pixel_ratio_met"], edge["over_floor_met"]) == (True, True)
 
 
+def test_task_size_table_scales_the_two_thread_time_by_amdahls_law_fitted_to_one_and_two_threads() -> None:
+    from bench_trainer import parallel_fraction, task_size_table
+
+    # GIVEN a step of 4 s on 1 thread and 2.5 s on 2: 2.5 = 4 (1 - p + p / 2), so p = 0.75
+    assert parallel_fraction(4.0, 2.5) == 0.75
+    # WHEN a run takes 600 s on 2 threads
+    rows = {row["vcpu"]: row for row in task_size_table(4.0, 2.5, 600.0)}
+    # THEN 4 vCPU take 600 x (0.25 + 0.75 / 4) / (0.25 + 0.75 / 2) = 420 s, 8 vCPU 330 s
+    assert rows[2]["seconds"] == pytest.approx(600.0)
+    assert rows[4]["seconds"] == pytest.approx(420.0)
+    assert rows[8]["seconds"] == pytest.approx(330.0)
+    # AND each costs its time at vCPU-hours + GB-hours (the least memory for its vCPUs)
+    assert (rows[4]["memory_gb"], rows[4]["per_hour"]) == (8, pytest.approx(4 * 0.04048 + 8 * 0.004445))
+    assert rows[4]["cost"] == pytest.approx(420 / 3600 * (4 * 0.04048 + 8 * 0.004445))
+    # AND a perfectly parallel step halves the time per doubling; a serial one never speeds up
+    perfect = {row["vcpu"]: row["seconds"] for row in task_size_table(2.0, 1.0, 600.0)}
+    assert (perfect[4], perfect[8]) == (pytest.approx(300.0), pytest.approx(150.0))
+    assert {row["seconds"] for row in task_size_table(2.0, 2.0, 600.0)} == {600.0}
+    assert parallel_fraction(2.0, 2.5) == 0.0  # slower on 2 threads (a busy machine): no parallel share
+
+
 def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     import bench_trainer as bench
 
@@ -245,7 +266,7 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256),
     )  # fmt: skip
     # WHEN every section but the seed loop runs
-    results = bench.run(("machine", "throughput", "estimate", "gpu", "parity"), tiny)
+    results = bench.run(("machine", "throughput", "estimate", "threads", "gpu", "parity"), tiny)
     text = bench.report(results)
     # THEN the report has the phases, the whole-recipe ratio, the estimate, the floor and the parity table
     gpu = "ESTIMATE to the recipe's end" if torch.cuda.is_available() else "GPU: no CUDA device here"
@@ -261,6 +282,8 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         "FLOOR, counted",
         "GOAL bf16 real-pixel",
         "GOAL bf16 end-to-end",
+        "THREADS:",
+        "8 vCPU / 16 GB",
         gpu,
         "parity",
     ):
