@@ -512,7 +512,7 @@ def measure_threads(root: Path, work: Path, data: Cifar10Data, results: dict[str
             steps[threads] = session.batch_size / record["per_s"]
     apply_threads(0)
     total_steps = TrainingSession(_config(root, work), data).total_steps
-    results["threads"] = {
+    results["thread_scaling"] = {  # results["threads"] is the thread count of the other sections
         "step_1": steps[1],
         "step_2": steps[2],
         "total_steps": total_steps,
@@ -965,8 +965,8 @@ def report(results: dict[str, Any]) -> str:
         lines += _throughput_lines(results, peak, seed)
     if "estimate" in results:
         lines += _estimate_lines(results)
-    if "threads" in results:
-        lines += _threads_lines(results["threads"])
+    if "thread_scaling" in results:
+        lines += _threads_lines(results["thread_scaling"])
     if "gpu" in results:
         lines += ["", *_gpu_lines(results["gpu"])]
     if "parity" in results:

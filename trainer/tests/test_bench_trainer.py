@@ -289,6 +289,7 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     ):
         assert expected in text
     assert results["floor"]["seconds"] > 0
+    assert isinstance(results["threads"], int) and set(results["thread_scaling"]) >= {"step_1", "step_2", "table"}
     # AND the peak is the best of the sizes measured
     peak = results["matmul_bf16"]
     assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), rel=1e-3)
