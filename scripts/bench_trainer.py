@@ -78,9 +78,14 @@ class Sizes:
     # n x n matmuls for the peak: oneDNN's best size differs by precision and cache (measured here: fp32
     # 192 GFLOP/s at 1024 but 168 at 2048), so the peak is the best median over these sizes
     matmul_sizes: tuple[int, ...] = (1024, 2048, 3072)
+    # work per timed matmul window: ~69 GFLOP (four 2048^3 products) takes a fraction of a second at
+    # a native-bf16 peak but minutes where bf16 is emulated (a CPU without AVX-512 BF16), so the smoke
+    # run of the code paths asks for far less
+    matmul_gflop: float = 4 * 2 * 2048**3 / 1e9
 
 
 FULL = Sizes()
+FULL_MATMUL_GFLOP = FULL.matmul_gflop
 SMOKE = Sizes(
     train=2048,
     test=256,
@@ -164,10 +169,10 @@ def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: 
     return result
 
 
-def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048) -> Windows:
-    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each, ~69 GFLOP a window): 2 warm-up, 5 windows."""
+def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, gflop: float = FULL_MATMUL_GFLOP) -> Windows:
+    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each, about `gflop` a window): 2 warm-up, 5 windows."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    repeats = max(1, round(4 * (2048 / n) ** 3))
+    repeats = max(1, round(gflop * 1e9 / (2 * n**3)))
 
     def run() -> float:
         for _ in range(repeats):
@@ -177,9 +182,11 @@ def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048) -> Windows:
     return timed_windows(run, 2, 5, threads)
 
 
-def matmul_peak(dtype: torch.dtype, threads: int, sizes: tuple[int, ...]) -> dict[str, Any]:
+def matmul_peak(
+    dtype: torch.dtype, threads: int, sizes: tuple[int, ...], gflop: float = FULL_MATMUL_GFLOP
+) -> dict[str, Any]:
     """The best median GFLOP/s over `sizes` (the peak), with the size that reached it."""
-    rows = [(_window_record(matmul_gflops(dtype, threads, n), 1e9), n) for n in sizes]
+    rows = [(_window_record(matmul_gflops(dtype, threads, n, gflop), 1e9), n) for n in sizes]
     best, n = max(rows, key=lambda row: row[0]["per_s"])
     return best | {"n": n, "per_size": {str(size): round(row["per_s"], 1) for row, size in rows}}
 
@@ -761,7 +768,7 @@ def run(
         if "machine" in sections:
             with _step("matmul", results):
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                    results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes)
+                    results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes, sizes.matmul_gflop)
                 text = cpuinfo.read_text(encoding="ascii", errors="replace") if cpuinfo.exists() else ""
                 results["hardware_bf16"] = hardware_peak(threads, text, os.sched_getaffinity(0), flop_per_cycle)
         if {"seed", "throughput", "estimate", "threads", "gpu"} & set(sections):

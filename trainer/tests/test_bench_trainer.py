@@ -263,7 +263,7 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
     tiny = bench.Sizes(
         train=512, test=64, parity_train=128, parity_test=32, parity_epochs=1, parity_seeds=(0, 1),
-        cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256),
+        cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256), matmul_gflop=0.05,
     )  # fmt: skip
     # WHEN every section but the seed loop runs
     results = bench.run(("machine", "throughput", "estimate", "threads", "gpu", "parity"), tiny)
@@ -275,7 +275,6 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         "from epoch 3",
         "over the whole recipe",
         "ESTIMATE",
-        "FLOOR:",
         "RATIO (headline)",
         "hardware bf16 peak",
         "FLOOR, real pixels",
@@ -292,7 +291,7 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     assert isinstance(results["threads"], int) and set(results["thread_scaling"]) >= {"step_1", "step_2", "table"}
     # AND the peak is the best of the sizes measured
     peak = results["matmul_bf16"]
-    assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), rel=1e-3)
+    assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), abs=0.05)  # per_size is rounded to 0.1
 
 
 def test_the_benchmark_ships_neither_in_the_package_nor_as_an_import_of_it() -> None:
