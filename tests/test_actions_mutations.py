@@ -34,8 +34,8 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
     "no cd into the working directory": ("run.sh", 'cd "$workdir"\n', "\n"),
     "init errors ignored": (
         "run.sh",
-        'terraform init -input=false -no-color "${init_args[@]}"\n',
-        'terraform init -input=false -no-color "${init_args[@]}" || true\n',
+        'if ! terraform init -input=false -no-color "${init_args[@]}"; then',
+        'if ! { terraform init -input=false -no-color "${init_args[@]}" || true; }; then',
     ),
     "validate errors ignored": ("run.sh", "terraform validate -no-color\n", "terraform validate -no-color || true\n"),
     "init may prompt": ("run.sh", "terraform init -input=false", "terraform init"),

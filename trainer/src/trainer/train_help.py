@@ -23,10 +23,16 @@ _FIELD = re.compile(r"(?P<name>[a-z_][a-z0-9_]*)\s*:")
 
 
 def field_comments() -> tuple[dict[str, str], dict[str, str]]:
-    """({field: its comment text}, {field: the section title above it}) read from TrainConfig's source."""
+    """({field: its comment text}, {field: the section title above it}) read from TrainConfig's source.
+
+    A field's comment is the one beside it (with its continuation lines) or, when there is none, the
+    comment lines directly above it (a field whose declaration fills the line carries its comment there).
+    """
     source = inspect.getsource(TrainConfig)
     comments: dict[str, str] = {}
     sections: dict[str, str] = {}
+    above: dict[int, str] = {}  # row -> a comment alone on its line that is no section title or continuation
+    section_rows: list[tuple[int, str]] = []
     section, last_field, last_line = "", None, -1
     lines = source.splitlines()
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -38,14 +44,28 @@ def field_comments() -> tuple[dict[str, str], dict[str, str]]:
         if not code:
             if match := _SECTION.fullmatch(token.string.strip()):
                 section, last_field = match["title"], None
+                section_rows.append((row, section))
             elif last_field is not None and row == last_line + 1:  # a continuation of the comment above
                 comments[last_field] += " " + text
                 last_line = row
+            else:
+                above[row] = text
             continue
         if match := _FIELD.match(code):
             last_field, last_line = match["name"], row
             comments[last_field] = text
             sections[last_field] = section
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for row, line in enumerate(lines, start=1):
+        match = _FIELD.match(line.strip())
+        if not match or match["name"] not in names or match["name"] in comments:
+            continue
+        first = row
+        while first - 1 in above:
+            first -= 1
+        if first < row:
+            comments[match["name"]] = " ".join(above[r] for r in range(first, row))
+            sections[match["name"]] = next((t for r, t in reversed(section_rows) if r < row), "")
     return comments, sections
 
 
