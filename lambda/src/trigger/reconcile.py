@@ -341,15 +341,7 @@ def _repair_batch_start(
         reason = "a multi-node run, but this stack no longer deploys Batch (var.batch.enabled)"
         return Outcome("repair", "skipped", run_id=run_id, reason=reason)
     spec_of(record)  # a damaged record (its node count) is named before anything is called
-    try:
-        claimed = claim_start(clients, config, existing, now=now, sleep=sleep)
-    except StartInFlightError:
-        return None
-    if claimed is None:
-        return None
-    return start_claimed(
-        clients, config, "repair", "retried-start", claimed, now=now, sleep=sleep, look_first=True, check_image=True
-    )
+    return _repair_start(clients, config, existing, now=now, dry_run=False, sleep=sleep)
 
 
 def _repair_batch_job(
