@@ -11,7 +11,6 @@ gone, writes nothing more and exits 73.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from moto_env import moto_server_env
 from trainer.store import PreconditionFailed, S3Store
 from trainer.synth import write_folder
 
@@ -38,24 +37,8 @@ EXIT_DUPLICATE = 73
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[dict[str, str]]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_", "AWS_"))} | {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "PYTHONUNBUFFERED": "1",
-    }
-    try:
+    with moto_server_env() as env:
         yield env
-    finally:
-        moto.stop()
 
 
 def client(env: dict[str, str]) -> Any:

@@ -8,8 +8,6 @@ version and `python -m trainer models` reading them back.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,19 +16,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from moto_env import moto_server_env
 from trainer.synth import write_folder
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "pushtrain-artifacts-test"
 RUN = "push-0a1b2c3d4e5f60718293"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def s3_client(env: dict[str, str]) -> Any:
@@ -45,21 +37,9 @@ def s3_client(env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def s3_env() -> Iterator[dict[str, str]]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_", "AWS_"))} | {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "PYTHONUNBUFFERED": "1",
-    }
-    try:
+    with moto_server_env() as env:
         s3_client(env).create_bucket(Bucket=BUCKET)
         yield env
-    finally:
-        server.stop()
 
 
 def test_trainer_process_on_s3_publishes_a_version_the_models_cli_lists(s3_env: dict[str, str], tmp_path: Path) -> None:
