@@ -25,9 +25,7 @@ def test_the_handler_bench_starts_a_task_and_prints_its_ratio(quick: None, capsy
     assert "vs same calls alone" in out
 
 
-def test_an_operation_without_an_answer_stops_the_bench_naming_it(
-    quick: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_operation_without_an_answer_stops_the_bench_naming_it(quick: None, monkeypatch: pytest.MonkeyPatch) -> None:
     answers = {k: v for k, v in bench_trigger.ANSWERS.items() if k != "RunTask"}
     monkeypatch.setattr(bench_trigger, "ANSWERS", answers)
     with pytest.raises(SystemExit, match="RunTask"):
