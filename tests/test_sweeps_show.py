@@ -49,6 +49,23 @@ def test_show_prints_the_summary_the_trigger_rendered(store: LocalStore, capsys:
     assert json.loads(capsys.readouterr().out) == record
 
 
+def test_show_of_a_finished_sweep_names_the_refit_and_the_gates_decision(
+    store: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the refit's end recorded by the trigger (trigger.sweeps.step, as its stop event applies it)
+    record = json.loads(store.get(sweep_key("4321")))
+    gate = {"outcome": "promoted", "reason": "72/100 beats the champion's 70/100"}
+    step(record, {record["refit"]["run_id"]: Observed("succeeded", version="v-refit", gate=gate)})
+    store.put(sweep_key("4321"), json.dumps(record).encode())
+    # WHEN shown THEN the head line and the summary say the sweep finished and what the gate decided
+    assert main(["sweeps", "show", "4321", "--store", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sweep 4321: finished, 3 set(s)")
+    assert f"refit {record['refit']['run_id']} succeeded, gate: promoted\n" in out
+    assert "version `v-refit`; gate: **promoted** (72/100 beats the champion's 70/100)" in out
+    assert "Outcome: refit succeeded; gate: promoted" in out
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

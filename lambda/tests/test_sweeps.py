@@ -234,3 +234,52 @@ def test_a_sweep_runs_stop_event_starts_the_next_set_within_max_parallel(pushed:
     # THEN the third set starts: two run at once again
     assert len(pushed.tasks()) == 3
     assert [run["started"] for run in sweep_record(pushed)["runs"]] == [True, True, True, False, False, False]
+
+
+def refitting(aws: Emulated) -> dict[str, Any]:
+    """A sweep whose six runs ended (set 1 best by validation) and whose refit was started: its refit."""
+    invoke(aws)
+    runs = invoke(aws)["runs"]
+    for run, correct in zip(runs, (4000, 4400, 4100, 4200, 4300, 4350), strict=True):
+        finish_run(aws, run["run_id"], "succeeded", correct)
+    answer = invoke(aws)
+    assert (answer["state"], answer["refit"]["index"]) == ("refitting", 1)
+    return dict(answer["refit"])
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "trainer_wrote", "ended", "gate"),
+    [
+        # the refit trained, published and was gated: the trainer recorded the gate's decision
+        (0, {"state": "succeeded", "version": "v-refit", "gate": {"outcome": "promoted", "reason": "beats 0.91"}},
+         "succeeded", "promoted"),
+        # the refit's trainer crashed (exit 1, no result): the stop marks the run failed, the sweep ends with it
+        (1, {"state": "running"}, "failed", None),
+    ],
+)  # fmt: skip
+def test_the_refits_stop_event_finishes_the_sweep_with_the_gates_decision(
+    pushed: Emulated, exit_code: int, trainer_wrote: dict[str, Any], ended: str, gate: str | None
+) -> None:
+    # GIVEN a sweep refitting its best set, and the refit's trainer ended as `trainer_wrote` says
+    refit = refitting(pushed)
+    pushed.put_record(refit["run_id"], **trainer_wrote)
+    (task,) = [t for t in pushed.tasks() if env_of(t)["TRAINER_RUN_ID"] == refit["run_id"]]
+    assert "TRAINER_SWEEP_ID" not in env_of(task)  # its task does not name the sweep
+    # WHEN the refit task's stop event arrives (through the handler, as EventBridge delivers it), and no
+    # workflow invokes the sweep again
+    sample = load_event("ecs_task_stopped_spot.json")
+    event = stop_event_for(pushed, sample, task["taskArn"], "EssentialContainerExited", exit_code)
+    handle(event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    # THEN the sweep record is finished with the refit's end, version and the gate's decision
+    record = sweep_record(pushed)
+    assert (record["state"], record["refit"]["ended"]) == ("finished", ended)
+    assert (record["refit"].get("gate") or {}).get("outcome") == gate
+    assert record["outcome"] == f"refit {ended}; gate: {gate or 'none'}"
+    assert f"Outcome: refit {ended}" in record["summary_markdown"]
+    if gate:
+        assert record["refit"]["version"] == "v-refit"
+        assert "gate: **promoted** (beats 0.91)" in record["summary_markdown"]
+    # AND nothing more started; the same event delivered again changes nothing
+    assert len(pushed.tasks()) == 7
+    handle(event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    assert sweep_record(pushed) == record

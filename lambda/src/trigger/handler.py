@@ -32,7 +32,7 @@ from trigger.flows import handle_batch_job_event, handle_push, handle_retrain, h
 from trigger.log import log_decision
 from trigger.reconcile import reconcile
 from trigger.records import Clock, utc_now
-from trigger.sweep_flow import handle_sweep, sweep_run_stopped
+from trigger.sweep_flow import handle_sweep, sweep_task_stopped
 from trigger.sweeps import SweepRequest, is_sweep_request, parse_sweep_request
 
 Flow = Callable[[Any, Config, Clients, Clock, Sleep], dict[str, Any]]
@@ -56,10 +56,15 @@ def _push(event: PushEvent, config: Config, clients: Clients, clock: Clock, slee
 def _task_stop(event: TaskStopEvent, config: Config, clients: Clients, clock: Clock, sleep: Sleep) -> dict[str, Any]:
     outcome = handle_task_stop(clients, config, event, clock=clock, sleep=sleep)
     answer = log_decision(event_id=event.event_id, **outcome.fields())
-    sweep_id = event.environment.get("TRAINER_SWEEP_ID")
-    if sweep_id:  # a sweep run stopped: the next sets start as runs end, and the last one's end claims the refit
-        for each in sweep_run_stopped(clients, config, sweep_id, clock=clock, sleep=sleep):
+    # A sweep's run or refit stopped: the next sets start as runs end, the last run's end claims the refit,
+    # and the refit's end finishes the sweep (trigger.sweep_flow.sweep_task_stopped).
+    swept = sweep_task_stopped(clients, config, event.environment, clock=clock, sleep=sleep)
+    if swept is not None:
+        started, record = swept
+        for each in started:
             log_decision(event_id=event.event_id, **each.fields())
+        log_decision("sweep", record["state"], event_id=event.event_id, request_id=record["request_id"],
+                     sweep_outcome=record.get("outcome"))  # fmt: skip
     return answer
 
 

@@ -4,7 +4,8 @@
 - the retrain workflow's invocations with the sweep request (`handle_sweep`): the first creates
   `sweeps/<request_id>.json` (If-None-Match); a request id reused with another image or other sets is
   refused (InvalidEventError): a sweep is immutable. Each later one answers the state and the summary;
-- each sweep run's stop event (trigger.handler: a stopped task whose overrides carry TRAINER_SWEEP_ID).
+- each stop event of a sweep run's task (its overrides carry TRAINER_SWEEP_ID) or of the refit's task
+  (`sweep_task_stopped`, from trigger.handler): the refit's end finishes the sweep, with the gate's decision.
 
 `advance` reads the records of the runs that have not ended (and, for a run that succeeded, its final
 validation counts, sweeps/<id>/final/<run_id>.json; for one stopped early, its rung's counts: never a
@@ -19,8 +20,9 @@ or in flight, never a second task), and records each task on the sweep record.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -51,6 +53,8 @@ from trigger.sweeps import (
 # create and a record update: ~1-3 s. Four keep an invocation far inside the trigger's 60 s timeout.
 STARTS_PER_INVOCATION = 4
 _CREATE_TRIES = 4
+# trigger.runs.retrain_run_id: the request id is what lies between "retrain-" and the last 9 characters.
+_RETRAIN_RUN_ID = re.compile(r"retrain-(?P<request_id>[A-Za-z0-9_-]{1,19})-[0-9a-f]{8}", re.ASCII)
 
 SweepRecord = dict[str, Any]
 
@@ -216,20 +220,40 @@ def advance(
     return outcomes, known[0], left
 
 
-def sweep_run_stopped(
-    clients: Clients, config: Config, sweep_id: str, *, clock: Clock = utc_now, sleep: Sleep = time.sleep
-) -> list[Outcome]:
-    """A sweep run's task stopped (trigger.handler): `advance` its sweep, so the next sets start as runs end.
+def sweep_task_stopped(
+    clients: Clients,
+    config: Config,
+    environment: Mapping[str, str],
+    *,
+    clock: Clock = utc_now,
+    sleep: Sleep = time.sleep,
+) -> tuple[list[Outcome], SweepRecord] | None:
+    """A training task stopped (trigger.handler): `advance` the sweep it belongs to, if any, so the next
+    sets start as runs end, the last run's end claims the refit, and the refit's end finishes the sweep.
 
-    A sweep id that names no sweep record (the override is not ours to trust) starts nothing.
+    Which sweep, from the stopped task's overrides:
+    - a sweep run names it (TRAINER_SWEEP_ID);
+    - the refit does not: it trains as an ordinary retrain run (a sweep id would make the trainer hold out
+      the validation set and never promote it). Its run id is `retrain-<request_id>-<hash>`, so the sweep
+      is `sweeps/<request_id>.json` when that record names this run as its refit: one S3 read for the stop
+      of a retrain run, none for a push run's.
+    Answered: (the starts, the sweep record as advanced), or None when the task is no sweep's. An id that
+    names no sweep record (an override is not ours to trust) advances nothing; `advance` itself acts only
+    on what the run records say, so a forged stop event can make it do nothing it would not do anyway.
     """
+    sweep_id, refit_id = environment.get("TRAINER_SWEEP_ID"), None
+    if not sweep_id:
+        matched = _RETRAIN_RUN_ID.fullmatch(environment.get("TRAINER_RUN_ID", ""))
+        if matched is None:
+            return None
+        sweep_id, refit_id = matched["request_id"], matched[0]
     if not REQUEST_ID.fullmatch(sweep_id):
-        return []
+        return None
     known = get_json(clients.s3, config.bucket, sweep_key(sweep_id))
-    if known is None:
-        return []
-    outcomes, _, _ = advance(clients, config, sweep_id, known=known, clock=clock, sleep=sleep)
-    return outcomes
+    if known is None or (refit_id is not None and (known[0].get("refit") or {}).get("run_id") != refit_id):
+        return None
+    outcomes, record, _ = advance(clients, config, sweep_id, known=known, clock=clock, sleep=sleep)
+    return outcomes, record
 
 
 def handle_sweep(

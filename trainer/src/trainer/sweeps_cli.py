@@ -62,7 +62,8 @@ def render(record: dict[str, Any]) -> str:
         f"{record.get('image_digest')}, at most {record.get('max_parallel')} at once"
         + (f", cap {record['max_cost_usd']} USD" if record.get("max_cost_usd") is not None else "")
         + (f", early stopping eta={record['eta']}" if record.get("eta") else "")
-        + (f"; refit {refit.get('run_id')}" if refit else "")
+        + (f"; refit {refit.get('run_id')} {refit.get('ended') or 'running'}" if refit else "")
+        + (f", gate: {(refit.get('gate') or {}).get('outcome')}" if refit.get("gate") else "")
     )
     return head + "\n\n" + (record.get("summary_markdown") or "(no run has been started yet)")
 
