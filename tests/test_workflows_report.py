@@ -29,6 +29,7 @@ DIGEST = "sha256:" + "ef" * 32
 BUCKET = "pushtrain-artifacts-123456789012-eu-west-1"
 RUN_ID = push_run_id(DIGEST)
 WAIT = ["wait", "--bucket", BUCKET, "--repository-name", "pushtrain-trainer", "--commit", SHA, "--poll-seconds", "0"]
+SUMMARY = ["summary", "--bucket", BUCKET, "--status-key", f"runs/{RUN_ID}/status.json", "--commit", SHA]
 COMMENT = ["comment", "--repository", "octo/pushtrain", "--commit", SHA, "--run-id", RUN_ID]
 
 
@@ -74,7 +75,7 @@ def test_the_push_run_id_is_the_one_the_trigger_gives_the_digest() -> None:
     assert push_run_id(DIGEST) == trigger_push_run_id(DIGEST, {})
 
 
-def test_wait_finds_the_run_of_the_commits_image_waits_and_exports_the_final_report(tmp_path: Path) -> None:
+def test_wait_finds_the_run_of_the_commits_image_waits_and_summary_exports_the_final_report(tmp_path: Path) -> None:
     # GIVEN the commit's image in ECR, a run that is queued, then running, then succeeded, and its report
     fakes = FakeBin(tmp_path)
     ecr(fakes)
@@ -85,38 +86,45 @@ def test_wait_finds_the_run_of_the_commits_image_waits_and_exports_the_final_rep
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/report.md"], stdout="**Gate: promoted to champion**\n")
     # WHEN the wait step runs
     result = step(tmp_path, fakes, *WAIT)
-    # THEN it looked the image up by its tag, said how to follow the run, and exported the report with its marker
+    # THEN it looked the image up by its tag, said how to follow the run, and exported where its record is
     assert result.returncode == 0, result.stdout + result.stderr
     assert fakes.calls("aws")[0][:6] == ["ecr", "describe-images", "--repository-name", "pushtrain-trainer",
                                          "--image-ids", f"imageTag={SHA}"]  # fmt: skip
     assert f"python -m trainer runs show {RUN_ID} --store s3://{BUCKET}" in result.stdout
     out = outputs(tmp_path)
-    assert out["run-id"] == RUN_ID and out["comment-commit"] == SHA
+    assert out["run-id"] == RUN_ID and out["status-key"] == f"runs/{RUN_ID}/status.json"
+    # AND WHEN the summary step runs, THEN it exports the report with its marker, and writes it to the summary
+    result = step(tmp_path, fakes, *SUMMARY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = outputs(tmp_path)
+    assert out["comment-commit"] == SHA
     assert out["comment-body"].startswith(marker(RUN_ID) + "\n## Training")
     assert "**Gate: promoted to champion**" in out["comment-body"]
     assert "**Gate: promoted to champion**" in (tmp_path / "step_summary").read_text()
 
 
-def test_wait_falls_back_to_the_versions_report_when_the_run_has_none(tmp_path: Path) -> None:
+def test_summary_falls_back_to_the_versions_report_when_the_run_has_none(tmp_path: Path) -> None:
     fakes = FakeBin(tmp_path)
-    ecr(fakes)
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/status.json"], stdout=status("succeeded", version="v9"))
     missing = "fatal error: An error occurred (404) when calling the HeadObject operation: Not Found"
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/runs/{RUN_ID}/report.md"], exit=1, stderr=missing)
     fakes.add("aws", ["s3", "cp", f"s3://{BUCKET}/models/cifar10/v9/report.md"], stdout="version report\n")
-    result = step(tmp_path, fakes, *WAIT)
+    result = step(tmp_path, fakes, *SUMMARY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "version report" in outputs(tmp_path)["comment-body"]
 
 
-def test_wait_on_a_failed_run_exports_the_reason_then_exits_1(tmp_path: Path) -> None:
+def test_a_failed_run_fails_the_wait_step_and_its_summary_exports_the_reason(tmp_path: Path) -> None:
     fakes = FakeBin(tmp_path)
     ecr(fakes)
     fakes.add("aws", ["s3", "cp"], stdout=status("failed", reason="loss is NaN at epoch 2"))
-    result = step(tmp_path, fakes, *WAIT)
+    result = step(tmp_path, fakes, *WAIT, "--curves-dir", str(tmp_path / "curves"))
     assert result.returncode == 1
-    assert "reason: loss is NaN at epoch 2" in outputs(tmp_path)["comment-body"]
     assert "::error title=training::run failed: loss is NaN at epoch 2" in result.stdout
+    assert outputs(tmp_path)["curves"] == ""  # nothing to show, nothing uploaded
+    result = step(tmp_path, fakes, *SUMMARY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reason: loss is NaN at epoch 2" in outputs(tmp_path)["comment-body"]
 
 
 def test_wait_without_the_image_in_ecr_fails_in_one_line(tmp_path: Path) -> None:

@@ -4,16 +4,19 @@ The steps of `.github/workflows/retrain.yml`, one subcommand each (with `PYTHONP
 
     python3 -m ci.retrain invoke --function pushtrain-trigger --request-id 9876543210 \\
         --image 0123abc… --git-sha 0123abc… --epochs 12 --lr 0.2 --model airbench
-    python3 -m ci.retrain wait --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json
+    python3 -m ci.retrain wait --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json \\
+        --model-name cifar10 --curves-dir "$RUNNER_TEMP/pushtrain-curves"
     python3 -m ci.retrain report --bucket pushtrain-artifacts-… --status-key runs/<run_id>/status.json \\
-        --model-name cifar10 --commit 0123abc…
+        --model-name cifar10 --commit 0123abc… --curves-url https://github.com/…/artifacts/…
     REPORT_BODY=… python3 -m ci.retrain comment --repository owner/repo --commit 0123abc…
 
 `invoke` sends the retrain request of docs/contracts.md with `aws lambda invoke` (RequestResponse)
 and exports the answer (`run-id`, `status-key`, `task-arn`, `image-digest`) to $GITHUB_OUTPUT.
 `wait` polls `runs/<run_id>/status.json` until the run succeeds (exit 0) or fails (exit 1), or
-gives up after `--timeout-minutes` (exit 1; the run itself goes on). `report` writes the run's
-outcome and `models/<model_name>/<version>/report.md` to $GITHUB_STEP_SUMMARY and exports the same
+gives up after `--timeout-minutes` (exit 1; the run itself goes on); with `--curves-dir` it
+downloads the version's `curves.png` there (checked against its manifest) and exports its path
+(`curves`) for the workflow to keep as an unzipped artifact. `report` writes the run's outcome and
+its report (curves linked to that artifact, `--curves-url`) to $GITHUB_STEP_SUMMARY and exports the same
 text (`comment-body`) and the commit the image was built from (`comment-commit`: the run record's
 `git_sha`, else `--commit`). `comment` posts it there with `gh api`, from a separate job: the
 `contents: write` token it needs never shares a job with AWS credentials or third-party actions.
@@ -45,7 +48,7 @@ from ci.github import (
     write_multiline_output,
     write_output,
 )
-from ci.runs import read_report, read_status, render, wait_for_run
+from ci.runs import fetch_curves, read_report, read_status, render, wait_for_run
 
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -163,8 +166,10 @@ def call_trigger(function: str, request: Mapping[str, Any], workdir: Path) -> di
 # --- report ---------------------------------------------------------------------------------------
 
 
-def publish_report(bucket: str, status_key: str, model_name: str, fallback_commit: str) -> tuple[str, str]:
-    """Write a finished (or failed) run's outcome and report to the job summary.
+def publish_report(
+    bucket: str, status_key: str, model_name: str, fallback_commit: str, curves_url: str | None = None
+) -> tuple[str, str]:
+    """Write a finished (or failed) run's outcome and report (curves linked to `curves_url`) to the job summary.
 
     Returns (markdown, commit to comment on): the commit the image was built from when the run
     record knows it, else `fallback_commit`.
@@ -175,7 +180,7 @@ def publish_report(bucket: str, status_key: str, model_name: str, fallback_commi
     if status is None:
         raise CIError(f"s3://{bucket}/{status_key} does not exist: the run was never started")
     report = read_report(bucket, status, model_name)
-    text = render(status, report, f"s3://{bucket}/{status_key}")
+    text = render(status, report, f"s3://{bucket}/{status_key}", curves_url=curves_url)
     append_summary(text)
     recorded = status.get("git_sha")
     target = recorded if isinstance(recorded, str) and _GIT_SHA.match(recorded) else fallback_commit
@@ -219,9 +224,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "wait":
             p.add_argument("--timeout-minutes", type=float, default=90.0)
             p.add_argument("--poll-seconds", type=float, default=30.0)
+            p.add_argument("--model-name", default="cifar10", help="the trainer's model_name (models/<name>/…)")
+            p.add_argument("--curves-dir", type=Path, help="download the version's curves.png here (the artifact)")
         else:
             p.add_argument("--model-name", required=True, help="the trainer's model_name (models/<name>/…)")
             p.add_argument("--commit", required=True, help="the commit to comment on when the record names none")
+            p.add_argument("--curves-url", default="", help="the curves.png artifact's url (upload-artifact output)")
 
     p_comment = sub.add_parser("comment", help="post the report (env REPORT_BODY) as a commit comment")
     p_comment.add_argument("--repository", required=True, help="owner/name")
@@ -261,11 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             write_output("state", str(status["state"]))
             write_output("version", str(status.get("version") or ""))
+            if args.curves_dir is not None:
+                curves = fetch_curves(args.bucket, status, args.model_name, args.curves_dir)
+                write_output("curves", str(curves or ""))
             if status["state"] != "succeeded":
                 print(f"::error title=retrain::run failed: {status.get('reason')}")
                 return 1
         elif args.command == "report":
-            text, commit = publish_report(args.bucket, args.status_key, args.model_name, args.commit)
+            text, commit = publish_report(
+                args.bucket, args.status_key, args.model_name, args.commit, args.curves_url or None
+            )
             write_multiline_output("comment-body", text)
             write_output("comment-commit", commit)
         else:

@@ -5,16 +5,23 @@
     markdown = render(status, read_report(bucket, status, "cifar10"), f"s3://{bucket}/runs/<run_id>/status.json")
 
 The record and the reports follow docs/contracts.md (artifact layout, run record states). S3 is read
-with `aws s3 cp … -` through the read-only role of the workflow; nothing here writes. Used by
+with `aws s3 cp` through the read-only role of the workflow; nothing here writes to S3. Used by
 ci.retrain (a run it started) and ci.report (the run a push started); imports only ci.github.
+
+The report names its `curves.png` by its S3 path, which nobody on GitHub can open. The workflows
+download it (`fetch_curves`, checked against the version's manifest), keep it as an unzipped
+workflow artifact (actions/upload-artifact v7 `archive: false`: GitHub opens a single-file artifact
+in the browser instead of handing out a zip) and `render(..., curves_url=)` links the report there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ci.github import CIError, json_object
@@ -24,6 +31,14 @@ WAITING_STATES = frozenset({"queued", "running", "interrupted"})  # interrupted:
 GITHUB_COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _RUN_ID = re.compile(r"(?:push|retrain)-[A-Za-z0-9_-]{1,60}")
+CURVES_FILE = "curves.png"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The line trainer.report writes under the chart (a test renders a real report and rewrites it here).
+_CURVES_LINE = re.compile(r"^Curves as an image: `(?P<uri>s3://\S+/curves\.png)`$", re.MULTILINE)
+# upload-artifact's `artifact-url`: <server>/<owner>/<repo>/actions/runs/<run id>/artifacts/<artifact id>
+_ARTIFACT_URL = re.compile(
+    r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/actions/runs/\d+/artifacts/\d+"
+)
 
 
 def read_text(bucket: str, key: str) -> str | None:
@@ -97,8 +112,82 @@ def read_report(bucket: str, status: Mapping[str, Any], model_name: str) -> str 
     return read_text(bucket, report_key(model_name, str(status["version"])))
 
 
-def render(status: Mapping[str, Any], report: str | None, status_uri: str, *, title: str = "Retrain") -> str:
-    """The markdown for the job summary and the comment: the run's outcome, then its report."""
+def curves_key(model_name: str, version: str) -> str:
+    """Where the trainer publishes a version's curves.png (beside its report.md)."""
+    return report_key(model_name, version).removesuffix("report.md") + CURVES_FILE
+
+
+def _manifest_sha256(bucket: str, model_name: str, version: str) -> str:
+    """curves.png's SHA-256 as the version's manifest lists it (docs/contracts.md: every reader verifies)."""
+    key = report_key(model_name, version).removesuffix("report.md") + "manifest.json"
+    text = read_text(bucket, key)
+    if text is None:
+        raise CIError(f"s3://{bucket}/{key} does not exist: the version is not published")
+    files = json_object(text, f"s3://{bucket}/{key}").get("files")
+    entry = files.get(CURVES_FILE) if isinstance(files, dict) else None
+    want = entry.get("sha256") if isinstance(entry, dict) else entry
+    if not isinstance(want, str) or not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise CIError(f"s3://{bucket}/{key} lists no sha256 for {CURVES_FILE} (got {entry!r})")
+    return want
+
+
+def fetch_curves(bucket: str, status: Mapping[str, Any], model_name: str, dest_dir: Path) -> Path | None:
+    """A succeeded run's curves.png in dest_dir, verified against its manifest; None when the run has none.
+
+    A file that is not what the manifest says (damaged, replaced) is a CIError naming both hashes:
+    the workflow never shows a picture that is not the version's.
+    """
+    version = status.get("version")
+    if status.get("state") != "succeeded" or not version:
+        return None
+    key = curves_key(model_name, str(version))
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / CURVES_FILE
+    result = subprocess.run(
+        ["aws", "s3", "cp", "--only-show-errors", f"s3://{bucket}/{key}", str(target)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        if "404" in result.stderr or "NoSuchKey" in result.stderr or "Not Found" in result.stderr:
+            return None
+        raise CIError(f"cannot read s3://{bucket}/{key} (exit {result.returncode}): {result.stderr.strip()}")
+    want = _manifest_sha256(bucket, model_name, str(version))
+    data = target.read_bytes() if target.is_file() else b""
+    got = hashlib.sha256(data).hexdigest()
+    if got != want or not data.startswith(PNG_SIGNATURE):
+        target.unlink(missing_ok=True)
+        raise CIError(f"s3://{bucket}/{key} has sha256 {got}, its manifest says {want}: not shown")
+    return target
+
+
+def link_curves(report: str, curves_url: str) -> str:
+    """The report with its curves line linking the workflow artifact (the S3 copy named after it).
+
+    A report without the line (written before it existed) gets the link appended.
+    """
+    if not _ARTIFACT_URL.fullmatch(curves_url):
+        raise CIError(f"curves url {curves_url!r} is not a workflow artifact url (…/actions/runs/<id>/artifacts/<id>)")
+
+    def line(uri: str | None) -> str:
+        kept = f"; the version's copy: `{uri}`" if uri else ""
+        return f"Curves as an image: [{CURVES_FILE}]({curves_url}) (this workflow run's artifact{kept})"
+
+    linked, count = _CURVES_LINE.subn(lambda m: line(m["uri"]), report, count=1)
+    return linked if count else f"{report.rstrip()}\n\n{line(None)}\n"
+
+
+def render(
+    status: Mapping[str, Any],
+    report: str | None,
+    status_uri: str,
+    *,
+    title: str = "Retrain",
+    curves_url: str | None = None,
+) -> str:
+    """The markdown for the job summary and the comment: the run's outcome, then its report.
+
+    With `curves_url` (the upload step's artifact url) the report links curves.png there.
+    """
     run_id = status.get("run_id", "?")
     state = status.get("state", "?")
     lines = [f"## {title} `{run_id}`: {state}", ""]
@@ -116,7 +205,7 @@ def render(status: Mapping[str, Any], report: str | None, status_uri: str, *, ti
         lines.append(f"- reason: {status['reason']}")
     lines.append("")
     if report:
-        lines += [report.strip(), ""]
+        lines += [(link_curves(report, curves_url) if curves_url else report).strip(), ""]
     text = "\n".join(lines)
     if len(text) > GITHUB_COMMENT_LIMIT:
         cut = "\n\n… (truncated: the full report is in the artifacts bucket)\n"
