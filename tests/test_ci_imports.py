@@ -8,6 +8,7 @@ GitHub plumbing (ci.github) imports no other ci module, and reading runs (ci.run
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,41 @@ def test_lazy_import_inside_a_function_counts() -> None:
     # the cycle retrain -> report -> retrain hid in a function body before the split
     assert ci_imports("def f():\n    from ci.report import read_report\n") == {"ci.report"}
     assert ci_imports("from ci import runs, github\n") == {"ci.runs", "ci.github"}
+
+
+# --- what the runner's own python3 must find ------------------------------------------------------
+
+CHART = CI.parents[1] / "trainer" / "src" / "trainer" / "chart.py"
+# The one trainer module scripts/ci may use: the charts' look, shared with the run report (stdlib only).
+ALLOWED_TRAINER = {"trainer.chart"}
+
+
+def top_level_imports(source: str) -> set[str]:
+    """Every module a source imports (absolute imports, anywhere in it), as written."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def foreign(modules: set[str]) -> set[str]:
+    """The modules that are neither the standard library nor ci.*, trainer.chart."""
+    return {
+        m for m in modules
+        if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "ci" and m not in ALLOWED_TRAINER
+    }  # fmt: skip
+
+
+def test_scripts_ci_imports_only_the_standard_library_and_trainer_chart() -> None:
+    # the workflows run scripts/ci with the runner's python3 before anything is installed
+    found = {path.stem: foreign(top_level_imports(path.read_text())) for path in sorted(CI.glob("*.py"))}
+    assert {name: mods for name, mods in found.items() if mods} == {}
+
+
+def test_trainer_chart_imports_only_the_standard_library() -> None:
+    assert {m for m in top_level_imports(CHART.read_text()) if m.split(".")[0] not in sys.stdlib_module_names} == set()
+    # and the check sees a planted import
+    assert foreign(top_level_imports("import torch\nfrom trainer.report import x\n")) == {"torch", "trainer.report"}

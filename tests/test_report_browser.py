@@ -1,12 +1,13 @@
-"""The report's chart as GitHub shows it: report.md through marked and mermaid in headless Chromium.
+"""The charts as GitHub shows them: report.md and the preview comment through marked and mermaid in Chromium.
 
-GIVEN the golden report (trainer/tests/golden/report.md, exactly what render_report writes), WHEN
-Chromium renders it with the pinned marked and mermaid (tests/browser/package-lock.json), THEN the
-SVG has every series of the Mermaid block, named in a legend the reader sees, each colour at least
-3:1 against the chart's background (WCAG 2.1 SC 1.4.11, non-text contrast), text at least 4.5:1
-(SC 1.4.3), and the axis titles. The same check fails Mermaid's default palette (the first line
-#ECECFF, near-white), so it can fail. `make test` installs chromium and runs `npm ci` first; on CI
-(CI=true) a missing piece fails the test, never skips it.
+GIVEN the golden report (trainer/tests/golden/report.md, exactly what render_report writes) and the
+pull-request preview comment (ci.preview.render; both draw with trainer.chart), WHEN Chromium
+renders them with the pinned marked and mermaid (tests/browser/package-lock.json), THEN the SVG has
+every series of the Mermaid block, named in a legend the reader sees, each colour at least 3:1
+against the chart's background (WCAG 2.1 SC 1.4.11, non-text contrast), text at least 4.5:1 (SC
+1.4.3), and the axis titles. The same check fails Mermaid's default palette (the first line #ECECFF,
+near-white), so it can fail. `make test` installs chromium and runs `npm ci` first; on CI (CI=true)
+a missing piece fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from browser_render import missing, rendered_svgs, strip_ns
+from ci import preview
 from mermaid_grammar import mermaid_block
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +33,16 @@ xychart-beta
     line [86.00, 99.60]
     line [50.71, 90.98]
 ```"""
+PREVIEW_RESULTS = [
+    {"ok": True, "accuracy": acc, "loss": 1 - acc, "wall_seconds": 60.0, "images_per_s": 400.0,
+     "test_accuracy_by_epoch": [acc / 2, acc * 0.9, acc], "parameters": 1234}
+    for acc in (0.62, 0.58)
+]  # fmt: skip
+# Each chart people see on GitHub: its Markdown, and the series its Mermaid block names, in order.
+CHARTS = {
+    "report": GOLDEN.read_text(),
+    "preview": preview.render(*PREVIEW_RESULTS, None, pr_sha="a" * 40, base_sha="b" * 40),
+}
 MIN_GRAPHIC_CONTRAST = 3.0  # WCAG 2.1 SC 1.4.11
 MIN_TEXT_CONTRAST = 4.5  # WCAG 2.1 SC 1.4.3
 
@@ -94,19 +106,26 @@ def svgs() -> list[ET.Element]:
         pytest.fail(f"CI must render the report in a browser; missing: {', '.join(needs)} (make test installs them)")
     if needs:
         pytest.skip(f"missing {', '.join(needs)}: `make test` installs them")
-    # one Chromium start for both charts: the report, then the default-palette chart it replaced
-    return rendered_svgs(GOLDEN.read_text() + "\n\n" + DEFAULT_PALETTE_CHART + "\n")
+    # one Chromium start for every chart: each of CHARTS, then the default-palette chart the report replaced
+    return rendered_svgs("\n\n".join([*CHARTS.values(), DEFAULT_PALETTE_CHART]) + "\n")
 
 
-def test_the_report_chart_names_every_series_in_colours_a_reader_can_see(svgs: list[ET.Element]) -> None:
-    block = mermaid_block(GOLDEN.read_text())
-    names = re.findall(r'^\s*line "([^"]*)" \[', block, flags=re.MULTILINE)
-    assert names == ["test accuracy", "train accuracy", "gate floor"]
-    assert svgs[0].get("aria-roledescription") == "xychart"
-    assert chart_problems(svgs[0], names) == []
+@pytest.mark.parametrize(
+    ("chart", "expected"),
+    [("report", ["test accuracy", "train accuracy", "gate floor"]), ("preview", ["this PR", "base"])],
+)
+def test_each_chart_names_every_series_in_colours_a_reader_can_see(
+    svgs: list[ET.Element], chart: str, expected: list[str]
+) -> None:
+    names = re.findall(r'^\s*line "([^"]*)" \[', mermaid_block(CHARTS[chart]), flags=re.MULTILINE)
+    assert names == expected
+    svg = svgs[list(CHARTS).index(chart)]
+    assert svg.get("aria-roledescription") == "xychart"
+    assert chart_problems(svg, names) == []
 
 
 def test_the_check_fails_mermaids_default_palette(svgs: list[ET.Element]) -> None:
-    problems = chart_problems(svgs[1], ["test accuracy", "train accuracy"])
+    assert len(svgs) == len(CHARTS) + 1  # one SVG per chart: none merged, none lost
+    problems = chart_problems(svgs[-1], ["test accuracy", "train accuracy"])
     assert any("test accuracy: #ECECFF" in p for p in problems), problems
     assert any(p.startswith("legend") for p in problems), problems

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trainer.chart import mermaid_init
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: tests/ is not on sys.path
 try:
@@ -39,7 +40,7 @@ def result(accuracy: float, seconds: float = 60.0) -> dict[str, Any]:
 def comment(tmp_path: Path, fakes: FakeBin, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ci.preview", *COMMENT],
-        env=fakes.env(PYTHONPATH=str(REPO / "scripts"), **env),
+        env=fakes.env(PYTHONPATH=f"{REPO / 'scripts'}:{REPO / 'trainer' / 'src'}", **env),
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
 
@@ -80,7 +81,10 @@ def test_the_comment_compares_the_pr_with_its_base_and_shows_the_champion() -> N
     assert "| wall time | 50 s | 60 s | -10 s |" in text
     assert "Deployed champion: `v7` at 93.00 %" in text
     assert mermaid_xychart_errors(mermaid_block(text)) == []
-    assert text.count("    line [") == 2
+    # the report's own look (trainer.chart): its theme, each line named, the legend in words
+    assert mermaid_init(2) in text
+    assert '    line "this PR" [31.00, 55.80, 62.00]' in text and '    line "base" [29.00, 52.20, 58.00]' in text
+    assert "Test accuracy (%) by epoch: this PR (blue), base (orange)." in text
 
 
 def test_a_failed_base_still_shows_the_pr_and_says_why_the_base_failed() -> None:

@@ -1,6 +1,7 @@
 """Pull-request preview training (CML's loop): train briefly on the runner, compare with the base branch.
 
-The steps of `.github/workflows/preview.yml` (with `PYTHONPATH=scripts`):
+The steps of `.github/workflows/preview.yml` (with `PYTHONPATH=scripts:trainer/src`: the comment's
+chart is drawn by trainer.chart, the run report's own look, which needs only the standard library):
 
     python3 -m ci.preview train --trainer-src pr/trainer/src --python .venv/bin/python --output pr
     python3 -m ci.preview train --trainer-src base/trainer/src --python .venv/bin/python --output base
@@ -31,6 +32,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from trainer.chart import mermaid_chart, series_legend
 
 from ci.comments import upsert_comment
 from ci.github import CIError, annotate_error, json_object, write_output
@@ -102,19 +105,19 @@ def _pct(value: float) -> str:
 
 
 def _chart(pr: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
-    """A Mermaid xychart: the PR's (first line) and the base's test accuracy by epoch."""
-    series = [r["test_accuracy_by_epoch"] for r in (pr, base) if r.get("ok")]
-    if not series or len({len(s) for s in series}) != 1:
+    """The PR's and the base's test accuracy by epoch, drawn like the run report (trainer.chart)."""
+    series = [
+        (name, [100 * v for v in r["test_accuracy_by_epoch"]])
+        for name, r in (("this PR", pr), ("base", base))
+        if r.get("ok")
+    ]
+    if not series or len({len(values) for _, values in series}) != 1:
         return []
-    labels = ", ".join(f'"{i}"' for i in range(1, len(series[0]) + 1))
+    bands = [str(i) for i in range(1, len(series[0][1]) + 1)]
     return [
-        "```mermaid",
-        "xychart-beta",
-        '    title "test accuracy (%) by epoch: this PR (first line) and its base"',
-        f'    x-axis "epoch" [{labels}]',
-        '    y-axis "accuracy (%)" 0 --> 100',
-        *(f"    line [{', '.join(f'{100 * v:.2f}' for v in s)}]" for s in series),
-        "```",
+        f"Test accuracy (%) by epoch: {series_legend([name for name, _ in series])}.",
+        "",
+        mermaid_chart(bands, series, title="test accuracy (%) by epoch: this PR and its base", y_title="accuracy (%)"),
     ]
 
 

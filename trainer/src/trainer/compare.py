@@ -8,7 +8,7 @@ For each run: its state, version, the settings that differ between the runs (fro
 resolved configuration, else the record's params), test accuracy as a count (correct / total test
 images, the count the version was judged on) and its loss, the epochs, the estimated cost and the
 wall time. The curves are each run's test accuracy by epoch, in the report's colours
-(trainer.report.mermaid_chart), so a comparison reads like a report.
+(trainer.chart.mermaid_chart), so a comparison reads like a report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import runstate
-from trainer.report import SERIES_COLOURS, mermaid_chart, series_legend
+from trainer.chart import SERIES_COLOURS, mermaid_chart, series_legend
 from trainer.store import NotFound, Store
 from trainer.versions import METRICS_FILE, read_manifest, version_prefix
 
