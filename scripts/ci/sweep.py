@@ -1,12 +1,17 @@
-"""A sweep from GitHub Actions: one retrain request with a grid of learning rates and seeds.
+"""A sweep from GitHub Actions: one retrain request with a grid of learning rates and seeds, or random samples.
 
     python3 -m ci.sweep --function pushtrain-trigger --request-id 9876543210 --image 0123abc… \\
-        --model airbench --epochs 10 --lrs "0.5, 1.0, 1.5" --seeds "0, 1" --wait true --timeout-minutes 105
+        --model airbench --epochs 10 --lrs "0.5, 1.0, 1.5" --seeds "0, 1" --wait true --timeout-minutes 105 \\
+        [--max-parallel 2] [--early-stop-eta 3] [--max-cost-usd 5] [--val-images 5000]
+    ... --random '{"space": {"lr": {"loguniform": [0.1, 3.0]}}, "max_runs": 12, "seed": 7}'
 
 1. Build the retrain request of docs/contracts.md with `"sweep": {"grid": {"lr": [...], "seed": [...]}}`
-   (an empty list leaves that parameter to the model's recipe) and invoke the trigger until its answer
-   says no run `remaining` (it starts at most a few runs per invocation).
-   With `--max-parallel N` the rest start as runs end (on their stop events), not from here.
+   (an empty list leaves that parameter to the model's recipe), or `{"random": <--random>}`, plus each
+   setting given (`max_parallel`, `early_stop`, `max_cost_usd`, `val_images`; 0 leaves the trigger's
+   default) and invoke the trigger until its answer says no run `remaining` (it starts at most a few
+   runs per invocation). With `--max-parallel N` the rest start as runs end (on their stop events), not
+   from here. The trigger checks every value (trigger.sweeps); this only refuses what is not a number
+   or not JSON, so the workflow fails with one line before anything is invoked.
 2. With `--wait true`, invoke it again every `--poll-seconds` (it answers the runs' states, reading their
    records) until it answers `finished`: every run ended, the best set by validation accuracy refit on the
    whole training set and gated. Then write the trigger's summary (the ranking by validation accuracy, the
@@ -56,30 +61,58 @@ def parse_values(text: str, name: str, kind: type) -> list[Any]:
     return values
 
 
+def parse_random(text: str) -> dict[str, Any] | None:
+    """The `random` sampling of the sweep (docs/contracts.md) from JSON text; empty -> None."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CIError(f"random: not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(value, dict) or not isinstance(value.get("space"), dict):
+        raise CIError('random: expected {"space": {...}, "max_runs": N, "seed": S} (docs/contracts.md, Sweeps)')
+    return value
+
+
 def sweep_request(
     base: Mapping[str, Any],
     lrs: Sequence[float],
     seeds: Sequence[int],
     *,
+    random: Mapping[str, Any] | None = None,
     max_parallel: int = 0,
     early_stop_eta: int = 0,
+    max_cost_usd: float = 0.0,
+    val_images: int = 0,
 ) -> dict[str, Any]:
+    """The sweep request: a grid of `lrs` x `seeds`, or `random` samples; each setting that is not 0."""
     grid: dict[str, list[Any]] = {}
     if lrs:
         grid["lr"] = list(lrs)
     if seeds:
         grid["seed"] = list(seeds)
-    if not grid:
-        raise CIError("a sweep needs learning rates or seeds (comma-separated)")
+    if grid and random is not None:
+        raise CIError("give either learning rates and seeds (a grid) or a random space, not both")
+    if not grid and random is None:
+        raise CIError("a sweep needs learning rates or seeds (comma-separated), or a random space")
     runs = math.prod(len(values) for values in grid.values())
     if runs > MAX_RUNS:
         raise CIError(f"the sweep makes {runs} runs; the trigger allows {MAX_RUNS}")
-    params = {name: value for name, value in base["params"].items() if name not in grid}
-    sweep: dict[str, Any] = {"grid": grid}
+    for name, value in (("max_parallel", max_parallel), ("early_stop_eta", early_stop_eta),
+                        ("max_cost_usd", max_cost_usd), ("val_images", val_images)):  # fmt: skip
+        if not math.isfinite(value) or value < 0:
+            raise CIError(f"{name}: {value!r} is out of range (0 leaves the trigger's default)")
+    swept = set(grid) | set((random or {}).get("space") or {})
+    params = {name: value for name, value in base["params"].items() if name not in swept}
+    sweep: dict[str, Any] = {"grid": grid} if grid else {"random": dict(random or {})}
     if max_parallel:
         sweep["max_parallel"] = max_parallel
     if early_stop_eta:
         sweep["early_stop"] = {"eta": early_stop_eta}
+    if max_cost_usd:
+        sweep["max_cost_usd"] = max_cost_usd
+    if val_images:
+        sweep["val_images"] = val_images
     return {**base, "params": params, "sweep": sweep}
 
 
@@ -145,8 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=0)
     parser.add_argument("--lrs", default="", help="comma-separated learning rates")
     parser.add_argument("--seeds", default="", help="comma-separated seeds")
+    parser.add_argument("--random", default="", help="JSON: the random space, max_runs and seed (instead of a grid)")
     parser.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: all)")
     parser.add_argument("--early-stop-eta", type=int, default=0, help="ASHA's eta (0: no early stopping)")
+    parser.add_argument("--max-cost-usd", type=float, default=0.0, help="the sweep's cost cap in USD (0: none)")
+    parser.add_argument("--val-images", type=int, default=0, help="validation images held out (0: 5,000)")
     parser.add_argument("--wait", choices=("true", "false"), default="false", help="wait for the ranking")
     parser.add_argument("--timeout-minutes", type=float, default=105)
     parser.add_argument("--poll-seconds", type=float, default=60)
@@ -168,8 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             base,
             parse_values(args.lrs, "lrs", float),
             parse_values(args.seeds, "seeds", int),
+            random=parse_random(args.random),
             max_parallel=args.max_parallel,
             early_stop_eta=args.early_stop_eta,
+            max_cost_usd=args.max_cost_usd,
+            val_images=args.val_images,
         )
         print(f"sweep request: {json.dumps(request)}", flush=True)
         with tempfile.TemporaryDirectory(dir=os.environ.get("RUNNER_TEMP")) as workdir:
