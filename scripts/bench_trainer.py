@@ -16,17 +16,19 @@ the wall-clock rates understate what the code does, and the report says so.
 
 Measured, on synthetic CIFAR-format data of full CIFAR-10 size (throughput does not depend on pixels):
 (a) a replica of the seed's loop (batch 4, per-image PIL transforms, 2 DataLoader workers, fp32);
-(b) our pipeline with --model cnn and (c) with --model airbench (the default recipe), fp32 and bf16;
-the matmul peak in fp32 and bf16, with each row's GFLOP/s against the peak of its own precision;
+(b) our pipeline with --model cnn and (c) with --model airbench (the default recipe), fp32 and, where the
+CPU runs it natively, bf16 (elsewhere the trainer trains fp32: --emulated-bf16 measures bf16 anyway);
+the matmul peak of each precision, with each row's GFLOP/s against the peak of its own precision;
 FLOPs per training image from torch.utils.flop_counter, with and without zero-padding work; the
 default model timed in both phases of its recipe (the whitening bias trains in the first 3 epochs,
 then the first convolution needs no input gradient) and weighted by the steps of each; an ESTIMATE of
 the full default recipe on 50,000 + 10,000 images from its parts (each phase's steps x its step time,
-the per-epoch plan and evaluation, the final TTA evaluation), for fp32 and bf16; the FLOOR: all of the
-recipe's FLOPs at the bf16 matmul peak, the least time any code could take for it here; on a machine
+the per-epoch plan and evaluation, the final TTA evaluation), per precision; the FLOOR: all of the
+recipe's FLOPs at the matmul peak of the precision the trainer trains in here (precision=auto), the least
+time any code could take for it here, and the goals against it; on a machine
 with a CUDA device, the default recipe's images/s there and its time to the recipe's end; and the
-test accuracy of the default recipe in fp32 and bf16 over several seeds on the hard synthetic set
-(`trainer.synth --hard`), where accuracy is far from saturated. Nothing here asserts on time.
+test accuracy of the default recipe in fp32 and bf16 (where bf16 is measured) over several seeds on the
+hard synthetic set (`trainer.synth --hard`), where accuracy is far from saturated. Nothing here asserts on time.
 """
 
 from __future__ import annotations
@@ -466,7 +468,7 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
             "train_gflop_per_image_no_padding": flops_no_pad / 1e9,
         }
         steps = sizes.cnn_steps if model == "cnn" else sizes.airbench_steps
-        for precision in ("fp32", "bf16"):
+        for precision in results["precisions"]:
             config = _config(root, work, "--model", model, "--precision", precision, "--device", "cpu")
             row[precision] = measure_recipe(config, data, results, steps, evaluation=model == "airbench")
         results[model] = row
@@ -508,18 +510,20 @@ def task_size_table(step_1: float, step_2: float, seconds_at_2: float) -> list[d
 
 
 def measure_threads(root: Path, work: Path, data: Cifar10Data, results: dict[str, Any], sizes: Sizes) -> None:
-    """The default model's bf16 step (after epoch 3, most of the recipe) on 1 and on 2 threads, and the
-    task-size table it implies for the recipe's training steps."""
+    """The default model's step in the precision it trains in here (after epoch 3, most of the recipe) on 1
+    and on 2 threads, and the task-size table it implies for the recipe's training steps."""
     steps: dict[int, float] = {}
+    precision = results["trained"]
     for threads in (1, 2):
-        with _step(f"airbench bf16 on {threads} thread(s)", results):
-            config = _config(root, work, "--precision", "bf16", "--device", "cpu", "--threads", str(threads))
+        with _step(f"airbench {precision} on {threads} thread(s)", results):
+            config = _config(root, work, "--precision", precision, "--device", "cpu", "--threads", str(threads))
             session = _phase_session(config, data, recipe.WHITEN_BIAS_EPOCHS)
             record = _window_record(training_windows(session, *sizes.airbench_steps))
             steps[threads] = session.batch_size / record["per_s"]
     apply_threads(0)
     total_steps = TrainingSession(_config(root, work), data).total_steps
     results["thread_scaling"] = {  # results["threads"] is the thread count of the other sections
+        "precision": precision,
         "step_1": steps[1],
         "step_2": steps[2],
         "total_steps": total_steps,
@@ -531,7 +535,7 @@ def measure_threads(root: Path, work: Path, data: Cifar10Data, results: dict[str
 def _threads_lines(t: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        f"THREADS: airbench bf16 step {t['step_1']:.2f} s on 1 thread, {t['step_2']:.2f} s on 2 "
+        f"THREADS: airbench {t['precision']} step {t['step_1']:.2f} s on 1 thread, {t['step_2']:.2f} s on 2 "
         f"({t['step_1'] / t['step_2']:.2f}x; Amdahl's parallel share {t['parallel_fraction']:.2f})",
         f"  the recipe's {t['total_steps']} training steps by Fargate task size (Amdahl from 1 vs 2 threads, "
         "an optimistic bound beyond 2; on-demand us-east-1):",
@@ -637,14 +641,20 @@ def floor(row: dict[str, Any], epochs: float, peak_gflops: float, *, epoch_eval:
 
 # --- the hardware peak and the goals -------------------------------------------------------------------
 
-# bf16 FLOP per cycle per core (a multiply-add counts 2) by instruction set, for the hardware peak; an
-# assumption from the vendors' figures, overridable with --bf16-flop-per-cycle:
-# - AMX (Intel Sapphire Rapids and later): 1,024 bf16 FLOP per cycle per core;
-# - AVX-512 BF16 (vdpbf16ps: 32 bf16 pairs, 64 FLOP per 512-bit instruction): AMD Zen 4 (family 0x19)
-#   runs one per cycle on its 256-bit halves; Zen 5 (0x1a) and Intel run two.
+# FLOP per cycle per core (a multiply-add counts 2) by instruction set, for the hardware peak; an assumption
+# from the vendors' figures and Agner Fog's instruction tables (https://www.agner.org/optimize/), overridable
+# with --flop-per-cycle:
+# - bf16, AMX (Intel Sapphire Rapids and later): 1,024;
+# - bf16, AVX-512 BF16 (vdpbf16ps: 32 bf16 pairs, 64 FLOP per 512-bit instruction): AMD Zen 4 (family 0x19)
+#   runs one per cycle on its 256-bit halves; Zen 5 (0x1a) and Intel run two;
+# - fp32, FMA: two FMA pipes per core, 16 FLOP per 256-bit FMA, 32 per 512-bit one; Zen 4 splits a 512-bit
+#   FMA over its 256-bit pipes (32 a cycle, as Zen 3's AVX2), Zen 5 and Intel's server cores run two 512-bit
+#   FMAs (64; some Xeon Silver/Bronze parts have one 512-bit unit: 32, give --flop-per-cycle there).
 AMX_FLOP_PER_CYCLE = 1024
 VDPBF16PS_FLOP = 64
-GOAL_REAL_PIXEL_RATIO = 0.85  # bf16 GFLOP/s on real pixels >= this share of the bf16 matmul peak
+FMA256_FLOP = 16
+# the trainer's precision here (precision=auto: bf16 only where it is native) against its own matmul peak
+GOAL_REAL_PIXEL_RATIO = 0.85  # GFLOP/s on real pixels >= this share of the matmul peak
 GOAL_OVER_FLOOR = 1.15  # end-to-end estimate <= this many times the real-pixel floor of the same run
 
 
@@ -662,33 +672,52 @@ def cpuinfo_fields(text: str, cpus: set[int] | None = None) -> list[dict[str, st
     return blocks
 
 
-def bf16_flop_per_cycle(block: dict[str, str]) -> tuple[int, str] | None:
-    """bf16 FLOP per cycle per core from one cpuinfo block, and why; None without native bf16."""
+def flop_per_cycle(block: dict[str, str], precision: str) -> tuple[int, str] | None:
+    """`precision` FLOP per cycle per core from one cpuinfo block, and why; None where the hardware has no
+    native path for it (bf16 without AVX-512 BF16 or AMX; fp32 without FMA)."""
     flags = set(block.get("flags", "").split())
+    zen4 = block.get("vendor_id") == "AuthenticAMD" and block.get("cpu family") == "25"
+    return _bf16_per_cycle(flags, zen4) if precision == "bf16" else _fp32_per_cycle(flags, zen4)
+
+
+def _bf16_per_cycle(flags: set[str], zen4: bool) -> tuple[int, str] | None:
     if "amx_bf16" in flags:
         return AMX_FLOP_PER_CYCLE, "AMX"
     if "avx512_bf16" not in flags:
         return None
-    if block.get("vendor_id") == "AuthenticAMD" and block.get("cpu family") == "25":
+    if zen4:
         return VDPBF16PS_FLOP, "AVX-512 BF16, one 512-bit vdpbf16ps per cycle (Zen 4)"
     return 2 * VDPBF16PS_FLOP, "AVX-512 BF16, two 512-bit vdpbf16ps per cycle"
 
 
+def _fp32_per_cycle(flags: set[str], zen4: bool) -> tuple[int, str] | None:
+    if "fma" not in flags:
+        return None
+    if "avx512f" in flags and not zen4:
+        return 4 * FMA256_FLOP, "two 512-bit FMAs per cycle"
+    return 2 * FMA256_FLOP, "two 256-bit FMAs per cycle" + (" (Zen 4 splits 512-bit ones)" if zen4 else "")
+
+
 def hardware_peak(
-    threads: int, cpuinfo: str, cpus: set[int] | None = None, flop_per_cycle: int | None = None
+    threads: int,
+    cpuinfo: str,
+    cpus: set[int] | None = None,
+    per_cycle: int | None = None,
+    precision: str = "bf16",
 ) -> dict[str, Any] | None:
-    """threads x bf16 FLOP per cycle x clock, in GFLOP/s. The clock is the mean `cpu MHz` that the
-    kernel reports in /proc/cpuinfo for our CPUs (on a VM often the nominal clock, not the boost one:
-    the figure is then low, and the matmul beating it says so). None without a clock or native bf16."""
+    """threads x FLOP per cycle x clock, in GFLOP/s. The clock is the mean `cpu MHz` that the kernel
+    reports in /proc/cpuinfo for our CPUs (on a VM often the nominal clock, not the boost one: the figure
+    is then low, and the matmul beating it says so). None without a clock or a native path."""
     blocks = cpuinfo_fields(cpuinfo, cpus)
     clocks = [float(b["cpu MHz"]) for b in blocks if "cpu MHz" in b]
-    known = bf16_flop_per_cycle(blocks[0]) if blocks else None
-    if flop_per_cycle is not None:
-        known = (flop_per_cycle, "given with --bf16-flop-per-cycle")
+    known = flop_per_cycle(blocks[0], precision) if blocks else None
+    if per_cycle is not None:
+        known = (per_cycle, "given with --flop-per-cycle")
     if not clocks or known is None:
         return None
     mhz = statistics.mean(clocks)
     return {
+        "precision": precision,
         "per_s": threads * known[0] * mhz / 1e3,
         "threads": threads,
         "flop_per_cycle": known[0],
@@ -698,8 +727,8 @@ def hardware_peak(
 
 
 def goals(row: dict[str, Any], peak: float, total_s: float, floor_row: dict[str, float]) -> dict[str, Any]:
-    """The two goals of one run: the real-pixel share of the bf16 matmul peak, and the end-to-end
-    estimate over the real-pixel floor (both floors and the estimate from the same run)."""
+    """The two goals of one run: the real-pixel share of the matmul peak (of the precision the trainer
+    trains in here), and the end-to-end estimate over the real-pixel floor (all from the same run)."""
     real = row["gflops_no_padding"] / peak
     over = total_s / floor_row["seconds_no_padding"]
     return {
@@ -749,14 +778,25 @@ def run(
     epoch_eval: bool = False,
     flop_per_cycle: int | None = None,
     cpuinfo: Path = Path("/proc/cpuinfo"),
+    precisions: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Run `sections`; the timed recipe leaves the per-epoch progress evaluation out unless `epoch_eval`."""
+    """Run `sections`; the timed recipe leaves the per-epoch progress evaluation out unless `epoch_eval`.
+
+    `precisions` measured: by default fp32, and bf16 where the CPU runs it natively. Where bf16 is emulated
+    (no AVX-512 BF16 or AMX: oneDNN converts through fp32, several times slower) the trainer trains in fp32
+    (precision=auto), so the floors, goals and thread table are those of fp32; timing emulated bf16 would
+    take most of the bench's time to describe a path nobody runs there.
+    """
     threads = apply_threads(0)
+    native = cpu_has_native_bf16()
+    measured = precisions or (("fp32", "bf16") if native else ("fp32",))
     results: dict[str, Any] = {
         "threads": threads,
         "cpus_available": available_cpus(),
         "cpu_model": cpu_model() or "unknown",
-        "native_bf16": cpu_has_native_bf16(),
+        "native_bf16": native,
+        "precisions": list(measured),
+        "trained": "bf16" if native else "fp32",  # what precision=auto picks on this CPU
         "torch": torch.__version__,
         "sections": list(sections),
         "smoke": sizes != FULL,
@@ -767,10 +807,13 @@ def run(
         work = Path(tmp) / "work"
         if "machine" in sections:
             with _step("matmul", results):
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                for name in measured:
+                    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
                     results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes, sizes.matmul_gflop)
                 text = cpuinfo.read_text(encoding="ascii", errors="replace") if cpuinfo.exists() else ""
-                results["hardware_bf16"] = hardware_peak(threads, text, os.sched_getaffinity(0), flop_per_cycle)
+                results["hardware"] = hardware_peak(
+                    threads, text, os.sched_getaffinity(0), flop_per_cycle, results["trained"]
+                )
         if {"seed", "throughput", "estimate", "threads", "gpu"} & set(sections):
             with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
                 root = _cached_synth(sizes.train, sizes.test, synth.EASY)
@@ -783,18 +826,24 @@ def run(
                 epochs = float(RECIPES["airbench"]["epochs"])
                 cost = TrainConfig().cost_per_hour
                 results["estimate"] = {
-                    p: estimate(results["airbench"][p], epochs, cost, epoch_eval=epoch_eval) for p in ("fp32", "bf16")
+                    p: estimate(results["airbench"][p], epochs, cost, epoch_eval=epoch_eval) for p in measured
                 }
-                if "matmul_bf16" in results:
-                    peak, bf16 = results["matmul_bf16"]["per_s"], results["airbench"]["bf16"]
-                    results["floor"] = floor(bf16, epochs, peak, epoch_eval=epoch_eval)
-                    results["goals"] = goals(bf16, peak, results["estimate"]["bf16"]["total_s"], results["floor"])
+                trained = results["trained"]
+                if f"matmul_{trained}" in results and trained in results["airbench"]:
+                    peak, row = results[f"matmul_{trained}"]["per_s"], results["airbench"][trained]
+                    results["floor"] = floor(row, epochs, peak, epoch_eval=epoch_eval)
+                    results["goals"] = goals(row, peak, results["estimate"][trained]["total_s"], results["floor"])
             if "threads" in sections:
                 measure_threads(root, work, data, results, sizes)
             if "gpu" in sections:
                 measure_gpu(root, work, data, results, sizes)
-        if "parity" in sections:
+        if "parity" in sections and "bf16" in measured:
             parity(work, results, sizes)
+        elif "parity" in sections:
+            results["parity"] = {
+                "skipped": "bf16 is emulated on this CPU (no AVX-512 BF16 or AMX) and the trainer "
+                "trains fp32 here; --emulated-bf16 measures it anyway (slowly)"
+            }
     results["others_load_after"] = others_load()
     return results
 
@@ -812,14 +861,15 @@ def _busy_note(results: dict[str, Any]) -> str:
 def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [results[k] for k in ("matmul_fp32", "matmul_bf16", "seed") if k in results]
     for model in ("cnn", "airbench"):
-        rows += [results[model][p] for p in ("fp32", "bf16") if model in results]
+        rows += [results[model][p] for p in ("fp32", "bf16") if p in results.get(model, {})]
     return rows
 
 
 def _estimate_lines(results: dict[str, Any]) -> list[str]:
     """The full-recipe estimate, both floors, and the goals."""
     lines: list[str] = []
-    a = results["airbench"]["bf16"]
+    auto = results["trained"]
+    a = results["airbench"][auto]
     epoch_eval = (
         f"{a['epoch_eval_images']} test images evaluated per epoch"
         if results.get("epoch_eval")
@@ -831,9 +881,7 @@ def _estimate_lines(results: dict[str, Any]) -> list[str]:
         f"{a['batch_size']} in {RECIPES['airbench']['epochs']} epochs, {epoch_eval}, TTA level "
         f"{recipe.TTA_LEVEL} on all {CIFAR10_TEST:,} at the end), {results['threads']} threads:",
     ]
-    auto = "bf16" if results["native_bf16"] else "fp32"
-    for precision in ("fp32", "bf16"):
-        e = results["estimate"][precision]
+    for precision, e in results["estimate"].items():
         mark = " <- precision=auto here" if precision == auto else ""
         lines.append(
             f"  {precision}: {e['train_s'] / 60:.1f} min training + {e['eval_s'] / 60:.1f} min evaluation = "
@@ -848,7 +896,7 @@ def _estimate_lines(results: dict[str, Any]) -> list[str]:
     if "floor" in results:
         f = results["floor"]
         lines.append(
-            f"FLOOR, real pixels: the {f['gflop_no_padding'] / 1e3:.0f} TFLOP on real pixels at 100 % of the bf16 "
+            f"FLOOR, real pixels: the {f['gflop_no_padding'] / 1e3:.0f} TFLOP on real pixels at 100 % of the {auto} "
             f"matmul peak: {f['seconds_no_padding'] / 60:.1f} min (no exact implementation is faster here)"
         )
         lines.append(
@@ -856,7 +904,7 @@ def _estimate_lines(results: dict[str, Any]) -> list[str]:
             f"of evaluation, zero padding included: {f['seconds'] / 60:.1f} min"
         )
     if "goals" in results:
-        lines += _goal_lines(results["goals"])
+        lines += _goal_lines(results["goals"], auto)
     return lines
 
 
@@ -864,12 +912,12 @@ def _met(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
-def _goal_lines(g: dict[str, Any]) -> list[str]:
+def _goal_lines(g: dict[str, Any], precision: str) -> list[str]:
     return [
-        f"GOAL bf16 real-pixel GFLOP/s >= {GOAL_REAL_PIXEL_RATIO:.2f} x the bf16 matmul peak: "
+        f"GOAL {precision} real-pixel GFLOP/s >= {GOAL_REAL_PIXEL_RATIO:.2f} x the {precision} matmul peak: "
         f"{g['real_pixel_ratio']:.2f} (counted {g['counted_ratio']:.2f}): {_met(g['real_pixel_ratio_met'])}",
-        f"GOAL bf16 end-to-end estimate <= {GOAL_OVER_FLOOR:.2f} x the real-pixel floor: {g['over_floor']:.2f}x: "
-        f"{_met(g['over_floor_met'])}",
+        f"GOAL {precision} end-to-end estimate <= {GOAL_OVER_FLOOR:.2f} x the real-pixel floor: "
+        f"{g['over_floor']:.2f}x: {_met(g['over_floor_met'])}",
     ]
 
 
@@ -886,6 +934,8 @@ def _gpu_lines(gpu: dict[str, Any]) -> list[str]:
 
 
 def _parity_lines(p: dict[str, Any]) -> list[str]:
+    if "skipped" in p:
+        return ["", f"bf16 vs fp32 parity: not measured: {p['skipped']}"]
     lines: list[str] = []
     diff, noise, ok = parity_verdict(p["accuracy"])
     lines += ["", f"bf16 vs fp32 parity: default recipe, {p['epochs']} epochs, {p['dataset']}, seeds {p['seeds']}"]
@@ -900,13 +950,13 @@ def _parity_lines(p: dict[str, Any]) -> list[str]:
 
 
 def _hardware_line(results: dict[str, Any]) -> str:
-    hw = results.get("hardware_bf16")
+    p, hw = results["trained"], results.get("hardware")
     if not hw:
-        return "hardware bf16 peak: unknown here (no native bf16, or no clock in /proc/cpuinfo)"
+        return f"hardware {p} peak: unknown here (no native {p} path, or no clock in /proc/cpuinfo)"
     return (
-        f"hardware bf16 peak: {hw['threads']} cores x {hw['flop_per_cycle']} FLOP/cycle ({hw['why']}) x "
-        f"{hw['mhz'] / 1e3:.2f} GHz (mean 'cpu MHz' in /proc/cpuinfo) = {hw['per_s']:.0f} GFLOP/s; the bf16 "
-        f"matmul reaches {results['matmul_bf16']['per_s'] / hw['per_s']:.2f} of it"
+        f"hardware {p} peak: {hw['threads']} cores x {hw['flop_per_cycle']} FLOP/cycle ({hw['why']}) x "
+        f"{hw['mhz'] / 1e3:.2f} GHz (mean 'cpu MHz' in /proc/cpuinfo) = {hw['per_s']:.0f} GFLOP/s; the {p} "
+        f"matmul reaches {results[f'matmul_{p}']['per_s'] / hw['per_s']:.2f} of it"
     )
 
 
@@ -919,7 +969,7 @@ def _throughput_lines(results: dict[str, Any], peak: dict[str, float], seed: flo
         f"{'eval/s':>8}{'TTA/s':>7}",
     ]
     for label, model in (("(b) cnn", "cnn"), ("(c) airbench", "airbench")):
-        for precision in ("fp32", "bf16"):
+        for precision in results["precisions"]:
             r = results[model][precision]
             own = peak.get(precision)
             share = f"{100 * r['gflops'] / own:>11.0f}%{100 * r['gflops_no_padding'] / own:>9.0f}%" if own else ""
@@ -932,18 +982,19 @@ def _throughput_lines(results: dict[str, Any], peak: dict[str, float], seed: flo
             f"{model}: {r['train_gflop_per_image']:.3f} GFLOP per training image "
             f"({r['train_gflop_per_image_no_padding']:.3f} without zero padding)"
         )
-    for part in results["airbench"]["bf16"].get("phases", []):
+    p = results["trained"]
+    for part in results["airbench"][p].get("phases", []):
         lines.append(
-            f"  airbench bf16 from epoch {part['epoch']} ({part['steps']} steps of the recipe): "
+            f"  airbench {p} from epoch {part['epoch']} ({part['steps']} steps of the recipe): "
             f"{part['per_s']:.0f} images/s, {part['gflop_per_image']:.3f} GFLOP per image"
-            + (f", {100 * part['gflops'] / peak['bf16']:.0f} % of peak" if "bf16" in peak else "")
+            + (f", {100 * part['gflops'] / peak[p]:.0f} % of peak" if p in peak else "")
         )
-    if "bf16" in peak:
-        r = results["airbench"]["bf16"]
+    if p in peak:
+        r = results["airbench"][p]
         lines.append(
-            f"RATIO (headline) default model bf16 on real pixels / bf16 matmul peak, over the whole recipe: "
-            f"{r['gflops_no_padding'] / peak['bf16']:.2f} (counted, zero padding included: "
-            f"{r['gflops'] / peak['bf16']:.2f})"
+            f"RATIO (headline) default model {p} (the precision it trains in here) on real pixels / {p} matmul "
+            f"peak, over the whole recipe: {r['gflops_no_padding'] / peak[p]:.2f} (counted, zero padding included: "
+            f"{r['gflops'] / peak[p]:.2f})"
         )
     return lines
 
@@ -951,19 +1002,20 @@ def _throughput_lines(results: dict[str, Any], peak: dict[str, float], seed: flo
 def report(results: dict[str, Any]) -> str:
     lines = [
         f"{results['cpu_model']}, {results['threads']} threads ({results['cpus_available']} CPUs available), "
-        f"native bf16 {results['native_bf16']}, torch {results['torch']}",
+        f"native bf16 {results['native_bf16']} (the trainer trains {results['trained']} here), "
+        f"torch {results['torch']}",
         _busy_note(results),
     ]
     if results.get("smoke"):
         lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
     peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
     if peak:
-        sizes = "/".join(results["matmul_bf16"].get("per_size", {}))
+        sizes = "/".join(results[f"matmul_{results['precisions'][0]}"].get("per_size", {}))
         lines.append(
             f"matmul peak (best median of 5 windows over n = {sizes}): "
             + ", ".join(f"{p} {v:.0f} GFLOP/s (n={results[f'matmul_{p}'].get('n')})" for p, v in peak.items())
         )
-    if "matmul_bf16" in results:
+    if f"matmul_{results['trained']}" in results:
         lines.append(_hardware_line(results))
     seed = results.get("seed", {}).get("per_s")
     if seed:
@@ -993,7 +1045,12 @@ def main(argv: list[str] | None = None) -> int:
         "--epoch-eval", action="store_true", help="time the per-epoch progress evaluations too (the reference does not)"
     )
     parser.add_argument(
-        "--bf16-flop-per-cycle", type=int, help="bf16 FLOP per cycle per core for the hardware peak (default: by ISA)"
+        "--flop-per-cycle",
+        type=int,
+        help="FLOP per cycle per core of the trained precision, for the hardware peak (default: by instruction set)",
+    )
+    parser.add_argument(
+        "--emulated-bf16", action="store_true", help="measure bf16 (and the parity table) even where it is emulated"
     )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
@@ -1004,7 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     sections = tuple(s for s in SECTIONS if s in chosen and s not in skipped)
     sizes = SMOKE if args.smoke else FULL
-    results = run(sections, sizes, epoch_eval=args.epoch_eval, flop_per_cycle=args.bf16_flop_per_cycle)
+    precisions = ("fp32", "bf16") if args.emulated_bf16 else None
+    results = run(
+        sections, sizes, epoch_eval=args.epoch_eval, flop_per_cycle=args.flop_per_cycle, precisions=precisions
+    )
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     print(report(results))
     print(f"(bench took {results['total_seconds'] / 60:.1f} min)")

@@ -209,7 +209,31 @@ def test_hardware_peak_is_cores_times_flop_per_cycle_times_the_mean_clock_of_our
     assert hardware_peak(1, amx, cpus={0})["flop_per_cycle"] == 1024  # type: ignore[index]
     zen5 = CPUINFO.replace("cpu family\t: 25", "cpu family\t: 26")
     assert hardware_peak(1, zen5, cpus={0})["flop_per_cycle"] == 128  # type: ignore[index]
-    assert hardware_peak(2, CPUINFO, cpus={0}, flop_per_cycle=32)["per_s"] == pytest.approx(2 * 32 * 3.6)  # type: ignore[index]
+    assert hardware_peak(2, CPUINFO, cpus={0}, per_cycle=32)["per_s"] == pytest.approx(2 * 32 * 3.6)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "family", "flags", "expected"),
+    [
+        ("AuthenticAMD", "25", "fma avx2", 32),  # Zen 3 (this machine's kind): two 256-bit FMAs
+        ("AuthenticAMD", "25", "fma avx2 avx512f avx512_bf16", 32),  # Zen 4 splits 512-bit FMAs
+        ("AuthenticAMD", "26", "fma avx2 avx512f", 64),  # Zen 5: two 512-bit FMAs
+        ("GenuineIntel", "6", "fma avx2 avx512f", 64),
+        ("GenuineIntel", "6", "fma avx2", 32),
+        ("GenuineIntel", "6", "avx", None),  # no FMA: no native figure to claim
+    ],
+)
+def test_the_fp32_hardware_peak_follows_the_fma_units(
+    vendor: str, family: str, flags: str, expected: int | None
+) -> None:
+    from bench_trainer import hardware_peak
+
+    text = CPUINFO.replace("AuthenticAMD", vendor).replace("cpu family\t: 25", f"cpu family\t: {family}")
+    text = text.replace("fpu avx2 avx512f avx512_bf16", f"fpu {flags}")
+    peak = hardware_peak(2, text, cpus={0, 1}, precision="fp32")
+    assert (peak and peak["flop_per_cycle"]) == expected
+    if peak:
+        assert peak["per_s"] == pytest.approx(2 * expected * 3.65)
 
 
 def test_no_hardware_peak_without_native_bf16_or_a_clock() -> None:
@@ -265,9 +289,11 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         train=512, test=64, parity_train=128, parity_test=32, parity_epochs=1, parity_seeds=(0, 1),
         cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256), matmul_gflop=0.05,
     )  # fmt: skip
-    # WHEN every section but the seed loop runs
-    results = bench.run(("machine", "throughput", "estimate", "threads", "gpu", "parity"), tiny)
+    # WHEN every section but the seed loop runs, in both precisions (bf16 even where it is emulated)
+    sections = ("machine", "throughput", "estimate", "threads", "gpu", "parity")
+    results = bench.run(sections, tiny, precisions=("fp32", "bf16"))
     text = bench.report(results)
+    p = results["trained"]  # floors, goals and threads are those of the precision the trainer trains in here
     # THEN the report has the phases, the whole-recipe ratio, the estimate, the floor and the parity table
     gpu = "ESTIMATE to the recipe's end" if torch.cuda.is_available() else "GPU: no CUDA device here"
     for expected in (
@@ -276,12 +302,12 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         "over the whole recipe",
         "ESTIMATE",
         "RATIO (headline)",
-        "hardware bf16 peak",
+        f"hardware {p} peak",
         "FLOOR, real pixels",
         "FLOOR, counted",
-        "GOAL bf16 real-pixel",
-        "GOAL bf16 end-to-end",
-        "THREADS:",
+        f"GOAL {p} real-pixel",
+        f"GOAL {p} end-to-end",
+        f"THREADS: airbench {p}",
         "8 vCPU / 16 GB",
         gpu,
         "parity",
@@ -292,6 +318,24 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     # AND the peak is the best of the sizes measured
     peak = results["matmul_bf16"]
     assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), abs=0.05)  # per_size is rounded to 0.1
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_measured_only_where_the_cpu_runs_it_natively(native: bool, tmp_path, monkeypatch) -> None:
+    import bench_trainer as bench
+
+    # GIVEN a CPU with or without native bf16 (where it is emulated, precision=auto trains fp32)
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
+    # WHEN the bench decides what to measure (the matmul section, tiny)
+    tiny = bench.Sizes(matmul_sizes=(64,), matmul_gflop=0.001)
+    results = bench.run(("machine", "parity"), tiny) if not native else bench.run(("machine",), tiny)
+    # THEN it measures and judges the precision the trainer trains in, and skips emulated bf16 with the reason
+    assert results["trained"] == ("bf16" if native else "fp32")
+    assert results["precisions"] == (["fp32", "bf16"] if native else ["fp32"])
+    assert ("matmul_bf16" in results) is native
+    if not native:
+        assert "emulated" in bench.report(results)
+        assert "parity: not measured" in bench.report(results)
 
 
 def test_the_benchmark_ships_neither_in_the_package_nor_as_an_import_of_it() -> None:
