@@ -32,20 +32,7 @@ EVENT_FIXTURES = REPO / "lambda" / "tests" / "events"
 
 REPEATS = 7  # cold-start subprocesses per variant; the median is printed
 EVENTS = int(os.environ.get("BENCH_TRIGGER_EVENTS", "200"))  # handler invocations per measurement
-ENV = {
-    "PUSHTRAIN_CLUSTER": "pushtrain",
-    "PUSHTRAIN_TASK_FAMILY": "pushtrain-trainer",
-    "PUSHTRAIN_CONTAINER_NAME": "trainer",
-    "PUSHTRAIN_REPOSITORY_NAME": "pushtrain-trainer",
-    "PUSHTRAIN_REPOSITORY_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pushtrain-trainer",
-    "PUSHTRAIN_SUBNETS": "subnet-0abc1234def567890",
-    "PUSHTRAIN_SECURITY_GROUPS": "sg-0123456789abcdef0",
-    "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
-    "PUSHTRAIN_BUCKET": "pushtrain-artifacts-123456789012-us-east-1",
-    "PUSHTRAIN_MAX_ATTEMPTS": "3",
-    "PUSHTRAIN_CLAIM_SECONDS": "180",
-    "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
-}
+ENV: dict[str, str] = json.loads((EVENT_FIXTURES / "trigger_environment.json").read_text())
 AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
 
@@ -125,7 +112,12 @@ class CannedAws:
         import boto3
         from trigger.aws import Clients
 
-        self.clients = Clients(ecs=boto3.client("ecs"), s3=boto3.client("s3"), ecr=boto3.client("ecr"))
+        session = boto3.session.Session(  # its own credentials and region: the caller's environment is left alone
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        )
+        self.clients = Clients(ecs=session.client("ecs"), s3=session.client("s3"), ecr=session.client("ecr"))
         for name in ("ecs", "s3", "ecr"):
             getattr(self.clients, name).meta.events.register("before-call.*.*", self._answer)
 
@@ -171,7 +163,6 @@ def cpu_ms(fn: Callable[[], None]) -> float:
 
 
 def bench_handler_cpu() -> None:
-    os.environ.update(AWS_ENV)
     from trigger.config import load_config
     from trigger.handler import handle
 

@@ -6,8 +6,6 @@ died with a Stubber traceback the next time someone ran it. These run its handle
 
 from __future__ import annotations
 
-import os
-
 import bench_trigger
 import pytest
 
@@ -15,7 +13,8 @@ import pytest
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_trigger, "EVENTS", 2)
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # bench_handler_cpu sets the AWS variables
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)  # the bench brings its own: nothing from the caller's environment
 
 
 def test_the_handler_bench_starts_a_task_and_prints_its_ratio(quick: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ fails here until the file is regenerated.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,20 +26,8 @@ from trigger.events import PARAM_SCHEMA, validate_params
 from trigger.handler import handle
 
 GIT_SHA = "3f4e2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f"
-ENVIRONMENT = {
-    "PUSHTRAIN_CLUSTER": "pushtrain",
-    "PUSHTRAIN_TASK_FAMILY": "pushtrain-trainer",
-    "PUSHTRAIN_CONTAINER_NAME": "trainer",
-    "PUSHTRAIN_REPOSITORY_NAME": "pushtrain-trainer",
-    "PUSHTRAIN_REPOSITORY_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pushtrain-trainer",
-    "PUSHTRAIN_SUBNETS": "subnet-0abc1234def567890",
-    "PUSHTRAIN_SECURITY_GROUPS": "sg-0123456789abcdef0",
-    "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
-    "PUSHTRAIN_BUCKET": "pushtrain-artifacts-123456789012-us-east-1",
-    "PUSHTRAIN_MAX_ATTEMPTS": "3",
-    "PUSHTRAIN_CLAIM_SECONDS": "180",
-    "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
-}
+TRIGGER_EVENTS = Path(__file__).resolve().parent.parent / "lambda" / "tests" / "events"
+ENVIRONMENT: dict[str, str] = json.loads((TRIGGER_EVENTS / "trigger_environment.json").read_text())
 
 
 def test_the_committed_schema_is_the_one_the_trainer_generates() -> None:

@@ -49,20 +49,8 @@ SIGNATURE_MANIFEST = {
     ],
 }
 
-ENVIRONMENT = {
-    "PUSHTRAIN_CLUSTER": "pushtrain",
-    "PUSHTRAIN_TASK_FAMILY": "pushtrain-trainer",
-    "PUSHTRAIN_CONTAINER_NAME": "trainer",
-    "PUSHTRAIN_REPOSITORY_NAME": "pushtrain-trainer",
-    "PUSHTRAIN_REPOSITORY_URI": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/pushtrain-trainer",
-    "PUSHTRAIN_SUBNETS": "subnet-0abc1234def567890,subnet-0fed9876cba543210",
-    "PUSHTRAIN_SECURITY_GROUPS": "sg-0123456789abcdef0",
-    "PUSHTRAIN_ASSIGN_PUBLIC_IP": "DISABLED",
-    "PUSHTRAIN_BUCKET": BUCKET,
-    "PUSHTRAIN_MAX_ATTEMPTS": "3",
-    "PUSHTRAIN_CLAIM_SECONDS": "180",
-    "PUSHTRAIN_RECONCILE_LOOKBACK_DAYS": "7",
-}
+# the trigger's environment as Terraform sets it (terraform/lambda.tf); one file for every test and the bench
+ENVIRONMENT: dict[str, str] = json.loads((EVENTS / "trigger_environment.json").read_text())
 
 
 @functools.cache
