@@ -112,23 +112,27 @@ resource "aws_iam_role" "task" {
 data "aws_iam_policy_document" "task" {
   statement {
     # GetObject also covers HeadObject (exists checks) and conditional reads.
+    # sweeps/: a sweep run reads the other runs' rung results (ASHA, trainer.asha) beside its own.
     sid     = "ReadArtifacts"
     actions = ["s3:GetObject"]
     resources = [
       "${aws_s3_bucket.this.arn}/datasets/*",
       "${aws_s3_bucket.this.arn}/runs/*",
       "${aws_s3_bucket.this.arn}/models/*",
+      "${aws_s3_bucket.this.arn}/sweeps/*",
     ]
   }
 
   statement {
     # Conditional writes (If-None-Match for new versions, If-Match for the champion swap and the
     # run record) are plain PutObject calls; there is no delete: a published version is never removed.
+    # sweeps/<id>/rungs/ and sweeps/<id>/final/: a sweep run's validation counts (trainer.asha, trainer.run).
     sid     = "WriteRunsAndModels"
     actions = ["s3:PutObject"]
     resources = [
       "${aws_s3_bucket.this.arn}/runs/*",
       "${aws_s3_bucket.this.arn}/models/*",
+      "${aws_s3_bucket.this.arn}/sweeps/*",
     ]
   }
 

@@ -77,8 +77,8 @@ data "aws_iam_policy_document" "artifacts_bucket" {
 
   statement {
     # Defence in depth behind the roles' own policies: a role created outside the stack (or one the CI
-    # apply role could create within the boundary) reads and writes no run and no model, whatever its
-    # IAM policy says. Deletes stay with IAM, so an administrator can still empty the bucket to destroy.
+    # apply role could create within the boundary) reads and writes no run, model, sweep or trained-digest
+    # entry, whatever its IAM policy says. Deletes stay with IAM, so an administrator can still empty the bucket to destroy.
     sid    = "DenyRunsAndModelsToUnnamedPrincipals"
     effect = "Deny"
     actions = [
@@ -91,6 +91,8 @@ data "aws_iam_policy_document" "artifacts_bucket" {
     resources = [
       "${aws_s3_bucket.this.arn}/runs/*",
       "${aws_s3_bucket.this.arn}/models/*",
+      "${aws_s3_bucket.this.arn}/sweeps/*",  # a sweep's record and its runs' validation counts: what it selects on
+      "${aws_s3_bucket.this.arn}/digests/*", # which images have trained: a forged entry would skip a push
     ]
 
     principals {

@@ -715,11 +715,40 @@ def test_roles_that_read_missing_keys_may_list_the_bucket_unconditionally(
     assert [(s.resources, s.conditions) for s in listing] == [(("${aws_s3_bucket.this.arn}",), ())]
 
 
-def test_task_role_reads_datasets_and_writes_only_runs_and_models(stack: dict[str, list[Any]]) -> None:
+def test_task_role_reads_datasets_and_writes_only_runs_models_and_sweeps(stack: dict[str, list[Any]]) -> None:
     writes = [s for s in statements(stack, "task") if "s3:PutObject" in s.actions]
     assert [sorted(s.resources) for s in writes] == [
-        ["${aws_s3_bucket.this.arn}/models/*", "${aws_s3_bucket.this.arn}/runs/*"]
+        ["${aws_s3_bucket.this.arn}/models/*", "${aws_s3_bucket.this.arn}/runs/*", "${aws_s3_bucket.this.arn}/sweeps/*"]
     ]
+
+
+def test_task_role_covers_every_key_the_trainer_reads_and_writes(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the keys the trainer's own code builds: its record, checkpoints, a version, the champion, and a sweep
+    # run's validation counts (a rung result it writes and the others' it reads, its final count). The task role
+    # once lacked sweeps/: every sweep run on AWS would have died at its first rung with AccessDenied.
+    from trainer.run import final_key
+
+    from trainer import asha, checkpoint, runstate
+
+    run, sweep = "retrain-1234567-0a1b2c3d", "1234567"
+    reads_and_writes = [
+        runstate.status_key(run),
+        checkpoint.checkpoint_key(run),
+        checkpoint.sidecar_key(run),
+        "models/cifar10/20261207T000000Z-abc/model.pt",
+        "models/cifar10/champion.json",
+        asha.rung_key(sweep, 3, run),
+        final_key(sweep, run),
+    ]
+    prefix = "${aws_s3_bucket.this.arn}/"
+
+    def allowed(action: str) -> list[str]:
+        return [r.removeprefix(prefix) for s in statements(stack, "task") if action in s.actions for r in s.resources]
+
+    # THEN the role may read and write each (and the bucket policy names the role: see the bucket tests below)
+    for action in ("s3:GetObject", "s3:PutObject"):
+        missing = [k for k in reads_and_writes if not any(fnmatch.fnmatchcase(k, r) for r in allowed(action))]
+        assert missing == [], f"{action} not granted on {missing}"
 
 
 # --- network modes ------------------------------------------------------------------------------------------
@@ -1037,6 +1066,8 @@ def test_bucket_policy_denies_runs_and_models_to_principals_it_does_not_name() -
             ("s3:GetObject", "models/cifar10/3/model.pt"),
             ("s3:GetObject", "runs/push-0123/status.json"),
             ("s3:PutObject", "runs/push-0123/status.json"),
+            ("s3:PutObject", "sweeps/1234567/final/retrain-1234567-0a.json"),  # what a sweep selects on
+            ("s3:PutObject", f"digests/sha256:{'0' * 64}.json"),  # a forged entry would skip a push
         ]:
             assert "DenyRunsAndModelsToUnnamedPrincipals" in denied(policy, stranger, action, key, {"if-none-match"})
         # AND an administrator can still upload the dataset and empty the bucket to destroy it
