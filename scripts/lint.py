@@ -209,8 +209,10 @@ IAM_LINT_VARIANTS: dict[str, list[dict[str, object]]] = {
     "terraform": [
         {},
         {"network_mode": "private"},
-        # the scale-out capacity (gpu.tf, batch.tf, ec2_capacity.tf): its policies exist only when enabled
-        {"network_mode": "private", "gpu": {"enabled": True}, "batch": {"enabled": True}},
+        # the scale-out capacity (gpu.tf, batch.tf, ec2_capacity.tf): its policies exist only when enabled;
+        # GPU Spot (var.gpu.spot, its default, spelled out: the tree is read without object defaults) adds
+        # the trigger's Spot notice policy
+        {"network_mode": "private", "gpu": {"enabled": True, "spot": True}, "batch": {"enabled": True}},
     ]
 }
 _IAM_SKIP = re.compile(r"#\s*iam-lint:skip=([A-Z_]+)(?:\(([A-Za-z0-9:*, ]+)\))?(?::\s*(.*))?")

@@ -1,4 +1,4 @@
-# Five rules on the default event bus (six with var.batch.enabled), one resource each through
+# Five rules on the default event bus (six with var.batch.enabled, seven with GPU Spot capacity), one resource each through
 # `for_each` over local.event_rules.
 # The patterns live in event-patterns/*.json.tftpl so that the local pipeline and the contract tests
 # match events against exactly what is deployed.
@@ -17,6 +17,11 @@
 #                       missed; ECR delivers its events on a best-effort basis)
 # 6. batch_job_failed   only with var.batch.enabled (batch.tf): a multi-node job of our queue that Batch
 #                       gave up on -> trigger (mark its run `failed`: its trainer may never have run)
+# 7. spot_notice        only with GPU Spot capacity (var.gpu.enabled and var.gpu.spot, gpu.tf): an EC2 Spot
+#                       interruption warning or rebalance recommendation -> trigger (for an instance of
+#                       our cluster: mark the runs of its training tasks and StopTask them; the trainer
+#                       checkpoints and exits 75, and that stop, delivered by spot_interruption through
+#                       the trigger's stop reason, resumes the run on the on-demand GPU provider)
 #
 # Every rule delivers to the trigger (aws_cloudwatch_event_target.trigger); training_failed also to
 # the notifications topic (aws_cloudwatch_event_target.training_failed_notify).
@@ -31,6 +36,9 @@ locals {
   )
   # The patterns' taskDefinitionArn value: a list of prefix matchers, any of which matches.
   task_definition_arn_patterns = jsonencode([for prefix in local.task_definition_arn_prefixes : { prefix = prefix }])
+  # How every StopTask reason of the trigger's Spot notice handling starts (trigger.notices.STOP_REASON_PREFIX;
+  # the contract test checks the two agree): ECS reports it as the task's stoppedReason, stopCode UserInitiated.
+  notice_stop_reason_prefix = "pushtrain spot notice:"
 
   event_patterns = {
     ecr_push = templatefile("${path.module}/event-patterns/ecr-push.json.tftpl", {
@@ -39,6 +47,7 @@ locals {
     spot_interruption = templatefile("${path.module}/event-patterns/spot-interruption.json.tftpl", {
       cluster_arn                  = aws_ecs_cluster.this.arn
       task_definition_arn_patterns = local.task_definition_arn_patterns
+      notice_stop_reason_prefix    = local.notice_stop_reason_prefix
     })
     training_failed = templatefile("${path.module}/event-patterns/training-failed.json.tftpl", {
       cluster_arn                  = aws_ecs_cluster.this.arn
@@ -50,6 +59,8 @@ locals {
       task_definition_arn_patterns = local.task_definition_arn_patterns
       container_name               = local.container_name
     })
+    # EC2 names only the instance: the trigger asks ECS whether it is one of our cluster's (trigger.notices)
+    spot_notice = templatefile("${path.module}/event-patterns/spot-notice.json.tftpl", {})
     # terraform/batch.tf (its rule exists only when var.batch.enabled)
     batch_job_failed = templatefile("${path.module}/event-patterns/batch-job-failed.json.tftpl", {
       job_queue_arn = "arn:${local.partition}:batch:${var.region}:${local.account_id}:job-queue/${local.batch_queue_name}"
@@ -65,7 +76,7 @@ locals {
       schedule_expression = null
     }
     spot_interruption = {
-      description         = "A training task stopped by a Fargate Spot interruption is started again"
+      description         = "A training task stopped by a Spot interruption (or by the trigger on a Spot notice) is started again"
       event_pattern       = local.event_patterns.spot_interruption
       schedule_expression = null
     }
@@ -92,6 +103,16 @@ locals {
         schedule_expression = null
       }
     } : key => rule if local.batch_enabled
+    }, {
+    # Every Spot notice of the account and region reaches the trigger (a rule cannot match an instance's
+    # Auto Scaling group), so the rule exists only where a task of ours can run on Spot.
+    for key, rule in {
+      spot_notice = {
+        description         = "An EC2 Spot warning or rebalance recommendation stops our GPU tasks on that instance gracefully"
+        event_pattern       = local.event_patterns.spot_notice
+        schedule_expression = null
+      }
+    } : key => rule if local.gpu_on_demand
   })
 
   # EventBridge retries a failed delivery with backoff for up to a day by default; an ECR event

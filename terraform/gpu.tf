@@ -155,3 +155,52 @@ resource "aws_ecs_task_definition" "gpu" {
 
   container_definitions = jsonencode([local.trainer_containers.gpu])
 }
+
+# --- the trigger on a Spot notice (var.gpu.spot): find our tasks on the instance and stop them ----------
+
+# What lambda/src/trigger/notices.py calls beyond the trigger's own policy (iam.tf), only where a task of
+# ours can run on Spot (the spot_notice rule exists only then, eventbridge.tf). ListTasks and
+# DescribeTasks are granted in iam.tf already.
+data "aws_iam_policy_document" "trigger_spot_notice" {
+  count = local.gpu_on_demand ? 1 : 0
+
+  statement {
+    # The instance's container instance: ListContainerInstances is authorized on the cluster itself.
+    sid       = "FindNoticedContainerInstances"
+    actions   = ["ecs:ListContainerInstances"]
+    resources = [aws_ecs_cluster.this.arn]
+  }
+
+  statement {
+    sid       = "DescribeNoticedContainerInstances"
+    actions   = ["ecs:DescribeContainerInstances"]
+    resources = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:container-instance/${local.cluster_name}/*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+
+  statement {
+    # SIGTERM to the trainer (it checkpoints and exits 75): only tasks of our cluster.
+    sid       = "StopNoticedTasks"
+    actions   = ["ecs:StopTask"]
+    resources = [local.cluster_tasks_arn]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "trigger_spot_notice" {
+  count = local.gpu_on_demand ? 1 : 0
+
+  name   = "stop-tasks-on-spot-notices"
+  role   = aws_iam_role.trigger.id
+  policy = data.aws_iam_policy_document.trigger_spot_notice[0].json
+}

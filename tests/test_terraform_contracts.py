@@ -379,9 +379,26 @@ def tags_on_create(package: Path) -> bool:
 SCALE_OUT_SERVICES = {"batch"}
 
 
+# The trigger's calls on an EC2 Spot notice (trigger/notices.py) that nothing else makes are granted by their
+# own policy too, which exists only with GPU Spot capacity (terraform/gpu.tf, trigger_spot_notice).
+SPOT_NOTICE_MODULE = "lambda/src/trigger/notices.py"
+
+
+def spot_notice_only_actions() -> set[str]:
+    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service not in SCALE_OUT_SERVICES]
+    notice = {a for call in calls if call.where.startswith(SPOT_NOTICE_MODULE + ":") for a in iam_actions(call)}
+    others = {a for call in calls if not call.where.startswith(SPOT_NOTICE_MODULE + ":") for a in iam_actions(call)}
+    return notice - others
+
+
 def expected_trigger_actions() -> tuple[set[str], list[AwsCall]]:
     require_file(TRIGGER_SRC / "aws.py")
-    calls = [call for call in boto3_calls(TRIGGER_SRC) if call.service not in SCALE_OUT_SERVICES]
+    notice_only = spot_notice_only_actions()
+    calls = [
+        call
+        for call in boto3_calls(TRIGGER_SRC)
+        if call.service not in SCALE_OUT_SERVICES and not iam_actions(call) <= notice_only
+    ]
     actions = {action for call in calls for action in iam_actions(call)}
     if actions & READS_THAT_MAY_MISS:
         actions.add("s3:ListBucket")
@@ -607,6 +624,23 @@ def test_trigger_batch_policy_allows_exactly_the_batch_calls_the_trigger_makes(s
     assert document["count"] == "${local.batch_enabled ? 1 : 0}"
     passes = [s for s in statements(stack, "trigger_batch") if "iam:PassRole" in s.actions]
     assert [sorted(s.resources) for s in passes] == [["${aws_iam_role.execution.arn}", "${aws_iam_role.task.arn}"]]
+
+
+def test_trigger_spot_notice_policy_allows_exactly_the_calls_only_notices_make(stack: dict[str, list[Any]]) -> None:
+    # GIVEN the IAM actions of the calls trigger/notices.py makes and no other trigger module does
+    expected = spot_notice_only_actions()
+    assert expected == {"ecs:ListContainerInstances", "ecs:DescribeContainerInstances", "ecs:StopTask"}
+    # THEN the Spot notice policy allows exactly those, only with GPU Spot capacity, all on our cluster
+    assert allowed_actions(stack, "trigger_spot_notice") == expected
+    document = block(stack, "data", "aws_iam_policy_document", "trigger_spot_notice")
+    assert document["count"] == "${local.gpu_on_demand ? 1 : 0}"
+    for statement in statements(stack, "trigger_spot_notice"):
+        if statement.actions == ("ecs:ListContainerInstances",):
+            assert statement.resources == ("${aws_ecs_cluster.this.arn}",)  # authorized on the cluster itself
+        else:
+            assert statement.conditions == (("ArnEquals", "ecs:cluster", ("${aws_ecs_cluster.this.arn}",)),)
+    policy = block(stack, "resource", "aws_iam_role_policy", "trigger_spot_notice")
+    assert (policy["count"], policy["role"]) == ("${local.gpu_on_demand ? 1 : 0}", "${aws_iam_role.trigger.id}")
 
 
 def test_trigger_runtime_policy_holds_only_the_lambda_service_actions(stack: dict[str, list[Any]]) -> None:
@@ -845,7 +879,15 @@ def test_repository_variables_are_all_outputs(stack: dict[str, list[Any]], boots
     assert {"AWS_PLAN_ROLE_ARN", "AWS_APPLY_ROLE_ARN", "AWS_IMAGE_ROLE_ARN", "AWS_RETRAIN_ROLE_ARN"} <= from_bootstrap
 
 
-STACK_ROLE_DOCUMENTS = ["execution", "task", "trigger", "trigger_runtime", "container_instance", "trigger_batch"]
+STACK_ROLE_DOCUMENTS = [
+    "execution",
+    "task",
+    "trigger",
+    "trigger_runtime",
+    "container_instance",
+    "trigger_batch",
+    "trigger_spot_notice",
+]
 
 
 def test_every_stack_role_carries_the_bootstrap_boundary(
@@ -923,13 +965,15 @@ def test_plan_role_cannot_write_anything_but_the_lock(bootstrap: dict[str, list[
     assert writing[0].resources == ("${local.arn.stack_lockfile}",)
 
 
-def event_rules(*, batch_enabled: bool) -> dict[str, Any]:
-    """local.event_rules evaluated (the local pipeline's evaluator) with var.batch.enabled set as given."""
+def event_rules(*, batch_enabled: bool, gpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """local.event_rules evaluated (the local pipeline's evaluator) with var.batch.enabled (and var.gpu) as given."""
     from tfread.hcl import Scope
     from tfread.terraform import TerraformModule
 
     module = TerraformModule.load(STACK)
     variables = dict(module.variables) | {"batch": dict(module.variables["batch"]) | {"enabled": batch_enabled}}
+    if gpu is not None:
+        variables["gpu"] = dict(module.variables["gpu"]) | gpu
     return dict(Scope(variables, module.locals, module.resources, module.path.resolve()).local("event_rules"))
 
 
@@ -942,6 +986,9 @@ def test_event_rules_and_alarms_stay_wired(stack: dict[str, list[Any]]) -> None:
     core = {"ecr_push", "spot_interruption", "training_failed", "training_succeeded", "reconcile"}
     assert set(event_rules(batch_enabled=False)) == core
     assert set(event_rules(batch_enabled=True)) == core | {"batch_job_failed"}  # batch.tf's, in the same for_each
+    # the Spot notice rule only where a task of ours runs on Spot: GPU capacity with var.gpu.spot
+    assert set(event_rules(batch_enabled=False, gpu={"enabled": True, "spot": True})) == core | {"spot_notice"}
+    assert set(event_rules(batch_enabled=False, gpu={"enabled": True, "spot": False})) == core
     trigger = block(stack, "resource", "aws_cloudwatch_event_target", "trigger")
     notify = block(stack, "resource", "aws_cloudwatch_event_target", "training_failed_notify")
     assert trigger["for_each"] == "${aws_cloudwatch_event_rule.this}"

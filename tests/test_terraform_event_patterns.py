@@ -33,7 +33,12 @@ GPU_FAMILY_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/pushtrain-t
 FAMILY_PATTERNS = json.dumps([{"prefix": FAMILY_PREFIX}, {"prefix": GPU_FAMILY_PREFIX}])
 TEMPLATE_VARS = {
     "ecr-push": {"repository_name": "pushtrain-trainer"},
-    "spot-interruption": {"cluster_arn": CLUSTER_ARN, "task_definition_arn_patterns": FAMILY_PATTERNS},
+    "spot-interruption": {
+        "cluster_arn": CLUSTER_ARN,
+        "task_definition_arn_patterns": FAMILY_PATTERNS,
+        "notice_stop_reason_prefix": "pushtrain spot notice:",
+    },
+    "spot-notice": {},
     "training-failed": {
         "cluster_arn": CLUSTER_ARN,
         "task_definition_arn_patterns": FAMILY_PATTERNS,
@@ -381,6 +386,7 @@ def test_rules_use_the_rendered_templates(stack: dict[str, list[Any]]) -> None:
         "training_succeeded": "local.event_patterns.training_succeeded",
         "reconcile": "null",
         "batch_job_failed": "local.event_patterns.batch_job_failed",
+        "spot_notice": "local.event_patterns.spot_notice",
     }
 
 
@@ -405,3 +411,74 @@ def test_batch_rule_ignores_other_states_and_queues(rendered: dict[str, Any], ch
     event = batch_sample()
     event["detail"].update(change)
     assert not matches(rendered["batch-job-failed"], event)
+
+
+# --- EC2 Spot notices (GPU Spot capacity) -> trigger, and the stops the trigger makes on them ----------------
+
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html and
+# .../rebalance-recommendations.html: the documented examples (instance-action "terminate" filled in).
+AWS_DOCS_SPOT_WARNING = {
+    "version": "0",
+    "id": "12345678-1234-1234-1234-123456789012",
+    "detail-type": "EC2 Spot Instance Interruption Warning",
+    "source": "aws.ec2",
+    "account": ACCOUNT,
+    "time": "2026-11-25T19:40:00Z",
+    "region": REGION,
+    "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-1234567890abcdef0"],
+    "detail": {"instance-id": "i-1234567890abcdef0", "instance-action": "terminate"},
+}
+
+
+def test_the_trigger_and_the_spot_rule_share_one_stop_reason_prefix(
+    stack: dict[str, list[Any]], rendered: dict[str, Any]
+) -> None:
+    from trigger.notices import STOP_REASON_PREFIX
+
+    (locals_block,) = [b for b in stack["locals"] if "notice_stop_reason_prefix" in b]
+    assert unquote(locals_block["notice_stop_reason_prefix"]) == STOP_REASON_PREFIX
+    assert TEMPLATE_VARS["spot-interruption"]["notice_stop_reason_prefix"] == STOP_REASON_PREFIX
+
+
+@pytest.mark.parametrize("kind", ["EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"])
+def test_spot_notice_rule_delivers_both_notices(rendered: dict[str, Any], kind: str) -> None:
+    event = copy.deepcopy(AWS_DOCS_SPOT_WARNING)
+    event["detail-type"] = kind
+    if kind.endswith("Recommendation"):
+        del event["detail"]["instance-action"]
+    assert matches(rendered["spot-notice"], event)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("source", "custom.spoofed"), ("detail-type", "EC2 Instance State-change Notification")],
+)
+def test_spot_notice_rule_ignores_other_ec2_events(rendered: dict[str, Any], field: str, value: str) -> None:
+    event = copy.deepcopy(AWS_DOCS_SPOT_WARNING)
+    event[field] = value
+    assert not matches(rendered["spot-notice"], event)
+
+
+def stopped_by_us(reason: str, exit_code: int = 75) -> dict[str, Any]:
+    event = finished(exit_code, "UserInitiated")
+    event["detail"].update(taskDefinitionArn=GPU_REVISION, stoppedReason=reason)
+    return event
+
+
+def test_spot_rule_delivers_a_task_the_trigger_stopped_on_a_spot_notice(rendered: dict[str, Any]) -> None:
+    from trigger.notices import InstanceNotice, stop_reason
+
+    notice = InstanceNotice("e", "EC2 Spot Instance Interruption Warning", "i-1234567890abcdef0", "terminate")
+    # GIVEN the stop of a GPU task the trigger stopped on a Spot notice (its trainer checkpointed: exit 75)
+    event = stopped_by_us(stop_reason(notice))
+    # THEN the Spot rule delivers it (the trigger resumes it), and the failure rule does not report it
+    assert matches(rendered["spot-interruption"], event)
+    assert not matches_a_container(rendered["training-failed"], event)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["Task stopped by user", "stopped by the operator: pushtrain spot notice: not a prefix", "pushtrain spot"],
+)
+def test_spot_rule_ignores_tasks_stopped_by_anyone_else(rendered: dict[str, Any], reason: str) -> None:
+    assert not matches(rendered["spot-interruption"], stopped_by_us(reason))

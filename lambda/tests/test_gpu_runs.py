@@ -18,12 +18,13 @@ import boto3
 import pytest
 from botocore.stub import ANY
 from moto.ec2 import utils as ec2_utils
-from trigger import stops
+from trigger import notices, stops
 from trigger.config import Config, load_config
 from trigger.ecs import capacity_providers, run_task_request, start_task
 from trigger.errors import ConfigError, ImageNotFoundError, InvalidEventError, StartInFlightError
-from trigger.events import parse_task_stop_event
-from trigger.handler import handle
+from trigger.events import SkippedEvent, parse_task_stop_event
+from trigger.handler import handle, parse
+from trigger.notices import STOP_REASON_PREFIX
 from trigger.records import new_record
 from trigger.runs import RunSpec, push_run_id
 from trigger.taskdef import ensure_pinned_revision, index_key
@@ -522,3 +523,169 @@ def test_a_sweep_takes_no_compute_of_its_own(gpu: Emulated) -> None:
     with pytest.raises(InvalidEventError, match="compute"):
         handle(sweep, gpu.config, gpu.clients, clock=clock, sleep=no_sleep)
     assert gpu.tasks() == []
+
+
+# --- EC2 Spot notices: stop the GPU task gracefully, resume it on demand (trigger.notices) -------------------
+
+WARNING, REBALANCE = "EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"
+
+
+def gpu_instance_id(aws: Emulated) -> str:
+    """The EC2 instance id of the GPU container instance the fixture registered."""
+    (arn,) = aws.ecs.list_container_instances(cluster="pushtrain")["containerInstanceArns"]
+    (instance,) = aws.ecs.describe_container_instances(cluster="pushtrain", containerInstances=[arn])[
+        "containerInstances"
+    ]
+    return str(instance["ec2InstanceId"])
+
+
+def notice_of(instance_id: str, kind: str = WARNING) -> dict[str, Any]:
+    """The AWS documentation's example of the notice (spot-instance-termination-notices.html,
+    rebalance-recommendations.html), for `instance_id` in our region."""
+    detail: dict[str, Any] = {"instance-id": instance_id}
+    if kind == WARNING:
+        detail["instance-action"] = "terminate"
+    return {
+        "version": "0",
+        "id": "12345678-1234-1234-1234-123456789012",
+        "detail-type": kind,
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": "2026-11-25T19:40:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"],
+        "detail": detail,
+    }
+
+
+class StopTaskCalls:
+    """Counts the StopTask requests the trigger's ECS client sends (a botocore event hook)."""
+
+    def __init__(self, ecs: Any) -> None:
+        self.ecs, self.requests = ecs, []
+        ecs.meta.events.register("provide-client-params.ecs.StopTask", self._seen)
+
+    def _seen(self, params: dict[str, Any], **_: Any) -> None:
+        self.requests.append(params)
+
+    def close(self) -> None:
+        self.ecs.meta.events.unregister("provide-client-params.ecs.StopTask", self._seen)
+
+
+@pytest.fixture
+def stop_calls(gpu_run: tuple[Emulated, str]) -> Iterator[StopTaskCalls]:
+    calls = StopTaskCalls(gpu_run[0].ecs)
+    yield calls
+    calls.close()
+
+
+@pytest.mark.parametrize("kind", [WARNING, REBALANCE])
+def test_a_spot_notice_stops_the_gpu_task_once_and_its_stop_resumes_on_demand(
+    gpu_run: tuple[Emulated, str], stop_calls: StopTaskCalls, kind: str
+) -> None:
+    # GIVEN a GPU run training on the Spot GPU provider, its trainer running
+    aws, run_id = gpu_run
+    aws.put_record(run_id, state="running")
+    task_arn = aws.record(run_id)["task_arn"]
+    event = notice_of(gpu_instance_id(aws), kind)
+    # WHEN EC2's notice for its instance arrives, twice (EventBridge delivers at least once)
+    first = handle(event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    second = handle(event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    # THEN the task was stopped once, with the reason the Spot rule matches, after its record was marked
+    assert (first["decision"], first["outcome"], first["task_arn"]) == ("spot-notice", "stopped", task_arn)
+    assert (second["decision"], second["outcome"]) == ("spot-notice", "nothing-running")
+    (request,) = stop_calls.requests
+    assert request["task"] == task_arn
+    assert request["reason"].startswith(STOP_REASON_PREFIX)
+    assert len(request["reason"]) <= 255  # StopTask accepts 255 characters
+    marker = aws.record(run_id)["spot_notice"]
+    assert (marker["task_arn"], marker["kind"], marker["instance_id"]) == (task_arn, kind, gpu_instance_id(aws))
+    # WHEN the trainer checkpoints, records `interrupted` and exits 75, and that stop event arrives
+    aws.put_record(run_id, state="interrupted")
+    stop = stop_gpu_task(aws, run_id, "UserInitiated", request["reason"], 75)
+    decision = handle(stop, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    # THEN attempt 2 starts on the on-demand GPU provider, as after a Spot interruption
+    assert (decision["decision"], decision["outcome"], decision["capacity_provider"]) == (
+        "resume",
+        "started",
+        ON_DEMAND_GPU,
+    )
+    record = aws.record(run_id)
+    assert (record["attempt"], record["on_demand"], record["source"]) == (2, True, "spot-resume")
+    # AND a redelivery of that stop is a duplicate: one resumed task
+    again = handle(stop, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    assert (again["decision"], again["task_arn"]) == ("duplicate", decision["task_arn"])
+    assert len(aws.tasks()) == 2
+
+
+def test_a_notice_for_an_instance_outside_our_cluster_stops_nothing(
+    gpu_run: tuple[Emulated, str], stop_calls: StopTaskCalls
+) -> None:
+    # moto ignores ListContainerInstances' filter and lists every instance of the cluster: the trigger
+    # must check each container instance's ec2InstanceId itself, or this would stop our task.
+    aws, run_id = gpu_run
+    decision = handle(notice_of("i-0fedcba9876543210"), aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    assert (decision["decision"], decision["outcome"]) == ("spot-notice", "not-ours")
+    assert stop_calls.requests == []
+    assert "spot_notice" not in aws.record(run_id)
+
+
+def test_the_container_instance_is_asked_of_ecs_by_its_ec2_instance_id(stubbed: Stubbed) -> None:
+    # GIVEN the exact request (Stubber checks it against the ECS API model): our cluster, the cluster query
+    # language's ec2InstanceId (docs: cluster-query-language.html)
+    config = load_config({**ENVIRONMENT, **GPU_ENVIRONMENT})
+    expected = {"cluster": "pushtrain", "filter": "ec2InstanceId == i-1234567890abcdef0"}
+    stubbed.ecs.add_response("list_container_instances", {"containerInstanceArns": []}, expected)
+    assert notices.container_instances(stubbed.clients, config, "i-1234567890abcdef0") == []
+    stubbed.assert_done()
+
+
+@pytest.mark.parametrize("state", ["succeeded", "interrupted"])
+def test_a_notice_leaves_a_run_that_no_longer_trains_alone(
+    gpu_run: tuple[Emulated, str], stop_calls: StopTaskCalls, state: str
+) -> None:
+    aws, run_id = gpu_run
+    aws.put_record(run_id, state=state)
+    decision = handle(notice_of(gpu_instance_id(aws)), aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    assert (decision["decision"], decision["outcome"]) == ("spot-notice", "left-running")
+    assert stop_calls.requests == []
+
+
+def test_a_notice_without_spot_gpu_capacity_is_skipped() -> None:
+    # GIVEN var.gpu.spot = false: no task of ours runs on Spot (the rule is not even deployed)
+    config = load_config({**ENVIRONMENT, **GPU_ENVIRONMENT, "PUSHTRAIN_GPU_ON_DEMAND_CAPACITY_PROVIDER": ""})
+    skipped = parse(notice_of("i-1234567890abcdef0"), config)
+    assert isinstance(skipped, SkippedEvent)
+    assert "var.gpu.spot" in skipped.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"instance-id": "i-XYZ"}, r"detail\.instance-id='i-XYZ' is not an EC2 instance id"),
+        ({"instance-id": None}, r"detail\.instance-id=None is not an EC2 instance id"),
+        ({"instance-action": 3}, r"detail\.instance-action=3 must be a string"),
+    ],
+)
+def test_a_malformed_notice_is_refused_at_the_front_door_naming_the_field(change: dict[str, Any], message: str) -> None:
+    event = notice_of("i-1234567890abcdef0")
+    event["detail"].update(change)
+    with pytest.raises(InvalidEventError, match=message):
+        parse(event, load_config({**ENVIRONMENT, **GPU_ENVIRONMENT}))
+
+
+@pytest.mark.parametrize(
+    ("marked", "exit_code", "resumes"),
+    [
+        (True, 75, True),  # the trainer checkpointed on the trigger's StopTask
+        (True, None, True),  # killed before its container reported
+        (True, 137, True),  # SIGKILL at the stop timeout: its last epoch's checkpoint stands
+        (True, 0, False),  # it finished first: the success path keeps the image
+        (True, 73, False),  # a duplicate trainer stood down: the live one owns the run
+        (False, 75, False),  # a person's stop: the run stays interrupted
+    ],
+)
+def test_only_a_stop_the_trigger_made_on_a_notice_resumes(marked: bool, exit_code: int | None, resumes: bool) -> None:
+    record = {"spot_notice": {"task_arn": TASK_ARN if marked else TASK_ARN + "0"}}
+    stop = stops.TaskStopEvent("e", TASK_ARN, GPU_REVISION, "STOPPED", "UserInitiated", "x", exit_code, {})
+    assert stops.stopped_on_notice(record, stop) == resumes

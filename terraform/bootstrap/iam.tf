@@ -970,6 +970,18 @@ data "aws_iam_policy_document" "stack_boundary" {
   }
 
   statement {
+    # GPU Spot notices (../gpu.tf trigger_spot_notice, only with var.gpu.spot): the trigger finds the
+    # noticed instance among the stack cluster's container instances and stops our tasks on it.
+    sid     = "StopTasksOnSpotNotices"
+    actions = ["ecs:DescribeContainerInstances", "ecs:ListContainerInstances", "ecs:StopTask"]
+    resources = [
+      local.stack_resources_by_service.ecs_cluster,
+      "${replace(local.stack_resources_by_service.ecs_cluster, ":cluster/", ":container-instance/")}/*",
+      local.arn.cluster_tasks,
+    ]
+  }
+
+  statement {
     # None of these has a resource type.
     sid       = "EcsAgentEndpointAndBatchLookups"
     actions   = ["batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs", "ecs:DiscoverPollEndpoint"]

@@ -201,7 +201,7 @@ def unsupported(event: object) -> InvalidEventError:
     return InvalidEventError(
         f"unsupported event: source={shown(source)} detail-type={shown(detail_type)} "
         f"(keys {shown(sorted(map(str, event))[:10])}); expected an ECR push, an ECS task state change, "
-        "a Batch job state change, a scheduled event or a retrain request"
+        "a Batch job state change, an EC2 Spot notice, a scheduled event or a retrain request"
     )
 
 

@@ -30,6 +30,7 @@ from trigger.errors import InvalidEventError
 from trigger.events import BatchJobEvent, PushEvent, RetrainRequest, ScheduledEvent, SkippedEvent, TaskStopEvent
 from trigger.flows import handle_batch_job_event, handle_push, handle_retrain, handle_task_stop
 from trigger.log import log_decision
+from trigger.notices import InstanceNotice, handle_instance_notice, is_instance_notice, parse_instance_notice
 from trigger.reconcile import reconcile
 from trigger.records import Clock, utc_now
 from trigger.sweep_flow import handle_sweep, sweep_task_stopped
@@ -73,6 +74,15 @@ def _batch_job(event: BatchJobEvent, config: Config, clients: Clients, clock: Cl
     return log_decision(event_id=event.event_id, **outcome.fields())
 
 
+def _instance_notice(
+    notice: InstanceNotice, config: Config, clients: Clients, clock: Clock, sleep: Sleep
+) -> dict[str, Any]:
+    """An EC2 Spot warning or rebalance recommendation: stop our tasks on that instance gracefully."""
+    outcomes = handle_instance_notice(clients, config, notice, clock=clock, sleep=sleep)
+    answers = [log_decision(event_id=notice.event_id, **each.fields()) for each in outcomes]
+    return answers[-1]
+
+
 def _retrain(
     request: RetrainRequest | ScaledRequest, config: Config, clients: Clients, clock: Clock, sleep: Sleep
 ) -> dict[str, Any]:
@@ -114,6 +124,7 @@ INPUTS: tuple[Input, ...] = (
     Input("push", events.is_push_event, events.parse_push_event, _push),
     Input("task stop", events.is_task_state_change, events.parse_task_stop_event, _task_stop),
     Input("batch job", events.is_batch_event, events.parse_batch_job_event, _batch_job),
+    Input("spot notice", is_instance_notice, parse_instance_notice, _instance_notice),
     Input("schedule", events.is_scheduled_event, events.parse_scheduled_event, _reconcile),
 )
 

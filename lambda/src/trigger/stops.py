@@ -12,7 +12,9 @@ not resumed is never logged as "resume":
 - `resume`: a Spot interruption of the record's current attempt with attempts left: the next attempt
   is claimed in the record, then RunTask. A GPU run's task on the Spot GPU provider that never started
   for lack of capacity is resumed the same way (its next attempt goes to the on-demand GPU provider):
-  an EC2 capacity provider does not refuse RunTask, its task waits and then stops.
+  an EC2 capacity provider does not refuse RunTask, its task waits and then stops. So is a task the
+  trigger itself stopped on an EC2 Spot notice for its instance (trigger.notices: the record's
+  `spot_notice` names the task): the trainer checkpointed and exited 75 on the trigger's StopTask.
 - `retry-resume`: the next attempt was claimed but has no task: take over the claim, RunTask.
 - `keep`: the trainer's exit 0 of a run recorded `succeeded` with a `version` whose image is not kept
   yet (`image_kept_at`): tag its digest `keep-<run_id>` in ECR (trigger.keep), then record it.
@@ -88,8 +90,9 @@ def needs_record(stop: TaskStopEvent) -> bool:
     run_id = stop.environment.get("TRAINER_RUN_ID")
     if stop.last_status != "STOPPED" or not run_id or not RUN_ID.fullmatch(run_id) or stop_attempt(stop) is None:
         return False
-    # exit 0: the record says whether the run published a version whose image must be kept
-    return stop.resumable or stop.exit_code not in NOT_FAILURE_EXIT_CODES - {0}
+    # exit 0: the record says whether the run published a version whose image must be kept; exit 75:
+    # whether the trigger stopped the task on a Spot notice (its `spot_notice`), to resume it
+    return stop.resumable or stop.exit_code not in {DUPLICATE_TRAINER_EXIT}
 
 
 def keep_pending(record: Record) -> str | None:
@@ -133,6 +136,20 @@ def never_placed_on(record: Record | None, stop: TaskStopEvent, spot_gpu_provide
     )
 
 
+def stopped_on_notice(record: Record | None, stop: TaskStopEvent) -> bool:
+    """Whether `stop` ends a task the trigger stopped for an EC2 Spot notice of its instance
+    (trigger.notices): the record's `spot_notice` names this task, and the trainer neither finished
+    (exit 0) nor stood down for a live one (73). Whatever else it did after that StopTask (75 after its
+    checkpoint, killed at the stop timeout) follows from the notice, so the run resumes. Pure."""
+    marked = record.get("spot_notice") if record is not None else None
+    return (
+        isinstance(marked, Mapping)
+        and marked.get("task_arn") == stop.task_arn
+        and stop.last_status == "STOPPED"
+        and stop.exit_code not in {0, DUPLICATE_TRAINER_EXIT}
+    )
+
+
 def decide_stop(
     record: Record | None, stop: TaskStopEvent, max_attempts: int, *, spot_gpu_provider: str | None = None
 ) -> StopDecision:
@@ -147,7 +164,7 @@ def decide_stop(
         return StopDecision(IGNORE, f"lastStatus {stop.last_status}", run_id if _ours(run_id) else None)
     if run_id is not None and not _ours(run_id):
         return StopDecision(NO_OP, f"TRAINER_RUN_ID={shown(run_id)} is not a run id the trigger makes: not its task")
-    if stop.resumable or never_placed_on(record, stop, spot_gpu_provider):
+    if stop.resumable or never_placed_on(record, stop, spot_gpu_provider) or stopped_on_notice(record, stop):
         return _decide_interruption(record, stop, run_id, max_attempts)
     return _decide_failure(record, stop, run_id)
 
