@@ -1,11 +1,15 @@
-"""The real CLI in a subprocess: invalid configuration exits 2 with a message naming the setting."""
+"""The real CLI in a subprocess: invalid configuration exits 2 with a message naming the setting, before torch
+loads; a SIGTERM as soon as the process can catch one ends the run `interrupted` (exit 75)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +23,21 @@ from trainer import synth
 EXIT_INVALID_CONFIG = 2
 
 
-def _trainer(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+EXIT_INTERRUPTED = 75
+# `python -X importtime` writes one stderr line per module as its import completes, the module's name last:
+# the first line naming torch or one of its submodules comes early in `import torch`.
+TORCH_IMPORTED = re.compile(r"^import time:.*\|\s*torch(\.\S+)?$", re.MULTILINE)
+
+
+def _clean_env(env: dict[str, str]) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
+    return {**clean, **env, "PUSHTRAIN_LOG_LEVEL": "WARNING"}
+
+
+def _trainer(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "trainer", *args],
-        env={**clean, **env, "PUSHTRAIN_LOG_LEVEL": "WARNING"},
+        [sys.executable, "-X", "importtime", "-m", "trainer", *args],
+        env=_clean_env(env),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -52,6 +66,7 @@ def test_invalid_configuration_exits_2_naming_the_setting(
     assert result.returncode == EXIT_INVALID_CONFIG, result.stderr
     assert named in result.stderr
     assert not (tmp_path / ".pushtrain").exists()  # rejected before anything was written
+    assert not TORCH_IMPORTED.search(result.stderr)  # ... and before torch loaded (45-150 s on a busy machine)
 
 
 def test_batch_larger_than_the_dataset_shrinks_with_a_warning_and_trains(tmp_path: Path) -> None:
@@ -63,6 +78,53 @@ def test_batch_larger_than_the_dataset_shrinks_with_a_warning_and_trains(tmp_pat
     assert result.returncode == 0, result.stderr
     assert "batch 500 on 100 training images" in result.stderr
     assert "training with batch 6" in result.stderr
+    assert TORCH_IMPORTED.search(result.stderr)  # the probe the invalid-configuration tests rely on sees torch load
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (the SigCgt mask of /proc/<pid>/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)  # type: ignore[union-attr]
+    return bool(caught >> (sig - 1) & 1)
+
+
+def test_sigterm_as_soon_as_the_trainer_can_catch_it_ends_the_run_interrupted(tmp_path: Path) -> None:
+    # GIVEN a trainer just started for a run the trigger queued (no data there: an attempt that got as far as
+    # downloading would fail instead)
+    store = LocalStore(tmp_path / "store")
+    _queued_by_trigger(store)
+    run_env = {"TRAINER_RUN_ID": RUN_ID, "TRAINER_STORE_URI": str(store.root), "TRAINER_DATA_URI": "data"}
+    log = tmp_path / "stderr.log"  # a file, not a pipe: nobody reads while we wait, and a full pipe would block it
+    with log.open("w") as stderr_file:
+        trainer = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "trainer", "train"],
+            env=_clean_env(run_env) | {"PUSHTRAIN_LOG_LEVEL": "INFO"}, cwd=tmp_path, stderr=stderr_file, text=True,
+        )  # fmt: skip
+    try:
+        # WHEN Fargate Spot's SIGTERM arrives the moment the process can catch it (its handler is the first
+        # thing `train` installs, before the configuration and torch load)
+        deadline = time.monotonic() + 120
+        while trainer.poll() is None and not _catches(trainer.pid, signal.SIGTERM):
+            assert time.monotonic() < deadline, "the trainer never installed a SIGTERM handler"
+            time.sleep(0.005)
+        trainer.send_signal(signal.SIGTERM)
+        trainer.wait(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    stderr = log.read_text()
+    # THEN the signal was caught before any part of torch had loaded (stderr holds both, in order) ...
+    caught = stderr.index("received SIGTERM")
+    torch_loaded = TORCH_IMPORTED.search(stderr)
+    assert torch_loaded is None or caught < torch_loaded.start()
+    # ... and it ends as an interruption: exit 75, the run `interrupted` with the reason, nothing trained or published
+    assert trainer.returncode == EXIT_INTERRUPTED, stderr
+    record = read_status(store, RUN_ID)
+    assert record is not None
+    assert record["state"] == "interrupted", record
+    assert "signal" in record["reason"]
+    assert not (store.root / "models").exists()
+    assert not (store.root / "runs" / RUN_ID / "checkpoint.pt").exists()
 
 
 def test_settings_lists_every_variable(tmp_path: Path) -> None:
@@ -113,6 +175,7 @@ def test_invalid_retrain_request_marks_its_queued_run_failed_and_exits_2(
     assert named in record["reason"]
     assert (record["source"], record["task_arn"], record["params"]) == ("retrain", TASK_ARN, {"epochs": 0})
     assert [entry["state"] for entry in record["history"]] == ["failed"]
+    assert not TORCH_IMPORTED.search(result.stderr)  # the record too is written before torch loads
 
 
 def test_unwritable_store_still_exits_2_with_the_configuration_error(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ untouched and return a non-zero exit code.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,23 @@ def test_invalid_setting_found_at_run_time_is_recorded_and_raised_for_exit_2(dat
     assert record is not None
     assert record["state"] == "failed"
     assert "batch_size" in record["reason"]
+
+
+def test_a_signal_that_came_while_torch_loaded_stops_the_run_before_it_downloads_anything(tmp_path: Path) -> None:
+    # GIVEN the CLI's stop event already set (SIGTERM during `import torch`) and data that is not there
+    store = LocalStore(tmp_path / "store")
+    stop = threading.Event()
+    stop.set()
+    # WHEN the run starts
+    code = run.main(make_config(tmp_path / "no-data", tmp_path, str(store.root)), stop=stop)
+    # THEN it ends interrupted (exit 75) without reaching the data (which would have failed it), and stored nothing
+    assert code == run.EXIT_INTERRUPTED
+    record = read_status(store, RUN)
+    assert record is not None
+    assert (record["state"], record["lease"]) == ("interrupted", None)
+    assert "before training started" in record["reason"]
+    assert not store.exists(checkpoint_key(RUN))
+    assert published_versions(store, "cifar10") == []
 
 
 def test_run_keeps_the_trigger_fields_and_uses_the_trigger_attempt(data_dir: Path, tmp_path: Path) -> None:

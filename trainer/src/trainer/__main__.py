@@ -90,7 +90,7 @@ def record_early_interrupt(config: TrainConfig) -> None:
     A record in any other state is left alone: it belongs to an attempt that got further than this one.
     """
     from trainer import runstate
-    from trainer.run import local_run_id
+    from trainer.config import local_run_id
     from trainer.store import open_store
 
     run_id = config.run_id or local_run_id(config)

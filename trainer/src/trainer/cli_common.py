@@ -28,8 +28,7 @@ F = TypeVar("F", bound=Callable[..., int])
 
 def store_options() -> argparse.ArgumentParser:
     """A parent parser with --store, --model-name and --json, defaulting from TRAINER_* like `train`."""
-    # Not TrainConfig's defaults: trainer.config imports torch (its model registry), which read-only
-    # commands never need; TrainConfig takes its defaults from these same constants.
+    # The same constants TrainConfig takes its defaults from; a read-only command needs nothing else of it.
     from trainer.store import DEFAULT_STORE_URI
     from trainer.versions import DEFAULT_MODEL_NAME
 

@@ -3,12 +3,13 @@
 Settings come from three places, later ones winning:
 
 1. the defaults below; the training recipe (epochs, batch size, lr, ...) defaults to the chosen
-   model's recipe in the registry (`trainer.nets.MODELS`, summarized here as `RECIPES`);
+   model's recipe in the registry (`trainer.catalog.MODELS`, summarized here as `RECIPES`);
 2. environment variables `TRAINER_<FIELD>` (how ECS container overrides reach the trainer);
 3. command-line flags `--<field>` (dashes or underscores: `--batch-size` and `--batch_size`).
 
 An unknown `TRAINER_*` variable, an unknown flag, a value of the wrong type or an invalid value raises
-`ConfigError` naming the setting; the CLI turns it into exit code 2 (docs/contracts.md).
+`ConfigError` naming the setting; the CLI turns it into exit code 2 (docs/contracts.md). Nothing here
+imports torch (the registry is `trainer.catalog`): a bad setting exits 2 before torch loads.
 
 A `TrainConfig` always holds concrete values: the recipe is applied when it is built, so code that
 trains reads `config.lr` as a float, never None.
@@ -21,6 +22,8 @@ trains reads `config.lr` as a float, never None.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 import typing
@@ -28,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from trainer import nets
+from trainer import catalog
 from trainer.counts import decimal_text, parse_decimal
 from trainer.notify import TOPIC_ARN
 from trainer.store import DEFAULT_STORE_URI
@@ -36,17 +39,17 @@ from trainer.versions import DEFAULT_MODEL_NAME
 
 ENV_PREFIX = "TRAINER_"
 
-MODELS = tuple(nets.MODELS)  # the registered model names (trainer.nets.MODELS)
+MODELS = tuple(catalog.MODELS)  # the registered model names (trainer.catalog.MODELS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "json", "none")
 
 # --- the training recipes --------------------------------------------------------------------------
 # Recipe settings left unset (or set to "auto") take the chosen model's value from its registry entry
-# (trainer.nets.MODELS, where each recipe's sources are) when the configuration is built, so the
+# (trainer.catalog.MODELS, where each recipe's sources are) when the configuration is built, so the
 # resolved (logged, saved) configuration always holds concrete numbers.
-RECIPE_FIELDS = tuple(f.name for f in fields(nets.Recipe))
-RECIPES: dict[str, dict[str, Any]] = {name: dataclasses.asdict(entry.recipe) for name, entry in nets.MODELS.items()}
+RECIPE_FIELDS = tuple(f.name for f in fields(catalog.Recipe))
+RECIPES: dict[str, dict[str, Any]] = {name: dataclasses.asdict(entry.recipe) for name, entry in catalog.MODELS.items()}
 
 
 class _FromRecipe:
@@ -179,9 +182,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Apply the chosen model's recipe to the recipe settings left at their default."""
-        entry = nets.MODELS.get(self.model)
+        entry = catalog.MODELS.get(self.model)
         if entry is None:
-            raise ConfigError("model", f"unknown model {self.model!r} (choose one of {', '.join(nets.MODELS)})")
+            raise ConfigError("model", f"unknown model {self.model!r} (choose one of {', '.join(catalog.MODELS)})")
         for name in RECIPE_FIELDS:
             if getattr(self, name) is FROM_RECIPE:
                 object.__setattr__(self, name, getattr(entry.recipe, name))  # frozen: only while being built
@@ -224,6 +227,16 @@ class TrainConfig:
             for name in RUN_FIELDS
             if saved.get(name) != getattr(self, name)
         ]
+
+
+def local_run_id(config: TrainConfig) -> str:
+    """`local-` + a hash of the settings that define the run (used when no run id is configured).
+
+    Rerunning the same command resumes (or finds finished) the same run, as a duplicate push event does in AWS.
+    """
+    values = {name: getattr(config, name) for name in RUN_FIELDS}
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    return f"local-{digest[:20]}"
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -389,7 +402,8 @@ def _bounded(
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every value (types are already right); raise ConfigError naming the first bad setting."""
     c = config
-    _require(c.model in nets.MODELS, "model", f"unknown model {c.model!r} (choose one of {', '.join(nets.MODELS)})")
+    registered = ", ".join(catalog.MODELS)
+    _require(c.model in catalog.MODELS, "model", f"unknown model {c.model!r} (choose one of {registered})")
     for f in fields(c):  # the recipe and the seed: the intervals their field metadata holds (`bounds`)
         if "range" in f.metadata:
             low, high, low_open, high_open = f.metadata["range"]
@@ -503,6 +517,7 @@ __all__ = [
     "check_against_dataset",
     "is_valid_run_id",
     "load_config",
+    "local_run_id",
     "parse_s3_uri",
     "settings_help",
 ]

@@ -11,8 +11,9 @@ inside, so an exported model needs none of our code to be fed.
 - `cnn`: the seed repository's small CNN (conv 32/64/128 with ReLU and max-pooling, fully connected
   512/256/10), kept as the baseline it was.
 
-`MODELS` is the registry: a name, the class, and the recipe its settings default to. Adding a model is
-one class and one entry there; the configuration (`trainer.config.MODELS`, `RECIPES`), the trainer
+`MODELS` is the registry (`trainer.catalog.MODELS`, the same dict, kept free of torch so settings are
+validated before torch loads): a name, the class, and the recipe its settings default to. Adding a model is
+one class here and one entry there; the configuration (`trainer.config.MODELS`, `RECIPES`), the trainer
 and the published artifacts take the name from it. A class may define `augment_pad` (pixels of random
 translation in training, 0 when absent) and `prepare(images)`, called once on a sample of the float
 training images before training starts (airbench fits its whitening stem there); and, for a recipe
@@ -22,13 +23,13 @@ and `tta_level` (airbench: the airbench94 recipe of `trainer.recipe`; see `train
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
-from trainer import recipe
+from trainer import catalog, recipe
+from trainer.catalog import AIRBENCH_RECIPE, CNN_RECIPE, ModelEntry, Recipe  # noqa: F401 -- re-exported
 
 # Per-channel statistics of the CIFAR-10 training set, on pixels scaled to [0, 1] (inside every model, so an
 # exported model takes raw [0, 1] images).
@@ -191,58 +192,9 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(self.normalize(x)))
 
 
-# --- the registry ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The training settings a model defaults to (each one a `TrainConfig` field of the same name)."""
-
-    epochs: float  # passes over the training set; a fraction stops the last pass early (airbench94: 9.9)
-    batch_size: int  # training images per step
-    lr: float  # peak SGD learning rate for a mean loss
-    momentum: float  # Nesterov momentum
-    weight_decay: float  # SGD weight decay (airbench: every trainable parameter; cnn: conv/linear weights)
-    label_smoothing: float  # cross-entropy label smoothing
-    warmup: float  # fraction of all steps with a linear lr warmup, then linear decay (airbench: to 0.07 x peak)
-
-
-class ModelEntry(NamedTuple):
-    """One registered model: the class (built as `cls(num_classes=...)`) and its recipe."""
-
-    cls: type[nn.Module]
-    recipe: Recipe
-
-
-# airbench: the airbench94 recipe of Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
-# (arXiv:2404.00498, 2024), implemented in trainer.recipe and proven equal to the reference
-# implementation (airbench==0.1.8) step for step by trainer/tests/test_airbench_reference.py: batch 1024,
-# Nesterov SGD momentum 0.85, label smoothing 0.2, 9.9 epochs, a triangular schedule (0.2 -> 1 at 23 %
-# of the steps -> 0.07 x the peak), lookahead every 5 steps, BatchNorm biases at 64x the learning rate,
-# the whitening bias trained for 3 epochs, alternating flip + translate-2 augmentation and mirror +
-# translate test-time augmentation. Its lr 11.5 and weight decay 0.0153 are "per 1024 examples" on a
-# summed loss; for the mean loss used here the SGD lr is 11.5 / (1 + 1 / (1 - momentum)) = 1.5 at batch
-# 1024 and the SGD weight decay 0.0153 / 11.5 (trainer.recipe). 94.01 % mean test accuracy is the
-# reference's published figure, not measured here (no CIFAR-10; the differential tests show equality
-# within 1e-5 in fp32 on the CPU, not the bf16 path that trains).
-AIRBENCH_RECIPE = Recipe(
-    epochs=recipe.TRAIN_EPOCHS,  # 9.9: the last pass stops at 90 %
-    batch_size=recipe.BATCH_SIZE,
-    lr=1.5,  # = recipe.mean_loss_lr(1024): 11.5 per 1024 examples / (1 + 1 / (1 - 0.85))
-    momentum=recipe.MOMENTUM,
-    weight_decay=recipe.WD_PER_1024 / recipe.LR_PER_1024,  # lr x weight_decay = the reference's decay per step
-    label_smoothing=recipe.LABEL_SMOOTHING,
-    warmup=recipe.LR_PEAK_AT,  # the schedule's peak, at 23 % of all steps
-)
-# cnn: the seed's small CNN (no BatchNorm) with a conventional recipe; expect roughly 75-80 % on CIFAR-10.
-CNN_RECIPE = Recipe(
-    epochs=10.0, batch_size=256, lr=0.05, momentum=0.9, weight_decay=5.0e-4, label_smoothing=0.1, warmup=0.1
-)
-
-MODELS: dict[str, ModelEntry] = {
-    "airbench": ModelEntry(AirbenchNet, AIRBENCH_RECIPE),  # the default (TrainConfig.model)
-    "cnn": ModelEntry(SeedCNN, CNN_RECIPE),
-}
+# --- the registry: trainer.catalog (names, recipes and "module:Class" paths, no torch) -----------------
+# Re-exported: nets.MODELS is catalog.MODELS (the same dict), so a model registered in either is known to both.
+MODELS = catalog.MODELS
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:

@@ -23,28 +23,30 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-# --- 1. the hyperparameters of airbench94 (its `hyp` dict) -----------------------------------------
-TRAIN_EPOCHS = 9.9  # passes over the training set; the last pass stops at 90 %
-BATCH_SIZE = 1024
-LR_PER_1024 = 11.5  # learning rate per 1024 examples on a summed loss, decoupled from momentum
-WD_PER_1024 = 0.0153  # weight decay per 1024 examples, decoupled from the learning rate
-MOMENTUM = 0.85  # Nesterov
-BIAS_LR_SCALE = 64.0  # BatchNorm biases learn 64x faster (their weight decay per step stays the same)
-LABEL_SMOOTHING = 0.2
-WHITEN_BIAS_EPOCHS = 3  # the whitening stem's bias trains in the first 3 epochs, then stays fixed
-TRANSLATE = 2  # pixels of random translation (reflect padding) in training
-BN_MOMENTUM = 0.4  # torch convention (weight of the new batch); the reference's 0.6 is the old value's weight
-BN_EPS = 1e-12
-WHITEN_EPS = 5e-4  # added to the patch covariance eigenvalues before the inverse square root
-WHITEN_IMAGES = 5000  # training images the whitening stem is fitted on
-LR_START = 0.2  # the schedule: linear from 0.2 x peak at step 0 ...
-LR_PEAK_AT = 0.23  # ... to the peak at 23 % of the steps ...
-LR_END = 0.07  # ... then linear down to 0.07 x peak at the last step
-LOOKAHEAD_EVERY = 5  # steps between lookahead (EMA) updates
-LOOKAHEAD_BASE = 0.95**LOOKAHEAD_EVERY  # the EMA decay reached at the end of training
-TTA_LEVEL = 2  # 0: none, 1: mirror, 2: mirror and translate by one pixel
-MIN_STEPS_PER_EPOCH = 16  # small training sets: the batch shrinks until an epoch has at least this many steps
-
+# 1. airbench94's hyperparameters (its `hyp` dict) live in trainer.catalog (no torch), where the configuration
+# reads the airbench recipe before torch loads; re-exported here as recipe.<NAME>.
+from trainer.catalog import (  # noqa: F401 -- re-exported: recipe.BATCH_SIZE etc. are airbench94's hyp
+    BATCH_SIZE,
+    BIAS_LR_SCALE,
+    BN_EPS,
+    BN_MOMENTUM,
+    LABEL_SMOOTHING,
+    LOOKAHEAD_BASE,
+    LOOKAHEAD_EVERY,
+    LR_END,
+    LR_PEAK_AT,
+    LR_PER_1024,
+    LR_START,
+    MIN_STEPS_PER_EPOCH,
+    MOMENTUM,
+    TRAIN_EPOCHS,
+    TRANSLATE,
+    TTA_LEVEL,
+    WD_PER_1024,
+    WHITEN_BIAS_EPOCHS,
+    WHITEN_EPS,
+    WHITEN_IMAGES,
+)
 
 # --- 2. optimizer settings --------------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ by a successful gate. Exit codes: docs/contracts.md.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import signal
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from trainer import asha, runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
 from trainer.cli_common import explain, log_failure
-from trainer.config import RUN_FIELDS, ConfigError, TrainConfig
+from trainer.config import RUN_FIELDS, ConfigError, TrainConfig, local_run_id
 from trainer.counts import Counts
 from trainer.finish import after_success
 from trainer.gate import GateError, GateOutcome, pending, promote_if_better, version_counts
@@ -95,16 +94,6 @@ class StoppedEarly(Exception):  # noqa: N818 -- a control-flow outcome, not an e
 def final_key(sweep_id: str, run_id: str) -> str:
     """Where a sweep run's validation counts after its last epoch go (the trigger selects on them)."""
     return f"sweeps/{sweep_id}/final/{run_id}.json"
-
-
-def local_run_id(config: TrainConfig) -> str:
-    """`local-` + a hash of the settings that define the run (used when no run id is configured).
-
-    Rerunning the same command resumes (or finds finished) the same run, as a duplicate push event does in AWS.
-    """
-    values = {name: getattr(config, name) for name in RUN_FIELDS}
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
-    return f"local-{digest[:20]}"
 
 
 @contextmanager
@@ -232,13 +221,24 @@ class Run:
         """Store the session's position (trainer.distributed.DistributedRun: the leader alone stores it)."""
         checkpoints.save(session.state_dict(), wall_seconds=wall_seconds)
 
-    def train(self) -> TrainingOutcome:
+    def load_data(self) -> Cifar10Data:
+        """The dataset; Interrupted instead when a signal came while torch loaded (the CLI installs its
+        handlers first): Spot's two minutes are no time for a download."""
         from trainer.data import load_dataset
+
+        if self.stop.is_set():
+            raise Interrupted(
+                "stopped by a signal before training started (nothing trained yet): rerun the same command to resume"
+            )
+        data = load_dataset(self.config)
+        self.heartbeat()  # a large download may take a while: say this trainer is alive before training
+        return data
+
+    def train(self) -> TrainingOutcome:
         from trainer.resources import hardware_summary
         from trainer.train import fit
 
-        data = load_dataset(self.config)
-        self.heartbeat()  # a large download may take a while: say this trainer is alive before training
+        data = self.load_data()
         session = self.new_session(data)
         wall_before = 0.0
         checkpoints = Checkpoints(self.store, self.run_id, self.config, data.checksum)
