@@ -10,13 +10,14 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from trainer.config import TrainConfig
 from trainer.counts import Counts
-from trainer.finish import after_success, run_report_key
+from trainer.finish import after_success, placement_of, run_report_key
 from trainer.gate import Compared, GateOutcome
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
@@ -25,6 +26,8 @@ from trainer.report import SPOT, curves_figure, mermaid_curves, render_report
 from trainer.run import run_gate
 from trainer.store import LocalStore
 from trainer.versions import new_version_id
+
+from trainer import pricing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # importlib mode: shared test helpers
 from mermaid_grammar import mermaid_block, mermaid_xychart_errors
@@ -250,3 +253,74 @@ def test_report_of_a_run_on_ec2_capacity_says_its_cost_is_not_estimated(capacity
     # THEN the report does not price it at Fargate's rates: it names the capacity and says unknown
     assert f"not estimated: it ran on {capacity}" in text
     assert "Fargate Spot (on-demand would have been" not in text
+
+
+# --- GPU and multi-node runs: priced per instance (trainer.pricing) -------------------------------------
+
+
+def on_hardware(gpu: str | None, host_cpus: int | None) -> dict[str, Any]:
+    described = manifest()
+    described["hardware"] = {k: v for k, v in {"gpu": gpu, "host_cpus": host_cpus}.items() if v is not None}
+    return described
+
+
+@pytest.mark.parametrize(
+    ("record", "gpu", "expected"),
+    [
+        # a GPU run's first attempt on the Spot GPU provider: 0.8048 x 412 / 3600 = 0.092104888... -> 0.0921
+        (
+            {"compute": "gpu", "capacity_provider": "pushtrain-gpu", "on_demand": False},
+            "NVIDIA L4",
+            "at most $0.0921: 1 x g6.xlarge at $0.8048/h on demand for 6.9 min on pushtrain-gpu",
+        ),
+        # its resumed attempt on the on-demand provider: the price paid
+        (
+            {"compute": "gpu", "capacity_provider": "pushtrain-gpu-od", "on_demand": True},
+            "NVIDIA L4",
+            "$0.0921: 1 x g6.xlarge at $0.8048/h on demand for 6.9 min on pushtrain-gpu-od",
+        ),
+        # a 2-node Batch job of g5.xlarge: 1.006 x 2 x 412 / 3600 = 0.230262... -> 0.2303
+        (
+            {"compute": "batch", "nodes": 2, "capacity_provider": None, "on_demand": False},
+            "NVIDIA A10G",
+            "$0.2303: 2 x g5.xlarge at $1.006/h on demand for 6.9 min on AWS Batch (on demand)",
+        ),
+    ],
+    ids=["gpu-spot", "gpu-on-demand", "batch-2-nodes"],
+)
+def test_a_gpu_or_multi_node_run_is_priced_by_instance_type_count_and_wall_time(
+    record: dict[str, Any], gpu: str, expected: str
+) -> None:
+    # GIVEN a run record (trigger) and the hardware the manifest recorded (4 vCPUs: an xlarge)
+    text = render_report(on_hardware(gpu, 4), metrics(), "curves.png", gate=PROMOTED, **placement_of(record))
+    # THEN the cost line prices its instances exactly, not Fargate's rate, and cites the price list
+    assert ("a Spot instance is billed at the hour's Spot price" in text) == (
+        placement_of(record)["on_demand"] is False
+    )
+    assert (
+        f"| cost as run | {expected} (us-east-1 list price, 2026-11, https://aws.amazon.com/ec2/pricing/on-demand/)"
+        in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("gpu", "host_cpus"),
+    [("NVIDIA L40S", 8), ("NVIDIA L4", 8), (None, 4)],
+    ids=["unpriced-gpu", "l4-on-a-2xlarge", "no-gpu-recorded"],
+)
+def test_a_gpu_run_on_hardware_no_priced_type_matches_is_not_estimated(gpu: str | None, host_cpus: int) -> None:
+    record = {"compute": "gpu", "capacity_provider": "pushtrain-gpu", "on_demand": False}
+    text = render_report(on_hardware(gpu, host_cpus), metrics(), "curves.png", gate=PROMOTED, **placement_of(record))
+    assert "not estimated: it ran on pushtrain-gpu, and its hardware" in text
+    assert "g6.xlarge at" not in text
+
+
+def test_ec2_costs_are_exact_decimals_rounded_once_half_up() -> None:
+    g4dn = pricing.INSTANCE_TYPES[2]
+    assert g4dn.name == "g4dn.xlarge"
+    assert pricing.run_cost(g4dn, 1, Decimal(450)) == Decimal("0.0658")  # exactly 0.06575: half up
+    assert pricing.run_cost(g4dn, 3, Decimal(1)) == Decimal("0.0004")  # 0.000438333...
+    assert pricing.run_cost(g4dn, 1, Decimal(3600)) == Decimal("0.5260")
+    assert pricing.run_cost(g4dn, 16, Decimal("7200.5")) == Decimal("16.8332")  # 16.833168888...
+    with pytest.raises(ValueError, match="nodes=0"):
+        pricing.run_cost(g4dn, 0, Decimal(1))

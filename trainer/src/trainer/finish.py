@@ -50,7 +50,7 @@ def write_run_report(
     floor: str,
     margin: str,
 ) -> tuple[str, dict[str, Any], GateOutcome, str | None]:
-    """Render the final report, store it at runs/<run_id>/report.md; (text, manifest, gate, capacity).
+    """Render the final report, store it at runs/<run_id>/report.md; (text, manifest, gate, cost line).
 
     gate: the run record's `gate` field (trainer.gate.GateOutcome.to_record): promoted, kept or pending, with
     the counts and the champion compared; floor and margin fill in a record written before they were in it.
@@ -60,12 +60,27 @@ def write_run_report(
     metrics = json.loads(store.get(prefix + METRICS_FILE))
     view = GateOutcome.from_record(gate, version=version, floor=floor, margin=margin)
     record = runstate.read_status(store, run_id) or {}
-    capacity = record.get("capacity_provider")  # written by the trigger when it knows (docs/contracts.md)
-    capacity = capacity if isinstance(capacity, str) else None
-    text = render_report(manifest, metrics, store.uri_of(prefix + CURVES_FILE), gate=view, capacity=capacity)
+    placement = placement_of(record)
+    text = render_report(manifest, metrics, store.uri_of(prefix + CURVES_FILE), gate=view, **placement)
     store.put(run_report_key(run_id), text.encode())
     log.info("run %s: report at %s", run_id, store.uri_of(run_report_key(run_id)))
-    return text, manifest, view, capacity
+    return text, manifest, view, cost_line(manifest, **placement)
+
+
+def placement_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the run record says the run trained, as trainer.report.cost_line takes it: the capacity
+    provider (written by the trigger when it knows, docs/contracts.md), or AWS Batch with its node count,
+    and whether the attempt was sent to on-demand capacity."""
+    capacity = record.get("capacity_provider")
+    nodes = record.get("nodes")
+    if record.get("compute") == "batch" and isinstance(nodes, int) and not isinstance(nodes, bool) and nodes >= 1:
+        return {"capacity": "AWS Batch (on demand)", "nodes": nodes, "on_demand": True}
+    on_demand = record.get("on_demand")
+    return {
+        "capacity": capacity if isinstance(capacity, str) else None,
+        "nodes": 1,
+        "on_demand": on_demand if isinstance(on_demand, bool) else None,
+    }
 
 
 def after_success(
@@ -80,7 +95,7 @@ def after_success(
     """Report, notify, track; never raises (see the module docstring). gate_record: the record's `gate`."""
     environ = os.environ if environ is None else environ
     try:
-        text, manifest, gate, capacity = write_run_report(
+        text, manifest, gate, cost = write_run_report(
             store,
             config.model_name,
             run_id,
@@ -99,7 +114,7 @@ def after_success(
             manifest,
             outcome=gate.outcome,
             reason=gate.reason,
-            cost=cost_line(manifest, capacity),
+            cost=cost,
             report_uri=store.uri_of(run_report_key(run_id)),
         )
         notify.publish(config.notify_topic_arn, subject, body)

@@ -17,10 +17,12 @@ the model and version, and the gate floor as a line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer import pricing
 from trainer.chart import mermaid_chart, series_legend
 from trainer.counts import Counts, parse_decimal, percent
 from trainer.gate import GateOutcome
@@ -68,24 +70,46 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def cost_line(manifest: Mapping[str, Any], capacity: str | None) -> str:
+def cost_line(
+    manifest: Mapping[str, Any], capacity: str | None, *, nodes: int = 1, on_demand: bool | None = None
+) -> str:
     """The run's cost as run: on Spot, the Spot estimate first; on-demand, the on-demand figure.
 
-    The estimate prices a Fargate task; a run on any other capacity (the GPU capacity provider's EC2
-    instances, an AWS Batch job) is billed per instance, which this report does not know: it says so.
+    On Fargate (or where the capacity is unknown) the manifest's Fargate estimate. On EC2 capacity (a GPU
+    capacity provider, an AWS Batch job of `nodes` instances) the instance type's on-demand price times
+    the instance count and the wall time (trainer.pricing); `on_demand` (the run record's) says whether
+    that was the price paid or, on a Spot provider, its upper bound.
     """
-    on_demand = float(manifest["estimated_cost"]["usd"])
-    spot = on_demand * (1 - SPOT_DISCOUNT)
-    if capacity is not None and capacity not in {SPOT, ON_DEMAND}:
-        return (
-            f"not estimated: it ran on {capacity}, EC2 instances billed per instance-second (Spot or on-demand "
-            "price of the instance type; README, GPU training); the Fargate estimate does not apply"
-        )
+    if (capacity is not None and capacity not in {SPOT, ON_DEMAND}) or nodes > 1:
+        return _ec2_cost_line(manifest, capacity or "EC2", nodes, on_demand)
+    on_demand_usd = float(manifest["estimated_cost"]["usd"])
+    spot = on_demand_usd * (1 - SPOT_DISCOUNT)
     if capacity == SPOT:
-        return f"~${spot:.4f} on Fargate Spot (on-demand would have been ${on_demand:.4f})"
+        return f"~${spot:.4f} on Fargate Spot (on-demand would have been ${on_demand_usd:.4f})"
     if capacity == ON_DEMAND:
-        return f"${on_demand:.4f} on on-demand Fargate (Spot had no capacity; Spot would have been ~${spot:.4f})"
-    return f"${on_demand:.4f} at the on-demand rate, ~${spot:.4f} if it ran on Fargate Spot (capacity not recorded)"
+        return f"${on_demand_usd:.4f} on on-demand Fargate (Spot had no capacity; Spot would have been ~${spot:.4f})"
+    return f"${on_demand_usd:.4f} at the on-demand rate, ~${spot:.4f} if it ran on Fargate Spot (capacity not recorded)"
+
+
+def _ec2_cost_line(manifest: Mapping[str, Any], capacity: str, nodes: int, on_demand: bool | None) -> str:
+    hardware = manifest.get("hardware") or {}
+    kind = pricing.instance_of(hardware)
+    if kind is None:
+        priced = ", ".join(k.name for k in pricing.INSTANCE_TYPES)
+        return (
+            f"not estimated: it ran on {capacity}, and its hardware (GPU {hardware.get('gpu', 'none recorded')}, "
+            f"{hardware.get('host_cpus', 'unknown')} vCPUs) is none of the priced instance types ({priced}; "
+            "trainer.pricing)"
+        )
+    wall = Decimal(str(manifest["wall_seconds"]))
+    usd = pricing.run_cost(kind, nodes, wall)
+    basis = (
+        f"{nodes} x {kind.name} at ${kind.usd_per_hour}/h on demand for {_duration(float(wall))} on {capacity} "
+        f"({pricing.PRICES_REGION} list price, {pricing.PRICES_AS_OF}, {pricing.PRICES_SOURCE})"
+    )
+    if on_demand is False:
+        return f"at most ${usd}: {basis}; a Spot instance is billed at the hour's Spot price, lower"
+    return f"${usd}: {basis}"
 
 
 # --- the Mermaid chart (drawn by trainer.chart, shared with the preview comment) ----------------
@@ -184,6 +208,8 @@ def render_report(
     *,
     gate: GateOutcome | None = None,
     capacity: str | None = None,
+    nodes: int = 1,
+    on_demand: bool | None = None,
 ) -> str:
     """Markdown for a GitHub comment: the gate and why, provenance, cost, the curves, per epoch and class."""
     config = manifest["config"]
@@ -206,7 +232,7 @@ def render_report(
         f"| git sha | `{manifest['git_sha'] or 'unknown'}` |",
         f"| run | `{manifest['run_id']}`, {manifest['attempt']} attempt(s), {_duration(manifest['wall_seconds'])} |",
         f"| throughput | {manifest['throughput']['images_per_s']:.0f} images/s ({manifest['precision']}) |",
-        f"| cost as run | {cost_line(manifest, capacity)} |",
+        f"| cost as run | {cost_line(manifest, capacity, nodes=nodes, on_demand=on_demand)} |",
         f"| dataset | `{manifest['dataset']['checksum']}` |",
         "",
         f"Accuracy (%) by epoch: {series_legend([name for name, _ in curve_series(epochs, 0.0)])}.",

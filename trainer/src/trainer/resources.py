@@ -164,6 +164,9 @@ def hardware_summary(device: torch.device) -> dict[str, object]:
     }
     if device.type == "cuda":
         summary["gpu"] = torch.cuda.get_device_name(device)
+    # The host's vCPUs (not this process's share): with the GPU's name, what trainer.pricing recognises
+    # an EC2 instance type by.
+    summary["host_cpus"] = os.cpu_count() or 0
     model = cpu_model()
     if model:
         summary["cpu_model"] = model
