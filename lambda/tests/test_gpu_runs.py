@@ -689,3 +689,20 @@ def test_only_a_stop_the_trigger_made_on_a_notice_resumes(marked: bool, exit_cod
     record = {"spot_notice": {"task_arn": TASK_ARN if marked else TASK_ARN + "0"}}
     stop = stops.TaskStopEvent("e", TASK_ARN, GPU_REVISION, "STOPPED", "UserInitiated", "x", exit_code, {})
     assert stops.stopped_on_notice(record, stop) == resumes
+
+
+def test_a_run_stopped_on_a_notice_whose_stop_event_was_lost_is_resumed_by_reconcile(
+    gpu_run: tuple[Emulated, str],
+) -> None:
+    # GIVEN a notice stopped the GPU task, the trainer recorded `interrupted`, and its stop event never came
+    aws, run_id = gpu_run
+    aws.put_record(run_id, state="running")
+    handle(notice_of(gpu_instance_id(aws)), aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    aws.put_record(run_id, state="interrupted")
+    aws.stopped[aws.record(run_id)["task_arn"]] = {"stopCode": "UserInitiated", "exitCode": 75}  # what ECS reports
+    # WHEN the scheduled reconcile runs
+    decision = handle(load_event("scheduled_event.json"), aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    # THEN it resumes the run as the stop event would have: attempt 2, on demand
+    assert decision["started"] == 1
+    record = aws.record(run_id)
+    assert (record["attempt"], record["on_demand"], record["capacity_provider"]) == (2, True, ON_DEMAND_GPU)
