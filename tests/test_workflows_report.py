@@ -90,7 +90,7 @@ def test_wait_finds_the_run_of_the_commits_image_waits_and_summary_exports_the_f
     assert result.returncode == 0, result.stdout + result.stderr
     assert fakes.calls("aws")[0][:6] == ["ecr", "describe-images", "--repository-name", "pushtrain-trainer",
                                          "--image-ids", f"imageTag={SHA}"]  # fmt: skip
-    assert f"python -m trainer runs show {RUN_ID} --store s3://{BUCKET}" in result.stdout
+    assert f"pushtrain runs show {RUN_ID} --store s3://{BUCKET}" in result.stdout
     out = outputs(tmp_path)
     assert out["run-id"] == RUN_ID and out["status-key"] == f"runs/{RUN_ID}/status.json"
     # AND WHEN the summary step runs, THEN it exports the report with its marker, and writes it to the summary

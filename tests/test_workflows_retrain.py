@@ -109,7 +109,7 @@ def test_invoke_sends_the_contract_request_and_exports_the_answer(tmp_path: Path
     }
     assert RUN_ID in (tmp_path / "step_summary").read_text()
     # AND it says how to follow the run from a terminal
-    assert f"python -m trainer runs show {RUN_ID} --store s3://" in result.stdout
+    assert f"pushtrain runs show {RUN_ID} --store s3://" in result.stdout
 
 
 def test_invoke_error_from_the_function_fails_with_its_message(tmp_path: Path) -> None:

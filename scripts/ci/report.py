@@ -100,10 +100,10 @@ def wait_for_push_run(
     write_output("run-id", run_id)
     write_output("status-key", status_key)
     print(f"image {digest} -> run {run_id}", flush=True)
-    print(f"follow it with: python -m trainer runs show {run_id} --store s3://{bucket}", flush=True)
+    print(f"follow it with: pushtrain runs show {run_id} --store s3://{bucket}", flush=True)
     append_summary(
         f"Training run `{run_id}` for image `{digest}`; follow it with "
-        f"`python -m trainer runs show {run_id} --store s3://{bucket}`."
+        f"`pushtrain runs show {run_id} --store s3://{bucket}`."
     )
     status = wait_for_run(bucket, status_key, timeout_s=timeout_s, poll_s=poll_s, sleep=time.sleep)
     curves = fetch_curves(bucket, status, model_name, curves_dir) if curves_dir is not None else None
@@ -133,7 +133,7 @@ def summary(
 def with_footer(body: str, run_id: str, bucket: str) -> str:
     return (
         f"{marker(run_id)}\n{body.rstrip()}\n\n"
-        f"<sub>`python -m trainer runs show {run_id} --store s3://{bucket}` · posted by the report workflow</sub>\n"
+        f"<sub>`pushtrain runs show {run_id} --store s3://{bucket}` · posted by the report workflow</sub>\n"
     )
 
 

@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_output("task-arn", str(answer.get("task_arn") or ""))
             write_output("image-digest", str(answer["image_digest"]))
             store = f"s3://{os.environ.get('ARTIFACTS_BUCKET') or '<artifacts bucket>'}"
-            follow = f"python -m trainer runs show {answer['run_id']} --store {store}"
+            follow = f"pushtrain runs show {answer['run_id']} --store {store}"
             print(f"follow the run with: {follow}", flush=True)
             append_summary(
                 f"Started retrain run `{answer['run_id']}` on `{answer['image_digest']}`; follow it with `{follow}`."

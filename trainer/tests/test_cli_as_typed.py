@@ -112,3 +112,55 @@ def test_train_help_lists_every_exit_code_and_the_mlflow_variable() -> None:
     for code in (*codes, 2):
         assert f"\n  {code} " in text, f"exit {code} is missing from train --help"
     assert "MLFLOW_TRACKING_URI" in text and "MLFLOW_EXPERIMENT_NAME" in text
+
+
+# What a new user types wrong, beyond the store (above) and `python -m trainer` (above): each is exit
+# 1 or 2 with no traceback and its last stderr line naming what is wrong and what to type instead;
+# our own errors are that one line, argparse's usage errors end with it after a usage that names
+# `pushtrain` (what the user can paste), never `python -m trainer` (the system python has no trainer).
+MISTAKES = [
+    # (argv before --store, exit code, the last line says, our own one-line error)
+    (["runs", "show"], 2, "the following arguments are required: run_id", False),
+    (["runs", "lst"], 2, "invalid choice: 'lst' (choose from 'list', 'show', 'compare')", False),
+    (["runs", "show", "push-nothere"], 1, "no run 'push-nothere' in", True),
+    (["runs", "compare", RUN_ID], 2, "give two or more different run ids", True),
+    (["runs", "compare", RUN_ID, "push-nothere"], 1, "no run 'push-nothere' in", True),
+    (["runs", "list", "--git-sha", "zz"], 2, "'zz' is not a git sha or a prefix of 7+", False),
+    (["runs", "list", "--state", "done"], 2, "invalid choice: 'done'", False),
+    (["models", "show", "champion"], 1, "no champion for 'cifar10'", True),
+    (["models", "show"], 2, "the following arguments are required: version", False),
+    (["models", "promote", "v1"], 2, "the following arguments are required: --reason", False),
+    (["models", "predict", "champion", "x.png", "--top-k", "0"], 2, "'0' is not a whole number >= 1", False),
+    (["models", "predict", "champion", "x.png"], 2, "x.png: no such file", True),
+    (["sweeps", "show", "1"], 1, "no sweep 1", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [(m[0], m[1:]) for m in MISTAKES], ids=[" ".join(m[0]) for m in MISTAKES]
+)
+def test_each_typical_mistake_is_a_clear_error_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: tuple[int, str, bool]
+) -> None:
+    code, says, own = expected
+    # GIVEN a store with one run and no published model yet
+    store = LocalStore(tmp_path / "store")
+    store.put(status_key(RUN_ID), b'{"run_id": "' + RUN_ID.encode() + b'", "state": "queued"}')
+    # WHEN the mistake is typed
+    try:
+        exit_code = trainer_main([*argv, "--store", str(store.root)])
+    except SystemExit as exc:  # argparse's own exit
+        exit_code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    # THEN it is that exit code, and stderr ends with the line naming the mistake, without a traceback
+    lines = err.strip().splitlines()
+    assert exit_code == code and out == ""
+    assert says in lines[-1] and "Traceback" not in err
+    if own:
+        assert len(lines) == 1
+    else:
+        assert lines[0].startswith(f"usage: pushtrain {argv[0]}")
+    # AND a hint to list runs names the command to paste, with the store given
+    if "no run '" in says:
+        assert f"pushtrain runs list --store {store.root}" in lines[-1]
+    assert "python -m trainer" not in err

@@ -47,7 +47,7 @@ def test_help_piped_into_head_ends_quietly() -> None:
     first = reader.stdout.readline()
     reader.stdout.close()
     reader.wait(timeout=120)
-    assert first.startswith("usage: python -m trainer train")
+    assert first.startswith("usage: pushtrain train")
     assert reader.stderr.read() == "" and reader.returncode == 0
 
 

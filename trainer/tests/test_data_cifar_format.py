@@ -146,7 +146,7 @@ def test_a_missing_dataset_says_where_it_looked(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(empty / "cifar-10-batches-py" / "data_batch_1") in message
     assert str(empty / "cifar-10-python.tar.gz") in message
-    assert "python -m trainer.synth" in message
+    assert "pushtrain synth --out" in message
 
 
 def test_limits_take_the_first_images(generated: Path, tmp_path: Path) -> None:

@@ -94,6 +94,15 @@ def test_champion_prints_the_pointer(store_uri: str, capsys: pytest.CaptureFixtu
     assert json.loads(out)["version"] == OLD
 
 
+def test_show_champion_shows_the_version_champion_json_names(
+    store_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as `models predict champion` takes it (a new user's `show champion` was "no published version 'champion'")
+    code, out, _ = cli(capsys, "show", "champion", "--store", store_uri)
+    assert code == 0
+    assert f"version     {OLD}" in out and "champion    yes" in out
+
+
 def test_missing_version_or_champion_exits_1_saying_what_is_missing(
     store_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -226,7 +226,7 @@ def test_a_pending_gate_is_reported_as_pending_with_its_reason_and_how_it_is_ret
     # THEN it says pending and why, compares with no champion, and names the command that retries it
     assert view.outcome == "pending" and not view.promoted and view.champion_version is None
     assert f"**Gate: pending** — {reason}." in text
-    assert f"python -m trainer models gate {VERSION}" in text
+    assert f"pushtrain models gate {VERSION}" in text
     assert "promoted to champion" not in text and "not promoted" not in text
 
 

@@ -87,7 +87,7 @@ def test_damaged_champion_after_publishing_ends_succeeded_with_the_gate_pending_
     assert store.get(champion_key("cifar10")) == b"{damaged"
     # AND the run's report says the gate is pending and how it is retried
     report = store.get(f"runs/{RUN}/report.md").decode()
-    assert "**Gate: pending**" in report and f"python -m trainer models gate {version}" in report
+    assert "**Gate: pending**" in report and f"pushtrain models gate {version}" in report
 
     # WHEN the champion is repaired and the gate is run again by hand
     store.put(champion_key("cifar10"), json.dumps(LOW_CHAMPION).encode())

@@ -106,7 +106,7 @@ def test_show_prints_history_reason_and_the_report_location(store_uri: str, caps
     code, out, _ = cli(capsys, "show", "push-aaaaaaaaaaaaaaaaaaaa", "--store", store_uri)
     assert code == 0
     assert "runs/push-aaaaaaaaaaaaaaaaaaaa/report.md" in out
-    assert "python -m trainer models show 20261125T190530Z-push-aaaaaaaaaaaaaaaaaaaa" in out
+    assert "pushtrain models show 20261125T190530Z-push-aaaaaaaaaaaaaaaaaaaa" in out
     assert out.count("attempt 1") == 3
     code, out, _ = cli(capsys, "show", "push-bbbbbbbbbbbbbbbbbbbb", "--store", store_uri, "--json")
     assert (code, json.loads(out)["reason"]) == (0, "ValueError: loss is NaN at epoch 2")

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from trainer.store import Store
 
+# The console script trainer/pyproject.toml installs: the commands we print for people to paste use
+# it, since the system python has no trainer package (`python -m trainer` works only inside the venv).
+COMMAND = "pushtrain"
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, unreadable, refused, or the store could not be reached
 EXIT_USAGE = 2

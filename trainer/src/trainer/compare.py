@@ -21,6 +21,7 @@ from typing import Any
 
 from trainer import runstate
 from trainer.chart import SERIES_COLOURS, mermaid_chart, series_legend
+from trainer.cli_common import COMMAND
 from trainer.store import NotFound, Store
 from trainer.versions import METRICS_FILE, read_manifest, version_prefix
 
@@ -61,7 +62,7 @@ class RunSide:
 def load_side(store: Store, model_name: str, run_id: str) -> RunSide:
     record = runstate.read_status(store, run_id)
     if record is None:
-        raise CompareError(f"no run {run_id!r} in {store.uri} (see `runs list`)")
+        raise CompareError(f"no run {run_id!r} in {store.uri} (see `{COMMAND} runs list --store {store.uri}`)")
     version = record.get("version")
     if not version:
         return RunSide(run_id, record, settings=dict(record.get("params") or {}))

@@ -240,7 +240,7 @@ def _local_batches(root: Path, cache: Path) -> tuple[Path, str | None]:
     raise DatasetNotFoundError(
         f"CIFAR-10 not found: looked for {' and '.join(looked)}. Point TRAINER_DATA_URI (--data-uri) at the "
         f"folder holding {BATCH_FOLDER}/, at an s3://bucket/key/{ARCHIVE_NAME}, or use 'download'; "
-        f"`python -m trainer.synth --out {root}` writes a small generated dataset there."
+        f"`pushtrain synth --out {root}` writes a small generated dataset there."
     )
 
 

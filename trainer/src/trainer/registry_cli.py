@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trainer import promote
-from trainer.cli_common import StoreMissing, explain, require_store, store_options
+from trainer.cli_common import COMMAND, StoreMissing, explain, require_store, store_options
 from trainer.counts import decimal_text
 from trainer.gate import GateError
 from trainer.registry import champion_record, describe_version, list_model_names, summarize, to_json, verify_files
@@ -47,11 +47,11 @@ class DataError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     common = store_options()
-    parser = argparse.ArgumentParser(prog="python -m trainer models", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"{COMMAND} models", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="published versions, oldest first")
     show = commands.add_parser("show", parents=[common], help="one version's manifest")
-    show.add_argument("version", help="the version id (see `list`)")
+    show.add_argument("version", help="the version id (see `list`), or `champion`")
     commands.add_parser("champion", parents=[common], help="the current champion")
     gate = commands.add_parser("gate", parents=[common], help="apply the quality gate to a published version")
     gate.add_argument("version", help="the version id (see `list`)")
@@ -111,6 +111,12 @@ def _list(store_uri: str, model_name: str, as_json: bool) -> int:
 
 def _show(store_uri: str, model_name: str, version: str, as_json: bool) -> int:
     store = open_store(store_uri)
+    if version == "champion":  # as `models predict champion` takes it: the version champion.json names
+        champion = champion_record(store, model_name)
+        if champion is None:
+            print(f"trainer models show: no champion for {model_name!r} in {store.uri} yet", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        version = str(champion["version"])
     try:
         described = describe_version(store, model_name, version)
     except NotFound:

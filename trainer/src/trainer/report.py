@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer import pricing
 from trainer.chart import mermaid_chart, series_legend
+from trainer.cli_common import COMMAND
 from trainer.counts import Counts, parse_decimal, percent
 from trainer.gate import GateOutcome
 from trainer.metrics import EpochResult
@@ -170,13 +171,13 @@ def _gate_section(  # noqa: PLR0917 -- private, one call site
         return [
             f"**Gate:** promotes at or above the floor {floor} and at least the champion's accuracy + {margin} "
             f"(compared exactly as correct/total; a tie promotes); it runs after publishing: the decision is in "
-            f"`runs/{run_id}/report.md` (`python -m trainer runs show {run_id}`).",
+            f"`runs/{run_id}/report.md` (`{COMMAND} runs show {run_id}`).",
         ]
     counts = gate.counts or counts
     if gate.pending:
         return [
             f"**Gate: pending** — {gate.reason}. The version is published and the run succeeded; the gate is "
-            f"retried by the next start of this run or `python -m trainer models gate {version}`, which "
+            f"retried by the next start of this run or `{COMMAND} models gate {version}`, which "
             "rewrites this report.",
             "",
             "| gate | value |",

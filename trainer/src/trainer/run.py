@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer import asha, runstate
 from trainer.checkpoint import CheckpointError, Checkpoints, checkpoint_key
-from trainer.cli_common import explain, log_failure
+from trainer.cli_common import COMMAND, explain, log_failure
 from trainer.config import RUN_FIELDS, ConfigError, TrainConfig, local_run_id
 from trainer.counts import Counts
 from trainer.finish import after_success
@@ -419,8 +419,8 @@ class Run:
                 if attempt == STATUS_RETRIES:
                     log.error(  # noqa: TRY400 -- the cause is the message; no traceback needed
                         "run %s: published %s but cannot record it (%s); the manifest holds the outcome, and the "
-                        "next start of this run or `python -m trainer models gate %s` records it",
-                        self.run_id, version, exc, version,
+                        "next start of this run or `%s models gate %s` records it",
+                        self.run_id, version, exc, COMMAND, version,
                     )  # fmt: skip
                     return
                 delay = STATUS_RETRY_BASE_S * 2 ** (attempt - 1)

@@ -29,6 +29,7 @@ from typing import Any
 
 from trainer import runstate
 from trainer.cli_common import (
+    COMMAND,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -154,7 +155,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"trainer runs: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if record is None:
-        print(f"no run {args.run_id!r} in {store.uri} (see `python -m trainer runs list`)", file=sys.stderr)
+        hint = f"see `{COMMAND} runs list --store {args.store}`"
+        print(f"trainer runs show: no run {args.run_id!r} in {store.uri} ({hint})", file=sys.stderr)
         return EXIT_FAILED
     report_key = f"runs/{args.run_id}/report.md"
     report = store.uri_of(report_key) if store.exists(report_key) else None
@@ -187,7 +189,7 @@ def _show(args: argparse.Namespace) -> int:
             reason = f"  {entry['reason']}" if entry.get("reason") else ""
             print(f"  {entry.get('at')}  {entry.get('state'):<11} attempt {entry.get('attempt')}{reason}")
     if record.get("state") == "succeeded" and record.get("version"):
-        print(f"model:    python -m trainer models show {record['version']} --store {args.store}")
+        print(f"model:    {COMMAND} models show {record['version']} --store {args.store}")
     return EXIT_OK
 
 
@@ -205,7 +207,7 @@ def _digest(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     common = store_options()
-    parser = argparse.ArgumentParser(prog="python -m trainer runs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"{COMMAND} runs", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", parents=[common], help="runs, newest first")
     listing.add_argument("--state", choices=runstate.STATES, help="only runs in this state")

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from trainer.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, explain, quiet_pipe, store_options
+from trainer.cli_common import COMMAND, EXIT_FAILED, EXIT_OK, EXIT_USAGE, explain, quiet_pipe, store_options
 from trainer.store import NotFound, Store, StoreError, open_store
 
 _SWEEP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # trainer.config's sweep_id
@@ -70,7 +70,7 @@ def render(record: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     common = store_options()
-    parser = argparse.ArgumentParser(prog="python -m trainer sweeps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"{COMMAND} sweeps", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("show", parents=[common], help="one sweep: ranking, refit, gate, charts")
     show.add_argument("sweep_id", help="the sweep's request id")

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.cli_common import COMMAND
+
 BATCH_FOLDER = "cifar-10-batches-py"
 MANIFEST = "pushtrain-synth.json"
 GENERATOR = "trainer.synth"
@@ -228,7 +230,7 @@ def write_archive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.synth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"{COMMAND} synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write cifar-10-batches-py/ into")
     parser.add_argument("--train", type=int, default=5000, help="training images (default 5000)")
     parser.add_argument("--test", type=int, default=1000, help="test images (default 1000)")

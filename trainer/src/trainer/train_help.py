@@ -16,6 +16,7 @@ import io
 import re
 import tokenize
 
+from trainer.cli_common import COMMAND
 from trainer.config import ENV_PREFIX, RECIPES, TrainConfig
 
 _SECTION = re.compile(r"#\s*\d+\.\s*(?P<title>.+)")
@@ -95,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     """The `train` help as an argparse parser (used for --help only)."""
     comments, sections = field_comments()
     help_parser = argparse.ArgumentParser(
-        prog="python -m trainer train",
+        prog=f"{COMMAND} train",
         description="Train, publish and gate one model. Every setting is also the environment variable "
         f"{ENV_PREFIX}<SETTING>; a flag wins over the variable, which wins over the default.",
         epilog=EPILOG,
