@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: tests/ is not on sys.path
 try:
@@ -125,6 +126,20 @@ def test_a_failed_run_fails_the_wait_step_and_its_summary_exports_the_reason(tmp
     result = step(tmp_path, fakes, *SUMMARY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reason: loss is NaN at epoch 2" in outputs(tmp_path)["comment-body"]
+
+
+def test_a_run_still_going_after_the_timeout_exports_no_state_so_no_report_is_posted(tmp_path: Path) -> None:
+    fakes = FakeBin(tmp_path)
+    ecr(fakes)
+    fakes.add("aws", ["s3", "cp"], stdout=status("running"))
+    result = step(tmp_path, fakes, *WAIT, "--timeout-minutes", "0")
+    assert result.returncode == 1
+    assert "is still running after 0 minutes; the run goes on" in result.stdout
+    out = outputs(tmp_path)
+    assert out["run-id"] == RUN_ID and "state" not in out  # report.yml's summary step runs only with a state
+    steps = yaml.safe_load((REPO / ".github" / "workflows" / "report.yml").read_text())["jobs"]["wait"]["steps"]
+    (summary,) = [s for s in steps if "ci.report summary" in str(s.get("run", ""))]
+    assert summary["if"] == "always() && steps.wait.outputs.state != ''"
 
 
 def test_wait_without_the_image_in_ecr_fails_in_one_line(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ derives the run id the trigger gives a push of that digest (docs/contracts.md: "
 sha256(digest + "{}")[:20]), prints it with the command to follow the run, polls
 `runs/<run_id>/status.json` through the read-only report role (bounded: `--timeout-minutes`, one
 small GET per `--poll-seconds`) and downloads the version's `curves.png` (checked against its
-manifest) into `--curves-dir`, exporting `run-id`, `status-key` and `curves` (its path; empty when
-the run has none); a failed run exits 1 after that. The workflow keeps the PNG as an unzipped
+manifest) into `--curves-dir`, exporting `run-id`, `status-key`, the final `state` and `curves` (its
+path; empty when the run has none); a failed run exits 1 after that. The workflow keeps the PNG as an unzipped
 artifact, and `summary` writes the report, its curves linked to that artifact (`--curves-url`),
 to the job summary and exports it (`comment-body`, `comment-commit`). `comment` posts it on the
 commit and on the merged pull request(s) that brought the commit in, each as one comment edited in
@@ -106,6 +106,7 @@ def wait_for_push_run(
         f"`pushtrain runs show {run_id} --store s3://{bucket}`."
     )
     status = wait_for_run(bucket, status_key, timeout_s=timeout_s, poll_s=poll_s, sleep=time.sleep)
+    write_output("state", str(status["state"]))  # only a finished run gets a report (the summary step's `if:`)
     curves = fetch_curves(bucket, status, model_name, curves_dir) if curves_dir is not None else None
     write_output("curves", str(curves or ""))
     return status, curves
