@@ -12,10 +12,12 @@ import copy
 import dataclasses
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY
 from moto.ec2 import utils as ec2_utils
 from trigger import notices, stops
@@ -616,6 +618,49 @@ def test_a_spot_notice_stops_the_gpu_task_once_and_its_stop_resumes_on_demand(
     again = handle(stop, aws.config, aws.clients, clock=clock, sleep=no_sleep)
     assert (again["decision"], again["task_arn"]) == ("duplicate", decision["task_arn"])
     assert len(aws.tasks()) == 2
+
+
+@pytest.mark.parametrize(
+    ("marked_ago", "outcome", "stops_"),
+    [(timedelta(seconds=30), "duplicate", 0), (timedelta(hours=1), "stopped", 1)],
+    ids=["being-stopped-by-another-invocation", "marked-by-an-invocation-that-died"],
+)
+def test_a_notice_for_a_task_another_invocation_marked_stops_it_only_once_that_claim_expired(
+    gpu_run: tuple[Emulated, str], stop_calls: StopTaskCalls, marked_ago: timedelta, outcome: str, stops_: int
+) -> None:
+    # GIVEN a concurrent delivery of the notice marked the task (PUSHTRAIN_CLAIM_SECONDS = 180) and the task
+    # is still meant to run
+    aws, run_id = gpu_run
+    task_arn = aws.record(run_id)["task_arn"]
+    at = (NOW - marked_ago).strftime("%Y-%m-%dT%H:%M:%SZ")
+    aws.put_record(run_id, state="running", spot_notice={"task_arn": task_arn, "kind": WARNING, "at": at})
+    # WHEN this delivery runs
+    decision = handle(notice_of(gpu_instance_id(aws)), aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    # THEN a fresh claim is left to its holder; an expired one is taken over and the task stopped
+    assert (decision["decision"], decision["outcome"]) == ("spot-notice", outcome)
+    assert len(stop_calls.requests) == stops_
+
+
+def test_a_stoptask_that_fails_releases_the_marker_and_the_retry_stops_the_task(
+    gpu_run: tuple[Emulated, str], stop_calls: StopTaskCalls
+) -> None:
+    aws, run_id = gpu_run
+    aws.put_record(run_id, state="running")
+    event = notice_of(gpu_instance_id(aws))
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ServerException", "Message": "injected"}}, "StopTask")
+
+    # GIVEN StopTask fails once (a botocore hook answers for ECS)
+    aws.ecs.meta.events.register_first("before-call.ecs.StopTask", refuse)
+    with pytest.raises(ClientError, match="injected"):
+        handle(event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    aws.ecs.meta.events.unregister("before-call.ecs.StopTask", refuse)
+    # THEN the claim is released: Lambda's retry of the same notice stops the task at once
+    assert aws.record(run_id)["spot_notice"] is None
+    decision = handle(event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    assert decision["outcome"] == "stopped"
+    assert aws.record(run_id)["spot_notice"]["task_arn"] == decision["task_arn"]
 
 
 def test_a_notice_for_an_instance_outside_our_cluster_stops_nothing(

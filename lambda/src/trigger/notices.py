@@ -25,16 +25,17 @@ does it (`handle_instance_notice`), for either event:
    revision of the trainer's GPU (or CPU) family with a TRAINER_RUN_ID the trigger makes.
 3. Per task, by compare-and-swap on the run record, the marker `spot_notice` naming the task, the
    instance and the notice (`decide_notice`: only for the record's current attempt and task, while the
-   run is queued or running). The marker comes first: the stop event that follows must find it.
+   run is queued or running). The marker comes first: the stop event that follows must find it; and it
+   is the claim on the StopTask, as a start's claim is on its RunTask (`_stop_one`).
 4. StopTask with a reason starting with STOP_REASON_PREFIX: the trainer gets SIGTERM, checkpoints,
    records `interrupted` and exits 75 within the task's stopTimeout (120 s, inside EC2's two minutes).
 
 The stop event of that task (stopCode UserInitiated, stoppedReason with our prefix: the Spot rule
 delivers it, terraform/event-patterns/spot-interruption.json.tftpl) then goes through the front door as
 any stop does, and trigger.stops resumes a stop whose record marker names its task exactly like a Spot
-interruption: the next attempt, on the on-demand GPU provider. Two deliveries of one notice stop the
-task once: the second finds no task of ours still meant to run (ECS set its desiredStatus to STOPPED)
-and the marker already written.
+interruption: the next attempt, on the on-demand GPU provider. Deliveries of one notice stop the task
+once: a later one finds no task of ours still meant to run (ECS set its desiredStatus to STOPPED), a
+concurrent one the fresh marker of the invocation that is stopping it.
 
 AWS Batch multi-node jobs are not concerned: Batch runs no multi-node parallel job on Spot capacity,
 so the stack's Batch compute environment is on demand (terraform/batch.tf).
@@ -42,19 +43,31 @@ so the stack's Batch compute environment is on demand (terraform/batch.tf).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from trigger.aws import Clients
 from trigger.config import Config
 from trigger.ecs import describe_tasks, task_environment
-from trigger.errors import InvalidEventError
+from trigger.errors import InvalidEventError, TriggerError
 from trigger.events import SkippedEvent, shown
-from trigger.records import Clock, Record, append_history, read_record, timestamp, update_record, utc_now
+from trigger.records import (
+    Clock,
+    Record,
+    append_history,
+    parse_timestamp,
+    read_record,
+    timestamp,
+    update_record,
+    utc_now,
+)
 from trigger.runs import RUN_ID
 from trigger.s3json import Sleep
 from trigger.starts import Outcome
@@ -117,9 +130,16 @@ def stop_reason(notice: InstanceNotice) -> str:
     ]
 
 
-def decide_notice(record: Record | None, task_arn: str, attempt: str | None) -> tuple[str, str]:
-    """(action, reason) for one running task of ours under a notice: "mark" (write the marker, then
-    stop), "stop" (marked already: stop, as a retry after a failed StopTask must), or "leave". Pure."""
+def decide_notice(
+    record: Record | None, task_arn: str, attempt: str | None, *, now: datetime, claim: timedelta
+) -> tuple[str, str]:
+    """(action, reason) for one running task of ours under a notice. Pure.
+
+    "mark": write the marker, which claims the StopTask for this invocation; "duplicate": another
+    invocation marked the task less than `claim` ago and is stopping it; "take-over": a marker older
+    than that belongs to an invocation that died before its StopTask, so this one stops the task;
+    "leave": not a task the notice concerns.
+    """
     if record is None:
         return "leave", "no run record: not a run the trigger started"
     if str(record.get("attempt")) != attempt or record.get("task_arn") != task_arn:
@@ -131,7 +151,10 @@ def decide_notice(record: Record | None, task_arn: str, attempt: str | None) -> 
         return "leave", f"the run is {record.get('state')}: nothing left to checkpoint"
     marked = record.get("spot_notice")
     if isinstance(marked, Mapping) and marked.get("task_arn") == task_arn:
-        return "stop", f"marked already by {marked.get('kind')} at {marked.get('at')}"
+        at = parse_timestamp(marked.get("at"))
+        if at is not None and now - at < claim:
+            return "duplicate", f"{marked.get('kind')} at {marked.get('at')} marked it; that invocation stops it"
+        return "take-over", f"marked by {marked.get('kind')} at {marked.get('at')} and still running"
     return "mark", "the task trains on an instance EC2 is about to reclaim"
 
 
@@ -187,35 +210,55 @@ def handle_instance_notice(
 def _stop_one(
     clients: Clients, config: Config, notice: InstanceNotice, task: dict[str, Any], *, now: datetime, sleep: Sleep
 ) -> Outcome:
+    """Mark the task's run record, then StopTask: once per task, like a start (trigger.starts).
+
+    The marker is the claim: only the invocation whose compare-and-swap wrote it stops the task, and a
+    StopTask that raises clears it again, so Lambda's retry of the notice starts over at once. A marker
+    older than PUSHTRAIN_CLAIM_SECONDS on a task still meant to run belongs to an invocation that died
+    before its StopTask: it is taken over.
+    """
     task_arn = str(task["taskArn"])
     env = task_environment(task, config.container_name)
     run_id, attempt = env["TRAINER_RUN_ID"], env.get("TRAINER_ATTEMPT")
+    claim = timedelta(seconds=config.claim_seconds)
     existing = read_record(clients.s3, config.bucket, run_id)
-    action, why = decide_notice(existing[0] if existing else None, task_arn, attempt)
+    action, why = decide_notice(existing[0] if existing else None, task_arn, attempt, now=now, claim=claim)
     held = [(action, why)]
+    marker = {
+        "task_arn": task_arn,
+        "instance_id": notice.instance_id,
+        "kind": notice.kind,
+        "event_id": notice.event_id,
+        "at": timestamp(now),
+    }
 
     def mark(current: Record) -> Record | None:
-        held[0] = decide_notice(current, task_arn, attempt)  # decided again on every compare-and-swap round
-        if held[0][0] != "mark":
+        held[0] = decide_notice(current, task_arn, attempt, now=now, claim=claim)  # again on every CAS round
+        if held[0][0] not in {"mark", "take-over"}:
             return None
-        current["spot_notice"] = {
-            "task_arn": task_arn,
-            "instance_id": notice.instance_id,
-            "kind": notice.kind,
-            "event_id": notice.event_id,
-            "at": timestamp(now),
-        }
+        current["spot_notice"] = dict(marker)
         append_history(current, now, f"{notice.kind} for {notice.instance_id}: stopping task {task_arn}")
         return current
 
-    if action == "mark" and existing is not None:
+    def unmark(current: Record) -> Record | None:
+        if current.get("spot_notice") != marker:
+            return None
+        current["spot_notice"] = None
+        return current
+
+    if action in {"mark", "take-over"} and existing is not None:
         update_record(clients.s3, config.bucket, run_id, mark, now=now, known=existing, sleep=sleep)
         action, why = held[0]
-        if action == "mark":
-            action = "stop"
-    if action != "stop":
+    if action == "duplicate":
+        return Outcome(DECISION, "duplicate", run_id=run_id, task_arn=task_arn, reason=why)
+    if action not in {"mark", "take-over"}:
         return Outcome(DECISION, "left-running", run_id=run_id, task_arn=task_arn, reason=why)
-    clients.ecs.stop_task(cluster=config.cluster, task=task_arn, reason=stop_reason(notice))
+    try:
+        clients.ecs.stop_task(cluster=config.cluster, task=task_arn, reason=stop_reason(notice))
+    except Exception:
+        with contextlib.suppress(TriggerError, ClientError):  # the StopTask's error is the one to raise
+            update_record(clients.s3, config.bucket, run_id, unmark, now=now, sleep=sleep)
+        raise
     return Outcome(
         DECISION,
         "stopped",
