@@ -11,7 +11,9 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import boto3
 from moto.server import ThreadedMotoServer
 
 
@@ -38,3 +40,14 @@ def moto_server_env() -> Iterator[dict[str, str]]:
         yield env
     finally:
         server.stop()
+
+
+def s3_client(env: dict[str, str]) -> Any:
+    """An S3 client of this test process for the server `env` points at (moto_server_env)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
