@@ -1,12 +1,14 @@
 """`python -m trainer models` on damaged data (one line, exit 1, never a traceback), file verification,
 closed pipes; S3 faults injected with botocore event hooks (500/503, connection reset, a PUT that
-committed but whose response was lost) and the exact number of sends; SIGTERM during start-up."""
+committed but whose response was lost) and the exact number of sends; objects whose stored SHA-256 is not
+their body's (what moto stores without the check S3 makes); SIGTERM during start-up."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,13 +25,14 @@ from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 from trainer.__main__ import main as trainer_main
 from trainer.config import TrainConfig
-from trainer.gate import champion_key
+from trainer.gate import champion_key, version_counts
 from trainer.metrics import EpochResult, EvalResult
 from trainer.nets import build_model
+from trainer.predict import ModelError, load_predictor
 from trainer.publish import TrainingOutcome, publish_version
 from trainer.runstate import new_record, read_status, set_state, status_key
-from trainer.store import S3_MAX_ATTEMPTS, LocalStore, S3Store, StoreError, open_store
-from trainer.versions import version_prefix
+from trainer.store import S3_MAX_ATTEMPTS, LocalStore, S3Store, StoreError, open_store, sha256_b64
+from trainer.versions import METRICS_FILE, TORCHSCRIPT_FILE, read_manifest, verify_files, version_prefix
 
 from trainer import registry_cli
 
@@ -229,6 +232,80 @@ def test_status_update_whose_response_was_lost_is_not_appended_twice(s3: S3Store
     assert lost
     assert record is not None
     assert [h["state"] for h in record["history"]] == ["running", "succeeded"]
+
+
+# --- a stored SHA-256 that is not the body's: moto keeps it, S3 would refuse the PUT (BadDigest) ----------
+
+
+def _plant(s3: S3Store, key: str, body: bytes, claimed_sha256: str) -> None:
+    """PUT `body` claiming `claimed_sha256` as its checksum: S3 checks the claim and refuses a false one
+    (docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html); moto 5.2.5 stores it."""
+    s3.client.put_object(
+        Bucket=BUCKET, Key=key, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=sha256_b64(claimed_sha256)
+    )
+
+
+def _tampered(file: str, original: bytes) -> bytes:
+    if file == METRICS_FILE:  # a better score: what a forger would want the gate to read
+        return json.dumps({**json.loads(original), "accuracy": 1.0, "correct": 10, "total": 10}).encode()
+    return original[:-1] + bytes([original[-1] ^ 1])  # one flipped bit in the served TorchScript
+
+
+def _use(store: S3Store, file: str) -> None:
+    """What reads the file's bytes: the gate and the champion commands (metrics), `models predict` (TorchScript)."""
+    if file == METRICS_FILE:
+        version_counts(store, "cifar10", VERSION)
+    else:
+        load_predictor(store, "cifar10", VERSION)
+
+
+# Two checks, each enough alone: botocore validates a GetObject body against the stored checksum (our client
+# forces it on, whatever AWS_RESPONSE_CHECKSUM_VALIDATION says), and the readers hash the bytes they use
+# against the manifest (seen with a client that does not validate).
+CHECKS = {
+    "sdk-validates-the-body": (StoreError, "did not match calculated checksum"),
+    "reader-hashes-the-bytes": ((ValueError, ModelError), ""),
+}
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("file", [METRICS_FILE, TORCHSCRIPT_FILE])
+def test_a_tampered_file_under_a_forged_stored_sha256_is_refused_by_the_reader_of_its_bytes(
+    s3: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, check: str
+) -> None:
+    # GIVEN a published version, then one of its files replaced by other bytes that claim the listed SHA-256
+    publish(s3, tmp_path / "work")
+    key = version_prefix("cifar10", VERSION) + file
+    listed = read_manifest(s3, "cifar10", VERSION)["files"][file]["sha256"]
+    _plant(s3, key, _tampered(file, s3.get(key)), listed)
+    # the emulator's silence: it kept a checksum its body does not have, so the no-download check passes
+    # (on S3 this object cannot exist: the PUT is refused)
+    assert s3.sha256_of(key) == listed
+    assert verify_files(s3, "cifar10", VERSION, read_manifest(s3, "cifar10", VERSION)) == []
+    monkeypatch.setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+    if check == "sdk-validates-the-body":
+        reader = open_store(f"s3://{BUCKET}")  # the trainer's own client
+    else:
+        reader = S3Store(BUCKET, client=boto3.client("s3"))  # validation off (the variable above)
+    assert isinstance(reader, S3Store)
+    # WHEN something reads the file to use it, THEN it refuses the bytes, naming the file
+    error, words = CHECKS[check]
+    with pytest.raises(error, match=re.escape(file)) as refused:
+        _use(reader, file)
+    assert words in str(refused.value)
+
+
+def test_a_wrong_stored_sha256_on_intact_bytes_fails_verification_naming_the_file(s3: S3Store, tmp_path: Path) -> None:
+    # GIVEN a published version whose model.pt keeps its bytes but carries another SHA-256 (moto stores it)
+    publish(s3, tmp_path / "work")
+    key = version_prefix("cifar10", VERSION) + "model.pt"
+    _plant(s3, key, s3.get(key), "0" * 64)
+    # WHEN the version is verified, THEN the check against the stored SHA-256 names the file: never served or promoted
+    problems = verify_files(s3, "cifar10", VERSION, read_manifest(s3, "cifar10", VERSION))
+    assert problems == [
+        f"model.pt has sha256 {'0' * 64}, the manifest says "
+        + read_manifest(s3, "cifar10", VERSION)["files"]["model.pt"]["sha256"]
+    ]
 
 
 # --- SIGTERM during start-up -------------------------------------------------------------------------

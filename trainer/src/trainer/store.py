@@ -362,7 +362,12 @@ class S3Store(Store):
 
             # total_max_attempts counts every send; botocore's "max_attempts" key would mean retries (one more send)
             retries = {"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS}
-            client = boto3.client("s3", config=Config(retries=retries))
+            # Every GetObject body is checked against the SHA-256 S3 stored with it (a mismatch raises); set here
+            # so AWS_RESPONSE_CHECKSUM_VALIDATION=when_required cannot turn it off. "when_supported" validates every
+            # response of an operation that can carry a checksum:
+            # docs.aws.amazon.com/sdkref/latest/guide/feature-dataintegrity.html
+            validation = "when_supported"
+            client = boto3.client("s3", config=Config(retries=retries, response_checksum_validation=validation))
         self.client = client
 
     def _key(self, key: str) -> str:
