@@ -174,11 +174,15 @@ def load_predictor(store: Store, model_name: str, target: str) -> Predictor:
         raise ModelError(f"{version} is damaged, not loading it: {'; '.join(problems)}")
     prefix = version_prefix(model_name, version)
     data = store.get(prefix + TORCHSCRIPT_FILE)
-    # the bytes loaded are the bytes checked (the object could change between the two reads)
+    # the bytes loaded are the bytes checked: a version is create-only, so bytes that differ from the manifest
+    # while S3's stored checksum agreed with it mean a forged checksum or a damaged object, never a retry
     expected = manifest["files"][TORCHSCRIPT_FILE]
     expected = expected.get("sha256") if isinstance(expected, dict) else expected
     if hashlib.sha256(data).hexdigest() != str(expected).removeprefix("sha256:"):
-        raise ModelError(f"{version}: {TORCHSCRIPT_FILE} changed while it was read; try again")
+        raise ModelError(
+            f"{version} is damaged, not loading it: the bytes of {TORCHSCRIPT_FILE} read do not match the "
+            "manifest's sha256 (though S3's stored checksum did)"
+        )
     metrics = json.loads(store.get(prefix + METRICS_FILE))
     classes = [str(c) for c in metrics["confusion_matrix"]["classes"]]
     with warnings.catch_warnings():  # TorchScript is the format a version carries; torch 2.x warns it is legacy
