@@ -348,6 +348,13 @@ class Pipeline:
 
     def run_task(self, task_arn: str, interrupt: bool = False) -> TaskRun:
         """Run the task's container as a local process (or in Docker); with `interrupt`, SIGTERM it mid-training."""
+        run, started = self.start_task(task_arn)
+        if interrupt:
+            self._interrupt_after_checkpoint(started, run.run_id)
+        return self.end_task(run, started, interrupt=interrupt)
+
+    def start_task(self, task_arn: str, *, label: str = "") -> tuple[TaskRun, runner.RunningTask]:
+        """Start the task's container; `label` prefixes its output lines (tasks that run side by side)."""
         spec = runner.task_spec(
             self.ecs, self.stack.names.cluster, task_arn, self.stack.names.container, self.settings.dockerfile
         )
@@ -372,38 +379,51 @@ class Pipeline:
         task_dir = self.settings.workdir / "tasks" / spec.task_id
         for container_path, volume in spec.mounts.items():
             self.say.info(f"volume          {volume} ({container_path}) -> {task_dir / volume}")
-        started = self._start(spec, task_dir)
-        if interrupt:
-            self._interrupt_after_checkpoint(started, run.run_id)
+        return run, self._start(spec, task_dir, label)
+
+    def end_task(self, run: TaskRun, started: runner.RunningTask, *, interrupt: bool = False) -> TaskRun:
+        """Wait for a started task's process, then stop the task in the emulated ECS as its exit would."""
         try:
             run.exit_code = started.wait(timeout=TASK_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             started.process.kill()
-            raise PipelineError(f"task {spec.task_id} ran past {TASK_TIMEOUT_S} s and was killed") from exc
+            raise PipelineError(f"task {run.task_arn} ran past {TASK_TIMEOUT_S} s and was killed") from exc
         run.output = started.output
-        self.say.info(f"exit code {run.exit_code}")
+        self.say.info(f"run {run.run_id}: exit code {run.exit_code}")
         reason = (
             "Your Spot Task was interrupted." if interrupt else f"Essential container in task exited ({run.exit_code})"
         )
-        self.ecs.stop_task(cluster=self.stack.names.cluster, task=task_arn, reason=reason)
+        self.ecs.stop_task(cluster=self.stack.names.cluster, task=run.task_arn, reason=reason)
         stop_code = "SpotInterruption" if interrupt else "EssentialContainerExited"
-        report_stop(self.emulator, self.stack.names.cluster, task_arn, stop_code, run.exit_code)
+        report_stop(self.emulator, self.stack.names.cluster, run.task_arn, stop_code, run.exit_code)
         return run
+
+    @staticmethod
+    def first_to_end(running: Mapping[str, runner.RunningTask]) -> str:
+        """The key of the first of `running` whose process has exited (polled; a hung one ends the demo)."""
+        deadline = time.monotonic() + TASK_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for key, started in running.items():
+                if started.process.poll() is not None:
+                    return key
+            time.sleep(0.2)
+        raise PipelineError(f"no task of {sorted(running)} ended within {TASK_TIMEOUT_S} s")
 
     def task_environment(self) -> dict[str, str]:
         """The base task definition's environment in the emulation: Terraform's, then the demo's parameters."""
         return {**self.stack.trainer_environment, **self.settings.task_parameters}
 
-    def _start(self, spec: runner.TaskSpec, task_dir: Path) -> runner.RunningTask:
+    def _start(self, spec: runner.TaskSpec, task_dir: Path, label: str = "") -> runner.RunningTask:
         task_dir.mkdir(parents=True, exist_ok=True)
         aws = self.emulator.environment()
+        on_line = (lambda line: self.say.output(f"{label} {line}")) if label else self.say.output
         if self.settings.runner == "docker":
             missing = runner.docker_available()
             if missing:
                 raise PipelineError(f"--runner docker needs a Docker engine here: {missing}. Use --runner local.")
             self._build_image()
-            return runner.start_docker(spec, task_dir, aws, self.say.output, runner.DOCKER_IMAGE)
-        return runner.start_local(spec, task_dir, aws, self.say.output)
+            return runner.start_docker(spec, task_dir, aws, on_line, runner.DOCKER_IMAGE)
+        return runner.start_local(spec, task_dir, aws, on_line)
 
     def _build_image(self) -> None:
         dockerfile = self.settings.dockerfile
