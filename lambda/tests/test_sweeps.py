@@ -283,3 +283,42 @@ def test_the_refits_stop_event_finishes_the_sweep_with_the_gates_decision(
     assert len(pushed.tasks()) == 7
     handle(event, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
     assert sweep_record(pushed) == record
+
+
+def test_a_stop_event_that_writes_the_sweep_record_under_another_loses_neither_change(pushed: Emulated) -> None:
+    # GIVEN a six-set sweep, two at a time: sets 0 and 1 running, and set 0 has just ended
+    request = {**REQUEST, "sweep": {**REQUEST["sweep"], "max_parallel": 2}}
+    first, second = (run["run_id"] for run in invoke(pushed, request)["runs"][:2])
+    finish_run(pushed, first, "succeeded", 4000)
+    sample = load_event("ecs_task_stopped_spot.json")
+    stop_first, stop_second = (
+        stop_event_for(pushed, sample, pushed.record(run_id)["task_arn"], "EssentialContainerExited", 0)
+        for run_id in (first, second)
+    )
+    # AND, at the moment set 0's stop event writes the sweep record (it saw set 0 end, claimed set 2),
+    # set 1 ends and its stop event runs to the end first (it saw both end: it claims sets 2 and 3)
+    interleaved: list[str] = []
+
+    def meanwhile(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") != "sweeps/5550001.json" or interleaved:
+            return
+        interleaved.append("set 1's stop event")
+        finish_run(pushed, second, "succeeded", 4100)
+        handle(stop_second, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+
+    pushed.s3.meta.events.register("before-parameter-build.s3.PutObject", meanwhile)
+    try:
+        # WHEN set 0's stop event is handled
+        handle(stop_first, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    finally:
+        pushed.s3.meta.events.unregister("before-parameter-build.s3.PutObject", meanwhile)
+    # THEN its write, made on a record that changed since it read it, did not undo set 1's stop event: the
+    # record says what ECS runs (sets 2 and 3, each once, each with its task), two at a time
+    assert interleaved
+    record = sweep_record(pushed)
+    assert [(run["started"], run["ended"]) for run in record["runs"]] == [
+        (True, "succeeded"), (True, "succeeded"), (True, None), (True, None), (False, None), (False, None)
+    ]  # fmt: skip
+    running = {env_of(task)["TRAINER_RUN_ID"] for task in pushed.tasks()} - {first, second}
+    assert running == {run["run_id"] for run in record["runs"][2:4]}
+    assert all(run.get("task_arn") for run in record["runs"][:4]) and len(pushed.tasks()) == 4
