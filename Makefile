@@ -59,9 +59,13 @@ browser-tools: chromium $(BROWSER)/node_modules/.stamp ## chromium and the pinne
 demo: $(BIN)/.stamp ## run the whole pipeline locally, offline (AWS emulated with moto)
 	$(BIN)/python scripts/local_pipeline.py $(ARGS)
 
+# The suite runs on every core (pytest-xdist): most tests wait on subprocesses, emulated AWS or a
+# trainer. --dist loadfile keeps a file's tests on one worker, so a module-scoped fixture (a trained
+# model, a moto server, a generated dataset) is still built once. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
 test: setup browser-tools ## every check CI runs: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # --- the rest ------------------------------------------------------------------------------
 lint: setup ## every linter; zero findings allowed
