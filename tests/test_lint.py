@@ -7,6 +7,7 @@ tree it exits zero (so the failure is the planted finding, not the setup).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,11 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
         path.write_text(content)
 
 
-def lint(root: Path, linter: str) -> subprocess.CompletedProcess[str]:
+def lint(root: Path, *linters: str) -> subprocess.CompletedProcess[str]:
+    """scripts/lint.py on `root`: the named linters (two or more run concurrently), or all of them."""
     return subprocess.run(
-        [sys.executable, str(LINT), "--root", str(root), "--only", linter],
+        [sys.executable, str(LINT), "--root", str(root), *(arg for name in linters for arg in ("--only", name))],
+        env={k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"},  # plain "== linter" headers
         capture_output=True,
         text=True,
         check=False,
@@ -73,12 +76,38 @@ def lint(root: Path, linter: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("linter", sorted(PLANTED))
-def test_planted_finding_fails_lint_and_clean_tree_passes(tmp_path: Path, linter: str) -> None:
-    # GIVEN a clean tree
+def test_the_clean_tree_passes_every_linter_run_at_once_and_each_ones_output_is_whole(tmp_path: Path) -> None:
+    import lint as lint_script
+
+    # GIVEN the clean tree every planted-finding test below starts from
     write_tree(tmp_path, CLEAN)
-    clean = lint(tmp_path, linter)
-    assert clean.returncode == 0, f"{linter} rejected the clean tree:\n{clean.stdout}\n{clean.stderr}"
+    # WHEN `make lint` runs it: every linter, concurrently, each in its own process
+    clean = lint(tmp_path)
+    # THEN each linter passes it (so a planted test's failure is its finding, not the setup)
+    assert clean.returncode == 0, f"a linter rejected the clean tree:\n{clean.stdout}\n{clean.stderr}"
+    assert f"lint passed: {', '.join(lint_script.LINTERS)}" in clean.stdout
+    # AND each linter's lines are printed together, in order, from its header to its result
+    marks = [line.split(" (")[0] for line in clean.stdout.splitlines() if line.startswith("== ")]
+    assert marks == [mark for name in lint_script.LINTERS for mark in (f"== {name}", f"== {name}: ok")]
+
+
+def test_a_finding_in_one_of_concurrent_linters_fails_lint_naming_only_that_one(tmp_path: Path) -> None:
+    # GIVEN a clean tree with a shell script finding planted
+    write_tree(tmp_path, CLEAN)
+    write_tree(tmp_path, dict([PLANTED["shellcheck"]]))
+    # WHEN ruff and shellcheck run concurrently
+    result = lint(tmp_path, "ruff", "shellcheck")
+    # THEN lint fails, naming shellcheck alone, with shellcheck's finding in the output
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "lint failed: shellcheck\n" in result.stderr
+    assert "lint failed: ruff" not in result.stderr
+    assert "SC2086" in result.stdout
+
+
+@pytest.mark.parametrize("linter", sorted(PLANTED))
+def test_planted_finding_fails_lint(tmp_path: Path, linter: str) -> None:
+    # GIVEN the clean tree (test_the_clean_tree_passes_every_linter_run_at_once: every linter passes it)
+    write_tree(tmp_path, CLEAN)
 
     # WHEN one finding is planted
     name, content = PLANTED[linter]
