@@ -2,11 +2,14 @@
 
 GIVEN a copy of .github/actions/terraform with one known mistake planted (a `cd` dropped, an error
 swallowed with `|| true`, a prompt allowed, a check skipped, a fresh plan instead of the saved one),
-WHEN tests/test_actions_terraform.py runs against that copy (PUSHTRAIN_TERRAFORM_ACTION), THEN it
-fails; and against an unmutated copy it passes, so each failure is the mutation's doing.
+WHEN the tests of tests/test_actions_terraform.py that guard against that mistake (ACTION_GUARDS) run
+against that copy (PUSHTRAIN_TERRAFORM_ACTION), THEN they fail; and against an unmutated copy they
+pass, so each failure is the mutation's doing. Running only the guards (pytest -k) keeps each check to
+a few tests instead of the file up to its first failure; the whole file runs in the suite itself.
 
 Likewise for trainer-image.yml (WORKFLOW_MUTATIONS): a copy with one mistake, pointed at by
-PUSHTRAIN_TRAINER_IMAGE_WORKFLOW, must fail tests/test_actions_docker_build_push.py; and for the
+PUSHTRAIN_TRAINER_IMAGE_WORKFLOW, must fail its guards in tests/test_actions_docker_build_push.py
+(WORKFLOW_GUARDS); and for the
 reviewed plan (REVIEWED_PLAN_MUTATIONS, in terraform-apply.yml or scripts/ci/reviewed_plan.py,
 pointed at by PUSHTRAIN_APPLY_WORKFLOW and PUSHTRAIN_CI_SCRIPTS), which must fail the guarding tests
 of tests/test_workflows_reviewed_plan.py.
@@ -75,6 +78,24 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
     ),
     "gh gets no token": ("action.yml", "GH_TOKEN: ${{ inputs.github-token }}", "GH_TOKEN_UNUSED: x"),
 }
+# name -> the tests of SUITE that catch that mistake (a pytest -k expression over their names)
+ACTION_GUARDS: dict[str, str] = {
+    "no cd into the working directory": "every_terraform_call_runs_in_the_working_directory",
+    "init errors ignored": "failed_init_or_validate_stops_the_run_before_plan",
+    "validate errors ignored": "failed_init_or_validate_stops_the_run_before_plan",
+    "init may prompt": "init_and_plan_never_prompt",
+    "plan may prompt": "init_and_plan_never_prompt",
+    "apply may prompt": "apply_applies_the_downloaded_plan_byte_for_byte",
+    "apply ignores the recorded hash": "a_plan_changed_after_planning_is_refused",
+    "apply re-plans instead of applying the saved plan": "apply_applies_the_downloaded_plan_byte_for_byte",
+    "a stale plan is reported as a plain failure": "a_stale_plan_fails_with_a_clear_message",
+    "plan comments always patched": "without_patch_tfcmt_posts_a_new_plan_comment",
+    "installer skips the pinned sha256": "a_replaced_asset_is_rejected",
+    "installer skips the attestation check of an unpinned tfcmt": "unpinned_tfcmt_whose_provenance_gh",
+    "attestation accepted from any signer workflow": "unpinned_tfcmt_whose_provenance_gh_verifies",
+    "an unpinned terraform is trusted on gh's word": "unpinned_terraform_is_refused",
+    "gh gets no token": "gives_gh_its_token_only_for_installing_tfcmt",
+}
 
 
 TRAINER_IMAGE = REPO / ".github" / "workflows" / "trainer-image.yml"
@@ -86,14 +107,27 @@ WORKFLOW_MUTATIONS: dict[str, tuple[str, str]] = {
     "the CUDA image is pushed whatever PUSHTRAIN_GPU says": ("        if: vars.PUSHTRAIN_GPU == 'true'\n", ""),
     "the CUDA digest is not an output": ("      cuda-digest: ${{ steps.image-cuda.outputs.digest }}\n", ""),
 }
+WORKFLOW_GUARDS: dict[str, str] = {
+    "the CUDA push loses its -cuda suffix": "cuda_variant_is_pushed_beside_the_cpu_image",
+    "the CUDA image is pushed whatever PUSHTRAIN_GPU says": "cuda_variant_is_pushed_beside_the_cpu_image",
+    "the CUDA digest is not an output": "push_job_exposes_the_pushed_digest",
+}
+
+
+def every(guards: dict[str, str]) -> str:
+    """The -k expression selecting every guard, for the unmutated run."""
+    return " or ".join(sorted(set(guards.values())))
 
 
 def run_suite(
-    action: Path, suite: Path = SUITE, variable: str = "PUSHTRAIN_TERRAFORM_ACTION"
+    action: Path, guards: str, suite: Path = SUITE, variable: str = "PUSHTRAIN_TERRAFORM_ACTION"
 ) -> subprocess.CompletedProcess[str]:
+    """The tests of `suite` that `guards` selects, against the copy at `action`. A selection that matches
+    no test exits 5, never 1, so a renamed guard cannot pass for a caught mutation."""
     env = {**os.environ, variable: str(action)}
+    plugins = ["-p", "no:cacheprovider", "-p", "no:randomly"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", str(suite), "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        [sys.executable, "-m", "pytest", str(suite), "-x", "-q", "-k", guards, *plugins],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -111,8 +145,9 @@ def copy_action(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_unmutated_copy_passes(tmp_path: Path) -> None:
-    # GIVEN an exact copy of the action  WHEN its tests run against it  THEN they pass
-    result = run_suite(copy_action(tmp_path))
+    # GIVEN an exact copy of the action  WHEN every guard runs against it  THEN they pass
+    assert set(ACTION_GUARDS) == set(MUTATIONS), "each mutation names the tests that guard against it"
+    result = run_suite(copy_action(tmp_path), every(ACTION_GUARDS))
     assert result.returncode == 0, result.stdout[-3000:]
 
 
@@ -125,8 +160,8 @@ def test_each_mutation_fails_the_action_tests(tmp_path: Path, name: str) -> None
     source = (action / script).read_text()
     assert source.count(text) == 1, f"mutation {name!r} no longer applies to {script}: rewrite it with the script"
     (action / script).write_text(source.replace(text, replacement))
-    # WHEN the action's tests run against it
-    result = run_suite(action)
+    # WHEN the tests that guard against it run against it
+    result = run_suite(action, ACTION_GUARDS[name])
     # THEN they fail (exit 1: a test failed, not a crash of the run)
     assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"
 
@@ -139,7 +174,8 @@ def copy_workflow(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_unmutated_workflow_copy_passes(tmp_path: Path) -> None:
-    result = run_suite(copy_workflow(tmp_path), IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
+    assert set(WORKFLOW_GUARDS) == set(WORKFLOW_MUTATIONS), "each mutation names the tests that guard against it"
+    result = run_suite(copy_workflow(tmp_path), every(WORKFLOW_GUARDS), IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
     assert result.returncode == 0, result.stdout[-3000:]
 
 
@@ -153,7 +189,7 @@ def test_each_workflow_mutation_fails_the_image_tests(tmp_path: Path, name: str)
     assert source.count(text) == 1, f"mutation {name!r} no longer applies to trainer-image.yml: rewrite it"
     workflow.write_text(source.replace(text, replacement))
     # WHEN the image tests run against it  THEN they fail (a test failed, not a crash of the run)
-    result = run_suite(workflow, IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
+    result = run_suite(workflow, WORKFLOW_GUARDS[name], IMAGE_SUITE, "PUSHTRAIN_TRAINER_IMAGE_WORKFLOW")
     assert result.returncode == 1, f"mutation {name!r} survived:\n{result.stdout[-3000:]}"
 
 
