@@ -137,17 +137,31 @@ def lint_terraform_fmt(tree: Tree, fix: bool) -> int:
 
 
 def lint_checkov(tree: Tree, fix: bool) -> int:
+    """checkov's scans (Terraform, each Dockerfile, the workflows) at once: each is a separate checkov
+    process that spends seconds loading its checks; their outputs are printed whole, in this order."""
     del fix
+    from concurrent.futures import ThreadPoolExecutor
+
     checkov = tool("checkov")
     base = [checkov, "--quiet", "--compact", "--skip-download", "--output", "cli"]
-    status = 0
+    scans: list[list[str]] = []
     if terraform_roots(tree):
-        status |= run([*base, "--framework", "terraform", "--directory", "terraform"], tree.root)
-    for dockerfile in tree.matching(is_dockerfile):
-        status |= run([*base, "--framework", "dockerfile", "--file", str(dockerfile)], tree.root)
+        scans.append([*base, "--framework", "terraform", "--directory", "terraform"])
+    scans += [[*base, "--framework", "dockerfile", "--file", str(f)] for f in tree.matching(is_dockerfile)]
     workflows = tree.root / ".github" / "workflows"
     if any(workflows.glob("*.y*ml")):
-        status |= run([*base, "--framework", "github_actions", "--directory", ".github"], tree.root)
+        scans.append([*base, "--framework", "github_actions", "--directory", ".github"])
+
+    def scan(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cmd, cwd=tree.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        )
+
+    status = 0
+    with ThreadPoolExecutor(max_workers=max(1, len(scans))) as pool:
+        for cmd, done in zip(scans, pool.map(scan, scans), strict=True):
+            print("$ " + " ".join(cmd) + "\n" + done.stdout, end="", flush=True)
+            status |= done.returncode
     return status
 
 
