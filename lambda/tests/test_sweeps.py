@@ -322,3 +322,30 @@ def test_a_stop_event_that_writes_the_sweep_record_under_another_loses_neither_c
     running = {env_of(task)["TRAINER_RUN_ID"] for task in pushed.tasks()} - {first, second}
     assert running == {run["run_id"] for run in record["runs"][2:4]}
     assert all(run.get("task_arn") for run in record["runs"][:4]) and len(pushed.tasks()) == 4
+
+
+def test_the_scheduled_reconcile_finishes_a_sweep_whose_refit_stop_event_was_lost(pushed: Emulated) -> None:
+    # GIVEN a sweep refitting, whose refit ended and was gated, but whose stop event never arrived
+    refit = refitting(pushed)
+    gate = {"outcome": "promoted", "reason": "beats 0.91"}
+    pushed.put_record(refit["run_id"], state="succeeded", version="v-refit", gate=gate)
+    # WHEN the scheduled reconcile runs
+    handle(load_event("scheduled_event.json"), pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    # THEN the sweep is finished with the gate's decision
+    record = sweep_record(pushed)
+    assert (record["state"], record["refit"]["ended"], record["refit"]["gate"]) == ("finished", "succeeded", gate)
+
+
+def test_the_scheduled_reconcile_starts_the_next_set_when_a_runs_stop_event_was_lost(pushed: Emulated) -> None:
+    # GIVEN a sweep two at a time whose first run ended without its stop event reaching the trigger
+    request = {**REQUEST, "sweep": {**REQUEST["sweep"], "max_parallel": 2}}
+    first = invoke(pushed, request)["runs"][0]["run_id"]
+    finish_run(pushed, first, "succeeded", 4000)
+    # WHEN the scheduled reconcile runs THEN the third set starts (two run at once again), once
+    for _ in range(2):
+        handle(load_event("scheduled_event.json"), pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
+    record = sweep_record(pushed)
+    assert [run["started"] for run in record["runs"]] == [True, True, True, False, False, False]
+    third = record["runs"][2]
+    assert [env_of(task)["TRAINER_RUN_ID"] for task in pushed.tasks()].count(third["run_id"]) == 1
+    assert third["task_arn"]

@@ -50,6 +50,7 @@ from trigger.records import (
     utc_now,
 )
 from trigger.starts import Outcome, claim_start, existing_age, start_claimed
+from trigger.sweep_flow import advance_open_sweeps
 
 # Images kept (tagged in ECR) by one reconcile at most: each costs a few ECR calls of the function's
 # 60 s; the rest are kept by the next schedule (logged `keep-deferred`).
@@ -285,6 +286,8 @@ def reconcile(
         if repaired is not None:
             kept += repaired.outcome == "kept"
             outcomes.append(repaired)
+    if not dry_run:  # a sweep whose run's (or refit's) stop event was lost: its next sets, refit or end
+        outcomes += _advance_sweeps(clients, config, oldest, failures, clock=clock, sleep=sleep)
     seen: set[str] = set()
     for image in list_images(clients, config):
         # a digest tagged only keep-* is a kept index's manifest (or a kept image already trained)
@@ -302,6 +305,20 @@ def reconcile(
             outcomes.append(started)
     if failures:
         raise TriggerError(f"reconcile could not repair or start {len(failures)} run(s) or image(s): {failures}")
+    return outcomes
+
+
+def _advance_sweeps(
+    clients: Clients, config: Config, oldest: datetime | None, failures: list[str], *, clock: Clock, sleep: Sleep
+) -> list[Outcome]:
+    """trigger.sweep_flow.advance_open_sweeps, each sweep's state logged; a failure is added to `failures`."""
+    outcomes: list[Outcome] = []
+    try:
+        for request_id, started, record in advance_open_sweeps(clients, config, since=oldest, clock=clock, sleep=sleep):
+            outcomes += started
+            log_decision("sweep", record["state"], event_id="reconcile", request_id=request_id)
+    except (TriggerError, ClientError) as error:
+        failures.append(f"sweeps: {type(error).__name__}: {error}")
     return outcomes
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from trigger.aws import Clients
@@ -254,6 +255,48 @@ def sweep_task_stopped(
         return None
     outcomes, record, _ = advance(clients, config, sweep_id, known=known, clock=clock, sleep=sleep)
     return outcomes, record
+
+
+def open_sweeps(clients: Clients, config: Config) -> Iterator[tuple[str, datetime]]:
+    """(request id, last written) of every sweep record, sweeps/<request_id>.json (ListObjectsV2 with a
+    delimiter, page by page: the trainers' files under sweeps/<request_id>/ are not listed)."""
+    token: str | None = None
+    while True:
+        page = clients.s3.list_objects_v2(
+            Bucket=config.bucket, Prefix="sweeps/", Delimiter="/", **({"ContinuationToken": token} if token else {})
+        )
+        for item in page.get("Contents") or []:
+            key = str(item.get("Key", ""))
+            request_id = key.removeprefix("sweeps/").removesuffix(".json")
+            if key == sweep_key(request_id) and REQUEST_ID.fullmatch(request_id):
+                yield request_id, item["LastModified"]
+        token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not token:
+            return
+
+
+def advance_open_sweeps(
+    clients: Clients,
+    config: Config,
+    *,
+    since: datetime | None,
+    clock: Clock = utc_now,
+    sleep: Sleep = time.sleep,
+) -> list[tuple[str, list[Outcome], SweepRecord]]:
+    """Reconcile's part (trigger.reconcile): `advance` every sweep not finished, written since `since`, so a
+    lost stop event (EventBridge delivers at least once, and rarely not at all) delays a sweep by one
+    schedule instead of leaving it waiting for a workflow that may have stopped asking:
+    [(request id, starts, record as advanced)]."""
+    advanced = []
+    for request_id, written_at in open_sweeps(clients, config):
+        if since is not None and written_at < since:
+            continue
+        known = get_json(clients.s3, config.bucket, sweep_key(request_id))
+        if known is None or known[0].get("state") == "finished":
+            continue
+        outcomes, record, _ = advance(clients, config, request_id, known=known, clock=clock, sleep=sleep)
+        advanced.append((request_id, outcomes, record))
+    return advanced
 
 
 def handle_sweep(
