@@ -283,10 +283,12 @@ def test_task_size_table_scales_the_two_thread_time_by_amdahls_law_fitted_to_one
 def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     import bench_trainer as bench
 
-    # GIVEN tiny sizes (the code paths of a full run, numbers meaningless) and its data cache in tmp
+    # GIVEN tiny sizes (the code paths of a full run, numbers meaningless) and its data cache in tmp. Each
+    # training step is 1/16 of an epoch (recipe.MIN_STEPS_PER_EPOCH), so the batch is train/16; every image
+    # costs seconds where bf16 is emulated (no AVX-512 BF16 here): 256 and 64 training images, 16 test ones
     monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
     tiny = bench.Sizes(
-        train=512, test=64, parity_train=128, parity_test=32, parity_epochs=1, parity_seeds=(0, 1),
+        train=256, test=16, parity_train=64, parity_test=16, parity_epochs=1, parity_seeds=(0, 1),
         cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256), matmul_gflop=0.05,
     )  # fmt: skip
     # WHEN every section but the seed loop runs, in both precisions (bf16 even where it is emulated)
