@@ -19,8 +19,8 @@ as one more run, and only that run meets the gate. Sweep runs are published, nev
 Each set is `params` overlaid with the set's values, validated like any retrain's parameters. Run i is an
 ordinary retrain run, `retrain-<request_id>-<8 hex of digest and its parameters>` (36 characters at most,
 ECS startedBy's limit), so a sweep run is started, resumed and recorded exactly like a single retrain. The
-sweep's own record, `sweeps/<request_id>.json`, lists its runs, which of them the trigger started, and
-once every run has ended the ranking by test accuracy and the run that became champion.
+sweep's own record, `sweeps/<request_id>.json`, lists its runs, which of them the trigger started, how each
+ended, the ranking by validation accuracy, and the refit with the gate's decision.
 """
 
 from __future__ import annotations
