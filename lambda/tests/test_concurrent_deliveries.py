@@ -74,7 +74,7 @@ def deliver_at_once(endpoint: str, account: Emulated, events: list[dict[str, Any
     return outcomes
 
 
-# The protocol under 2, 8 and 32 processes, on every launcher, is test_launcher_conformance's; here the
+# The protocol under 2 and 32 processes, on every launcher, is test_launcher_conformance's; here the
 # whole handler (parse, ECR checks, start) under one burst.
 @pytest.mark.parametrize("deliveries", [8])
 def test_simultaneous_deliveries_of_one_push_start_exactly_one_task(
