@@ -347,11 +347,20 @@ def test_kill_storm_next_attempt_ends_with_one_complete_version(
     assert len(updates) == len(set(updates))
 
 
-def test_sigterm_at_the_first_batch_checkpoints_and_exits_75(data_dir: Path, tmp_path: Path) -> None:
+def test_sigterm_at_the_first_batch_checkpoints_and_exits_75(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = make_config(data_dir, tmp_path)
     store = LocalStore(Path(config.store_uri))
     stop = threading.Event()
-    stop.set()  # the signal came before the first batch
+    load = run.Run.load_data
+
+    def loaded_then_signalled(self: run.Run) -> Any:
+        data = load(self)
+        stop.set()  # the signal came once the data was there, before the first batch (a signal before the
+        return data  # data ends the run without a download: test_run_outcomes covers that)
+
+    monkeypatch.setattr(run.Run, "load_data", loaded_then_signalled)
     assert run.main(config, stop=stop) == run.EXIT_INTERRUPTED
     status = record(store)
     assert (status["state"], status["lease"]) == ("interrupted", None)
