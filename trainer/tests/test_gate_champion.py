@@ -6,7 +6,7 @@ import json
 import random
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from fractions import Fraction
 from multiprocessing import get_context
@@ -34,17 +34,22 @@ def s3_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    # Real S3 evaluates If-Match/If-None-Match atomically with the write. moto 5.2.5 checks
-    # and then writes without a lock, so concurrent requests could both pass the check; one
-    # lock around its PutObject gives the emulator S3's atomicity (our code is unchanged).
+    # Real S3 evaluates If-Match/If-None-Match atomically with the write, and a GET reads one whole version.
+    # moto 5.2.5 checks and then writes without a lock, so concurrent requests could both pass the check, and
+    # an overwrite closes the old object's buffer under a GET still reading it ("I/O operation on closed
+    # file", seen under load). One lock around its PutObject and GetObject gives the emulator S3's per-request
+    # atomicity; requests still interleave between each other as they do on S3 (our code is unchanged).
     lock = threading.Lock()
-    original = S3Response.put_object
+    for name in ("put_object", "get_object"):
+        original = getattr(S3Response, name)
 
-    def atomic_put_object(self: S3Response) -> object:
-        with lock:
-            return original(self)
+        def atomic(
+            self: S3Response, *args: object, _original: Callable[..., object] = original, **kwargs: object
+        ) -> object:
+            with lock:
+                return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(S3Response, "put_object", atomic_put_object)
+        monkeypatch.setattr(S3Response, name, atomic)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield open_store(f"s3://{BUCKET}")
