@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from trainer.config import TrainConfig
 from trainer.runstate import read_status
@@ -86,6 +87,9 @@ def test_s3_without_credentials_says_how_to_provide_them(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # boto3's default session keeps the credentials it resolved first: another test in this process (moto's fake
+    # keys) would otherwise lend them to this one, which then tries the real endpoint
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     code = run.main(config(tmp_path, tmp_path, "s3://pushtrain-nowhere", run_id="no-creds"))
     assert code == run.EXIT_FAILED
     (error,) = errors(caplog)
