@@ -695,7 +695,8 @@ def _fp32_per_cycle(flags: set[str], zen4: bool) -> tuple[int, str] | None:
         return None
     if "avx512f" in flags and not zen4:
         return 4 * FMA256_FLOP, "two 512-bit FMAs per cycle"
-    return 2 * FMA256_FLOP, "two 256-bit FMAs per cycle" + (" (Zen 4 splits 512-bit ones)" if zen4 else "")
+    split = " (Zen 4 splits 512-bit ones)" if "avx512f" in flags else ""  # family 25 is Zen 3 too (no AVX-512)
+    return 2 * FMA256_FLOP, "two 256-bit FMAs per cycle" + split
 
 
 def hardware_peak(

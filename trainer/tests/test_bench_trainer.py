@@ -234,6 +234,7 @@ def test_the_fp32_hardware_peak_follows_the_fma_units(
     assert (peak and peak["flop_per_cycle"]) == expected
     if peak:
         assert peak["per_s"] == pytest.approx(2 * expected * 3.65)
+        assert ("Zen 4" in peak["why"]) == (vendor == "AuthenticAMD" and family == "25" and "avx512f" in flags)
 
 
 def test_no_hardware_peak_without_native_bf16_or_a_clock() -> None:
