@@ -142,3 +142,18 @@ class FakeBin:
 
     def _save(self) -> None:
         self._rules_file.write_text(json.dumps(self.rules))
+
+
+def github_outputs(path: Path) -> dict[str, str]:
+    """What a step wrote to $GITHUB_OUTPUT: `key=value` lines and `key<<DELIMITER` ... `DELIMITER` blocks
+    (GitHub's "Multiline strings" form), as GitHub reads them."""
+    found: dict[str, str] = {}
+    lines = iter(path.read_text().splitlines())
+    for line in lines:
+        key, sep, delimiter = line.partition("<<")
+        if sep and "=" not in key:
+            found[key] = "\n".join(iter(lines.__next__, delimiter))
+        else:
+            name, _, value = line.partition("=")
+            found[name] = value
+    return found

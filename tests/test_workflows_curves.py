@@ -23,7 +23,7 @@ import pytest
 import yaml
 from ci.report import push_run_id
 from ci.runs import link_curves
-from fakebin import FakeBin
+from fakebin import FakeBin, github_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -101,16 +101,7 @@ def step(tmp_path: Path, fakes: FakeBin, module: str, *args: str) -> subprocess.
 
 
 def outputs(tmp_path: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    lines = iter((tmp_path / "github_output").read_text().splitlines())
-    for line in lines:
-        key, sep, delimiter = line.partition("<<")
-        if sep and "=" not in key:
-            found[key] = "\n".join(iter(lines.__next__, delimiter))
-        else:
-            name, _, value = line.partition("=")
-            found[name] = value
-    return found
+    return github_outputs(tmp_path / "github_output")
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.module)

@@ -16,13 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: tests/ is not on sys.path
-try:
-    from fakebin import FakeBin  # tests/fakebin.py, where issue 11 moves it
-except ModuleNotFoundError:
-    from ci.fakebin import FakeBin
 from ci.report import marker, push_run_id
+from fakebin import FakeBin, github_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -54,16 +49,7 @@ def step(
 
 
 def outputs(tmp_path: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    lines = iter((tmp_path / "github_output").read_text().splitlines())
-    for line in lines:
-        key, sep, delimiter = line.partition("<<")
-        if sep and "=" not in key:
-            found[key] = "\n".join(iter(lines.__next__, delimiter))
-        else:
-            name, _, value = line.partition("=")
-            found[name] = value
-    return found
+    return github_outputs(tmp_path / "github_output")
 
 
 def ecr(fakes: FakeBin) -> None:

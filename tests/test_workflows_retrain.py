@@ -17,7 +17,7 @@ import pytest
 from ci.github import CIError
 from ci.retrain import build_request
 from ci.runs import GITHUB_COMMENT_LIMIT, render, report_key
-from fakebin import FakeBin
+from fakebin import FakeBin, github_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -233,17 +233,7 @@ REPORT = ["report", "--bucket", BUCKET, "--status-key", STATUS_KEY, "--model-nam
 
 
 def multiline_outputs(tmp_path: Path) -> dict[str, str]:
-    """$GITHUB_OUTPUT's `key=value` and `key<<DELIMITER … DELIMITER` entries."""
-    found: dict[str, str] = {}
-    lines = iter((tmp_path / "github_output").read_text().splitlines())
-    for line in lines:
-        key, sep, delimiter = line.partition("<<")
-        if sep and "=" not in key:
-            found[key] = "\n".join(iter(lines.__next__, delimiter))
-        else:
-            name, _, value = line.partition("=")
-            found[name] = value
-    return found
+    return github_outputs(tmp_path / "github_output")
 
 
 def test_report_of_a_succeeded_run_goes_to_the_summary_and_is_exported_for_the_comment(tmp_path: Path) -> None:
