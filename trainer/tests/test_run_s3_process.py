@@ -12,27 +12,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from moto_env import moto_server_env
+from moto_env import moto_server_env, s3_client
 from trainer.synth import write_folder
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "pushtrain-artifacts-test"
 RUN = "push-0a1b2c3d4e5f60718293"
-
-
-def s3_client(env: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @pytest.fixture
