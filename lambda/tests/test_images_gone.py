@@ -9,14 +9,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from trigger.handler import handle
 from trigger.reconcile import reconcile
-from trigger.trained import digest_key
-from trigger_testkit import BUCKET, DIGEST, GIT_SHA, PUSH_RUN_ID, Emulated, clock, no_sleep, stop_event_for
+from trigger.trained import MIN_RECORD_DAYS, digest_key
+from trigger_testkit import BUCKET, DIGEST, GIT_SHA, NOW, PUSH_RUN_ID, Emulated, clock, no_sleep, stop_event_for
 
 SPOT_REASON = "Your Spot Task was interrupted."
 
@@ -69,15 +70,42 @@ def test_a_reconcile_repair_of_an_image_deleted_since_fails_the_run_and_launches
 def test_a_retag_of_a_trained_image_after_its_record_expired_starts_nothing(
     pushed: Emulated, push_event: dict[str, Any]
 ) -> None:
-    # GIVEN the push sample's run record expired (runs/ lifecycle), its digest index did not
+    # GIVEN the push sample's run record expired (runs/ lifecycle, at least MIN_RECORD_DAYS after the push),
+    # its digest index did not
     pushed.s3.delete_object(Bucket=BUCKET, Key=f"runs/{PUSH_RUN_ID}/status.json")
     assert pushed.s3.get_object(Bucket=BUCKET, Key=digest_key(DIGEST))["ContentLength"] > 0
+
+    def later() -> datetime:
+        return NOW + timedelta(days=31)
+
     # WHEN the same digest is pushed under another tag, and reconcile runs
     retag = push_event | {"detail": push_event["detail"] | {"image-tag": "v2"}}
     pushed.push_image(DIGEST, "v2")
-    decision = handle(retag, pushed.config, pushed.clients, clock=clock, sleep=no_sleep)
-    outcomes = reconcile(pushed.clients, pushed.config, since=timedelta(days=7), clock=clock, sleep=no_sleep)
+    decision = handle(retag, pushed.config, pushed.clients, clock=later, sleep=no_sleep)
+    outcomes = reconcile(pushed.clients, pushed.config, since=timedelta(days=30), clock=later, sleep=no_sleep)
     # THEN nothing starts: the push is skipped as already trained, reconcile leaves it
     assert (decision["outcome"], decision["run_id"]) == ("already-trained", PUSH_RUN_ID)
     assert outcomes == []
     assert len(pushed.tasks()) == 1
+
+
+@pytest.mark.parametrize("age_days", [0, MIN_RECORD_DAYS - 1])
+def test_an_index_entry_without_its_record_yet_is_a_start_in_flight_not_an_expired_run(
+    aws: Emulated, push_event: dict[str, Any], age_days: int
+) -> None:
+    # GIVEN the digest indexed by a delivery that has not created the run record yet (it is between its two
+    # writes, or its invocation died there): younger than any record can live, so it cannot have expired
+    first = NOW - timedelta(days=age_days)
+    entry = {
+        "schema": 1,
+        "image_digest": DIGEST,
+        "run_id": PUSH_RUN_ID,
+        "first_started_at": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    aws.s3.put_object(Bucket=BUCKET, Key=digest_key(DIGEST), Body=json.dumps(entry).encode())
+    # WHEN a delivery of the push arrives (another one, or the died invocation's retry)
+    decision = handle(push_event, aws.config, aws.clients, clock=clock, sleep=no_sleep)
+    # THEN the start protocol decides: it starts the run (the digest was never trained), not a final skip
+    # (seen once under 8 simultaneous deliveries: one of them answered already-trained)
+    assert (decision["outcome"], decision["run_id"]) == ("started", PUSH_RUN_ID)
+    assert len(aws.tasks()) == 1

@@ -92,12 +92,17 @@ def start_push_run(
     clients: Clients, config: Config, spec: RunSpec, source: str, *, clock: Clock, sleep: Sleep
 ) -> Outcome:
     """Start a pushed digest's run (a push, or reconcile for a push never seen), unless the per-digest index
-    (trigger.trained) says it was trained by a run whose record has since expired."""
+    (trigger.trained) says it was trained by a run whose record has since expired. A young entry without a
+    record is a start in flight (or one that died before its record): the start protocol decides it."""
     earlier = trained.remembered(clients.s3, config.bucket, spec.digest)
-    if earlier is not None and read_record(clients.s3, config.bucket, earlier) is None:
+    if (
+        earlier is not None
+        and earlier.could_have_expired(clock())
+        and read_record(clients.s3, config.bucket, earlier.run_id) is None
+    ):
         index = trained.digest_key(spec.digest)
-        reason = f"digest {spec.digest} was trained by run {earlier} ({index}); its run record expired"
-        return Outcome("skip", "already-trained", run_id=earlier, digest=spec.digest, reason=reason)
+        reason = f"digest {spec.digest} was trained by run {earlier.run_id} ({index}); its run record expired"
+        return Outcome("skip", "already-trained", run_id=earlier.run_id, digest=spec.digest, reason=reason)
     if earlier is None:
         trained.remember(clients.s3, config.bucket, spec, clock(), sleep=sleep)
     return start_run(clients, config, spec, source, clock=clock, sleep=sleep)
