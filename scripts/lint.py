@@ -411,6 +411,11 @@ def lint_concurrently(root: Path, names: list[str]) -> int:
             print(done.stdout, end="", flush=True)
             if done.returncode != 0:
                 failed.append(name)
+    return verdict(names, failed)
+
+
+def verdict(names: list[str], failed: list[str]) -> int:
+    """The closing line of a lint run, serial or concurrent, and its exit status."""
     if failed:
         print(f"lint failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -444,11 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: {'ok' if status == 0 else 'FINDINGS'} ({time.monotonic() - started:.1f}s)", flush=True)
         if status != 0:
             failed.append(name)
-    if failed:
-        print(f"lint failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    print(f"lint passed: {', '.join(names)}")
-    return 0
+    return verdict(names, failed)
 
 
 if __name__ == "__main__":
