@@ -7,6 +7,7 @@ RunTask overrides win over the task definition's environment, and mount paths be
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -111,6 +112,45 @@ def test_local_process_output_is_streamed_and_sigterm_reaches_it(tmp_path: Path)
     assert lines == ["ready"]
 
 
+@pytest.mark.parametrize(
+    ("busy", "tasks", "cpus", "expected"),
+    [
+        ([], 2, [0, 1], [(0,), (1,)]),  # two sets side by side on 2 cores: one each
+        ([0], 1, [0, 1], [(1,)]),  # the next set, beside a running one: the free CPU
+        ([], 1, [0, 1], [(0, 1)]),  # alone (the last set, the refit): every CPU
+        ([], 2, [0, 1, 2, 3, 4], [(0, 1, 2), (3, 4)]),  # uneven: the first takes the remainder
+        ([1], 2, [0, 1, 2, 3], [(0, 2), (3,)]),
+        ([0], 2, [0, 1], [(1,), (1,)]),  # fewer free CPUs than tasks: they share, none gets nothing
+        ([0, 1], 1, [0, 1], [(0, 1)]),  # none free: every CPU, as an unpinned process
+        ([], 0, [0, 1], []),
+    ],
+)
+def test_share_cpus_gives_tasks_side_by_side_cpus_of_their_own(
+    busy: list[int], tasks: int, cpus: list[int], expected: list[tuple[int, ...]]
+) -> None:
+    assert runner.share_cpus(busy, tasks, cpus) == expected
+
+
+def test_a_pinned_local_task_runs_on_its_cpus_and_the_demo_keeps_its_own(tmp_path: Path) -> None:
+    # GIVEN a "container" that prints the CPUs it may run on, and the first CPU of ours to pin it to
+    ours = os.sched_getaffinity(0)
+    first = min(ours)
+    script = "import os; print(sorted(os.sched_getaffinity(0)), flush=True)"
+    spec = runner.TaskSpec("arn:aws:ecs:r:1:task/c/t1", "td", "img", ["python", "-c", script], {}, {}, None)
+    lines: list[str] = []
+
+    # WHEN it starts pinned to that CPU
+    started = runner.start_local(spec, tmp_path, {}, lines.append, cpus=(first,))
+
+    # THEN the process ran on that CPU alone (the trainer takes its threads from this mask), the task
+    # remembers its CPUs, and the demo's own thread is back on every CPU it had
+    assert started.wait(timeout=30) == 0
+    started.reader.join(timeout=30)
+    assert lines == [str([first])]
+    assert started.cpus == (first,)
+    assert os.sched_getaffinity(0) == ours
+
+
 def test_docker_runner_runs_the_image_like_fargate_with_mounts_and_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,9 +173,9 @@ def test_docker_runner_runs_the_image_like_fargate_with_mounts_and_environment(
     )
     lines: list[str] = []
 
-    # WHEN the task runs with the docker runner
+    # WHEN the task runs with the docker runner, pinned to CPUs 2 and 3
     started = runner.start_docker(
-        spec, tmp_path / "task", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, lines.append, "img"
+        spec, tmp_path / "task", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, lines.append, "img", cpus=(2, 3)
     )
 
     # THEN docker ran the image read-only, with the volume mounted and the task's environment, unchanged paths
@@ -146,3 +186,4 @@ def test_docker_runner_runs_the_image_like_fargate_with_mounts_and_environment(
     assert f"{(tmp_path / 'task' / 'scratch').resolve()}:/scratch" in args
     assert "TRAINER_WORK_DIR=/scratch" in args
     assert "AWS_ENDPOINT_URL=http://127.0.0.1:9" in args
+    assert args[args.index("--cpuset-cpus") + 1] == "2,3"

@@ -353,8 +353,11 @@ class Pipeline:
             self._interrupt_after_checkpoint(started, run.run_id)
         return self.end_task(run, started, interrupt=interrupt)
 
-    def start_task(self, task_arn: str, *, label: str = "") -> tuple[TaskRun, runner.RunningTask]:
-        """Start the task's container; `label` prefixes its output lines (tasks that run side by side)."""
+    def start_task(
+        self, task_arn: str, *, label: str = "", cpus: tuple[int, ...] = ()
+    ) -> tuple[TaskRun, runner.RunningTask]:
+        """Start the task's container; `label` prefixes its output lines (tasks that run side by side), `cpus`
+        pins it to those CPUs (`runner.share_cpus`: tasks side by side each on their own)."""
         spec = runner.task_spec(
             self.ecs, self.stack.names.cluster, task_arn, self.stack.names.container, self.settings.dockerfile
         )
@@ -379,7 +382,9 @@ class Pipeline:
         task_dir = self.settings.workdir / "tasks" / spec.task_id
         for container_path, volume in spec.mounts.items():
             self.say.info(f"volume          {volume} ({container_path}) -> {task_dir / volume}")
-        return run, self._start(spec, task_dir, label)
+        if cpus:
+            self.say.info(f"cpus            {','.join(map(str, cpus))} of this machine's (its own while it runs)")
+        return run, self._start(spec, task_dir, label, cpus)
 
     def end_task(self, run: TaskRun, started: runner.RunningTask, *, interrupt: bool = False) -> TaskRun:
         """Wait for a started task's process, then stop the task in the emulated ECS as its exit would."""
@@ -413,7 +418,9 @@ class Pipeline:
         """The base task definition's environment in the emulation: Terraform's, then the demo's parameters."""
         return {**self.stack.trainer_environment, **self.settings.task_parameters}
 
-    def _start(self, spec: runner.TaskSpec, task_dir: Path, label: str = "") -> runner.RunningTask:
+    def _start(
+        self, spec: runner.TaskSpec, task_dir: Path, label: str = "", cpus: tuple[int, ...] = ()
+    ) -> runner.RunningTask:
         task_dir.mkdir(parents=True, exist_ok=True)
         aws = self.emulator.environment()
         on_line = (lambda line: self.say.output(f"{label} {line}")) if label else self.say.output
@@ -422,8 +429,8 @@ class Pipeline:
             if missing:
                 raise PipelineError(f"--runner docker needs a Docker engine here: {missing}. Use --runner local.")
             self._build_image()
-            return runner.start_docker(spec, task_dir, aws, on_line, runner.DOCKER_IMAGE)
-        return runner.start_local(spec, task_dir, aws, on_line)
+            return runner.start_docker(spec, task_dir, aws, on_line, runner.DOCKER_IMAGE, cpus=cpus)
+        return runner.start_local(spec, task_dir, aws, on_line, cpus=cpus)
 
     def _build_image(self) -> None:
         dockerfile = self.settings.dockerfile

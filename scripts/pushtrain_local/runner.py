@@ -9,11 +9,15 @@ moto records a RunTask but runs nothing. The runner reads what ECS would run fro
 - the environment is the task definition's, then the overrides' (overrides win, as in ECS), plus the
   emulation's endpoint and fake credentials;
 - each volume mount (`/scratch`) becomes a folder under the task's local directory, and environment
-  values naming a mount path are rewritten to it, as the mount would make them true.
+  values naming a mount path are rewritten to it, as the mount would make them true;
+- `cpus`, when given, are the CPUs the task may run on (the process's affinity, Docker's `--cpuset-cpus`):
+  a Fargate task has vCPUs of its own, and tasks side by side on this machine must not share theirs.
+  The trainer takes its thread count from its affinity mask (`trainer.resources.resolve_threads`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -22,7 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +133,7 @@ class RunningTask:
     process: subprocess.Popen[str]
     reader: threading.Thread
     output: list[str] = field(default_factory=list)
+    cpus: tuple[int, ...] = ()  # the CPUs it is pinned to; () for all of this machine's
 
     def interrupt(self) -> None:
         """What ECS does to a Spot task being reclaimed: SIGTERM to the container's main process."""
@@ -154,23 +159,66 @@ def local_environment(spec: TaskSpec, task_dir: Path, aws_environment: Mapping[s
 
 
 def start_local(
-    spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str], on_line: Callable[[str], None]
+    spec: TaskSpec,
+    task_dir: Path,
+    aws_environment: Mapping[str, str],
+    on_line: Callable[[str], None],
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> RunningTask:
-    """Run the task's command as a local process with the task's environment, streaming its output."""
+    """Run the task's command as a local process with the task's environment, streaming its output; pinned
+    to `cpus` when given."""
     argv = list(spec.argv)
     if argv and Path(argv[0]).name in {"python", "python3"}:
         argv[0] = sys.executable
     environment = local_environment(spec, task_dir, aws_environment)
-    process = subprocess.Popen(
-        argv,
-        env=environment,
-        cwd=task_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    )
-    return _attach(process, on_line)
+    with _pinned(cpus):
+        process = subprocess.Popen(
+            argv,
+            env=environment,
+            cwd=task_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+    return _attach(process, on_line, cpus)
+
+
+@contextlib.contextmanager
+def _pinned(cpus: tuple[int, ...]) -> Iterator[None]:
+    """This thread on `cpus` while the block runs (a child forked in it inherits the mask from its first
+    instruction: no window in which it runs elsewhere, and no preexec_fn, which is unsafe beside threads).
+    sched_setaffinity(0) is the calling thread's mask only (Linux), so the demo's other threads keep theirs."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def share_cpus(busy: Iterable[int], tasks: int, cpus: Iterable[int] | None = None) -> list[tuple[int, ...]]:
+    """Pin sets for `tasks` tasks starting together: this machine's CPUs (`cpus`, default our affinity mask)
+    that no running task holds (`busy`), split as evenly as they go, the first tasks taking the remainder.
+    With fewer free CPUs than tasks, each new task gets one of them in turn (shared, never none); with none
+    free, the tasks share every CPU (as unpinned processes would)."""
+    if tasks < 1:
+        return []
+    every = sorted(os.sched_getaffinity(0) if cpus is None else set(cpus))
+    free = [cpu for cpu in every if cpu not in set(busy)] or every
+    if len(free) < tasks:
+        return [(free[i % len(free)],) for i in range(tasks)]
+    share, extra = divmod(len(free), tasks)
+    sets, start = [], 0
+    for i in range(tasks):
+        size = share + (1 if i < extra else 0)
+        sets.append(tuple(free[start : start + size]))
+        start += size
+    return sets
 
 
 def docker_available() -> str | None:
@@ -187,7 +235,13 @@ def docker_available() -> str | None:
 
 
 def start_docker(
-    spec: TaskSpec, task_dir: Path, aws_environment: Mapping[str, str], on_line: Callable[[str], None], image: str
+    spec: TaskSpec,
+    task_dir: Path,
+    aws_environment: Mapping[str, str],
+    on_line: Callable[[str], None],
+    image: str,
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> RunningTask:
     """Run the task in the real image (built locally as `image`), the emulation reached over the host network.
 
@@ -199,6 +253,8 @@ def start_docker(
     args = [docker, "run", "--rm", "--init", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}"]
     if spec.read_only:
         args.append("--read-only")
+    if cpus:
+        args += ["--cpuset-cpus", ",".join(map(str, cpus))]
     for container_path, volume in spec.mounts.items():
         local = task_dir / volume
         local.mkdir(parents=True, exist_ok=True)
@@ -209,11 +265,11 @@ def start_docker(
         args += ["--env", f"{name}={value}"]
     args.append(image)
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    return _attach(process, on_line)
+    return _attach(process, on_line, cpus)
 
 
-def _attach(process: subprocess.Popen[str], on_line: Callable[[str], None]) -> RunningTask:
-    running = RunningTask(process, threading.Thread())
+def _attach(process: subprocess.Popen[str], on_line: Callable[[str], None], cpus: tuple[int, ...]) -> RunningTask:
+    running = RunningTask(process, threading.Thread(), cpus=cpus)
 
     def pump() -> None:
         assert process.stdout is not None  # noqa: S101 - Popen was given stdout=PIPE

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushtrain_local import events
+from pushtrain_local import events, runner
 from pushtrain_local.pipeline import EXIT_INTERRUPTED, Pipeline, PipelineError, TaskRun
 from pushtrain_local.runner import RunningTask
 
@@ -188,15 +188,16 @@ def gate_fail(pipeline: Pipeline) -> Outcome:
 # 1,600 generated training images held out for validation; the refit trains on all 1,600. (On the first
 # 1,200 the refit stayed below the gate's 0.9 floor: 422/500.)
 SWEEP: dict[str, Any] = {
-    "list": [{"lr": lr} for lr in (0.5, 1.5, 0.05, 0.2, 30.0, 0.01)],
+    "list": [{"lr": lr} for lr in (0.5, 1.5, 0.05, 0.02, 30.0, 0.01)],
     "max_parallel": 2,
     "early_stop": {"eta": 2},
     "val_images": 400,
 }
 SWEEP_PARAMS = {"epochs": 2}
-# Two runs at once on a 2-core machine: each task gets one CPU, as a 1-vCPU task definition would, and
-# 1,600 of the demo's 2,000 training images.
-SWEEP_TASK = {"TRAINER_THREADS": "1", "TRAINER_LIMIT_TRAIN": "1600"}
+# 1,600 of the demo's 2,000 training images. Threads are not set: each task takes as many as the CPUs it is
+# pinned to (runner.share_cpus): two side by side on a 2-core machine one each, as a 1-vCPU Fargate task
+# would have, and a task that runs alone (the last set, the refit) both, rather than leave one idle.
+SWEEP_TASK = {"TRAINER_LIMIT_TRAIN": "1600"}
 
 
 def sweep(pipeline: Pipeline) -> Outcome:
@@ -204,7 +205,9 @@ def sweep(pipeline: Pipeline) -> Outcome:
     the best set by validation accuracy is refit on every training image, and only the refit meets the gate;
     the refit's own stop event finishes the sweep record with the gate's decision."""
     outcome = Outcome("sweep", champion_before=pipeline.champion())
-    pipeline.say.step("The sweep's tasks get one CPU and 1,600 images each (a new base revision): two side by side")
+    pipeline.say.step(
+        "The sweep's tasks train on 1,600 images (a new base revision), each on CPUs of its own: two side by side"
+    )
     pipeline.register_base_revision(SWEEP_TASK)
     pushed = pipeline.push_image()
     outcome.digest = pushed.digest
@@ -217,11 +220,13 @@ def sweep(pipeline: Pipeline) -> Outcome:
     done: set[str] = set()
     running: dict[str, tuple[TaskRun, RunningTask]] = {}
     while True:
-        for task_arn in pipeline.task_arns():  # every task the trigger started runs at once, as on ECS
-            if task_arn not in done and task_arn not in running:
-                _show_task(pipeline, task_arn)
-                run_id = pipeline.describe(task_arn).get("startedBy", "")
-                running[task_arn] = pipeline.start_task(task_arn, label=run_id[-8:])
+        # every task the trigger started runs at once, as on ECS, each on CPUs of its own
+        new = [arn for arn in pipeline.task_arns() if arn not in done and arn not in running]
+        busy = [cpu for _, started in running.values() if started.process.poll() is None for cpu in started.cpus]
+        for task_arn, cpus in zip(new, runner.share_cpus(busy, len(new)), strict=True):
+            _show_task(pipeline, task_arn)
+            run_id = pipeline.describe(task_arn).get("startedBy", "")
+            running[task_arn] = pipeline.start_task(task_arn, label=run_id[-8:], cpus=cpus)
         if not running:
             break
         task_arn = pipeline.first_to_end({arn: started for arn, (_, started) in running.items()})
