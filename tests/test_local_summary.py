@@ -93,3 +93,28 @@ def test_the_commands_to_paste_name_the_venv_script_or_its_python(tmp_path: Path
     (tmp_path / ".venv" / "bin" / "pushtrain").write_text("#!/bin/sh\n")
     assert pushtrain_command(python, cwd=tmp_path) == ".venv/bin/pushtrain"
     assert pushtrain_command(python, cwd=tmp_path / "elsewhere") == str(tmp_path / ".venv" / "bin" / "pushtrain")
+
+
+def _sweep(states: list[str], champion: str | None) -> tuple[Records, Outcome]:
+    """A sweep demo's outcome: one run per set in `states`, then the refit (version "refit")."""
+    records = {f"s{i}": {"state": state} for i, state in enumerate(states)}
+    records["refit"] = {"state": "succeeded", "version": "refit"}
+    runs = [run(name, 0) for name in records]
+    return Records(**records), Outcome("sweep", runs=runs, champion_after={"version": champion} if champion else None)
+
+
+def test_a_sweep_passes_only_with_six_sets_early_stopping_and_the_refit_as_champion() -> None:
+    six = ["succeeded", *["stopped-early"] * 5]
+    records, outcome = _sweep(six, "refit")
+    assert judge(records, outcome).passed  # type: ignore[arg-type]
+
+    # each missing part fails the demo, naming it
+    for states, champion, reason in [
+        (six[:5], "refit", "ran 5 sets, fewer than 6"),
+        (["succeeded"] * 6, "refit", "no set of the sweep stopped early"),
+        (six, "s0", "the champion is s0, not the refit's version refit"),
+        (six, None, "the champion is None"),
+    ]:
+        records, outcome = _sweep(states, champion)
+        verdict = judge(records, outcome)  # type: ignore[arg-type]
+        assert not verdict.passed and reason in verdict.detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ PROVES = {
     "spot": "a Spot interruption checkpointed and the trigger's second attempt resumed to success",
     "retrain": "a retrain request trained the pushed image again with its parameters",
     "gate-fail": "a weak model was published but the champion stayed",
+    "sweep": "a sweep of six sets or more stopped the weak ones early and promoted only the refit of the best",
 }
+MIN_SWEEP_SETS = 6  # issue 27: the sweep demo shows at least six sets
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,20 @@ def _gate_fail_problem(before: str | None, after: str | None, record: dict[str, 
     return None
 
 
+def _sweep_problem(pipeline: Pipeline, outcome: Outcome, after: str | None, refit: Mapping[str, Any]) -> str | None:
+    """What the sweep demo must show (issue 27): six sets or more, early stopping, and the refit (the last
+    run) as the one promotion; None when it showed all three."""
+    sets = outcome.runs[:-1]
+    stopped = [run.run_id for run in sets if (pipeline.status(run.run_id) or {}).get("state") == "stopped-early"]
+    if len(sets) < MIN_SWEEP_SETS:
+        return f"the sweep ran {len(sets)} sets, fewer than {MIN_SWEEP_SETS}"
+    if not stopped:
+        return "no set of the sweep stopped early"
+    if after is None or after != refit.get("version"):
+        return f"the champion is {after}, not the refit's version {refit.get('version')}"
+    return None
+
+
 def judge(pipeline: Pipeline, outcome: Outcome) -> Verdict:
     """PASS when the scenario's last run succeeded and the champion moved (or, for gate-fail, stayed)."""
     if not outcome.runs:
@@ -64,6 +81,10 @@ def judge(pipeline: Pipeline, outcome: Outcome) -> Verdict:
     before, after = _version(outcome.champion_before), _version(outcome.champion_after)
     if outcome.name == "gate-fail":
         problem = _gate_fail_problem(before, after, record)
+        if problem:
+            return Verdict(outcome.name, False, problem)
+    if outcome.name == "sweep":
+        problem = _sweep_problem(pipeline, outcome, after, record)
         if problem:
             return Verdict(outcome.name, False, problem)
     if outcome.name == "spot" and int(record.get("attempt") or 0) < 2:
