@@ -25,7 +25,9 @@ then the first convolution needs no input gradient) and weighted by the steps of
 the full default recipe on 50,000 + 10,000 images from its parts (each phase's steps x its step time,
 the per-epoch plan and evaluation, the final TTA evaluation), per precision; the FLOOR: all of the
 recipe's FLOPs at the matmul peak of the precision the trainer trains in here (precision=auto), the least
-time any code could take for it here, and the goals against it; on a machine
+time any code could take for it here, and the goals against it; LAYERS: each convolution pass of the
+default model's step (forward, input gradient, weight gradient) timed alone, with its share of the peak
+and the convolutions' share of the measured step (where the time outside them goes); on a machine
 with a CUDA device, the default recipe's images/s there and its time to the recipe's end; and the
 test accuracy of the default recipe in fp32 and bf16 (where bf16 is measured) over several seeds on the
 hard synthetic set (`trainer.synth --hard`), where accuracy is far from saturated. Nothing here asserts on time.
@@ -77,6 +79,8 @@ class Sizes:
     cnn_steps: tuple[int, int, int] = (3, 4, 5)  # (warm-up steps, windows, steps per window)
     airbench_steps: tuple[int, int, int] = (2, 3, 2)
     gpu_steps: tuple[int, int, int] = (5, 5, 10)  # a GPU step is milliseconds: more steps per window
+    layers_batch: int = 1024  # the recipe's batch, for each convolution timed alone
+    layers_steps: tuple[int, int, int] = (1, 3, 1)
     # n x n matmuls for the peak: oneDNN's best size differs by precision and cache (measured here: fp32
     # 192 GFLOP/s at 1024 but 168 at 2048), so the peak is the best median over these sizes
     matmul_sizes: tuple[int, ...] = (1024, 2048, 3072)
@@ -98,8 +102,10 @@ SMOKE = Sizes(
     cnn_steps=(1, 2, 2),
     airbench_steps=(1, 2, 1),
     gpu_steps=(1, 2, 2),
+    layers_batch=64,
+    layers_steps=(0, 1, 1),
 )
-SECTIONS = ("machine", "seed", "throughput", "estimate", "threads", "gpu", "parity")
+SECTIONS = ("machine", "seed", "throughput", "estimate", "layers", "threads", "gpu", "parity")
 DATA_CACHE = Path(".pushtrain/bench")  # generated data is a pure function of its arguments: reused across runs
 
 
@@ -474,6 +480,140 @@ def measure_throughput(root: Path, work: Path, data: Cifar10Data, results: dict[
         results[model] = row
 
 
+# --- where the step's time goes: each convolution alone ------------------------------------------------
+
+LAYERS_EPOCH = recipe.WHITEN_BIAS_EPOCHS  # the recipe's longer phase: the whitening stem fixed
+
+
+@dataclass(frozen=True)
+class ConvPass:
+    """One pass of one convolution in a training step: the forward, the input gradient (dx), the weight
+    gradient (dw); its FLOPs per image counted as torch counts them and on real pixels only."""
+
+    layer: str
+    shape: str  # "in -> out channels, H x W output"
+    name: str  # "fwd", "dx" or "dw"
+    gflop_per_image: float
+    gflop_per_image_no_padding: float
+
+
+def conv_passes(
+    model: nn.Module, epoch: int = LAYERS_EPOCH
+) -> list[tuple[ConvPass, nn.Conv2d, torch.Size, torch.Size]]:
+    """The convolution passes autograd runs in one training step of `model` in `epoch` (a module whose input
+    needs no gradient has no dx pass; a frozen weight no dw pass), with each module and its input and output
+    shapes for one image."""
+    start_epoch = getattr(model, "start_epoch", None)
+    if start_epoch is not None:
+        start_epoch(epoch)
+    found: list[tuple[ConvPass, nn.Conv2d, torch.Size, torch.Size]] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def hook(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        kh, kw = module.kernel_size
+        ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
+        (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], output.shape[-2:]
+        macs = module.in_channels // module.groups * module.out_channels
+        counted = 2 * macs * kh * h_out * kw * w_out / 1e9
+        real = 2 * macs * _valid_taps(h_in, h_out, kh, ph) * _valid_taps(w_in, w_out, kw, pw) / 1e9
+        shape = f"{module.in_channels:>3} -> {module.out_channels:<3} {h_out}x{w_out}"
+        passes = ["fwd"] + (["dx"] if inputs[0].requires_grad else []) + (["dw"] if module.weight.requires_grad else [])
+        for name in passes:
+            entry = ConvPass(names[module], shape, name, counted, real)
+            found.append((entry, module, inputs[0].shape[1:], output.shape[1:]))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        model(torch.rand(1, 3, 32, 32))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def _pass_runner(
+    entry: ConvPass, module: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, g: torch.Tensor
+) -> Callable[[], float]:
+    """One call of the pass's aten kernel (what autograd calls in the step), returning its FLOPs."""
+    stride, padding, dilation = list(module.stride), list(module.padding), list(module.dilation)
+    mask = [entry.name == "dx", entry.name == "dw", False]
+    flops = len(x) * entry.gflop_per_image * 1e9
+
+    def run() -> float:
+        if entry.name == "fwd":
+            nn.functional.conv2d(x, w, None, stride, padding, dilation, module.groups)
+        else:
+            torch.ops.aten.convolution_backward(
+                g, x, w, None, stride, padding, dilation, False, [0, 0], module.groups, mask
+            )
+        return flops
+
+    return run
+
+
+def measure_layers(results: dict[str, Any], sizes: Sizes) -> None:
+    """Each convolution pass of the default model's step (after its whitening phase) timed alone at the
+    recipe's batch in the precision the trainer trains in, channels-last as the trainer runs them: what
+    share of the step the convolutions take, and how near the matmul peak each one runs."""
+    precision = results["trained"]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    batch, (warmup, windows, _) = sizes.layers_batch, sizes.layers_steps
+    rows = []
+    with _step(f"airbench {precision} convolutions alone (batch {batch})", results):
+        for entry, module, shape_in, shape_out in conv_passes(build_model("airbench")):
+            x = torch.randn(batch, *shape_in).to(dtype).contiguous(memory_format=torch.channels_last)
+            w = module.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+            g = torch.randn(batch, *shape_out).to(dtype).contiguous(memory_format=torch.channels_last)
+            run = _pass_runner(entry, module, x, w, g)
+            record = _window_record(timed_windows(run, warmup, windows, results["threads"]), 1.0)
+            gflops = record["per_s"] / 1e9
+            rows.append({
+                "layer": entry.layer, "shape": entry.shape, "pass": entry.name,
+                "seconds": batch * entry.gflop_per_image / gflops,
+                "gflops": gflops,
+                "gflops_no_padding": gflops * entry.gflop_per_image_no_padding / entry.gflop_per_image,
+                "cpu_efficiency": record["cpu_efficiency"],
+            })  # fmt: skip
+    # the measured step of the same phase (the throughput section), its convolutions scaled to its batch
+    phase = next(
+        (p for p in results.get("airbench", {}).get(precision, {}).get("phases", []) if p["epoch"] == LAYERS_EPOCH),
+        None,
+    )
+    results["layers"] = {
+        "precision": precision,
+        "batch": batch,
+        "rows": rows,
+        "conv_seconds": sum(r["seconds"] for r in rows),
+        "step": {"seconds": phase["step_seconds"], "batch": phase["batch_size"]} if phase else None,
+    }
+
+
+def _layers_lines(layers: dict[str, Any], peak: float | None) -> list[str]:
+    p = layers["precision"]
+    lines = [
+        "",
+        f"LAYERS: the default model's convolutions after epoch {LAYERS_EPOCH} ({p}, batch {layers['batch']}, "
+        "channels-last), each pass timed alone:",
+        f"  {'layer':<14}{'in -> out  output':<20}{'pass':<6}{'ms':>7}{'GFLOP/s':>9}{'real':>7}"
+        + (f"{'real % peak':>13}" if peak else ""),
+    ]
+    for r in layers["rows"]:
+        share = f"{100 * r['gflops_no_padding'] / peak:>12.0f}%" if peak else ""
+        lines.append(
+            f"  {r['layer']:<14}{r['shape']:<20}{r['pass']:<6}{1000 * r['seconds']:>7.0f}{r['gflops']:>9.0f}"
+            f"{r['gflops_no_padding']:>7.0f}{share}"
+        )
+    step = layers["step"]
+    if step:
+        conv, seconds = layers["conv_seconds"] * step["batch"] / layers["batch"], step["seconds"]
+        lines.append(
+            f"  convolutions {conv:.2f} s of the {seconds:.2f} s step measured above (batch {step['batch']}): "
+            f"{100 * conv / seconds:.0f} %; the rest (BatchNorm, GELU, pooling, loss, optimizer, lookahead, batch "
+            f"assembly, and what running together costs the passes) {seconds - conv:.2f} s"
+        )
+    return lines
+
+
 # --- task size: thread scaling and the Fargate table ----------------------------------------------------
 
 # Fargate Linux/x86 on demand, us-east-1 (the source of TrainConfig.cost_per_hour): billed per vCPU-hour
@@ -836,6 +976,8 @@ def run(
                     results["goals"] = goals(row, peak, results["estimate"][trained]["total_s"], results["floor"])
             if "threads" in sections:
                 measure_threads(root, work, data, results, sizes)
+        if "layers" in sections:
+            measure_layers(results, sizes)
             if "gpu" in sections:
                 measure_gpu(root, work, data, results, sizes)
         if "parity" in sections and "bf16" in measured:
@@ -1025,6 +1167,8 @@ def report(results: dict[str, Any]) -> str:
         lines += _throughput_lines(results, peak, seed)
     if "estimate" in results:
         lines += _estimate_lines(results)
+    if "layers" in results:
+        lines += _layers_lines(results["layers"], peak.get(results["layers"]["precision"]))
     if "thread_scaling" in results:
         lines += _threads_lines(results["thread_scaling"])
     if "gpu" in results:

@@ -291,9 +291,10 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     tiny = bench.Sizes(
         train=256, test=16, parity_train=64, parity_test=16, parity_epochs=1, parity_seeds=(0, 1),
         cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), gpu_steps=(0, 1, 1), matmul_sizes=(128, 256), matmul_gflop=0.05,
+        layers_batch=8, layers_steps=(0, 1, 1),
     )  # fmt: skip
     # WHEN every section but the seed loop runs, in both precisions (bf16 even where it is emulated)
-    sections = ("machine", "throughput", "estimate", "threads", "gpu", "parity")
+    sections = ("machine", "throughput", "estimate", "layers", "threads", "gpu", "parity")
     results = bench.run(sections, tiny, precisions=("fp32", "bf16"))
     text = bench.report(results)
     p = results["trained"]  # floors, goals and threads are those of the precision the trainer trains in here
@@ -311,6 +312,9 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         f"GOAL {p} real-pixel",
         f"GOAL {p} end-to-end",
         f"THREADS: airbench {p}",
+        f"LAYERS: the default model's convolutions after epoch 3 ({p}",
+        "group3.conv2  256 -> 256 3x3      dw",
+        "s step measured above (batch",
         "8 vCPU / 16 GB",
         gpu,
         "parity",
@@ -353,3 +357,24 @@ def test_the_benchmark_ships_neither_in_the_package_nor_as_an_import_of_it() -> 
     assert importlib.util.find_spec("trainer.bench") is None
     imports_bench = re.compile(r"^\s*(from|import)\s+[\w.]*bench", re.MULTILINE)
     assert [p.name for p in package.glob("*.py") if imports_bench.search(p.read_text(encoding="utf-8"))] == []
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_the_layer_table_times_exactly_the_convolution_work_of_a_training_step(epoch: int) -> None:
+    from bench_trainer import conv_passes
+
+    # GIVEN the default model in each phase of its recipe
+    passes = [entry for entry, *_ in conv_passes(build_model("airbench"), epoch)]
+    # THEN the passes are those autograd runs: the fixed whitening stem only forward, the first 3x3
+    # convolution's input gradient only while the whitening bias trains (epoch 0), every other both
+    names = {(e.layer, e.name) for e in passes}
+    assert ("whiten", "dx") not in names and ("whiten", "dw") not in names
+    assert (("group1.conv1", "dx") in names) is (epoch == 0)
+    assert {("group3.conv2", "dx"), ("group3.conv2", "dw")} <= names
+    # AND their FLOPs are torch's count of the step less the head's matmuls, and on real pixels less the
+    # padding work, so the table's times add up to the step's convolutions, no more and no less
+    total, no_padding = train_flops_per_image(build_model("airbench"), epoch=epoch)
+    head = 2 * 256 * 10 * 2  # the linear head: forward and weight gradient (its input gradient too)
+    head += 2 * 256 * 10
+    assert sum(e.gflop_per_image for e in passes) * 1e9 == pytest.approx(total - head, rel=1e-9)
+    assert sum(e.gflop_per_image_no_padding for e in passes) * 1e9 == pytest.approx(no_padding - head, rel=1e-9)
