@@ -120,8 +120,9 @@ def test_local_process_output_is_streamed_and_sigterm_reaches_it(tmp_path: Path)
         ([], 1, [0, 1], [(0, 1)]),  # alone (the last set, the refit): every CPU
         ([], 2, [0, 1, 2, 3, 4], [(0, 1, 2), (3, 4)]),  # uneven: the first takes the remainder
         ([1], 2, [0, 1, 2, 3], [(0, 2), (3,)]),
-        ([0], 2, [0, 1], [(1,), (1,)]),  # fewer free CPUs than tasks: they share, none gets nothing
-        ([0, 1], 1, [0, 1], [(0, 1)]),  # none free: every CPU, as an unpinned process
+        ([0], 2, [0, 1], [(0,), (1,)]),  # more new tasks than free CPUs: one CPU each of all, not both on 1
+        ([0, 1], 1, [0, 1], [(0,)]),  # none free: one CPU, shared with a running task
+        ([], 3, [0, 1], [(0,), (1,), (0,)]),
         ([], 0, [0, 1], []),
     ],
 )

@@ -204,14 +204,14 @@ def _pinned(cpus: tuple[int, ...]) -> Iterator[None]:
 def share_cpus(busy: Iterable[int], tasks: int, cpus: Iterable[int] | None = None) -> list[tuple[int, ...]]:
     """Pin sets for `tasks` tasks starting together: this machine's CPUs (`cpus`, default our affinity mask)
     that no running task holds (`busy`), split as evenly as they go, the first tasks taking the remainder.
-    With fewer free CPUs than tasks, each new task gets one of them in turn (shared, never none); with none
-    free, the tasks share every CPU (as unpinned processes would)."""
+    With fewer free CPUs than new tasks, each new task gets one CPU of all of them in turn: a new task may
+    then share a CPU with a running one, but new tasks never crowd onto the few free CPUs together."""
     if tasks < 1:
         return []
     every = sorted(os.sched_getaffinity(0) if cpus is None else set(cpus))
-    free = [cpu for cpu in every if cpu not in set(busy)] or every
+    free = [cpu for cpu in every if cpu not in set(busy)]
     if len(free) < tasks:
-        return [(free[i % len(free)],) for i in range(tasks)]
+        return [(every[i % len(every)],) for i in range(tasks)]
     share, extra = divmod(len(free), tasks)
     sets, start = [], 0
     for i in range(tasks):

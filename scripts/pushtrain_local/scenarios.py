@@ -194,6 +194,7 @@ SWEEP: dict[str, Any] = {
     "val_images": 400,
 }
 SWEEP_PARAMS = {"epochs": 2}
+FINAL = ("succeeded", "failed", "stopped-early")  # a run record's final states (docs/contracts.md)
 # 1,600 of the demo's 2,000 training images. Threads are not set: each task takes as many as the CPUs it is
 # pinned to (runner.share_cpus): two side by side on a 2-core machine one each, as a 1-vCPU Fargate task
 # would have, and a task that runs alone (the last set, the refit) both, rather than leave one idle.
@@ -220,9 +221,15 @@ def sweep(pipeline: Pipeline) -> Outcome:
     done: set[str] = set()
     running: dict[str, tuple[TaskRun, RunningTask]] = {}
     while True:
-        # every task the trigger started runs at once, as on ECS, each on CPUs of its own
+        # every task the trigger started runs at once, as on ECS, each on CPUs of its own; a task whose run
+        # has written its final state (the trigger counted its slot free) is only exiting: its CPUs are free
         new = [arn for arn in pipeline.task_arns() if arn not in done and arn not in running]
-        busy = [cpu for _, started in running.values() if started.process.poll() is None for cpu in started.cpus]
+        busy = [
+            cpu
+            for run, started in running.values()
+            if started.process.poll() is None and (pipeline.status(run.run_id) or {}).get("state") not in FINAL
+            for cpu in started.cpus
+        ]
         for task_arn, cpus in zip(new, runner.share_cpus(busy, len(new)), strict=True):
             _show_task(pipeline, task_arn)
             run_id = pipeline.describe(task_arn).get("startedBy", "")
