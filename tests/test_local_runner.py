@@ -8,6 +8,9 @@ RunTask overrides win over the task definition's environment, and mount paths be
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -188,3 +191,35 @@ def test_docker_runner_runs_the_image_like_fargate_with_mounts_and_environment(
     assert "TRAINER_WORK_DIR=/scratch" in args
     assert "AWS_ENDPOINT_URL=http://127.0.0.1:9" in args
     assert args[args.index("--cpuset-cpus") + 1] == "2,3"
+
+
+def test_a_task_whose_run_wrote_its_final_state_frees_its_cpus_for_the_next_set() -> None:
+    from pushtrain_local.pipeline import TaskRun
+    from pushtrain_local.scenarios import busy_cpus
+
+    # GIVEN three started tasks: one training, one whose run is final but whose process still exits, one ended
+    def started(cpus: tuple[int, ...], alive: bool) -> runner.RunningTask:
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)" if alive else "pass"])
+        if not alive:
+            process.wait()
+        return runner.RunningTask(process, threading.Thread(), cpus=cpus)
+
+    tasks = {
+        "training": started((0,), alive=True),
+        "exiting": started((1,), alive=True),
+        "ended": started((2,), alive=False),
+    }
+    running = {
+        arn: (TaskRun(task_arn=arn, run_id=arn, attempt=1, image="i", task_definition_arn="td"), task)
+        for arn, task in tasks.items()
+    }
+    states = {"training": "running", "exiting": "stopped-early", "ended": "succeeded"}
+    try:
+        # THEN only the training task's CPU counts as held
+        assert busy_cpus(running, lambda run_id: {"state": states[run_id]}) == [0]
+        # AND a run without a record yet (just started) holds its CPUs
+        assert busy_cpus(running, lambda run_id: None) == [0, 1]
+    finally:
+        for task in tasks.values():
+            task.process.kill()
+            task.process.wait()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +201,19 @@ FINAL = ("succeeded", "failed", "stopped-early")  # a run record's final states 
 SWEEP_TASK = {"TRAINER_LIMIT_TRAIN": "1600"}
 
 
+def busy_cpus(
+    running: Mapping[str, tuple[TaskRun, RunningTask]], status: Callable[[str], Mapping[str, Any] | None]
+) -> list[int]:
+    """The CPUs the running tasks hold. A task whose run has written its final state (the trigger already
+    counted its slot free and may have started the next set) is only exiting: its CPUs are free."""
+    return [
+        cpu
+        for run, started in running.values()
+        if started.process.poll() is None and (status(run.run_id) or {}).get("state") not in FINAL
+        for cpu in started.cpus
+    ]
+
+
 def sweep(pipeline: Pipeline) -> Outcome:
     """A sweep that tunes: runs start as others end (their stop events), ASHA stops the weak ones at a rung,
     the best set by validation accuracy is refit on every training image, and only the refit meets the gate;
@@ -221,16 +234,9 @@ def sweep(pipeline: Pipeline) -> Outcome:
     done: set[str] = set()
     running: dict[str, tuple[TaskRun, RunningTask]] = {}
     while True:
-        # every task the trigger started runs at once, as on ECS, each on CPUs of its own; a task whose run
-        # has written its final state (the trigger counted its slot free) is only exiting: its CPUs are free
+        # every task the trigger started runs at once, as on ECS, each on CPUs of its own
         new = [arn for arn in pipeline.task_arns() if arn not in done and arn not in running]
-        busy = [
-            cpu
-            for run, started in running.values()
-            if started.process.poll() is None and (pipeline.status(run.run_id) or {}).get("state") not in FINAL
-            for cpu in started.cpus
-        ]
-        for task_arn, cpus in zip(new, runner.share_cpus(busy, len(new)), strict=True):
+        for task_arn, cpus in zip(new, runner.share_cpus(busy_cpus(running, pipeline.status), len(new)), strict=True):
             _show_task(pipeline, task_arn)
             run_id = pipeline.describe(task_arn).get("startedBy", "")
             running[task_arn] = pipeline.start_task(task_arn, label=run_id[-8:], cpus=cpus)
