@@ -207,6 +207,30 @@ def _valid_taps(size_in: int, size_out: int, k: int, pad: int) -> int:
     return sum(1 for o in range(size_out) for t in range(k) if 0 <= o - pad + t < size_in)
 
 
+def conv_flops(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> tuple[float, float]:
+    """(FLOPs of one pass of `module` for one image as torch counts them, the same on real pixels only):
+    the forward, the input gradient and the weight gradient each do this much work."""
+    kh, kw = module.kernel_size
+    if module.padding == "same":
+        ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    else:
+        ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
+    (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], output.shape[-2:]
+    per_tap = 2 * (module.in_channels // module.groups) * module.out_channels  # FLOPs per tap, one image
+    taps_valid = _valid_taps(h_in, h_out, kh, ph) * _valid_taps(w_in, w_out, kw, pw)
+    return per_tap * kh * h_out * kw * w_out, per_tap * taps_valid
+
+
+def _forward_with_conv_hook(model: nn.Module, hook: Callable[..., None], batch: torch.Tensor) -> None:
+    """One forward pass of `model` on `batch` with `hook` on every convolution (removed after)."""
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def padding_waste_flops(model: nn.Module, batch: torch.Tensor) -> float:
     """FLOPs per image spent on zero padding in the convolutions of one training step (fwd + bwd), or of
     one forward pass when called under `torch.no_grad()` (evaluation).
@@ -214,32 +238,15 @@ def padding_waste_flops(model: nn.Module, batch: torch.Tensor) -> float:
     Computed per image from the layer shapes, so it does not depend on the batch size.
     """
     waste = 0.0
-    hooks = []
     grads = torch.is_grad_enabled()
 
     def hook(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal waste
-        kh, kw = module.kernel_size
-        if module.padding == "same":
-            ph, pw = (kh - 1) // 2, (kw - 1) // 2
-        else:
-            ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
-        h_out, w_out = output.shape[-2:]
-        h_in, w_in = inputs[0].shape[-2:]
-        per_tap = module.in_channels // module.groups * module.out_channels  # multiply-adds per tap, one image
-        taps_total = kh * h_out * kw * w_out
-        taps_valid = _valid_taps(h_in, h_out, kh, ph) * _valid_taps(w_in, w_out, kw, pw)
+        counted, real = conv_flops(module, inputs, output)
         passes = 1 + int(grads and module.weight.requires_grad) + int(grads and inputs[0].requires_grad)  # fwd, dW, dx
-        waste += 2 * per_tap * (taps_total - taps_valid) * passes
+        waste += (counted - real) * passes
 
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            hooks.append(module.register_forward_hook(hook))
-    try:
-        model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_conv_hook(model, hook, batch)
     return waste
 
 
@@ -510,24 +517,14 @@ def conv_passes(
     names = {module: name for name, module in model.named_modules()}
 
     def hook(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        kh, kw = module.kernel_size
-        ph, pw = module.padding if isinstance(module.padding, tuple) else (0, 0)
-        (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], output.shape[-2:]
-        macs = module.in_channels // module.groups * module.out_channels
-        counted = 2 * macs * kh * h_out * kw * w_out / 1e9
-        real = 2 * macs * _valid_taps(h_in, h_out, kh, ph) * _valid_taps(w_in, w_out, kw, pw) / 1e9
-        shape = f"{module.in_channels:>3} -> {module.out_channels:<3} {h_out}x{w_out}"
+        counted, real = conv_flops(module, inputs, output)
+        shape = f"{module.in_channels:>3} -> {module.out_channels:<3} {output.shape[-2]}x{output.shape[-1]}"
         passes = ["fwd"] + (["dx"] if inputs[0].requires_grad else []) + (["dw"] if module.weight.requires_grad else [])
         for name in passes:
-            entry = ConvPass(names[module], shape, name, counted, real)
+            entry = ConvPass(names[module], shape, name, counted / 1e9, real / 1e9)
             found.append((entry, module, inputs[0].shape[1:], output.shape[1:]))
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        model(torch.rand(1, 3, 32, 32))
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_conv_hook(model, hook, torch.rand(1, 3, 32, 32))
     return found
 
 
@@ -574,7 +571,7 @@ def measure_layers(results: dict[str, Any], sizes: Sizes) -> None:
                 "gflops_no_padding": gflops * entry.gflop_per_image_no_padding / entry.gflop_per_image,
                 "cpu_efficiency": record["cpu_efficiency"],
             })  # fmt: skip
-    # the measured step of the same phase (the throughput section), its convolutions scaled to its batch
+    # the step of the same phase the throughput section measured, to hold the convolutions against
     phase = next(
         (p for p in results.get("airbench", {}).get(precision, {}).get("phases", []) if p["epoch"] == LAYERS_EPOCH),
         None,
@@ -976,10 +973,10 @@ def run(
                     results["goals"] = goals(row, peak, results["estimate"][trained]["total_s"], results["floor"])
             if "threads" in sections:
                 measure_threads(root, work, data, results, sizes)
-        if "layers" in sections:
-            measure_layers(results, sizes)
             if "gpu" in sections:
                 measure_gpu(root, work, data, results, sizes)
+        if "layers" in sections:
+            measure_layers(results, sizes)
         if "parity" in sections and "bf16" in measured:
             parity(work, results, sizes)
         elif "parity" in sections:

@@ -327,6 +327,19 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
     assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), abs=0.05)  # per_size is rounded to 0.1
 
 
+@pytest.mark.parametrize("section", ["gpu", "layers"])
+def test_each_section_runs_when_chosen_alone(section: str, tmp_path, monkeypatch) -> None:
+    import bench_trainer as bench
+
+    # GIVEN tiny sizes; WHEN one section is chosen alone (`--only gpu`, `--only layers`)
+    monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
+    tiny = bench.Sizes(train=256, test=16, gpu_steps=(0, 1, 1), layers_batch=4, layers_steps=(0, 1, 1))
+    results = bench.run((section,), tiny)
+    # THEN it ran (without CUDA the gpu section records that there is no device), and nothing else did
+    assert section in results
+    assert "airbench" not in results and "thread_scaling" not in results
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_is_measured_only_where_the_cpu_runs_it_natively(native: bool, tmp_path, monkeypatch) -> None:
     import bench_trainer as bench
