@@ -12,7 +12,9 @@ real change. Standard library only: it runs before any virtualenv exists.
 The `.py` files go in without their comments and with empty docstrings (`slim`): most of the sources'
 bytes are prose the function never reads. Every line keeps its number and every code line its text, so
 a traceback in CloudWatch points at the line in the repository, and `slim` checks that the program is
-unchanged (the same syntax tree, docstrings aside, at the same positions) before a file is zipped.
+unchanged (the same syntax tree, docstrings aside, on the same lines) before a file is zipped. Every file
+is read and slimmed before the zip is written, to a temporary file renamed over the output: a refused
+module leaves the previous zip as it was.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ def _docstrings(tree: ast.Module) -> list[ast.Constant]:
     return found
 
 
-def _shape(tree: ast.AST) -> str:
+def _shape(tree: ast.Module) -> str:
     """The tree with its docstrings emptied, and the first line of every statement and expression: what must
     not change (a column may: a statement after a docstring on its line moves left; and a block that ends
     with a docstring ends on the docstring's first line)."""
-    docstrings = _docstrings(tree)  # type: ignore[arg-type]
+    docstrings = _docstrings(tree)
     for node in docstrings:
         node.value = ""
     lines = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.stmt | ast.expr)]
@@ -61,7 +63,8 @@ def _shape(tree: ast.AST) -> str:
 
 def slim(source: str, name: str = "<source>") -> str:
     """`source` without comments and with empty docstrings, each line where it was (the line count, every
-    statement's line and column, and the text of every code line before its comment are kept)."""
+    statement's line, and the text of every code line before its comment are kept; only a statement that
+    shares a line with a docstring moves left)."""
     lines = source.splitlines(keepends=True)
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
@@ -93,17 +96,26 @@ def sources(package: Path) -> list[Path]:
 
 def build(package: Path, output: Path, *, slimmed: bool = True) -> str:
     """Write the zip and return its sha256 (hex); `slimmed=False` zips the sources as they are (to compare)."""
+    entries = []
+    for path in sources(package):
+        data = path.read_bytes()
+        if slimmed and path.suffix == ".py":
+            data = slim(data.decode("utf-8"), str(path)).encode("utf-8")
+        entries.append((path.relative_to(package.parent).as_posix(), data))
     output.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(output, "w") as archive:
-        for path in sources(package):
-            info = zipfile.ZipInfo(path.relative_to(package.parent).as_posix(), date_time=ZIP_EPOCH)
-            info.create_system = 3  # unix, so the mode below is honoured
-            info.external_attr = FILE_MODE << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            data = path.read_bytes()
-            if slimmed and path.suffix == ".py":
-                data = slim(data.decode("utf-8"), str(path)).encode("utf-8")
-            archive.writestr(info, data, compresslevel=9)
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with zipfile.ZipFile(partial, "w") as archive:
+            for name, data in entries:
+                info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+                info.create_system = 3  # unix, so the mode below is honoured
+                info.external_attr = FILE_MODE << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, data, compresslevel=9)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)  # atomic on one filesystem: the output is the old zip or the whole new one
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import package_lambda  # scripts/ is on pytest's pythonpath
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,3 +138,25 @@ def test_slimming_blanks_docstrings_and_comments_only_and_keeps_every_line() -> 
     namespace: dict[str, object] = {}
     exec(compile(slimmed, "<slim>", "exec"), namespace)  # noqa: S102 - our own test source
     assert namespace["f"]() == 2  # type: ignore[operator]
+
+
+def test_a_module_slimming_refuses_leaves_the_previous_zip_whole(tmp_path: Path, monkeypatch) -> None:
+    # GIVEN a zip built once
+    output = tmp_path / "trigger.zip"
+    package_lambda.build(package_lambda.SOURCE, output)
+    before = output.read_bytes()
+    # WHEN a later build meets a module that slimming refuses (the last one zipped)
+    last = [path for path in package_lambda.sources(package_lambda.SOURCE) if path.suffix == ".py"][-1]
+    slim = package_lambda.slim
+
+    def refusing(source: str, name: str = "<source>") -> str:
+        if name == str(last):
+            raise SystemExit(f"{name}: slimming changed the program")
+        return slim(source, name)
+
+    monkeypatch.setattr(package_lambda, "slim", refusing)
+    with pytest.raises(SystemExit, match="slimming changed the program"):
+        package_lambda.build(package_lambda.SOURCE, output)
+    # THEN the previous zip is there, byte for byte, and no partial file is left beside it
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trigger.zip"]
