@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trigger.records import FINAL_STATES  # the run states after which no attempt follows
+
 from pushtrain_local import events, runner
 from pushtrain_local.pipeline import EXIT_INTERRUPTED, Pipeline, PipelineError, TaskRun
 from pushtrain_local.runner import RunningTask
@@ -194,7 +196,6 @@ SWEEP: dict[str, Any] = {
     "val_images": 400,
 }
 SWEEP_PARAMS = {"epochs": 2}
-FINAL = ("succeeded", "failed", "stopped-early")  # a run record's final states (docs/contracts.md)
 # 1,600 of the demo's 2,000 training images. Threads are not set: each task takes as many as the CPUs it is
 # pinned to (runner.share_cpus): two side by side on a 2-core machine one each, as a 1-vCPU Fargate task
 # would have, and a task that runs alone (the last set, the refit) both, rather than leave one idle.
@@ -209,7 +210,7 @@ def busy_cpus(
     return [
         cpu
         for run, started in running.values()
-        if started.process.poll() is None and (status(run.run_id) or {}).get("state") not in FINAL
+        if started.process.poll() is None and (status(run.run_id) or {}).get("state") not in FINAL_STATES
         for cpu in started.cpus
     ]
 

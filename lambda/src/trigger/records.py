@@ -20,6 +20,7 @@ from trigger.s3json import Sleep, get_json, put_json, update_json
 
 SCHEMA = 1
 STATES = ("queued", "running", "interrupted", "succeeded", "failed", "stopped-early")
+FINAL_STATES = frozenset({"succeeded", "failed", "stopped-early"})  # no attempt follows; stopped-early: ASHA
 SOURCES = ("push", "retrain", "spot-resume", "reconcile")
 
 Record = dict[str, Any]

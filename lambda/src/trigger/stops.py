@@ -33,7 +33,7 @@ from typing import Any
 
 from trigger.ecs import task_environment
 from trigger.events import DIGEST, BatchJobEvent, TaskStopEvent, shown
-from trigger.records import Record, is_started, record_key
+from trigger.records import FINAL_STATES, Record, is_started, record_key
 from trigger.runs import RUN_ID, TAG_PREFIX
 
 IGNORE, NO_OP, DUPLICATE = "ignore", "no-op", "duplicate"
@@ -44,7 +44,6 @@ DECISIONS = (IGNORE, NO_OP, DUPLICATE, RESUME, RETRY_RESUME, FAIL, EXHAUSTED, KE
 # ASCII decimal, 1..99 (str.isdigit() accepts "²", which int() then refuses); see config.MAX_ATTEMPTS_LIMIT.
 _ATTEMPT = re.compile(r"[1-9][0-9]?", re.ASCII)
 RESUMABLE_STATES = frozenset({"queued", "running", "interrupted"})
-FINAL_STATES = frozenset({"succeeded", "failed", "stopped-early"})  # stopped-early: a sweep's ASHA
 # Exit codes of a stop that is not a failure: 0 the trainer finished (it wrote `succeeded`), 73 a
 # duplicate trainer found the run's lease held by a live one and did nothing (the live one owns the
 # record), 75 it was stopped and checkpointed (it wrote `interrupted`; without a Spot stop code a

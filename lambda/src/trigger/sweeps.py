@@ -35,12 +35,12 @@ from typing import Any, TypeGuard
 
 from trigger.errors import InvalidEventError
 from trigger.events import RetrainRequest, parse_retrain_request, validate_params
+from trigger.records import FINAL_STATES
 from trigger.runs import canonical_json, retrain_run_id
 
 MAX_SETS = 32  # runs per sweep: a bounded bill per request (at most 32 tasks of ~15 minutes each on a CPU)
 MAX_VALUES = 32  # values per grid axis
 SCHEMA = 2  # 2: validation selection, refit, max_parallel, cost cap, early stopping
-FINAL_STATES = frozenset({"succeeded", "failed", "stopped-early"})
 DEFAULT_VAL_IMAGES = 5000  # 10 % of CIFAR-10's 50,000 training images (the trainer checks it fits the data)
 MAX_VAL_IMAGES = 25_000
 MAX_ETA = 16  # trainer.config.MAX_ETA
