@@ -140,8 +140,6 @@ def lint_checkov(tree: Tree, fix: bool) -> int:
     """checkov's scans (Terraform, each Dockerfile, the workflows) at once: each is a separate checkov
     process that spends seconds loading its checks; their outputs are printed whole, in this order."""
     del fix
-    from concurrent.futures import ThreadPoolExecutor
-
     checkov = tool("checkov")
     base = [checkov, "--quiet", "--compact", "--skip-download", "--output", "cli"]
     scans: list[list[str]] = []
@@ -152,16 +150,10 @@ def lint_checkov(tree: Tree, fix: bool) -> int:
     if any(workflows.glob("*.y*ml")):
         scans.append([*base, "--framework", "github_actions", "--directory", ".github"])
 
-    def scan(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            cmd, cwd=tree.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
-        )
-
     status = 0
-    with ThreadPoolExecutor(max_workers=max(1, len(scans))) as pool:
-        for cmd, done in zip(scans, pool.map(scan, scans), strict=True):
-            print("$ " + " ".join(cmd) + "\n" + done.stdout, end="", flush=True)
-            status |= done.returncode
+    for cmd, done in zip(scans, run_concurrently(scans, tree.root), strict=True):
+        print("$ " + " ".join(cmd) + "\n" + done.stdout, end="", flush=True)
+        status |= done.returncode
     return status
 
 
@@ -394,23 +386,31 @@ LINTERS: dict[str, Callable[[Tree, bool], int]] = {
 FIXERS = ("ruff", "terraform-fmt")
 
 
+def run_concurrently(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Run `commands` all at once, each with its stderr in its stdout (a tool's errors stay next to the
+    lines they are about), and return them finished, in the order given, for printing whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(command: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, len(commands))) as pool:
+        return list(pool.map(one, commands))
+
+
 def lint_concurrently(root: Path, names: list[str]) -> int:
     """Each linter in its own `--only` process, all at once (they are independent, and most wait on a
     tool of their own: checkov alone is most of the serial time); each one's output printed whole, in
     the order of `names`, so nothing interleaves. `--fix` stays serial: ruff and terraform fmt write."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(name: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, str(Path(__file__).resolve()), "--root", str(root), "--only", name]
-        # stderr into stdout: a linter's errors stay next to the lines they are about
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-
+    script = str(Path(__file__).resolve())
+    commands = [[sys.executable, script, "--root", str(root), "--only", name] for name in names]
     failed: list[str] = []
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        for name, done in zip(names, pool.map(one, names), strict=True):
-            print(done.stdout, end="", flush=True)
-            if done.returncode != 0:
-                failed.append(name)
+    for name, done in zip(names, run_concurrently(commands, root), strict=True):
+        print(done.stdout, end="", flush=True)
+        if done.returncode != 0:
+            failed.append(name)
     return verdict(names, failed)
 
 

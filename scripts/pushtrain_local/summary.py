@@ -60,10 +60,9 @@ def _sweep_problem(pipeline: Pipeline, outcome: Outcome, after: str | None, refi
     """What the sweep demo must show (issue 27): six sets or more, early stopping, and the refit (the last
     run) as the one promotion; None when it showed all three."""
     sets = outcome.runs[:-1]
-    stopped = [run.run_id for run in sets if (pipeline.status(run.run_id) or {}).get("state") == "stopped-early"]
     if len(sets) < MIN_SWEEP_SETS:
         return f"the sweep ran {len(sets)} sets, fewer than {MIN_SWEEP_SETS}"
-    if not stopped:
+    if not any((pipeline.status(run.run_id) or {}).get("state") == "stopped-early" for run in sets):
         return "no set of the sweep stopped early"
     if after is None or after != refit.get("version"):
         return f"the champion is {after}, not the refit's version {refit.get('version')}"
