@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cpuclock
 import torch
 from torch import nn
 from trainer.config import RECIPES, TrainConfig, load_config
@@ -842,18 +843,22 @@ def hardware_peak(
     cpus: set[int] | None = None,
     per_cycle: int | None = None,
     precision: str = "bf16",
+    *,
+    measured_mhz: float | None = None,
 ) -> dict[str, Any] | None:
-    """threads x FLOP per cycle x clock, in GFLOP/s. The clock is the mean `cpu MHz` that the kernel
-    reports in /proc/cpuinfo for our CPUs (on a VM often the nominal clock, not the boost one: the figure
-    is then low, and the matmul beating it says so). None without a clock or a native path."""
+    """threads x FLOP per cycle x clock, in GFLOP/s. The clock is `measured_mhz` when given (`cpuclock`:
+    the cores' clock with `threads` of them busy), else the mean `cpu MHz` that the kernel reports in
+    /proc/cpuinfo for our CPUs (on a VM often the nominal clock, not the boost one: the figure is then
+    low, and the matmul beating it says so). None without a clock or a native path."""
     blocks = cpuinfo_fields(cpuinfo, cpus)
     clocks = [float(b["cpu MHz"]) for b in blocks if "cpu MHz" in b]
     known = flop_per_cycle(blocks[0], precision) if blocks else None
     if per_cycle is not None:
         known = (per_cycle, "given with --flop-per-cycle")
-    if not clocks or known is None:
+    cpuinfo_mhz = statistics.mean(clocks) if clocks else None
+    mhz = measured_mhz or cpuinfo_mhz
+    if not mhz or known is None:
         return None
-    mhz = statistics.mean(clocks)
     return {
         "precision": precision,
         "per_s": threads * known[0] * mhz / 1e3,
@@ -861,6 +866,8 @@ def hardware_peak(
         "flop_per_cycle": known[0],
         "why": known[1],
         "mhz": mhz,
+        "clock": "measured" if measured_mhz else "cpuinfo",
+        "cpuinfo_mhz": cpuinfo_mhz,
     }
 
 
@@ -950,7 +957,12 @@ def run(
                     results[f"matmul_{name}"] = matmul_peak(dtype, threads, sizes.matmul_sizes, sizes.matmul_gflop)
                 text = cpuinfo.read_text(encoding="ascii", errors="replace") if cpuinfo.exists() else ""
                 results["hardware"] = hardware_peak(
-                    threads, text, os.sched_getaffinity(0), flop_per_cycle, results["trained"]
+                    threads,
+                    text,
+                    os.sched_getaffinity(0),
+                    flop_per_cycle,
+                    results["trained"],
+                    measured_mhz=cpuclock.measure_mhz(threads),
                 )
         if {"seed", "throughput", "estimate", "threads", "gpu"} & set(sections):
             with _step(f"synthetic data ({sizes.train:,} + {sizes.test:,} images)", results):
@@ -1092,10 +1104,15 @@ def _parity_lines(p: dict[str, Any]) -> list[str]:
 def _hardware_line(results: dict[str, Any]) -> str:
     p, hw = results["trained"], results.get("hardware")
     if not hw:
-        return f"hardware {p} peak: unknown here (no native {p} path, or no clock in /proc/cpuinfo)"
+        return f"hardware {p} peak: unknown here (no native {p} path, or no clock measured or in /proc/cpuinfo)"
+    if hw.get("clock") == "measured":
+        said = f"; /proc/cpuinfo says {hw['cpuinfo_mhz'] / 1e3:.2f}" if hw.get("cpuinfo_mhz") else ""
+        source = f"measured: dependent integer adds on {hw['threads']} threads at once{said}"
+    else:
+        source = "mean 'cpu MHz' in /proc/cpuinfo"
     return (
         f"hardware {p} peak: {hw['threads']} cores x {hw['flop_per_cycle']} FLOP/cycle ({hw['why']}) x "
-        f"{hw['mhz'] / 1e3:.2f} GHz (mean 'cpu MHz' in /proc/cpuinfo) = {hw['per_s']:.0f} GFLOP/s; the {p} "
+        f"{hw['mhz'] / 1e3:.2f} GHz ({source}) = {hw['per_s']:.0f} GFLOP/s; the {p} "
         f"matmul reaches {results[f'matmul_{p}']['per_s'] / hw['per_s']:.2f} of it"
     )
 

@@ -391,3 +391,79 @@ def test_the_layer_table_times_exactly_the_convolution_work_of_a_training_step(e
     head += 2 * 256 * 10
     assert sum(e.gflop_per_image for e in passes) * 1e9 == pytest.approx(total - head, rel=1e-9)
     assert sum(e.gflop_per_image_no_padding for e in passes) * 1e9 == pytest.approx(no_padding - head, rel=1e-9)
+
+
+# --- the measured clock (scripts/cpuclock.py) --------------------------------------------------------
+
+
+@pytest.mark.skipif(not __import__("cpuclock").supported(), reason="the chain is x86-64 Linux machine code")
+def test_the_clock_chain_runs_here_and_adds_once_per_iteration_and_add() -> None:
+    import cpuclock
+
+    chain = cpuclock.load(cpuclock.program(7))
+    assert chain is not None
+    assert (chain(1), chain(5), chain(1000)) == (7, 35, 7000)
+    with pytest.raises(ValueError, match="at least 1"):
+        chain(0)  # rdi = 0 would wrap around instead of returning
+
+
+def test_the_measured_clock_is_additions_over_seconds_of_the_best_window() -> None:
+    import threading
+
+    import cpuclock
+
+    # GIVEN a chain of 400 adds per iteration at 1 ns per add on a 2.5 GHz-like core, slowed in some
+    # windows (a VM descheduling us), each thread keeping its own time
+    adds, per_add = 400, 1 / 2.5e9
+    slowdowns = iter([1.0, 1.0, 3.0, 1.6, 1.0, 1.25, 1.0, 1.0, 1.0, 2.0, 1.1, 4.0])  # sum check, probe, 5 x 2
+    lock, now, calls = threading.Lock(), threading.local(), []
+
+    def clock() -> float:
+        return getattr(now, "t", 0.0)
+
+    def chain(iterations: int) -> int:
+        with lock:
+            slow = next(slowdowns, 1.0)
+            calls.append(iterations)
+        now.t = clock() + iterations * adds * per_add * slow
+        return iterations * adds
+
+    # WHEN measured on 2 threads in 5 windows of ~10 ms
+    mhz = cpuclock.measure_mhz(2, windows=5, window_seconds=0.01, adds=adds, chain=chain, clock=clock)
+    # THEN the best window's mean over the threads: one window ran both threads at full speed
+    assert mhz == pytest.approx(2500.0)
+    # AND the windows were sized from the probe: ~10 ms of additions each
+    assert calls[0] == 3 and calls[1] == 1000
+    assert all(n == pytest.approx(0.01 / (adds * per_add), rel=0.01) for n in calls[2:])
+    assert len(calls) == 2 + 2 * 5
+
+
+def test_no_measured_clock_from_a_wrong_chain_or_a_machine_it_cannot_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cpuclock
+
+    assert cpuclock.measure_mhz(1, chain=lambda n: n * cpuclock.ADDS + 1) is None  # a wrong sum
+    monkeypatch.setattr(cpuclock.platform, "machine", lambda: "aarch64")
+    assert cpuclock.load(cpuclock.program()) is None
+    assert cpuclock.measure_mhz(1) is None
+
+
+def test_a_measured_clock_replaces_cpuinfos_and_the_report_says_which() -> None:
+    from bench_trainer import _hardware_line, hardware_peak
+
+    # GIVEN two Zen 4 CPUs that /proc/cpuinfo puts at 3.65 GHz on average, measured at 3.30
+    peak = hardware_peak(2, CPUINFO, cpus={0, 1}, measured_mhz=3300.0)
+    assert peak is not None
+    assert (peak["mhz"], peak["clock"], peak["cpuinfo_mhz"]) == (3300.0, "measured", 3650.0)
+    assert peak["per_s"] == pytest.approx(2 * 64 * 3.3)
+    line = _hardware_line({"trained": "bf16", "hardware": peak, "matmul_bf16": {"per_s": 396.0}})
+    assert "x 3.30 GHz (measured: dependent integer adds on 2 threads at once; /proc/cpuinfo says 3.65)" in line
+    assert line.endswith("= 422 GFLOP/s; the bf16 matmul reaches 0.94 of it")
+    # AND a measured clock is enough where cpuinfo has none; without either there is no peak
+    no_mhz = "\n".join(line for line in CPUINFO.splitlines() if "MHz" not in line)
+    assert hardware_peak(2, no_mhz, measured_mhz=3300.0)["per_s"] == pytest.approx(2 * 64 * 3.3)  # type: ignore[index]
+    assert hardware_peak(2, no_mhz) is None
+    cpuinfo_only = hardware_peak(2, CPUINFO, cpus={0, 1})
+    assert cpuinfo_only is not None and cpuinfo_only["clock"] == "cpuinfo"
+    assert "(mean 'cpu MHz' in /proc/cpuinfo)" in _hardware_line(
+        {"trained": "bf16", "hardware": cpuinfo_only, "matmul_bf16": {"per_s": 396.0}}
+    )
