@@ -76,3 +76,30 @@ def test_a_frozen_whitening_stem_needs_no_convolution_backward() -> None:
     assert out.grad_fn is None  # nothing to differentiate: autograd skips the stem entirely
     model.whiten.bias.requires_grad_(True)
     assert model.whiten(torch.rand(2, 3, 32, 32)).grad_fn.name() == "AddBackward0"
+
+
+def test_gelu_runs_a_bf16_channels_last_activation_through_its_nhwc_view_and_anything_else_as_nn_gelu() -> None:
+    from torch import nn
+    from trainer.nets import GELU
+
+    # GIVEN a bf16 channels-last activation (as the trainer's convolutions produce under autocast here)
+    torch.manual_seed(0)
+    x = (3 * torch.randn(8, 16, 5, 5)).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    ours, theirs = x.detach().requires_grad_(), x.detach().requires_grad_()
+    # WHEN our GELU and torch's run forward and backward
+    y = GELU()(ours)
+    y.backward(grad)
+    expected = nn.GELU()(theirs)
+    expected.backward(grad)
+    # THEN the same values and gradients within bf16's last place, in the same layout
+    torch.testing.assert_close(y, expected, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-2, rtol=1e-2)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert ours.grad is not None and ours.grad.is_contiguous(memory_format=torch.channels_last)
+    # AND it took the view (the vectorized kernel's rounding)
+    assert torch.equal(y.detach(), nn.functional.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+    # AND fp32 (what the differential tests against the reference run), other layouts and shapes are
+    # nn.GELU's own path, bit for bit
+    for other in (x.float(), x.contiguous(), x[:, :, 0, 0]):
+        assert torch.equal(GELU()(other), nn.functional.gelu(other))

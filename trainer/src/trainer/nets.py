@@ -78,6 +78,31 @@ class Conv2d(nn.Conv2d):
         return nn.functional.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
+class GELU(nn.GELU):
+    """nn.GELU (erf); on the CPU, a bf16 channels-last activation goes through its contiguous NHWC view.
+
+    The same function on the same memory, but torch's CPU kernel takes its vectorized bf16 path only
+    for a tensor it sees as contiguous: on this network's channels-last activations the forward and
+    backward together ran 1.5-1.7x faster through the view (1,024 images: 9.8 against 16.2 ms at
+    64x15x15, 8.4 against 14.0 at 256x7x7), and the default model's bf16 training step 2.5 % faster
+    (1.750 against 1.794 s, medians of 12 steps each, alternating in one session). The vectorized erf
+    rounds differently in the last place, as any two GELU kernels do. fp32 gained nothing measurable
+    (3.085 against 3.079 s), so fp32 and every other case stay on nn.GELU's own path: the differential
+    tests against the reference airbench94, which run fp32, see the reference's kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.dtype == torch.bfloat16
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def _conv(
     channels_in: int,
     channels_out: int,
@@ -106,7 +131,7 @@ class ConvGroup(nn.Module):
         self.norm1 = _batchnorm(channels_out)
         self.conv2 = _conv(channels_out, channels_out)
         self.norm2 = _batchnorm(channels_out)
-        self.act = nn.GELU()
+        self.act = GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
@@ -129,7 +154,7 @@ class AirbenchNet(nn.Module):
         self.normalize = Normalize()
         self.whiten = _conv(3, whiten_width, kernel_size=2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # fixed by init_whitening; its bias trains in the first epochs
-        self.act = nn.GELU()
+        self.act = GELU()
         self.group1 = ConvGroup(whiten_width, widths[0])
         self.group2 = ConvGroup(widths[0], widths[1])
         self.group3 = ConvGroup(widths[1], widths[2])
