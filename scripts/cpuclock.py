@@ -1,21 +1,22 @@
 """The clock the CPU's cores run at, measured rather than read.
 
-/proc/cpuinfo's `cpu MHz` is what the kernel was told; on a VM it is usually the nominal clock, not
-the boost clock the cores run at under load (on the development machine 2.60 GHz, while its bf16
-matmul ran at 1.2-1.3x the peak that clock allows). So `make bench` measures it: a chain of dependent 64-bit integer
-additions (`add rax, rdx`) takes exactly one cycle each on every x86-64 core of the last decade (a
-latency of 1 in Agner Fog's instruction tables, https://www.agner.org/optimize/instruction_tables.pdf,
-for AMD Zen 1-5 and Intel since Sandy Bridge; a register-register add is never eliminated at
-rename), so additions / seconds is the clock. It runs on `threads` threads at once, as the matmul
-does, because a core's boost clock falls as more cores are busy.
+/proc/cpuinfo's `cpu MHz` is what the kernel was told; on a VM it is usually the nominal clock, not the
+boost clock the cores run at under load (on the development machine 2.60 GHz, while its bf16 matmul ran
+at 1.2-1.3x the peak that clock allows). So `make bench` measures it: a chain of dependent 64-bit
+integer additions (`add rax, rdx`) takes exactly one cycle each on every x86-64 core of the last decade
+(a latency of 1 in Agner Fog's instruction tables,
+https://www.agner.org/optimize/instruction_tables.pdf, for AMD Zen 1-5 and Intel since Sandy Bridge; renamers
+eliminate moves and zeroing idioms, not register-register adds), so additions / seconds is the clock. It runs on
+`threads` threads at once, as the matmul does, because a core's boost clock falls as more cores are
+busy.
 
 What it measures is the scalar clock: where wide vector work lowers the clock (Intel's AVX-512
 licences; AMD's Zen 4 and 5 do not), the hardware peak computed from it is an upper bound.
 
 The chain is a dozen lines of machine code (`program`), mapped executable with `mmap` and called through
-ctypes (which releases the GIL, so the threads run in parallel). x86-64 Linux only (the System V
-calling convention: the count arrives in rdi); elsewhere, or where the kernel refuses executable
-memory, `measure_mhz` returns None and the bench falls back to /proc/cpuinfo.
+ctypes (which releases the GIL, so the threads run in parallel). x86-64 Linux only (the System V calling
+convention: the count arrives in rdi); elsewhere, or where the kernel refuses executable memory,
+`measure_mhz` returns None and the bench falls back to /proc/cpuinfo.
 """
 
 from __future__ import annotations
