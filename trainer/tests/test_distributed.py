@@ -13,13 +13,17 @@ two, against one mean of 16, and oneDNN's fp32 kernels for a batch of 8 and of 1
 the losses agreed to 3.6e-7; on a Zen 4 (AVX-512) to 3.9e-6 (training) and 3.2e-5 (test). A wrong shard
 moves each over 400 times further: with every rank training rank 0's half (an image trained twice, another
 never; `test_a_wrong_shard_moves_the_first_epoch_beyond_its_tolerance` plants it) the epoch-1 losses
-differed by 2.2e-3 (training) and 1.4e-2 (test) on the Zen 4. Epoch 1 is held to 3e-4, between the two.
-A network leaving its plateau amplifies any perturbation (the steep phase, epochs 3-5 here): measured, the
-epoch losses then differed by up to 0.017 and mid-run test accuracies by up to 2 of 128 images, converging
-again by the end (final accuracy equal, final loss within 0.0026 on the Zen 3, 0.0057 on the Zen 4). Later
-epochs are held to 0.05 on the losses and 4 images on the accuracy (about twice the measured spread), the
-final accuracy to 2 images. bf16 is excluded: oneDNN picks different blockings for batches of 8 and 16,
-which moves the rounding, not the algorithm.
+differed by 2.2e-3 (training) and 1.4e-2 (test) on the Zen 4. Epoch 1 is held to 3e-4, between the two. A
+network leaving its plateau amplifies any perturbation (the steep phase, epochs 3-5 here), and where an
+interrupted run stops in epoch 2 depends on timing, so the resumed run's rounding differs from run to run.
+Measured on the Zen 3: epoch losses up to 0.017 apart, mid-run test accuracies up to 2 of 128 images,
+converging again by the end (final accuracy equal, final loss within 0.0026). On the Zen 4, 24 resumes (16
+onto one process, 8 onto two ranks, by the script in the message of the commit that set these bounds, and
+one CI run): epoch losses up to 0.025 apart, mid-run accuracies up to 5 images (twice; the earlier bound of
+4 failed once in CI), final accuracy up to 2 images, final loss up to 0.015. Later epochs are held to 0.05
+on the losses and 10 images on the accuracy, the final accuracy to 4 images: twice the worst measured on
+either CPU. bf16 is excluded: oneDNN picks different blockings for batches of 8 and 16, which moves the
+rounding, not the algorithm.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ SETTINGS = [
 ]  # fmt: skip
 FIRST_EPOCH_LOSS_TOLERANCE = 3e-4  # rounding only: ~10x its measured worst, ~7x below a wrong shard's effect
 LOSS_TOLERANCE = 0.05  # after the plateau escape
-EPOCH_IMAGES_TOLERANCE = 4  # test images, any epoch
-FINAL_IMAGES_TOLERANCE = 2  # test images, the published version
+EPOCH_IMAGES_TOLERANCE = 10  # test images, any epoch
+FINAL_IMAGES_TOLERANCE = 4  # test images, the published version
 LEARNED_IMAGES = N_TEST // 2  # the single process must reach at least this many (chance: 1 in 10)
 TIMEOUT_S = 900  # a hang guard, not a timing: two processes importing torch and training on a loaded 2-core machine
 
