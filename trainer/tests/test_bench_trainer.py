@@ -412,7 +412,7 @@ def test_the_measured_clock_is_additions_over_seconds_of_the_best_window() -> No
 
     import cpuclock
 
-    # GIVEN a chain of 400 adds per iteration at 1 ns per add on a 2.5 GHz-like core, slowed in some
+    # GIVEN a chain of 400 adds per iteration at 0.4 ns per add (a 2.5 GHz core), slowed in some
     # windows (a VM descheduling us), each thread keeping its own time
     adds, per_add = 400, 1 / 2.5e9
     slowdowns = iter([1.0, 1.0, 3.0, 1.6, 1.0, 1.25, 1.0, 1.0, 1.0, 2.0, 1.1, 4.0])  # sum check, probe, 5 x 2
@@ -459,7 +459,7 @@ def test_a_measured_clock_replaces_cpuinfos_and_the_report_says_which() -> None:
     assert "x 3.30 GHz (measured: dependent integer adds on 2 threads at once; /proc/cpuinfo says 3.65)" in line
     assert line.endswith("= 422 GFLOP/s; the bf16 matmul reaches 0.94 of it")
     # AND a measured clock is enough where cpuinfo has none; without either there is no peak
-    no_mhz = "\n".join(line for line in CPUINFO.splitlines() if "MHz" not in line)
+    no_mhz = "\n".join(row for row in CPUINFO.splitlines() if "MHz" not in row)
     assert hardware_peak(2, no_mhz, measured_mhz=3300.0)["per_s"] == pytest.approx(2 * 64 * 3.3)  # type: ignore[index]
     assert hardware_peak(2, no_mhz) is None
     cpuinfo_only = hardware_peak(2, CPUINFO, cpus={0, 1})
