@@ -18,7 +18,8 @@ Measured, on synthetic CIFAR-format data of full CIFAR-10 size (throughput does 
 (a) a replica of the seed's loop (batch 4, per-image PIL transforms, 2 DataLoader workers, fp32);
 (b) our pipeline with --model cnn and (c) with --model airbench (the default recipe), fp32 and, where the
 CPU runs it natively, bf16 (elsewhere the trainer trains fp32: --emulated-bf16 measures bf16 anyway);
-the matmul peak of each precision, with each row's GFLOP/s against the peak of its own precision;
+the matmul peak of each precision (the faster of torch.mm and the same product as a 1x1 convolution:
+they can run in different libraries), with each row's GFLOP/s against the peak of its own precision;
 FLOPs per training image from torch.utils.flop_counter, with and without zero-padding work; the
 default model timed in both phases of its recipe (the whitening bias trains in the first 3 epochs,
 then the first convolution needs no input gradient) and weighted by the steps of each; an ESTIMATE of
@@ -178,14 +179,44 @@ def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: 
     return result
 
 
-def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, gflop: float = FULL_MATMUL_GFLOP) -> Windows:
-    """GFLOP per window of n x n matmuls in `dtype` (2 n^3 FLOPs each, about `gflop` a window): 2 warm-up, 5 windows."""
+# The two forms of the same n x n x n product that the peak takes the better of. torch.mm goes to the BLAS
+# torch was built with (MKL on x86-64), a 1x1 convolution over channels-last 8x8 images to oneDNN, the
+# library that runs the trainer's convolutions. They need not agree: on an AMD Zen 5 MKL's sgemm ran
+# its AVX2 kernels, 194-210 GFLOP/s in fp32 against 406-455 for the convolution (bf16 844-909 against
+# 861-890: both oneDNN), and the fp32 convolutions of the default model then ran at "191 %" of an mm-only
+# peak. The peak is the fastest GEMM torch runs here, whichever library it comes from.
+GEMM_FORMS = ("torch.mm", "1x1 convolution")
+CONV_GEMM_SIDE = 8  # the 1x1 convolution's images are 8x8: n rows are n/64 images (oneDNN's 1x1-pixel
+# images take a slow path: 93-236 GFLOP/s here)
+
+
+def gemm(dtype: torch.dtype, n: int, form: str) -> Callable[[], torch.Tensor]:
+    """One n x n x n product (2 n^3 FLOPs) in `dtype` as `form` (one of GEMM_FORMS)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    if form == "torch.mm":
+        return lambda: torch.mm(a, b)
+    if form != "1x1 convolution":
+        raise ValueError(f"unknown GEMM form {form!r}: one of {GEMM_FORMS}")
+    side = CONV_GEMM_SIDE
+    if n % (side * side):
+        raise ValueError(f"a 1x1-convolution GEMM needs n divisible by {side * side} ({side}x{side} images), not {n}")
+    # rows of `a` are the pixels of n/64 channels-last images, `b` the n filters of n input channels
+    images = a.view(n // (side * side), side, side, n).permute(0, 3, 1, 2)
+    filters = b.view(n, n, 1, 1)
+    return lambda: nn.functional.conv2d(images, filters)
+
+
+def matmul_gflops(
+    dtype: torch.dtype, threads: int, n: int = 2048, gflop: float = FULL_MATMUL_GFLOP, form: str = "torch.mm"
+) -> Windows:
+    """GFLOP per window of n x n x n products in `dtype` as `form` (2 n^3 FLOPs each, about `gflop` a
+    window): 2 warm-up, 5 windows."""
+    product = gemm(dtype, n, form)
     repeats = max(1, round(gflop * 1e9 / (2 * n**3)))
 
     def run() -> float:
         for _ in range(repeats):
-            torch.mm(a, b)
+            product()
         return 2 * n**3 * repeats / 1e9
 
     return timed_windows(run, 2, 5, threads)
@@ -194,10 +225,15 @@ def matmul_gflops(dtype: torch.dtype, threads: int, n: int = 2048, gflop: float 
 def matmul_peak(
     dtype: torch.dtype, threads: int, sizes: tuple[int, ...], gflop: float = FULL_MATMUL_GFLOP
 ) -> dict[str, Any]:
-    """The best median GFLOP/s over `sizes` (the peak), with the size that reached it."""
-    rows = [(_window_record(matmul_gflops(dtype, threads, n, gflop), 1e9), n) for n in sizes]
-    best, n = max(rows, key=lambda row: row[0]["per_s"])
-    return best | {"n": n, "per_size": {str(size): round(row["per_s"], 1) for row, size in rows}}
+    """The best median GFLOP/s over `sizes` and GEMM_FORMS (the peak), with the size and form that reached it."""
+    rows = [
+        (_window_record(matmul_gflops(dtype, threads, n, gflop, form), 1e9), n, form)
+        for form in GEMM_FORMS
+        for n in sizes
+    ]
+    best, n, form = max(rows, key=lambda row: row[0]["per_s"])
+    per_form = {f: {str(size): round(r["per_s"], 1) for r, size, g in rows if g == f} for f in GEMM_FORMS}
+    return best | {"n": n, "form": form, "per_form": per_form}
 
 
 # --- FLOPs -------------------------------------------------------------------------------------------
@@ -1167,11 +1203,21 @@ def report(results: dict[str, Any]) -> str:
         lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
     peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
     if peak:
-        sizes = "/".join(results[f"matmul_{results['precisions'][0]}"].get("per_size", {}))
+        first = results[f"matmul_{results['precisions'][0]}"]
+        sizes = "/".join(next(iter(first.get("per_form", {}).values()), {}))
         lines.append(
-            f"matmul peak (best median of 5 windows over n = {sizes}): "
-            + ", ".join(f"{p} {v:.0f} GFLOP/s (n={results[f'matmul_{p}'].get('n')})" for p, v in peak.items())
+            f"matmul peak (best median of 5 windows over n = {sizes}, each product as {GEMM_FORMS[0]} and as a "
+            f"{GEMM_FORMS[1]}): "
+            + ", ".join(
+                f"{p} {v:.0f} GFLOP/s ({results[f'matmul_{p}'].get('form')}, n={results[f'matmul_{p}'].get('n')})"
+                for p, v in peak.items()
+            )
         )
+        lines += [
+            f"  {p} {form}: " + ", ".join(f"{rate:.0f}" for rate in by_size.values())
+            for p in peak
+            for form, by_size in results[f"matmul_{p}"].get("per_form", {}).items()
+        ]
     if f"matmul_{results['trained']}" in results:
         lines.append(_hardware_line(results))
     seed = results.get("seed", {}).get("per_s")

@@ -322,9 +322,14 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         assert expected in text
     assert results["floor"]["seconds"] > 0
     assert isinstance(results["threads"], int) and set(results["thread_scaling"]) >= {"step_1", "step_2", "table"}
-    # AND the peak is the best of the sizes measured
-    peak = results["matmul_bf16"]
-    assert peak["per_s"] == pytest.approx(max(peak["per_size"].values()), abs=0.05)  # per_size is rounded to 0.1
+    # AND the peak is the best of the sizes and GEMM forms measured, and the report names the form
+    for precision in ("fp32", "bf16"):
+        peak = results[f"matmul_{precision}"]
+        assert set(peak["per_form"]) == set(bench.GEMM_FORMS)
+        rates = [rate for by_size in peak["per_form"].values() for rate in by_size.values()]
+        assert len(rates) == 2 * len(tiny.matmul_sizes)
+        assert peak["per_s"] == pytest.approx(max(rates), abs=0.05)  # per_form is rounded to 0.1
+        assert f"{precision} {peak['per_s']:.0f} GFLOP/s ({peak['form']}, n={peak['n']})" in text
 
 
 @pytest.mark.parametrize("section", ["gpu", "layers"])
@@ -467,3 +472,22 @@ def test_a_measured_clock_replaces_cpuinfos_and_the_report_says_which() -> None:
     assert "(mean 'cpu MHz' in /proc/cpuinfo)" in _hardware_line(
         {"trained": "bf16", "hardware": cpuinfo_only, "matmul_bf16": {"per_s": 396.0}}
     )
+
+
+def test_the_peaks_convolution_form_is_the_same_product_as_the_matmul() -> None:
+    import bench_trainer as bench
+
+    # GIVEN the two GEMM forms of one n x n x n product, on the same random operands
+    n = 128
+    torch.manual_seed(0)
+    conv = bench.gemm(torch.float32, n, "1x1 convolution")()
+    torch.manual_seed(0)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    # THEN the 1x1 convolution's output pixels are the rows of a @ b^T: 2 n^3 FLOPs, as the peak counts them
+    assert conv.shape == (n // 64, n, 8, 8)
+    torch.testing.assert_close(conv.permute(0, 2, 3, 1).reshape(n, n), a @ b.T, rtol=1e-4, atol=1e-4)
+    # AND a size the form cannot take, or an unknown form, is refused by name
+    with pytest.raises(ValueError, match="divisible by 64"):
+        bench.gemm(torch.float32, 96, "1x1 convolution")
+    with pytest.raises(ValueError, match="unknown GEMM form 'einsum'"):
+        bench.gemm(torch.float32, 64, "einsum")
