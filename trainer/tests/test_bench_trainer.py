@@ -330,6 +330,13 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         assert len(rates) == 2 * len(tiny.matmul_sizes)
         assert peak["per_s"] == pytest.approx(max(rates), abs=0.05)  # per_form is rounded to 0.1
         assert f"{precision} {peak['per_s']:.0f} GFLOP/s ({peak['form']}, n={peak['n']})" in text
+        # AND it was measured at the start and again at the end of the run, and the higher is the peak
+        assert peak["per_s"] == max(peak["start_per_s"], peak["end_per_s"])
+        assert f"{precision} {peak['start_per_s']:.0f} then {peak['end_per_s']:.0f}" in text
+    # AND the floor is the recipe's work at that higher peak of the precision the trainer trains in
+    trained_peak = results[f"matmul_{p}"]["per_s"]
+    floor = results["floor"]
+    assert floor["seconds_no_padding"] == pytest.approx(floor["gflop_no_padding"] / trained_peak)
 
 
 @pytest.mark.parametrize("section", ["gpu", "layers"])
@@ -491,3 +498,16 @@ def test_the_peaks_convolution_form_is_the_same_product_as_the_matmul() -> None:
         bench.gemm(torch.float32, 96, "1x1 convolution")
     with pytest.raises(ValueError, match="unknown GEMM form 'einsum'"):
         bench.gemm(torch.float32, 64, "einsum")
+
+
+def test_a_peak_measured_twice_is_the_higher_of_the_two_with_both_kept() -> None:
+    import bench_trainer as bench
+
+    # GIVEN the same peak measured at a run's start and at its end, the end slower (a quieter start)
+    start = {"per_s": 913.0, "n": 1024, "form": "torch.mm"}
+    end = {"per_s": 871.5, "n": 2048, "form": "1x1 convolution"}
+    # THEN the run holds its ratios against the higher (a low peak flatters every ratio), either way round
+    for first, second in ((start, end), (end, start)):
+        peak = bench.higher_peak(first, second)
+        assert (peak["per_s"], peak["n"], peak["form"]) == (913.0, 1024, "torch.mm")
+        assert (peak["start_per_s"], peak["end_per_s"]) == (first["per_s"], second["per_s"])
