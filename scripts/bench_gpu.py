@@ -122,12 +122,12 @@ def run_reference(data: Cifar10Data, folder: Path) -> dict[str, Any]:
     }
 
 
-def run_ours(root: Path, work: Path) -> dict[str, Any]:
-    """Our TrainingSession with the default recipe on the GPU in bf16, twice."""
+def run_ours(root: Path, work: Path, device: str = "cuda", precision: str = "bf16") -> dict[str, Any]:
+    """Our TrainingSession with the default recipe on `device` in `precision` (the GPU in bf16), twice."""
     config = load_config(
         [
             *("--data-uri", str(root), "--work-dir", str(work)),
-            *("--device", "cuda", "--precision", "bf16", "--progress", "none"),
+            *("--device", device, "--precision", precision, "--progress", "none"),
         ],
         {},
     )

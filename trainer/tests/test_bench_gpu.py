@@ -1,7 +1,11 @@
-"""`make bench ARGS=gpu` (scripts/bench_gpu.py): its arithmetic and its clean skip without CUDA. The GPU
-run itself needs a GPU: it is measured where one is lent, never here."""
+"""`make bench ARGS=gpu` (scripts/bench_gpu.py): its arithmetic, its clean skip without CUDA, and a rehearsal
+of both sides on the CPU with the CUDA calls made CPU ones. The timings need a GPU: they are measured
+where one is lent, never here."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import bench_gpu
 import pytest
@@ -38,3 +42,61 @@ def test_the_comparison_is_our_warm_time_over_the_references_against_a_goal_of_o
     assert "RATIO ours / reference (warm): 1.25; GOAL <= 1.0: NOT MET" in text
     assert "accuracy 7000/10000 = 70.00 %" in text
     assert "one-off +5.00 s" in text
+
+
+class _NoEvent:
+    """torch.cuda.Event for the reference's timing, on the CPU."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def record(self) -> None:
+        pass
+
+    def elapsed_time(self, _: object) -> float:
+        return 0.0
+
+
+def test_both_sides_of_the_gpu_bench_run_end_to_end_when_cuda_calls_are_made_cpu_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A rehearsal on the CPU of everything the GPU run does but the device: no GPU is lent to most
+    sessions, and one that is should not spend its minutes finding a wrong file format or call."""
+    pytest.importorskip("airbench")
+    from airbench import lib_airbench94 as ab94
+    from trainer.config import load_config
+    from trainer.data import load_dataset
+
+    from trainer import synth
+
+    # GIVEN the reference's CUDA calls made CPU ones (and its fp16 fp32: the CPU runs fp16 slowly), and its
+    # batch 16 so that 64 generated images make 4 steps an epoch (its epochs, 9.9, are bound at import)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_, **__: None)
+    monkeypatch.setattr(torch.cuda, "Event", _NoEvent)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda module, *_, **__: module)
+    monkeypatch.setattr(torch.nn.Module, "half", lambda module, *_, **__: module)
+    monkeypatch.setattr(torch.Tensor, "half", lambda tensor, *_, **__: tensor.float())
+    real_load = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda path, *a, map_location=None, **k: real_load(path, *a, map_location="cpu", **k)
+    )
+    monkeypatch.setitem(ab94.hyp["opt"], "batch_size", 16)
+    root = tmp_path / "data"
+    synth.write_folder(root, n_train=64, n_test=64, seed=0, difficulty=synth.EASY)
+    data = load_dataset(load_config(["--data-uri", str(root), "--work-dir", str(tmp_path / "work")], {}))
+    before = Path.cwd()
+    # WHEN each side runs as main() runs it: the reference over its own files, ours through TrainingSession
+    reference = bench_gpu.run_reference(data, tmp_path / "reference")
+    ours = bench_gpu.run_ours(root, tmp_path / "work", device="cpu", precision="fp32")
+    # THEN the reference read the files written in its own format (no download: the folder holds only ours)
+    assert Path.cwd() == before
+    assert sorted(p.name for p in (tmp_path / "reference" / "cifar10").iterdir()) == ["test.pt", "train.pt"]
+    # AND both trained the whole recipe, timed twice, and counted their predictions on all 64 test images
+    assert reference["images"] == math.ceil(64 // 16 * 9.9) * 16
+    assert ours["images"] > 0
+    for side in (reference, ours):
+        assert side["cold_s"] > 0 and side["warm_s"] > 0
+        assert side["total"] == 64 and 0 <= side["correct"] <= 64
+    # AND the report takes what they return
+    text = bench_gpu.report("cpu rehearsal", bench_gpu.comparison(reference, ours))
+    assert f"accuracy {reference['correct']}/64" in text and "RATIO ours / reference (warm)" in text
