@@ -1,7 +1,7 @@
 """`make bench ARGS=trainer`: how fast the trainer trains on this machine, how close to the matmul peak,
 what the default recipe would take on full-size CIFAR-10, and whether bf16 holds accuracy.
 
-    python scripts/bench_trainer.py                  # everything: ~9.5 minutes on a quiet 2-core machine
+    python scripts/bench_trainer.py                  # everything: ~6 (Zen 5) to ~10 (Zen 4) minutes on 2 quiet cores
     python scripts/bench_trainer.py --skip parity    # throughput and the estimate only (~4 minutes)
     python scripts/bench_trainer.py --only parity    # the bf16-vs-fp32 accuracy table only
     python scripts/bench_trainer.py --json out.json
