@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import torch
+from airbench_cpu import cuda_calls_on_cpu
 from torch import nn
 from trainer.config import TrainConfig
 from trainer.data import Cifar10Data, plan_epoch
@@ -43,17 +44,6 @@ CIFAR10_TRAIN = 50_000
 
 
 # --- the reference on the CPU -----------------------------------------------------------------------
-
-
-class _NoEvent:
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def record(self) -> None:
-        pass
-
-    def elapsed_time(self, _: object) -> float:
-        return 0.0
 
 
 class _NoLoader:
@@ -83,11 +73,8 @@ class ReferenceLoader:
 
 
 def _put_reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "Event", _NoEvent)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_, **__: None)
+    cuda_calls_on_cpu(monkeypatch)
     monkeypatch.setattr(ab_utils, "CifarLoader", _NoLoader)
-    monkeypatch.setattr(nn.Module, "cuda", lambda self, *_, **__: self)
-    monkeypatch.setattr(nn.Module, "half", lambda self: self)
 
 
 @pytest.fixture

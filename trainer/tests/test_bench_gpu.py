@@ -10,6 +10,7 @@ from pathlib import Path
 import bench_gpu
 import pytest
 import torch
+from airbench_cpu import cuda_calls_on_cpu
 
 
 def test_without_cuda_the_gpu_bench_says_so_and_succeeds_without_touching_data(
@@ -44,19 +45,6 @@ def test_the_comparison_is_our_warm_time_over_the_references_against_a_goal_of_o
     assert "one-off +5.00 s" in text
 
 
-class _NoEvent:
-    """torch.cuda.Event for the reference's timing, on the CPU."""
-
-    def __init__(self, **_: object) -> None:
-        pass
-
-    def record(self) -> None:
-        pass
-
-    def elapsed_time(self, _: object) -> float:
-        return 0.0
-
-
 def test_both_sides_of_the_gpu_bench_run_end_to_end_when_cuda_calls_are_made_cpu_ones(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
@@ -71,11 +59,8 @@ def test_both_sides_of_the_gpu_bench_run_end_to_end_when_cuda_calls_are_made_cpu
 
     # GIVEN the reference's CUDA calls made CPU ones (and its fp16 fp32: the CPU runs fp16 slowly), and its
     # batch 16 so that 64 generated images make 4 steps an epoch (its epochs, 9.9, are bound at import)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_, **__: None)
-    monkeypatch.setattr(torch.cuda, "Event", _NoEvent)
-    monkeypatch.setattr(torch.nn.Module, "cuda", lambda module, *_, **__: module)
-    monkeypatch.setattr(torch.nn.Module, "half", lambda module, *_, **__: module)
-    monkeypatch.setattr(torch.Tensor, "half", lambda tensor, *_, **__: tensor.float())
+    cuda_calls_on_cpu(monkeypatch)
+    monkeypatch.setattr(torch.Tensor, "half", lambda tensor, *_, **__: tensor.float())  # its loader's images
     real_load = torch.load
     monkeypatch.setattr(
         torch, "load", lambda path, *a, map_location=None, **k: real_load(path, *a, map_location="cpu", **k)
