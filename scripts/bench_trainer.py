@@ -182,9 +182,10 @@ def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: 
 # The two forms of the same n x n x n product that the peak takes the better of. torch.mm goes to the BLAS
 # torch was built with (MKL on x86-64), a 1x1 convolution over channels-last 8x8 images to oneDNN, the
 # library that runs the trainer's convolutions. They need not agree: on an AMD Zen 5 MKL's sgemm ran
-# its AVX2 kernels, 194-210 GFLOP/s in fp32 against 406-455 for the convolution (bf16 844-909 against
-# 861-890: both oneDNN), and the fp32 convolutions of the default model then ran at "191 %" of an mm-only
-# peak. The peak is the fastest GEMM torch runs here, whichever library it comes from.
+# its AVX2 kernels, 212-221 GFLOP/s in fp32 against 375-498 for the convolution (bf16: 887-969 against
+# 894-940, both oneDNN; trainer/README.md quotes that run), and the fp32 convolutions of the default
+# model had run at "191 %" of an mm-only peak. The peak is the fastest GEMM torch runs here, whichever
+# library it comes from.
 GEMM_FORMS = ("torch.mm", "1x1 convolution")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CONV_GEMM_SIDE = 8  # the 1x1 convolution's images are 8x8: n rows are n/64 images (oneDNN's 1x1-pixel
@@ -224,12 +225,19 @@ def matmul_gflops(
 
 
 def higher_peak(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
-    """The higher of a peak measured at the start of a run and one at its end, with both rates: the same
-    matmul moved by up to 8 % between quiet runs on a Zen 4 and 9 % within one on a Zen 5 (969 then 891
-    GFLOP/s in bf16), and a low peak would flatter every ratio of the run held against it, so each ratio
-    uses the higher."""
-    best = max(start, end, key=lambda peak: peak["per_s"])
-    return best | {"start_per_s": start["per_s"], "end_per_s": end["per_s"]}
+    """The higher of a peak measured at the start of a run and one at its end, with both measurements
+    kept: the higher of two measurements of the same matmul was up to 9 % above the lower between quiet
+    runs on a Zen 4 (427 and 392 GFLOP/s in bf16), and within one quiet run on a Zen 5 9 % in bf16 (969
+    then 891) and 13 % in fp32 (498 then 440). A low peak would
+    flatter every ratio of the run held against it, so each ratio uses the higher; the run's CPU/wall
+    efficiency is the worse of the two."""
+    best, at = max((start, "start"), (end, "end"), key=lambda peak: peak[0]["per_s"])
+    return best | {
+        "at": at,
+        "start": start,
+        "end": end,
+        "cpu_efficiency": min(start["cpu_efficiency"], end["cpu_efficiency"]),
+    }
 
 
 def matmul_peak(
@@ -243,7 +251,8 @@ def matmul_peak(
     ]
     best, n, form = max(rows, key=lambda row: row[0]["per_s"])
     per_form = {f: {str(size): round(r["per_s"], 1) for r, size, g in rows if g == f} for f in GEMM_FORMS}
-    return best | {"n": n, "form": form, "per_form": per_form}
+    efficiency = min(r["cpu_efficiency"] for r, _, _ in rows)  # a window of any size or form descheduled
+    return best | {"n": n, "form": form, "per_form": per_form, "cpu_efficiency": efficiency}
 
 
 # --- FLOPs -------------------------------------------------------------------------------------------
@@ -1068,6 +1077,36 @@ def _busy_note(results: dict[str, Any]) -> str:
     return f"machine {verdict} (others' share of our CPUs before/after: {load_text}; {eff_text})"
 
 
+def _peak_lines(results: dict[str, Any], peak: dict[str, float]) -> list[str]:
+    """The matmul peak of each precision, with the form, size and measurement that reached it, and every
+    rate measured (per measurement and form, one per size)."""
+    records = {p: results[f"matmul_{p}"] for p in peak}
+    first = next(iter(records.values()))
+    sizes = "/".join(first.get("per_form", {}).get(GEMM_FORMS[0], {}))
+    twice = all("start" in r for r in records.values())
+    when = "; measured at the start and again at the end of the run, the higher used" if twice else ""
+    lines = [
+        f"matmul peak (best median of 5 windows over n = {sizes}, each product as {GEMM_FORMS[0]} and as a "
+        f"{GEMM_FORMS[1]}{when}): "
+        + ", ".join(
+            f"{p} {v:.0f} GFLOP/s ({records[p].get('form')}, n={records[p].get('n')}"
+            + (f", at the {records[p]['at']})" if twice else ")")
+            for p, v in peak.items()
+        )
+    ]
+    for p, record in records.items():
+        measured = [("at the start", record["start"]), ("at the end", record["end"])] if twice else [("", record)]
+        parts = []
+        for label, m in measured:
+            forms = ", ".join(
+                f"{form} " + "/".join(f"{rate:.0f}" for rate in by_size.values())
+                for form, by_size in m.get("per_form", {}).items()
+            )
+            parts.append(f"{label}: {forms}" if label else forms)
+        lines.append(f"  {p}, GFLOP/s at n = {sizes}: " + "; ".join(parts))
+    return lines
+
+
 def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [results[k] for k in ("matmul_fp32", "matmul_bf16", "seed") if k in results]
     for model in ("cnn", "airbench"):
@@ -1225,30 +1264,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append("SMOKE RUN (--smoke): tiny data, the numbers below mean nothing")
     peak = {p: results[f"matmul_{p}"]["per_s"] for p in ("fp32", "bf16") if f"matmul_{p}" in results}
     if peak:
-        first = results[f"matmul_{results['precisions'][0]}"]
-        sizes = "/".join(next(iter(first.get("per_form", {}).values()), {}))
-        lines.append(
-            f"matmul peak (best median of 5 windows over n = {sizes}, each product as {GEMM_FORMS[0]} and as a "
-            f"{GEMM_FORMS[1]}): "
-            + ", ".join(
-                f"{p} {v:.0f} GFLOP/s ({results[f'matmul_{p}'].get('form')}, n={results[f'matmul_{p}'].get('n')})"
-                for p, v in peak.items()
-            )
-        )
-        bracket = [p for p in peak if "start_per_s" in results[f"matmul_{p}"]]
-        if bracket:
-            lines.append(
-                "  measured at the start and again at the end of the run, the higher used: "
-                + ", ".join(
-                    f"{p} {results[f'matmul_{p}']['start_per_s']:.0f} then {results[f'matmul_{p}']['end_per_s']:.0f}"
-                    for p in bracket
-                )
-            )
-        lines += [
-            f"  {p} {form}: " + ", ".join(f"{rate:.0f}" for rate in by_size.values())
-            for p in peak
-            for form, by_size in results[f"matmul_{p}"].get("per_form", {}).items()
-        ]
+        lines += _peak_lines(results, peak)
     if f"matmul_{results['trained']}" in results:
         lines.append(_hardware_line(results))
     seed = results.get("seed", {}).get("per_s")

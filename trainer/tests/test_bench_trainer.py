@@ -322,21 +322,67 @@ def test_a_tiny_bench_run_reports_every_section(tmp_path, monkeypatch) -> None:
         assert expected in text
     assert results["floor"]["seconds"] > 0
     assert isinstance(results["threads"], int) and set(results["thread_scaling"]) >= {"step_1", "step_2", "table"}
-    # AND the peak is the best of the sizes and GEMM forms measured, and the report names the form
+    # AND the peak was measured at the start and again at the end, each time over every size and GEMM form,
+    # and is the best rate of either measurement; the report names its form, size and measurement
     for precision in ("fp32", "bf16"):
         peak = results[f"matmul_{precision}"]
-        assert set(peak["per_form"]) == set(bench.GEMM_FORMS)
-        rates = [rate for by_size in peak["per_form"].values() for rate in by_size.values()]
-        assert len(rates) == 2 * len(tiny.matmul_sizes)
+        rates = []
+        for measurement in (peak["start"], peak["end"]):
+            assert set(measurement["per_form"]) == set(bench.GEMM_FORMS)
+            rates += [rate for by_size in measurement["per_form"].values() for rate in by_size.values()]
+        assert len(rates) == 2 * 2 * len(tiny.matmul_sizes)
         assert peak["per_s"] == pytest.approx(max(rates), abs=0.05)  # per_form is rounded to 0.1
-        assert f"{precision} {peak['per_s']:.0f} GFLOP/s ({peak['form']}, n={peak['n']})" in text
-        # AND it was measured at the start and again at the end of the run, and the higher is the peak
-        assert peak["per_s"] == max(peak["start_per_s"], peak["end_per_s"])
-        assert f"{precision} {peak['start_per_s']:.0f} then {peak['end_per_s']:.0f}" in text
-    # AND the floor is the recipe's work at that higher peak of the precision the trainer trains in
-    trained_peak = results[f"matmul_{p}"]["per_s"]
+        assert peak["per_s"] == max(peak["start"]["per_s"], peak["end"]["per_s"])
+        named = f"{precision} {peak['per_s']:.0f} GFLOP/s ({peak['form']}, n={peak['n']}, at the {peak['at']})"
+        assert named in text
+        assert f"  {precision}, GFLOP/s at n = 128/256: at the start: torch.mm " in text
     floor = results["floor"]
-    assert floor["seconds_no_padding"] == pytest.approx(floor["gflop_no_padding"] / trained_peak)
+    assert floor["seconds_no_padding"] == pytest.approx(floor["gflop_no_padding"] / results[f"matmul_{p}"]["per_s"])
+
+
+def _fake_peaks(monkeypatch: pytest.MonkeyPatch, rates: dict[tuple[str, str], float]) -> list[tuple[str, int]]:
+    """bench.matmul_gflops answering `rates[(form, call)]` GFLOP/s, `call` "start" for the first
+    measurement of a precision and "end" for the second; returns the (form, n) of every call."""
+    import bench_trainer as bench
+
+    calls: list[tuple[str, int]] = []
+    seen: dict[tuple[torch.dtype, str, int], int] = {}
+
+    def fake(dtype: torch.dtype, threads: int, n: int = 2048, gflop: float = 1.0, form: str = "torch.mm"):
+        count = seen[dtype, form, n] = seen.get((dtype, form, n), 0) + 1
+        calls.append((form, n))
+        rate = rates[form, "start" if count == 1 else "end"]
+        return bench.Windows([1.0] * 5, [2.0] * 5, [rate] * 5, threads)
+
+    monkeypatch.setattr(bench, "matmul_gflops", fake)
+    return calls
+
+
+def test_the_peak_is_the_faster_form_and_measurement_and_the_goals_use_it(tmp_path, monkeypatch) -> None:
+    import bench_trainer as bench
+
+    # GIVEN a machine whose 1x1-convolution GEMM beats torch.mm, and runs faster at the end of the run
+    monkeypatch.setattr(bench, "DATA_CACHE", tmp_path / "cache")
+    calls = _fake_peaks(
+        monkeypatch,
+        {("torch.mm", "start"): 100.0, ("1x1 convolution", "start"): 150.0, ("torch.mm", "end"): 120.0,
+         ("1x1 convolution", "end"): 300.0},
+    )  # fmt: skip
+    tiny = bench.Sizes(
+        train=256, test=16, cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), matmul_sizes=(64, 128), matmul_gflop=0.01
+    )
+    # WHEN a run measures throughput and the estimate in the precision the trainer trains in here
+    trained = "bf16" if bench.cpu_has_native_bf16() else "fp32"
+    results = bench.run(("machine", "throughput", "estimate"), tiny, precisions=(trained,))
+    # THEN every size was measured in both forms, twice
+    assert sorted(calls) == sorted([(f, n) for f in bench.GEMM_FORMS for n in (64, 128)] * 2)
+    # AND the peak is the convolution's rate at the end, and the floor and goals are held against it
+    peak = results[f"matmul_{trained}"]
+    assert (peak["per_s"], peak["form"], peak["at"]) == (300.0, "1x1 convolution", "end")
+    assert (peak["start"]["per_s"], peak["end"]["per_s"]) == (150.0, 300.0)
+    floor, row = results["floor"], results["airbench"][trained]
+    assert floor["seconds_no_padding"] == pytest.approx(floor["gflop_no_padding"] / 300.0)
+    assert results["goals"]["real_pixel_ratio"] == pytest.approx(row["gflops_no_padding"] / 300.0)
 
 
 @pytest.mark.parametrize("section", ["gpu", "layers"])
@@ -504,10 +550,12 @@ def test_a_peak_measured_twice_is_the_higher_of_the_two_with_both_kept() -> None
     import bench_trainer as bench
 
     # GIVEN the same peak measured at a run's start and at its end, the end slower (a quieter start)
-    start = {"per_s": 913.0, "n": 1024, "form": "torch.mm"}
-    end = {"per_s": 871.5, "n": 2048, "form": "1x1 convolution"}
-    # THEN the run holds its ratios against the higher (a low peak flatters every ratio), either way round
-    for first, second in ((start, end), (end, start)):
+    start = {"per_s": 913.0, "n": 1024, "form": "torch.mm", "cpu_efficiency": 0.99}
+    end = {"per_s": 871.5, "n": 2048, "form": "1x1 convolution", "cpu_efficiency": 0.6}
+    # THEN the run holds its ratios against the higher (a low peak flatters every ratio), either way round,
+    # keeps both measurements, and counts the worse efficiency (a descheduled window makes the run BUSY)
+    for first, second, at in ((start, end, "start"), (end, start, "end")):
         peak = bench.higher_peak(first, second)
-        assert (peak["per_s"], peak["n"], peak["form"]) == (913.0, 1024, "torch.mm")
-        assert (peak["start_per_s"], peak["end_per_s"]) == (first["per_s"], second["per_s"])
+        assert (peak["per_s"], peak["n"], peak["form"], peak["at"]) == (913.0, 1024, "torch.mm", at)
+        assert (peak["start"], peak["end"]) == (first, second)
+        assert peak["cpu_efficiency"] == 0.6
