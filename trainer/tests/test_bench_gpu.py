@@ -70,15 +70,27 @@ def test_both_sides_of_the_gpu_bench_run_end_to_end_when_cuda_calls_are_made_cpu
     synth.write_folder(root, n_train=64, n_test=64, seed=0, difficulty=synth.EASY)
     data = load_dataset(load_config(["--data-uri", str(root), "--work-dir", str(tmp_path / "work")], {}))
     before = Path.cwd()
+    steps = [0]  # optimizer steps taken: both sides train with torch's SGD
+    real_step = torch.optim.SGD.step
+
+    def counted_step(optimizer: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        steps[0] += 1
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted_step)
     # WHEN each side runs as main() runs it: the reference over its own files, ours through TrainingSession
     reference = bench_gpu.run_reference(data, tmp_path / "reference")
+    reference_steps, steps[0] = steps[0], 0
     ours = bench_gpu.run_ours(root, tmp_path / "work", device="cpu", precision="fp32")
+    ours_steps = steps[0]
     # THEN the reference read the files written in its own format (no download: the folder holds only ours)
     assert Path.cwd() == before
     assert sorted(p.name for p in (tmp_path / "reference" / "cifar10").iterdir()) == ["test.pt", "train.pt"]
-    # AND both trained the whole recipe, timed twice, and counted their predictions on all 64 test images
-    assert reference["images"] == math.ceil(64 // 16 * 9.9) * 16
-    assert ours["images"] > 0
+    # AND each trained the whole recipe twice, 9.9 epochs, and its images are the steps of one run times its
+    # batch: the reference's 16 (4 steps an epoch), ours 1/16 of the 64 images (recipe.MIN_STEPS_PER_EPOCH)
+    assert (reference_steps, ours_steps) == (2 * math.ceil(4 * 9.9), 2 * math.ceil(16 * 9.9))
+    assert (reference["images"], ours["images"]) == (reference_steps // 2 * 16, ours_steps // 2 * 4)
+    # AND both timed each run and counted their predictions on all 64 test images
     for side in (reference, ours):
         assert side["cold_s"] > 0 and side["warm_s"] > 0
         assert side["total"] == 64 and 0 <= side["correct"] <= 64
