@@ -182,8 +182,8 @@ def timed_windows(run: Callable[[], float], warmup: int, windows: int, threads: 
 # The two forms of the same n x n x n product that the peak takes the better of. torch.mm goes to the BLAS
 # torch was built with (MKL on x86-64), a 1x1 convolution over channels-last 8x8 images to oneDNN, the
 # library that runs the trainer's convolutions. They need not agree: on an AMD Zen 5 MKL's sgemm ran
-# its AVX2 kernels, 212-221 GFLOP/s in fp32 against 375-498 for the convolution (bf16: 887-969 against
-# 894-940, both oneDNN; trainer/README.md quotes that run), and the fp32 convolutions of the default
+# its AVX2 kernels, 189-212 GFLOP/s in fp32 against 357-468 for the convolution (bf16: 818-956 against
+# 781-878, both oneDNN; the run trainer/README.md quotes), and the fp32 convolutions of the default
 # model had run at "191 %" of an mm-only peak. The peak is the fastest GEMM torch runs here, whichever
 # library it comes from.
 GEMM_FORMS = ("torch.mm", "1x1 convolution")
