@@ -371,6 +371,9 @@ def test_the_peak_is_the_faster_form_and_measurement_and_the_goals_use_it(tmp_pa
     tiny = bench.Sizes(
         train=256, test=16, cnn_steps=(0, 1, 1), airbench_steps=(0, 1, 1), matmul_sizes=(64, 128), matmul_gflop=0.01
     )
+    # AND a clock that reads 3.0 GHz at the start and 4.0 at the end
+    ghz = iter([3000.0, 4000.0])
+    monkeypatch.setattr(bench.cpuclock, "measure_mhz", lambda threads: next(ghz))
     # WHEN a run measures throughput and the estimate in the precision the trainer trains in here
     trained = "bf16" if bench.cpu_has_native_bf16() else "fp32"
     results = bench.run(("machine", "throughput", "estimate"), tiny, precisions=(trained,))
@@ -383,6 +386,12 @@ def test_the_peak_is_the_faster_form_and_measurement_and_the_goals_use_it(tmp_pa
     floor, row = results["floor"], results["airbench"][trained]
     assert floor["seconds_no_padding"] == pytest.approx(floor["gflop_no_padding"] / 300.0)
     assert results["goals"]["real_pixel_ratio"] == pytest.approx(row["gflops_no_padding"] / 300.0)
+    # AND the hardware peak (where this CPU has a native path for that precision) is at the higher clock
+    hardware = results["hardware"]
+    if hardware:
+        assert (hardware["mhz"], hardware["measured_mhz"]) == (4000.0, [3000.0, 4000.0])
+        assert hardware["per_s"] == hardware["threads"] * hardware["flop_per_cycle"] * 4.0
+        assert "at the start and the end of the run (3.00 then 4.00), the higher" in bench.report(results)
 
 
 @pytest.mark.parametrize("section", ["gpu", "layers"])
