@@ -228,9 +228,8 @@ def higher_peak(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
     """The higher of a peak measured at the start of a run and one at its end, with both measurements
     kept: the higher of two measurements of the same matmul was up to 9 % above the lower between quiet
     runs on a Zen 4 (427 and 392 GFLOP/s in bf16), and within one quiet run on a Zen 5 9 % in bf16 (969
-    then 891) and 13 % in fp32 (498 then 440). A low peak would
-    flatter every ratio of the run held against it, so each ratio uses the higher; the run's CPU/wall
-    efficiency is the worse of the two."""
+    then 891) and 13 % in fp32 (498 then 440). A low peak would flatter every ratio of the run held
+    against it, so each ratio uses the higher; the run's CPU/wall efficiency is the worse of the two."""
     best, at = max((start, "start"), (end, "end"), key=lambda peak: peak[0]["per_s"])
     return best | {
         "at": at,
@@ -609,7 +608,7 @@ def measure_layers(results: dict[str, Any], sizes: Sizes) -> None:
     recipe's batch in the precision the trainer trains in, channels-last as the trainer runs them: what
     share of the step the convolutions take, and how near the matmul peak each one runs."""
     precision = results["trained"]
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    dtype = DTYPES[precision]
     batch, (warmup, windows, _) = sizes.layers_batch, sizes.layers_steps
     rows = []
     with _step(f"airbench {precision} convolutions alone (batch {batch})", results):
