@@ -28,8 +28,11 @@ rounding, not the algorithm.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -46,13 +49,19 @@ from trainer.checkpoint import Checkpoints
 from trainer.config import ConfigError, load_config
 from trainer.data import Cifar10Data
 from trainer.distributed import (
+    DECISION,
+    JOINED,
     DistributedError,
     DistributedRun,
     DistributedSession,
     FollowerStore,
+    JoinRefusedError,
+    JoinTimeoutError,
     World,
+    join,
     world_from_env,
 )
+from trainer.run import Interrupted
 from trainer.store import LocalStore
 from trainer.synth import write_folder
 from trainer.torchrun import BatchEnvironmentError, procs_per_node, torchrun_arguments
@@ -69,6 +78,7 @@ LOSS_TOLERANCE = 0.05  # after the plateau escape
 EPOCH_IMAGES_TOLERANCE = 10  # test images, any epoch
 FINAL_IMAGES_TOLERANCE = 4  # test images, the published version
 LEARNED_IMAGES = N_TEST // 2  # the single process must reach at least this many (chance: 1 in 10)
+STOP_GUARD_S = 120  # a hang guard for processes already running that are told to stop
 TIMEOUT_S = 900  # a hang guard, not a timing: two processes importing torch and training on a loaded 2-core machine
 
 
@@ -81,6 +91,10 @@ def test_torchrun_variables_become_the_world() -> None:
     world = world_from_env(TORCHRUN_ENV)
     assert (world.rank, world.world_size, world.local_rank, world.leader) == (1, 2, 0, False)
     assert (world.master_addr, world.master_port) == ("10.0.0.5", 29500)
+    # only torchrun's agent serving the store at MASTER_ADDR:MASTER_PORT makes rank 0 a client of it
+    assert not world.agent_store
+    assert world_from_env(TORCHRUN_ENV | {"TORCHELASTIC_USE_AGENT_STORE": "True"}).agent_store
+    assert not world_from_env(TORCHRUN_ENV | {"TORCHELASTIC_USE_AGENT_STORE": "False"}).agent_store
 
 
 @pytest.mark.parametrize(
@@ -261,13 +275,21 @@ def base_env() -> dict[str, str]:
 
 
 def start_ranks(
-    ws: Workspace, run_id: str, logs: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+    ws: Workspace,
+    run_id: str,
+    logs: Path,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    only: int | None = None,
 ) -> list[subprocess.Popen[str]]:
-    """Two ranks, started as torchrun starts them (its variables, one process each)."""
+    """Two ranks, started as torchrun starts them (its variables, one process each); `env` for rank `only`
+    alone when one is given."""
     port = str(free_port())
     processes = []
     for rank in (0, 1):
-        rank_env = base_env() | (env or {}) | {
+        own = env if only in (None, rank) else None
+        rank_env = base_env() | (own or {}) | {
             "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
         }  # fmt: skip
@@ -277,9 +299,9 @@ def start_ranks(
     return processes
 
 
-def wait_all(processes: list[subprocess.Popen[str]], logs: Path) -> list[int]:
+def wait_all(processes: list[subprocess.Popen[str]], logs: Path, timeout_s: float = TIMEOUT_S) -> list[int]:
     try:
-        return [p.wait(timeout=TIMEOUT_S) for p in processes]
+        return [p.wait(timeout=timeout_s) for p in processes]
     except subprocess.TimeoutExpired:
         for p in processes:
             p.kill()
@@ -426,6 +448,21 @@ def test_a_gpu_container_without_a_usable_gpu_exits_2_naming_the_device(
 
 
 @pytest.mark.slow
+def test_a_rank_whose_node_has_no_usable_gpu_makes_the_waiting_rank_exit_2_too(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Only rank 1's node lacks the GPU (a node that differs): rank 0 used to wait for it in
+    init_process_group for 15 min (or until torchrun killed it: exit 1, no code of its own)."""
+    run_id = "no-gpu-one-rank"
+    codes = wait_all(start_ranks(workspace, run_id, tmp_path, env=NO_USABLE_GPU, only=1), tmp_path, STOP_GUARD_S)
+    outputs = [(tmp_path / f"rank{rank}.log").read_text() for rank in (0, 1)]
+    assert codes == [2, 2], outputs
+    assert "invalid setting 'device': 'cuda' requested, but torch sees no CUDA device here" in outputs[1]
+    assert "rank 1 exited 2 before the ranks joined; exiting with its code" in outputs[0]
+    assert not (workspace.store / "runs" / run_id).exists()
+
+
+@pytest.mark.slow
 def test_a_checkpoint_of_two_ranks_resumes_on_one_process_to_the_same_result(
     workspace: Workspace, single_process: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -567,3 +604,258 @@ def test_a_batch_job_whose_host_was_lost_resumes_on_its_retry_and_exits_with_ran
     assert record["state"] == "succeeded"
     assert [h["state"] for h in record["history"]] == ["running", "running", "interrupted", "running", "succeeded"]
     assert len(list((workspace.store / "models" / "cifar10").glob(f"*-{run_id}"))) == 1
+
+
+# --- joining: the ranks gather interruptibly ---------------------------------------------------------
+
+
+def agent_world(rank: int, world_size: int, port: int) -> World:
+    return World(rank, world_size, rank, "127.0.0.1", port, agent_store=True)
+
+
+def join_in_threads(
+    worlds: list[World], stops: list[threading.Event], timeout: datetime.timedelta = datetime.timedelta(seconds=60)
+) -> tuple[list[threading.Thread], list[object]]:
+    """Each world joins on a thread of its own; `outcomes[i]` becomes its store or the exception it raised."""
+    outcomes: list[object] = [None] * len(worlds)
+
+    def one(i: int) -> None:
+        try:
+            outcomes[i] = join(worlds[i], stops[i], timeout)
+        except Exception as exc:  # noqa: BLE001 -- the outcome under test
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(worlds))]
+    for thread in threads:
+        thread.start()
+    return threads, outcomes
+
+
+def finish(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a rank is still joining"
+
+
+def counted_in(port: int) -> int:
+    probe = torch.distributed.TCPStore("127.0.0.1", port, None, False, timeout=datetime.timedelta(seconds=30))
+    return int(probe.add(JOINED, 0))
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("agent", [False, True], ids=["rank-0-serves", "torchrun-agent-serves"])
+def test_every_rank_joined_goes_on_the_same_store(agent: bool) -> None:
+    agent_server = None
+    if agent:  # torchrun's agent serves the store; every rank is a client
+        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+        worlds = [agent_world(r, 3, agent_server.port) for r in range(3)]
+    else:
+        worlds = [World(r, 3, r, "127.0.0.1", free_port()) for r in range(3)]
+        worlds[1:] = [World(r, 3, r, "127.0.0.1", worlds[0].master_port) for r in (1, 2)]
+    # GIVEN rank 2 starting last, after the others have been waiting
+    threads, outcomes = join_in_threads(worlds[:2], [threading.Event(), threading.Event()])
+    wait_until(lambda: counted_in(worlds[0].master_port) == 2, "two ranks counted in")
+    assert all(o is None for o in outcomes)  # still waiting for the third
+    late, late_outcome = join_in_threads(worlds[2:], [threading.Event()])
+    finish(threads + late)
+    # THEN every rank got a store, and they share it
+    stores = [*outcomes, *late_outcome]
+    assert all(isinstance(o, torch.distributed.Store) for o in stores), stores
+    stores[2].set("probe", "from rank 2")  # type: ignore[attr-defined]
+    assert stores[0].get("probe") == b"from rank 2"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("agent", [False, True], ids=["rank-0-serves", "torchrun-agent-serves"])
+@pytest.mark.parametrize("stopped", [0, 1], ids=["leader-stopped", "follower-stopped"])
+def test_a_rank_stopped_while_the_ranks_gather_stops_every_rank_that_joined(agent: bool, stopped: int) -> None:
+    """The third rank of three never comes (a node lost, or not yet started); one of the two is signalled."""
+    if agent:
+        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+        worlds = [agent_world(r, 3, agent_server.port) for r in range(2)]
+    else:
+        port = free_port()
+        worlds = [World(r, 3, r, "127.0.0.1", port) for r in range(2)]
+    stops = [threading.Event(), threading.Event()]
+    threads, outcomes = join_in_threads(worlds, stops)
+    wait_until(lambda: counted_in(worlds[0].master_port) == 2, "two ranks counted in")
+    stops[stopped].set()
+    finish(threads)
+    assert all(isinstance(o, Interrupted) for o in outcomes), outcomes
+    assert str(outcomes[stopped]) == "stopped by a signal"
+    assert str(outcomes[1 - stopped]) == f"rank {stopped} was stopped"
+
+
+@pytest.mark.parametrize(
+    ("agent", "refuser"),
+    [(False, 0), (False, 1), (True, 0), (True, 1)],
+    ids=["rank-0-serves-and-refuses", "rank-0-serves", "agent-serves-rank-0-refuses", "agent-serves"],
+)
+def test_a_rank_that_refuses_before_the_ranks_gather_makes_every_waiting_rank_exit_with_its_code(
+    agent: bool, refuser: int
+) -> None:
+    """Three ranks; two wait, the third refuses (exit 2: its node has no usable GPU) instead of joining."""
+    if agent:
+        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+        worlds = [agent_world(r, 3, agent_server.port) for r in range(3)]
+    else:
+        port = free_port()
+        worlds = [World(r, 3, r, "127.0.0.1", port) for r in range(3)]
+    waiting = [w for w in worlds if w.rank != refuser]
+    refused: list[object] = [None]
+
+    def refuse() -> None:
+        refused[0] = join(worlds[refuser], threading.Event(), datetime.timedelta(seconds=60), refusal=2)
+
+    refuser_thread = threading.Thread(target=refuse, daemon=True)
+    if worlds[refuser].leader and not agent:  # it serves the store, so it is there first; the others come
+        refuser_thread.start()
+        waiters, outcomes = join_in_threads(waiting, [threading.Event() for _ in waiting])
+    else:  # the others are waiting for it
+        waiters, outcomes = join_in_threads(waiting, [threading.Event() for _ in waiting])
+        wait_until(lambda: counted_in(worlds[0].master_port) == 2, "two ranks counted in")
+        refuser_thread.start()
+    finish([*waiters, refuser_thread])
+    assert isinstance(refused[0], torch.distributed.Store)  # it returns, and exits with its own code
+    assert all(isinstance(o, JoinRefusedError) and o.code == 2 for o in outcomes), outcomes
+    assert {str(o) for o in outcomes} == {f"rank {refuser} exited 2 before the ranks joined"}
+
+
+def test_the_ranks_decide_once_whatever_the_moment_a_stop_comes() -> None:
+    """Four ranks; one is stopped at a random moment around the last arrival: every rank goes, or every rank
+    stops (a rank that went on alone would wait in init_process_group for one that left)."""
+    rng = random.Random(29)  # noqa: S311 -- when to stop a rank, not a secret
+    for _trial in range(12):
+        server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+        worlds = [agent_world(r, 4, server.port) for r in range(4)]
+        stops = [threading.Event() for _ in worlds]
+        threads, outcomes = join_in_threads(worlds[:3], stops[:3])
+        wait_until(lambda server=server: int(server.add(JOINED, 0)) == 3, "three ranks counted in")
+        last, last_outcome = join_in_threads(worlds[3:], stops[3:])
+        time.sleep(rng.uniform(0, 0.05))
+        stops[rng.randrange(4)].set()
+        finish(threads + last)
+        everyone = [*outcomes, *last_outcome]
+        kinds = {type(o) for o in everyone}
+        assert kinds in ({Interrupted}, {torch.distributed.TCPStore}), everyone
+        decision = server.get(DECISION).decode()
+        assert decision == "go" if kinds == {torch.distributed.TCPStore} else decision.startswith("stop:")
+
+
+def test_a_rank_that_waits_past_the_timeout_fails_naming_how_many_joined() -> None:
+    port = free_port()
+    threads, outcomes = join_in_threads(
+        [World(0, 2, 0, "127.0.0.1", port)], [threading.Event()], timeout=datetime.timedelta(seconds=0.5)
+    )
+    finish(threads)
+    assert isinstance(outcomes[0], JoinTimeoutError)
+    assert str(outcomes[0]) == "1 of 2 ranks joined within 0:00:00.500000"
+
+
+def test_a_rank_whose_store_is_not_up_yet_waits_for_it_and_still_hears_its_signal() -> None:
+    port = free_port()  # nobody serves it: rank 0 has not started
+    stop = threading.Event()
+    threads, outcomes = join_in_threads([World(1, 2, 1, "127.0.0.1", port)], [stop])
+    time.sleep(0.5)
+    assert outcomes == [None]  # still waiting for the store
+    stop.set()
+    finish(threads)
+    assert isinstance(outcomes[0], Interrupted) and str(outcomes[0]) == "stopped by a signal"
+
+
+@pytest.mark.slow
+def test_two_real_ranks_of_three_stopped_while_they_gather_exit_75_and_write_nothing(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Real processes: rank 2 never starts; SIGTERM reaches rank 1 only (its node is being reclaimed)."""
+    run_id = "ddp-join-stopped"
+    port = free_port()
+    processes = []
+    for rank in (0, 1):
+        env = base_env() | {
+            "RANK": str(rank), "WORLD_SIZE": "3", "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        }  # fmt: skip
+        with (tmp_path / f"rank{rank}.log").open("w") as out:
+            cmd = command(workspace, run_id, f"work-join{rank}", ["--batch-size", "48"])
+            processes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # until both are counted in (rank 0 serves the store)
+        assert all(p.poll() is None for p in processes), (tmp_path / "rank0.log").read_text()
+        assert time.monotonic() < deadline, "the ranks did not gather"
+        with contextlib.suppress(OSError, RuntimeError):
+            if counted_in(port) == 2:
+                break
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    # a hang guard, not a timing: before the join polled, both waited out COLLECTIVE_TIMEOUT (15 min)
+    assert wait_all(processes, tmp_path, timeout_s=STOP_GUARD_S) == [75, 75]
+    assert "rank 1 was stopped while the ranks joined" in (tmp_path / "rank0.log").read_text()
+    assert "stopped by a signal while the ranks joined" in (tmp_path / "rank1.log").read_text()
+    assert not (workspace.store / "runs" / run_id).exists()  # nothing recorded, nothing leased
+
+
+@pytest.mark.slow
+def test_a_batch_node_stopped_while_torchrun_gathers_the_nodes_exits_75_for_a_retry(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """The main node of two waits for a child node that never comes; its container is stopped (SIGTERM).
+    torchrun dies of the signal before any rank started: without the launcher's rule the node exited 143,
+    which Batch's retry strategy does not retry."""
+    port = free_port()
+    env = batch_node_env(1, port) | {"AWS_BATCH_JOB_NUM_NODES": "2", "PUSHTRAIN_PROCS_PER_NODE": "1"}
+    cmd = command(workspace, "batch-join-stopped", "work-batch-join")
+    cmd[cmd.index("train")] = "torchrun"
+    log = tmp_path / "node.log"
+    with log.open("w") as out:
+        node = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def agent_listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(agent_listening, node, log, "rendezvous store")
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(timeout=STOP_GUARD_S) == 75, log.read_text()
+    assert "stopped by a signal before rank 0 reported" in log.read_text()
+
+
+CRASH_AFTER_RANK_0_JOINS = f"""
+import os
+if os.environ.get("LOCAL_RANK") == "1":  # torchrun's worker 1 only: die once rank 0 waits for it
+    import datetime, time
+    import torch.distributed as dist
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), None, False,
+                          timeout=datetime.timedelta(seconds=600))
+    while int(store.add("{JOINED}", 0)) < 1:
+        time.sleep(0.05)
+    os._exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_rank_0_waits_fails_the_node_it_is_no_stop_to_retry(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """torchrun ends the group with SIGTERM when a worker fails; rank 0, gathering, stops on it (exit 75),
+    but nobody stopped the node: the launcher reports torchrun's failure (1), which Batch does not retry."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(CRASH_AFTER_RANK_0_JOINS)
+    port = free_port()
+    env = batch_node_env(1, port) | {"PYTHONPATH": str(tmp_path / "site")}
+    cmd = command(workspace, "batch-worker-died", "work-batch-died")
+    cmd[cmd.index("train")] = "torchrun"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "stopped by a signal while the ranks joined" in output  # rank 0 was in the join, and stopped
+    assert "rank 0 was stopped by torchrun after another worker failed: exit 1" in output
+    assert not (workspace.store / "runs" / "batch-worker-died").exists()

@@ -29,7 +29,9 @@ Why the result is the single-process result with the same `batch_size` (the glob
    process to floating-point order; airbench matches it statistically, not bit for bit.
 4. Stopping: SIGTERM or SIGINT on any rank sets that rank's flag; before every batch (and after every
    epoch) the ranks agree with one all-reduce (MAX), so every rank stops at the same step, rank 0 stores
-   one checkpoint of that position and records `interrupted`, and every rank exits 75.
+   one checkpoint of that position and records `interrupted`, and every rank exits 75. Before the process
+   group exists the same holds (`join`): a rank stopped while the ranks gather tells the others through
+   torch's TCPStore, and every rank exits 75 within a second, with nothing trained and nothing written.
 5. Writes: rank 0 (the leader) alone reads and writes the run record, writes checkpoints, publishes and
    runs the gate; it tells the other ranks (followers) whether to train, and they exit with its exit code.
    A follower's store view refuses nothing but writes nothing (`FollowerStore`).
@@ -43,7 +45,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +63,15 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.data import Cifar10Data
 from trainer.metrics import EpochResult
 from trainer.resources import resolve_device
-from trainer.run import EXIT_DUPLICATE, EXIT_FAILED, Interrupted, Run, local_run_id, stop_on_signals
+from trainer.run import (
+    EXIT_DUPLICATE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    Interrupted,
+    Run,
+    local_run_id,
+    stop_on_signals,
+)
 from trainer.store import Store, StoreError, open_store
 from trainer.torchrun import BatchEnvironmentError, int_variable
 from trainer.train import TrainingSession
@@ -71,6 +83,13 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 # when any process dies); one epoch of airbench on a CPU takes ~80 s, evaluation included.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
 EXIT_INVALID_CONFIG = 2  # as the CLI's (trainer.__main__)
+JOIN_POLL_S = 0.2  # how often a gathering rank looks at the store and at its own stop flag
+JOIN_LOG_S = 30.0  # how often it says whom it is still waiting for
+REFUSAL_TIMEOUT = datetime.timedelta(seconds=60)  # how long a rank that refuses tries to reach the store
+JOIN_GRACE_S = 5.0  # how long a rank that hosts the store keeps it up for the others to read a stop
+# Our keys in torch's store (torch's own live under "default_pg"): ranks counted in, the decision, and how
+# many ranks have read a stop.
+JOINED, DECISION, SEEN = (f"pushtrain/join/{name}" for name in ("joined", "decision", "seen"))
 TRAIN = "train"  # the leader's message: training starts (otherwise it sends its exit code)
 
 
@@ -90,6 +109,7 @@ class World:
     local_rank: int
     master_addr: str
     master_port: int
+    agent_store: bool = False  # torchrun's agent serves the store at MASTER_ADDR:MASTER_PORT (every rank a client)
 
     @property
     def leader(self) -> bool:
@@ -117,7 +137,115 @@ def world_from_env(environ: Mapping[str, str]) -> World:
         raise DistributedError("MASTER_PORT", f"{port} is not a TCP port")
     if not environ["MASTER_ADDR"].strip():
         raise DistributedError("MASTER_ADDR", "must not be empty")
-    return World(rank, world_size, _int_variable(environ, "LOCAL_RANK", 0), environ["MASTER_ADDR"], port)
+    # torchrun's agent says so (torch.distributed.rendezvous._create_c10d_store reads the same variable)
+    agent_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return World(rank, world_size, _int_variable(environ, "LOCAL_RANK", 0), environ["MASTER_ADDR"], port, agent_store)
+
+
+# --- joining ---------------------------------------------------------------------------------------
+
+
+class JoinTimeoutError(TimeoutError):
+    """Not every rank joined within COLLECTIVE_TIMEOUT (a peer never started, or died before joining)."""
+
+
+class JoinRefusedError(Exception):
+    """Another rank refused to train before the ranks joined (`join(..., refusal=code)`); exit with its code."""
+
+    def __init__(self, rank: int, code: int) -> None:
+        super().__init__(f"rank {rank} exited {code} before the ranks joined")
+        self.code = code
+
+
+def join(
+    world: World, stop: threading.Event, timeout: datetime.timedelta = COLLECTIVE_TIMEOUT, refusal: int = 0
+) -> dist.Store:
+    """Gather the ranks on torch's TCPStore, interruptibly; the store once every rank is there.
+
+    `dist.init_process_group` waits in C++ until every rank has joined (up to its timeout, 15 min), and
+    CPython runs signal handlers only between bytecodes, so a SIGTERM there (Spot, a stop) went unanswered:
+    torchrun killed the rank 30 s later and the node exited 143 or 1, a failed Batch job where exit 75 is
+    retried; and a rank that refused to train (exit 2: no usable GPU on its node) left the others waiting
+    for it for 15 min. So each rank first counts itself in and polls every JOIN_POLL_S, and one decision is
+    made for every rank with `compare_set` (whichever rank comes first wins; every rank reads the same one):
+    - "go": a rank saw every rank counted in; init_process_group then finds them all there (a stop that
+      comes after it is honoured at the first batch, as during training);
+    - "stop:<rank>": that rank was stopped; every rank raises Interrupted (exit 75), nothing trained;
+    - "exit:<rank>:<code>": that rank refused to train (it called this with `refusal`, the code it exits
+      with, and returns at once); every other rank raises JoinRefusedError, and exits with that code.
+
+    Raises JoinTimeoutError when the ranks have not all joined within `timeout`, and torch's DistError when
+    the store cannot be served or reached.
+    """
+    deadline = time.monotonic() + timeout.total_seconds()
+    hosting = world.leader and not world.agent_store  # without torchrun's agent, rank 0 serves the store
+    if hosting:  # at once, without waiting for the others to connect (wait_for_workers blocks in C++)
+        store = dist.TCPStore(
+            world.master_addr, world.master_port, world.world_size, is_master=True, timeout=timeout,
+            wait_for_workers=False,
+        )  # fmt: skip
+    else:
+        _wait_for_server(world, stop, deadline)
+        store = dist.TCPStore(world.master_addr, world.master_port, world.world_size, is_master=False, timeout=timeout)
+    if refusal:
+        store.compare_set(DECISION, "", f"exit:{world.rank}:{refusal}")
+        _leave(store, world, hosting, counted=False)
+        return store
+    store.add(JOINED, 1)
+    next_log = time.monotonic() + JOIN_LOG_S
+    while True:
+        joined = int(store.add(JOINED, 0))
+        decision = _decision(store, joined >= world.world_size, stop.is_set(), world.rank)
+        if decision == "go":
+            return store
+        if decision:
+            _leave(store, world, hosting)
+            kind, by, *code = decision.split(":")
+            if kind == "exit":
+                raise JoinRefusedError(int(by), int(code[0]))
+            raise Interrupted("stopped by a signal" if by == str(world.rank) else f"rank {by} was stopped")
+        if time.monotonic() > deadline:
+            raise JoinTimeoutError(f"{joined} of {world.world_size} ranks joined within {timeout}")
+        if time.monotonic() > next_log:
+            log.info("rank %d: waiting for the other ranks (%d of %d joined)", world.rank, joined, world.world_size)
+            next_log = time.monotonic() + JOIN_LOG_S
+        stop.wait(JOIN_POLL_S)  # a signal handler runs during the wait and sets `stop`
+
+
+def _decision(store: dist.Store, everyone: bool, stopped: bool, rank: int) -> str:
+    """The join's one decision, made here if this rank can make it; "" while undecided."""
+    if stopped:
+        return str(store.compare_set(DECISION, "", f"stop:{rank}").decode())
+    if everyone:
+        return str(store.compare_set(DECISION, "", "go").decode())
+    return store.get(DECISION).decode() if store.check([DECISION]) else ""
+
+
+def _leave(store: dist.Store, world: World, hosting: bool, *, counted: bool = True) -> None:
+    """Count this rank (if `counted` in) as having read a decision not to train. A rank that serves the
+    store keeps it up until every other rank has read the decision too (at most JOIN_GRACE_S: a rank that
+    comes later finds no store and gives up at its timeout)."""
+    if counted:
+        store.add(SEEN, 1)
+    readers = world.world_size if counted else world.world_size - 1
+    grace = time.monotonic() + JOIN_GRACE_S
+    while hosting and int(store.add(SEEN, 0)) < readers and time.monotonic() < grace:
+        time.sleep(JOIN_POLL_S / 4)
+
+
+def _wait_for_server(world: World, stop: threading.Event, deadline: float) -> None:
+    """Until the store's port accepts connections (a TCPStore client would retry in C++, deaf to signals)."""
+    while True:
+        try:
+            with socket.create_connection((world.master_addr, world.master_port), timeout=JOIN_POLL_S):
+                return
+        except OSError:
+            pass
+        if stop.is_set():
+            raise Interrupted("stopped by a signal")
+        if time.monotonic() > deadline:
+            raise JoinTimeoutError(f"no store at {world.master_addr}:{world.master_port}")
+        stop.wait(JOIN_POLL_S)
 
 
 # --- the process group -----------------------------------------------------------------------------
@@ -126,16 +254,14 @@ def world_from_env(environ: Mapping[str, str]) -> World:
 class Group:
     """The initialized process group and the few collectives the trainer needs."""
 
-    def __init__(self, world: World, device: torch.device) -> None:
+    def __init__(self, world: World, device: torch.device, stop: threading.Event) -> None:
+        """Join the other ranks (`join`: Interrupted when stopped first) and initialize the process group."""
         self.world = world
         self.device = device
+        store = join(world, stop)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
-            backend,
-            init_method=f"tcp://{world.master_addr}:{world.master_port}",
-            rank=world.rank,
-            world_size=world.world_size,
-            timeout=COLLECTIVE_TIMEOUT,
+            backend, store=store, rank=world.rank, world_size=world.world_size, timeout=COLLECTIVE_TIMEOUT
         )
 
     def any(self, flag: bool) -> bool:
@@ -373,30 +499,51 @@ def main(config: TrainConfig, environ: Mapping[str, str], stop: threading.Event 
     world = world_from_env(environ)
     if (config.batch_size or 0) % world.world_size:  # refused by every rank before any of them waits for another
         raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of WORLD_SIZE {world.world_size}")
-    device = _device_for(config, world)
-    if not world.leader:
-        config = config.replace(progress="none")  # one progress report per run: the leader's
-    # The processes of one node share its work dir (a Batch node's /scratch): each gets its own folder, so
-    # two ranks never download a dataset or a checkpoint into the same file at once.
-    config = config.replace(work_dir=str(Path(config.work_dir) / f"rank{world.local_rank}"))
-    group = Group(world, device)
-    log.info("rank %d of %d joined (%s, %s)", world.rank, world.world_size, dist.get_backend(), device)
-    try:
-        with contextlib.ExitStack() as stack:
-            raw_stop = stop if stop is not None else stack.enter_context(stop_on_signals())
+    with contextlib.ExitStack() as stack:
+        raw_stop = stop if stop is not None else stack.enter_context(stop_on_signals())
+        try:
+            device = _device_for(config, world)
+        except ConfigError:  # this node's own (no usable GPU): tell the others, then exit 2 naming it
+            _refuse(world, raw_stop, EXIT_INVALID_CONFIG)
+            raise
+        if not world.leader:
+            config = config.replace(progress="none")  # one progress report per run: the leader's
+        # The processes of one node share its work dir (a Batch node's /scratch): each gets its own folder, so
+        # two ranks never download a dataset or a checkpoint into the same file at once.
+        config = config.replace(work_dir=str(Path(config.work_dir) / f"rank{world.local_rank}"))
+        try:
+            group = Group(world, device, raw_stop)
+        except Interrupted as why:
+            log.info("run %s rank %d: %s while the ranks joined; nothing trained", config.run_id, world.rank, why)
+            return EXIT_INTERRUPTED  # EX_TEMPFAIL: Batch retries the attempt (terraform/batch.tf)
+        except JoinRefusedError as exc:
+            log.info("run %s rank %d: %s; exiting with its code", config.run_id, world.rank, exc)
+            return exc.code
+        except JoinTimeoutError as exc:
+            log.error("run %s rank %d: %s", config.run_id, world.rank, exc)  # noqa: TRY400 -- the cause is the message
+            return EXIT_FAILED
+        log.info("rank %d of %d joined (%s, %s)", world.rank, world.world_size, dist.get_backend(), device)
+        try:
             run = DistributedRun(config, open_store(config.store_uri), group, raw_stop)
-            try:
-                return run.lead() if world.leader else run.follow()
-            except (StoreError, OSError) as exc:
-                log.error("run %s rank %d: %s", config.run_id, world.rank, exc)  # noqa: TRY400 -- the cause is the message
-                return EXIT_FAILED
-    finally:
-        group.close()
+            return run.lead() if world.leader else run.follow()
+        except (StoreError, OSError) as exc:
+            log.error("run %s rank %d: %s", config.run_id, world.rank, exc)  # noqa: TRY400 -- the cause is the message
+            return EXIT_FAILED
+        finally:
+            group.close()
+
+
+def _refuse(world: World, stop: threading.Event, code: int) -> None:
+    """Tell the ranks gathering that this one exits `code` (best effort: within REFUSAL_TIMEOUT)."""
+    try:
+        join(world, stop, REFUSAL_TIMEOUT, refusal=code)
+    except (Interrupted, JoinTimeoutError, dist.DistError) as exc:
+        log.warning("rank %d: could not tell the other ranks it exits %d: %s", world.rank, code, exc)
 
 
 def _device_for(config: TrainConfig, world: World) -> torch.device:
     """This process's device: cuda:LOCAL_RANK, or the CPU; `device` cuda without a usable GPU raises
-    ConfigError naming it (exit 2 on every rank, before any of them waits for another)."""
+    ConfigError naming it (exit 2 on this rank; `_refuse` makes every other rank exit 2 too)."""
     device = resolve_device(config.device)
     if device.type != "cuda":
         return device
@@ -410,7 +557,10 @@ __all__ = [
     "DistributedSession",
     "FollowerStore",
     "Group",
+    "JoinRefusedError",
+    "JoinTimeoutError",
     "World",
+    "join",
     "main",
     "world_from_env",
 ]

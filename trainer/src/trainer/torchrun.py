@@ -12,7 +12,12 @@ failures reach it as ChildFailedError, pytorch.org/docs/stable/elastic/errors.ht
 stops its workers and dies of the signal itself: a 75 or a 73 is lost either way. So this process starts
 torchrun as its child, passes SIGTERM/SIGINT on to it (torchrun passes them to every worker and waits
 30 s, its shutdown timeout, for them to checkpoint and exit 75), and reads the code rank 0 left in the
-file named by PUSHTRAIN_RANK0_EXIT_CODE_FILE (trainer.cli_common.report_rank0_exit_code).
+file named by PUSHTRAIN_RANK0_EXIT_CODE_FILE (trainer.cli_common.report_rank0_exit_code). When it passed a
+stop on and rank 0 left no code (torchrun was still gathering the nodes, or killed rank 0 after its 30 s),
+it exits 75 too: stopped before the end, so Batch retries the attempt, which resumes from the last
+checkpoint (a job the trigger terminated is not retried whatever its code). The converse: when rank 0
+exits 75 although no stop reached this node, the SIGTERM was torchrun's, ending the group because another
+worker failed, and the node exits with torchrun's code (1), a failure Batch does not retry.
 
 No torch here: the launcher is the container's first process and must not spend seconds importing what
 only the workers use.
@@ -35,6 +40,7 @@ from trainer.cli_common import RANK0_EXIT_CODE_FILE
 log = logging.getLogger(__name__)
 
 EXIT_INVALID_CONFIG = 2  # as the CLI's (trainer.__main__)
+EXIT_INTERRUPTED = 75  # as trainer.run's (not imported: that would import torch)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # AWS Batch multi-node parallel jobs (docs.aws.amazon.com/batch/latest/userguide/mnp-env-vars.html);
 # the main node's address is set on child nodes only.
@@ -119,22 +125,33 @@ def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         code_file = Path(scratch) / "rank0-exit-code"
         command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
         log.info("starting %s", " ".join(command))
-        agent_code = _run_forwarding_signals(command, dict(environ) | {RANK0_EXIT_CODE_FILE: str(code_file)})
+        agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {RANK0_EXIT_CODE_FILE: str(code_file)})
         try:
             rank0_code = int(code_file.read_text(encoding="ascii"))
         except (OSError, ValueError):  # no rank 0 on this node, or it died before it could say (killed)
+            if stopped:
+                log.info("stopped by a signal before rank 0 reported (torchrun exited %d): exit 75", agent_code)
+                return EXIT_INTERRUPTED
             return agent_code if agent_code >= 0 else 128 - agent_code
+    if rank0_code == EXIT_INTERRUPTED and not stopped and agent_code != 0:
+        # Rank 0 stopped on a SIGTERM nobody sent this node: torchrun's own, ending the group because another
+        # worker failed. That is the failure, not a stop to retry from (torchrun's code, a ChildFailedError's 1).
+        log.info("rank 0 was stopped by torchrun after another worker failed: exit %d", agent_code)
+        return agent_code if agent_code > 0 else 128 - agent_code
     if rank0_code != agent_code:
         log.info("torchrun exited %d; rank 0 exited %d, the job's exit code", agent_code, rank0_code)
     return rank0_code
 
 
-def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> int:
-    """Run `command`, passing SIGTERM and SIGINT on to it (one that came before it started, at its start)."""
+def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> tuple[int, bool]:
+    """Run `command`, passing SIGTERM and SIGINT on to it (one that came before it started, at its start);
+    its exit code, and whether a signal was passed on."""
     child: subprocess.Popen[bytes] | None = None
     pending: list[int] = []
+    forwarded: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        forwarded.append(signum)
         if child is None:
             pending.append(signum)
         else:
@@ -145,7 +162,7 @@ def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> int:
         child = subprocess.Popen(command, env=environ)  # noqa: S603 -- our own interpreter running torchrun
         for signum in pending:
             child.send_signal(signum)
-        return child.wait()
+        return child.wait(), bool(forwarded)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
