@@ -59,6 +59,7 @@ from trainer.distributed import (
     JoinTimeoutError,
     World,
     join,
+    join_keys,
     world_from_env,
 )
 from trainer.run import Interrupted
@@ -95,6 +96,25 @@ def test_torchrun_variables_become_the_world() -> None:
     assert not world.agent_store
     assert world_from_env(TORCHRUN_ENV | {"TORCHELASTIC_USE_AGENT_STORE": "True"}).agent_store
     assert not world_from_env(TORCHRUN_ENV | {"TORCHELASTIC_USE_AGENT_STORE": "False"}).agent_store
+    # a torchrun restart gathers under keys of its own (the agent's store keeps the last gathering's)
+    assert (world.restart, world_from_env(TORCHRUN_ENV | {"TORCHELASTIC_RESTART_COUNT": "2"}).restart) == (0, 2)
+
+
+def test_a_restarted_gathering_does_not_read_the_decision_of_the_last_one() -> None:
+    # GIVEN a gathering under torchrun that ended in a stop (rank 0 signalled while waiting for rank 1)
+    server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+    stops = [threading.Event()]
+    threads, outcomes = join_in_threads([agent_world(0, 2, server.port)], stops)
+    wait_until(lambda: counted_in(server.port) == 1, "rank 0 counted in")
+    stops[0].set()
+    finish(threads)
+    assert isinstance(outcomes[0], Interrupted)
+    # WHEN torchrun restarts the workers (TORCHELASTIC_RESTART_COUNT 1) on the same agent store
+    again = [World(r, 2, r, "127.0.0.1", server.port, agent_store=True, restart=1) for r in range(2)]
+    threads, outcomes = join_in_threads(again, [threading.Event(), threading.Event()])
+    finish(threads)
+    # THEN they gather afresh and go
+    assert all(isinstance(o, torch.distributed.Store) for o in outcomes), outcomes
 
 
 @pytest.mark.parametrize(
@@ -639,7 +659,7 @@ def finish(threads: list[threading.Thread]) -> None:
 
 def counted_in(port: int) -> int:
     probe = torch.distributed.TCPStore("127.0.0.1", port, None, False, timeout=datetime.timedelta(seconds=30))
-    return int(probe.add(JOINED, 0))
+    return int(join_keys(probe, World(0, 1, 0, "127.0.0.1", port)).add(JOINED, 0))
 
 
 def wait_until(condition: Any, what: str) -> None:
@@ -735,7 +755,8 @@ def test_the_ranks_decide_once_whatever_the_moment_a_stop_comes() -> None:
         worlds = [agent_world(r, 4, server.port) for r in range(4)]
         stops = [threading.Event() for _ in worlds]
         threads, outcomes = join_in_threads(worlds[:3], stops[:3])
-        wait_until(lambda server=server: int(server.add(JOINED, 0)) == 3, "three ranks counted in")
+        keys = join_keys(server, worlds[0])
+        wait_until(lambda keys=keys: int(keys.add(JOINED, 0)) == 3, "three ranks counted in")
         last, last_outcome = join_in_threads(worlds[3:], stops[3:])
         time.sleep(rng.uniform(0, 0.05))
         stops[rng.randrange(4)].set()
@@ -743,7 +764,7 @@ def test_the_ranks_decide_once_whatever_the_moment_a_stop_comes() -> None:
         everyone = [*outcomes, *last_outcome]
         kinds = {type(o) for o in everyone}
         assert kinds in ({Interrupted}, {torch.distributed.TCPStore}), everyone
-        decision = server.get(DECISION).decode()
+        decision = keys.get(DECISION).decode()
         assert decision == "go" if kinds == {torch.distributed.TCPStore} else decision.startswith("stop:")
 
 
@@ -835,7 +856,7 @@ if os.environ.get("LOCAL_RANK") == "1":  # torchrun's worker 1 only: die once ra
     import torch.distributed as dist
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), None, False,
                           timeout=datetime.timedelta(seconds=600))
-    while int(store.add("{JOINED}", 0)) < 1:
+    while int(store.add("pushtrain/join/0/{JOINED}", 0)) < 1:
         time.sleep(0.05)
     os._exit(1)
 """

@@ -87,9 +87,9 @@ JOIN_POLL_S = 0.2  # how often a gathering rank looks at the store and at its ow
 JOIN_LOG_S = 30.0  # how often it says whom it is still waiting for
 REFUSAL_TIMEOUT = datetime.timedelta(seconds=60)  # how long a rank that refuses tries to reach the store
 JOIN_GRACE_S = 5.0  # how long a rank that hosts the store keeps it up for the others to read a stop
-# Our keys in torch's store (torch's own live under "default_pg"): ranks counted in, the decision, and how
-# many ranks have read a stop.
-JOINED, DECISION, SEEN = (f"pushtrain/join/{name}" for name in ("joined", "decision", "seen"))
+# Our keys in torch's store, under join_keys' prefix (torch's own live under "default_pg"): ranks counted in,
+# the decision, and how many ranks have read a decision not to train.
+JOINED, DECISION, SEEN = "joined", "decision", "seen"
 TRAIN = "train"  # the leader's message: training starts (otherwise it sends its exit code)
 
 
@@ -110,6 +110,7 @@ class World:
     master_addr: str
     master_port: int
     agent_store: bool = False  # torchrun's agent serves the store at MASTER_ADDR:MASTER_PORT (every rank a client)
+    restart: int = 0  # torchrun's TORCHELASTIC_RESTART_COUNT: its agent's store outlives a restart of the workers
 
     @property
     def leader(self) -> bool:
@@ -139,7 +140,14 @@ def world_from_env(environ: Mapping[str, str]) -> World:
         raise DistributedError("MASTER_ADDR", "must not be empty")
     # torchrun's agent says so (torch.distributed.rendezvous._create_c10d_store reads the same variable)
     agent_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    return World(rank, world_size, _int_variable(environ, "LOCAL_RANK", 0), environ["MASTER_ADDR"], port, agent_store)
+    restart = _int_variable(environ, "TORCHELASTIC_RESTART_COUNT", 0) if "TORCHELASTIC_RESTART_COUNT" in environ else 0
+    local_rank = _int_variable(environ, "LOCAL_RANK", 0)
+    return World(rank, world_size, local_rank, environ["MASTER_ADDR"], port, agent_store, restart)
+
+
+def join_keys(store: dist.Store, world: World) -> dist.Store:
+    """The view of `store` that holds one gathering's keys (a fresh one for each torchrun restart)."""
+    return dist.PrefixStore(f"pushtrain/join/{world.restart}", store)  # keys "pushtrain/join/0/joined", ...
 
 
 # --- joining ---------------------------------------------------------------------------------------
@@ -187,19 +195,20 @@ def join(
     else:
         _wait_for_server(world, stop, deadline)
         store = dist.TCPStore(world.master_addr, world.master_port, world.world_size, is_master=False, timeout=timeout)
+    keys = join_keys(store, world)
     if refusal:
-        store.compare_set(DECISION, "", f"exit:{world.rank}:{refusal}")
-        _leave(store, world, hosting, counted=False)
+        keys.compare_set(DECISION, "", f"exit:{world.rank}:{refusal}")
+        _leave(keys, world, hosting, counted=False)
         return store
-    store.add(JOINED, 1)
+    keys.add(JOINED, 1)
     next_log = time.monotonic() + JOIN_LOG_S
     while True:
-        joined = int(store.add(JOINED, 0))
-        decision = _decision(store, joined >= world.world_size, stop.is_set(), world.rank)
+        joined = int(keys.add(JOINED, 0))
+        decision = _decision(keys, joined >= world.world_size, stop.is_set(), world.rank)
         if decision == "go":
             return store
         if decision:
-            _leave(store, world, hosting)
+            _leave(keys, world, hosting)
             kind, by, *code = decision.split(":")
             if kind == "exit":
                 raise JoinRefusedError(int(by), int(code[0]))
@@ -561,6 +570,7 @@ __all__ = [
     "JoinTimeoutError",
     "World",
     "join",
+    "join_keys",
     "main",
     "world_from_env",
 ]
