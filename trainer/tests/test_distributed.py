@@ -669,15 +669,19 @@ def wait_until(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
+def worlds_of_three(agent: bool, ranks: int = 3) -> tuple[list[World], object]:
+    """The first `ranks` of three ranks on one store, served by rank 0 or by torchrun's agent (returned too:
+    the caller keeps it alive)."""
+    if agent:
+        server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+        return [agent_world(r, 3, server.port) for r in range(ranks)], server
+    port = free_port()
+    return [World(r, 3, r, "127.0.0.1", port) for r in range(ranks)], None
+
+
 @pytest.mark.parametrize("agent", [False, True], ids=["rank-0-serves", "torchrun-agent-serves"])
 def test_every_rank_joined_goes_on_the_same_store(agent: bool) -> None:
-    agent_server = None
-    if agent:  # torchrun's agent serves the store; every rank is a client
-        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
-        worlds = [agent_world(r, 3, agent_server.port) for r in range(3)]
-    else:
-        worlds = [World(r, 3, r, "127.0.0.1", free_port()) for r in range(3)]
-        worlds[1:] = [World(r, 3, r, "127.0.0.1", worlds[0].master_port) for r in (1, 2)]
+    worlds, _server = worlds_of_three(agent)
     # GIVEN rank 2 starting last, after the others have been waiting
     threads, outcomes = join_in_threads(worlds[:2], [threading.Event(), threading.Event()])
     wait_until(lambda: counted_in(worlds[0].master_port) == 2, "two ranks counted in")
@@ -695,12 +699,7 @@ def test_every_rank_joined_goes_on_the_same_store(agent: bool) -> None:
 @pytest.mark.parametrize("stopped", [0, 1], ids=["leader-stopped", "follower-stopped"])
 def test_a_rank_stopped_while_the_ranks_gather_stops_every_rank_that_joined(agent: bool, stopped: int) -> None:
     """The third rank of three never comes (a node lost, or not yet started); one of the two is signalled."""
-    if agent:
-        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
-        worlds = [agent_world(r, 3, agent_server.port) for r in range(2)]
-    else:
-        port = free_port()
-        worlds = [World(r, 3, r, "127.0.0.1", port) for r in range(2)]
+    worlds, _server = worlds_of_three(agent, ranks=2)
     stops = [threading.Event(), threading.Event()]
     threads, outcomes = join_in_threads(worlds, stops)
     wait_until(lambda: counted_in(worlds[0].master_port) == 2, "two ranks counted in")
@@ -720,12 +719,7 @@ def test_a_rank_that_refuses_before_the_ranks_gather_makes_every_waiting_rank_ex
     agent: bool, refuser: int
 ) -> None:
     """Three ranks; two wait, the third refuses (exit 2: its node has no usable GPU) instead of joining."""
-    if agent:
-        agent_server = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
-        worlds = [agent_world(r, 3, agent_server.port) for r in range(3)]
-    else:
-        port = free_port()
-        worlds = [World(r, 3, r, "127.0.0.1", port) for r in range(3)]
+    worlds, _server = worlds_of_three(agent)
     waiting = [w for w in worlds if w.rank != refuser]
     refused: list[object] = [None]
 
