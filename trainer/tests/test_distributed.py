@@ -874,3 +874,26 @@ def test_a_worker_that_dies_while_rank_0_waits_fails_the_node_it_is_no_stop_to_r
     assert "stopped by a signal while the ranks joined" in output  # rank 0 was in the join, and stopped
     assert "rank 0 was stopped by torchrun after another worker failed: exit 1" in output
     assert not (workspace.store / "runs" / "batch-worker-died").exists()
+
+
+def test_a_follower_signalled_before_it_joins_still_tells_the_others_and_writes_nothing(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's early path (a signal before training: record `interrupted`, exit 75) is the single
+    process's; a rank of several must go through the join, or rank 0 waits for it for 15 min, and a
+    follower must not write the run record."""
+    from trainer import __main__ as cli
+
+    port = free_port()
+    threads, outcomes = join_in_threads([World(0, 2, 0, "127.0.0.1", port)], [threading.Event()])
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setattr(cli, "STOP", threading.Event())
+    cli.STOP.set()  # SIGTERM came while the rank was still starting
+    run_id = "early-signal-rank1"
+    argv = command(workspace, run_id, str(tmp_path / "work"))[command(workspace, run_id, "w").index("train") + 1 :]
+    assert cli.train(argv) == 75
+    finish(threads)
+    assert isinstance(outcomes[0], Interrupted) and str(outcomes[0]) == "rank 1 was stopped"
+    assert not (workspace.store / "runs" / run_id).exists()

@@ -78,10 +78,15 @@ def train(argv: Sequence[str]) -> int:
         record_invalid_config(os.environ, err)
         return EXIT_INVALID_CONFIG
     log.info("configuration %s", json.dumps(config.to_dict(), sort_keys=True))
-    if STOP.is_set():
+    if STOP.is_set() and not _distributed():  # one of several ranks: its join tells the others (every rank 75)
         record_early_interrupt(config)
         return EXIT_INTERRUPTED
     return _run(config)
+
+
+def _distributed() -> bool:
+    """One of several processes under torchrun (validated in trainer.distributed)."""
+    return os.environ.get("WORLD_SIZE", "1") != "1"
 
 
 def record_early_interrupt(config: TrainConfig) -> None:
@@ -159,7 +164,7 @@ def _run(config: TrainConfig) -> int:
     from trainer.config import ConfigError
 
     try:
-        if os.environ.get("WORLD_SIZE", "1") != "1":  # one of several processes under torchrun: validated there
+        if _distributed():
             from trainer import distributed
 
             return distributed.main(config, os.environ, stop=STOP)

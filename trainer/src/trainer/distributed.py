@@ -243,18 +243,27 @@ def _leave(store: dist.Store, world: World, hosting: bool, *, counted: bool = Tr
 
 
 def _wait_for_server(world: World, stop: threading.Event, deadline: float) -> None:
-    """Until the store's port accepts connections (a TCPStore client would retry in C++, deaf to signals)."""
+    """Until the store's port accepts connections (a TCPStore client would retry in C++, deaf to signals).
+
+    A rank stopped meanwhile keeps trying for JOIN_GRACE_S more, to tell the others (Interrupted after it).
+    """
+    told_by: float | None = None
     while True:
         try:
             with socket.create_connection((world.master_addr, world.master_port), timeout=JOIN_POLL_S):
                 return
         except OSError:
             pass
+        now = time.monotonic()
         if stop.is_set():
-            raise Interrupted("stopped by a signal")
-        if time.monotonic() > deadline:
+            told_by = told_by or now + JOIN_GRACE_S
+            if now > told_by:
+                raise Interrupted("stopped by a signal")
+            time.sleep(JOIN_POLL_S)  # `stop` is set: its wait would return at once
+        elif now > deadline:
             raise JoinTimeoutError(f"no store at {world.master_addr}:{world.master_port}")
-        stop.wait(JOIN_POLL_S)
+        else:
+            stop.wait(JOIN_POLL_S)
 
 
 # --- the process group -----------------------------------------------------------------------------
