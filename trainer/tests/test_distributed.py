@@ -897,3 +897,30 @@ def test_a_follower_signalled_before_it_joins_still_tells_the_others_and_writes_
     finish(threads)
     assert isinstance(outcomes[0], Interrupted) and str(outcomes[0]) == "rank 1 was stopped"
     assert not (workspace.store / "runs" / run_id).exists()
+
+
+@pytest.mark.slow
+def test_a_child_node_stopped_while_training_makes_the_main_node_exit_75(workspace: Workspace, tmp_path: Path) -> None:
+    """Two Batch nodes (two launchers here, one process each); only the child's container is stopped. Every
+    rank stops at the same step and rank 0 exits 75; the main node, which no stop reached, must pass the 75
+    on (its torchrun exits 1 for a worker's 75: that alone is no failure beside rank 0)."""
+    run_id = "batch-child-stopped"
+    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
+    port = free_port()
+    nodes, logs = [], []
+    for index in (0, 1):
+        env = batch_node_env(1, port) | {
+            "AWS_BATCH_JOB_NUM_NODES": "2", "AWS_BATCH_JOB_NODE_INDEX": str(index), "PUSHTRAIN_PROCS_PER_NODE": "1",
+        }  # fmt: skip
+        if index:
+            env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = socket.gethostbyname(socket.gethostname())
+        cmd = command(workspace, run_id, f"work-child-stop{index}", ["--epochs", "3"])
+        cmd[cmd.index("train")] = "torchrun"
+        logs.append(tmp_path / f"node{index}.log")
+        with logs[-1].open("w") as out:
+            nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    wait_for(checkpoint.exists, nodes[0], logs[0], "checkpoint of epoch 1")
+    nodes[1].send_signal(signal.SIGTERM)
+    codes = [node.wait(timeout=STOP_GUARD_S) for node in nodes]
+    assert codes == [75, 75], logs[0].read_text()
+    assert status(workspace, run_id)["state"] == "interrupted"

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from trainer.cli_common import quiet_pipe, report_rank0_exit_code  # no torch: the signal handlers come first
+from trainer.cli_common import quiet_pipe, report_exit_code  # no torch: the signal handlers come first
 
 if TYPE_CHECKING:
     from trainer.config import ConfigError, TrainConfig
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "train":
         code = train(rest)
-        report_rank0_exit_code(code)  # under `python -m trainer torchrun`: the job's exit code
+        report_exit_code(code)  # under `python -m trainer torchrun`: rank 0's is the job's exit code
         return code
     if command == "torchrun":
         from trainer.torchrun import launch

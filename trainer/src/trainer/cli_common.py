@@ -141,20 +141,22 @@ def quiet_pipe(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# --- rank 0's exit code, through torchrun (trainer.distributed.launch) ------------------------------
+# --- the workers' exit codes, through torchrun (trainer.torchrun.launch) ---------------------------
 # torchrun's elastic agent exits 1 when any worker exits non-zero, and on SIGTERM it re-raises the signal
 # after stopping the workers: either way the worker's own code (75 interrupted, 73 duplicate) is lost
 # (pytorch.org/docs/stable/elastic/errors.html: worker failures reach the agent as ChildFailedError).
-# So the launcher names a file here and rank 0 writes its exit code into it; the launcher exits with it.
-RANK0_EXIT_CODE_FILE = "PUSHTRAIN_RANK0_EXIT_CODE_FILE"
+# So the launcher names a folder here and every worker leaves its exit code in it as `rank<RANK>`: the
+# launcher exits with rank 0's, and reads the others to tell torchrun's own teardown from a stop.
+EXIT_CODES_DIR = "PUSHTRAIN_EXIT_CODES_DIR"
 
 
-def report_rank0_exit_code(code: int, environ: Mapping[str, str] | None = None) -> None:
-    """Rank 0 under `python -m trainer torchrun`: leave `code` for the launcher (nothing otherwise)."""
+def report_exit_code(code: int, environ: Mapping[str, str] | None = None) -> None:
+    """A worker under `python -m trainer torchrun`: leave `code` for the launcher (nothing otherwise)."""
     environ = os.environ if environ is None else environ
-    path = environ.get(RANK0_EXIT_CODE_FILE)
-    if path and environ.get("RANK") == "0":
+    folder, rank = environ.get(EXIT_CODES_DIR), environ.get("RANK", "")
+    if folder and rank.isascii() and rank.isdecimal():
+        path = Path(folder) / f"rank{int(rank)}"
         try:
-            Path(path).write_text(f"{code}\n", encoding="ascii")
+            path.write_text(f"{code}\n", encoding="ascii")
         except OSError as exc:  # the launcher then reports torchrun's own code
             logging.getLogger("trainer").error("cannot leave exit code %d in %s: %s", code, path, exc)  # noqa: TRY400

@@ -31,7 +31,9 @@ Why the result is the single-process result with the same `batch_size` (the glob
    epoch) the ranks agree with one all-reduce (MAX), so every rank stops at the same step, rank 0 stores
    one checkpoint of that position and records `interrupted`, and every rank exits 75. Before the process
    group exists the same holds (`join`): a rank stopped while the ranks gather tells the others through
-   torch's TCPStore, and every rank exits 75 within a second, with nothing trained and nothing written.
+   torch's TCPStore, and every rank there exits 75 within a second, with nothing trained and nothing
+   written. (Without torchrun rank 0 serves that store, and keeps it up 5 s for a stop: a rank that
+   arrives later waits for COLLECTIVE_TIMEOUT. Under torchrun its agent serves it for the whole run.)
 5. Writes: rank 0 (the leader) alone reads and writes the run record, writes checkpoints, publishes and
    runs the gate; it tells the other ranks (followers) whether to train, and they exit with its exit code.
    A follower's store view refuses nothing but writes nothing (`FollowerStore`).

@@ -11,13 +11,14 @@ Why a launcher that stays: torchrun's elastic agent exits 1 whenever a worker ex
 failures reach it as ChildFailedError, pytorch.org/docs/stable/elastic/errors.html) and, on SIGTERM,
 stops its workers and dies of the signal itself: a 75 or a 73 is lost either way. So this process starts
 torchrun as its child, passes SIGTERM/SIGINT on to it (torchrun passes them to every worker and waits
-30 s, its shutdown timeout, for them to checkpoint and exit 75), and reads the code rank 0 left in the
-file named by PUSHTRAIN_RANK0_EXIT_CODE_FILE (trainer.cli_common.report_rank0_exit_code). When it passed a
-stop on and rank 0 left no code (torchrun was still gathering the nodes, or killed rank 0 after its 30 s),
-it exits 75 too: stopped before the end, so Batch retries the attempt, which resumes from the last
-checkpoint (a job the trigger terminated is not retried whatever its code). The converse: when rank 0
-exits 75 although no stop reached this node, the SIGTERM was torchrun's, ending the group because another
-worker failed, and the node exits with torchrun's code (1), a failure Batch does not retry.
+30 s, its shutdown timeout, for them to checkpoint and exit 75), and reads the codes the workers left in
+the folder named by PUSHTRAIN_EXIT_CODES_DIR (trainer.cli_common.report_exit_code). When it passed a stop
+on and rank 0 left no code (torchrun was still gathering the nodes, or killed rank 0 after its 30 s), it
+exits 75 too: stopped before the end, so Batch retries the attempt, which resumes from the last checkpoint
+(a job the trigger terminated is not retried whatever its code). The converse: when rank 0 exits 75
+although no stop reached this node, and a worker beside it failed or left no code, the SIGTERM was
+torchrun's, ending the group for that worker: the node exits with torchrun's code (1), a failure Batch
+does not retry. (A stop from another node leaves every worker here with 75, and the node exits 75.)
 
 No torch here: the launcher is the container's first process and must not spend seconds importing what
 only the workers use.
@@ -35,7 +36,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from trainer.cli_common import RANK0_EXIT_CODE_FILE
+from trainer.cli_common import EXIT_CODES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -117,30 +118,43 @@ def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[
 def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     """Run torchrun for this node with `-m trainer train ARGV`; rank 0's exit code (see the module docstring)."""
     try:
-        flags = torchrun_arguments(environ, procs_per_node(environ))
+        procs = procs_per_node(environ)
+        flags = torchrun_arguments(environ, procs)
     except BatchEnvironmentError as err:
         print(f"trainer: {err}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
     with tempfile.TemporaryDirectory(prefix="trainer-torchrun-") as scratch:
-        code_file = Path(scratch) / "rank0-exit-code"
         command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
         log.info("starting %s", " ".join(command))
-        agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {RANK0_EXIT_CODE_FILE: str(code_file)})
-        try:
-            rank0_code = int(code_file.read_text(encoding="ascii"))
-        except (OSError, ValueError):  # no rank 0 on this node, or it died before it could say (killed)
-            if stopped:
-                log.info("stopped by a signal before rank 0 reported (torchrun exited %d): exit 75", agent_code)
-                return EXIT_INTERRUPTED
-            return agent_code if agent_code >= 0 else 128 - agent_code
-    if rank0_code == EXIT_INTERRUPTED and not stopped and agent_code != 0:
-        # Rank 0 stopped on a SIGTERM nobody sent this node: torchrun's own, ending the group because another
-        # worker failed. That is the failure, not a stop to retry from (torchrun's code, a ChildFailedError's 1).
+        agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {EXIT_CODES_DIR: scratch})
+        codes = _exit_codes(Path(scratch))
+    rank0_code = codes.pop(0, None)
+    if rank0_code is None:  # no rank 0 on this node, or it died before it could say (killed)
+        if stopped:
+            log.info("stopped by a signal before rank 0 reported (torchrun exited %d): exit 75", agent_code)
+            return EXIT_INTERRUPTED
+        return agent_code if agent_code >= 0 else 128 - agent_code
+    # Rank 0 stopped although nobody stopped this node, and a worker beside it failed or vanished (no code):
+    # the SIGTERM was torchrun's own, ending the group for that worker. That is the failure, not a stop to
+    # retry from. (A stop that came from another node leaves every worker here with 75 or 0.)
+    local_failure = len(codes) < procs - 1 or any(code not in (0, EXIT_INTERRUPTED) for code in codes.values())
+    if rank0_code == EXIT_INTERRUPTED and not stopped and agent_code != 0 and local_failure:
         log.info("rank 0 was stopped by torchrun after another worker failed: exit %d", agent_code)
         return agent_code if agent_code > 0 else 128 - agent_code
     if rank0_code != agent_code:
         log.info("torchrun exited %d; rank 0 exited %d, the job's exit code", agent_code, rank0_code)
     return rank0_code
+
+
+def _exit_codes(folder: Path) -> dict[int, int]:
+    """The codes the workers left (trainer.cli_common.report_exit_code), by rank; unreadable ones left out."""
+    codes = {}
+    for path in folder.glob("rank*"):
+        try:
+            codes[int(path.name.removeprefix("rank"))] = int(path.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            continue
+    return codes
 
 
 def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> tuple[int, bool]:
