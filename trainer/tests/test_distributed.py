@@ -580,6 +580,18 @@ def wait_for(condition: Any, node: subprocess.Popen[str], log: Path, what: str) 
         time.sleep(0.005)
 
 
+def stopped_codes(nodes: list[subprocess.Popen[str]], logs: list[Path]) -> list[int]:
+    """The exit codes of nodes told to stop; past STOP_GUARD_S (a hang) their process trees are killed."""
+    try:
+        return [node.wait(timeout=STOP_GUARD_S) for node in nodes]
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            for pid in process_tree(node.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        pytest.fail("a stopped node did not exit:\n" + "\n".join(log.read_text() for log in logs))
+
+
 def lease_owner(ws: Workspace, run_id: str) -> str:
     try:
         return str((status(ws, run_id).get("lease") or {}).get("owner"))
@@ -839,7 +851,7 @@ def test_a_batch_node_stopped_while_torchrun_gathers_the_nodes_exits_75_for_a_re
 
     wait_for(agent_listening, node, log, "rendezvous store")
     node.send_signal(signal.SIGTERM)
-    assert node.wait(timeout=STOP_GUARD_S) == 75, log.read_text()
+    assert stopped_codes([node], [log]) == [75], log.read_text()
     assert "stopped by a signal before rank 0 reported" in log.read_text()
 
 
@@ -884,16 +896,16 @@ def test_a_follower_signalled_before_it_joins_still_tells_the_others_and_writes_
     follower must not write the run record."""
     from trainer import __main__ as cli
 
-    port = free_port()
-    threads, outcomes = join_in_threads([World(0, 2, 0, "127.0.0.1", port)], [threading.Event()])
-    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+    port = free_port()  # three ranks, the third never comes: rank 0 cannot decide "go" before rank 1 decides
+    threads, outcomes = join_in_threads([World(0, 3, 0, "127.0.0.1", port)], [threading.Event()])
+    for name, value in {"RANK": "1", "WORLD_SIZE": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MASTER_PORT", str(port))
     monkeypatch.setattr(cli, "STOP", threading.Event())
     cli.STOP.set()  # SIGTERM came while the rank was still starting
     run_id = "early-signal-rank1"
-    argv = command(workspace, run_id, str(tmp_path / "work"))[command(workspace, run_id, "w").index("train") + 1 :]
-    assert cli.train(argv) == 75
+    argv = command(workspace, run_id, str(tmp_path / "work"), ["--batch-size", "48"])
+    assert cli.train(argv[argv.index("train") + 1 :]) == 75
     finish(threads)
     assert isinstance(outcomes[0], Interrupted) and str(outcomes[0]) == "rank 1 was stopped"
     assert not (workspace.store / "runs" / run_id).exists()
@@ -921,6 +933,57 @@ def test_a_child_node_stopped_while_training_makes_the_main_node_exit_75(workspa
             nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
     wait_for(checkpoint.exists, nodes[0], logs[0], "checkpoint of epoch 1")
     nodes[1].send_signal(signal.SIGTERM)
-    codes = [node.wait(timeout=STOP_GUARD_S) for node in nodes]
+    codes = stopped_codes(nodes, logs)
     assert codes == [75, 75], logs[0].read_text()
     assert status(workspace, run_id)["state"] == "interrupted"
+
+
+SLOW_TO_START = """
+import os, time
+if os.environ.get("LOCAL_RANK"):  # a torchrun worker: still starting (no signal handlers yet) for a while
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_child_node_stopped_while_its_worker_starts_tells_the_main_node(workspace: Workspace, tmp_path: Path) -> None:
+    """The child's worker dies of the SIGTERM before it can install its handlers, so it never joins nor
+    tells anyone; its launcher tells the ranks gathering instead, and the main node exits 75 at once rather
+    than waiting COLLECTIVE_TIMEOUT."""
+    run_id = "batch-child-stopped-starting"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_TO_START)
+    port = free_port()
+    nodes, logs = [], []
+    for index in (0, 1):
+        env = batch_node_env(1, port) | {
+            "AWS_BATCH_JOB_NUM_NODES": "2", "AWS_BATCH_JOB_NODE_INDEX": str(index), "PUSHTRAIN_PROCS_PER_NODE": "1",
+        }  # fmt: skip
+        if index:
+            env |= {
+                "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": socket.gethostbyname(socket.gethostname()),
+                "PYTHONPATH": str(tmp_path / "site"),
+            }
+        cmd = command(workspace, run_id, f"work-child-starting{index}")
+        cmd[cmd.index("train")] = "torchrun"
+        logs.append(tmp_path / f"node{index}.log")
+        with logs[-1].open("w") as out:
+            nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    # GIVEN rank 0 on the main node counted in, waiting for rank 1, whose worker is still starting
+    address = socket.gethostbyname(socket.gethostname())
+
+    def rank_0_waits() -> bool:
+        try:
+            probe = torch.distributed.TCPStore(address, port, None, False, timeout=datetime.timedelta(seconds=5))
+            return int(join_keys(probe, World(0, 1, 0, address, port)).add(JOINED, 0)) == 1
+        except RuntimeError:
+            return False
+
+    wait_for(rank_0_waits, nodes[0], logs[0], "rank 0 in the join")
+    # WHEN the child node's container is stopped
+    nodes[1].send_signal(signal.SIGTERM)
+    # THEN both nodes exit 75, the main node told by the child's launcher
+    codes = stopped_codes(nodes, logs)
+    assert codes == [75, 75], logs[0].read_text() + logs[1].read_text()
+    assert "told the ranks gathering that rank 1 stopped" in logs[1].read_text()
+    assert "rank 1 was stopped while the ranks joined" in logs[0].read_text()

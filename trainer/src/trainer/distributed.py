@@ -244,6 +244,19 @@ def _leave(store: dist.Store, world: World, hosting: bool, *, counted: bool = Tr
         time.sleep(JOIN_POLL_S / 4)
 
 
+def tell_the_gathering(master_addr: str, master_port: int, rank: int, restart: int = 0) -> str:
+    """Decide "stop" for ranks gathering on torchrun's agent store, for `rank`, which will not come.
+
+    For the launcher (trainer.torchrun) of a node that was stopped while its workers were starting: a
+    worker that gets SIGTERM before it installs its handlers dies of it without telling anyone, and the
+    ranks already waiting would wait for COLLECTIVE_TIMEOUT. No effect once they went on ("go"). The
+    decision in force is returned.
+    """
+    world = World(rank, 1, 0, master_addr, master_port, agent_store=True, restart=restart)
+    store = dist.TCPStore(master_addr, master_port, None, is_master=False, timeout=datetime.timedelta(seconds=5))
+    return str(join_keys(store, world).compare_set(DECISION, "", f"stop:{rank}").decode())
+
+
 def _wait_for_server(world: World, stop: threading.Event, deadline: float) -> None:
     """Until the store's port accepts connections (a TCPStore client would retry in C++, deaf to signals).
 
@@ -583,5 +596,6 @@ __all__ = [
     "join",
     "join_keys",
     "main",
+    "tell_the_gathering",
     "world_from_env",
 ]

@@ -128,6 +128,10 @@ def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         log.info("starting %s", " ".join(command))
         agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {EXIT_CODES_DIR: scratch})
         codes = _exit_codes(Path(scratch))
+    if stopped and not codes and "--node-rank=0" not in flags:
+        # A child node stopped before any worker here could say so: tell the ranks gathering on the main node
+        # (the main node's own exit ends the job, so it needs to tell no one).
+        _tell_the_gathering(flags, procs)
     rank0_code = codes.pop(0, None)
     if rank0_code is None:  # no rank 0 on this node, or it died before it could say (killed)
         if stopped:
@@ -144,6 +148,20 @@ def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     if rank0_code != agent_code:
         log.info("torchrun exited %d; rank 0 exited %d, the job's exit code", agent_code, rank0_code)
     return rank0_code
+
+
+def _tell_the_gathering(flags: list[str], procs: int) -> None:
+    """Best effort (trainer.distributed.tell_the_gathering; torch is imported on this path only)."""
+    flag = dict(f.removeprefix("--").split("=", 1) for f in flags)
+    rank = int(flag["node-rank"]) * procs  # torchrun numbers the ranks node by node
+    try:
+        from trainer.distributed import tell_the_gathering
+
+        decision = tell_the_gathering(flag["master-addr"], int(flag["master-port"]), rank)
+    except Exception as exc:  # noqa: BLE001 -- the node's own exit code is what matters; this only shortens a wait
+        log.warning("could not tell the other nodes that this one stopped: %s: %s", type(exc).__name__, exc)
+        return
+    log.info("told the ranks gathering that rank %d stopped (their decision: %s)", rank, decision)
 
 
 def _exit_codes(folder: Path) -> dict[int, int]:
