@@ -46,6 +46,7 @@ from typing import Any
 import pytest
 import torch
 from trainer.checkpoint import Checkpoints
+from trainer.cli_common import EXIT_CODES_DIR, report_exit_code
 from trainer.config import ConfigError, load_config
 from trainer.data import Cifar10Data
 from trainer.distributed import (
@@ -65,7 +66,7 @@ from trainer.distributed import (
 from trainer.run import Interrupted
 from trainer.store import LocalStore
 from trainer.synth import write_folder
-from trainer.torchrun import BatchEnvironmentError, procs_per_node, torchrun_arguments
+from trainer.torchrun import BatchEnvironmentError, procs_per_node, read_exit_codes, torchrun_arguments
 
 from trainer import runstate
 
@@ -159,6 +160,25 @@ def test_batch_child_nodes_reach_the_main_node_whatever_its_index() -> None:
     with pytest.raises(BatchEnvironmentError) as caught:
         torchrun_arguments(base | {"AWS_BATCH_JOB_NODE_INDEX": "2"}, 4)
     assert caught.value.setting == "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"
+
+
+def test_workers_leave_their_exit_codes_and_the_launcher_reads_only_whole_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "codes"
+    folder.mkdir()
+    for rank, code in (("0", 75), ("3", 0)):
+        report_exit_code(code, {EXIT_CODES_DIR: str(folder), "RANK": rank})
+    for bad_rank in ("", "-1", "x", "\u0663"):  # no RANK, or none torchrun would set: nothing written
+        report_exit_code(1, {EXIT_CODES_DIR: str(folder), "RANK": bad_rank})
+    report_exit_code(1, {"RANK": "5"})  # not under the launcher: nothing written
+    assert sorted(p.name for p in folder.iterdir()) == ["rank0", "rank3"]
+    assert (folder / "rank0").read_text(encoding="ascii") == "75\n"  # written whole, then renamed
+    # a partial, empty, garbled or foreign file counts as no code (a worker that could not say)
+    (folder / "rank1.partial").write_text("7", encoding="ascii")
+    (folder / "rank2").write_text("", encoding="ascii")
+    (folder / "rank4").write_bytes(b"\xff\xfe")
+    (folder / "rankX").write_text("1", encoding="ascii")
+    (folder / "rank1").write_text("7 5", encoding="ascii")
+    assert read_exit_codes(folder) == {0: 75, 3: 0}
 
 
 def test_a_node_runs_one_process_per_gpu_device_it_sees(tmp_path: Path) -> None:

@@ -156,7 +156,9 @@ def report_exit_code(code: int, environ: Mapping[str, str] | None = None) -> Non
     folder, rank = environ.get(EXIT_CODES_DIR), environ.get("RANK", "")
     if folder and rank.isascii() and rank.isdecimal():
         path = Path(folder) / f"rank{int(rank)}"
-        try:
-            path.write_text(f"{code}\n", encoding="ascii")
+        partial = path.with_name(f"{path.name}.partial")
+        try:  # whole or absent: a worker killed mid-write must not leave "7" of "75"
+            partial.write_text(f"{code}\n", encoding="ascii")
+            partial.replace(path)
         except OSError as exc:  # the launcher then reports torchrun's own code
             logging.getLogger("trainer").error("cannot leave exit code %d in %s: %s", code, path, exc)  # noqa: TRY400

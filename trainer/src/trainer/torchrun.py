@@ -127,7 +127,7 @@ def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
         log.info("starting %s", " ".join(command))
         agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {EXIT_CODES_DIR: scratch})
-        codes = _exit_codes(Path(scratch))
+        codes = read_exit_codes(Path(scratch))
     if stopped and not codes and "--node-rank=0" not in flags:
         # A child node stopped before any worker here could say so: tell the ranks gathering on the main node
         # (the main node's own exit ends the job, so it needs to tell no one).
@@ -164,7 +164,7 @@ def _tell_the_gathering(flags: list[str], procs: int) -> None:
     log.info("told the ranks gathering that rank %d stopped (their decision: %s)", rank, decision)
 
 
-def _exit_codes(folder: Path) -> dict[int, int]:
+def read_exit_codes(folder: Path) -> dict[int, int]:
     """The codes the workers left (trainer.cli_common.report_exit_code), by rank; unreadable ones left out."""
     codes = {}
     for path in folder.glob("rank*"):
@@ -200,4 +200,4 @@ def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> tupl
             signal.signal(sig, handler)
 
 
-__all__ = ["BatchEnvironmentError", "launch", "procs_per_node", "torchrun_arguments"]
+__all__ = ["BatchEnvironmentError", "launch", "procs_per_node", "read_exit_codes", "torchrun_arguments"]
