@@ -931,13 +931,12 @@ def test_a_follower_signalled_before_it_joins_still_tells_the_others_and_writes_
     assert not (workspace.store / "runs" / run_id).exists()
 
 
-@pytest.mark.slow
-def test_a_child_node_stopped_while_training_makes_the_main_node_exit_75(workspace: Workspace, tmp_path: Path) -> None:
-    """Two Batch nodes (two launchers here, one process each); only the child's container is stopped. Every
-    rank stops at the same step and rank 0 exits 75; the main node, which no stop reached, must pass the 75
-    on (its torchrun exits 1 for a worker's 75: that alone is no failure beside rank 0)."""
-    run_id = "batch-child-stopped"
-    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
+def start_two_nodes(
+    ws: Workspace, run_id: str, logs_dir: Path, extra: list[str] | None = None, child_env: dict[str, str] | None = None
+) -> tuple[list[subprocess.Popen[str]], list[Path], int]:
+    """A Batch job of two nodes, one process each: two launchers on this machine, the child reaching the main
+    node at this host's address as Batch's AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS would say; the
+    nodes, their logs and the rendezvous port."""
     port = free_port()
     nodes, logs = [], []
     for index in (0, 1):
@@ -945,12 +944,24 @@ def test_a_child_node_stopped_while_training_makes_the_main_node_exit_75(workspa
             "AWS_BATCH_JOB_NUM_NODES": "2", "AWS_BATCH_JOB_NODE_INDEX": str(index), "PUSHTRAIN_PROCS_PER_NODE": "1",
         }  # fmt: skip
         if index:
-            env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = socket.gethostbyname(socket.gethostname())
-        cmd = command(workspace, run_id, f"work-child-stop{index}", ["--epochs", "3"])
+            env |= {"AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": socket.gethostbyname(socket.gethostname())}
+            env |= child_env or {}
+        cmd = command(ws, run_id, f"work-{run_id}-{index}", extra)
         cmd[cmd.index("train")] = "torchrun"
-        logs.append(tmp_path / f"node{index}.log")
+        logs.append(logs_dir / f"node{index}.log")
         with logs[-1].open("w") as out:
             nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    return nodes, logs, port
+
+
+@pytest.mark.slow
+def test_a_child_node_stopped_while_training_makes_the_main_node_exit_75(workspace: Workspace, tmp_path: Path) -> None:
+    """Two Batch nodes (two launchers here, one process each); only the child's container is stopped. Every
+    rank stops at the same step and rank 0 exits 75; the main node, which no stop reached, must pass the 75
+    on (its torchrun exits 1 for a worker's 75: that alone is no failure beside rank 0)."""
+    run_id = "batch-child-stopped"
+    checkpoint = workspace.store / "runs" / run_id / "checkpoint.pt"
+    nodes, logs, _port = start_two_nodes(workspace, run_id, tmp_path, ["--epochs", "3"])
     wait_for(checkpoint.exists, nodes[0], logs[0], "checkpoint of epoch 1")
     nodes[1].send_signal(signal.SIGTERM)
     codes = stopped_codes(nodes, logs)
@@ -973,22 +984,7 @@ def test_a_child_node_stopped_while_its_worker_starts_tells_the_main_node(worksp
     run_id = "batch-child-stopped-starting"
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_TO_START)
-    port = free_port()
-    nodes, logs = [], []
-    for index in (0, 1):
-        env = batch_node_env(1, port) | {
-            "AWS_BATCH_JOB_NUM_NODES": "2", "AWS_BATCH_JOB_NODE_INDEX": str(index), "PUSHTRAIN_PROCS_PER_NODE": "1",
-        }  # fmt: skip
-        if index:
-            env |= {
-                "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": socket.gethostbyname(socket.gethostname()),
-                "PYTHONPATH": str(tmp_path / "site"),
-            }
-        cmd = command(workspace, run_id, f"work-child-starting{index}")
-        cmd[cmd.index("train")] = "torchrun"
-        logs.append(tmp_path / f"node{index}.log")
-        with logs[-1].open("w") as out:
-            nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    nodes, logs, port = start_two_nodes(workspace, run_id, tmp_path, child_env={"PYTHONPATH": str(tmp_path / "site")})
     # GIVEN rank 0 on the main node counted in, waiting for rank 1, whose worker is still starting
     address = socket.gethostbyname(socket.gethostname())
 
