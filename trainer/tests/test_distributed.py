@@ -691,7 +691,7 @@ def finish(threads: list[threading.Thread]) -> None:
 
 def counted_in(port: int) -> int:
     probe = torch.distributed.TCPStore("127.0.0.1", port, None, False, timeout=datetime.timedelta(seconds=30))
-    return int(join_keys(probe, World(0, 1, 0, "127.0.0.1", port)).add(JOINED, 0))
+    return int(join_keys(probe, 0).add(JOINED, 0))
 
 
 def wait_until(condition: Any, what: str) -> None:
@@ -781,7 +781,7 @@ def test_the_ranks_decide_once_whatever_the_moment_a_stop_comes() -> None:
         worlds = [agent_world(r, 4, server.port) for r in range(4)]
         stops = [threading.Event() for _ in worlds]
         threads, outcomes = join_in_threads(worlds[:3], stops[:3])
-        keys = join_keys(server, worlds[0])
+        keys = join_keys(server, worlds[0].restart)
         wait_until(lambda keys=keys: int(keys.add(JOINED, 0)) == 3, "three ranks counted in")
         last, last_outcome = join_in_threads(worlds[3:], stops[3:])
         time.sleep(rng.uniform(0, 0.05))
@@ -991,7 +991,7 @@ def test_a_child_node_stopped_while_its_worker_starts_tells_the_main_node(worksp
     def rank_0_waits() -> bool:
         try:
             probe = torch.distributed.TCPStore(address, port, None, False, timeout=datetime.timedelta(seconds=5))
-            return int(join_keys(probe, World(0, 1, 0, address, port)).add(JOINED, 0)) == 1
+            return int(join_keys(probe, 0).add(JOINED, 0)) == 1
         except RuntimeError:
             return False
 

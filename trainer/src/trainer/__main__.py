@@ -29,13 +29,16 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from trainer.cli_common import quiet_pipe, report_exit_code  # no torch: the signal handlers come first
+from trainer.cli_common import (  # no torch: the signal handlers come first
+    EXIT_INTERRUPTED,
+    quiet_pipe,
+    report_exit_code,
+)
 
 if TYPE_CHECKING:
     from trainer.config import ConfigError, TrainConfig
 
 EXIT_INVALID_CONFIG = 2
-EXIT_INTERRUPTED = 75  # the same as trainer.run.EXIT_INTERRUPTED (not imported: that would import torch first)
 USAGE = __doc__ or ""
 STOP = threading.Event()  # set by SIGTERM or SIGINT; the run stops before its next batch
 

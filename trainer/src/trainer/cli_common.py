@@ -20,6 +20,7 @@ COMMAND = "pushtrain"
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, unreadable, refused, or the store could not be reached
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL, as trainer.run's (which imports torch): stopped, retry from the checkpoint
 
 CREDENTIALS_HINT = (
     "no AWS credentials: set AWS_PROFILE (after `aws sso login` or `aws configure`), or "

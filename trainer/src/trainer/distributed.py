@@ -147,9 +147,9 @@ def world_from_env(environ: Mapping[str, str]) -> World:
     return World(rank, world_size, local_rank, environ["MASTER_ADDR"], port, agent_store, restart)
 
 
-def join_keys(store: dist.Store, world: World) -> dist.Store:
+def join_keys(store: dist.Store, restart: int) -> dist.Store:
     """The view of `store` that holds one gathering's keys (a fresh one for each torchrun restart)."""
-    return dist.PrefixStore(f"pushtrain/join/{world.restart}", store)  # keys "pushtrain/join/0/joined", ...
+    return dist.PrefixStore(f"pushtrain/join/{restart}", store)  # keys "pushtrain/join/0/joined", ...
 
 
 # --- joining ---------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def join(
     else:
         _wait_for_server(world, stop, deadline)
         store = dist.TCPStore(world.master_addr, world.master_port, world.world_size, is_master=False, timeout=timeout)
-    keys = join_keys(store, world)
+    keys = join_keys(store, world.restart)
     if refusal:
         keys.compare_set(DECISION, "", f"exit:{world.rank}:{refusal}")
         _leave(keys, world, hosting, counted=False)
@@ -252,9 +252,8 @@ def tell_the_gathering(master_addr: str, master_port: int, rank: int, restart: i
     ranks already waiting would wait for COLLECTIVE_TIMEOUT. No effect once they went on ("go"). The
     decision in force is returned.
     """
-    world = World(rank, 1, 0, master_addr, master_port, agent_store=True, restart=restart)
     store = dist.TCPStore(master_addr, master_port, None, is_master=False, timeout=datetime.timedelta(seconds=5))
-    return str(join_keys(store, world).compare_set(DECISION, "", f"stop:{rank}").decode())
+    return str(join_keys(store, restart).compare_set(DECISION, "", f"stop:{rank}").decode())
 
 
 def _wait_for_server(world: World, stop: threading.Event, deadline: float) -> None:

@@ -34,14 +34,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cli_common import EXIT_CODES_DIR
+from trainer.cli_common import EXIT_CODES_DIR, EXIT_INTERRUPTED
 
 log = logging.getLogger(__name__)
 
 EXIT_INVALID_CONFIG = 2  # as the CLI's (trainer.__main__)
-EXIT_INTERRUPTED = 75  # as trainer.run's (not imported: that would import torch)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # AWS Batch multi-node parallel jobs (docs.aws.amazon.com/batch/latest/userguide/mnp-env-vars.html);
 # the main node's address is set on child nodes only.
@@ -84,8 +84,34 @@ def procs_per_node(environ: Mapping[str, str], devices: Path = Path("/dev")) -> 
     return gpus or 1
 
 
-def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[str]:
-    """torchrun's rendezvous flags for this node of an AWS Batch multi-node parallel job.
+@dataclass(frozen=True)
+class Rendezvous:
+    """This node's place in the AWS Batch multi-node parallel job, as torchrun's static rendezvous takes it."""
+
+    nodes: int
+    node_rank: int  # the main node is 0
+    procs: int  # processes per node
+    address: str  # the main node's
+    port: int
+
+    @property
+    def first_rank(self) -> int:
+        """This node's first global rank (torchrun numbers the ranks node by node)."""
+        return self.node_rank * self.procs
+
+    def flags(self) -> list[str]:
+        return [
+            f"--nnodes={self.nodes}",
+            f"--node-rank={self.node_rank}",
+            f"--nproc-per-node={self.procs}",
+            f"--master-addr={self.address}",
+            f"--master-port={self.port}",
+            "--max-restarts=0",  # a lost node fails the job; AWS Batch's retry strategy starts it again
+        ]
+
+
+def rendezvous(environ: Mapping[str, str], procs_per_node: int) -> Rendezvous:
+    """This node of an AWS Batch multi-node parallel job, from Batch's variables.
 
     Node indices become node ranks with the main node as rank 0 (Batch lets any index be the main node);
     child nodes reach the main node at the address Batch gives them, the main node listens on its own.
@@ -105,63 +131,63 @@ def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[
     port = RENDEZVOUS_PORT
     if environ.get(RENDEZVOUS_PORT_VARIABLE):
         port = int_variable(environ, RENDEZVOUS_PORT_VARIABLE, 1, 65535)
-    return [
-        f"--nnodes={nodes}",
-        f"--node-rank={node_rank}",
-        f"--nproc-per-node={procs_per_node}",
-        f"--master-addr={address}",
-        f"--master-port={port}",
-        "--max-restarts=0",  # a lost node fails the job; AWS Batch's retry strategy starts it again
-    ]
+    return Rendezvous(nodes, node_rank, procs_per_node, address, port)
+
+
+def torchrun_arguments(environ: Mapping[str, str], procs_per_node: int) -> list[str]:
+    """torchrun's rendezvous flags for this node (see `rendezvous`)."""
+    return rendezvous(environ, procs_per_node).flags()
 
 
 def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     """Run torchrun for this node with `-m trainer train ARGV`; rank 0's exit code (see the module docstring)."""
     try:
-        procs = procs_per_node(environ)
-        flags = torchrun_arguments(environ, procs)
+        node = rendezvous(environ, procs_per_node(environ))
     except BatchEnvironmentError as err:
         print(f"trainer: {err}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
     with tempfile.TemporaryDirectory(prefix="trainer-torchrun-") as scratch:
-        command = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "trainer", "train", *argv]
+        command = [sys.executable, "-m", "torch.distributed.run", *node.flags(), "-m", "trainer", "train", *argv]
         log.info("starting %s", " ".join(command))
         agent_code, stopped = _run_forwarding_signals(command, dict(environ) | {EXIT_CODES_DIR: scratch})
         codes = read_exit_codes(Path(scratch))
-    if stopped and not codes and "--node-rank=0" not in flags:
+    if stopped and not codes and node.node_rank:
         # A child node stopped before any worker here could say so: tell the ranks gathering on the main node
         # (the main node's own exit ends the job, so it needs to tell no one).
-        _tell_the_gathering(flags, procs)
+        _tell_the_gathering(node)
     rank0_code = codes.pop(0, None)
     if rank0_code is None:  # no rank 0 on this node, or it died before it could say (killed)
         if stopped:
             log.info("stopped by a signal before rank 0 reported (torchrun exited %d): exit 75", agent_code)
             return EXIT_INTERRUPTED
-        return agent_code if agent_code >= 0 else 128 - agent_code
+        return _exit_status(agent_code)
     # Rank 0 stopped although nobody stopped this node, and a worker beside it failed or vanished (no code):
     # the SIGTERM was torchrun's own, ending the group for that worker. That is the failure, not a stop to
     # retry from. (A stop that came from another node leaves every worker here with 75 or 0.)
-    local_failure = len(codes) < procs - 1 or any(code not in (0, EXIT_INTERRUPTED) for code in codes.values())
+    local_failure = len(codes) < node.procs - 1 or any(code not in (0, EXIT_INTERRUPTED) for code in codes.values())
     if rank0_code == EXIT_INTERRUPTED and not stopped and agent_code != 0 and local_failure:
         log.info("rank 0 was stopped by torchrun after another worker failed: exit %d", agent_code)
-        return agent_code if agent_code > 0 else 128 - agent_code
+        return _exit_status(agent_code)
     if rank0_code != agent_code:
         log.info("torchrun exited %d; rank 0 exited %d, the job's exit code", agent_code, rank0_code)
     return rank0_code
 
 
-def _tell_the_gathering(flags: list[str], procs: int) -> None:
+def _exit_status(returncode: int) -> int:
+    """A child's returncode as a shell reports it: killed by signal N (returncode -N) is 128 + N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _tell_the_gathering(node: Rendezvous) -> None:
     """Best effort (trainer.distributed.tell_the_gathering; torch is imported on this path only)."""
-    flag = dict(f.removeprefix("--").split("=", 1) for f in flags)
-    rank = int(flag["node-rank"]) * procs  # torchrun numbers the ranks node by node
     try:
         from trainer.distributed import tell_the_gathering
 
-        decision = tell_the_gathering(flag["master-addr"], int(flag["master-port"]), rank)
+        decision = tell_the_gathering(node.address, node.port, node.first_rank)
     except Exception as exc:  # noqa: BLE001 -- the node's own exit code is what matters; this only shortens a wait
         log.warning("could not tell the other nodes that this one stopped: %s: %s", type(exc).__name__, exc)
         return
-    log.info("told the ranks gathering that rank %d stopped (their decision: %s)", rank, decision)
+    log.info("told the ranks gathering that rank %d stopped (their decision: %s)", node.first_rank, decision)
 
 
 def read_exit_codes(folder: Path) -> dict[int, int]:
@@ -200,4 +226,12 @@ def _run_forwarding_signals(command: list[str], environ: dict[str, str]) -> tupl
             signal.signal(sig, handler)
 
 
-__all__ = ["BatchEnvironmentError", "launch", "procs_per_node", "read_exit_codes", "torchrun_arguments"]
+__all__ = [
+    "BatchEnvironmentError",
+    "Rendezvous",
+    "launch",
+    "procs_per_node",
+    "read_exit_codes",
+    "rendezvous",
+    "torchrun_arguments",
+]
